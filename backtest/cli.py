@@ -1,0 +1,249 @@
+"""The ``backtest`` command line: one thin function per command (parse, call the API, print).
+
+Heavy modules (numba kernels, matplotlib, ccxt, dask) are imported inside the commands that use
+them, so ``backtest --help`` and ``backtest events list`` start fast. User mistakes exit 2 with
+one line on stderr; progress goes to stderr and only when stderr is a terminal.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import typer
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Liquidation-cascade backtester for crypto perpetual futures.",
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(no_args_is_help=True, help="Inspect and maintain the market-data store.")
+events_app = typer.Typer(no_args_is_help=True, help="The crash-event catalogue.")
+app.add_typer(data_app, name="data")
+app.add_typer(events_app, name="events")
+
+StoreOpt = typer.Option(None, "--store", help="Store root: folder or s3://bucket/prefix (default: $BACKTEST_STORE or the committed data/).")
+SetOpt = typer.Option(None, "--set", help="Override a parameter: key=value (repeatable).")
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print one line to stderr and exit (2 = user error)."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Turn user errors (UserError, ValueError, missing files) into one line and exit 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from backtest.errors import UserError
+
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except (UserError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as e:
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            fail(msg)
+        except KeyboardInterrupt:
+            fail("interrupted; what was written before the interruption is kept", 130)
+
+    return wrapper
+
+
+def console():
+    from rich.console import Console
+
+    return Console(stderr=False, highlight=False, soft_wrap=True)
+
+
+def print_frame(df, title: str | None = None) -> None:
+    """Print a polars frame as a rich table on stdout."""
+    from rich.table import Table
+
+    t = Table(title=title, show_lines=False)
+    for c in df.columns:
+        t.add_column(c)
+    for row in df.iter_rows():
+        t.add_row(*["" if v is None else (f"{v:,.6g}" if isinstance(v, float) else str(v)) for v in row])
+    console().print(t)
+
+
+# ------------------------------------------------------------------------------------------
+# events
+# ------------------------------------------------------------------------------------------
+@events_app.command("list")
+@user_errors
+def events_list(store: Optional[str] = StoreOpt) -> None:
+    """List the catalogued crash events."""
+    import polars as pl
+
+    from backtest.events import load_events
+
+    evs = load_events(store)
+    df = pl.DataFrame(
+        {
+            "id": [e.id for e in evs],
+            "name": [e.name for e in evs],
+            "exchange": [e.exchange for e in evs],
+            "symbols": [", ".join(e.symbols) for e in evs],
+            "window (UTC)": [f"{e.start_iso} → {e.end_iso}" for e in evs],
+        }
+    )
+    print_frame(df, "crash events")
+
+
+@events_app.command("show")
+@user_errors
+def events_show(event_id: str = typer.Argument(..., help="Event id, e.g. 2025-10-10"), store: Optional[str] = StoreOpt) -> None:
+    """Show one event: windows, symbols, published figures with sources."""
+    from backtest.events import get_event
+
+    ev = get_event(event_id, store)
+    typer.echo(ev.describe())
+
+
+# ------------------------------------------------------------------------------------------
+# data
+# ------------------------------------------------------------------------------------------
+@data_app.command("ls")
+@user_errors
+def data_ls(store: Optional[str] = StoreOpt, dataset: Optional[str] = typer.Option(None, help="Only this dataset.")) -> None:
+    """List stored series: dataset, exchange, symbol, timeframe, first and last time, rows."""
+    from backtest.store import Store
+
+    st = Store(store)
+    df = st.summary(dataset)
+    if df.height == 0:
+        typer.echo(f"store {st.root} is empty")
+        return
+    print_frame(df, f"store {st.root}")
+    tiers = st.read_tiers("binanceusdm")
+    if tiers:
+        typer.echo(f"leverage tiers: binanceusdm, {len(tiers)} markets")
+
+
+@data_app.command("gaps")
+@user_errors
+def data_gaps(
+    store: Optional[str] = StoreOpt,
+    dataset: Optional[str] = typer.Option(None, help="Only this dataset."),
+    symbol: Optional[str] = typer.Option(None, help="Only this ccxt symbol, e.g. BTC/USDT:USDT."),
+    timeframe: Optional[str] = typer.Option(None, help="Only this timeframe."),
+    since: Optional[str] = typer.Option(None, help="Start of the range to check (ISO-8601 UTC)."),
+    until: Optional[str] = typer.Option(None, help="End of the range to check (ISO-8601 UTC)."),
+) -> None:
+    """Report missing bars inside each stored series (gaps are never filled on write)."""
+    from backtest.store import Store
+
+    df = Store(store).gaps(dataset, symbol=symbol, timeframe=timeframe, start=since, end=until)
+    if df.height == 0:
+        typer.echo("no gaps")
+        return
+    print_frame(df, "gaps")
+    typer.echo(f"{df.height} gaps, {int(df['missing'].sum())} missing bars")
+
+
+@data_app.command("verify")
+@user_errors
+def data_verify(store: Optional[str] = StoreOpt) -> None:
+    """Check every partition's schema, readability, order and keys; name each bad file."""
+    from backtest.store import Store
+
+    st = Store(store)
+    problems = st.verify()
+    n = len(st.partitions())
+    if not problems:
+        typer.echo(f"store {st.root}: {n} partitions, all clean")
+        return
+    for path, why in problems:
+        typer.echo(f"BAD {path}: {why}", err=True)
+    fail(f"{len(problems)} of {n} partitions are bad; move them aside and re-import or re-download", 1)
+
+
+@data_app.command("import-csv")
+@user_errors
+def data_import_csv(
+    paths: List[Path] = typer.Argument(..., help="CSV files (optionally .gz) in a known layout."),
+    exchange: str = typer.Option("binanceusdm", help="ccxt exchange id the data came from."),
+    dataset: Optional[str] = typer.Option(None, help="Force the dataset (ohlcv, mark, index, funding...)."),
+    timeframe: Optional[str] = typer.Option(None, help="Bar timeframe; inferred from the spacing if omitted."),
+    symbol: Optional[str] = typer.Option(None, help="ccxt symbol for files without a symbol column."),
+    since: Optional[str] = typer.Option(None, help="Keep rows from this time (ISO-8601 UTC)."),
+    until: Optional[str] = typer.Option(None, help="Keep rows before this time (ISO-8601 UTC)."),
+    store: Optional[str] = StoreOpt,
+) -> None:
+    """Import CSV files (freqtrade-style, Binance kline, funding layouts) into the store."""
+    from backtest.sources.csv_import import import_csv
+    from backtest.store import Store
+
+    st = Store(store)
+    for p in paths:
+        for res in import_csv(st, p, exchange=exchange, dataset=dataset, timeframe=timeframe, symbol=symbol, since=since, until=until):
+            typer.echo(res)
+
+
+@data_app.command("import-tiers")
+@user_errors
+def data_import_tiers(
+    path: Path = typer.Argument(..., help="JSON file in ccxt fetchLeverageTiers format (symbol -> tiers)."),
+    exchange: str = typer.Option("binanceusdm", help="ccxt exchange id."),
+    symbols: Optional[str] = typer.Option(None, help="Comma-separated ccxt symbols to keep (default all)."),
+    store: Optional[str] = StoreOpt,
+) -> None:
+    """Import leverage/maintenance-margin tiers into the store."""
+    from backtest.sources.csv_import import import_tiers
+    from backtest.store import Store
+
+    n = import_tiers(Store(store), path, exchange=exchange, symbols=symbols.split(",") if symbols else None)
+    typer.echo(f"imported tiers for {n} markets of {exchange}")
+
+
+# ------------------------------------------------------------------------------------------
+# download (owner: downloader)
+# ------------------------------------------------------------------------------------------
+@app.command()
+@user_errors
+def download(
+    exchange: str = typer.Argument(..., help="ccxt exchange id, e.g. binanceusdm, bybit, okx."),
+    symbols: List[str] = typer.Argument(..., help="ccxt symbols, e.g. BTC/USDT:USDT."),
+    datasets: str = typer.Option("ohlcv", help="Comma-separated: ohlcv,mark,index,funding,open_interest,long_short_ratio,tiers."),
+    timeframe: str = typer.Option("1m", help="Bar timeframe for OHLCV and open interest."),
+    since: str = typer.Option(..., help="Start (ISO-8601 UTC, inclusive)."),
+    until: Optional[str] = typer.Option(None, help="End (ISO-8601 UTC, exclusive; default now)."),
+    source: str = typer.Option("ccxt", help="ccxt or binance-archive."),
+    ccxt_config: Optional[Path] = typer.Option(None, "--ccxt-config", help="JSON/TOML merged into the exchange's constructor arguments."),
+    store: Optional[str] = StoreOpt,
+) -> None:
+    """Download market data into the store, resumably."""
+    from backtest.sources.download import run_download
+
+    code = run_download(
+        exchange=exchange,
+        symbols=symbols,
+        datasets=[d.strip() for d in datasets.split(",") if d.strip()],
+        timeframe=timeframe,
+        since=since,
+        until=until,
+        source=source,
+        ccxt_config=ccxt_config,
+        store=store,
+    )
+    if code:
+        raise typer.Exit(code)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except BrokenPipeError:  # e.g. piped into head
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""Parameter plumbing shared by the CLI, configs and sweeps.
+
+Parameter groups are plain frozen dataclasses defined beside the code that uses them
+(``population.PopulationParams``, ``simulate.SimParams``). Users name parameters flat
+(``--set long_share=0.7``, sweep grids, config files): :func:`apply_overrides` finds the group
+that owns each name, coerces the value to the field's type, and rejects unknown names with the
+closest valid one suggested.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+from typing import Any, Mapping
+
+from backtest.errors import UserError
+
+
+class ParamError(UserError, ValueError):
+    """A user-supplied parameter is unknown or has a bad value (one-line message)."""
+
+
+def field_names(*groups: Any) -> list[str]:
+    """All flat parameter names of the given dataclass instances or classes."""
+    return [f.name for g in groups for f in dataclasses.fields(g)]
+
+
+def suggest(name: str, valid: list[str]) -> str:
+    """A ' (did you mean X?)' hint, or '' when nothing is close."""
+    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def coerce(value: Any, like: Any, name: str) -> Any:
+    """Convert ``value`` (often a string from the command line) to the type of ``like``."""
+    if not isinstance(value, str):
+        if isinstance(like, float) and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        return value
+    text = value.strip()
+    try:
+        if isinstance(like, bool):
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if isinstance(like, int):
+            return int(text)
+        if isinstance(like, float):
+            return float(text.rstrip("%")) / 100.0 if text.endswith("%") else float(text)
+        if isinstance(like, (dict, list, tuple)) or like is None:
+            parsed = json.loads(text)
+            if isinstance(parsed, dict):
+                # JSON object keys are strings: leverage mixes are keyed by numbers.
+                parsed = {_num(k): v for k, v in parsed.items()}
+            return parsed
+    except (ValueError, json.JSONDecodeError):
+        raise ParamError(
+            f"parameter {name!r}: cannot read {value!r} as {type(like).__name__}; "
+            f"give e.g. {name}={json.dumps(like) if not isinstance(like, str) else like}"
+        ) from None
+    return text
+
+
+def _num(key: str) -> Any:
+    try:
+        return float(key) if "." in key else int(key)
+    except ValueError:
+        return key
+
+
+def apply_overrides(groups: list[Any], overrides: Mapping[str, Any]) -> list[Any]:
+    """Return copies of the dataclass instances ``groups`` with ``overrides`` applied.
+
+    Each override name must be a field of exactly one group. Raises :class:`ParamError` for an
+    unknown name (suggesting the closest) or a value of the wrong type. Each group may define
+    ``validate(self)`` raising ``ValueError`` for out-of-range values; it is called after.
+    """
+    valid = field_names(*groups)
+    changes: list[dict[str, Any]] = [{} for _ in groups]
+    for name, value in overrides.items():
+        for i, g in enumerate(groups):
+            if name in {f.name for f in dataclasses.fields(g)}:
+                changes[i][name] = coerce(value, getattr(g, name), name)
+                break
+        else:
+            raise ParamError(f"unknown parameter {name!r}{suggest(name, valid)}")
+    out = []
+    for g, ch in zip(groups, changes):
+        new = dataclasses.replace(g, **ch) if ch else g
+        if hasattr(new, "validate"):
+            try:
+                new.validate()
+            except ValueError as e:
+                raise ParamError(str(e)) from None
+        out.append(new)
+    return out
+
+
+def parse_set_options(items: list[str] | None) -> dict[str, str]:
+    """Parse repeated ``--set key=value`` options into a dict (ParamError on a bad item)."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ParamError(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value
+    return out
+
+
+def as_dict(*groups: Any) -> dict[str, Any]:
+    """Flat dict of every parameter of the given groups (for summary.json and sweeps)."""
+    d: dict[str, Any] = {}
+    for g in groups:
+        d.update(dataclasses.asdict(g))
+    return d

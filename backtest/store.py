@@ -1,0 +1,751 @@
+"""The Parquet market-data store: layout, schemas, atomic merge-writes, scans, gaps, verify.
+
+Layout (hive style, one file per partition)::
+
+    {root}/{dataset}/exchange={ex}/symbol={SYM}/timeframe={tf}/year={YYYY}/month={MM}/part.parquet
+    {root}/leverage_tiers/exchange={ex}/tiers.json        (ccxt fetchLeverageTiers format)
+
+``SYM`` is the path-safe form of the ccxt symbol (``BTC/USDT:USDT`` -> ``BTC_USDT_USDT``); the
+ccxt symbol itself is kept in the ``symbol`` column. Datasets without a bar period (funding,
+liquidations) use ``timeframe=event``.
+
+Every dataset has one explicit schema (:data:`SCHEMAS`); ``ts`` is ``Datetime("ms", "UTC")``, the
+bar's open time or the event's time, and ``fetched_at`` records when a row arrived. Schemas are
+enforced on every write and checked on read. Writes merge with what is stored (last write wins on
+the dataset's key, normally ``ts``), sort, and replace the file atomically: a temporary file is
+written beside it and renamed over it, so a killed process never leaves a half-written or lost
+partition. Gaps are never filled; :meth:`Store.gaps` reports them.
+
+The root is a local folder (default ``data/`` of the project, or ``$BACKTEST_STORE``) or an
+``s3://bucket/prefix`` URL; S3 credentials and endpoint come from the usual ``AWS_*`` variables
+(``AWS_ENDPOINT_URL`` for an S3-compatible server).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from backtest.errors import UserError
+
+TS = pl.Datetime("ms", "UTC")
+
+_BASE = {"ts": TS, "symbol": pl.String}
+_OHLC = {"open": pl.Float64, "high": pl.Float64, "low": pl.Float64, "close": pl.Float64}
+
+#: dataset -> ordered schema. Every file of the dataset has exactly these columns and dtypes.
+SCHEMAS: dict[str, dict[str, Any]] = {
+    # last-traded-price bars; volume in base units (contracts), quote_volume in quote ccy (nullable)
+    "ohlcv": {**_BASE, **_OHLC, "volume": pl.Float64, "quote_volume": pl.Float64, "fetched_at": TS},
+    "mark": {**_BASE, **_OHLC, "fetched_at": TS},
+    "index": {**_BASE, **_OHLC, "fetched_at": TS},
+    # one row per settlement; funding_rate per period (0.0001 = 0.01 %), longs pay when > 0
+    "funding": {**_BASE, "funding_rate": pl.Float64, "interval_hours": pl.Float64, "fetched_at": TS},
+    # open interest at ts, in base units and in USD (either may be null where not given)
+    "open_interest": {**_BASE, "open_interest": pl.Float64, "open_interest_usd": pl.Float64, "fetched_at": TS},
+    # long/short account ratio at ts; long_account/short_account are shares in [0, 1]
+    "long_short_ratio": {
+        **_BASE,
+        "long_short_ratio": pl.Float64,
+        "long_account": pl.Float64,
+        "short_account": pl.Float64,
+        "fetched_at": TS,
+    },
+    # forced orders as published by the exchange; side is the liquidated position (+1 long, -1 short)
+    "liquidations": {
+        **_BASE,
+        "side": pl.Int8,
+        "price": pl.Float64,
+        "qty": pl.Float64,
+        "notional_usd": pl.Float64,
+        "fetched_at": TS,
+    },
+}
+
+#: columns that identify a row (merge key: last write wins)
+KEYS: dict[str, list[str]] = {name: ["ts"] for name in SCHEMAS}
+KEYS["liquidations"] = ["ts", "side", "price", "qty"]
+
+#: columns that must not be null
+REQUIRED: dict[str, list[str]] = {
+    "ohlcv": ["ts", "symbol", "open", "high", "low", "close", "volume"],
+    "mark": ["ts", "symbol", "open", "high", "low", "close"],
+    "index": ["ts", "symbol", "open", "high", "low", "close"],
+    "funding": ["ts", "symbol", "funding_rate"],
+    "open_interest": ["ts", "symbol"],
+    "long_short_ratio": ["ts", "symbol", "long_short_ratio"],
+    "liquidations": ["ts", "symbol", "side", "price", "qty"],
+}
+
+EVENT_TIMEFRAME = "event"
+BAR_DATASETS = ("ohlcv", "mark", "index")
+PART_FILE = "part.parquet"
+
+_TF_RE = re.compile(r"^(\d+)([smhdw])$")
+_TF_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+
+
+class StoreError(UserError):
+    """A problem with the store or with data offered to it (one-line message for the user)."""
+
+
+# --------------------------------------------------------------------------------------------
+# names and times
+# --------------------------------------------------------------------------------------------
+def timeframe_ms(tf: str) -> int:
+    """Length of a bar period such as ``1m``, ``15m``, ``1h``, ``8h``, ``1d`` in milliseconds."""
+    m = _TF_RE.match(tf or "")
+    if not m:
+        raise StoreError(f"unknown timeframe {tf!r}; use e.g. 1m, 5m, 15m, 1h, 4h, 1d")
+    return int(m.group(1)) * _TF_MS[m.group(2)]
+
+
+def safe_symbol(symbol: str) -> str:
+    """Path-safe form of a ccxt symbol: ``BTC/USDT:USDT`` -> ``BTC_USDT_USDT``."""
+    return re.sub(r"[^A-Za-z0-9.\-]", "_", symbol)
+
+
+def to_ms(value: Any) -> int:
+    """UTC milliseconds from an int (ms), a datetime, or an ISO-8601 string with a zone (or Z).
+
+    A string without a zone is rejected: times are UTC and must say so.
+    """
+    if value is None:
+        raise StoreError("missing time")
+    if isinstance(value, bool):
+        raise StoreError(f"not a time: {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise StoreError(f"time {value.isoformat()} has no zone; give it in UTC, e.g. {value.isoformat()}Z")
+        return int(value.timestamp() * 1000)
+    text = str(value).strip()
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        text += "T00:00:00Z"
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise StoreError(f"cannot read time {value!r}; use ISO-8601 in UTC, e.g. 2025-10-10T21:00:00Z") from None
+    if dt.tzinfo is None:
+        raise StoreError(f"time {value!r} has no zone; add Z for UTC, e.g. {text}Z")
+    return int(dt.timestamp() * 1000)
+
+
+def ms_to_iso(ms: int | None) -> str | None:
+    """ISO-8601 UTC string (``2025-10-10T21:15:00Z``) of UTC milliseconds."""
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# --------------------------------------------------------------------------------------------
+# file systems: local folder or S3
+# --------------------------------------------------------------------------------------------
+class _LocalFS:
+    def __init__(self, root: str):
+        self.root = str(Path(root).expanduser())
+        p = Path(self.root)
+        if p.exists() and not p.is_dir():
+            raise StoreError(f"store path {self.root} is a file, not a folder; pass --store with a folder path")
+
+    def join(self, *parts: str) -> str:
+        return os.path.join(self.root, *parts)
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    def list(self, prefix_parts: list[str], name: str) -> list[str]:
+        """Files called ``name`` below root/prefix_parts (prefix parts may be glob patterns)."""
+        import glob
+
+        pattern = os.path.join(self.root, *prefix_parts, "**", name)
+        return sorted(glob.glob(pattern, recursive=True))
+
+    def read_bytes(self, path: str) -> bytes:
+        with open(path, "rb") as f:
+            return f.read()
+
+    def write_atomic(self, path: str, data: bytes) -> None:
+        """Write ``data`` to a temporary file beside ``path``, fsync it, then rename over ``path``."""
+        d = os.path.dirname(path)
+        try:
+            os.makedirs(d, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise StoreError(f"cannot create folder {d}: a file stands in its way") from None
+        tmp = os.path.join(d, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        try:  # make the rename itself durable
+            fd = os.open(d, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
+
+    def scan_target(self, path: str) -> str:
+        return path
+
+    storage_options: dict | None = None
+
+
+class _S3FS:
+    """S3 (or S3-compatible) root via boto3; a PUT replaces an object atomically."""
+
+    def __init__(self, url: str):
+        m = re.match(r"^s3://([^/]+)/?(.*)$", url)
+        if not m:
+            raise StoreError(f"bad S3 URL {url!r}; use s3://bucket/prefix")
+        self.bucket, self.prefix = m.group(1), m.group(2).strip("/")
+        self.root = url.rstrip("/")
+        endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("BACKTEST_S3_ENDPOINT")
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        self.storage_options = {"aws_region": region}
+        if endpoint:
+            self.storage_options["aws_endpoint_url"] = endpoint
+            if endpoint.startswith("http://"):
+                self.storage_options["aws_allow_http"] = "true"
+        for env, key in (("AWS_ACCESS_KEY_ID", "aws_access_key_id"), ("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key")):
+            if os.environ.get(env):
+                self.storage_options[key] = os.environ[env]
+        try:
+            import boto3
+        except ImportError:  # pragma: no cover - boto3 is a dependency
+            raise StoreError("an s3:// store needs boto3; pip install boto3") from None
+        self._s3 = boto3.client("s3", endpoint_url=endpoint, region_name=region)
+
+    def _key(self, path: str) -> str:
+        return path[len(f"s3://{self.bucket}/"):]
+
+    def join(self, *parts: str) -> str:
+        return "/".join([self.root, *parts])
+
+    def exists(self, path: str) -> bool:
+        try:
+            self._s3.head_object(Bucket=self.bucket, Key=self._key(path))
+            return True
+        except Exception:
+            return False
+
+    def list(self, prefix_parts: list[str], name: str) -> list[str]:
+        import fnmatch
+
+        literal = []
+        for part in prefix_parts:
+            if any(c in part for c in "*?["):
+                break
+            literal.append(part)
+        prefix = "/".join([p for p in [self.prefix, *literal] if p])
+        pattern = "/".join([p for p in [self.prefix, *prefix_parts] if p]) + "/*"
+        out = []
+        for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                key = obj["Key"]
+                if key.rsplit("/", 1)[-1] == name and fnmatch.fnmatch(key, pattern):
+                    out.append(f"s3://{self.bucket}/{key}")
+        return sorted(out)
+
+    def read_bytes(self, path: str) -> bytes:
+        return self._s3.get_object(Bucket=self.bucket, Key=self._key(path))["Body"].read()
+
+    def write_atomic(self, path: str, data: bytes) -> None:
+        self._s3.put_object(Bucket=self.bucket, Key=self._key(path), Body=data)
+
+    def scan_target(self, path: str) -> str:
+        return path
+
+
+# --------------------------------------------------------------------------------------------
+# the store
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Partition:
+    """One stored partition file and the keys its path names."""
+
+    dataset: str
+    exchange: str
+    symbol_path: str
+    timeframe: str
+    year: int
+    month: int
+    path: str
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    rows_in: int  # rows offered
+    rows_added: int  # rows whose key was not stored before
+    partitions: int  # partition files replaced
+
+
+def default_root() -> str:
+    """``$BACKTEST_STORE``, else the project's committed ``data/`` folder, else ``./data``."""
+    env = os.environ.get("BACKTEST_STORE")
+    if env:
+        return env
+    repo_data = Path(__file__).resolve().parent.parent / "data"
+    if (repo_data / "events.toml").exists():
+        return str(repo_data)
+    return "data"
+
+
+_PART_RE = re.compile(
+    r"(?P<dataset>[a-z_]+)/exchange=(?P<exchange>[^/]+)/symbol=(?P<symbol>[^/]+)/timeframe=(?P<tf>[^/]+)/"
+    r"year=(?P<year>\d{4})/month=(?P<month>\d{2})/" + re.escape(PART_FILE) + "$"
+)
+
+
+class Store:
+    """A market-data store rooted at a local folder or an ``s3://`` URL."""
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        root = str(root) if root is not None else default_root()
+        self.fs = _S3FS(root) if root.startswith("s3://") else _LocalFS(root)
+        self.root = self.fs.root
+        #: files opened by the most recent :meth:`scan` (lets tests check partition pruning)
+        self.last_scan_files: list[str] = []
+
+    def __repr__(self) -> str:
+        return f"Store({self.root!r})"
+
+    # ---- paths -------------------------------------------------------------------------
+    def partition_path(self, dataset: str, exchange: str, symbol: str, timeframe: str, year: int, month: int) -> str:
+        return self.fs.join(
+            dataset,
+            f"exchange={exchange}",
+            f"symbol={safe_symbol(symbol)}",
+            f"timeframe={timeframe}",
+            f"year={year:04d}",
+            f"month={month:02d}",
+            PART_FILE,
+        )
+
+    def partitions(
+        self,
+        dataset: str | None = None,
+        exchange: str | None = None,
+        symbol: str | None = None,
+        timeframe: str | None = None,
+        start: int | None = None,
+        end: int | None = None,
+    ) -> list[Partition]:
+        """Stored partitions matching the filters; ``start``/``end`` (UTC ms) prune by month."""
+        if dataset is not None:
+            _check_dataset(dataset)
+        parts = [
+            dataset or "*",
+            f"exchange={exchange}" if exchange else "exchange=*",
+            f"symbol={safe_symbol(symbol)}" if symbol else "symbol=*",
+            f"timeframe={timeframe}" if timeframe else "timeframe=*",
+        ]
+        out = []
+        root = self.root.rstrip("/") + "/"
+        for path in self.fs.list(parts, PART_FILE):
+            rel = path[len(root):] if path.startswith(root) else path
+            m = _PART_RE.search(rel.replace(os.sep, "/"))
+            if not m or m.group("dataset") not in SCHEMAS:
+                continue
+            y, mo = int(m.group("year")), int(m.group("month"))
+            if start is not None and _month_end_ms(y, mo) <= start:
+                continue
+            if end is not None and _month_start_ms(y, mo) >= end:
+                continue
+            out.append(Partition(m.group("dataset"), m.group("exchange"), m.group("symbol"), m.group("tf"), y, mo, path))
+        return out
+
+    # ---- reads -------------------------------------------------------------------------
+    def read_partition(self, path: str, dataset: str) -> pl.DataFrame:
+        """Read one partition file and check its schema (StoreError naming the file if bad)."""
+        try:
+            df = pl.read_parquet(io.BytesIO(self.fs.read_bytes(path)))
+        except Exception as e:  # corrupt, truncated, not parquet
+            raise StoreError(f"partition {path} is unreadable ({_short(e)}); run 'backtest data verify' and move the file aside") from None
+        problem = _schema_problem(df, dataset)
+        if problem:
+            raise StoreError(f"partition {path} has a bad schema: {problem}")
+        return df
+
+    def scan(
+        self,
+        dataset: str,
+        *,
+        exchange: str | None = None,
+        symbol: str | None = None,
+        timeframe: str | None = None,
+        start: Any = None,
+        end: Any = None,
+    ) -> pl.LazyFrame:
+        """Lazy scan of one dataset, opening only the partitions that match the filters.
+
+        ``start`` (inclusive) and ``end`` (exclusive) are UTC ms, datetimes or ISO strings.
+        Columns are the dataset's schema plus ``exchange`` and ``timeframe``.
+        """
+        _check_dataset(dataset)
+        s = to_ms(start) if start is not None else None
+        e = to_ms(end) if end is not None else None
+        parts = self.partitions(dataset, exchange, symbol, timeframe, s, e)
+        self.last_scan_files = [p.path for p in parts]
+        schema = SCHEMAS[dataset]
+        if not parts:
+            empty = pl.DataFrame(schema=schema).with_columns(
+                pl.lit(None, pl.String).alias("exchange"), pl.lit(None, pl.String).alias("timeframe")
+            )
+            return empty.lazy()
+        frames = [
+            pl.scan_parquet(self.fs.scan_target(p.path), storage_options=self.fs.storage_options, schema=schema).with_columns(
+                pl.lit(p.exchange).alias("exchange"), pl.lit(p.timeframe).alias("timeframe")
+            )
+            for p in parts
+        ]
+        lf = pl.concat(frames, how="vertical")
+        if s is not None:
+            lf = lf.filter(pl.col("ts") >= pl.lit(s).cast(pl.Int64).cast(TS))
+        if e is not None:
+            lf = lf.filter(pl.col("ts") < pl.lit(e).cast(pl.Int64).cast(TS))
+        if symbol is not None:
+            lf = lf.filter(pl.col("symbol") == symbol)
+        return lf
+
+    def read(self, dataset: str, **filters: Any) -> pl.DataFrame:
+        """Eager form of :meth:`scan`, sorted by symbol and time."""
+        try:
+            return self.scan(dataset, **filters).sort("symbol", "ts").collect()
+        except StoreError:
+            raise
+        except Exception as e:
+            raise StoreError(f"cannot read {dataset} from {self.root}: {_short(e)}; run 'backtest data verify'") from None
+
+    # ---- writes ------------------------------------------------------------------------
+    def write(self, dataset: str, df: pl.DataFrame, *, exchange: str, timeframe: str) -> WriteResult:
+        """Merge ``df`` into the store, one atomic file replacement per touched partition.
+
+        ``df`` must carry ``ts`` (``Datetime("ms","UTC")``, or Int64 UTC ms) and ``symbol`` (the
+        ccxt symbol) and the dataset's value columns; missing nullable columns are added as
+        null, ``fetched_at`` defaults to now. Rows whose key is already stored replace the
+        stored ones (last write wins). Nothing is written if any check fails.
+        """
+        _check_dataset(dataset)
+        if timeframe != EVENT_TIMEFRAME:
+            timeframe_ms(timeframe)
+        frame = conform(df, dataset)
+        if frame.height == 0:
+            return WriteResult(0, 0, 0)
+        frame = frame.with_columns(
+            pl.col("ts").dt.year().alias("_y"), pl.col("ts").dt.month().alias("_m")
+        )
+        added = 0
+        n_parts = 0
+        for (sym, y, mo), chunk in frame.group_by(["symbol", "_y", "_m"], maintain_order=True):
+            chunk = chunk.drop("_y", "_m")
+            path = self.partition_path(dataset, exchange, sym, timeframe, int(y), int(mo))
+            key = KEYS[dataset]
+            if self.fs.exists(path):
+                old = self.read_partition(path, dataset)
+                before = old.height
+                merged = pl.concat([old, chunk], how="vertical").unique(subset=key, keep="last", maintain_order=True)
+                added += merged.height - before
+            else:
+                merged = chunk.unique(subset=key, keep="last", maintain_order=True)
+                added += merged.height
+            merged = merged.sort(key)
+            buf = io.BytesIO()
+            merged.write_parquet(buf, compression="zstd", statistics=True)
+            self.fs.write_atomic(path, buf.getvalue())
+            n_parts += 1
+        return WriteResult(df.height, added, n_parts)
+
+    # ---- coverage and gaps ------------------------------------------------------------
+    def coverage(self, dataset: str, exchange: str, symbol: str, timeframe: str) -> tuple[int | None, int | None, int]:
+        """(first ts, last ts, rows) stored for one series, times in UTC ms; (None, None, 0) if none."""
+        df = self.scan(dataset, exchange=exchange, symbol=symbol, timeframe=timeframe).select(
+            pl.col("ts").min().alias("lo"), pl.col("ts").max().alias("hi"), pl.len().alias("n")
+        ).collect()
+        if df["n"][0] == 0:
+            return None, None, 0
+        return _dt_ms(df["lo"][0]), _dt_ms(df["hi"][0]), int(df["n"][0])
+
+    def stored_ts(self, dataset: str, exchange: str, symbol: str, timeframe: str, start: Any = None, end: Any = None) -> list[int]:
+        """Sorted UTC-ms timestamps stored for one series within [start, end)."""
+        df = self.scan(dataset, exchange=exchange, symbol=symbol, timeframe=timeframe, start=start, end=end).select(
+            pl.col("ts").cast(pl.Int64)
+        ).collect()
+        return sorted(df["ts"].to_list())
+
+    def gaps(
+        self,
+        dataset: str | None = None,
+        exchange: str | None = None,
+        symbol: str | None = None,
+        timeframe: str | None = None,
+        start: Any = None,
+        end: Any = None,
+    ) -> pl.DataFrame:
+        """Missing bars inside each stored bar series (or inside [start, end) when given).
+
+        One row per gap: dataset, exchange, symbol, timeframe, gap_start, gap_end (first and
+        last missing bar open time), missing (bar count). Event datasets (funding) are checked
+        against their own median spacing; a gap is a spacing over 1.5 times it.
+        """
+        series = sorted({(p.dataset, p.exchange, p.timeframe) for p in self.partitions(dataset, exchange, symbol, timeframe)})
+        rows: list[dict[str, Any]] = []
+        s = to_ms(start) if start is not None else None
+        e = to_ms(end) if end is not None else None
+        for ds, ex, tf in series:
+            df = self.scan(ds, exchange=ex, symbol=symbol, timeframe=tf, start=s, end=e).select(
+                "symbol", pl.col("ts").cast(pl.Int64)
+            ).collect()
+            for (sym,), g in df.group_by(["symbol"], maintain_order=True):
+                ts = g["ts"].sort()
+                if ts.len() == 0:
+                    continue
+                if tf == EVENT_TIMEFRAME:
+                    if ts.len() < 3:
+                        continue
+                    step = int(ts.diff().drop_nulls().median())
+                    limit = 1.5 * step
+                else:
+                    step = timeframe_ms(tf)
+                    limit = step
+                points = ts.to_list()
+                if s is not None and tf != EVENT_TIMEFRAME:
+                    points = [s - step] + points
+                if e is not None and tf != EVENT_TIMEFRAME:
+                    points = points + [e]
+                for a, b in zip(points, points[1:]):
+                    if b - a > limit:
+                        missing = (b - a) // step - 1 if tf != EVENT_TIMEFRAME else max(1, round((b - a) / step) - 1)
+                        rows.append(
+                            {
+                                "dataset": ds,
+                                "exchange": ex,
+                                "symbol": sym,
+                                "timeframe": tf,
+                                "gap_start": a + step,
+                                "gap_end": b - step,
+                                "missing": int(missing),
+                            }
+                        )
+        out = pl.DataFrame(
+            rows,
+            schema={
+                "dataset": pl.String,
+                "exchange": pl.String,
+                "symbol": pl.String,
+                "timeframe": pl.String,
+                "gap_start": pl.Int64,
+                "gap_end": pl.Int64,
+                "missing": pl.Int64,
+            },
+        )
+        return out.with_columns(pl.col("gap_start").cast(TS), pl.col("gap_end").cast(TS))
+
+    # ---- listing and verification ----------------------------------------------------
+    def summary(self, dataset: str | None = None) -> pl.DataFrame:
+        """One row per stored series: dataset, exchange, symbol, timeframe, first, last, rows, files."""
+        rows = []
+        groups: dict[tuple, list[Partition]] = {}
+        for p in self.partitions(dataset):
+            groups.setdefault((p.dataset, p.exchange, p.symbol_path, p.timeframe), []).append(p)
+        for (ds, ex, sym, tf), parts in sorted(groups.items()):
+            lf = pl.concat(
+                [pl.scan_parquet(self.fs.scan_target(p.path), storage_options=self.fs.storage_options) for p in parts]
+            )
+            agg = lf.select(
+                pl.col("symbol").first(), pl.col("ts").min().alias("first"), pl.col("ts").max().alias("last"), pl.len().alias("rows")
+            ).collect()
+            rows.append(
+                {
+                    "dataset": ds,
+                    "exchange": ex,
+                    "symbol": agg["symbol"][0],
+                    "timeframe": tf,
+                    "first": agg["first"][0],
+                    "last": agg["last"][0],
+                    "rows": int(agg["rows"][0]),
+                    "files": len(parts),
+                }
+            )
+        return pl.DataFrame(
+            rows,
+            schema={
+                "dataset": pl.String,
+                "exchange": pl.String,
+                "symbol": pl.String,
+                "timeframe": pl.String,
+                "first": TS,
+                "last": TS,
+                "rows": pl.Int64,
+                "files": pl.Int64,
+            },
+        )
+
+    def verify(self) -> list[tuple[str, str]]:
+        """Check every partition file; return ``(path, problem)`` for each bad one (empty = clean).
+
+        Checks: readable Parquet, exact schema, no nulls in required columns, sorted unique
+        keys, rows inside the month and symbol the path names; tier files parse as JSON.
+        """
+        problems: list[tuple[str, str]] = []
+        for p in self.partitions():
+            try:
+                df = self.read_partition(p.path, p.dataset)
+            except StoreError as e:
+                problems.append((p.path, str(e).split(": ", 1)[-1] if "bad schema" in str(e) else "unreadable Parquet"))
+                continue
+            problem = _content_problem(df, p)
+            if problem:
+                problems.append((p.path, problem))
+        for path in self.fs.list(["leverage_tiers"], "tiers.json"):
+            try:
+                data = json.loads(self.fs.read_bytes(path))
+                if not isinstance(data, dict):
+                    raise ValueError("not a mapping")
+            except Exception as e:
+                problems.append((path, f"tier file does not parse: {_short(e)}"))
+        return problems
+
+    # ---- leverage tiers ----------------------------------------------------------------
+    def tiers_path(self, exchange: str) -> str:
+        return self.fs.join("leverage_tiers", f"exchange={exchange}", "tiers.json")
+
+    def write_tiers(self, exchange: str, tiers: dict[str, list[dict]]) -> int:
+        """Merge ccxt-format leverage tiers (symbol -> tier list) into the exchange's tier file."""
+        if not isinstance(tiers, dict) or not all(isinstance(v, list) for v in tiers.values()):
+            raise StoreError("leverage tiers must map each ccxt symbol to a list of tiers (ccxt fetchLeverageTiers format)")
+        current = self.read_tiers(exchange)
+        current.update(tiers)
+        data = json.dumps(dict(sorted(current.items())), indent=1, sort_keys=True).encode()
+        self.fs.write_atomic(self.tiers_path(exchange), data)
+        return len(tiers)
+
+    def read_tiers(self, exchange: str, symbol: str | None = None) -> Any:
+        """All tiers of an exchange (symbol -> list), or one symbol's list (None if unknown)."""
+        path = self.tiers_path(exchange)
+        if not self.fs.exists(path):
+            return {} if symbol is None else None
+        try:
+            data = json.loads(self.fs.read_bytes(path))
+        except Exception as e:
+            raise StoreError(f"tier file {path} does not parse ({_short(e)}); re-download the tiers") from None
+        return data if symbol is None else data.get(symbol)
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+def _check_dataset(dataset: str) -> None:
+    if dataset not in SCHEMAS:
+        raise StoreError(f"unknown dataset {dataset!r}; choose from {', '.join(SCHEMAS)}")
+
+
+def _short(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+
+
+def _month_start_ms(y: int, m: int) -> int:
+    return int(datetime(y, m, 1, tzinfo=timezone.utc).timestamp() * 1000)
+
+
+def _month_end_ms(y: int, m: int) -> int:
+    return _month_start_ms(y + (m == 12), 1 if m == 12 else m + 1)
+
+
+def _dt_ms(v: Any) -> int:
+    return int(v.timestamp() * 1000) if isinstance(v, datetime) else int(v)
+
+
+def _schema_problem(df: pl.DataFrame, dataset: str) -> str | None:
+    want = SCHEMAS[dataset]
+    have = dict(df.schema)
+    if list(have) != list(want):
+        return f"columns {list(have)}, expected {list(want)}"
+    for name, dt in want.items():
+        if have[name] != dt:
+            return f"column {name!r} is {have[name]}, expected {dt}"
+    return None
+
+
+def _content_problem(df: pl.DataFrame, p: Partition) -> str | None:
+    for col in REQUIRED[p.dataset]:
+        if df[col].null_count():
+            return f"null values in required column {col!r}"
+    key = KEYS[p.dataset]
+    if df.select(pl.struct(key).is_duplicated().any()).item():
+        return f"duplicate rows on {key}"
+    if not df.select(pl.struct(key) == pl.struct(key).sort()).to_series().all():
+        return "rows are not sorted by time"
+    if df.height:
+        years = df["ts"].dt.year().unique().to_list()
+        months = df["ts"].dt.month().unique().to_list()
+        if years != [p.year] or months != [p.month]:
+            return f"rows outside year={p.year} month={p.month:02d}"
+        syms = {safe_symbol(s) for s in df["symbol"].unique().to_list()}
+        if syms != {p.symbol_path}:
+            return f"symbols {sorted(syms)} do not match the path's symbol={p.symbol_path}"
+    return None
+
+
+def conform(df: pl.DataFrame, dataset: str) -> pl.DataFrame:
+    """Cast ``df`` to the dataset's schema, or raise StoreError naming what is wrong.
+
+    ``ts`` may be ``Datetime`` with a UTC zone or Int64 UTC milliseconds; a zone-less datetime
+    is rejected, and so are integer times that look like seconds (before 1973 in ms).
+    """
+    schema = SCHEMAS[dataset]
+    if "ts" not in df.columns or "symbol" not in df.columns:
+        raise StoreError(f"{dataset} rows need 'ts' and 'symbol' columns; got {df.columns}")
+    cols = []
+    for name, dt in schema.items():
+        if name == "ts":
+            cols.append(_conform_ts(df["ts"], "ts"))
+        elif name == "fetched_at":
+            if "fetched_at" in df.columns and df["fetched_at"].null_count() < df.height:
+                cols.append(_conform_ts(df["fetched_at"], "fetched_at").fill_null(pl.lit(now_ms()).cast(TS)))
+            else:
+                cols.append(pl.Series("fetched_at", [now_ms()] * df.height, dtype=pl.Int64).cast(TS))
+        elif name in df.columns:
+            try:
+                cols.append(df[name].cast(dt, strict=True).alias(name))
+            except Exception:
+                raise StoreError(f"column {name!r} of {dataset} cannot be read as {dt}") from None
+        else:
+            if name in REQUIRED[dataset]:
+                raise StoreError(f"{dataset} rows need a {name!r} column; got {df.columns}")
+            cols.append(pl.Series(name, [None] * df.height, dtype=dt))
+    out = pl.DataFrame(cols)
+    for col in REQUIRED[dataset]:
+        n = out[col].null_count()
+        if n:
+            raise StoreError(f"{n} {dataset} rows have no {col!r}; drop or fix them before writing")
+    return out
+
+
+def _conform_ts(s: pl.Series, name: str) -> pl.Series:
+    dt = s.dtype
+    if isinstance(dt, pl.Datetime):
+        if dt.time_zone is None:
+            raise StoreError(f"column {name!r} holds zone-less datetimes; times must be UTC (use .dt.replace_time_zone('UTC'))")
+        return s.dt.convert_time_zone("UTC").dt.cast_time_unit("ms").alias(name)
+    if dt.is_integer():
+        if s.len() and s.drop_nulls().len() and int(s.drop_nulls().max()) < 100_000_000_000:
+            raise StoreError(f"column {name!r} looks like seconds, not milliseconds (max {s.max()}); multiply by 1000")
+        return s.cast(pl.Int64).cast(TS).alias(name)
+    raise StoreError(f"column {name!r} must be a UTC datetime or UTC milliseconds, not {dt}")
