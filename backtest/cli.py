@@ -58,7 +58,10 @@ def user_errors(fn: Callable) -> Callable:
 def console():
     from rich.console import Console
 
-    return Console(stderr=False, highlight=False, soft_wrap=True)
+    c = Console(stderr=False, highlight=False)
+    if not c.is_terminal:  # piped or captured: do not squeeze tables into 80 columns
+        c = Console(stderr=False, highlight=False, width=220)
+    return c
 
 
 def print_frame(df, title: str | None = None) -> None:
