@@ -1,0 +1,83 @@
+"""Recorded-format payload rows built at test time from the real data in /work/shared/data.
+
+* ``klines:1m`` BTCUSDT: the 262 real 1m rows of 2025-10-10 19:38-23:59 UTC, already in the
+  ``/fapi/v1/klines`` array layout (unlicensed_raw_binance/BTCUSDT_1m_futures_20251010_1938_2359.csv).
+* ``markPriceKlines:1h`` BTCUSDT: real 1h mark-price bars (binance_usdm_oct2025).
+* ``indexPriceKlines:1h``: no real index-price history exists in shared/data, so the mark bars
+  stand in (same layout; only the parsing path is under test).
+* ``funding`` BTCUSDT: real settlements 2025-09-26..10-26 (binance_usdm_oct2025).
+* ``openInterestHist:5m`` / ``globalLongShortAccountRatio:5m``: no open-interest history exists in
+  shared/data (see PROVENANCE.md), so these rows are SYNTHETIC (derived from the real 1m volume so
+  they vary), used only to exercise the wire format and paging.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import os
+from pathlib import Path
+
+SHARED = Path(os.environ.get("BACKTEST_SHARED_DATA", "/work/shared/data"))
+KLINES_1M = SHARED / "unlicensed_raw_binance" / "BTCUSDT_1m_futures_20251010_1938_2359.csv"
+MARK_1H = SHARED / "binance_usdm_oct2025" / "usdm_1h_mark_multi_20250926_20251026.csv.gz"
+FUNDING = SHARED / "binance_usdm_oct2025" / "usdm_funding_multi_20250926_20251026.csv"
+
+
+def klines_1m() -> list[list]:
+    out = []
+    with open(KLINES_1M, newline="") as f:
+        r = csv.reader(f)
+        next(r)
+        for row in r:
+            out.append([int(row[0]), row[1], row[2], row[3], row[4], row[5], int(row[6]), row[7], int(row[8]), row[9], row[10], row[11]])
+    return out
+
+
+def mark_1h(symbol: str = "BTCUSDT") -> list[list]:
+    out = []
+    with gzip.open(MARK_1H, "rt", newline="") as f:
+        for row in csv.DictReader(f):
+            if row["symbol"] == symbol:
+                t = int(row["timestamp"])
+                out.append([t, row["open"], row["high"], row["low"], row["close"], "0", t + 3_599_999, "0", 60, "0", "0", "0"])
+    return out
+
+
+def funding(symbol: str = "BTCUSDT") -> list[dict]:
+    out = []
+    with open(FUNDING, newline="") as f:
+        for row in csv.DictReader(f):
+            if row["symbol"] == symbol:
+                out.append({"symbol": symbol, "fundingTime": int(row["timestamp"]), "fundingRate": f"{float(row['funding_rate']):.8f}", "markPrice": "0"})
+    return out
+
+
+def synthetic_oi_5m(kl: list[list]) -> tuple[list[dict], list[dict]]:
+    oi, lsr = [], []
+    for i in range(len(kl) - 4):
+        chunk = kl[i:i + 5]
+        t = chunk[0][0]
+        if t % 300_000:
+            continue
+        vol = sum(float(r[5]) for r in chunk)
+        amount = 90_000 + vol
+        price = float(chunk[-1][4])
+        oi.append({"symbol": "BTCUSDT", "sumOpenInterest": f"{amount:.4f}", "sumOpenInterestValue": f"{amount * price:.8f}", "timestamp": t})
+        la = 0.5 + (vol % 100) / 1000
+        lsr.append({"symbol": "BTCUSDT", "longAccount": f"{la:.4f}", "longShortRatio": f"{la / (1 - la):.4f}", "shortAccount": f"{1 - la:.4f}", "timestamp": t})
+    return oi, lsr
+
+
+def all_data() -> dict:
+    kl = klines_1m()
+    mk = mark_1h()
+    oi, lsr = synthetic_oi_5m(kl)
+    return {
+        ("binance", "klines:1m", "BTCUSDT"): kl,
+        ("binance", "markPriceKlines:1h", "BTCUSDT"): mk,
+        ("binance", "indexPriceKlines:1h", "BTCUSDT"): mk,
+        ("binance", "funding", "BTCUSDT"): funding(),
+        ("binance", "openInterestHist:5m", "BTCUSDT"): oi,
+        ("binance", "globalLongShortAccountRatio:5m", "BTCUSDT"): lsr,
+    }
