@@ -1,0 +1,581 @@
+"""The report's figures, one function per page, each returning a ``matplotlib.figure.Figure``.
+
+Every function takes plain inputs (an event, simulation results, polars frames) so that the
+notebooks can draw single pages. Times are shown in UTC, money in USD ($k/$M/$B), prices in the
+quote currency (USDT). Longs are red, shorts green.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from backtest.report.common import (
+    GREY,
+    LONG_C,
+    PRICE_C,
+    SHORT_C,
+    draw_table,
+    find_col,
+    fmt_value,
+    iso,
+    new_figure,
+    time_axis,
+    usd,
+    usd_axis,
+    wrap,
+)
+
+DAY_MS = 86_400_000
+
+
+# ---------------------------------------------------------------------------------------------
+# column access on the simulation's frames
+# ---------------------------------------------------------------------------------------------
+def bar_cols(bars: pl.DataFrame) -> dict[str, str | None]:
+    """Map the roles the report needs to the columns of a SimResult's ``bars`` frame."""
+    return {
+        "ts": find_col(bars, "ts", "time", contains=("ts",)),
+        "symbol": find_col(bars, "symbol"),
+        "open": find_col(bars, "open"),
+        "high": find_col(bars, "high"),
+        "low": find_col(bars, "low"),
+        "close": find_col(bars, "close", "price"),
+        "long": find_col(
+            bars, "long_liq_notional_usd", "long_liquidated_usd", "long_notional_usd", "long_liq_usd",
+            contains=("long", "usd"), exclude=("count", "stop", "adl", "share"),
+        ) or find_col(bars, contains=("long", "notional"), exclude=("count", "stop", "adl")),
+        "short": find_col(
+            bars, "short_liq_notional_usd", "short_liquidated_usd", "short_notional_usd", "short_liq_usd",
+            contains=("short", "usd"), exclude=("count", "stop", "adl", "share"),
+        ) or find_col(bars, contains=("short", "notional"), exclude=("count", "stop", "adl")),
+        "rounds": find_col(bars, "rounds", "cascade_rounds", "depth", contains=("round",)),
+        "endo": find_col(bars, "endogenous_move", contains=("endog",)),
+        "adl": find_col(bars, "adl_notional_usd", "adl_usd", contains=("adl",), exclude=("count",)),
+        "fund": find_col(bars, "insurance_fund_usd", "insurance_fund", contains=("insurance",)),
+        "stops": find_col(bars, "stop_notional_usd", "stops_usd", "stops", contains=("stop",), exclude=("count",)),
+    }
+
+
+def _dt(values) -> np.ndarray:
+    """polars Datetime / int ms -> numpy datetime64[ms] (UTC) for matplotlib."""
+    s = values if isinstance(values, pl.Series) else pl.Series(values)
+    if s.dtype == pl.Datetime or isinstance(s.dtype, pl.Datetime):
+        s = s.dt.replace_time_zone(None) if getattr(s.dtype, "time_zone", None) else s
+        return s.cast(pl.Datetime("ms")).to_numpy()
+    return s.cast(pl.Int64).to_numpy().astype("datetime64[ms]")
+
+
+def _ms(values) -> np.ndarray:
+    s = values if isinstance(values, pl.Series) else pl.Series(values)
+    if isinstance(s.dtype, pl.Datetime):
+        return s.dt.epoch("ms").to_numpy()
+    return s.cast(pl.Int64).to_numpy()
+
+
+def _bar_width_days(ts_ms: np.ndarray) -> float:
+    u = np.unique(ts_ms)
+    step = float(np.median(np.diff(u))) if len(u) > 1 else 60_000.0
+    return step / DAY_MS * 0.9
+
+
+def symbol_order(bars: pl.DataFrame, event_symbols=()) -> list[str]:
+    """Symbols of the result, by liquidated notional (largest first)."""
+    c = bar_cols(bars)
+    if c["symbol"] is None:
+        return [""]
+    syms = bars[c["symbol"]].unique(maintain_order=True).to_list()
+    if c["long"] and c["short"]:
+        tot = bars.group_by(c["symbol"]).agg((pl.col(c["long"]).fill_null(0) + pl.col(c["short"]).fill_null(0)).sum().alias("n"))
+        rank = dict(zip(tot[c["symbol"]].to_list(), tot["n"].to_list()))
+        syms.sort(key=lambda s: (-(rank.get(s) or 0.0), list(event_symbols).index(s) if s in event_symbols else 99, s))
+    return syms
+
+
+def short_sym(symbol: str) -> str:
+    """``BTC/USDT:USDT`` -> ``BTCUSDT``."""
+    return symbol.split(":")[0].replace("/", "") if symbol else "all"
+
+
+def _per_symbol(bars, symbol):
+    c = bar_cols(bars)
+    if c["symbol"] is None or not symbol:
+        return bars.sort(c["ts"])
+    return bars.filter(pl.col(c["symbol"]) == symbol).sort(c["ts"])
+
+
+# ---------------------------------------------------------------------------------------------
+# page 1: title, scenario, provenance
+# ---------------------------------------------------------------------------------------------
+def title_page(event, summary: dict, params: dict, provenance: list[str], *, version: str, date_text: str, mode_note: str):
+    fig = new_figure()
+    fig.set_layout_engine("none")
+    fig.text(0.05, 0.93, "Liquidation-cascade backtest", fontsize=22, fontweight="bold", va="top")
+    fig.text(0.05, 0.875, wrap(event.name, 95), fontsize=13, va="top")
+    sub = (
+        f"Event {event.id}  ·  {event.exchange}  ·  replay window {iso(event.start_ms)} → {iso(event.end_ms)}\n"
+        f"Symbols: {', '.join(event.symbols)}\n"
+        f"Population built over the lookback {iso(event.lookback_start_ms)} → {iso(event.start_ms)}"
+    )
+    fig.text(0.05, 0.815, sub, fontsize=9.5, va="top", color="#333333", linespacing=1.5)
+
+    # headline results
+    s = summary
+    lines = [
+        ("positions simulated", f"{int(s.get('positions', 0)):,}"),
+        ("open notional before the event", usd(s.get("open_notional_usd"))),
+        ("liquidated notional", usd(s.get("liquidated_notional_usd"))),
+        ("  of which longs / shorts", f"{usd(s.get('long_liquidated_usd'))} / {usd(s.get('short_liquidated_usd'))}"),
+        ("long share of liquidations", _pct(s.get("long_share"))),
+        ("peak minute (UTC)", f"{str(s.get('peak_minute', '—')).replace('T', ' ')[:16]}  ({usd(s.get('peak_minute_notional_usd'), 1)})"),
+        ("max cascade depth (rounds)", f"{s.get('max_cascade_depth', '—')}"),
+        ("amplification of the drawdown", _num(s.get("amplification"))),
+        ("ADL notional", usd(s.get("adl_notional_usd"))),
+        ("insurance fund, minimum", usd(s.get("insurance_fund_min_usd"))),
+        ("seed", f"{s.get('seed', '—')}"),
+    ]
+    fig.text(0.05, 0.70, "Headline results", fontsize=12, fontweight="bold", va="top")
+    fig.text(0.05, 0.672, mode_note, fontsize=8, va="top", color=GREY)
+    draw_table(fig, (0.05, 0.265, 0.42, 0.39), ["figure", "simulated"], lines, [34, 30], fontsize=8.5)
+
+    # scenario parameters
+    fig.text(0.53, 0.70, "Scenario parameters (resolved)", fontsize=12, fontweight="bold", va="top")
+    items = [(k, fmt_value(v)) for k, v in sorted(params.items())]
+    half = math.ceil(len(items) / 2)
+    left, right = items[:half], items[half:]
+    rows = [(a[0], a[1], *(right[i] if i < len(right) else ("", ""))) for i, a in enumerate(left)]
+    over = draw_table(fig, (0.53, 0.265, 0.42, 0.39), ["parameter", "value", "parameter", "value"], rows, [20, 15, 20, 15], fontsize=7.5)
+    if over:
+        fig.text(0.53, 0.25, f"(+{len(over)} more rows in summary.json)", fontsize=7.5, color=GREY)
+
+    # provenance and version
+    fig.text(0.05, 0.235, "Data provenance", fontsize=12, fontweight="bold", va="top")
+    fig.text(0.05, 0.205, "\n".join(wrap(p, 150) for p in provenance[:9]), fontsize=7.2, va="top", family="DejaVu Sans Mono", linespacing=1.35)
+    fig.text(
+        0.05, 0.03,
+        f"cascade-backtest {version}  ·  report date {date_text}  ·  all times UTC  ·  money in USD, prices in USDT",
+        fontsize=8, color=GREY,
+    )
+    return fig
+
+
+def _pct(x) -> str:
+    try:
+        return f"{100 * float(x):.1f} %"
+    except (TypeError, ValueError):
+        return "—"
+
+
+def _num(x) -> str:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return "—"
+    return "—" if v != v else f"{v:,.3g}"
+
+
+def _metric_value(metric: str | None, v) -> str:
+    if v is None:
+        return "—"
+    if metric and ("share" in metric):
+        return _pct(v)
+    if metric and metric.endswith("_usd") or isinstance(v, float) and abs(v) >= 1e5:
+        return usd(v)
+    return f"{v:,}" if isinstance(v, (int, float)) else str(v)
+
+
+# ---------------------------------------------------------------------------------------------
+# page 2: simulated against published figures
+# ---------------------------------------------------------------------------------------------
+def comparison_rows(event, replay: dict | None, cascade: dict, path_lows: dict[str, tuple]) -> list[tuple]:
+    """Rows: figure, replay, cascade, published, sim/published, scope, source (with detail)."""
+    rows = []
+    for f in event.figures:
+        metric = f.get("metric")
+        pub = f.get("value_usd", f.get("value"))
+        r = replay.get(metric) if (replay and metric) else None
+        c = cascade.get(metric) if metric else None
+        ratio = "—"
+        if metric and c is not None and pub:
+            try:
+                ratio = f"{float(c) / float(pub):.2f}×"
+            except (TypeError, ValueError, ZeroDivisionError):
+                pass
+        what = f["what"] + ("" if metric else "  (context; not simulated)")
+        pub_text = _metric_value(metric or ("x_usd" if "value_usd" in f else None), pub) if pub is not None else "—"
+        src = f.get("source", "")
+        if f.get("detail"):
+            src = f"{f['detail']}. Source: {src}"
+        rows.append((what, _metric_value(metric, r) if metric else "—", _metric_value(metric, c) if metric else "—",
+                     pub_text, ratio, f.get("scope", "—"), src))
+    for o in event.observed:
+        sym = o.get("what", "").split("_")[0]
+        rlow, clow = path_lows.get(sym, (None, None))
+        when = o.get("time") or o.get("hour") or ""
+        rows.append((
+            f"{o['what']} (price, USDT)", f"{rlow:,.6g}" if rlow is not None else "—", f"{clow:,.6g}" if clow is not None else "—",
+            f"{o['value']:,.6g}", f"{clow / o['value']:.3f}×" if clow else "—", "committed data",
+            f"observed in the committed market data {('at ' + when) if when else ''}; simulated = lowest price of the "
+            "simulated path (replay: observed path as the kernel walks it; cascade: with forced-order impact)",
+        ))
+    return rows
+
+
+def comparison_pages(event, replay: dict | None, cascade: dict, path_lows: dict[str, tuple]):
+    rows = comparison_rows(event, replay, cascade, path_lows)
+    cols = ["published figure", "replay", "cascade", "published", "cascade ÷ published", "scope", "detail and source"]
+    widths = [30, 10, 10, 10, 11, 11, 62]
+    pages = []
+    while True:
+        fig = new_figure()
+        fig.set_layout_engine("none")
+        fig.text(0.04, 0.95, "Simulated against published figures" + (" (continued)" if pages else ""), fontsize=15, fontweight="bold", va="top")
+        note = (
+            f"Simulated: {event.exchange}, {len(event.symbols)} symbols ({', '.join(short_sym(s) for s in event.symbols)}), "
+            f"{iso(event.start_ms)} → {iso(event.end_ms)}. Published figures are third-party aggregates quoted with their "
+            "sources; most cover all venues and 24 hours, so only rows scoped to the simulated exchange compare like for like. "
+            "'replay' = observed price path without feedback; 'cascade' = forced orders move the price."
+        )
+        fig.text(0.04, 0.905, wrap(note, 165), fontsize=8.5, va="top", color="#333333", linespacing=1.4)
+        rows = draw_table(fig, (0.04, 0.05, 0.92, 0.79), cols, rows, widths, fontsize=7.6)
+        pages.append(fig)
+        if not rows:
+            break
+    return pages
+
+
+# ---------------------------------------------------------------------------------------------
+# page 3: price path, liquidations per bar, cascade rounds
+# ---------------------------------------------------------------------------------------------
+def price_page(bars: pl.DataFrame, replay_bars: pl.DataFrame | None, symbols: list[str], title: str):
+    c = bar_cols(bars)
+    fig = new_figure()
+    gs = fig.add_gridspec(4, 1, height_ratios=[3, 2, 3, 1.6])
+    ax0 = fig.add_subplot(gs[0])
+    ax1 = fig.add_subplot(gs[1], sharex=ax0)
+    ax2 = fig.add_subplot(gs[2], sharex=ax0)
+    ax3 = fig.add_subplot(gs[3], sharex=ax0)
+    fig.suptitle(title, fontsize=14, fontweight="bold")
+
+    lead = symbols[0]
+    b = _per_symbol(bars, lead)
+    t = _dt(b[c["ts"]])
+    if replay_bars is not None:
+        rb = _per_symbol(replay_bars, lead)
+        rc = bar_cols(replay_bars)
+        ax0.fill_between(_dt(rb[rc["ts"]]), rb[rc["low"]].to_numpy(), rb[rc["high"]].to_numpy(), color=GREY, alpha=0.35, step="post", label="observed bar range (low–high)")
+    ax0.plot(t, b[c["close"]].to_numpy(), color=PRICE_C, lw=1.1, drawstyle="steps-post", label="close (simulated path)")
+    if c["low"]:
+        ax0.plot(t, b[c["low"]].to_numpy(), color=LONG_C, lw=0.8, ls="--", drawstyle="steps-post", label="low with forced-order impact")
+    ax0.set_title(f"{short_sym(lead)} price")
+    ax0.set_ylabel("price (USDT)")
+    ax0.legend(loc="lower left")
+
+    for s in symbols:
+        bs = _per_symbol(bars, s)
+        cl = bs[c["close"]].to_numpy()
+        op = bs[c["open"]].to_numpy()[0] if c["open"] else cl[0]
+        ax1.plot(_dt(bs[c["ts"]]), 100 * (cl / op - 1), lw=1.0, label=short_sym(s))
+    ax1.set_title("all symbols: change since the window opened")
+    ax1.set_ylabel("change (%)")
+    ax1.legend(loc="lower left", ncol=min(5, len(symbols)))
+
+    if c["long"] and c["short"]:
+        agg = bars.group_by(c["ts"]).agg(pl.col(c["long"]).fill_null(0).sum().alias("L"), pl.col(c["short"]).fill_null(0).sum().alias("S")).sort(c["ts"])
+        tt = _dt(agg[c["ts"]])
+        w = _bar_width_days(_ms(agg[c["ts"]]))
+        ax2.bar(tt, agg["L"].to_numpy(), width=w, color=LONG_C, label="longs liquidated", align="edge")
+        ax2.bar(tt, -agg["S"].to_numpy(), width=w, color=SHORT_C, label="shorts liquidated (drawn below zero)", align="edge")
+        ax2.axhline(0, color="black", lw=0.6)
+        ax2.legend(loc="upper right")
+    else:
+        ax2.text(0.5, 0.5, "no per-bar liquidation columns in the result", transform=ax2.transAxes, ha="center")
+    ax2.set_title("liquidated notional per bar, all symbols")
+    ax2.set_ylabel("notional per bar (USD)")
+    from matplotlib.ticker import FuncFormatter
+
+    ax2.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: usd(abs(v), 1) if v else "0"))
+
+    if c["rounds"]:
+        agg = bars.group_by(c["ts"]).agg(pl.col(c["rounds"]).max().alias("r")).sort(c["ts"])
+        ax3.bar(_dt(agg[c["ts"]]), agg["r"].to_numpy(), width=_bar_width_days(_ms(agg[c["ts"]])), color="#8e44ad", align="edge", label="cascade rounds (max over symbols)")
+        ax3.legend(loc="upper right")
+    ax3.set_title("cascade rounds per bar")
+    ax3.set_ylabel("rounds")
+    time_axis(ax3)
+    for ax in (ax0, ax1, ax2):
+        ax.tick_params(labelbottom=False)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# page 4: liquidation heatmap (price x time)
+# ---------------------------------------------------------------------------------------------
+def heatmap_page(heat: pl.DataFrame, bars: pl.DataFrame, symbol: str, title: str):
+    from matplotlib.colors import LogNorm
+
+    fig = new_figure()
+    ax = fig.add_subplot(1, 1, 1)
+    fig.suptitle(title, fontsize=14, fontweight="bold")
+    hc = {
+        "ts": find_col(heat, "ts", "time_bucket", "time", contains=("ts",)),
+        "symbol": find_col(heat, "symbol"),
+        "plo": find_col(heat, "price_low", "price_lo", "bucket_low", "price_bucket", "price", contains=("price",)),
+        "phi": find_col(heat, "price_high", "price_hi", "bucket_high"),
+        "n": find_col(heat, "notional_usd", "liquidated_usd", "notional", contains=("notional",)),
+        "side": find_col(heat, "side"),
+    }
+    h = heat
+    if hc["symbol"] and symbol:
+        h = h.filter(pl.col(hc["symbol"]) == symbol)
+    if h.height == 0 or not all(hc[k] for k in ("ts", "plo", "n")):
+        ax.text(0.5, 0.5, f"no liquidations in the heatmap for {short_sym(symbol)}", transform=ax.transAxes, ha="center")
+        ax.set_xlabel("time (UTC)")
+        ax.set_ylabel("price (USDT)")
+        return fig
+    h = h.group_by(hc["ts"], hc["plo"], *([hc["phi"]] if hc["phi"] else [])).agg(pl.col(hc["n"]).sum().alias("n"))
+    ts = np.unique(_ms(h[hc["ts"]]))
+    step_t = int(np.median(np.diff(ts))) if len(ts) > 1 else 60_000
+    bt = _ms(bars[bar_cols(bars)["ts"]]) if bars is not None and bars.height else ts
+    t0 = min(ts.min(), bt.min())
+    t1 = max(ts.max() + step_t, bt.max() + 60_000)
+    t_edges = np.arange(t0 - ((t0 - ts.min()) // step_t) * step_t if t0 < ts.min() else ts.min(), t1 + step_t, step_t)
+    lo = np.unique(h[hc["plo"]].to_numpy())
+    if hc["phi"]:
+        step_p = float(np.median(h[hc["phi"]].to_numpy() - h[hc["plo"]].to_numpy()))
+    else:
+        step_p = float(np.median(np.diff(lo))) if len(lo) > 1 else max(abs(lo[0]) * 0.001, 1e-9)
+    p_edges = np.arange(lo.min(), lo.max() + 1.5 * step_p, step_p)
+    Z = np.zeros((len(p_edges) - 1, len(t_edges) - 1))
+    ti = np.clip(np.searchsorted(t_edges, _ms(h[hc["ts"]]), side="right") - 1, 0, Z.shape[1] - 1)
+    pi = np.clip(np.floor((h[hc["plo"]].to_numpy() - lo.min()) / step_p + 1e-6).astype(int), 0, Z.shape[0] - 1)
+    np.add.at(Z, (pi, ti), h["n"].to_numpy())
+    Zm = np.ma.masked_less_equal(Z, 0)
+    vmax = float(Z.max()) if Z.max() > 0 else 1.0
+    mesh = ax.pcolormesh(t_edges.astype("datetime64[ms]"), p_edges, Zm, cmap="inferno_r", norm=LogNorm(vmin=max(vmax * 1e-4, 1.0), vmax=vmax), shading="flat")
+    cb = fig.colorbar(mesh, ax=ax, pad=0.01)
+    cb.set_label("liquidated notional per cell (USD)")
+    if bars is not None:
+        b = _per_symbol(bars, symbol)
+        c = bar_cols(bars)
+        ax.plot(_dt(b[c["ts"]]), b[c["close"]].to_numpy(), color=PRICE_C, lw=1.0, drawstyle="steps-post", label=f"{short_sym(symbol)} close")
+        if c["low"]:
+            ax.plot(_dt(b[c["ts"]]), b[c["low"]].to_numpy(), color=PRICE_C, lw=0.6, ls=":", drawstyle="steps-post", label="bar low")
+        ax.legend(loc="upper right")
+    ax.set_ylabel(f"{short_sym(symbol)} price (USDT), bucket {step_p:,.4g}")
+    time_axis(ax, f"time (UTC), {step_t // 60_000}-minute buckets")
+    ax.set_title("where and when positions were liquidated (cell colour: notional, log scale)", fontsize=10, fontweight="normal")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# page 5: pre-event liquidation map with clusters
+# ---------------------------------------------------------------------------------------------
+def liqmap_page(liq_map: pl.DataFrame, clusters: pl.DataFrame | None, bars: pl.DataFrame, symbols: list[str], title: str):
+    fig = new_figure()
+    fig.suptitle(title, fontsize=14, fontweight="bold")
+    lc = {
+        "symbol": find_col(liq_map, "symbol"),
+        "side": find_col(liq_map, "side"),
+        "plo": find_col(liq_map, "price_low", "price_lo", "bucket_low", "price_bucket", "liq_price", "price", contains=("price",)),
+        "phi": find_col(liq_map, "price_high", "price_hi", "bucket_high"),
+        "n": find_col(liq_map, "notional_usd", "open_notional_usd", "notional", contains=("notional",)),
+    }
+    cc = {
+        "symbol": find_col(clusters, "symbol"),
+        "side": find_col(clusters, "side"),
+        "lo": find_col(clusters, "price_low", "price_lo", "low", contains=("low",)),
+        "hi": find_col(clusters, "price_high", "price_hi", "high", contains=("high",)),
+        "n": find_col(clusters, "notional_usd", "notional", contains=("notional",)),
+        "share": find_col(clusters, "share", contains=("share",)),
+        "reached": find_col(clusters, "reached", contains=("reach",)),
+    }
+    shown = symbols[:2]
+    gs = fig.add_gridspec(len(shown), 2, width_ratios=[3.2, 1])
+    bc = bar_cols(bars)
+    for i, s in enumerate(shown):
+        ax = fig.add_subplot(gs[i, 0])
+        tx = fig.add_subplot(gs[i, 1])
+        tx.axis("off")
+        m = liq_map.filter(pl.col(lc["symbol"]) == s) if lc["symbol"] else liq_map
+        b = _per_symbol(bars, s)
+        if m.height == 0 or not (lc["plo"] and lc["n"]):
+            ax.text(0.5, 0.5, "no open positions mapped", transform=ax.transAxes, ha="center")
+        else:
+            lo = m[lc["plo"]].to_numpy()
+            hi = m[lc["phi"]].to_numpy() if lc["phi"] else None
+            u = np.unique(lo)
+            step = float(np.median(hi - lo)) if hi is not None else (float(np.median(np.diff(u))) if len(u) > 1 else 1.0)
+            for side, col, lab in ((1, LONG_C, "longs: notional that liquidates at this price"), (-1, SHORT_C, "shorts: notional that liquidates at this price")):
+                ms = m.filter(pl.col(lc["side"]) == side) if lc["side"] else m
+                if ms.height:
+                    ax.bar(ms[lc["plo"]].to_numpy(), ms[lc["n"]].to_numpy(), width=step, align="edge", color=col, alpha=0.85, label=lab)
+        if b.height:
+            p0 = float(b[bc["open"]][0]) if bc["open"] else float(b[bc["close"]][0])
+            ax.axvline(p0, color=PRICE_C, lw=1.2, label=f"price at window open ({p0:,.6g})")
+            if bc["low"]:
+                ax.axvspan(float(b[bc["low"]].min()), float(b[bc["high"]].max()) if bc["high"] else p0, color=GREY, alpha=0.15, label="range the path reached")
+        lines = [f"{short_sym(s)} clusters (largest first)"]
+        if clusters is not None and clusters.height and cc["lo"] and cc["hi"]:
+            cs = clusters.filter(pl.col(cc["symbol"]) == s) if cc["symbol"] else clusters
+            if cc["n"]:
+                cs = cs.sort(cc["n"], descending=True)
+            for j, row in enumerate(cs.head(6).iter_rows(named=True), 1):
+                side = row.get(cc["side"]) if cc["side"] else None
+                col = LONG_C if side == 1 else SHORT_C if side == -1 else GREY
+                ax.axvspan(row[cc["lo"]], row[cc["hi"]], color=col, alpha=0.12, hatch="//", ec=col, lw=0.0)
+                ax.text((row[cc["lo"]] + row[cc["hi"]]) / 2, 0.97, f"C{j}", transform=ax.get_xaxis_transform(), ha="center", va="top", fontsize=8, fontweight="bold", color=col)
+                reached = row.get(cc["reached"]) if cc["reached"] else None
+                lines.append(
+                    f"C{j} {'long' if side == 1 else 'short' if side == -1 else ''} {row[cc['lo']]:,.6g}–{row[cc['hi']]:,.6g}\n"
+                    f"    {usd(row[cc['n']]) if cc['n'] else ''}"
+                    + (f", {100 * row[cc['share']]:.0f}% of open" if cc["share"] and row[cc["share"]] is not None else "")
+                    + ("" if reached is None else (", reached" if reached else ", not reached"))
+                )
+        else:
+            lines.append("(no clusters in the result)")
+        tx.text(0.0, 1.0, "\n".join(lines), va="top", ha="left", fontsize=8, family="DejaVu Sans Mono", transform=tx.transAxes)
+        handles, labels = ax.get_legend_handles_labels()
+        tx.legend(handles, labels, loc="lower left", fontsize=7, frameon=False, borderaxespad=0.0)
+        lo_y, hi_y = ax.get_ylim()
+        ax.set_ylim(lo_y, hi_y * 1.12)
+        ax.set_title(f"{short_sym(s)}: open positions by liquidation price before the event", fontsize=10)
+        ax.set_xlabel(f"{short_sym(s)} liquidation price (USDT)")
+        ax.set_ylabel("open notional (USD)")
+        usd_axis(ax)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# page 6: insurance fund and ADL
+# ---------------------------------------------------------------------------------------------
+def fund_page(bars: pl.DataFrame, summary: dict, title: str):
+    c = bar_cols(bars)
+    fig = new_figure()
+    fig.suptitle(title, fontsize=14, fontweight="bold")
+    ax0 = fig.add_subplot(2, 1, 1)
+    ax1 = fig.add_subplot(2, 1, 2, sharex=ax0)
+    if c["fund"]:
+        per = bars.group_by(c["ts"]).agg(pl.col(c["fund"]).min().alias("lo"), pl.col(c["fund"]).max().alias("hi"), pl.col(c["fund"]).sum().alias("sum")).sort(c["ts"])
+        same = bool((per["lo"] - per["hi"]).abs().max() <= 1e-6 * max(1.0, float(per["hi"].abs().max() or 1.0)))
+        if same or c["symbol"] is None:
+            ax0.plot(_dt(per[c["ts"]]), per["lo"].to_numpy(), color=PRICE_C, lw=1.2, drawstyle="steps-post", label="insurance fund balance")
+        else:
+            for s in bars[c["symbol"]].unique(maintain_order=True).to_list():
+                b = _per_symbol(bars, s)
+                ax0.plot(_dt(b[c["ts"]]), b[c["fund"]].to_numpy(), lw=1.0, drawstyle="steps-post", label=f"{short_sym(s)} fund")
+        ax0.legend(loc="lower left")
+    else:
+        ax0.text(0.5, 0.5, "the result has no insurance-fund column", transform=ax0.transAxes, ha="center")
+    ax0.set_title(f"insurance fund (minimum {usd(summary.get('insurance_fund_min_usd'))})")
+    ax0.set_ylabel("fund balance (USD)")
+    usd_axis(ax0)
+    ax0.tick_params(labelbottom=False)
+    if c["adl"]:
+        per = bars.group_by(c["ts"]).agg(pl.col(c["adl"]).fill_null(0).sum().alias("a")).sort(c["ts"])
+        t = _dt(per[c["ts"]])
+        ax1.bar(t, per["a"].to_numpy(), width=_bar_width_days(_ms(per[c["ts"]])), align="edge", color="#d35400", label="ADL notional per bar")
+        ax1b = ax1.twinx()
+        ax1b.plot(t, np.cumsum(per["a"].to_numpy()), color="black", lw=1.0, label="cumulative ADL")
+        ax1b.set_ylabel("cumulative ADL (USD)")
+        usd_axis(ax1b)
+        ax1b.grid(False)
+        h1, l1 = ax1.get_legend_handles_labels()
+        h2, l2 = ax1b.get_legend_handles_labels()
+        ax1.legend(h1 + h2, l1 + l2, loc="upper left")
+    else:
+        ax1.text(0.5, 0.5, "the result has no ADL column", transform=ax1.transAxes, ha="center")
+    ax1.set_title(f"auto-deleveraging (total {usd(summary.get('adl_notional_usd'))})")
+    ax1.set_ylabel("ADL notional per bar (USD)")
+    usd_axis(ax1)
+    time_axis(ax1)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# sweep heatmaps (report's sensitivity page and the sweep command's PDF)
+# ---------------------------------------------------------------------------------------------
+def metric_label(metric: str) -> str:
+    return metric.replace("_usd", " (USD)").replace("_", " ")
+
+
+def _axis_values(vals) -> list:
+    return sorted(set(vals), key=lambda v: (isinstance(v, str), v))
+
+
+def heatmap_axes(ax, df: pl.DataFrame, x: str, y: str, metric: str, *, agg: str = "mean", annotate: bool = True):
+    """Draw ``metric`` over the grid of parameters ``x`` × ``y`` (other parameters averaged)."""
+    g = df.group_by(x, y).agg(getattr(pl.col(metric), agg)().alias("v"))
+    xs = _axis_values(g[x].to_list())
+    ys = _axis_values(g[y].to_list())
+    Z = np.full((len(ys), len(xs)), np.nan)
+    for xv, yv, v in g.select(x, y, "v").iter_rows():
+        Z[ys.index(yv), xs.index(xv)] = np.nan if v is None else v
+    im = ax.imshow(Z, origin="lower", aspect="auto", cmap="viridis")
+    ax.set_xticks(range(len(xs)), [fmt_value(v) for v in xs])
+    ax.set_yticks(range(len(ys)), [fmt_value(v) for v in ys])
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.grid(False)
+    if annotate and Z.size <= 144:
+        fin = Z[np.isfinite(Z)]
+        mid = (fin.min() + fin.max()) / 2 if fin.size else 0
+        for (i, j), v in np.ndenumerate(Z):
+            if np.isfinite(v):
+                txt = usd(v, 1) if metric.endswith("_usd") else f"{v:.3g}"
+                ax.text(j, i, txt, ha="center", va="center", fontsize=7, color="white" if v < mid else "black")
+    return im
+
+
+def sweep_heatmap_figure(df: pl.DataFrame, x: str, y: str, metric: str, title: str, note: str = ""):
+    fig = new_figure()
+    fig.suptitle(title, fontsize=14, fontweight="bold")
+    ax = fig.add_subplot(1, 1, 1)
+    im = heatmap_axes(ax, df, x, y, metric)
+    cb = fig.colorbar(im, ax=ax)
+    cb.set_label(metric_label(metric))
+    if metric.endswith("_usd"):
+        cb.formatter = __import__("matplotlib.ticker", fromlist=["FuncFormatter"]).FuncFormatter(lambda v, _p: usd(v, 1))
+        cb.update_ticks()
+    ax.set_title(note or f"{metric_label(metric)} by {x} and {y}", fontsize=10, fontweight="normal")
+    return fig
+
+
+def sensitivity_page(df: pl.DataFrame, x: str, y: str, line_param: str | None, line_df: pl.DataFrame | None, metric: str,
+                     base: dict, replay_value: float | None, title: str):
+    """Left: cascade ``metric`` over ``x`` × ``y``; right: ``metric`` against ``line_param``
+    (cascade), with the replay (no feedback) level for reference."""
+    from matplotlib.ticker import FuncFormatter
+
+    fig = new_figure()
+    fig.suptitle(title, fontsize=14, fontweight="bold")
+    fig.get_layout_engine().set(wspace=0.12)
+    gs = fig.add_gridspec(1, 2, width_ratios=[1.15, 1])
+    ax0 = fig.add_subplot(gs[0])
+    im = heatmap_axes(ax0, df, x, y, metric)
+    cb = fig.colorbar(im, ax=ax0, shrink=0.9)
+    cb.set_label(metric_label(metric))
+    if metric.endswith("_usd"):
+        cb.formatter = FuncFormatter(lambda v, _p: usd(v, 1))
+        cb.update_ticks()
+    ax0.set_title(f"cascade: {metric_label(metric)}\nby {x} and {y} (other parameters at base)", fontsize=10)
+    ax1 = fig.add_subplot(gs[1])
+    if line_param and line_df is not None and line_df.height:
+        d = line_df.sort(line_param)
+        ax1.plot(d[line_param].to_numpy(), d[metric].to_numpy(), marker="o", color=LONG_C, label="cascade (with feedback)")
+        if replay_value is not None:
+            ax1.axhline(replay_value, color=GREY, ls="--", lw=1.2, label="replay (observed path, no feedback)")
+        if line_param in base and isinstance(base[line_param], (int, float)):
+            ax1.axvline(base[line_param], color=PRICE_C, ls=":", lw=1, label=f"base {line_param} = {fmt_value(base[line_param])}")
+        ax1.set_xlabel(line_param)
+        ax1.legend(loc="best")
+        ax1.set_title(f"{metric_label(metric)} against {line_param}\n(other parameters at base)", fontsize=10)
+        ax1.set_ylabel(metric_label(metric))
+        if metric.endswith("_usd"):
+            usd_axis(ax1)
+    else:
+        ax1.axis("off")
+    return fig
