@@ -312,12 +312,20 @@ def _funding(ex, symbol, tf, since, until, limit) -> pl.DataFrame:
         info = r.get("info") or {}
         ih = info.get("fundingIntervalHours") or info.get("funding_interval_hours") if isinstance(info, dict) else None
         hours.append(float(ih) if ih not in (None, "") else None)
-    df = pl.DataFrame({"ts": ts, "funding_rate": rate, "interval_hours": hours}, schema={"ts": pl.Int64, "funding_rate": pl.Float64, "interval_hours": pl.Float64})
-    if df.height >= 2 and df["interval_hours"].null_count() == df.height:
-        # settlement spacing, where the exchange does not say it
-        df = df.sort("ts").with_columns((pl.col("ts").diff() / 3_600_000).round(0).cast(pl.Float64).alias("interval_hours"))
-        df = df.with_columns(pl.col("interval_hours").fill_null(strategy="backward"))
-    return df
+    return pl.DataFrame({"ts": ts, "funding_rate": rate, "interval_hours": hours}, schema={"ts": pl.Int64, "funding_rate": pl.Float64, "interval_hours": pl.Float64})
+
+
+def fill_interval_hours(df: pl.DataFrame, prev_ts: int | None) -> pl.DataFrame:
+    """Settlement spacing in hours where the exchange does not say it (from the previous event)."""
+    if df.height == 0 or df["interval_hours"].null_count() == 0:
+        return df
+    ts = df["ts"].cast(pl.Int64).to_list()
+    hours = []
+    for i, t in enumerate(ts):
+        p = ts[i - 1] if i else prev_ts
+        hours.append(float(round((t - p) / 3_600_000)) if p is not None and t > p else None)
+    guess = pl.Series("g", hours, dtype=pl.Float64).fill_null(strategy="backward")
+    return df.with_columns(pl.col("interval_hours").fill_null(guess))
 
 
 def _open_interest(ex, symbol, tf, since, until, limit) -> pl.DataFrame:
@@ -440,6 +448,7 @@ class CcxtDownloader:
         total = sum(b - a for a, b in ranges)
         task = self.progress.add(f"{symbol} {dataset}", total) if self.progress and total else None
         window = step * limit
+        prev_event: int | None = None
         for a, b in ranges:
             cursor = a
             while cursor < b:
@@ -457,6 +466,10 @@ class CcxtDownloader:
                     df = df.filter((pl.col("ts") - a) % step == 0)
                 if df.height:
                     df = df.unique("ts", keep="last").sort("ts").with_columns(pl.lit(symbol).alias("symbol"))
+                    if dataset == "funding":
+                        before = [t for t in stored if t < int(df["ts"].min())]
+                        df = fill_interval_hours(df, prev_event if prev_event is not None else (before[-1] if before else None))
+                        prev_event = int(df["ts"].max())
                     wr = self.store.write(dataset, df, exchange=self.exchange_id, timeframe=stored_tf)
                     res.rows_added += wr.rows_added
                     last = int(df["ts"].max())
