@@ -36,6 +36,28 @@ DEFAULTS = {
 }
 
 
+@dataclass(frozen=True)
+class FakeParams:
+    """The fake's parameter group (stands in for PopulationParams + SimParams)."""
+
+    seed: int = 7
+    long_share: float = 0.6
+    leverage_scale: float = 1.0
+    oi_scale: float = 1.0
+    impact_coef: float = 0.5
+    depth_multiplier: float = 1.0
+    insurance_fund_usd: float = 1.0e9
+    impact_model: str = "sqrt"
+
+    def validate(self):
+        if not 0 <= self.long_share <= 1:
+            raise ValueError(f"long_share must be in [0, 1], got {self.long_share}")
+
+
+def param_groups():
+    return [FakeParams()]
+
+
 @dataclass
 class FakePrepared:
     event_id: str

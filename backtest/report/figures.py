@@ -526,7 +526,7 @@ def heatmap_axes(ax, df: pl.DataFrame, x: str, y: str, metric: str, *, agg: str 
         for (i, j), v in np.ndenumerate(Z):
             if np.isfinite(v):
                 txt = usd(v, 1) if metric.endswith("_usd") else f"{v:.3g}"
-                ax.text(j, i, txt, ha="center", va="center", fontsize=7, color="white" if v < mid else "black")
+                ax.text(j, i, txt, ha="center", va="center", fontsize=8.5, color="white" if v < mid else "black")
     return im
 
 

@@ -1,0 +1,644 @@
+"""Parameter sweeps: TOML grids run serially, on local processes, or on a dask cluster.
+
+Sweep file
+----------
+A sweep file names an event, a base scenario and a grid; every combination of the grid's values
+is simulated, and one row per combination (its parameters + the summary metrics) goes into
+``results.parquet``::
+
+    event = "2025-10-10"          # required: an event id of the catalogue
+    mode = "cascade"              # "cascade" (default: forced orders move the price) or "replay"
+    # shock = "-5%@2025-10-10T21:00:00Z"   # optional exogenous shock (cascade mode)
+    # symbols = ["BTC/USDT:USDT"]          # optional subset of the event's symbols
+
+    [base]                        # flat parameters applied to every combination (optional)
+    seed = 7
+
+    [grid]                        # parameter -> list of values (at least one parameter)
+    leverage_scale = [0.5, 1.0, 1.5, 2.0]
+    depth_multiplier = [0.5, 1.0, 2.0]
+
+    [output]                      # optional
+    metric = "liquidated_notional_usd"   # colour of the heatmaps
+    x = "leverage_scale"                 # heatmap axes (default: the first two grid parameters)
+    y = "depth_multiplier"
+
+Parameter names are the flat names of ``backtest.population.PopulationParams`` and
+``backtest.simulate.SimParams`` (the same names ``--set`` accepts); an unknown name is refused
+with the closest valid one suggested. ``backtest sweep FILE --set key=value`` changes the base.
+
+Seeds: every combination runs with the seed of its own parameters (``seed`` from ``[base]`` or
+from the grid), so a combination's result does not depend on which worker runs it, in which
+order, or in which chunk: results are identical whichever executor runs them. With ``seed`` not
+in the grid, all combinations share one population (the fair comparison); put ``seed`` in the
+grid to see the sampling spread.
+
+Execution
+---------
+The event's market arrays and base population are built once (``simulate.prepare``) and sent
+to each worker once: as the initialiser argument of each ``processes`` worker, or with
+``Client.scatter(..., broadcast=True)`` on dask. Combinations travel in chunks of many
+(``chunk_size``, by default about four chunks per worker), each chunk returning its rows.
+
+Executors: ``serial`` (this process), ``processes`` (default; a spawn-context process pool,
+one worker per core), ``dask`` (``scheduler`` = the address of a running scheduler, e.g.
+``tcp://10.0.0.5:8786``; else a ``LocalCluster`` of ``workers`` single-threaded processes).
+
+Outputs (``out`` folder): ``results.parquet`` (one row per combination, keyed by ``combo`` and
+the grid's parameters, sorted by ``combo``, then one column per scalar summary metric, named
+``result_NAME`` where a grid parameter has the metric's name, e.g. ``long_share``), ``heatmaps.pdf`` (the metric over two parameters;
+other parameters averaged), ``sweep.json`` (the resolved sweep: event, mode, base, grid, timings).
+All three are written at the end, each atomically: an interrupted or failed sweep leaves no
+half-written files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+import os
+import pickle
+import sys
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from backtest.errors import UserError
+from backtest.params import ParamError, apply_overrides, field_names, suggest
+
+EXECUTORS = ("serial", "processes", "dask")
+MODES = ("cascade", "replay")
+TOP_KEYS = ("event", "mode", "shock", "symbols", "base", "grid", "output", "name", "description")
+OUTPUT_KEYS = ("metric", "x", "y", "metrics")
+#: summary metrics (DESIGN §10); a sweep's table carries every scalar of the summary
+SUMMARY_METRICS = (
+    "positions",
+    "open_notional_usd",
+    "liquidated_notional_usd",
+    "long_liquidated_usd",
+    "short_liquidated_usd",
+    "long_share",
+    "peak_minute",
+    "peak_minute_notional_usd",
+    "max_cascade_depth",
+    "amplification",
+    "adl_notional_usd",
+    "insurance_fund_min_usd",
+)
+#: metrics drawn on the extra heatmap pages when present
+HEATMAP_METRICS = ("liquidated_notional_usd", "long_share", "peak_minute_notional_usd", "max_cascade_depth", "amplification", "adl_notional_usd")
+DASK_CONNECT_TIMEOUT_S = 5
+
+
+class SweepError(UserError):
+    """A bad sweep file or option (one-line message)."""
+
+
+@dataclass
+class SweepSpec:
+    """A parsed, validated sweep file."""
+
+    event: str
+    mode: str = "cascade"
+    shock: str | None = None
+    symbols: list[str] | None = None
+    base: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    metric: str = "liquidated_notional_usd"
+    x: str | None = None
+    y: str | None = None
+    source: str = ""
+
+    @property
+    def n_combinations(self) -> int:
+        return math.prod(len(v) for v in self.grid.values())
+
+    def combinations(self) -> list[dict[str, Any]]:
+        """Every combination of the grid, in a fixed order (the last parameter varies fastest)."""
+        names = list(self.grid)
+        return [dict(zip(names, vals)) for vals in itertools.product(*(self.grid[n] for n in names))]
+
+
+@dataclass
+class SweepResult:
+    spec: SweepSpec
+    table: Any  # polars DataFrame
+    executor: str
+    workers: int
+    seconds: float
+    timings: dict[str, float] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# parsing and validation
+# ---------------------------------------------------------------------------------------------
+def _sim_module(sim):
+    if sim is not None:
+        return sim
+    import backtest.simulate as simulate
+
+    return simulate
+
+
+def param_groups(sim=None) -> list[Any]:
+    """Default instances of the parameter groups that flat names resolve against."""
+    sim = _sim_module(sim)
+    if hasattr(sim, "param_groups"):
+        return list(sim.param_groups())
+    from backtest.population import PopulationParams
+
+    return [PopulationParams(), sim.SimParams()]
+
+
+def load_sweep(path: str | os.PathLike, *, set_overrides: dict | None = None, sim=None, store: str | None = None) -> SweepSpec:
+    """Read and validate a sweep file (see the module docstring). Raises :class:`SweepError`."""
+    p = Path(path)
+    if not p.is_file():
+        raise SweepError(f"sweep file {p} does not exist")
+    try:
+        raw = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise SweepError(f"sweep file {p} does not parse: {e}") from None
+    return parse_sweep(raw, source=str(p), set_overrides=set_overrides, sim=sim, store=store)
+
+
+def parse_sweep(raw: dict, *, source: str = "<sweep>", set_overrides: dict | None = None, sim=None, store: str | None = None) -> SweepSpec:
+    """Validate a sweep given as a dict (the parsed TOML)."""
+    for k in raw:
+        if k not in TOP_KEYS:
+            raise SweepError(f"{source}: unknown key {k!r}{suggest(k, list(TOP_KEYS))}; keys are {', '.join(TOP_KEYS)}")
+    if "event" not in raw:
+        raise SweepError(f"{source}: no event; add e.g. event = \"2025-10-10\"")
+    from backtest.events import get_event
+
+    ev = get_event(str(raw["event"]), store)
+    mode = str(raw.get("mode", "cascade"))
+    if mode not in MODES:
+        raise SweepError(f"{source}: mode {mode!r} is not one of {', '.join(MODES)}")
+    base = raw.get("base", {}) or {}
+    grid_raw = raw.get("grid", {}) or {}
+    if not isinstance(base, dict) or not isinstance(grid_raw, dict):
+        raise SweepError(f"{source}: [base] and [grid] must be tables of name = value(s)")
+    if not grid_raw:
+        raise SweepError(f"{source}: the grid is empty; add a [grid] table with at least one parameter = [values...]")
+    base = {**base, **(set_overrides or {})}
+
+    groups = param_groups(sim)
+    valid = field_names(*groups)
+    try:
+        resolved_base = apply_overrides(groups, base)
+    except ParamError as e:
+        raise SweepError(f"{source}: [base] {e}") from None
+    grid: dict[str, list[Any]] = {}
+    for name, values in grid_raw.items():
+        if name not in valid:
+            raise SweepError(f"{source}: [grid] unknown parameter {name!r}{suggest(name, valid)}")
+        vals = values if isinstance(values, list) else [values]
+        if not vals:
+            raise SweepError(f"{source}: [grid] {name} has no values; the grid is empty")
+        coerced = []
+        for v in vals:
+            try:
+                g = apply_overrides(resolved_base, {name: v})
+            except ParamError as e:
+                raise SweepError(f"{source}: [grid] {e}") from None
+            coerced.append(next(getattr(x, name) for x in g if name in {f.name for f in dataclasses.fields(x)}))
+        if len(set(map(repr, coerced))) != len(coerced):
+            raise SweepError(f"{source}: [grid] {name} lists a value twice")
+        grid[name] = coerced
+    out = raw.get("output", {}) or {}
+    for k in out:
+        if k not in OUTPUT_KEYS:
+            raise SweepError(f"{source}: [output] unknown key {k!r}{suggest(k, list(OUTPUT_KEYS))}")
+    metric = str(out.get("metric", "liquidated_notional_usd"))
+    if metric not in SUMMARY_METRICS:
+        raise SweepError(f"{source}: [output] metric {metric!r} is not a summary metric{suggest(metric, list(SUMMARY_METRICS))}")
+    names = list(grid)
+    x = out.get("x", names[0])
+    y = out.get("y", names[1] if len(names) > 1 else None)
+    for axis, v in (("x", x), ("y", y)):
+        if v is not None and v not in grid:
+            raise SweepError(f"{source}: [output] {axis} = {v!r} is not a grid parameter{suggest(str(v), names)}")
+    if x is not None and x == y:
+        raise SweepError(f"{source}: [output] x and y are both {x!r}; choose two different grid parameters")
+    symbols = raw.get("symbols")
+    if symbols is not None:
+        bad = [s for s in symbols if s not in ev.symbols]
+        if bad:
+            raise SweepError(f"{source}: symbols {bad} are not symbols of event {ev.id} ({', '.join(ev.symbols)})")
+    return SweepSpec(
+        event=ev.id, mode=mode, shock=raw.get("shock"), symbols=list(symbols) if symbols else None,
+        base=base, grid=grid, metric=metric, x=x, y=y, source=source,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# workers
+# ---------------------------------------------------------------------------------------------
+_WORKER: dict[str, Any] = {}
+
+
+def _metrics(summary: dict) -> dict[str, Any]:
+    out = {}
+    for k, v in summary.items():
+        if k in ("params", "symbols", "event", "seed"):
+            continue
+        if v is None or isinstance(v, (bool, int, float, str)):
+            out[k] = v
+    return out
+
+
+def run_chunk(simulate_prepared: Callable, prepared: Any, mode: str, shock: str | None, base: dict, chunk: list[tuple[int, dict]]) -> list[tuple]:
+    """Simulate one chunk of combinations; one (combo index, parameters, metrics) tuple each."""
+    rows = []
+    for i, combo in chunk:
+        res = simulate_prepared(prepared, {**base, **combo}, mode=mode, shock=shock)
+        rows.append((i, combo, _metrics(res.summary)))
+    return rows
+
+
+def _init_process(simulate_prepared: Callable, prepared_bytes: bytes) -> None:
+    _WORKER["fn"] = simulate_prepared
+    _WORKER["prepared"] = pickle.loads(prepared_bytes)
+
+
+def _process_chunk(mode, shock, base, chunk):
+    return run_chunk(_WORKER["fn"], _WORKER["prepared"], mode, shock, base, chunk)
+
+
+def chunks_of(items: list, size: int) -> list[list]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def default_chunk_size(n: int, workers: int) -> int:
+    """About four chunks per worker (load balance) and at most 512 combinations per chunk."""
+    return max(1, min(512, math.ceil(n / max(1, workers * 4))))
+
+
+# ---------------------------------------------------------------------------------------------
+# progress
+# ---------------------------------------------------------------------------------------------
+class _Bar:
+    def __init__(self, total: int, label: str, progress: Any):
+        self.cb = progress if callable(progress) else None
+        on = sys.stderr.isatty() if progress is None else bool(progress) and not callable(progress)
+        self.done = 0
+        self.total = total
+        self.p = None
+        if on:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self.p = Progress(
+                TextColumn("[bold]sweep[/bold] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("combinations"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                console=Console(stderr=True),
+            )
+            self.p.start()
+            self.t = self.p.add_task(label, total=total)
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        if self.p is not None:
+            self.p.update(self.t, advance=n)
+        if self.cb:
+            self.cb(self.done, self.total)
+
+    def close(self) -> None:
+        if self.p is not None:
+            self.p.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# running
+# ---------------------------------------------------------------------------------------------
+def _connect_dask(scheduler: str | None, workers: int):
+    """A dask Client: to ``scheduler`` (failing within seconds if it does not answer), else to a
+    new LocalCluster. Returns (client, cluster-or-None)."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:  # pragma: no cover - dask is a dependency
+        raise SweepError("the dask executor needs the 'distributed' package") from None
+    if scheduler:
+        try:
+            return Client(scheduler, timeout=f"{DASK_CONNECT_TIMEOUT_S}s"), None
+        except (OSError, TimeoutError, ValueError) as e:
+            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise SweepError(f"cannot reach the dask scheduler at {scheduler} within {DASK_CONNECT_TIMEOUT_S} s ({why[:120]}); "
+                             "is it running? (start one with 'dask scheduler')") from None
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    return Client(cluster), cluster
+
+
+def check_out_dir(out: str | os.PathLike) -> Path:
+    """The output folder; it may not exist yet, but its parent must."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise SweepError(f"output {out} exists and is not a folder")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise SweepError(f"folder {parent} does not exist; create it first or choose another --out")
+    return out
+
+
+def run_sweep(
+    spec: SweepSpec,
+    *,
+    executor: str = "processes",
+    workers: int | None = None,
+    scheduler: str | None = None,
+    chunk_size: int | None = None,
+    out: str | os.PathLike | None = None,
+    store: str | None = None,
+    progress: Any = None,
+    sim: Any = None,
+) -> SweepResult:
+    """Run every combination of ``spec`` and return the results table (written to ``out``)."""
+    import polars as pl
+
+    if executor not in EXECUTORS:
+        raise SweepError(f"unknown executor {executor!r}{suggest(executor, list(EXECUTORS))}; use serial, processes or dask")
+    if scheduler and executor != "dask":
+        raise SweepError("--scheduler needs --executor dask")
+    out_dir = check_out_dir(out) if out is not None else None
+    simulate = _sim_module(sim)
+    workers = max(1, workers or os.cpu_count() or 1) if executor != "serial" else 1
+    combos = list(enumerate(spec.combinations()))
+    n = len(combos)
+    size = chunk_size or default_chunk_size(n, workers)
+    chunks = chunks_of(combos, size)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    client = cluster = None
+    if executor == "dask":  # connect first: an unreachable scheduler fails before any work
+        client, cluster = _connect_dask(scheduler, workers)
+        if scheduler:
+            workers = max(1, len(client.scheduler_info().get("workers", {})) or workers)
+    try:
+        t = time.perf_counter()
+        prepared = simulate.prepare(spec.event, spec.base or None, symbols=spec.symbols, store=store)
+        timings["prepare_s"] = time.perf_counter() - t
+        fn = simulate.simulate_prepared
+        bar = _Bar(n, f"{spec.event} {spec.mode} on {executor} ({workers} worker{'s' if workers > 1 else ''})", progress)
+        rows: list[dict] = []
+        t = time.perf_counter()
+        try:
+            if executor == "serial":
+                for ch in chunks:
+                    rows.extend(run_chunk(fn, prepared, spec.mode, spec.shock, spec.base, ch))
+                    bar.advance(len(ch))
+            elif executor == "processes":
+                rows = _run_processes(fn, prepared, spec, chunks, workers, bar)
+            else:
+                rows = _run_dask(client, fn, prepared, spec, chunks, bar)
+        finally:
+            bar.close()
+        timings["simulate_s"] = time.perf_counter() - t
+    finally:
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+
+    table = _table(rows, spec)
+    res = SweepResult(spec, table, executor, workers, time.perf_counter() - t0, timings)
+    if out_dir is not None:
+        res.files = write_outputs(res, out_dir, sim=sim)
+    return res
+
+
+def _run_processes(fn, prepared, spec: SweepSpec, chunks, workers: int, bar: _Bar) -> list[dict]:
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    blob = pickle.dumps(prepared, protocol=pickle.HIGHEST_PROTOCOL)
+    rows: list[dict] = []
+    ctx = mp.get_context("spawn")  # fork after polars/numba threads started is unsafe
+    with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=ctx, initializer=_init_process, initargs=(fn, blob)) as pool:
+        futs = {pool.submit(_process_chunk, spec.mode, spec.shock, spec.base, ch): len(ch) for ch in chunks}
+        try:
+            for f in as_completed(futs):
+                rows.extend(f.result())
+                bar.advance(futs[f])
+        except BaseException:
+            for f in futs:
+                f.cancel()
+            raise
+    return rows
+
+
+def _run_dask(client, fn, prepared, spec: SweepSpec, chunks, bar: _Bar) -> list[dict]:
+    from distributed import as_completed
+
+    [pf] = client.scatter([prepared], broadcast=True)  # market arrays + population: once per worker
+    futs = [client.submit(run_chunk, fn, pf, spec.mode, spec.shock, spec.base, ch, pure=False) for ch in chunks]
+    sizes = {f.key: len(ch) for f, ch in zip(futs, chunks)}
+    rows: list[dict] = []
+    try:
+        for f in as_completed(futs):
+            rows.extend(f.result())
+            bar.advance(sizes[f.key])
+    except BaseException:
+        client.cancel(futs)
+        raise
+    return rows
+
+
+def metric_column(metric: str, spec: SweepSpec) -> str:
+    """The results-table column of a summary metric: its own name, or ``result_NAME`` when a
+    grid parameter has the same name (``long_share`` is both a parameter and a metric)."""
+    return f"result_{metric}" if metric in spec.grid else metric
+
+
+def _table(rows: list[tuple], spec: SweepSpec):
+    import polars as pl
+
+    rows = [{"combo": i, **combo, **{metric_column(k, spec): v for k, v in m.items()}} for i, combo, m in sorted(rows, key=lambda r: r[0])]
+    df = pl.DataFrame(rows, infer_schema_length=None, strict=False)
+    key = ["combo", *spec.grid]
+    rest = [c for c in df.columns if c not in key]
+    return df.select(*key, *rest)
+
+
+# ---------------------------------------------------------------------------------------------
+# outputs
+# ---------------------------------------------------------------------------------------------
+def _atomic(path: Path, write: Callable[[Path], None]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_outputs(res: SweepResult, out_dir: Path, sim: Any = None) -> list[Path]:
+    """``results.parquet``, ``heatmaps.pdf`` and ``sweep.json`` in ``out_dir`` (atomic writes)."""
+    out_dir.mkdir(exist_ok=True)
+    spec = res.spec
+    files = []
+    # draw first: a plotting failure must not leave a results table without its report
+    figs = heatmap_figures(res.table, spec)
+    p = out_dir / "results.parquet"
+    _atomic(p, lambda t: res.table.write_parquet(t))
+    files.append(p)
+    p = out_dir / "heatmaps.pdf"
+    _atomic(p, lambda t: _write_pdf(figs, t, spec))
+    files.append(p)
+    meta = {
+        "event": spec.event, "mode": spec.mode, "shock": spec.shock, "symbols": spec.symbols, "base": spec.base,
+        "grid": spec.grid, "metric": spec.metric, "x": spec.x, "y": spec.y, "combinations": spec.n_combinations,
+        "executor": res.executor, "workers": res.workers, "seconds": round(res.seconds, 3),
+        "timings": {k: round(v, 3) for k, v in res.timings.items()}, "source": spec.source,
+    }
+    p = out_dir / "sweep.json"
+    _atomic(p, lambda t: t.write_text(json.dumps(meta, indent=2, default=str) + "\n"))
+    files.append(p)
+    return files
+
+
+def heatmap_figures(table, spec: SweepSpec) -> list:
+    """Figures of the sweep PDF: the chosen metric over x × y, then other metrics, then other pairs."""
+    from backtest.report.common import RC, mpl, new_figure, usd_axis
+    from backtest.report.figures import metric_label, sweep_heatmap_figure
+
+    mpl()
+    import matplotlib
+
+    names = list(spec.grid)
+    others = [n for n in names if n not in (spec.x, spec.y)]
+    avg = f"; mean over {', '.join(others)}" if others else ""
+    title = f"Sweep of {spec.event} ({spec.mode}, {spec.n_combinations} combinations)"
+    figs = []
+    with matplotlib.rc_context(RC):
+        if spec.y is None:  # one parameter: a line, not a heatmap
+            for metric in [metric_column(m, spec) for m in (spec.metric, *[m for m in HEATMAP_METRICS if m != spec.metric])]:
+                if metric not in table.columns:
+                    continue
+                fig = new_figure()
+                fig.suptitle(title, fontsize=14, fontweight="bold")
+                ax = fig.add_subplot(1, 1, 1)
+                d = table.sort(spec.x)
+                ax.plot([str(v) for v in d[spec.x].to_list()], d[metric].to_numpy(), marker="o")
+                ax.set_xlabel(spec.x)
+                ax.set_ylabel(metric_label(metric))
+                ax.set_title(f"{metric_label(metric)} against {spec.x}", fontsize=10)
+                if metric.endswith("_usd"):
+                    usd_axis(ax)
+                figs.append(fig)
+            return figs
+        metrics = [metric_column(m, spec) for m in (spec.metric, *[m for m in HEATMAP_METRICS if m != spec.metric])]
+        for metric in metrics:
+            if metric in table.columns and table[metric].dtype.is_numeric():
+                figs.append(sweep_heatmap_figure(table, spec.x, spec.y, metric, title, f"{metric_label(metric)} by {spec.x} and {spec.y}{avg}"))
+        for a, b in itertools.combinations(names, 2):
+            if {a, b} == {spec.x, spec.y} or len(figs) >= 16:
+                continue
+            rest = [n for n in names if n not in (a, b)]
+            note = f"{metric_label(spec.metric)} by {a} and {b}" + (f"; mean over {', '.join(rest)}" if rest else "")
+            figs.append(sweep_heatmap_figure(table, a, b, metric_column(spec.metric, spec), title, note))
+        for k, fig in enumerate(figs, 1):
+            fig.text(0.995, 0.004, f"{spec.event} sweep · page {k}/{len(figs)}", ha="right", va="bottom", fontsize=7, color="#7f8c8d")
+    return figs
+
+
+def _write_pdf(figs, path: Path, spec: SweepSpec) -> None:
+    import matplotlib
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    import backtest
+    from backtest.events import get_event
+    from backtest.report.common import RC, report_date
+
+    try:
+        end_ms = get_event(spec.event).end_ms
+    except UserError:
+        end_ms = None
+    date = report_date(end_ms)
+    meta = {
+        "Title": f"Parameter sweep of {spec.event} ({spec.mode}): {', '.join(spec.grid)}",
+        "Author": "cascade-backtest",
+        "Creator": f"cascade-backtest {backtest.__version__}",
+        "CreationDate": date,
+        "ModDate": date,
+    }
+    with matplotlib.rc_context(RC), PdfPages(path, metadata=meta) as pp:
+        for fig in figs:
+            pp.savefig(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# dry run
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Plan:
+    combinations: int
+    executor: str
+    workers: int
+    chunks: int
+    chunk_size: int
+    prepare_s: float
+    per_combination_s: float
+    estimate_s: float
+    prepared_bytes: int
+    sim_peak_bytes: int
+    estimate_bytes: int
+
+    def describe(self) -> str:
+        return (
+            f"{self.combinations:,} combinations in {self.chunks:,} chunks of up to {self.chunk_size:,} on {self.executor} "
+            f"({self.workers} worker{'s' if self.workers > 1 else ''})\n"
+            f"estimated time: {_dur(self.estimate_s)} (measured: preparing {_dur(self.prepare_s)}, "
+            f"one combination {_dur(self.per_combination_s)})\n"
+            f"estimated memory: {_mib(self.estimate_bytes)} in all (market arrays + population {_mib(self.prepared_bytes)} "
+            f"per worker, {_mib(self.sim_peak_bytes)} working memory per simulation)"
+        )
+
+
+def _dur(s: float) -> str:
+    if s < 1:
+        return f"{s * 1000:.0f} ms"
+    if s < 120:
+        return f"{s:.1f} s"
+    if s < 7200:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def _mib(b: float) -> str:
+    return f"{b / 2**20:,.0f} MiB" if b >= 2**20 else f"{b / 1024:,.0f} KiB"
+
+
+def plan_sweep(spec: SweepSpec, *, executor: str = "processes", workers: int | None = None, chunk_size: int | None = None,
+               store: str | None = None, sim: Any = None) -> Plan:
+    """Measure one combination (after building the base once) and extrapolate to the sweep."""
+    import tracemalloc
+
+    if executor not in EXECUTORS:
+        raise SweepError(f"unknown executor {executor!r}{suggest(executor, list(EXECUTORS))}; use serial, processes or dask")
+    simulate = _sim_module(sim)
+    workers = max(1, workers or os.cpu_count() or 1) if executor != "serial" else 1
+    n = spec.n_combinations
+    size = chunk_size or default_chunk_size(n, workers)
+    t = time.perf_counter()
+    prepared = simulate.prepare(spec.event, spec.base or None, symbols=spec.symbols, store=store)
+    prep_s = time.perf_counter() - t
+    first = spec.combinations()[0]
+    simulate.simulate_prepared(prepared, {**spec.base, **first}, mode=spec.mode, shock=spec.shock)  # warm (compile)
+    tracemalloc.start()
+    t = time.perf_counter()
+    simulate.simulate_prepared(prepared, {**spec.base, **first}, mode=spec.mode, shock=spec.shock)
+    per = time.perf_counter() - t
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    blob = len(pickle.dumps(prepared, protocol=pickle.HIGHEST_PROTOCOL))
+    startup = {"serial": 0.0, "processes": 2.0, "dask": 4.0}[executor]
+    est = prep_s + startup + per * n / workers
+    mem = blob + (workers * (blob + peak) if executor != "serial" else peak) + n * 400
+    return Plan(n, executor, workers, math.ceil(n / size), size, prep_s, per, est, blob, peak, mem)
