@@ -240,6 +240,64 @@ def download(
         raise typer.Exit(code)
 
 
+# ------------------------------------------------------------------------------------------
+# report and sweep (owner: reports/sweeps)
+# ------------------------------------------------------------------------------------------
+@app.command()
+@user_errors
+def report(
+    event: str = typer.Argument(..., help="Event id, e.g. 2025-10-10 (see 'backtest events list')."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="PDF to write (default reports/EVENT.pdf); PNGs go beside it in reports/EVENT/."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML file of parameters (top-level keys or a [params] table)."),
+    set_: Optional[List[str]] = SetOpt,
+    png_dir: Optional[Path] = typer.Option(None, "--png-dir", help="Folder for the PNGs (default: the PDF's path without .pdf)."),
+    no_sensitivity: bool = typer.Option(False, "--no-sensitivity", help="Skip the built-in sensitivity sweep page."),
+    store: Optional[str] = StoreOpt,
+) -> None:
+    """Simulate an event and write the PDF report (and one PNG per page)."""
+    from backtest.params import parse_set_options
+    from backtest.report.build import build_report, load_config
+
+    overrides = {**load_config(config), **parse_set_options(set_)}
+    res = build_report(event, out, overrides=overrides, store=store, png_dir=png_dir, sensitivity=not no_sensitivity)
+    typer.echo(f"wrote {res.pdf} ({len(res.pngs)} pages, PNGs in {res.pngs[0].parent if res.pngs else '-'}) in {res.seconds:.1f} s")
+
+
+@app.command()
+@user_errors
+def sweep(
+    file: Path = typer.Argument(..., help="Sweep file (TOML): event, [base], [grid], [output]; see examples/."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Folder for results.parquet, heatmaps.pdf and sweep.json."),
+    executor: str = typer.Option("processes", "--executor", help="serial, processes (all cores) or dask."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Address of a running dask scheduler (else a local cluster)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes (default: one per core)."),
+    chunk_size: Optional[int] = typer.Option(None, "--chunk-size", help="Combinations per task (default: about 4 tasks per worker)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the number of combinations and a time and memory estimate; run nothing else."),
+    set_: Optional[List[str]] = SetOpt,
+    store: Optional[str] = StoreOpt,
+) -> None:
+    """Run a parameter grid over an event; one Parquet row per combination plus a PDF of heatmaps."""
+    from backtest.params import parse_set_options
+    from backtest.sweep import check_out_dir, load_sweep, plan_sweep, run_sweep
+
+    spec = load_sweep(file, set_overrides=parse_set_options(set_), store=store)
+    if workers is not None and workers < 1:
+        fail("--workers must be at least 1")
+    if chunk_size is not None and chunk_size < 1:
+        fail("--chunk-size must be at least 1")
+    if dry_run:
+        typer.echo(plan_sweep(spec, executor=executor, workers=workers, chunk_size=chunk_size, store=store).describe())
+        return
+    if out is None:
+        fail("give --out DIR for the results (or --dry-run to only estimate)")
+    check_out_dir(out)
+    res = run_sweep(spec, executor=executor, workers=workers, scheduler=scheduler, chunk_size=chunk_size, out=out, store=store)
+    typer.echo(
+        f"{spec.n_combinations} combinations on {res.executor} ({res.workers} workers) in {res.seconds:.1f} s; "
+        f"wrote {', '.join(str(p) for p in res.files)}"
+    )
+
+
 def main() -> None:
     """Console-script entry point."""
     try:
