@@ -109,3 +109,71 @@ def check_population(pop: dict[str, np.ndarray]) -> None:
             raise ValueError(f"population field {name!r} has dtype {arr.dtype}, expected {dt}")
         if len(arr) != n:
             raise ValueError(f"population field {name!r} has {len(arr)} rows, expected {n}")
+
+# --- kernel outputs (backtest.kernels.cascade) -------------------------------------------
+#: fixed-point unit of every USD amount the kernels accumulate (1e-4 USD): integer sums do not
+#: depend on summation order, so the fast and the reference kernel agree bit for bit.
+USD_SCALE: float = 1e4
+
+#: impact model codes
+IMPACT_NONE: int = 0
+IMPACT_SQRT: int = 1
+IMPACT_LINEAR: int = 2
+IMPACT_MODELS = {"none": IMPACT_NONE, "sqrt": IMPACT_SQRT, "linear": IMPACT_LINEAR}
+
+#: trigger-list kinds
+LIST_LIQ: int = 0
+LIST_STOP: int = 1
+
+#: kernel parameter vector (float64) layout
+KP_IMPACT_MODEL = 0  # IMPACT_* code
+KP_IMPACT_COEF = 1  # Y of the square-root law
+KP_SIGMA = 2  # daily volatility of log returns (fraction)
+KP_VOLUME = 3  # effective daily volume, USD (already times depth and liquidity multipliers)
+KP_DEPTH = 4  # effective notional within 1 % of mid, USD (already times the multipliers)
+KP_HALF_LIFE_S = 5  # transient impact half-life, seconds (inf = permanent)
+KP_FUND0 = 6  # insurance fund at start, USD
+KP_CLEARANCE = 7  # clearance fee rate on liquidated notional (capped at the remaining margin)
+KP_TAKER = 8  # taker fee rate on stop fills
+KP_MAX_ROUNDS = 9  # cascade rounds per path point, at most
+KP_DD_BAR = 10  # drawdowns (amplification) are measured from this bar on
+KP_DD_REF = 11  # reference price for the drawdowns (0 = the open of KP_DD_BAR)
+KP_DD_DIR = 12  # -1 drawdown (down moves), +1 draw-up
+KP_BAR_MS = 13  # bar length in ms
+KP_SIZE = 14
+
+#: per-bar integer accumulators (units of 1/USD_SCALE USD, or of 1/USD_SCALE positions)
+BI_LONG_LIQ = 0
+BI_SHORT_LIQ = 1
+BI_LONG_LIQ_W = 2  # weighted count (real positions) x USD_SCALE
+BI_SHORT_LIQ_W = 3
+BI_LONG_STOP = 4
+BI_SHORT_STOP = 5
+BI_ADL = 6
+BI_FUND = 7  # insurance fund at the bar's end
+BI_DEFICIT = 8  # liquidation/stop losses beyond bankruptcy in the bar
+BI_UNCOVERED = 9  # part of those the fund could not cover (went to ADL)
+BI_ROUNDS = 10  # deepest cascade in the bar (rounds after the first)
+BI_FUND_IN = 11  # clearance fees paid into the fund
+BI_TAKER = 12  # taker fees on stop fills
+BI_LONG_ROWS = 13  # rows (not weighted) liquidated
+BI_SHORT_ROWS = 14
+BI_SIZE = 15
+
+#: per-bar float outputs
+BF_OPEN = 0  # simulated path (exogenous x endogenous impact)
+BF_HIGH = 1
+BF_LOW = 2
+BF_CLOSE = 3
+BF_ENDO_MIN = 4  # most negative endogenous log move in the bar
+BF_ENDO_MAX = 5
+BF_SIZE = 6
+
+#: run statistics (float64)
+ST_DD_EXO = 0
+ST_DD_SIM = 1
+ST_MAX_DEPTH = 2
+ST_FUND_MIN = 3  # USD
+ST_ADL_SHORTFALL = 4  # uncovered notional ADL could not close (no opposite positions), USD
+ST_FUNDING_INDEX = 5  # cumulative funding index at the end (quote per unit)
+ST_SIZE = 6

@@ -1,0 +1,458 @@
+"""The replay / cascade kernel: one pass over the bars, rounds of forced orders at each path point.
+
+``simulate_nb`` walks the bars. Inside a bar the path is open -> high -> low -> close when the
+close is below the open, else open -> low -> high -> close (DESIGN §7). At each path point:
+
+1. the price is the exogenous point times ``exp(E)``, ``E`` the endogenous (impact) log offset,
+   which decays with the configured half-life between path points (a third of a bar apart);
+2. round 0 finds every open position whose liquidation threshold or stop the price crossed;
+   their forced orders (sells for longs, buys for shorts) move the price by the impact model;
+   round r+1 finds the positions the new price crosses, and so on until a round triggers
+   nothing (or ``max_rounds``). Replay mode (impact "none") has round 0 only.
+
+Thresholds move with funding: a settlement at rate ``f`` changes an isolated margin by
+``-side * qty * f * price``; with ``F`` the cumulative index ``sum(f * price)`` a position's
+liquidation price becomes ``liq + F / (1 - side * mmr)`` and its bankruptcy price
+``entry - side * margin / qty + F``. All positions of a (side, venue, tier) list share ``mmr``,
+so the list's order holds. Cross positions are treated like isolated ones with their allotted
+collateral (population simplification).
+
+Fills: the worse of the trigger level (clipped to the price the move started from) and the price
+after the round's own impact. Liquidations pay the clearance fee out of what margin remains into
+the insurance fund; a fill beyond the bankruptcy price is a deficit the fund covers; what it
+cannot cover is auto-deleveraged at the bar's end: opposite positions, highest ADL rank first
+(:func:`backtest.margin.adl_key_nb`), closed at the current price until their notional covers
+the uncovered notional. Stops fire as market orders (taker fee, no clearance fee).
+
+Two ways to find triggered positions, same bookkeeping:
+- fast (``reference=False``): one pointer per trigger list (see :mod:`.sorting`), dead positions
+  (stopped, ADL'd) skipped by their exit code;
+- reference (``reference=True``): scan every position every round.
+USD sums are kept in integers (1e-4 USD) so both give bit-identical outputs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from backtest.kernels.sorting import sort_bucket
+from backtest.margin import adl_key_nb
+from backtest.records import (
+    BF_CLOSE,
+    BF_ENDO_MAX,
+    BF_ENDO_MIN,
+    BF_HIGH,
+    BF_LOW,
+    BF_OPEN,
+    BF_SIZE,
+    BI_ADL,
+    BI_DEFICIT,
+    BI_FUND,
+    BI_FUND_IN,
+    BI_LONG_LIQ,
+    BI_LONG_LIQ_W,
+    BI_LONG_ROWS,
+    BI_LONG_STOP,
+    BI_ROUNDS,
+    BI_SHORT_LIQ,
+    BI_SHORT_LIQ_W,
+    BI_SHORT_ROWS,
+    BI_SHORT_STOP,
+    BI_SIZE,
+    BI_TAKER,
+    BI_UNCOVERED,
+    EXIT_ADL,
+    EXIT_LIQUIDATED,
+    EXIT_STOPPED,
+    IMPACT_LINEAR,
+    IMPACT_NONE,
+    IMPACT_SQRT,
+    KP_BAR_MS,
+    KP_CLEARANCE,
+    KP_DD_BAR,
+    KP_DD_DIR,
+    KP_DD_REF,
+    KP_DEPTH,
+    KP_FUND0,
+    KP_HALF_LIFE_S,
+    KP_IMPACT_COEF,
+    KP_IMPACT_MODEL,
+    KP_MAX_ROUNDS,
+    KP_SIGMA,
+    KP_TAKER,
+    KP_VOLUME,
+    LIST_LIQ,
+    ST_ADL_SHORTFALL,
+    ST_DD_EXO,
+    ST_DD_SIM,
+    ST_FUND_MIN,
+    ST_FUNDING_INDEX,
+    ST_MAX_DEPTH,
+    ST_SIZE,
+    USD_SCALE,
+)
+
+
+@njit(cache=True)
+def _u(x):
+    """USD -> fixed-point units (round half up)."""
+    return np.int64(np.floor(x * USD_SCALE + 0.5))
+
+
+@njit(cache=True)
+def _crossed(s, p, thr):
+    if s > 0:
+        return p <= thr
+    return p >= thr
+
+
+@njit(cache=True)
+def _impact(model, net_usd, coef, sigma, volume, depth):
+    """Log-price move caused by a net forced flow (USD, + = buys)."""
+    if net_usd == 0.0 or model == IMPACT_NONE:
+        return 0.0
+    a = abs(net_usd)
+    if model == IMPACT_SQRT:
+        d = coef * sigma * np.sqrt(a / volume)
+    else:  # IMPACT_LINEAR: |dP/P| = 1 % * Q / D, applied in log space
+        d = 0.01 * a / depth
+    return d if net_usd > 0 else -d
+
+
+@njit(cache=True)
+def _adl(target_side, units, p, F, side, venue, entry, qty, margin, weight, exit_code, exit_ts, fill, exit_round, t):
+    """Close opposite positions, highest ADL rank first, until their notional covers ``units``."""
+    n = side.shape[0]
+    c = 0
+    for i in range(n):
+        if exit_code[i] == 0 and side[i] == target_side:
+            c += 1
+    keys = np.empty(c)
+    idx = np.empty(c, np.int32)
+    c = 0
+    for i in range(n):
+        if exit_code[i] == 0 and side[i] == target_side:
+            s = side[i]
+            m_t = margin[i] - s * qty[i] * F
+            keys[c] = -adl_key_nb(venue[i], s, entry[i], p, qty[i], m_t)
+            idx[c] = i
+            c += 1
+    o = np.argsort(keys, kind="mergesort")
+    closed = np.int64(0)
+    for j in range(c):
+        if closed >= units:
+            break
+        i = idx[o[j]]
+        exit_code[i] = EXIT_ADL
+        exit_ts[i] = t
+        fill[i] = p
+        exit_round[i] = -1
+        closed += _u(qty[i] * np.float64(weight[i]) * p)
+    return closed
+
+
+@njit(cache=True)
+def simulate_nb(
+    side, venue, entry, qty, margin, mmr, liq, stop, weight,
+    order, okey, bstart, lists,
+    ts, op, hi, lo, cl, funding,
+    prm, reference,
+):
+    """Run one symbol. See the module docstring; outputs are described in backtest.records.
+
+    Returns ``(exit_code, exit_ts, fill, exit_round, bar_i, bar_f, round_units, stats)``.
+    """
+    n = side.shape[0]
+    nbars = ts.shape[0]
+    L = lists.shape[0]
+    model = np.int64(prm[KP_IMPACT_MODEL])
+    coef = prm[KP_IMPACT_COEF]
+    sigma = prm[KP_SIGMA]
+    volume = prm[KP_VOLUME]
+    depth = prm[KP_DEPTH]
+    clear_rate = prm[KP_CLEARANCE]
+    taker_rate = prm[KP_TAKER]
+    max_rounds = np.int64(prm[KP_MAX_ROUNDS])
+    dd_bar = np.int64(prm[KP_DD_BAR])
+    dd_dir = prm[KP_DD_DIR]
+    bar_ms = np.int64(prm[KP_BAR_MS])
+    hl = prm[KP_HALF_LIFE_S]
+    dseg = 1.0
+    if hl > 0.0 and np.isfinite(hl):
+        dseg = 0.5 ** ((bar_ms / 3000.0) / hl)
+
+    exit_code = np.zeros(n, np.int8)
+    exit_ts = np.zeros(n, np.int64)
+    fill = np.full(n, np.nan)
+    exit_round = np.full(n, -1, np.int16)
+    bar_i = np.zeros((nbars, BI_SIZE), np.int64)
+    bar_f = np.zeros((nbars, BF_SIZE))
+    round_units = np.zeros(max_rounds + 1, np.int64)
+    stats = np.zeros(ST_SIZE)
+    buf = np.empty(n, np.int32)
+    blvl = np.empty(n)
+
+    # trigger-list state (fast mode)
+    ptr = np.empty(L, np.int64)
+    bend = np.empty(L, np.int64)
+    bcur = np.empty(L, np.int64)
+    div = np.ones(L)
+    shift = np.zeros(L)
+    for li in range(L):
+        ptr[li] = lists[li, 2]
+        bend[li] = lists[li, 2]
+        bcur[li] = lists[li, 4] - 1
+        if lists[li, 0] == LIST_LIQ and lists[li, 3] > lists[li, 2]:
+            div[li] = 1.0 - np.float64(lists[li, 1]) * mmr[order[lists[li, 2]]]
+
+    fund = _u(prm[KP_FUND0])
+    fund_min = fund
+    F = 0.0
+    E = 0.0
+    p_prev = op[0] if nbars > 0 else 0.0
+    peak_exo = 0.0
+    peak_sim = 0.0
+    dd_exo = 0.0
+    dd_sim = 0.0
+    max_depth = 0
+    shortfall = np.int64(0)
+    nu_long = np.int64(0)  # uncovered notional from long liquidations (ADL closes shorts)
+    nu_short = np.int64(0)
+
+    for j in range(nbars):
+        if funding[j] != 0.0:
+            F += funding[j] * p_prev
+            for li in range(L):
+                if lists[li, 0] == LIST_LIQ:
+                    shift[li] = F / div[li]
+        if j == dd_bar:
+            ref = prm[KP_DD_REF] if prm[KP_DD_REF] > 0.0 else op[j]
+            peak_exo = ref
+            peak_sim = ref
+        t_prev = ts[j]
+        for k in range(4):
+            if k == 0:
+                p_exo = op[j]
+            elif k == 3:
+                p_exo = cl[j]
+            elif (k == 1) == (cl[j] < op[j]):
+                p_exo = hi[j]
+            else:
+                p_exo = lo[j]
+            if k > 0:
+                E *= dseg
+            t_pt = ts[j] + (k * (bar_ms - 1)) // 3
+            p = p_exo * np.exp(E)
+            p_from = p_prev
+            r = 0
+            depth_pt = 0
+            while True:
+                # ---- find what this price triggers -------------------------------------
+                nt = 0
+                sell = np.int64(0)
+                buy = np.int64(0)
+                if reference:
+                    for i in range(n):
+                        if exit_code[i] != 0:
+                            continue
+                        s = side[i]
+                        thr = liq[i] + F / (1.0 - np.float64(s) * mmr[i])
+                        c_l = _crossed(s, p, thr)
+                        st = stop[i]
+                        c_s = st == st and _crossed(s, p, st)
+                        if c_l:
+                            if c_s and ((s > 0 and st > thr) or (s < 0 and st < thr)):
+                                exit_code[i] = EXIT_STOPPED
+                                blvl[nt] = st
+                            else:
+                                exit_code[i] = EXIT_LIQUIDATED
+                                blvl[nt] = thr
+                        elif c_s:
+                            exit_code[i] = EXIT_STOPPED
+                            blvl[nt] = st
+                        else:
+                            continue
+                        buf[nt] = i
+                        nt += 1
+                        if s > 0:
+                            sell += _u(qty[i] * np.float64(weight[i]) * p)
+                        else:
+                            buy += _u(qty[i] * np.float64(weight[i]) * p)
+                else:
+                    for li in range(L):
+                        kind = lists[li, 0]
+                        s = lists[li, 1]
+                        lend = lists[li, 3]
+                        kk = ptr[li]
+                        while kk < lend:
+                            if kk >= bend[li]:
+                                b = bcur[li] + 1
+                                while bstart[b + 1] == bstart[b]:
+                                    b += 1
+                                sort_bucket(order, okey, bstart[b], bstart[b + 1])
+                                bcur[li] = b
+                                bend[li] = bstart[b + 1]
+                            i = order[kk]
+                            if kind == LIST_LIQ:
+                                thr = liq[i] + shift[li]
+                            else:
+                                thr = stop[i]
+                            if not _crossed(s, p, thr):
+                                break
+                            kk += 1
+                            if exit_code[i] != 0:
+                                continue
+                            if kind == LIST_LIQ:
+                                st = stop[i]
+                                if st == st and _crossed(s, p, st) and ((s > 0 and st > thr) or (s < 0 and st < thr)):
+                                    exit_code[i] = EXIT_STOPPED
+                                    blvl[nt] = st
+                                else:
+                                    exit_code[i] = EXIT_LIQUIDATED
+                                    blvl[nt] = thr
+                            else:
+                                exit_code[i] = EXIT_STOPPED
+                                blvl[nt] = thr
+                            buf[nt] = i
+                            nt += 1
+                            if s > 0:
+                                sell += _u(qty[i] * np.float64(weight[i]) * p)
+                            else:
+                                buy += _u(qty[i] * np.float64(weight[i]) * p)
+                        ptr[li] = kk
+                if nt == 0:
+                    break
+                if r > 0:
+                    depth_pt = r
+                # ---- impact of this round's forced orders ------------------------------
+                dlog = _impact(model, (buy - sell) / USD_SCALE, coef, sigma, volume, depth)
+                p_after = p * np.exp(dlog) if dlog != 0.0 else p
+                E += dlog
+                # ---- fills, fees, insurance fund ---------------------------------------
+                fund_in = np.int64(0)
+                def_l = np.int64(0)
+                def_s = np.int64(0)
+                dn_l = np.int64(0)
+                dn_s = np.int64(0)
+                for jj in range(nt):
+                    i = buf[jj]
+                    s = side[i]
+                    lvl = blvl[jj]
+                    if s > 0:
+                        lv = min(lvl, p_from)
+                        f = min(lv, p_after)
+                    else:
+                        lv = max(lvl, p_from)
+                        f = max(lv, p_after)
+                    fill[i] = f
+                    exit_round[i] = r
+                    if r == 0 and p_from != p:
+                        frac = (p_from - lv) / (p_from - p)
+                        frac = min(1.0, max(0.0, frac))
+                        exit_ts[i] = t_prev + np.int64(frac * (t_pt - t_prev))
+                    else:
+                        exit_ts[i] = t_pt
+                    w = np.float64(weight[i])
+                    qw = qty[i] * w
+                    nu = _u(qw * f)
+                    bk = entry[i] - s * margin[i] / qty[i] + F
+                    remaining = s * (f - bk) * qw
+                    if exit_code[i] == EXIT_LIQUIDATED:
+                        if s > 0:
+                            bar_i[j, BI_LONG_LIQ] += nu
+                            bar_i[j, BI_LONG_LIQ_W] += _u(w)
+                            bar_i[j, BI_LONG_ROWS] += 1
+                        else:
+                            bar_i[j, BI_SHORT_LIQ] += nu
+                            bar_i[j, BI_SHORT_LIQ_W] += _u(w)
+                            bar_i[j, BI_SHORT_ROWS] += 1
+                        if remaining >= 0.0:
+                            fund_in += _u(min(remaining, clear_rate * qw * f))
+                    else:
+                        if s > 0:
+                            bar_i[j, BI_LONG_STOP] += nu
+                        else:
+                            bar_i[j, BI_SHORT_STOP] += nu
+                        bar_i[j, BI_TAKER] += _u(taker_rate * qw * f)
+                    if remaining < 0.0:
+                        d = _u(-remaining)
+                        if s > 0:
+                            def_l += d
+                            dn_l += nu
+                        else:
+                            def_s += d
+                            dn_s += nu
+                round_units[min(r, max_rounds)] += sell + buy
+                bar_i[j, BI_FUND_IN] += fund_in
+                bar_i[j, BI_DEFICIT] += def_l + def_s
+                fund += fund_in - def_l - def_s
+                if fund < 0:
+                    unc = -fund
+                    fund = np.int64(0)
+                    tot = def_l + def_s
+                    bar_i[j, BI_UNCOVERED] += unc
+                    nu_long += np.int64(np.float64(unc) * (np.float64(dn_l) / np.float64(tot)))
+                    nu_short += np.int64(np.float64(unc) * (np.float64(dn_s) / np.float64(tot)))
+                if fund < fund_min:
+                    fund_min = fund
+                if model == IMPACT_NONE or dlog == 0.0 or r >= max_rounds:
+                    p = p_after
+                    break
+                p_from = p
+                p = p_after
+                r += 1
+            # ---- end of path point ------------------------------------------------------
+            if depth_pt > max_depth:
+                max_depth = depth_pt
+            if depth_pt > bar_i[j, BI_ROUNDS]:
+                bar_i[j, BI_ROUNDS] = depth_pt
+            if k == 0:
+                bar_f[j, BF_OPEN] = p
+                bar_f[j, BF_HIGH] = p
+                bar_f[j, BF_LOW] = p
+                bar_f[j, BF_ENDO_MIN] = E
+                bar_f[j, BF_ENDO_MAX] = E
+            else:
+                bar_f[j, BF_HIGH] = max(bar_f[j, BF_HIGH], p)
+                bar_f[j, BF_LOW] = min(bar_f[j, BF_LOW], p)
+                bar_f[j, BF_ENDO_MIN] = min(bar_f[j, BF_ENDO_MIN], E)
+                bar_f[j, BF_ENDO_MAX] = max(bar_f[j, BF_ENDO_MAX], E)
+            if k == 3:
+                bar_f[j, BF_CLOSE] = p
+            if j >= dd_bar:
+                if dd_dir < 0:
+                    peak_exo = max(peak_exo, p_exo)
+                    peak_sim = max(peak_sim, p)
+                    dd_exo = max(dd_exo, 1.0 - p_exo / peak_exo)
+                    dd_sim = max(dd_sim, 1.0 - p / peak_sim)
+                else:
+                    peak_exo = min(peak_exo, p_exo)
+                    peak_sim = min(peak_sim, p)
+                    dd_exo = max(dd_exo, p_exo / peak_exo - 1.0)
+                    dd_sim = max(dd_sim, p / peak_sim - 1.0)
+            p_prev = p
+            t_prev = t_pt
+        # ---- end of bar: auto-deleveraging of what the fund could not cover -------------
+        t_end = ts[j] + bar_ms - 1
+        if nu_long > 0:
+            c = _adl(-1, nu_long, p_prev, F, side, venue, entry, qty, margin, weight, exit_code, exit_ts, fill, exit_round, t_end)
+            bar_i[j, BI_ADL] += c
+            if c < nu_long:
+                shortfall += nu_long - c
+            nu_long = 0
+        if nu_short > 0:
+            c = _adl(1, nu_short, p_prev, F, side, venue, entry, qty, margin, weight, exit_code, exit_ts, fill, exit_round, t_end)
+            bar_i[j, BI_ADL] += c
+            if c < nu_short:
+                shortfall += nu_short - c
+            nu_short = 0
+        bar_i[j, BI_FUND] = fund
+
+    stats[ST_DD_EXO] = dd_exo
+    stats[ST_DD_SIM] = dd_sim
+    stats[ST_MAX_DEPTH] = max_depth
+    stats[ST_FUND_MIN] = fund_min / USD_SCALE
+    stats[ST_ADL_SHORTFALL] = shortfall / USD_SCALE
+    stats[ST_FUNDING_INDEX] = F
+    return exit_code, exit_ts, fill, exit_round, bar_i, bar_f, round_units, stats

@@ -1,0 +1,191 @@
+"""Trigger lists for the fast kernel: positions ordered by the price at which they trigger.
+
+A *list* is either a liquidation group - the positions of one (side, venue, tier), which share
+the maintenance rate and so shift together under funding - or the stop-loss list of one side.
+Positions in a list are ordered by a key that rises as the trigger comes nearer to being hit
+from above (longs: ``-liq_price``, descending price) or from below (shorts: ``+liq_price``), so
+the kernel advances one pointer per list while the price moves.
+
+Sorting 10 M float keys fully costs about a second on a small machine, more than the whole
+simulation. So the order is built in two steps: one counting pass puts every entry into its
+list's bucket (buckets split the list's key range evenly, about ``bucket_size`` entries each;
+non-finite keys - "never triggers" - go to a last bucket), and each bucket is sorted only when
+the kernel's pointer first enters it (:func:`sort_bucket`). Buckets the price never reaches are
+never sorted. Bucket boundaries are monotone in the key, so the order inside the touched part
+is exact.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from backtest.records import LIST_LIQ, LIST_STOP
+
+N_VENUE_SLOTS = 8
+N_GROUPS = 2 * N_VENUE_SLOTS * 256  # (side, venue, tier) liquidation groups
+G_STOP_LONG = N_GROUPS
+G_STOP_SHORT = N_GROUPS + 1
+
+#: status codes of build_lists_nb
+SORT_OK = 0
+SORT_MIXED_MMR = 1  # one (side, venue, tier) group holds different maintenance rates
+SORT_BAD_CODE = 2  # a side, venue or tier code out of range
+
+
+@njit(cache=True)
+def _key(side, x):
+    # longs trigger from the highest threshold down: negate so keys ascend in trigger order
+    return -x if side > 0 else x
+
+
+@njit(cache=True)
+def build_lists_nb(side, venue, tier, mmr, liq, stop, bucket_size):
+    """Bucket every position into its trigger lists.
+
+    Returns ``(order, okey, bstart, lists, status)``: ``order`` (int32) and ``okey`` (float64)
+    hold position indices and their keys list by list, bucket by bucket; ``bstart`` (int64) the
+    first entry of each bucket (one more element than buckets); ``lists`` (int64, one row per
+    list) ``kind, side, start, end, first bucket, bucket count``.
+    """
+    n = side.shape[0]
+    G = N_GROUPS + 2
+    cnt = np.zeros(G, np.int64)
+    lo = np.full(G, np.inf)
+    hi = np.full(G, -np.inf)
+    gm = np.full(G, np.nan)
+    status = SORT_OK
+    nstop = 0
+    for i in range(n):
+        s = side[i]
+        v = venue[i]
+        if (s != 1 and s != -1) or v < 0 or v >= N_VENUE_SLOTS:
+            return (np.empty(0, np.int32), np.empty(0), np.empty(1, np.int64), np.empty((0, 6), np.int64), SORT_BAD_CODE)
+        g = ((1 if s > 0 else 0) * N_VENUE_SLOTS + v) * 256 + np.int64(tier[i])
+        cnt[g] += 1
+        if cnt[g] == 1:
+            gm[g] = mmr[i]
+        elif mmr[i] != gm[g] and not (mmr[i] != mmr[i] and gm[g] != gm[g]):
+            status = SORT_MIXED_MMR
+        k = _key(s, liq[i])
+        if np.isfinite(k):
+            if k < lo[g]:
+                lo[g] = k
+            if k > hi[g]:
+                hi[g] = k
+        st = stop[i]
+        if st == st:
+            gs = G_STOP_LONG if s > 0 else G_STOP_SHORT
+            cnt[gs] += 1
+            nstop += 1
+            k = _key(s, st)
+            if np.isfinite(k):
+                if k < lo[gs]:
+                    lo[gs] = k
+                if k > hi[gs]:
+                    hi[gs] = k
+    if status != SORT_OK:
+        return (np.empty(0, np.int32), np.empty(0), np.empty(1, np.int64), np.empty((0, 6), np.int64), status)
+    # lists: liquidation groups first, stop lists last (the kernel relies on this order)
+    nl = 0
+    for g in range(G):
+        if cnt[g] > 0:
+            nl += 1
+    lists = np.zeros((nl, 6), np.int64)
+    gl = np.full(G, -1, np.int64)
+    nreg = np.zeros(G, np.int64)
+    scale = np.zeros(G)
+    boff = np.zeros(G, np.int64)
+    m = 0
+    nb_total = 0
+    li = 0
+    for g in range(G):
+        if cnt[g] == 0:
+            continue
+        gl[g] = li
+        nr = max(np.int64(1), cnt[g] // bucket_size)
+        nreg[g] = nr
+        if hi[g] > lo[g]:
+            scale[g] = nr / (hi[g] - lo[g])
+        boff[g] = nb_total
+        if g >= N_GROUPS:
+            lists[li, 0] = LIST_STOP
+            lists[li, 1] = 1 if g == G_STOP_LONG else -1
+        else:
+            lists[li, 0] = LIST_LIQ
+            lists[li, 1] = 1 if g >= N_VENUE_SLOTS * 256 else -1
+        lists[li, 2] = m
+        lists[li, 3] = m + cnt[g]
+        lists[li, 4] = nb_total
+        lists[li, 5] = nr + 1
+        m += cnt[g]
+        nb_total += nr + 1
+        li += 1
+    bcount = np.zeros(nb_total + 1, np.int64)
+    for i in range(n):
+        s = side[i]
+        g = ((1 if s > 0 else 0) * N_VENUE_SLOTS + venue[i]) * 256 + np.int64(tier[i])
+        bcount[_bucket(_key(s, liq[i]), lo[g], scale[g], nreg[g], boff[g]) + 1] += 1
+        st = stop[i]
+        if st == st:
+            gs = G_STOP_LONG if s > 0 else G_STOP_SHORT
+            bcount[_bucket(_key(s, st), lo[gs], scale[gs], nreg[gs], boff[gs]) + 1] += 1
+    for b in range(nb_total):
+        bcount[b + 1] += bcount[b]
+    bstart = bcount.copy()
+    pos = bcount[:-1].copy()
+    order = np.empty(m, np.int32)
+    okey = np.empty(m)
+    for i in range(n):
+        s = side[i]
+        g = ((1 if s > 0 else 0) * N_VENUE_SLOTS + venue[i]) * 256 + np.int64(tier[i])
+        k = _key(s, liq[i])
+        b = _bucket(k, lo[g], scale[g], nreg[g], boff[g])
+        p = pos[b]
+        pos[b] = p + 1
+        order[p] = i
+        okey[p] = k
+        st = stop[i]
+        if st == st:
+            gs = G_STOP_LONG if s > 0 else G_STOP_SHORT
+            k = _key(s, st)
+            b = _bucket(k, lo[gs], scale[gs], nreg[gs], boff[gs])
+            p = pos[b]
+            pos[b] = p + 1
+            order[p] = i
+            okey[p] = k
+    return order, okey, bstart, lists, status
+
+
+@njit(cache=True)
+def _bucket(k, lo, scale, nreg, boff):
+    if not np.isfinite(k):
+        return boff + nreg  # the "never" bucket
+    b = np.int64((k - lo) * scale)
+    if b < 0:
+        b = 0
+    if b >= nreg:
+        b = nreg - 1
+    return boff + b
+
+
+@njit(cache=True)
+def sort_bucket(order, okey, s, e):
+    """Sort entries ``[s, e)`` by key (insertion sort when small, else argsort)."""
+    if e - s <= 48:
+        for j in range(s + 1, e):
+            key = okey[j]
+            ij = order[j]
+            k = j - 1
+            while k >= s and okey[k] > key:
+                okey[k + 1] = okey[k]
+                order[k + 1] = order[k]
+                k -= 1
+            okey[k + 1] = key
+            order[k + 1] = ij
+        return
+    idx = np.argsort(okey[s:e])
+    ko = okey[s:e][idx]
+    oo = order[s:e][idx]
+    okey[s:e] = ko
+    order[s:e] = oo
