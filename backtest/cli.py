@@ -241,6 +241,76 @@ def download(
 
 
 # ------------------------------------------------------------------------------------------
+# population (owner: margin/populations)
+# ------------------------------------------------------------------------------------------
+@app.command()
+@user_errors
+def population(
+    event: str = typer.Argument(..., help="Event id, e.g. 2025-10-10 (see 'backtest events list')."),
+    symbol: Optional[List[str]] = typer.Option(None, "--symbol", help="ccxt symbol (repeatable), or 'all'; default: the event's first symbol."),
+    set_: Optional[List[str]] = SetOpt,
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the population to this Parquet file (one file per symbol: FILE_SYMBOL.parquet when several)."),
+    store: Optional[str] = StoreOpt,
+) -> None:
+    """Build the synthetic leveraged-position population an event starts from, and summarise it."""
+    import polars as pl
+
+    from backtest.events import get_event
+    from backtest.params import apply_overrides, parse_set_options
+    from backtest.population import PopulationParams, build_population, population_summary
+    from backtest.store import Store, safe_symbol
+
+    (params,) = apply_overrides([PopulationParams()], parse_set_options(set_))
+    ev = get_event(event, store)
+    if not symbol:
+        symbols = [ev.symbols[0]]
+    elif [s.lower() for s in symbol] == ["all"]:
+        symbols = list(ev.symbols)
+    else:
+        symbols = list(symbol)
+    if out is not None and out.suffix.lower() != ".parquet":
+        fail(f"--out must name a .parquet file, got {out}")
+    st = Store(store)
+    for sym in symbols:
+        pop = build_population(ev, sym, params, store=st)
+        s = population_summary(pop)
+        typer.echo(f"{ev.id} {sym} ({pop.exchange}, venue rule {s['stats'].get('venue')}) at {ev.start_iso}, seed {params.seed}")
+        typer.echo(f"  positions:      {s['rows']:,} rows standing for {s['positions']:,.0f} positions")
+        typer.echo(
+            f"  open notional:  ${s['open_notional_usd'] / 1e9:,.3f}B (target ${s['target_open_notional_usd'] / 1e9:,.3f}B)  "
+            f"long ${s['long_notional_usd'] / 1e9:,.3f}B  short ${s['short_notional_usd'] / 1e9:,.3f}B  long share {s['long_share']:.3f}"
+        )
+        typer.echo(f"  target from:    {s['target_source']}")
+        typer.echo(
+            f"  distance to liquidation (notional-weighted mean, from {s['ref_price']:,.6g}): {s['mean_distance_to_liquidation'] * 100:.2f}%"
+        )
+        st_ = s["stats"]
+        typer.echo(
+            f"  lookback:       {st_['bars']:,} bars ({st_.get('timeframes', '')}); {st_['candidates']:,} candidates, "
+            f"{st_['died_liquidated']:,} liquidated and {st_['died_stopped']:,} stopped before the event; "
+            f"turnover half-life {st_['turnover_half_life_days']:.2f} d; isolated {s['isolated_share']:.2f}, stops {s['stop_share']:.2f} of notional"
+        )
+        hist = s["leverage_histogram"]
+        total = s["open_notional_usd"] or 1.0
+        print_frame(
+            pl.DataFrame(
+                {
+                    "leverage": list(hist),
+                    "positions": [v["positions"] for v in hist.values()],
+                    "notional_usd": [v["notional_usd"] for v in hist.values()],
+                    "share": [v["notional_usd"] / total for v in hist.values()],
+                }
+            ),
+            f"leverage histogram, {sym}",
+        )
+        if out is not None:
+            path = out if len(symbols) == 1 else out.with_name(f"{out.stem}_{safe_symbol(sym)}{out.suffix}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pop.write_parquet(path)
+            typer.echo(f"  wrote {path} ({len(pop):,} rows)")
+
+
+# ------------------------------------------------------------------------------------------
 # report and sweep (owner: reports/sweeps)
 # ------------------------------------------------------------------------------------------
 @app.command()

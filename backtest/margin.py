@@ -161,7 +161,7 @@ def tier_arrays(tiers: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return lo, hi, mmr, cum, lev
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def tier_index_nb(notional, lo, hi):
     """Index of the tier whose [floor, cap) holds ``notional`` (cap inclusive for the last tier);
     -1 when the notional is outside the table. Binance brackets are (floor, cap]; the boundary
@@ -196,7 +196,7 @@ def hyperliquid_mmr(max_leverage: float) -> float:
 # ------------------------------------------------------------------------------------------
 # scalar kernels (numba): shared by the public functions, the population builder and kernels
 # ------------------------------------------------------------------------------------------
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def solve_liq_linear_nb(side, entry, qty, equity0, mmr, cum):
     """Linear contract, MM proportional to the notional at the price ``P``.
 
@@ -207,7 +207,7 @@ def solve_liq_linear_nb(side, entry, qty, equity0, mmr, cum):
     return (equity0 + cum - side * qty * entry) / (qty * mmr - side * qty)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def solve_liq_inverse_nb(side, entry, q_usd, equity0, mmr, cum):
     """Inverse contract (equity in coin), MM proportional to the coin notional ``q_usd / P``.
 
@@ -217,7 +217,7 @@ def solve_liq_inverse_nb(side, entry, q_usd, equity0, mmr, cum):
     return (q_usd * mmr + side * q_usd) / (equity0 + cum + side * q_usd / entry)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def bankruptcy_price_nb(side, entry, qty, equity0, contract, contract_size):
     """Price at which equity reaches zero (no fee): linear ``EP - side*WB/qty``; inverse
     ``side*Q / (WB + side*Q/EP)``. Returns 0.0 / inf where no such price exists."""
@@ -230,7 +230,7 @@ def bankruptcy_price_nb(side, entry, qty, equity0, contract, contract_size):
     return _clip_side(side, p)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _clip_side(side, p):
     if side > 0:
         if not (p > 0.0):
@@ -241,7 +241,7 @@ def _clip_side(side, p):
     return p
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def liq_price_binance_nb(side, entry, qty, equity0, lo, hi, mmr, cum, contract, contract_size):
     """Binance liquidation price with the tier taken at the notional at the liquidation price.
 
@@ -292,7 +292,7 @@ def liq_price_binance_nb(side, entry, qty, equity0, lo, hi, mmr, cum, contract, 
     return p, -2
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def liq_price_entry_rate_nb(venue, side, entry, qty, equity0, mmr, cum, fee_rate, contract, contract_size):
     """Liquidation price for the non-Binance families, with the maintenance rate already chosen.
 
@@ -535,7 +535,7 @@ def clearance_fee(venue: str, notional: float, remaining_margin: float | None = 
     return fee
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def adl_key_nb(venue, side, entry, mark, qty, margin):
     """ADL ranking key (higher = deleveraged first) for one linear position.
 
@@ -580,7 +580,7 @@ def adl_rank_key(venue: str, side: int, entry: float, mark: float, qty: float, m
 # ------------------------------------------------------------------------------------------
 # vectorised helpers (population builder, kernels)
 # ------------------------------------------------------------------------------------------
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def liq_prices_nb(venue, side, entry, qty, margin, lo, hi, mmr, cum, lev, fee_rate, liq_out, tier_out, mmr_out, cum_out):
     """Liquidation price at open for arrays of linear positions of one venue and one symbol.
 

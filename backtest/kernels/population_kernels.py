@@ -1,0 +1,241 @@
+"""numba kernels of the population builder (plain @njit(cache=True, error_model="numpy") functions over arrays).
+
+Randomness is counter-based: the k-th uniform of candidate i is a SplitMix64 hash of
+``(seed, i, k)``, so a population depends only on the seed and the inputs - not on chunking,
+threads or the order in which candidates are drawn.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from backtest.margin import _clip_side, liq_price_binance_nb, liq_price_entry_rate_nb, tier_index_nb
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_INV53 = 1.0 / 9007199254740992.0  # 2**-53
+N_STREAMS = 5
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _mix(z):
+    z = (z ^ (z >> np.uint64(30))) * _M1
+    z = (z ^ (z >> np.uint64(27))) * _M2
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def uniform(key, i, k):
+    """Uniform in (0, 1): SplitMix64 of (key, i, k). ``key`` is the mixed seed."""
+    z = key + (np.uint64(i) * np.uint64(N_STREAMS) + np.uint64(k) + np.uint64(1)) * _GOLDEN
+    return (np.float64(_mix(z) >> np.uint64(11)) + 0.5) * _INV53
+
+
+@njit(cache=True, error_model="numpy")
+def seed_key(seed):
+    return _mix(np.uint64(seed) * _GOLDEN + np.uint64(0x632BE59BD9B4E019))
+
+
+@njit(cache=True, error_model="numpy")
+def guide_table(cdf):
+    """Guide (cut-point) table for O(1) expected inverse-CDF sampling over ``cdf`` (last = 1)."""
+    m = cdf.shape[0]
+    g = np.empty(m, dtype=np.int64)
+    j = 0
+    for k in range(m):
+        thr = k / m
+        while j < m - 1 and cdf[j] <= thr:
+            j += 1
+        g[k] = j
+    return g
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def sample_index(cdf, guide, u):
+    m = cdf.shape[0]
+    j = guide[min(int(u * m), m - 1)]
+    while j < m - 1 and cdf[j] <= u:
+        j += 1
+    return j
+
+
+@njit(cache=True, error_model="numpy")
+def suffix_extrema(low, high):
+    """``smin[j] = min(low[j+1:])`` and ``smax[j] = max(high[j+1:])`` (inf / -inf past the end)."""
+    n = low.shape[0]
+    smin = np.empty(n)
+    smax = np.empty(n)
+    lo = np.inf
+    hi = -np.inf
+    for j in range(n - 1, -1, -1):
+        smin[j] = lo
+        smax[j] = hi
+        if low[j] < lo:
+            lo = low[j]
+        if high[j] > hi:
+            hi = high[j]
+    return smin, smax
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _hash(key, i, k):
+    return _mix(key + (np.uint64(i) * np.uint64(N_STREAMS) + np.uint64(k) + np.uint64(1)) * _GOLDEN)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _u53(h):
+    return (np.float64(h >> np.uint64(11)) + 0.5) * _INV53
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _u16(h, slot):
+    return (np.float64((h >> np.uint64(16 * slot)) & np.uint64(0xFFFF)) + 0.5) * (1.0 / 65536.0)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _u32(h, slot):
+    return (np.float64((h >> np.uint64(32 * slot)) & np.uint64(0xFFFFFFFF)) + 0.5) * (1.0 / 4294967296.0)
+
+
+@njit(cache=True, error_model="numpy")
+def synthesize_nb(
+    n_out, seed, max_tries,
+    cdf, guide, bar_ts, bar_dur, bar_low, bar_high, suf_min, suf_max,
+    long_share, lev_values, lev_cdf, lev_scale,
+    size_min, size_max, size_alpha,
+    iso_share, cross_extra, stop_share, stop_dist,
+    venue, fee_rate, t_lo, t_hi, t_mmr, t_cum, t_lev,
+    o_side, o_mode, o_venue, o_tier, o_entry, o_qty, o_margin, o_mmr, o_cum, o_open, o_stop, o_liq, o_lev,
+):
+    """Draw candidates until ``n_out`` survive the lookback path; write survivors to ``o_*``.
+
+    Per candidate ``i`` five SplitMix64 hashes of ``(seed, i, k)`` give: 16-bit uniforms for the
+    side (long with prob ``long_share``), margin mode (isolated with prob ``iso_share``), stop
+    flag (prob ``stop_share``) and leverage (from the mix); 53-bit uniforms for the opening bar
+    (inverse CDF of ``cdf``: volume x turnover survival), the entry (uniform in the bar's
+    [low, high]) and the notional (truncated Pareto(``size_alpha``) on [size_min, size_max]);
+    32-bit uniforms for the open time (uniform in the bar) and the stop distance (exponential,
+    mean ``stop_dist``, capped at 90 % of the distance to liquidation). Leverage = mix value x
+    ``lev_scale`` capped by the entry tier's max leverage (>= 1); cross collateral = initial
+    margin x (1 + cross_extra). The candidate survives unless a later bar's low (high) reaches
+    the long's (short's) liquidation or stop price.
+
+    Returns ``(written, tried, died_liquidated, died_stopped)``.
+    """
+    key = seed_key(seed)
+    n_lev = lev_values.shape[0]
+    tail = 1.0 - (size_min / size_max) ** size_alpha
+    inv_alpha = -1.0 / size_alpha
+    top = t_hi[t_hi.shape[0] - 1]
+    count = 0
+    i = 0
+    died_liq = 0
+    died_stop = 0
+    while count < n_out and i < max_tries:
+        h0 = _hash(key, i, 0)
+        s = 1 if _u16(h0, 0) < long_share else -1
+        j = sample_index(cdf, guide, _u53(_hash(key, i, 1)))
+        lo_j = bar_low[j]
+        entry = lo_j + _u53(_hash(key, i, 2)) * (bar_high[j] - lo_j)
+        notional = size_min * np.exp(inv_alpha * np.log(1.0 - _u53(_hash(key, i, 3)) * tail))
+        if notional > top:
+            notional = top
+        u = _u16(h0, 3)
+        k = 0
+        while k < n_lev - 1 and lev_cdf[k] <= u:
+            k += 1
+        lev = lev_values[k] * lev_scale
+        t0 = tier_index_nb(notional, t_lo, t_hi)
+        if lev > t_lev[t0]:
+            lev = t_lev[t0]
+        if lev < 1.0:
+            lev = 1.0
+        qty = notional / entry
+        iso = _u16(h0, 1) < iso_share
+        margin = notional / lev
+        if not iso:
+            margin *= 1.0 + cross_extra
+        if venue == 0:
+            liq, t = liq_price_binance_nb(s, entry, qty, margin, t_lo, t_hi, t_mmr, t_cum, 0, 1.0)
+            if t < 0:
+                i += 1
+                continue
+            rate = t_mmr[t]
+        else:
+            t = t0
+            rate = t_mmr[t]
+            if venue == 4:
+                rate = 1.0 / (2.0 * t_lev[t])
+            liq = _clip_side(s, liq_price_entry_rate_nb(venue, s, entry, qty, margin, rate, t_cum[t], fee_rate, 0, 1.0))
+        # liquidated later in the lookback?
+        if (s > 0 and suf_min[j] <= liq) or (s < 0 and suf_max[j] >= liq):
+            died_liq += 1
+            i += 1
+            continue
+        h4 = _hash(key, i, 4)
+        stop = np.nan
+        if _u16(h0, 2) < stop_share:
+            d = -stop_dist * np.log(_u32(h4, 1))
+            if s > 0:
+                ld = (entry - liq) / entry
+            else:
+                ld = (liq - entry) / entry
+            if d > 0.9 * ld:
+                d = 0.9 * ld
+            stop = entry * (1.0 - s * d)
+            if (s > 0 and suf_min[j] <= stop) or (s < 0 and suf_max[j] >= stop):
+                died_stop += 1
+                i += 1
+                continue
+        o_side[count] = s
+        o_mode[count] = 0 if iso else 1
+        o_venue[count] = venue
+        o_tier[count] = t
+        o_entry[count] = entry
+        o_qty[count] = qty
+        o_margin[count] = margin
+        o_mmr[count] = rate
+        o_cum[count] = t_cum[t]
+        o_open[count] = bar_ts[j] + np.int64(_u32(h4, 0) * bar_dur[j])
+        o_stop[count] = stop
+        o_liq[count] = liq
+        o_lev[count] = lev
+        count += 1
+        i += 1
+    return count, i, died_liq, died_stop
+
+
+@njit(cache=True, error_model="numpy")
+def set_weights(side, w_long, w_short, weight):
+    for i in range(side.shape[0]):
+        weight[i] = w_long if side[i] > 0 else w_short
+
+
+@njit(cache=True, error_model="numpy")
+def weighted_notionals(side, entry, qty, weight):
+    """(long, short) open notional ``sum(weight*entry*qty)`` in float64, no temporaries."""
+    a = 0.0
+    b = 0.0
+    for i in range(side.shape[0]):
+        v = np.float64(weight[i]) * entry[i] * qty[i]
+        if side[i] > 0:
+            a += v
+        else:
+            b += v
+    return a, b
+
+
+@njit(cache=True, error_model="numpy")
+def side_notionals(side, entry, qty):
+    """(long notional, short notional) at entry, float64 accumulation."""
+    a = 0.0
+    b = 0.0
+    for i in range(side.shape[0]):
+        v = entry[i] * qty[i]
+        if side[i] > 0:
+            a += v
+        else:
+            b += v
+    return a, b

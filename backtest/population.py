@@ -1,0 +1,710 @@
+"""Synthetic leveraged-position populations (struct of arrays), built over an event's lookback.
+
+A population is one symbol's open leveraged positions at the start of an event: a dict of NumPy
+arrays with exactly the fields and dtypes of :data:`backtest.records.POPULATION_FIELDS`, wrapped
+in :class:`Population` with where it came from. Each row is one position of realistic size
+(``qty`` base units at ``entry``, so tiers and liquidation prices are those of a real position of
+that size); ``weight`` is how many such real positions the row stands for, so the open notional
+is ``sum(weight * entry * qty)``.
+
+How it is built (DESIGN §6), :func:`synthesize` on plain arrays, :func:`build_population` from the
+store and the event catalogue:
+
+1. Opening times. Without open-interest data (the committed store has none) positions open in
+   proportion to traded volume, discounted by a turnover half-life: a position opened ``a`` days
+   before the event is still open with probability ``2**(-a / half_life)``, so bar ``b`` gets
+   weight ``volume_b * 2**(-(T - t_b)/half_life)``. With open-interest data the weights are the
+   positive open-interest increments, discounted the same way. Entry prices are uniform inside the
+   opening bar's [low, high].
+2. Side: long with probability ``long_share`` (from the store's long/short account ratio when it
+   has one, else the parameter), and the long and short notionals are scaled to exactly
+   ``long_share`` / ``1 - long_share`` of the target.
+3. Size: notional from a truncated Pareto with tail exponent ``size_tail_alpha``; leverage from
+   ``leverage_mix`` times ``leverage_scale``, capped by the tier table's max leverage for the
+   position's notional; margin mode (isolated share, cross positions carry extra collateral);
+   stop-losses (share, exponential distance capped inside the liquidation price).
+4. Liquidation price at open with :mod:`backtest.margin` (tier at the liquidation notional for
+   Binance); ``tier``/``mmr``/``maint_amount`` are those used.
+5. Survivors only: a candidate whose liquidation or stop price is reached by a later bar of the
+   lookback path leaves (liquidated or stopped before the event); candidates are drawn until
+   ``n_positions`` survive. Closes for other reasons are the turnover discount of step 1.
+6. Scale: weights make the open notional equal the target (open interest x ``oi_scale``).
+
+All randomness comes from ``seed`` through a counter-based generator: the same seed and inputs
+give the same population, bit for bit.
+
+Open-interest convention: open interest counts each contract once (longs = shorts = OI). The
+population's open notional (long + short) is set to OI x ``oi_scale``: each outstanding contract
+is taken to have one leveraged holder on one side, the other side being held by participants not
+modelled (market makers, hedged and basis traders). This is an assumption; ``oi_scale`` changes it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from backtest.records import (
+    POPULATION_FIELDS,
+    VENUE_BINANCE,
+    VENUES,
+    check_population,
+    empty_population,
+)
+
+DAY_MS = 86_400_000
+
+#: Leverage mix (leverage -> share of positions). Source / assumption: Binance opens USDⓈ-M
+#: positions at 20x unless the user changes it (Binance FAQ "How to adjust leverage": the default
+#: leverage is 20x), so 20x is the mode; the spread over 2-125x (Binance's range for BTCUSDT,
+#: tier 1 max 125x) is an assumption: most retail positions at 5-25x, a tail at 50-125x.
+DEFAULT_LEVERAGE_MIX: dict[float, float] = {
+    2: 0.05,
+    3: 0.05,
+    5: 0.12,
+    10: 0.23,
+    20: 0.30,
+    25: 0.07,
+    50: 0.10,
+    75: 0.04,
+    100: 0.03,
+    125: 0.01,
+}
+
+#: Where each default comes from (printed by ``backtest population --help`` users via docs/tests).
+PARAM_SOURCES: dict[str, str] = {
+    "seed": "any integer; the same seed gives the same population",
+    "n_positions": "rows simulated (not real positions: 'weight' carries the count); 1 M keeps the build well under a second",
+    "long_share": "None = the store's long/short account ratio at the event start; without one 0.6 (assumption: "
+    "retail accounts lean long; Binance's BTCUSDT global long/short account ratio usually sits between 1 and 2.5, "
+    "i.e. a long share of 0.5-0.7)",
+    "leverage_mix": "Binance's default leverage is 20x (Binance FAQ); the rest of the spread over 2-125x is an assumption",
+    "leverage_scale": "1.0 = the mix as given (sweep parameter)",
+    "oi_scale": "1.0 = open notional equals the open-interest level (see the module docstring's convention)",
+    "open_interest_usd": "None = the store's open interest at the event start, else the catalogue's pre-event level; "
+    "for symbols without one, the catalogue level of the exchange's reference symbol (BTC) times the ratio of the "
+    "symbols' traded notional over the lookback (assumption: similar open-interest-to-volume ratios)",
+    "isolated_share": "0.3, assumption: Binance's default margin mode is cross (Binance FAQ 'Cross vs isolated margin'), "
+    "so most positions are cross",
+    "cross_extra_collateral": "1.0, assumption: a cross position is backed by its initial margin plus the same again "
+    "of free wallet balance",
+    "stop_share": "0.25, assumption: a quarter of positions carry a stop-loss",
+    "stop_distance": "0.03, assumption: mean stop distance 3 % of entry (exponential), capped at 90 % of the distance "
+    "to liquidation",
+    "size_tail_alpha": "1.5: the tail exponent of trade sizes in financial markets (Gabaix, Gopikrishnan, Plerou, "
+    "Stanley, 'A theory of power-law distributions in financial market fluctuations', Nature 423, 2003); assumed "
+    "to hold for position sizes",
+    "size_min_usd": "4,000 USD, calibrated so that the mean position (about 3x the minimum for a tail exponent of 1.5) "
+    "is about $11.8k: CoinGlass counted 1,618,240 traders liquidated for $19.13B on 2025-10-10/11 (event catalogue), "
+    "and we assume liquidated positions are sized like the rest. Binance's own floor is the MIN_NOTIONAL filter "
+    "(100 USDT for BTCUSDT, 5 USDT for most symbols)",
+    "size_max_usd": "50 M USD, assumption: the largest single positions (Binance's BTCUSDT tiers run to 1.8 B, but "
+    "positions that large are few)",
+    "turnover_half_life_days": "None = ln 2 x open interest / (0.5 x mean daily traded notional over the lookback): "
+    "half of traded volume opens positions (assumption), so the mean holding time is OI / opening volume",
+    "venue": "auto = the margin rule of the event's exchange (binanceusdm -> binance)",
+    "max_tries_factor": "candidates tried per requested survivor before giving up",
+}
+
+
+@dataclass(frozen=True)
+class PopulationParams:
+    """Parameters of a synthetic population (flat names; see :data:`PARAM_SOURCES`)."""
+
+    seed: int = 0
+    n_positions: int = 1_000_000
+    long_share: float | None = None
+    leverage_mix: dict = field(default_factory=lambda: dict(DEFAULT_LEVERAGE_MIX))
+    leverage_scale: float = 1.0
+    oi_scale: float = 1.0
+    open_interest_usd: float | None = None
+    isolated_share: float = 0.3
+    cross_extra_collateral: float = 1.0
+    stop_share: float = 0.25
+    stop_distance: float = 0.03
+    size_tail_alpha: float = 1.5
+    size_min_usd: float = 4000.0
+    size_max_usd: float = 50_000_000.0
+    turnover_half_life_days: float | None = None
+    venue: str = "auto"
+    max_tries_factor: float = 50.0
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` (one line) for out-of-range values."""
+
+        def frac(name: str, v: Any) -> None:
+            if v is not None and not (isinstance(v, (int, float)) and 0.0 <= float(v) <= 1.0):
+                raise ValueError(f"{name} must be between 0 and 1, got {v!r}")
+
+        def pos(name: str, v: Any, allow_none: bool = False, strict: bool = True) -> None:
+            if v is None and allow_none:
+                return
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(float(v)) or (
+                float(v) <= 0 if strict else float(v) < 0
+            ):
+                raise ValueError(f"{name} must be a {'positive' if strict else 'non-negative'} number, got {v!r}")
+
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if not isinstance(self.n_positions, int) or isinstance(self.n_positions, bool) or self.n_positions < 1:
+            raise ValueError(f"n_positions must be a positive integer, got {self.n_positions!r}")
+        frac("long_share", self.long_share)
+        frac("isolated_share", self.isolated_share)
+        frac("stop_share", self.stop_share)
+        pos("leverage_scale", self.leverage_scale)
+        pos("oi_scale", self.oi_scale)
+        pos("open_interest_usd", self.open_interest_usd, allow_none=True)
+        pos("cross_extra_collateral", self.cross_extra_collateral, strict=False)
+        pos("stop_distance", self.stop_distance)
+        pos("size_tail_alpha", self.size_tail_alpha)
+        pos("size_min_usd", self.size_min_usd)
+        pos("size_max_usd", self.size_max_usd)
+        pos("turnover_half_life_days", self.turnover_half_life_days, allow_none=True)
+        pos("max_tries_factor", self.max_tries_factor)
+        if self.size_max_usd <= self.size_min_usd:
+            raise ValueError(f"size_max_usd ({self.size_max_usd}) must exceed size_min_usd ({self.size_min_usd})")
+        if self.venue != "auto" and self.venue not in VENUES:
+            raise ValueError(f"venue must be one of {', '.join(VENUES)}, got {self.venue!r}")
+        mix = self.leverage_mix
+        if not isinstance(mix, dict) or not mix:
+            raise ValueError("leverage_mix must be a non-empty mapping leverage -> weight, e.g. {\"10\": 0.5, \"20\": 0.5}")
+        for k, w in mix.items():
+            try:
+                lev = float(k)
+            except (TypeError, ValueError):
+                raise ValueError(f"leverage_mix key {k!r} is not a number") from None
+            if not (lev >= 1.0 and math.isfinite(lev)):
+                raise ValueError(f"leverage_mix key {k!r}: leverage must be >= 1")
+            if not isinstance(w, (int, float)) or isinstance(w, bool) or not (w >= 0 and math.isfinite(w)):
+                raise ValueError(f"leverage_mix weight for {k!r} must be a non-negative number, got {w!r}")
+        total = sum(float(w) for w in mix.values())
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"leverage_mix weights must sum to 1, they sum to {total:.6g}")
+
+
+@dataclass
+class Population:
+    """One symbol's synthetic positions at ``as_of_ms`` (the event start) and their provenance."""
+
+    arrays: dict[str, np.ndarray]
+    symbol: str
+    exchange: str
+    event_id: str | None
+    as_of_ms: int
+    open_notional_usd: float
+    target_open_notional_usd: float
+    target_source: str
+    ref_price: float = float("nan")  # last price before as_of (for distances to liquidation)
+    params: dict = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.arrays["side"].shape[0])
+
+    def to_polars(self):
+        """The arrays as a polars frame (one row per position; dtypes preserved)."""
+        import polars as pl
+
+        return pl.DataFrame({k: self.arrays[k] for k in POPULATION_FIELDS})
+
+    @classmethod
+    def from_polars(cls, df, **meta: Any) -> "Population":
+        """Rebuild from a frame with the population columns; ``meta`` sets the other attributes."""
+        missing = [k for k in POPULATION_FIELDS if k not in df.columns]
+        if missing:
+            raise ValueError(f"frame lacks population columns {missing}")
+        arrays = {k: np.ascontiguousarray(df[k].to_numpy().astype(dt, copy=False)) for k, dt in POPULATION_FIELDS.items()}
+        check_population(arrays)
+        on = open_notional(arrays)
+        meta.setdefault("symbol", "")
+        meta.setdefault("exchange", "")
+        meta.setdefault("event_id", None)
+        meta.setdefault("as_of_ms", 0)
+        meta.setdefault("target_open_notional_usd", on)
+        meta.setdefault("target_source", "read from a frame")
+        return cls(arrays=arrays, open_notional_usd=on, **meta)
+
+    # --- Parquet with provenance in the file's key-value metadata ------------------------
+    def write_parquet(self, path) -> None:
+        import json
+
+        import pyarrow.parquet as pq
+
+        table = self.to_polars().to_arrow()
+        meta = {
+            "symbol": self.symbol,
+            "exchange": self.exchange,
+            "event_id": self.event_id,
+            "as_of_ms": self.as_of_ms,
+            "target_open_notional_usd": self.target_open_notional_usd,
+            "target_source": self.target_source,
+            "ref_price": self.ref_price,
+            "params": self.params,
+            "stats": self.stats,
+        }
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"backtest.population": json.dumps(meta, default=str).encode()})
+        pq.write_table(table, str(path))
+
+    @classmethod
+    def read_parquet(cls, path) -> "Population":
+        import json
+
+        import polars as pl
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(str(path))
+        raw = (table.schema.metadata or {}).get(b"backtest.population")
+        meta = json.loads(raw) if raw else {}
+        return cls.from_polars(pl.from_arrow(table), **meta)
+
+
+def open_notional(arrays: dict[str, np.ndarray], side: int | None = None) -> float:
+    """``sum(weight * entry * qty)`` in float64 (no temporaries), optionally for one side."""
+    from backtest.kernels.population_kernels import weighted_notionals
+
+    a, b = weighted_notionals(arrays["side"], arrays["entry"], arrays["qty"], arrays["weight"])
+    return float(a + b if side is None else (a if side > 0 else b))
+
+
+# ------------------------------------------------------------------------------------------
+# the array-level builder
+# ------------------------------------------------------------------------------------------
+def _leverage_table(mix: dict) -> tuple[np.ndarray, np.ndarray]:
+    items = sorted((float(k), float(w)) for k, w in mix.items() if float(w) > 0)
+    lev = np.array([k for k, _ in items])
+    w = np.array([v for _, v in items])
+    cdf = np.cumsum(w) / w.sum()
+    cdf[-1] = 1.0
+    return lev, cdf
+
+
+def opening_weights(ts: np.ndarray, volume_usd: np.ndarray, as_of_ms: int, half_life_days: float, oi_usd: np.ndarray | None = None) -> np.ndarray:
+    """Per-bar opening weight: volume (or positive OI increments) x ``2**(-age / half_life)``."""
+    age_days = (as_of_ms - ts.astype(np.float64)) / DAY_MS
+    decay = np.exp2(-np.maximum(age_days, 0.0) / half_life_days)
+    if oi_usd is not None:
+        inc = np.diff(oi_usd, prepend=oi_usd[0])
+        base = np.where(np.isfinite(inc), np.maximum(inc, 0.0), 0.0)
+    else:
+        base = np.where(np.isfinite(volume_usd), np.maximum(volume_usd, 0.0), 0.0)
+    return base * decay
+
+
+def synthesize(
+    ts: np.ndarray,
+    open_: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    volume: np.ndarray,
+    *,
+    tiers: Any,
+    params: PopulationParams | None = None,
+    target_open_notional_usd: float,
+    as_of_ms: int | None = None,
+    bar_ms: np.ndarray | int | None = None,
+    open_interest_usd: np.ndarray | None = None,
+    long_share: float | None = None,
+    half_life_days: float | None = None,
+    venue: str = "binance",
+    symbol: str = "",
+    exchange: str = "",
+    event_id: str | None = None,
+    target_source: str = "given",
+    out: dict[str, np.ndarray] | None = None,
+) -> Population:
+    """Build a population from plain NumPy market arrays (no store needed).
+
+    ``ts`` bar open times (UTC ms, sorted), ``open/high/low/close`` prices, ``volume`` traded
+    notional in USD per bar; ``bar_ms`` each bar's duration (array or scalar; default: the
+    spacing of ``ts``); ``as_of_ms`` the event start (default: end of the last bar);
+    ``open_interest_usd`` optional OI per bar (then openings follow its increases);
+    ``tiers`` a ccxt tier list (or :func:`backtest.margin.tier_arrays` output).
+    ``long_share`` / ``half_life_days`` override the parameters (used by :func:`build_population`
+    after resolving them from the store). ``out`` may pass preallocated population arrays of
+    ``n_positions`` rows (e.g. reused across a sweep) to skip the allocation. Raises
+    ``ValueError`` for inconsistent inputs.
+    """
+    from backtest import margin
+    from backtest.kernels.population_kernels import guide_table, set_weights, side_notionals, suffix_extrema, synthesize_nb
+
+    p = params or PopulationParams()
+    p.validate()
+    ts = np.ascontiguousarray(ts, dtype=np.int64)
+    hi = np.ascontiguousarray(high, dtype=np.float64)
+    lo = np.ascontiguousarray(low, dtype=np.float64)
+    vol = np.ascontiguousarray(volume, dtype=np.float64)
+    n_bars = ts.shape[0]
+    if n_bars == 0:
+        raise ValueError("no market bars in the lookback window; download or import data for it first")
+    for name, a in (("open", open_), ("high", hi), ("low", lo), ("close", close), ("volume", vol)):
+        if np.shape(a)[0] != n_bars:
+            raise ValueError(f"{name} has {np.shape(a)[0]} rows, ts has {n_bars}")
+    if n_bars > 1 and np.any(np.diff(ts) <= 0):
+        raise ValueError("bar times must be strictly increasing")
+    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)) and np.all(lo > 0) and np.all(hi >= lo)):
+        raise ValueError("bars need finite prices with 0 < low <= high")
+    if bar_ms is None:
+        step = int(np.median(np.diff(ts))) if n_bars > 1 else 60_000
+        dur = np.diff(ts, append=ts[-1] + step).astype(np.int64)
+    else:
+        dur = np.broadcast_to(np.asarray(bar_ms, dtype=np.int64), (n_bars,)).copy()
+    if as_of_ms is None:
+        as_of_ms = int(ts[-1] + dur[-1])
+    if not (target_open_notional_usd > 0 and math.isfinite(target_open_notional_usd)):
+        raise ValueError(f"target open notional must be a positive number, got {target_open_notional_usd}")
+    ls = p.long_share if long_share is None else long_share
+    if ls is None:
+        ls = 0.6
+    hl = half_life_days if half_life_days is not None else (p.turnover_half_life_days or 2.0)
+
+    w = opening_weights(ts, vol, as_of_ms, hl, None if open_interest_usd is None else np.asarray(open_interest_usd, np.float64))
+    total = w.sum()
+    if not (total > 0):
+        raise ValueError("no traded volume (or open-interest increase) in the lookback window to open positions on")
+    cdf = np.cumsum(w) / total
+    cdf[-1] = 1.0
+    guide = guide_table(cdf)
+    smin, smax = suffix_extrema(lo, hi)
+
+    t_lo, t_hi, t_mmr, t_cum, t_lev = margin.tier_arrays(tiers)
+    lev_values, lev_cdf = _leverage_table(p.leverage_mix)
+    size_max = min(p.size_max_usd, float(t_hi[-1]) * (1 - 1e-12))
+    if size_max <= p.size_min_usd:
+        raise ValueError(f"size_min_usd {p.size_min_usd} is beyond the tier table's largest notional {t_hi[-1]}")
+    vcode = VENUES[venue]
+    from backtest.margin import TAKER_FEE
+
+    n = p.n_positions
+    if out is None:
+        out = empty_population(n)
+    else:
+        check_population(out)
+        if len(out["side"]) != n:
+            raise ValueError(f"out has {len(out['side'])} rows, n_positions is {n}")
+    max_tries = int(min(2**62, max(1000.0, p.max_tries_factor * n)))
+    written, tried, died_liq, died_stop = synthesize_nb(
+        n, int(p.seed), max_tries,
+        cdf, guide, ts, dur, lo, hi, smin, smax,
+        float(ls), lev_values, lev_cdf, float(p.leverage_scale),
+        float(p.size_min_usd), float(size_max), float(p.size_tail_alpha),
+        float(p.isolated_share), float(p.cross_extra_collateral), float(p.stop_share), float(p.stop_distance),
+        vcode, float(TAKER_FEE[venue]), t_lo, t_hi, t_mmr, t_cum, t_lev,
+        out["side"], out["margin_mode"], out["venue"], out["tier"], out["entry"], out["qty"], out["margin"],
+        out["mmr"], out["maint_amount"], out["open_time"], out["stop_price"], out["liq_price"], out["leverage"],
+    )
+    if written < n:
+        raise ValueError(
+            f"only {written:,} of {n:,} positions survived the lookback path after {tried:,} candidates; "
+            "lower leverage_scale or n_positions, or raise max_tries_factor"
+        )
+    long_n, short_n = side_notionals(out["side"], out["entry"], out["qty"])
+    target = float(target_open_notional_usd)
+    w_long = ls * target / long_n if long_n > 0 else 0.0
+    w_short = (1.0 - ls) * target / short_n if short_n > 0 else 0.0
+    if (ls > 0 and long_n == 0) or (ls < 1 and short_n == 0):
+        raise ValueError("a side that long_share asks for has no positions; raise n_positions")
+    set_weights(out["side"], np.float32(w_long), np.float32(w_short), out["weight"])
+    check_population(out)
+    on = open_notional(out)
+    stats = {
+        "candidates": int(tried),
+        "died_liquidated": int(died_liq),
+        "died_stopped": int(died_stop),
+        "survival_rate": written / tried if tried else float("nan"),
+        "long_share": float(ls),
+        "turnover_half_life_days": float(hl),
+        "bars": int(n_bars),
+        "first_bar_ms": int(ts[0]),
+        "size_max_usd": size_max,
+    }
+    return Population(
+        arrays=out,
+        symbol=symbol,
+        exchange=exchange,
+        event_id=event_id,
+        as_of_ms=int(as_of_ms),
+        open_notional_usd=on,
+        target_open_notional_usd=target,
+        target_source=target_source,
+        ref_price=float(np.asarray(close, dtype=np.float64)[-1]),
+        params=dataclasses.asdict(p),
+        stats=stats,
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# from the store + event catalogue
+# ------------------------------------------------------------------------------------------
+_TF_MS = {"1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000, "1h": 3_600_000,
+          "2h": 7_200_000, "4h": 14_400_000, "8h": 28_800_000, "1d": DAY_MS}
+
+
+def _tf_ms(tf: str) -> int:
+    try:
+        from backtest.store import timeframe_ms
+
+        return int(timeframe_ms(tf))
+    except Exception:
+        if tf not in _TF_MS:
+            raise ValueError(f"unknown timeframe {tf!r}") from None
+        return _TF_MS[tf]
+
+
+def market_bars(store: Any, exchange: str, symbol: str, start_ms: int, end_ms: int) -> dict[str, np.ndarray]:
+    """Composite last-price bars over [start, end): the finest stored timeframe wherever it
+    exists, coarser bars only where no finer bar overlaps. Returns ts, dur, open, high, low,
+    close, volume_usd (quote volume, else base volume x (high+low+close)/3) and ``timeframes``."""
+    import polars as pl
+
+    df = store.read("ohlcv", exchange=exchange, symbol=symbol, start=start_ms, end=end_ms)
+    if df.height == 0:
+        raise ValueError(
+            f"the store has no {exchange} {symbol} price bars between the lookback start and the event start; "
+            "download or import them first (backtest download / backtest data import-csv)"
+        )
+    tfs = sorted(df["timeframe"].unique().to_list(), key=_tf_ms)
+    starts = np.empty(0, np.int64)
+    ends = np.empty(0, np.int64)
+    parts = []
+    used = []
+    for tf in tfs:
+        d = df.filter(pl.col("timeframe") == tf).sort("ts")
+        t = d["ts"].dt.epoch("ms").to_numpy().astype(np.int64)
+        e = t + _tf_ms(tf)
+        keep = e <= end_ms
+        if starts.size:
+            idx = np.searchsorted(starts, e, side="left") - 1
+            overlap = (idx >= 0) & (ends[np.maximum(idx, 0)] > t)
+            keep &= ~overlap
+        if not keep.any():
+            continue
+        used.append(tf)
+        d = d.filter(pl.Series(keep))
+        parts.append(d.with_columns(pl.lit(_tf_ms(tf)).cast(pl.Int64).alias("dur")))
+        starts = np.concatenate([starts, t[keep]])
+        ends = np.concatenate([ends, e[keep]])
+        o = np.argsort(starts, kind="stable")
+        starts, ends = starts[o], ends[o]
+    bars = pl.concat(parts, how="vertical").sort("ts")
+    hlc3 = (bars["high"] + bars["low"] + bars["close"]) / 3.0
+    vol_usd = bars["quote_volume"].fill_null(bars["volume"] * hlc3)
+    return {
+        "ts": bars["ts"].dt.epoch("ms").to_numpy().astype(np.int64),
+        "dur": bars["dur"].to_numpy().astype(np.int64),
+        "open": bars["open"].to_numpy(),
+        "high": bars["high"].to_numpy(),
+        "low": bars["low"].to_numpy(),
+        "close": bars["close"].to_numpy(),
+        "volume_usd": vol_usd.to_numpy().astype(np.float64),
+        "timeframes": used,
+    }
+
+
+def _venue_for_exchange(exchange: str) -> str:
+    ex = exchange.lower()
+    for v in VENUES:
+        if ex.startswith(v) or (v == "gate" and ex.startswith("gateio")):
+            return v
+    if ex in ("binanceusdm", "binancecoinm", "binance"):
+        return "binance"
+    raise ValueError(f"no margin rule for exchange {exchange!r}; set venue= one of {', '.join(VENUES)}")
+
+
+_DATE_RE = re.compile(r"(\d{4}-\d{2}-\d{2})")
+
+
+def _catalogue_oi(event: Any, symbol: str, exchange: str) -> dict | None:
+    if hasattr(event, "open_interest_input"):
+        try:
+            return event.open_interest_input(symbol, exchange)
+        except TypeError:
+            return event.open_interest_input(symbol)
+    found = [x for x in getattr(event, "pre_event_inputs", ()) if x.get("symbol") == symbol and "value_usd" in x]
+    return found[-1] if found else None
+
+
+def resolve_open_interest(store: Any, event: Any, symbol: str, params: PopulationParams, lookback_volume_usd: float) -> tuple[float, str, np.ndarray | None]:
+    """Target open interest (USD, before ``oi_scale``), where it came from, and an OI series if stored."""
+    if params.open_interest_usd is not None:
+        return float(params.open_interest_usd), "open_interest_usd parameter", None
+    ex = event.exchange
+    try:
+        oi = store.read("open_interest", exchange=ex, symbol=symbol, start=event.lookback_start_ms, end=event.start_ms)
+    except Exception:
+        oi = None
+    if oi is not None and oi.height:
+        usd = oi["open_interest_usd"].to_numpy()
+        if np.all(np.isnan(usd.astype(float))):
+            usd = None
+        if usd is not None and np.isfinite(usd[-1]):
+            return float(usd[-1]), f"store open_interest ({ex}) at {oi['ts'][-1]}", None
+    rec = _catalogue_oi(event, symbol, ex)
+    if rec is not None:
+        return float(rec["value_usd"]), f"event catalogue: {rec.get('what', 'pre-event open interest')} ({rec.get('source', 'no source')})", None
+    # estimate from a reference symbol's catalogue level and the volume ratio
+    for ref in getattr(event, "symbols", ()):
+        if ref == symbol:
+            continue
+        r = _catalogue_oi(event, ref, ex)
+        if r is None:
+            continue
+        ref_bars = market_bars(store, ex, ref, event.lookback_start_ms, event.start_ms)
+        ref_vol = _recent_volume(ref_bars, event.start_ms)
+        if ref_vol > 0 and lookback_volume_usd > 0:
+            est = float(r["value_usd"]) * lookback_volume_usd / ref_vol
+            return est, (
+                f"estimate: {ref} catalogue level ${float(r['value_usd']) / 1e9:.2f}B ({r.get('what', '')}) x ratio of "
+                f"{symbol} to {ref} traded notional over the last 7 days ({lookback_volume_usd / ref_vol:.3f}); "
+                "assumes the same open-interest-to-volume ratio"
+            ), None
+    raise ValueError(
+        f"no open-interest level for {symbol} on {ex}: the store has none and the event catalogue gives none; "
+        "pass --set open_interest_usd=VALUE"
+    )
+
+
+def _recent_volume(bars: dict[str, np.ndarray], as_of_ms: int, days: float = 7.0) -> float:
+    m = bars["ts"] >= as_of_ms - days * DAY_MS
+    return float(bars["volume_usd"][m].sum())
+
+
+def _long_share_from_store(store: Any, exchange: str, symbol: str, start_ms: int, end_ms: int) -> tuple[float | None, str]:
+    try:
+        df = store.read("long_short_ratio", exchange=exchange, symbol=symbol, start=start_ms, end=end_ms)
+    except Exception:
+        return None, ""
+    if df.height == 0:
+        return None, ""
+    v = df["long_account"][-1]
+    if v is None or not (0.0 <= float(v) <= 1.0):
+        r = df["long_short_ratio"][-1]
+        if r is None or not float(r) > 0:
+            return None, ""
+        v = float(r) / (1.0 + float(r))
+    return float(v), f"store long/short account ratio at {df['ts'][-1]}"
+
+
+def build_population(event: Any, symbol: str, params: PopulationParams | None = None, store: Any = None) -> Population:
+    """Population of ``symbol`` at the start of ``event`` (an id or an ``Event``), from the store.
+
+    Bars: the store's last-price bars over the event's lookback window (finest timeframe where
+    available). Open interest: ``params.open_interest_usd``, else the store, else the event
+    catalogue, else an estimate from a reference symbol (see :data:`PARAM_SOURCES`). Tiers: the
+    store's ccxt tiers for the exchange and symbol. Raises ``ValueError``/``UserError`` with one
+    clear line when something needed is missing.
+    """
+    from backtest.store import Store
+
+    p = params or PopulationParams()
+    p.validate()
+    st = store if isinstance(store, Store) else Store(store)
+    if isinstance(event, str):
+        from backtest.events import get_event
+
+        event = get_event(event, None if store is None or isinstance(store, Store) else store)
+    if symbol not in tuple(event.symbols):
+        raise ValueError(f"{symbol} is not a symbol of event {event.id}; choose from {', '.join(event.symbols)}")
+    ex = event.exchange
+    bars = market_bars(st, ex, symbol, event.lookback_start_ms, event.start_ms)
+    tiers = st.read_tiers(ex, symbol)
+    if not tiers:
+        raise ValueError(f"the store has no leverage tiers for {ex} {symbol}; import them (backtest data import-tiers)")
+    recent_vol = _recent_volume(bars, event.start_ms)
+    oi_level, source, oi_series = resolve_open_interest(st, event, symbol, p, recent_vol)
+    target = oi_level * p.oi_scale
+    if p.oi_scale != 1.0:
+        source += f"; x oi_scale {p.oi_scale:g}"
+    if p.long_share is not None:
+        ls, ls_src = p.long_share, "long_share parameter"
+    else:
+        ls, ls_src = _long_share_from_store(st, ex, symbol, event.lookback_start_ms, event.start_ms)
+        if ls is None:
+            ls, ls_src = 0.6, "default 0.6 (no long/short ratio in the store; assumption)"
+    if p.turnover_half_life_days is not None:
+        hl, hl_src = p.turnover_half_life_days, "turnover_half_life_days parameter"
+    else:
+        span_days = max((event.start_ms - max(int(bars["ts"][0]), event.start_ms - 7 * DAY_MS)) / DAY_MS, 1e-9)
+        daily = recent_vol / span_days
+        hl = math.log(2.0) * oi_level / (0.5 * daily) if daily > 0 else 2.0
+        hl = float(min(max(hl, 0.05), 365.0))
+        hl_src = f"ln2 x OI / (0.5 x daily traded notional ${daily / 1e9:.2f}B over the last 7 days)"
+    venue = _venue_for_exchange(ex) if p.venue == "auto" else p.venue
+    pop = synthesize(
+        bars["ts"], bars["open"], bars["high"], bars["low"], bars["close"], bars["volume_usd"],
+        tiers=tiers, params=p, target_open_notional_usd=target, as_of_ms=event.start_ms, bar_ms=bars["dur"],
+        open_interest_usd=oi_series, long_share=ls, half_life_days=hl, venue=venue,
+        symbol=symbol, exchange=ex, event_id=event.id, target_source=source,
+    )
+    pop.stats.update(
+        {
+            "long_share_source": ls_src,
+            "turnover_half_life_source": hl_src,
+            "timeframes": ",".join(bars["timeframes"]),
+            "opening_weights": "open-interest increases" if oi_series is not None else "traded volume",
+            "survival_path": "last-price bars (mark-price lows are at or above them, so survival is slightly conservative)",
+            "venue": venue,
+        }
+    )
+    return pop
+
+
+# ------------------------------------------------------------------------------------------
+# summary
+# ------------------------------------------------------------------------------------------
+LEVERAGE_BUCKETS = (1, 2, 3, 5, 10, 20, 25, 50, 75, 100, 125)
+
+
+def population_summary(pop: Population) -> dict:
+    """Headline figures: positions, open notional long/short, leverage histogram (notional
+    share per leverage bucket), notional-weighted mean distance to liquidation from the
+    reference price, isolated and stop shares."""
+    a = pop.arrays
+    w = a["weight"].astype(np.float64)
+    notional = w * a["entry"] * a["qty"]
+    total = float(notional.sum())
+    long_m = a["side"] > 0
+    ref = pop.ref_price if math.isfinite(pop.ref_price) else None
+    refp = ref if ref is not None else a["entry"]
+    liq = a["liq_price"]
+    side = a["side"].astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dist = np.where(np.isfinite(liq), side * (refp - liq) / refp, np.inf)
+    fin = np.isfinite(dist)
+    mean_dist = float((dist[fin] * notional[fin]).sum() / notional[fin].sum()) if fin.any() else float("nan")
+    lev = a["leverage"].astype(np.float64)
+    edges = np.array(LEVERAGE_BUCKETS + (np.inf,), dtype=np.float64)
+    idx = np.clip(np.searchsorted(edges, lev, side="right") - 1, 0, len(LEVERAGE_BUCKETS) - 1)
+    hist_notional = np.bincount(idx, weights=notional, minlength=len(LEVERAGE_BUCKETS))
+    hist_count = np.bincount(idx, weights=w, minlength=len(LEVERAGE_BUCKETS))
+    labels = [
+        f"{LEVERAGE_BUCKETS[i]}-{LEVERAGE_BUCKETS[i + 1]}x" if i + 1 < len(LEVERAGE_BUCKETS) else f">={LEVERAGE_BUCKETS[i]}x"
+        for i in range(len(LEVERAGE_BUCKETS))
+    ]
+    return {
+        "symbol": pop.symbol,
+        "exchange": pop.exchange,
+        "event": pop.event_id,
+        "as_of_ms": pop.as_of_ms,
+        "rows": len(pop),
+        "positions": float(w.sum()),
+        "open_notional_usd": total,
+        "long_notional_usd": float(notional[long_m].sum()),
+        "short_notional_usd": float(notional[~long_m].sum()),
+        "long_share": float(notional[long_m].sum() / total) if total else float("nan"),
+        "target_open_notional_usd": pop.target_open_notional_usd,
+        "target_source": pop.target_source,
+        "ref_price": pop.ref_price,
+        "mean_distance_to_liquidation": mean_dist,
+        "isolated_share": float(notional[a["margin_mode"] == 0].sum() / total) if total else float("nan"),
+        "stop_share": float(notional[np.isfinite(a["stop_price"])].sum() / total) if total else float("nan"),
+        "leverage_histogram": {
+            lab: {"notional_usd": float(hist_notional[i]), "positions": float(hist_count[i])} for i, lab in enumerate(labels)
+        },
+        "stats": dict(pop.stats),
+    }
