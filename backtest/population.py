@@ -530,7 +530,8 @@ def _catalogue_oi(event: Any, symbol: str, exchange: str) -> dict | None:
 
 
 def resolve_open_interest(store: Any, event: Any, symbol: str, params: PopulationParams, lookback_volume_usd: float) -> tuple[float, str, np.ndarray | None]:
-    """Target open interest (USD, before ``oi_scale``), where it came from, and an OI series if stored."""
+    """Target open interest (USD, before ``oi_scale``), where it came from, and the stored OI
+    points ``[[ts_ms...], [usd...]]`` when the store has them (else None)."""
     if params.open_interest_usd is not None:
         return float(params.open_interest_usd), "open_interest_usd parameter", None
     ex = event.exchange
@@ -543,7 +544,8 @@ def resolve_open_interest(store: Any, event: Any, symbol: str, params: Populatio
         if np.all(np.isnan(usd.astype(float))):
             usd = None
         if usd is not None and np.isfinite(usd[-1]):
-            return float(usd[-1]), f"store open_interest ({ex}) at {oi['ts'][-1]}", None
+            pts = np.stack([oi["ts"].dt.epoch("ms").to_numpy().astype(np.float64), usd.astype(np.float64)])
+            return float(usd[-1]), f"store open_interest ({ex}) at {oi['ts'][-1]}", pts
     rec = _catalogue_oi(event, symbol, ex)
     if rec is not None:
         return float(rec["value_usd"]), f"event catalogue: {rec.get('what', 'pre-event open interest')} ({rec.get('source', 'no source')})", None
@@ -616,7 +618,12 @@ def build_population(event: Any, symbol: str, params: PopulationParams | None = 
     if not tiers:
         raise ValueError(f"the store has no leverage tiers for {ex} {symbol}; import them (backtest data import-tiers)")
     recent_vol = _recent_volume(bars, event.start_ms)
-    oi_level, source, oi_series = resolve_open_interest(st, event, symbol, p, recent_vol)
+    oi_level, source, oi_points = resolve_open_interest(st, event, symbol, p, recent_vol)
+    oi_series = None
+    if oi_points is not None:
+        # open interest as of each bar's end (last observation at or before it)
+        k = np.searchsorted(oi_points[0], (bars["ts"] + bars["dur"]).astype(np.float64), side="right") - 1
+        oi_series = np.where(k >= 0, oi_points[1][np.maximum(k, 0)], oi_points[1][0])
     target = oi_level * p.oi_scale
     if p.oi_scale != 1.0:
         source += f"; x oi_scale {p.oi_scale:g}"

@@ -1,0 +1,338 @@
+"""Synthetic populations: contract, determinism, survivors, scaling, store/catalogue path, CLI.
+
+Market arrays named ``synthetic_*`` are made up for the test (a seeded random walk); the store
+tests use the committed store built from ../shared/data (real Binance data).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import polars as pl
+import pytest
+
+from backtest import margin
+from backtest.params import ParamError, apply_overrides
+from backtest.population import (
+    DEFAULT_LEVERAGE_MIX,
+    PARAM_SOURCES,
+    Population,
+    PopulationParams,
+    build_population,
+    open_notional,
+    population_summary,
+    synthesize,
+)
+from backtest.records import POPULATION_FIELDS, check_population
+
+ROOT = Path(__file__).resolve().parents[1]
+TIERS_JSON = ROOT / "data" / "leverage_tiers" / "exchange=binanceusdm" / "tiers.json"
+SHARED_TIERS = ROOT.parent / "shared" / "data" / "leverage_tiers" / "binance_leverage_tiers_freqtrade_2024-10.json"
+HOUR = 3_600_000
+
+
+def btc_tiers() -> list:
+    for p in (TIERS_JSON, SHARED_TIERS):
+        if p.exists():
+            return json.loads(p.read_text())["BTC/USDT:USDT"]
+    pytest.skip("no Binance tier table")
+
+
+def synthetic_bars(n=24 * 20, seed=1, crash_at=None, crash=0.0):
+    """A synthetic hourly random walk around 100,000 (optionally with one wick down)."""
+    rng = np.random.default_rng(seed)
+    ts = 1_700_000_000_000 + np.arange(n, dtype=np.int64) * HOUR
+    close = 100_000 * np.exp(np.cumsum(rng.normal(0, 0.004, n)))
+    open_ = np.r_[close[0], close[:-1]]
+    high = np.maximum(open_, close) * (1 + rng.uniform(0, 0.002, n))
+    low = np.minimum(open_, close) * (1 - rng.uniform(0, 0.002, n))
+    if crash_at is not None:
+        low[crash_at] = min(open_[crash_at], close[crash_at]) * (1 - crash)
+    vol = rng.uniform(5e8, 1.5e9, n)
+    return ts, open_, high, low, close, vol
+
+
+def build(params=None, bars=None, target=15e9, **kw):
+    ts, o, h, l, c, v = bars or synthetic_bars()
+    return synthesize(ts, o, h, l, c, v, tiers=btc_tiers(), params=params or PopulationParams(n_positions=50_000),
+                      target_open_notional_usd=target, **kw)
+
+
+# ------------------------------------------------------------------------------------------
+def test_contract_fields_dtypes_and_target():
+    pop = build()
+    check_population(pop.arrays)
+    assert set(pop.arrays) == set(POPULATION_FIELDS)
+    assert len(pop) == 50_000
+    assert pop.open_notional_usd == pytest.approx(15e9, rel=1e-6)
+    assert open_notional(pop.arrays, 1) / pop.open_notional_usd == pytest.approx(0.6, rel=1e-6)
+    a = pop.arrays
+    assert np.all(a["qty"] > 0) and np.all(a["weight"] > 0)
+    assert set(np.unique(a["side"])) == {-1, 1}
+    assert np.all(a["venue"] == 0)
+    assert np.all((a["open_time"] >= synthetic_bars()[0][0]) & (a["open_time"] < pop.as_of_ms))
+
+
+def test_same_seed_same_population_bit_for_bit_and_seed_matters():
+    a = build(PopulationParams(n_positions=30_000, seed=7)).arrays
+    b = build(PopulationParams(n_positions=30_000, seed=7)).arrays
+    c = build(PopulationParams(n_positions=30_000, seed=8)).arrays
+    for k in POPULATION_FIELDS:
+        assert np.array_equal(a[k], b[k], equal_nan=True), k
+    assert not np.array_equal(a["entry"], c["entry"])
+
+
+def test_prefix_stability_counter_based_rng():
+    # The generator is counter-based: a smaller population is a prefix of a larger one
+    # (before weights, which scale with the total).
+    small = build(PopulationParams(n_positions=10_000, seed=3)).arrays
+    large = build(PopulationParams(n_positions=20_000, seed=3)).arrays
+    for k in POPULATION_FIELDS:
+        if k != "weight":
+            assert np.array_equal(small[k], large[k][:10_000], equal_nan=True), k
+
+
+def test_liq_prices_match_margin_module_and_tiers_at_liq_notional():
+    pop = build(PopulationParams(n_positions=3_000, seed=11))
+    a = pop.arrays
+    tiers = btc_tiers()
+    lo, hi, rate, cum, lev = margin.tier_arrays(tiers)
+    for i in range(0, 3_000, 7):
+        mode = "isolated" if a["margin_mode"][i] == 0 else "cross"
+        lp = margin.liquidation_price("binance", int(a["side"][i]), a["entry"][i], a["qty"][i], a["margin"][i],
+                                      margin_mode=mode, tiers=tiers)
+        assert a["liq_price"][i] == pytest.approx(lp, rel=1e-12)
+        t = int(a["tier"][i])
+        assert a["mmr"][i] == rate[t] and a["maint_amount"][i] == cum[t]
+        if 0 < lp < math.inf:
+            assert lo[t] <= a["qty"][i] * lp <= hi[t]
+
+
+def test_leverage_margin_and_stop_rules():
+    p = PopulationParams(n_positions=40_000, seed=5)
+    a = build(p).arrays
+    notional = a["entry"] * a["qty"]
+    lo, hi, rate, cum, lev = margin.tier_arrays(btc_tiers())
+    t_entry = np.searchsorted(hi, notional, side="right")
+    assert np.all(a["leverage"] <= lev[t_entry] * (1 + 1e-6))  # capped by the entry tier
+    assert np.all(a["leverage"] >= 1)
+    iso = a["margin_mode"] == 0
+    # isolated margin = notional / leverage; cross collateral = that x (1 + extra)
+    np.testing.assert_allclose(a["margin"][iso], notional[iso] / a["leverage"][iso].astype(np.float64), rtol=1e-6)
+    np.testing.assert_allclose(a["margin"][~iso], 2 * notional[~iso] / a["leverage"][~iso].astype(np.float64), rtol=1e-6)
+    long, short = a["side"] > 0, a["side"] < 0
+    assert np.all(a["liq_price"][long] < a["entry"][long]) and np.all(a["liq_price"][short] > a["entry"][short])
+    st = np.isfinite(a["stop_price"])
+    assert 0.1 < st.mean() < 0.3  # stop_share 0.25 before survivorship
+    assert np.all(a["stop_price"][st & long] < a["entry"][st & long])
+    assert np.all(a["stop_price"][st & long] > a["liq_price"][st & long])
+    assert np.all(a["stop_price"][st & short] > a["entry"][st & short])
+    assert np.all(a["stop_price"][st & short] < a["liq_price"][st & short])
+    assert abs(iso.mean() - p.isolated_share) < 0.05
+
+
+def test_only_survivors_of_the_lookback_path_enter():
+    bars = synthetic_bars(crash_at=300, crash=0.15)  # a 15 % wick down at hour 300 of 480
+    ts, o, h, l, c, v = bars
+    pop = build(PopulationParams(n_positions=40_000, seed=2), bars=bars)
+    a = pop.arrays
+    j = np.searchsorted(ts, a["open_time"], side="right") - 1
+    # suffix extrema after the opening bar
+    smin = np.minimum.accumulate(l[::-1])[::-1]
+    smax = np.maximum.accumulate(h[::-1])[::-1]
+    after_min = np.r_[smin[1:], np.inf][j]
+    after_max = np.r_[smax[1:], -np.inf][j]
+    long, short = a["side"] > 0, a["side"] < 0
+    assert np.all(after_min[long] > a["liq_price"][long])
+    assert np.all(after_max[short] < a["liq_price"][short])
+    st = np.isfinite(a["stop_price"])
+    assert np.all(after_min[long & st] > a["stop_price"][long & st])
+    assert np.all(after_max[short & st] < a["stop_price"][short & st])
+    # the wick wiped out high-leverage longs opened before it
+    before = long & (j < 300) & (a["leverage"] >= 20)
+    assert before.sum() == 0 or np.all(a["liq_price"][before] < l[300])
+    assert pop.stats["died_liquidated"] > 0 and pop.stats["died_stopped"] > 0
+
+
+def test_turnover_half_life_concentrates_openings_near_the_event():
+    short_hl = build(PopulationParams(n_positions=20_000, turnover_half_life_days=0.5)).arrays["open_time"]
+    long_hl = build(PopulationParams(n_positions=20_000, turnover_half_life_days=10.0)).arrays["open_time"]
+    assert np.median(short_hl) > np.median(long_hl)
+
+
+def test_open_interest_increments_drive_openings():
+    ts, o, h, l, c, v = synthetic_bars()
+    oi = np.full(ts.shape, 10e9)
+    oi[100:110] += np.linspace(1e8, 1e9, 10)  # open interest rises only in bars 100-109
+    oi[110:] = oi[109]
+    pop = synthesize(ts, o, h, l, c, v, tiers=btc_tiers(), params=PopulationParams(n_positions=5_000),
+                     target_open_notional_usd=oi[-1], open_interest_usd=oi, half_life_days=50.0)
+    j = np.searchsorted(ts, pop.arrays["open_time"], side="right") - 1
+    assert np.all((j >= 100) & (j < 110))
+
+
+def test_leverage_scale_and_mix():
+    base = build(PopulationParams(n_positions=20_000)).arrays["leverage"].mean()
+    scaled = build(PopulationParams(n_positions=20_000, leverage_scale=2.0)).arrays["leverage"].mean()
+    assert scaled > base
+    only10 = build(PopulationParams(n_positions=5_000, leverage_mix={10: 1.0})).arrays["leverage"]
+    assert np.all(only10 == 10)
+
+
+def test_out_buffers_reused():
+    from backtest.records import empty_population
+
+    buf = empty_population(10_000)
+    a = build(PopulationParams(n_positions=10_000, seed=4), out=buf)
+    b = build(PopulationParams(n_positions=10_000, seed=4))
+    assert a.arrays["entry"] is buf["entry"]
+    assert np.array_equal(a.arrays["liq_price"], b.arrays["liq_price"])
+
+
+# ------------------------------------------------------------------------------------------
+# parameters
+# ------------------------------------------------------------------------------------------
+def test_every_default_has_a_documented_source():
+    import dataclasses
+
+    for f in dataclasses.fields(PopulationParams):
+        assert f.name in PARAM_SOURCES, f.name
+    assert sum(DEFAULT_LEVERAGE_MIX.values()) == pytest.approx(1.0)
+    PopulationParams().validate()
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"leverage_mix": '{"10": 0.5, "20": 0.4}'}, "sum to 1"),
+        ({"long_share": "1.5"}, "between 0 and 1"),
+        ({"isolated_share": "-0.1"}, "between 0 and 1"),
+        ({"oi_scale": "-1"}, "positive"),
+        ({"n_positions": "0"}, "positive integer"),
+        ({"size_min_usd": "1e9"}, "must exceed"),
+        ({"leverage_mix": '{"0.5": 1.0}'}, ">= 1"),
+        ({"venue": "kraken"}, "venue must be"),
+        ({"long_shar": "0.7"}, "did you mean 'long_share'"),
+    ],
+)
+def test_bad_parameters_raise(overrides, match):
+    with pytest.raises(ParamError, match=match):
+        apply_overrides([PopulationParams()], overrides)
+
+
+def test_overrides_coerce():
+    (p,) = apply_overrides(
+        [PopulationParams()],
+        {"long_share": "0.7", "leverage_mix": '{"10": 0.5, "20": 0.5}', "open_interest_usd": "1e9", "seed": "3", "venue": "bybit"},
+    )
+    assert p.long_share == 0.7 and p.leverage_mix == {10: 0.5, 20: 0.5} and p.open_interest_usd == 1e9 and p.seed == 3
+    assert p.venue == "bybit"
+
+
+def test_other_venue_rules_build():
+    for venue in ("bybit", "okx", "gate", "hyperliquid"):
+        a = build(PopulationParams(n_positions=2_000), venue=venue).arrays
+        i = 17
+        mode = "isolated" if a["margin_mode"][i] == 0 else "cross"
+        lp = margin.liquidation_price(venue, int(a["side"][i]), a["entry"][i], a["qty"][i], a["margin"][i],
+                                      margin_mode=mode, tiers=btc_tiers(), fee_rate=margin.TAKER_FEE[venue])
+        assert a["liq_price"][i] == pytest.approx(lp, rel=1e-12)
+        assert np.all(a["venue"] == margin.VENUES[venue])
+
+
+# ------------------------------------------------------------------------------------------
+# store + catalogue
+# ------------------------------------------------------------------------------------------
+def _committed_ok():
+    try:
+        from backtest.events import get_event
+        from backtest.store import Store
+
+        ev = get_event("2025-10-10")
+        return Store().read_tiers(ev.exchange, "BTC/USDT:USDT") is not None
+    except Exception:
+        return False
+
+
+@pytest.mark.skipif(not _committed_ok(), reason="committed store or event catalogue not available")
+def test_2025_10_10_population_from_committed_store():
+    import time
+
+    t = time.perf_counter()
+    p = PopulationParams(n_positions=200_000, seed=42)
+    pop = build_population("2025-10-10", "BTC/USDT:USDT", p)
+    assert time.perf_counter() - t < 20
+    assert pop.target_open_notional_usd == 15e9  # Binance BTC OI on 2025-10-06 (catalogue)
+    assert "catalogue" in pop.target_source
+    assert pop.open_notional_usd == pytest.approx(pop.target_open_notional_usd, rel=1e-6)
+    assert pop.as_of_ms == 1760126400000  # 2025-10-10T20:00Z
+    assert pop.exchange == "binanceusdm" and pop.symbol == "BTC/USDT:USDT" and pop.event_id == "2025-10-10"
+    again = build_population("2025-10-10", "BTC/USDT:USDT", p)
+    for k in POPULATION_FIELDS:
+        assert np.array_equal(pop.arrays[k], again.arrays[k], equal_nan=True), k
+    s = population_summary(pop)
+    assert s["long_share"] == pytest.approx(0.6, rel=1e-6)
+    assert 0 < s["mean_distance_to_liquidation"] < 1
+    # an alt without a catalogue level gets a labelled estimate
+    eth = build_population("2025-10-10", "ETH/USDT:USDT", PopulationParams(n_positions=20_000))
+    assert eth.target_source.startswith("estimate")
+
+
+def test_store_open_interest_path(tmp_path):
+    from backtest.store import Store
+
+    st = Store(tmp_path)
+    ts, o, h, l, c, v = synthetic_bars(n=72)
+    sym = "BTC/USDT:USDT"
+    st.write("ohlcv", pl.DataFrame({"ts": ts, "symbol": sym, "open": o, "high": h, "low": l, "close": c,
+                                    "volume": v / c, "quote_volume": v}), exchange="binanceusdm", timeframe="1h")
+    st.write("open_interest", pl.DataFrame({"ts": ts, "symbol": sym, "open_interest": np.full(72, 1e5),
+                                            "open_interest_usd": np.linspace(8e9, 9e9, 72)}), exchange="binanceusdm", timeframe="1h")
+    st.write_tiers("binanceusdm", {sym: btc_tiers()})
+    ev = SimpleNamespace(id="synthetic", exchange="binanceusdm", symbols=(sym,), start_ms=int(ts[-1] + HOUR),
+                         lookback_start_ms=int(ts[0]), pre_event_inputs=())
+    pop = build_population(ev, sym, PopulationParams(n_positions=5_000, oi_scale=0.5), store=st)
+    assert pop.target_open_notional_usd == pytest.approx(9e9 * 0.5)
+    assert pop.target_source.startswith("store open_interest")
+    assert pop.open_notional_usd == pytest.approx(4.5e9, rel=1e-6)
+    j = np.searchsorted(ts, pop.arrays["open_time"], side="right") - 1
+    assert np.all(j >= 1)  # openings follow OI increases (bar 0 has none)
+    # no OI anywhere -> one clear error
+    st.write("ohlcv", pl.DataFrame({"ts": ts, "symbol": "ETH/USDT:USDT", "open": o / 30, "high": h / 30, "low": l / 30,
+                                    "close": c / 30, "volume": v / c * 30}), exchange="binanceusdm", timeframe="1h")
+    st.write_tiers("binanceusdm", {"ETH/USDT:USDT": btc_tiers()})
+    ev2 = SimpleNamespace(**{**ev.__dict__, "symbols": (sym, "ETH/USDT:USDT")})
+    with pytest.raises(ValueError, match="open_interest_usd"):
+        build_population(ev2, "ETH/USDT:USDT", PopulationParams(n_positions=100), store=st)
+
+
+def test_parquet_roundtrip(tmp_path):
+    pop = build(PopulationParams(n_positions=5_000))
+    path = tmp_path / "pop.parquet"
+    pop.write_parquet(path)
+    back = Population.read_parquet(path)
+    for k in POPULATION_FIELDS:
+        assert np.array_equal(pop.arrays[k], back.arrays[k], equal_nan=True)
+    assert back.target_open_notional_usd == pop.target_open_notional_usd
+    df = pop.to_polars()
+    assert df.height == 5_000 and df.schema["side"] == pl.Int8
+    assert Population.from_polars(df).open_notional_usd == pytest.approx(pop.open_notional_usd)
+
+
+@pytest.mark.skipif(not _committed_ok(), reason="committed store or event catalogue not available")
+def test_cli_population(tmp_path):
+    from typer.testing import CliRunner
+
+    from backtest.cli import app
+
+    out = tmp_path / "btc.parquet"
+    r = CliRunner().invoke(app, ["population", "2025-10-10", "--set", "n_positions=20000", "--set", "seed=1", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "open notional" in r.output and "leverage histogram" in r.output and "distance to liquidation" in r.output
+    assert Population.read_parquet(out).symbol == "BTC/USDT:USDT"
+    bad = CliRunner().invoke(app, ["population", "2025-10-10", "--set", "long_share=2"])
+    assert bad.exit_code == 2
