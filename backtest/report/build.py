@@ -29,6 +29,8 @@ SENS_X = (("leverage_scale", (0.5, 1.0, 1.5), (0.5, 1.0, 1.5)), ("oi_scale", (0.
 SENS_Y = (("depth_multiplier", (0.5, 1.0, 2.0), (0.5, 1.0, 2.0)), ("impact_coef", (0.5, 1.0, 2.0), (0.25, 0.5, 1.0)))
 SENS_LINE = (("impact_coef", (0.0, 0.5, 1.0, 2.0, 4.0), (0.0, 0.25, 0.5, 1.0, 2.0)), ("depth_multiplier", (0.25, 0.5, 1.0, 2.0, 4.0), (0.25, 0.5, 1.0, 2.0, 4.0)))
 SENS_METRIC = "liquidated_notional_usd"
+#: population size of the sensitivity runs (a sample of the same model; keeps the page cheap)
+SENS_POSITIONS = 200_000
 
 
 @dataclass
@@ -260,30 +262,41 @@ def build_report(
 
 
 def _sensitivity(simulate, prepared, overrides: dict, params: dict, steps: Steps):
+    """The small built-in sweep of the sensitivity page: cascade runs over a 3 × 3 grid of two
+    parameters and a line over a third, on a smaller sample of the same population model
+    (``SENS_POSITIONS`` positions; open notional is matched all the same) to stay cheap."""
     import polars as pl
 
     x, xs = _sens_param(SENS_X, params, set())
     y, ys = _sens_param(SENS_Y, params, {x})
     line, ls = _sens_param(SENS_LINE, params, {x, y})
-    if line is None:
-        line, ls = _sens_param(SENS_LINE, params, {x})
     if not (x and y):
         return None
+    small = dict(overrides)
+    n_pos = params.get("n_positions")
+    if isinstance(n_pos, int) and n_pos > SENS_POSITIONS:
+        small["n_positions"] = SENS_POSITIONS
     rows, lrows = [], []
-    n = len(xs) * len(ys) + len(ls)
+    n = len(xs) * len(ys) + len(ls) + 1
     i = 0
-    for xv in xs:
-        for yv in ys:
-            i += 1
-            steps.step(f"sensitivity sweep {i}/{n}")
-            r = simulate.simulate_prepared(prepared, {**overrides, x: xv, y: yv}, mode="cascade")
-            rows.append({x: xv, y: yv, SENS_METRIC: float(r.summary.get(SENS_METRIC) or 0.0)})
-    for lv in ls:
+
+    def run(extra, mode="cascade"):
+        nonlocal i
         i += 1
         steps.step(f"sensitivity sweep {i}/{n}")
-        r = simulate.simulate_prepared(prepared, {**overrides, line: lv}, mode="cascade")
-        lrows.append({line: lv, SENS_METRIC: float(r.summary.get(SENS_METRIC) or 0.0)})
-    return {"x": x, "y": y, "line": line, "grid": pl.DataFrame(rows), "line_df": pl.DataFrame(lrows) if lrows else None}
+        r = simulate.simulate_prepared(prepared, {**small, **extra}, mode=mode)
+        return float(r.summary.get(SENS_METRIC) or 0.0)
+
+    replay_value = run({}, mode="replay")
+    for xv in xs:  # x outermost: a population parameter is rebuilt once per value
+        for yv in ys:
+            rows.append({x: xv, y: yv, SENS_METRIC: run({x: xv, y: yv})})
+    for lv in ls:
+        lrows.append({line: lv, SENS_METRIC: run({line: lv})})
+    return {
+        "x": x, "y": y, "line": line, "grid": pl.DataFrame(rows), "line_df": pl.DataFrame(lrows) if lrows else None,
+        "replay": replay_value, "positions": small.get("n_positions", n_pos),
+    }
 
 
 def _pages(ev, replay, cascade, params: dict, prov: list[str], sens) -> list[tuple[str, Any]]:
@@ -317,15 +330,18 @@ def _pages(ev, replay, cascade, params: dict, prov: list[str], sens) -> list[tup
         heat = getattr(cascade, "heatmap", None)
         for j, s in enumerate(symbols[:2]):
             if heat is not None:
-                pages.append((f"04-heatmap-{F.short_sym(s)}", F.heatmap_page(heat, bars, s, f"{ev.id}: liquidation heatmap, {F.short_sym(s)} (price × time)")))
+                pages.append((f"04-heatmap-{F.short_sym(s)}", F.heatmap_page(heat, bars, s, f"{ev.id}: liquidation heatmap, {F.short_sym(s)} (price × time)",
+                                                                               bucket_ms=int(params["heatmap_minutes"]) * 60_000 if isinstance(params.get("heatmap_minutes"), int) else None)))
         lm = getattr(cascade, "liq_map", None)
         if lm is not None:
             pages.append(("05-liquidation-map", F.liqmap_page(lm, getattr(cascade, "clusters", None), bars, symbols, f"{ev.id}: pre-event liquidation map and clusters")))
         pages.append(("06-insurance-adl", F.fund_page(bars, cascade.summary, f"{ev.id}: insurance fund and auto-deleveraging")))
         if sens is not None:
+            npos = f"{sens['positions']:,}-position populations" if isinstance(sens.get("positions"), int) else "the same population"
             pages.append(("07-sensitivity", F.sensitivity_page(
                 sens["grid"], sens["x"], sens["y"], sens["line"], sens["line_df"], SENS_METRIC, params,
-                float(replay.summary.get(SENS_METRIC) or 0.0), f"{ev.id}: sensitivity (small built-in sweep)")))
+                sens["replay"], f"{ev.id}: sensitivity (small built-in sweep on {npos})")))
+        pages.append(("08-parameters-and-inputs", F.appendix_page(cascade.summary, params, f"{ev.id}: scenario parameters and inputs, in full")))
         # page footers: page numbers and what the page belongs to
         for k, (_name, fig) in enumerate(pages, 1):
             fig.text(0.995, 0.004, f"{ev.id} · page {k}/{len(pages)}", ha="right", va="bottom", fontsize=7, color="#7f8c8d")

@@ -112,6 +112,8 @@ def fmt_value(v: Any) -> str:
     """A parameter value for tables: short floats, dicts inline."""
     if isinstance(v, bool):
         return str(v).lower()
+    if isinstance(v, int):
+        return f"{v:,}" if abs(v) >= 10_000 else str(v)
     if isinstance(v, float):
         return f"{v:,.6g}" if abs(v) < 1e6 else f"{v:,.0f}"
     if isinstance(v, dict):

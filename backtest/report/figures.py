@@ -40,21 +40,27 @@ def bar_cols(bars: pl.DataFrame) -> dict[str, str | None]:
     return {
         "ts": find_col(bars, "ts", "time", contains=("ts",)),
         "symbol": find_col(bars, "symbol"),
-        "open": find_col(bars, "open"),
-        "high": find_col(bars, "high"),
-        "low": find_col(bars, "low"),
-        "close": find_col(bars, "close", "price"),
+        # the simulated path (with forced-order impact in cascade mode) ...
+        "open": find_col(bars, "sim_open", "open"),
+        "high": find_col(bars, "sim_high", "high"),
+        "low": find_col(bars, "sim_low", "low"),
+        "close": find_col(bars, "sim_close", "close", "price"),
+        # ... and the observed (exogenous) path
+        "obs_open": find_col(bars, "open"),
+        "obs_high": find_col(bars, "high"),
+        "obs_low": find_col(bars, "low"),
+        "obs_close": find_col(bars, "close"),
         "long": find_col(
-            bars, "long_liq_notional_usd", "long_liquidated_usd", "long_notional_usd", "long_liq_usd",
+            bars, "long_liq_usd", "long_liq_notional_usd", "long_liquidated_usd", "long_notional_usd",
             contains=("long", "usd"), exclude=("count", "stop", "adl", "share"),
         ) or find_col(bars, contains=("long", "notional"), exclude=("count", "stop", "adl")),
         "short": find_col(
-            bars, "short_liq_notional_usd", "short_liquidated_usd", "short_notional_usd", "short_liq_usd",
+            bars, "short_liq_usd", "short_liq_notional_usd", "short_liquidated_usd", "short_notional_usd",
             contains=("short", "usd"), exclude=("count", "stop", "adl", "share"),
         ) or find_col(bars, contains=("short", "notional"), exclude=("count", "stop", "adl")),
         "rounds": find_col(bars, "rounds", "cascade_rounds", "depth", contains=("round",)),
-        "endo": find_col(bars, "endogenous_move", contains=("endog",)),
-        "adl": find_col(bars, "adl_notional_usd", "adl_usd", contains=("adl",), exclude=("count",)),
+        "endo": find_col(bars, "endo_move_min_pct", "endogenous_move", contains=("endo",)),
+        "adl": find_col(bars, "adl_usd", "adl_notional_usd", contains=("adl",), exclude=("count",)),
         "fund": find_col(bars, "insurance_fund_usd", "insurance_fund", contains=("insurance",)),
         "stops": find_col(bars, "stop_notional_usd", "stops_usd", "stops", contains=("stop",), exclude=("count",)),
     }
@@ -88,6 +94,8 @@ def symbol_order(bars: pl.DataFrame, event_symbols=()) -> list[str]:
     if c["symbol"] is None:
         return [""]
     syms = bars[c["symbol"]].unique(maintain_order=True).to_list()
+    if event_symbols:  # the catalogue's order (BTC first): the reader's reference
+        return [x for x in event_symbols if x in syms] + [x for x in syms if x not in event_symbols]
     if c["long"] and c["short"]:
         tot = bars.group_by(c["symbol"]).agg((pl.col(c["long"]).fill_null(0) + pl.col(c["short"]).fill_null(0)).sum().alias("n"))
         rank = dict(zip(tot[c["symbol"]].to_list(), tot["n"].to_list()))
@@ -95,9 +103,33 @@ def symbol_order(bars: pl.DataFrame, event_symbols=()) -> list[str]:
     return syms
 
 
+def side_sign(df: pl.DataFrame, col: str | None) -> pl.DataFrame:
+    """Add ``_side`` = +1 long / -1 short whether ``col`` holds numbers or "long"/"short"."""
+    if col is None:
+        return df.with_columns(pl.lit(0, pl.Int8).alias("_side"))
+    if df.schema[col] == pl.String:
+        e = pl.when(pl.col(col).str.to_lowercase().str.starts_with("l")).then(1).when(pl.col(col).str.to_lowercase().str.starts_with("s")).then(-1).otherwise(0)
+    else:
+        e = pl.col(col).sign()
+    return df.with_columns(e.cast(pl.Int8).alias("_side"))
+
+
 def short_sym(symbol: str) -> str:
     """``BTC/USDT:USDT`` -> ``BTCUSDT``."""
     return symbol.split(":")[0].replace("/", "") if symbol else "all"
+
+
+def common_bucket_ms(bars: pl.DataFrame) -> int:
+    """The coarsest bar length among the symbols (symbols may have 1m, 5m or 15m bars), so that
+    sums over symbols compare like with like."""
+    c = bar_cols(bars)
+    step = 60_000
+    groups = [bars] if c["symbol"] is None else [bars.filter(pl.col(c["symbol"]) == s) for s in bars[c["symbol"]].unique().to_list()]
+    for g in groups:
+        u = np.unique(_ms(g[c["ts"]]))
+        if len(u) > 1:
+            step = max(step, int(np.median(np.diff(u))))
+    return step
 
 
 def _per_symbol(bars, symbol):
@@ -141,9 +173,11 @@ def title_page(event, summary: dict, params: dict, provenance: list[str], *, ver
     fig.text(0.05, 0.672, mode_note, fontsize=8, va="top", color=GREY)
     draw_table(fig, (0.05, 0.265, 0.42, 0.39), ["figure", "simulated"], lines, [34, 30], fontsize=8.5)
 
-    # scenario parameters
-    fig.text(0.53, 0.70, "Scenario parameters (resolved)", fontsize=12, fontweight="bold", va="top")
-    items = [(k, fmt_value(v)) for k, v in sorted(params.items())]
+    # scenario parameters: the main knobs here, every parameter on the appendix page
+    fig.text(0.53, 0.70, "Scenario parameters", fontsize=12, fontweight="bold", va="top")
+    fig.text(0.53, 0.672, f"main knobs; all {len(params)} resolved parameters are listed on the last page", fontsize=8, va="top", color=GREY)
+    keys = [k for k in KEY_PARAMS if k in params] or sorted(params)
+    items = [(k, fmt_value(params[k])) for k in keys]
     half = math.ceil(len(items) / 2)
     left, right = items[:half], items[half:]
     rows = [(a[0], a[1], *(right[i] if i < len(right) else ("", ""))) for i, a in enumerate(left)]
@@ -159,6 +193,44 @@ def title_page(event, summary: dict, params: dict, provenance: list[str], *, ver
         f"cascade-backtest {version}  ·  report date {date_text}  ·  all times UTC  ·  money in USD, prices in USDT",
         fontsize=8, color=GREY,
     )
+    return fig
+
+
+#: parameters shown on the title page (when the simulation has them)
+KEY_PARAMS = (
+    "seed", "n_positions", "long_share", "leverage_scale", "oi_scale", "open_interest_usd", "isolated_share", "stop_share",
+    "impact_model", "impact_coef", "depth_multiplier", "liquidity_multiplier", "impact_half_life_s", "insurance_fund_usd",
+)
+
+
+def appendix_page(summary: dict, params: dict, title: str):
+    """Every resolved parameter, the per-symbol inputs (price source, bars, gaps, population) and
+    the simulation's notes."""
+    fig = new_figure()
+    fig.set_layout_engine("none")
+    fig.text(0.04, 0.95, title, fontsize=15, fontweight="bold", va="top")
+    items = [(k, fmt_value(v)) for k, v in sorted(params.items())]
+    half = math.ceil(len(items) / 2)
+    rows = [(a[0], a[1], *(items[half + i] if half + i < len(items) else ("", ""))) for i, a in enumerate(items[:half])]
+    fig.text(0.04, 0.905, "Resolved parameters", fontsize=11, fontweight="bold", va="top")
+    draw_table(fig, (0.04, 0.40, 0.92, 0.48), ["parameter", "value", "parameter", "value"], rows, [24, 36, 24, 36], fontsize=7.2)
+    per = summary.get("per_symbol") or {}
+    if per:
+        fig.text(0.04, 0.375, "Inputs per symbol", fontsize=11, fontweight="bold", va="top")
+        cols = ["symbol", "price path", "bars", "gaps", "positions", "population from", "open notional", "daily σ", "daily volume"]
+        prow = []
+        for sym, v in per.items():
+            gaps = v.get("gaps")
+            gtxt = str(len(gaps)) if isinstance(gaps, (list, tuple)) else ("—" if gaps is None else str(gaps))
+            prow.append((
+                short_sym(sym), f"{v.get('price_source', '—')} {v.get('timeframe', '')}".strip(), f"{v.get('bars', '—')}", gtxt,
+                f"{int(v['positions']):,}" if v.get("positions") is not None else "—", str(v.get("population_source", "—")),
+                usd(v.get("open_notional_usd")), _pct(v.get("sigma_daily")), usd(v.get("volume_daily_usd")),
+            ))
+        draw_table(fig, (0.04, 0.13, 0.92, 0.23), cols, prow, [10, 12, 6, 5, 10, 30, 11, 8, 11], fontsize=7.2)
+    notes = summary.get("notes") or []
+    if notes:
+        fig.text(0.04, 0.115, "Notes from the simulation:\n" + "\n".join("• " + wrap(n, 180) for n in notes), fontsize=7.2, va="top", color="#333333")
     return fig
 
 
@@ -263,13 +335,11 @@ def price_page(bars: pl.DataFrame, replay_bars: pl.DataFrame | None, symbols: li
     lead = symbols[0]
     b = _per_symbol(bars, lead)
     t = _dt(b[c["ts"]])
-    if replay_bars is not None:
-        rb = _per_symbol(replay_bars, lead)
-        rc = bar_cols(replay_bars)
-        ax0.fill_between(_dt(rb[rc["ts"]]), rb[rc["low"]].to_numpy(), rb[rc["high"]].to_numpy(), color=GREY, alpha=0.35, step="post", label="observed bar range (low–high)")
-    ax0.plot(t, b[c["close"]].to_numpy(), color=PRICE_C, lw=1.1, drawstyle="steps-post", label="close (simulated path)")
-    if c["low"]:
-        ax0.plot(t, b[c["low"]].to_numpy(), color=LONG_C, lw=0.8, ls="--", drawstyle="steps-post", label="low with forced-order impact")
+    if c["obs_low"] and c["obs_high"]:
+        ax0.fill_between(t, b[c["obs_low"]].to_numpy(), b[c["obs_high"]].to_numpy(), color=GREY, alpha=0.4, step="post", label="observed bar range (low–high)")
+    ax0.plot(t, b[c["close"]].to_numpy(), color=PRICE_C, lw=1.1, drawstyle="steps-post", label="simulated close")
+    if c["low"] and c["low"] != c["obs_low"]:
+        ax0.plot(t, b[c["low"]].to_numpy(), color=LONG_C, lw=0.8, ls="--", drawstyle="steps-post", label="simulated low (with forced-order impact)")
     ax0.set_title(f"{short_sym(lead)} price")
     ax0.set_ylabel("price (USDT)")
     ax0.legend(loc="lower left")
@@ -277,33 +347,37 @@ def price_page(bars: pl.DataFrame, replay_bars: pl.DataFrame | None, symbols: li
     for s in symbols:
         bs = _per_symbol(bars, s)
         cl = bs[c["close"]].to_numpy()
-        op = bs[c["open"]].to_numpy()[0] if c["open"] else cl[0]
+        op_col = c["obs_open"] or c["open"]
+        op = bs[op_col].to_numpy()[0] if op_col else cl[0]
         ax1.plot(_dt(bs[c["ts"]]), 100 * (cl / op - 1), lw=1.0, label=short_sym(s))
     ax1.set_title("all symbols: change since the window opened")
     ax1.set_ylabel("change (%)")
     ax1.legend(loc="lower left", ncol=min(5, len(symbols)))
 
+    bucket_ms = common_bucket_ms(bars)
+    label = f"{bucket_ms // 60_000}-minute" if bucket_ms < 3_600_000 else f"{bucket_ms // 3_600_000}-hour"
+    tb = pl.col(c["ts"]).dt.truncate(f"{bucket_ms // 1000}s")
     if c["long"] and c["short"]:
-        agg = bars.group_by(c["ts"]).agg(pl.col(c["long"]).fill_null(0).sum().alias("L"), pl.col(c["short"]).fill_null(0).sum().alias("S")).sort(c["ts"])
-        tt = _dt(agg[c["ts"]])
-        w = _bar_width_days(_ms(agg[c["ts"]]))
+        agg = bars.group_by(tb.alias("_t")).agg(pl.col(c["long"]).fill_null(0).sum().alias("L"), pl.col(c["short"]).fill_null(0).sum().alias("S")).sort("_t")
+        tt = _dt(agg["_t"])
+        w = bucket_ms / DAY_MS * 0.9
         ax2.bar(tt, agg["L"].to_numpy(), width=w, color=LONG_C, label="longs liquidated", align="edge")
         ax2.bar(tt, -agg["S"].to_numpy(), width=w, color=SHORT_C, label="shorts liquidated (drawn below zero)", align="edge")
         ax2.axhline(0, color="black", lw=0.6)
         ax2.legend(loc="upper right")
     else:
         ax2.text(0.5, 0.5, "no per-bar liquidation columns in the result", transform=ax2.transAxes, ha="center")
-    ax2.set_title("liquidated notional per bar, all symbols")
-    ax2.set_ylabel("notional per bar (USD)")
+    ax2.set_title(f"liquidated notional per {label} bucket, all symbols")
+    ax2.set_ylabel(f"notional per {label} bucket (USD)")
     from matplotlib.ticker import FuncFormatter
 
     ax2.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: usd(abs(v), 1) if v else "0"))
 
     if c["rounds"]:
-        agg = bars.group_by(c["ts"]).agg(pl.col(c["rounds"]).max().alias("r")).sort(c["ts"])
-        ax3.bar(_dt(agg[c["ts"]]), agg["r"].to_numpy(), width=_bar_width_days(_ms(agg[c["ts"]])), color="#8e44ad", align="edge", label="cascade rounds (max over symbols)")
+        agg = bars.group_by(tb.alias("_t")).agg(pl.col(c["rounds"]).max().alias("r")).sort("_t")
+        ax3.bar(_dt(agg["_t"]), agg["r"].to_numpy(), width=bucket_ms / DAY_MS * 0.9, color="#8e44ad", align="edge", label="most cascade rounds in one bar (any symbol)")
         ax3.legend(loc="upper right")
-    ax3.set_title("cascade rounds per bar")
+    ax3.set_title(f"cascade rounds (feedback rounds within a bar), per {label} bucket")
     ax3.set_ylabel("rounds")
     time_axis(ax3)
     for ax in (ax0, ax1, ax2):
@@ -314,7 +388,7 @@ def price_page(bars: pl.DataFrame, replay_bars: pl.DataFrame | None, symbols: li
 # ---------------------------------------------------------------------------------------------
 # page 4: liquidation heatmap (price x time)
 # ---------------------------------------------------------------------------------------------
-def heatmap_page(heat: pl.DataFrame, bars: pl.DataFrame, symbol: str, title: str):
+def heatmap_page(heat: pl.DataFrame, bars: pl.DataFrame, symbol: str, title: str, bucket_ms: int | None = None):
     from matplotlib.colors import LogNorm
 
     fig = new_figure()
@@ -329,6 +403,9 @@ def heatmap_page(heat: pl.DataFrame, bars: pl.DataFrame, symbol: str, title: str
         "side": find_col(heat, "side"),
     }
     h = heat
+    if hc["n"] is None and "long_usd" in heat.columns and "short_usd" in heat.columns:
+        h = h.with_columns((pl.col("long_usd") + pl.col("short_usd")).alias("_n"))
+        hc["n"] = "_n"
     if hc["symbol"] and symbol:
         h = h.filter(pl.col(hc["symbol"]) == symbol)
     if h.height == 0 or not all(hc[k] for k in ("ts", "plo", "n")):
@@ -338,7 +415,7 @@ def heatmap_page(heat: pl.DataFrame, bars: pl.DataFrame, symbol: str, title: str
         return fig
     h = h.group_by(hc["ts"], hc["plo"], *([hc["phi"]] if hc["phi"] else [])).agg(pl.col(hc["n"]).sum().alias("n"))
     ts = np.unique(_ms(h[hc["ts"]]))
-    step_t = int(np.median(np.diff(ts))) if len(ts) > 1 else 60_000
+    step_t = int(bucket_ms or (np.min(np.diff(ts)) if len(ts) > 1 else 60_000))
     bt = _ms(bars[bar_cols(bars)["ts"]]) if bars is not None and bars.height else ts
     t0 = min(ts.min(), bt.min())
     t1 = max(ts.max() + step_t, bt.max() + 60_000)
@@ -358,9 +435,19 @@ def heatmap_page(heat: pl.DataFrame, bars: pl.DataFrame, symbol: str, title: str
     mesh = ax.pcolormesh(t_edges.astype("datetime64[ms]"), p_edges, Zm, cmap="inferno_r", norm=LogNorm(vmin=max(vmax * 1e-4, 1.0), vmax=vmax), shading="flat")
     cb = fig.colorbar(mesh, ax=ax, pad=0.01)
     cb.set_label("liquidated notional per cell (USD)")
+    from matplotlib.ticker import FuncFormatter
+
+    cb.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: usd(v, 0)))
+    cb.ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _p: ""))
     if bars is not None:
         b = _per_symbol(bars, symbol)
         c = bar_cols(bars)
+        lows = [float(b[k].min()) for k in (c["low"], c["obs_low"]) if k]
+        highs = [float(b[k].max()) for k in (c["high"], c["obs_high"]) if k]
+        if lows and highs:
+            lo_y, hi_y = min(lows), max(highs)
+            pad = 0.02 * (hi_y - lo_y) + 1e-12
+            ax.set_ylim(lo_y - pad, hi_y + pad)
         ax.plot(_dt(b[c["ts"]]), b[c["close"]].to_numpy(), color=PRICE_C, lw=1.0, drawstyle="steps-post", label=f"{short_sym(symbol)} close")
         if c["low"]:
             ax.plot(_dt(b[c["ts"]]), b[c["low"]].to_numpy(), color=PRICE_C, lw=0.6, ls=":", drawstyle="steps-post", label="bar low")
@@ -374,7 +461,9 @@ def heatmap_page(heat: pl.DataFrame, bars: pl.DataFrame, symbol: str, title: str
 # ---------------------------------------------------------------------------------------------
 # page 5: pre-event liquidation map with clusters
 # ---------------------------------------------------------------------------------------------
-def liqmap_page(liq_map: pl.DataFrame, clusters: pl.DataFrame | None, bars: pl.DataFrame, symbols: list[str], title: str):
+def liqmap_page(liq_map: pl.DataFrame, clusters: pl.DataFrame | None, bars: pl.DataFrame, symbols: list[str], title: str, *, span: float = 0.3):
+    """Open notional by liquidation price before the event (longs red, shorts green) for the top
+    two symbols, within ``span`` of the opening price, with the clusters marked and listed."""
     fig = new_figure()
     fig.suptitle(title, fontsize=14, fontweight="bold")
     lc = {
@@ -389,12 +478,16 @@ def liqmap_page(liq_map: pl.DataFrame, clusters: pl.DataFrame | None, bars: pl.D
         "side": find_col(clusters, "side"),
         "lo": find_col(clusters, "price_low", "price_lo", "low", contains=("low",)),
         "hi": find_col(clusters, "price_high", "price_hi", "high", contains=("high",)),
-        "n": find_col(clusters, "notional_usd", "notional", contains=("notional",)),
+        "n": find_col(clusters, "open_notional_usd", "notional_usd", "notional", contains=("notional",), exclude=("liquidated",)),
         "share": find_col(clusters, "share", contains=("share",)),
         "reached": find_col(clusters, "reached", contains=("reach",)),
+        "liq": find_col(clusters, "liquidated_usd", contains=("liquidated",)),
     }
+    liq_map = side_sign(liq_map, lc["side"])
+    if clusters is not None:
+        clusters = side_sign(clusters, cc["side"])
     shown = symbols[:2]
-    gs = fig.add_gridspec(len(shown), 2, width_ratios=[3.2, 1])
+    gs = fig.add_gridspec(len(shown), 2, width_ratios=[3.1, 1])
     bc = bar_cols(bars)
     for i, s in enumerate(shown):
         ax = fig.add_subplot(gs[i, 0])
@@ -402,6 +495,11 @@ def liqmap_page(liq_map: pl.DataFrame, clusters: pl.DataFrame | None, bars: pl.D
         tx.axis("off")
         m = liq_map.filter(pl.col(lc["symbol"]) == s) if lc["symbol"] else liq_map
         b = _per_symbol(bars, s)
+        p0 = None
+        if b.height:
+            p0 = float(b[bc["obs_open"] or bc["open"]][0])
+        if p0 is not None and lc["plo"]:
+            m = m.filter((pl.col(lc["plo"]) >= p0 * (1 - span)) & (pl.col(lc["plo"]) <= p0 * (1 + span)))
         if m.height == 0 or not (lc["plo"] and lc["n"]):
             ax.text(0.5, 0.5, "no open positions mapped", transform=ax.transAxes, ha="center")
         else:
@@ -409,40 +507,46 @@ def liqmap_page(liq_map: pl.DataFrame, clusters: pl.DataFrame | None, bars: pl.D
             hi = m[lc["phi"]].to_numpy() if lc["phi"] else None
             u = np.unique(lo)
             step = float(np.median(hi - lo)) if hi is not None else (float(np.median(np.diff(u))) if len(u) > 1 else 1.0)
-            for side, col, lab in ((1, LONG_C, "longs: notional that liquidates at this price"), (-1, SHORT_C, "shorts: notional that liquidates at this price")):
-                ms = m.filter(pl.col(lc["side"]) == side) if lc["side"] else m
+            for side, col, lab in ((1, LONG_C, "longs: open notional liquidated at this price"), (-1, SHORT_C, "shorts: open notional liquidated at this price")):
+                ms = m.filter(pl.col("_side") == side)
                 if ms.height:
                     ax.bar(ms[lc["plo"]].to_numpy(), ms[lc["n"]].to_numpy(), width=step, align="edge", color=col, alpha=0.85, label=lab)
-        if b.height:
-            p0 = float(b[bc["open"]][0]) if bc["open"] else float(b[bc["close"]][0])
-            ax.axvline(p0, color=PRICE_C, lw=1.2, label=f"price at window open ({p0:,.6g})")
-            if bc["low"]:
-                ax.axvspan(float(b[bc["low"]].min()), float(b[bc["high"]].max()) if bc["high"] else p0, color=GREY, alpha=0.15, label="range the path reached")
-        lines = [f"{short_sym(s)} clusters (largest first)"]
+        if p0 is not None:
+            lo_path = float(b[bc["low"]].min()) if bc["low"] else p0
+            hi_path = float(b[bc["high"]].max()) if bc["high"] else p0
+            ax.axvspan(lo_path, hi_path, color=GREY, alpha=0.18, label=f"range of the simulated path ({lo_path:,.6g}–{hi_path:,.6g})")
+            ax.axvline(p0, color=PRICE_C, lw=1.3, label=f"price at window open ({p0:,.6g})")
+            ax.set_xlim(p0 * (1 - span), p0 * (1 + span))
+        lines = [f"{short_sym(s)}: largest clusters", "(ranges where liquidation", " prices concentrate)", ""]
         if clusters is not None and clusters.height and cc["lo"] and cc["hi"]:
             cs = clusters.filter(pl.col(cc["symbol"]) == s) if cc["symbol"] else clusters
             if cc["n"]:
                 cs = cs.sort(cc["n"], descending=True)
-            for j, row in enumerate(cs.head(6).iter_rows(named=True), 1):
-                side = row.get(cc["side"]) if cc["side"] else None
+            if p0 is not None:
+                cs = cs.filter((pl.col(cc["hi"]) >= p0 * (1 - span)) & (pl.col(cc["lo"]) <= p0 * (1 + span)))
+            for j, row in enumerate(cs.head(5).iter_rows(named=True), 1):
+                side = row["_side"]
                 col = LONG_C if side == 1 else SHORT_C if side == -1 else GREY
-                ax.axvspan(row[cc["lo"]], row[cc["hi"]], color=col, alpha=0.12, hatch="//", ec=col, lw=0.0)
-                ax.text((row[cc["lo"]] + row[cc["hi"]]) / 2, 0.97, f"C{j}", transform=ax.get_xaxis_transform(), ha="center", va="top", fontsize=8, fontweight="bold", color=col)
+                ax.axvspan(row[cc["lo"]], row[cc["hi"]], ymin=0.0, ymax=1.0, facecolor="none", hatch="///", edgecolor=col, lw=0.0, alpha=0.6)
+                ax.text((row[cc["lo"]] + row[cc["hi"]]) / 2, 0.985, f"C{j}", transform=ax.get_xaxis_transform(), ha="center", va="top", fontsize=8, fontweight="bold", color=col)
                 reached = row.get(cc["reached"]) if cc["reached"] else None
-                lines.append(
-                    f"C{j} {'long' if side == 1 else 'short' if side == -1 else ''} {row[cc['lo']]:,.6g}–{row[cc['hi']]:,.6g}\n"
-                    f"    {usd(row[cc['n']]) if cc['n'] else ''}"
-                    + (f", {100 * row[cc['share']]:.0f}% of open" if cc["share"] and row[cc["share"]] is not None else "")
-                    + ("" if reached is None else (", reached" if reached else ", not reached"))
-                )
+                extra = []
+                if cc["n"]:
+                    extra.append(f"{usd(row[cc['n']], 1)} open")
+                if cc["share"] and row[cc["share"]] is not None:
+                    extra.append(f"{100 * row[cc['share']]:.0f}% of side")
+                lines.append(f"C{j} {'long ' if side == 1 else 'short' if side == -1 else ''} {row[cc['lo']]:,.6g}–{row[cc['hi']]:,.6g}")
+                lines.append("   " + ", ".join(extra))
+                if reached is not None:
+                    lines.append("   " + ("reached" if reached else "not reached") + (f", {usd(row[cc['liq']], 1)} liquidated" if cc["liq"] and reached else ""))
         else:
             lines.append("(no clusters in the result)")
-        tx.text(0.0, 1.0, "\n".join(lines), va="top", ha="left", fontsize=8, family="DejaVu Sans Mono", transform=tx.transAxes)
+        tx.text(0.0, 1.0, "\n".join(lines), va="top", ha="left", fontsize=7.8, family="DejaVu Sans Mono", transform=tx.transAxes)
         handles, labels = ax.get_legend_handles_labels()
         tx.legend(handles, labels, loc="lower left", fontsize=7, frameon=False, borderaxespad=0.0)
         lo_y, hi_y = ax.get_ylim()
-        ax.set_ylim(lo_y, hi_y * 1.12)
-        ax.set_title(f"{short_sym(s)}: open positions by liquidation price before the event", fontsize=10)
+        ax.set_ylim(0, hi_y * 1.1)
+        ax.set_title(f"{short_sym(s)}: open positions by liquidation price before the event (±{span:.0%} of the opening price)", fontsize=10)
         ax.set_xlabel(f"{short_sym(s)} liquidation price (USDT)")
         ax.set_ylabel("open notional (USD)")
         usd_axis(ax)
@@ -453,31 +557,32 @@ def liqmap_page(liq_map: pl.DataFrame, clusters: pl.DataFrame | None, bars: pl.D
 # page 6: insurance fund and ADL
 # ---------------------------------------------------------------------------------------------
 def fund_page(bars: pl.DataFrame, summary: dict, title: str):
+    """Insurance fund over time (stacked by the symbols' shares) and ADL per bar."""
     c = bar_cols(bars)
     fig = new_figure()
     fig.suptitle(title, fontsize=14, fontweight="bold")
     ax0 = fig.add_subplot(2, 1, 1)
     ax1 = fig.add_subplot(2, 1, 2, sharex=ax0)
     if c["fund"]:
-        per = bars.group_by(c["ts"]).agg(pl.col(c["fund"]).min().alias("lo"), pl.col(c["fund"]).max().alias("hi"), pl.col(c["fund"]).sum().alias("sum")).sort(c["ts"])
-        same = bool((per["lo"] - per["hi"]).abs().max() <= 1e-6 * max(1.0, float(per["hi"].abs().max() or 1.0)))
-        if same or c["symbol"] is None:
-            ax0.plot(_dt(per[c["ts"]]), per["lo"].to_numpy(), color=PRICE_C, lw=1.2, drawstyle="steps-post", label="insurance fund balance")
+        if c["symbol"]:
+            wide = bars.pivot(on=c["symbol"], index=c["ts"], values=c["fund"], aggregate_function="first").sort(c["ts"]).fill_null(strategy="forward")
+            syms = [x for x in wide.columns if x != c["ts"]]
+            ax0.stackplot(_dt(wide[c["ts"]]), *[wide[x].fill_null(0).to_numpy() for x in syms], labels=[f"{short_sym(x)}'s share" for x in syms], alpha=0.8, step="post")
+            ax0.legend(loc="lower left", ncol=min(5, len(syms)))
         else:
-            for s in bars[c["symbol"]].unique(maintain_order=True).to_list():
-                b = _per_symbol(bars, s)
-                ax0.plot(_dt(b[c["ts"]]), b[c["fund"]].to_numpy(), lw=1.0, drawstyle="steps-post", label=f"{short_sym(s)} fund")
-        ax0.legend(loc="lower left")
+            b = bars.sort(c["ts"])
+            ax0.plot(_dt(b[c["ts"]]), b[c["fund"]].to_numpy(), color=PRICE_C, lw=1.2, drawstyle="steps-post", label="insurance fund")
+            ax0.legend(loc="lower left")
     else:
         ax0.text(0.5, 0.5, "the result has no insurance-fund column", transform=ax0.transAxes, ha="center")
-    ax0.set_title(f"insurance fund (minimum {usd(summary.get('insurance_fund_min_usd'))})")
+    ax0.set_title(f"insurance fund balance, stacked by symbol (sum of the symbols' minima {usd(summary.get('insurance_fund_min_usd'))})")
     ax0.set_ylabel("fund balance (USD)")
     usd_axis(ax0)
     ax0.tick_params(labelbottom=False)
     if c["adl"]:
         per = bars.group_by(c["ts"]).agg(pl.col(c["adl"]).fill_null(0).sum().alias("a")).sort(c["ts"])
         t = _dt(per[c["ts"]])
-        ax1.bar(t, per["a"].to_numpy(), width=_bar_width_days(_ms(per[c["ts"]])), align="edge", color="#d35400", label="ADL notional per bar")
+        ax1.bar(t, per["a"].to_numpy(), width=_bar_width_days(_ms(per[c["ts"]])), align="edge", color="#d35400", label="ADL notional per bar (all symbols)")
         ax1b = ax1.twinx()
         ax1b.plot(t, np.cumsum(per["a"].to_numpy()), color="black", lw=1.0, label="cumulative ADL")
         ax1b.set_ylabel("cumulative ADL (USD)")
@@ -488,7 +593,7 @@ def fund_page(bars: pl.DataFrame, summary: dict, title: str):
         ax1.legend(h1 + h2, l1 + l2, loc="upper left")
     else:
         ax1.text(0.5, 0.5, "the result has no ADL column", transform=ax1.transAxes, ha="center")
-    ax1.set_title(f"auto-deleveraging (total {usd(summary.get('adl_notional_usd'))})")
+    ax1.set_title(f"auto-deleveraging: profitable opposite positions closed when the fund cannot cover a deficit (total {usd(summary.get('adl_notional_usd'))})")
     ax1.set_ylabel("ADL notional per bar (USD)")
     usd_axis(ax1)
     time_axis(ax1)
