@@ -285,3 +285,55 @@ def test_sigkill_mid_download_resumes_without_loss_or_duplicates(tmp_path, serve
     assert len(first) + len(second) <= 27 + 2
     check_real_1m(stored(st))
     assert Store(st).verify() == []
+
+
+# ---- Bybit v5 and OKX v5 end to end --------------------------------------------------------
+def venue_config(tmp_path, srv, venue, **extra) -> Path:
+    urls = {
+        "bybit": {"api": {k: srv.url for k in ("spot", "futures", "v2", "public", "private")}},
+        "okx": {"api": {"rest": srv.url}},
+    }[venue]
+    path = tmp_path / f"{venue}.json"
+    path.write_text(json.dumps({"urls": urls, "timeout": 400, "retry": dict(FAST_RETRY), **extra}))
+    return path
+
+
+VENUE_FAULTS = ["429", "418", "500", "502", "503", "504", "timeout", "cut", "truncated"]
+
+
+@pytest.mark.parametrize("venue", ["bybit", "okx"])
+def test_other_venues_end_to_end_with_faults(tmp_path, server, venue):
+    server.plan = every_other(VENUE_FAULTS)
+    cfg = venue_config(tmp_path, server, venue, page_limits={"ohlcv": 30})
+    st = tmp_path / "st"
+    r = run([venue, "BTC/USDT:USDT", "--datasets", "ohlcv,open_interest,long_short_ratio,tiers", "--timeframe", "1m",
+             "--since", SINCE, "--until", UNTIL], cfg, st)
+    assert r.exit_code == 0, r.output
+    df = stored(st, exchange=venue)
+    check_real_1m(df)  # OKX sends volume in contracts of 0.01 BTC: stored in base units like the rest
+    oi = stored(st, "open_interest", "5m", exchange=venue)
+    ls = stored(st, "long_short_ratio", "5m", exchange=venue)
+    assert oi.height == ls.height == 52 and oi["ts"].is_unique().all()
+    want = [float(x["sumOpenInterest"]) for x in all_data()[("binance", "openInterestHist:5m", "BTCUSDT")]]
+    assert oi["open_interest"].to_list() == pytest.approx(want)  # base units on both venues
+    tiers = Store(st).read_tiers(venue, "BTC/USDT:USDT")
+    assert tiers and tiers[0]["maintenanceMarginRate"] > 0
+    assert {f for _, _, f in server.log if f} >= {"429", "500", "timeout", "cut", "truncated"}
+
+    r = run([venue, "BTC/USDT:USDT", "--datasets", "mark,index,funding", "--timeframe", "1h",
+             "--since", "2025-10-01", "--until", "2025-10-20"], cfg, st)
+    assert r.exit_code == 0, r.output
+    mk = stored(st, "mark", "1h", exchange=venue)
+    assert mk.height == 456 and abs(mk["low"].min() - 101877.69) < 1e-3
+    fu = stored(st, "funding", "event", exchange=venue)
+    real = [f for f in funding() if to_ms("2025-10-01") <= f["fundingTime"] < to_ms("2025-10-20")]
+    assert fu["funding_rate"].to_list() == [float(f["fundingRate"]) for f in real]
+
+    server.log.clear()
+    server.plan = lambda n, p: None
+    r = run([venue, "BTC/USDT:USDT", "--datasets", "ohlcv,mark,index,funding", "--timeframe", "1m",
+             "--since", SINCE, "--until", UNTIL], cfg, st)
+    assert r.exit_code == 0
+    # ohlcv is all there; 1m mark/index/funding for that window are asked for once each
+    assert not [p for p, q, f in server.data_requests() if "candles" in p and "mark" not in p and "index" not in p]
+    assert not [p for p, q, f in server.data_requests() if p.endswith("/kline")]

@@ -131,8 +131,12 @@ def classify(exc: BaseException) -> str:
         return "temporary"
     if isinstance(exc, ccxt.ExchangeError):
         text = str(exc).lower()
-        if any(w in text for w in ("json", "decode", "incomplete", "truncat", "unexpected end", "connection")):
-            return "temporary"  # the async client reports cut-off bodies as ExchangeError
+        temporary_words = (
+            "json", "decode", "incomplete", "truncat", "unexpected end", "connection",  # cut-off bodies (async client)
+            "too many", "too frequent", "rate limit", "try again", "busy", "timeout", "timed out", "overload", "maintenance",
+        )
+        if any(w in text for w in temporary_words):
+            return "temporary"  # unmapped exchange codes that say "later"
         return "permanent"
     if isinstance(exc, ccxt.BaseError):
         return "permanent"
@@ -152,24 +156,54 @@ def _retry_after_of(ex) -> Callable[[BaseException], float | None]:
     return get
 
 
+def install_transport_retry(ex, policy: RetryPolicy, on_retry=None) -> None:
+    """Retry every HTTP request ccxt makes (the ``fetch`` transport hook), one request at a time.
+
+    Retrying at this level keeps multi-request calls such as ``load_markets`` from starting over,
+    and lets a body cut off midway (ccxt hands back the unparsed text) count as temporary.
+    """
+    inner = ex.fetch
+
+    def fetch(url, method="GET", headers=None, body=None):
+        def attempt():
+            ex.last_response_headers = None
+            result = inner(url, method, headers, body)
+            if isinstance(result, str) and result.lstrip()[:1] in ("[", "{"):
+                try:
+                    json.loads(result)
+                except ValueError:
+                    raise TemporaryFault(f"response body cut off midway ({len(result)} bytes): {method} {url}") from None
+            return result
+
+        path = url.split("?", 1)[0]
+        return call_with_retry(attempt, policy=policy, classify=classify, retry_after=_retry_after_of(ex),
+                               what=f"{ex.id} {method} {path}", on_retry=on_retry)
+
+    ex.fetch = fetch
+
+
 def guarded_call(ex, fn: Callable[[], Any], *, policy: RetryPolicy, what: str, on_retry=None) -> Any:
-    """Call a ccxt method with retries; a body cut off midway counts as a temporary fault."""
+    """Call a ccxt method: permanent faults become :class:`PermanentFault`; requests are retried
+    by the transport hook, and a temporary fault raised outside it (e.g. parsing a garbled but
+    complete body) gets one more whole-call attempt."""
 
     def attempt():
-        ex.last_response_headers = None
         ex.last_json_response = None
         ex.last_http_response = None
         try:
-            result = fn()
-        except Exception as e:
-            if _body_unparsed(ex) and classify(e) != "temporary":
-                raise TemporaryFault(f"response body cut off or not JSON ({type(e).__name__})") from e
+            return fn()
+        except (RetriesExhausted, PermanentFault):
             raise
-        if _body_unparsed(ex):
-            raise TemporaryFault("response body cut off or not JSON")
-        return result
+        except Exception as e:
+            if _body_unparsed(ex) and classify(e) == "raise":
+                raise TemporaryFault(f"response body not understood ({type(e).__name__}: {e})") from e
+            raise
 
-    return call_with_retry(attempt, policy=policy, classify=classify, retry_after=_retry_after_of(ex), what=what, on_retry=on_retry)
+    once = RetryPolicy(max_retries=1, base=policy.base, cap=policy.cap, retry_after_cap=policy.retry_after_cap, sleep=policy.sleep)
+    try:
+        return call_with_retry(attempt, policy=once, classify=classify, retry_after=_retry_after_of(ex), what=what, on_retry=on_retry)
+    except RetriesExhausted as e:
+        raise RetriesExhausted(f"{what}: {e}", e.attempts, e.last) from e
 
 
 def _body_unparsed(ex) -> bool:
@@ -185,6 +219,35 @@ def _body_unparsed(ex) -> bool:
         return False
     except ValueError:
         return True
+
+
+def restrict_market_types(ex, symbols: list[str], config: dict[str, Any]) -> None:
+    """Load only the market types the symbols need (fewer requests), unless the config says otherwise."""
+    if "fetchMarkets" in (config.get("options") or {}):
+        return
+    fm = ex.options.get("fetchMarkets")
+    types = fm.get("types") if isinstance(fm, dict) else fm if isinstance(fm, list) else None
+    if not types or not all(isinstance(t, str) for t in types):
+        return
+    want: set[str] = set()
+    for sym in symbols:
+        if ":" not in sym:
+            want |= {"spot", "margin"}
+            continue
+        base_quote, settle_part = sym.split(":", 1)
+        quote = base_quote.split("/")[-1]
+        settle = settle_part.split("-")[0]
+        dated = "-" in settle_part
+        kind = "linear" if settle == quote else "inverse"
+        want |= {kind, "future" if dated else "swap", "delivery" if dated else "perpetual"}
+        if dated:
+            want |= {"future", "futures"}
+    keep = [t for t in types if t in want]
+    if keep and keep != types:
+        if isinstance(fm, dict):
+            ex.options["fetchMarkets"] = {**fm, "types": keep}
+        else:
+            ex.options["fetchMarkets"] = keep
 
 
 # --------------------------------------------------------------------------------------------
@@ -330,13 +393,17 @@ def fill_interval_hours(df: pl.DataFrame, prev_ts: int | None) -> pl.DataFrame:
 
 def _open_interest(ex, symbol, tf, since, until, limit) -> pl.DataFrame:
     rows = ex.fetch_open_interest_history(symbol, tf, since, limit, {"until": until - 1})
+    market = ex.markets.get(symbol) or {}
+    # ccxt's openInterestAmount is in contracts (OKX: 0.01 BTC); the store keeps base units.
+    # (OHLCV volume needs no such step: ccxt already returns it in base units, e.g. OKX volCcy)
+    size = float(market.get("contractSize") or 1.0) if market.get("linear", True) else 1.0
     ts, amount, value = [], [], []
     for r in rows or []:
         if r.get("timestamp") is None:
             continue
         ts.append(int(r["timestamp"]))
         a, v = r.get("openInterestAmount"), r.get("openInterestValue")
-        amount.append(float(a) if a is not None else None)
+        amount.append(float(a) * size if a is not None else None)
         value.append(float(v) if v is not None else None)
     return pl.DataFrame(
         {"ts": ts, "open_interest": amount, "open_interest_usd": value},
@@ -345,7 +412,12 @@ def _open_interest(ex, symbol, tf, since, until, limit) -> pl.DataFrame:
 
 
 def _long_short(ex, symbol, tf, since, until, limit) -> pl.DataFrame:
-    rows = ex.fetch_long_short_ratio_history(symbol, tf, since, limit, {"until": until - 1})
+    params: dict[str, Any] = {"until": until - 1}
+    if ex.id.startswith("bybit"):
+        # ccxt 4.5 passes bybit's period through unmapped and drops since/until: speak v5 directly
+        tf = {"5m": "5min", "15m": "15min", "30m": "30min"}.get(tf, tf)
+        params = {"startTime": since, "endTime": until - 1}
+    rows = ex.fetch_long_short_ratio_history(symbol, tf, since, limit, params)
     ts, ratio, longs, shorts = [], [], [], []
     for r in rows or []:
         if r.get("timestamp") is None or r.get("longShortRatio") is None:
@@ -396,12 +468,20 @@ class CcxtDownloader:
         #: exchange's limit is always safe)
         self.page_limits = {k: int(v) for k, v in (page_limits or {}).items()}
         self.ex = make_exchange(exchange_id, config)
+        self.config = config
+        install_transport_retry(self.ex, policy, on_retry=self._on_transport_retry)
         self.exchange_id = exchange_id
         self.store = store
         self.policy = policy
         self.progress = progress
         self.log = log or (lambda msg: None)
         self._markets_loaded = False
+
+    def _on_transport_retry(self, n, exc, wait):
+        self.log(f"retry {n}/{self.policy.max_retries} in {wait:.1f}s: {type(exc).__name__}: {str(exc)[:120]}")
+
+    def prepare(self, symbols: list[str]) -> None:
+        restrict_market_types(self.ex, symbols, self.config)
 
     def call(self, fn, what: str):
         def on_retry(n, exc, wait):

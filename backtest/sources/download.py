@@ -138,6 +138,7 @@ def run_download(
 
             dl = CcxtDownloader(exchange, config, st, policy, progress=progress, log=log if progress_on else (lambda m: None),
                                 page_limits=own.get("page_limits"))
+            dl.prepare(symbols)
             for sym in symbols:
                 for ds in datasets:
                     if ds == "tiers":
@@ -196,6 +197,8 @@ def _report(st, exchange: str, r, t0: int, t1: int) -> None:
     n_gaps = 0 if gaps is None else gaps.height
     missing = 0 if gaps is None else int(gaps["missing"].sum() or 0)
     gap_txt = "no gaps" if n_gaps == 0 else f"{n_gaps} gap(s), {missing} missing"
+    if not ts:
+        gap_txt = "the source has no data for this range" if not r.failed else "nothing fetched"
     line = f"{r.dataset} {r.symbol} {r.timeframe}: +{r.rows_added} rows ({r.requests} requests), {len(ts)} stored in {covered}, {gap_txt}"
     if r.note:
         line += f" ({r.note})"

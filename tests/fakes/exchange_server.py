@@ -114,6 +114,18 @@ class FakeExchangeServer:
         h.wfile.flush()
 
     def _fault(self, h, fault: str, path: str) -> None:
+        venue = "bybit" if path.startswith("/v5/") else "okx" if path.startswith("/api/v5/") else "binance"
+        if venue == "bybit" and fault in ("429", "418", "500"):
+            # Bybit: IP limit is HTTP 403; API limit retCode 10006; 10016 "System error"
+            if fault == "418":
+                return self._send(h, 403, b"access too frequent", ctype="text/plain")
+            code, msg = (10006, "Too many visits!") if fault == "429" else (10016, "System error. Please try again later.")
+            body = json.dumps({"retCode": code, "retMsg": msg, "result": {}, "retExtInfo": {}, "time": int(time.time() * 1000)}).encode()
+            return self._send(h, 429 if fault == "429" else 200, body, headers={"Retry-After": "2"} if fault == "429" else None)
+        if venue == "okx" and fault in ("429", "418", "500"):
+            code, msg = ("50011", "Too Many Requests") if fault in ("429", "418") else ("50026", "System error, please try again later.")
+            body = json.dumps({"code": code, "msg": msg, "data": []}).encode()
+            return self._send(h, 429 if fault != "500" else 500, body, headers={"Retry-After": "2"})
         if fault in ("429", "418"):
             msg = "Too many requests; current limit of IP is 2400 requests per minute." if fault == "429" else "Way too many requests; IP banned until 1760130000000."
             body = json.dumps({"code": -1003, "msg": msg}).encode()
@@ -131,7 +143,10 @@ class FakeExchangeServer:
             return self._send(h, 400, json.dumps({"code": -1121, "msg": "Invalid symbol."}).encode())
         if fault == "auth":
             return self._send(h, 401, json.dumps({"code": -2015, "msg": "Invalid API-key, IP, or permissions for action."}).encode())
-        status, body = self._route(urlparse(h.path).path, {k: v[-1] for k, v in parse_qs(urlparse(h.path).query).items()})
+        try:
+            status, body = self._route(urlparse(h.path).path, {k: v[-1] for k, v in parse_qs(urlparse(h.path).query).items()})
+        except KeyError as e:
+            status, body = 404, {"code": -1, "msg": f"not found {e}"}
         raw = json.dumps(body).encode()
         if fault == "cut":  # promise the whole body, send half, hang up
             h.close_connection = True
@@ -191,6 +206,9 @@ class FakeExchangeServer:
             lst = [bybit_instrument(s) for s in self.markets["bybit"]] if cat == "linear" and q.get("status") != "PreLaunch" else []
             return ok({"category": cat, "list": lst, "nextPageCursor": ""})
         sym = q.get("symbol")
+        if path == "/v5/market/risk-limit" and sym is None:
+            lists = [self._bybit(path, {**q, "symbol": m})[1]["result"]["list"] for m in self.markets["bybit"]]
+            return ok({"category": "linear", "list": [t for lst in lists for t in lst], "nextPageCursor": ""})
         if sym not in self.markets["bybit"]:
             return 200, {"retCode": 10001, "retMsg": "params error: symbol invalid", "result": {}, "retExtInfo": {}, "time": 0}
         if path in ("/v5/market/kline", "/v5/market/mark-price-kline", "/v5/market/index-price-kline"):
@@ -218,6 +236,22 @@ class FakeExchangeServer:
             sel = _newest_window(rows, _int(q.get("startTime")), _int(q.get("endTime")), limit, key=lambda r: r["timestamp"])
             lst = [{"openInterest": r["sumOpenInterest"], "timestamp": str(r["timestamp"])} for r in sel]
             return ok({"symbol": sym, "category": "linear", "list": lst, "nextPageCursor": ""})
+        if path == "/v5/market/account-ratio":
+            tf = {"5min": "5m", "15min": "15m", "30min": "30m", "1h": "1h", "4h": "4h", "1d": "1d"}[q["period"]]
+            rows = self.data.get(("binance", "globalLongShortAccountRatio:" + tf, sym), [])
+            limit = min(int(q.get("limit", 50)), 500)
+            sel = _newest_window(rows, _int(q.get("startTime")), _int(q.get("endTime")), limit, key=lambda r: r["timestamp"])
+            lst = [{"symbol": sym, "buyRatio": r["longAccount"], "sellRatio": r["shortAccount"], "timestamp": str(r["timestamp"])} for r in sel]
+            return ok({"list": lst, "nextPageCursor": ""})
+        if path == "/v5/market/risk-limit":
+            # Bybit's documented example tiers for BTCUSDT (values as in the v5 docs' sample response)
+            lst = [
+                {"id": i + 1, "symbol": sym, "riskLimitValue": str(2_000_000 * (i + 1)), "maintenanceMargin": f"{0.005 + 0.005 * i:.3f}",
+                 "initialMargin": f"{0.01 + 0.01 * i:.3f}", "isLowestRisk": 1 if i == 0 else 0, "maxLeverage": f"{100 / (i + 1):.2f}",
+                 "mmDeduction": "" if i == 0 else str(10_000 * i)}
+                for i in range(4)
+            ]
+            return ok({"category": "linear", "list": lst, "nextPageCursor": ""})
         raise KeyError(path)
 
     # OKX v5 ----------------------------------------------------------------------------------
@@ -231,7 +265,8 @@ class FakeExchangeServer:
         bsym = (inst or "").replace("-SWAP", "").replace("-", "")
         if path in ("/api/v5/market/candles", "/api/v5/market/history-candles", "/api/v5/market/mark-price-candles",
                     "/api/v5/market/history-mark-price-candles", "/api/v5/market/index-candles", "/api/v5/market/history-index-candles"):
-            kind = "markPriceKlines" if "mark" in path else "indexPriceKlines" if "index" in path else "klines"
+            last = path.rsplit("/", 1)[-1]
+            kind = "markPriceKlines" if "mark" in last else "indexPriceKlines" if "index" in last else "klines"
             tf = OKX_TF[q.get("bar", "1m")]
             rows = self.data.get(("binance", kind + ":" + tf, bsym), [])
             limit = min(int(q.get("limit", 100)), 300 if kind == "klines" else 100)
@@ -248,6 +283,22 @@ class FakeExchangeServer:
                  "realizedRate": r["fundingRate"], "fundingTime": str(r["fundingTime"]), "method": "current_period"}
                 for r in sel
             ])
+        if path == "/api/v5/public/position-tiers":
+            fam = q.get("instFamily") or q.get("uly")
+            # the shape of OKX's documented sample (sizes in contracts)
+            tiers = [("1", "0", "500", "0.004", "0.01", "100"), ("2", "500", "1000", "0.005", "0.0125", "80"),
+                     ("3", "1000", "2000", "0.01", "0.02", "50")]
+            return ok([{"baseMaxLoan": "", "imr": imr, "instFamily": fam, "instId": "", "maxLever": lev, "maxSz": mx, "minSz": mn,
+                        "mmr": mmr, "optMgnFactor": "0", "quoteMaxLoan": "", "tier": t, "uly": fam} for t, mn, mx, mmr, imr, lev in tiers])
+        if path in ("/api/v5/rubik/stat/contracts/open-interest-history", "/api/v5/rubik/stat/contracts/long-short-account-ratio-contract"):
+            tf = OKX_TF[q.get("period", "5m")]
+            oi = "open-interest" in path
+            rows = self.data.get(("binance", ("openInterestHist:" if oi else "globalLongShortAccountRatio:") + tf, bsym), [])
+            limit = min(int(q.get("limit", 100)), 100)
+            sel = _okx_window(rows, _int(q.get("begin")), _int(q.get("end")), limit, key=lambda r: r["timestamp"])
+            if oi:  # [ts, oi in contracts (ctVal 0.01), oiCcy in base, oiUsd]
+                return ok([[str(r["timestamp"]), f"{float(r['sumOpenInterest']) * 100:.2f}", r["sumOpenInterest"], r["sumOpenInterestValue"]] for r in sel])
+            return ok([[str(r["timestamp"]), r["longShortRatio"]] for r in sel])
         raise KeyError(path)
 
 
