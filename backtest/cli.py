@@ -368,6 +368,107 @@ def sweep(
     )
 
 
+# ------------------------------------------------------------------------------------------
+# replay and cascade (owner: kernels/simulate)
+# ------------------------------------------------------------------------------------------
+def _run_sim(event: str, mode: str, symbol, config, set_, out, shock, store) -> None:
+    import time
+
+    from backtest.params import parse_set_options
+    from backtest.report.build import load_config
+    from backtest.simulate import run_event
+
+    overrides = {**load_config(config), **parse_set_options(set_)}
+    symbols = list(symbol) if symbol else None
+    t0 = time.perf_counter()
+    progress = _sim_progress()
+    try:
+        res = run_event(event, mode=mode, overrides=overrides, shock=shock, symbols=symbols, store=store, progress=progress)
+    finally:
+        if progress is not None:
+            progress.close()
+    res.write(out)
+    _print_sim_summary(res.summary, time.perf_counter() - t0, out)
+
+
+def _sim_progress():
+    """A rich status line on stderr when stderr is a terminal, else None."""
+    if not sys.stderr.isatty():
+        return None
+    from rich.console import Console
+
+    status = Console(stderr=True).status("starting")
+    status.start()
+
+    class _P:
+        def __call__(self, what: str, i: int, n: int) -> None:
+            status.update(f"{what} ({i + 1}/{n})")
+
+        def close(self) -> None:
+            status.stop()
+
+    return _P()
+
+
+def _print_sim_summary(s: dict, seconds: float, out: Path) -> None:
+    import polars as pl
+
+    def usd(x):
+        return "-" if x is None else f"${x / 1e9:,.3f}B" if abs(x) >= 1e8 else f"${x / 1e6:,.2f}M"
+
+    rows = [
+        ("event", f"{s['event']} ({s['mode']}{', shock ' + s['shock'] if s.get('shock') else ''})"),
+        ("symbols", ", ".join(f"{k} ({v} price)" for k, v in s["price_source"].items())),
+        ("positions", f"{s['positions']:,}"),
+        ("open notional", usd(s["open_notional_usd"])),
+        ("liquidated", f"{usd(s['liquidated_notional_usd'])}  (long {usd(s['long_liquidated_usd'])}, short {usd(s['short_liquidated_usd'])})"),
+        ("long share", "-" if s["long_share"] is None else f"{s['long_share']:.3f}"),
+        ("peak minute", f"{s['peak_minute'] or '-'}  {usd(s['peak_minute_notional_usd'])}"),
+        ("max cascade depth", str(s["max_cascade_depth"])),
+        ("amplification", f"{s['amplification']:.3f}"),
+        ("branching ratio", f"{s['branching_ratio']:.3f}"),
+        ("ADL", usd(s["adl_notional_usd"])),
+        ("insurance fund min", usd(s["insurance_fund_min_usd"])),
+        ("seed", str(s["seed"])),
+    ]
+    print_frame(pl.DataFrame({"metric": [r[0] for r in rows], "value": [r[1] for r in rows]}), "summary")
+    typer.echo(f"wrote {out}/summary.json, bars, liquidations, clusters, liq_map, heatmap (.parquet) in {seconds:.1f} s")
+
+
+ConfigOpt = typer.Option(None, "--config", help="TOML file of flat parameters (top-level keys or a [params] table).")
+OutOpt = typer.Option(..., "--out", help="Folder for summary.json, bars/liquidations/clusters/liq_map/heatmap.parquet.")
+SymbolOpt = typer.Option(None, "--symbol", help="ccxt symbol (repeatable); default: all the event's symbols.")
+
+
+@app.command()
+@user_errors
+def replay(
+    event: str = typer.Argument(..., help="Event id, e.g. 2025-10-10 (see 'backtest events list')."),
+    symbol: Optional[List[str]] = SymbolOpt,
+    config: Optional[Path] = ConfigOpt,
+    set_: Optional[List[str]] = SetOpt,
+    out: Path = OutOpt,
+    store: Optional[str] = StoreOpt,
+) -> None:
+    """Replay an event through the observed path (no price feedback)."""
+    _run_sim(event, "replay", symbol, config, set_, out, None, store)
+
+
+@app.command()
+@user_errors
+def cascade(
+    event: str = typer.Argument(..., help="Event id, e.g. 2025-10-10 (see 'backtest events list')."),
+    shock: Optional[str] = typer.Option(None, "--shock", help="Exogenous shock, e.g. -5%@2025-10-10T21:00Z (default: the observed path)."),
+    symbol: Optional[List[str]] = SymbolOpt,
+    config: Optional[Path] = ConfigOpt,
+    set_: Optional[List[str]] = SetOpt,
+    out: Path = OutOpt,
+    store: Optional[str] = StoreOpt,
+) -> None:
+    """Run an event with feedback: forced orders move the price, round after round."""
+    _run_sim(event, "cascade", symbol, config, set_, out, shock, store)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -314,7 +314,8 @@ def synthetic_population(
     seed: int = 0,
     long_share: float = 0.6,
     entry_spread: float = 0.03,
-    leverage: tuple[float, ...] = (2, 5, 10, 20, 25, 50, 75, 100, 125),
+    leverage: tuple[float, ...] = (2, 3, 5, 10, 20, 25, 50, 75, 100, 125),
+    leverage_weights: tuple[float, ...] = (0.1, 0.1, 0.2, 0.25, 0.15, 0.05, 0.08, 0.03, 0.03, 0.01),
     stop_share: float = 0.2,
     tick: float | None = None,
 ) -> dict[str, np.ndarray]:
@@ -329,11 +330,12 @@ def synthetic_population(
     entry = price * (1.0 + rng.normal(0.0, entry_spread, n))
     if tick:
         entry = np.round(entry / tick) * tick
-    lev = np.asarray(leverage, dtype=np.float64)[rng.integers(0, len(leverage), n)]
-    notional = np.exp(rng.normal(8.0, 1.5, n))
+    lw = np.asarray(leverage_weights, dtype=np.float64)
+    lev = np.asarray(leverage, dtype=np.float64)[np.searchsorted(np.cumsum(lw / lw.sum()), rng.random(n), side="right").clip(0, len(leverage) - 1)]
+    notional = np.exp(rng.normal(6.0, 1.5, n))  # mean ~$1,250: 10 M rows ~ $12B, Binance-BTC-sized
     qty = notional / entry
     margin = notional / lev
-    tier = (notional > 250_000).astype(np.uint8)
+    tier = (notional > 50_000).astype(np.uint8)
     mmr = np.where(tier == 0, 0.004, 0.005)
     cum = np.where(tier == 0, 0.0, 250.0)
     s = side.astype(np.float64)
@@ -441,6 +443,8 @@ class Prepared:
     sim_params: SimParams
     populations: dict[str, PopEntry]
     store: Any = None
+    #: the overrides given to prepare(); simulate_prepared applies its own on top of them
+    overrides: dict = field(default_factory=dict)
     _pop_cache: dict = field(default_factory=dict, repr=False)
 
 
@@ -470,7 +474,7 @@ def prepare(event_id: Any, overrides: dict | None = None, symbols: list[str] | N
             progress(f"loading {s}", i, len(syms))
         markets[s] = load_market(st, ev.exchange, s, ev.start_ms, ev.end_ms, ev.lookback_start_ms)
         pops[s] = _build_population(ev, s, pop_params, st, markets[s])
-    prep = Prepared(ev, syms, markets, pop_params, sim, pops, st)
+    prep = Prepared(ev, syms, markets, pop_params, sim, pops, st, dict(overrides or {}))
     prep._pop_cache[_pop_key(pop_params)] = pops
     return prep
 
@@ -487,7 +491,7 @@ def simulate_prepared(prepared: Prepared, overrides: dict | None = None, mode: s
         raise SimError(f"mode must be 'replay' or 'cascade', got {mode!r}")
     if shock is not None and mode != "cascade":
         raise SimError("a shock needs mode='cascade'")
-    merged = dict(overrides or {})
+    merged = {**prepared.overrides, **(overrides or {})}
     pop_params, sim = resolve_params(merged)
     ev = prepared.event
     key = _pop_key(pop_params)

@@ -109,7 +109,12 @@ def _crossed(s, p, thr):
 
 @njit(cache=True)
 def _impact(model, net_usd, coef, sigma, volume, depth):
-    """Log-price move caused by a net forced flow (USD, + = buys)."""
+    """Log-price displacement caused by a cumulative net forced flow (USD, + = buys).
+
+    Square-root law on the flow accumulated since round 0 of the path point (the cascade acts
+    as one metaorder: each round adds the *increment* of the displacement, so the marginal
+    impact falls as the cascade grows); linear depth is additive.
+    """
     if net_usd == 0.0 or model == IMPACT_NONE:
         return 0.0
     a = abs(net_usd)
@@ -247,6 +252,8 @@ def simulate_nb(
             p_from = p_prev
             r = 0
             depth_pt = 0
+            qcum = np.int64(0)
+            imp_prev = 0.0
             while True:
                 # ---- find what this price triggers -------------------------------------
                 nt = 0
@@ -326,7 +333,10 @@ def simulate_nb(
                 if r > 0:
                     depth_pt = r
                 # ---- impact of this round's forced orders ------------------------------
-                dlog = _impact(model, (buy - sell) / USD_SCALE, coef, sigma, volume, depth)
+                qcum += buy - sell
+                imp = _impact(model, qcum / USD_SCALE, coef, sigma, volume, depth)
+                dlog = imp - imp_prev
+                imp_prev = imp
                 p_after = p * np.exp(dlog) if dlog != 0.0 else p
                 E += dlog
                 # ---- fills, fees, insurance fund ---------------------------------------

@@ -1,0 +1,152 @@
+"""Kernel benchmarks against DESIGN §11 (one core; numba compile time reported apart).
+
+Targets:
+- 10 M positions x 86,400 one-second bars, cascades and funding: sort + simulation <= 1 s;
+- 1 M positions x 1,440 bars: <= 0.1 s, and >= 100x faster than the reference kernel (scan every
+  position every round) in the same run; >= 1,000x at 86,400 bars (the reference is timed on a
+  slice of the bars and extrapolated linearly, and says so);
+- process start with a warm numba cache (`backtest replay`): <= 2.5 s (see bench_cli.py).
+
+Run: .venv/bin/python benchmarks/bench_kernels.py [--quick]
+Populations and paths are synthetic (backtest.simulate.synthetic_population; a seeded random walk
+with a crash, funding settlements every 8 hours).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import numpy as np  # noqa: E402
+
+from backtest import records as R  # noqa: E402
+
+
+def make_path(nbars: int, bar_s: float, price: float = 100_000.0, seed: int = 1, crash: float = -0.08) -> dict[str, np.ndarray]:
+    """Random walk (3 %/day) with a crash of ``crash`` over 1 % of the bars, partial rebound."""
+    rng = np.random.default_rng(seed)
+    sig = 0.03 * np.sqrt(bar_s / 86_400.0)
+    r = rng.normal(0.0, sig, nbars)
+    a, b = int(nbars * 0.55), int(nbars * 0.56)
+    r[a:b] += np.log1p(crash) / max(1, b - a)
+    r[b : b + (b - a) * 5] += -0.5 * np.log1p(crash) / max(1, (b - a) * 5)
+    c = price * np.exp(np.cumsum(r))
+    o = np.r_[price, c[:-1]]
+    wig = np.abs(rng.normal(0.0, sig / 2, nbars))
+    h = np.maximum(o, c) * (1 + wig)
+    lo = np.minimum(o, c) * (1 - wig)
+    ts = (np.arange(nbars, dtype=np.int64) * int(bar_s * 1000)) + 1_760_000_000_000
+    fr = np.zeros(nbars)
+    step = int(8 * 3600 / bar_s)
+    if step > 0:
+        fr[step::step] = 0.0001
+    return {"ts": ts, "open": o, "high": h, "low": lo, "close": c, "volume_usd": np.zeros(nbars), "funding_rate": fr}
+
+
+def prm_for(bar_ms: int, n: int, mode: str = "cascade") -> np.ndarray:
+    prm = np.zeros(R.KP_SIZE)
+    prm[R.KP_IMPACT_MODEL] = R.IMPACT_SQRT if mode == "cascade" else R.IMPACT_NONE
+    prm[R.KP_IMPACT_COEF] = 1.0
+    prm[R.KP_SIGMA] = 0.03
+    # daily volume scaled with the population so cascades have similar depth at any n
+    prm[R.KP_VOLUME] = 20e9 * 0.25 * n / 10_000_000
+    prm[R.KP_DEPTH] = 0.0
+    prm[R.KP_HALF_LIFE_S] = 60.0
+    prm[R.KP_FUND0] = 1e9 * n / 10_000_000
+    prm[R.KP_CLEARANCE] = 0.0125
+    prm[R.KP_TAKER] = 0.0005
+    prm[R.KP_MAX_ROUNDS] = 200 if mode == "cascade" else 0
+    prm[R.KP_DD_DIR] = -1
+    prm[R.KP_BAR_MS] = bar_ms
+    return prm
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="smaller sizes (smoke test)")
+    args = ap.parse_args()
+    from backtest.simulate import build_lists, run_kernel, synthetic_population
+
+    print("cascade backtester - kernel benchmarks (DESIGN §11), one core")
+    # ---- compile (or load from the numba cache) -------------------------------------------
+    t0 = time.perf_counter()
+    tiny = synthetic_population(1000, seed=3)
+    tb = make_path(100, 60.0)
+    run_kernel(tiny, tb, prm_for(60_000, 1000))
+    run_kernel(tiny, tb, prm_for(60_000, 1000), reference=True)
+    compile_s = time.perf_counter() - t0
+    print(f"compile/load (numba cache, first call incl. import): {compile_s:6.2f} s  (not in the figures below)")
+
+    results = []
+
+    def fast(pop, bars, prm, reps=3):
+        best = None
+        for _ in range(reps):
+            t = time.perf_counter()
+            lists = build_lists(pop)
+            t1 = time.perf_counter()
+            out = run_kernel(pop, bars, prm, lists=lists)
+            t2 = time.perf_counter()
+            if best is None or t2 - t < best[0]:
+                best = (t2 - t, t1 - t, t2 - t1, out)
+        return best
+
+    # ---- A: 10 M x 86,400 ------------------------------------------------------------------
+    n_big = 1_000_000 if args.quick else 10_000_000
+    t = time.perf_counter()
+    pop = synthetic_population(n_big, seed=7)
+    gen_s = time.perf_counter() - t
+    bars = make_path(86_400, 1.0)
+    tot, srt, sim, out = fast(pop, bars, prm_for(1000, n_big), reps=2)
+    liq = int(np.sum(out["exit_code"] == R.EXIT_LIQUIDATED))
+    print(f"\nA. {n_big:,} positions x 86,400 1-s bars, cascade (sqrt impact) + 3 funding settlements")
+    print(f"   population generation (synthetic, not timed in target): {gen_s:.2f} s")
+    print(f"   sort {srt:.3f} s + simulate {sim:.3f} s = {tot:.3f} s   target <= 1 s   {'PASS' if tot <= 1.0 else 'FAIL'}")
+    print(f"   liquidated {liq:,} rows, stopped {int(np.sum(out['exit_code'] == R.EXIT_STOPPED)):,}, ADL {int(np.sum(out['exit_code'] == R.EXIT_ADL)):,}, max cascade depth {int(out['stats'][R.ST_MAX_DEPTH])}")
+    results.append(("10M x 86,400 sort+sim", tot, 1.0))
+    del pop, out
+
+    # ---- B: 1 M x 1,440 and the reference ----------------------------------------------------
+    n = 1_000_000
+    pop = synthetic_population(n, seed=11)
+    bars = make_path(1_440, 60.0)
+    prm = prm_for(60_000, n)
+    tot, srt, sim, out = fast(pop, bars, prm, reps=3)
+    t = time.perf_counter()
+    ref = run_kernel(pop, bars, prm, reference=True)
+    ref_s = time.perf_counter() - t
+    same = all(np.array_equal(out[k], ref[k], equal_nan=True) for k in ("exit_code", "exit_ts", "fill", "bar_i", "bar_f", "stats"))
+    ratio = ref_s / tot
+    print(f"\nB. {n:,} positions x 1,440 1-min bars, cascade")
+    print(f"   fast: sort {srt:.4f} s + simulate {sim:.4f} s = {tot:.4f} s   target <= 0.1 s   {'PASS' if tot <= 0.1 else 'FAIL'}")
+    print(f"   reference (scan every position every round): {ref_s:.2f} s   outputs identical: {same}")
+    print(f"   speed-up {ratio:,.0f}x   target >= 100x   {'PASS' if ratio >= 100 else 'FAIL'}")
+    results.append(("1M x 1,440 sort+sim", tot, 0.1))
+
+    # ---- C: 1 M x 86,400 vs reference (reference on a slice, extrapolated) ------------------
+    bars = make_path(86_400, 1.0)
+    prm = prm_for(1000, n)
+    tot, srt, sim, out = fast(pop, bars, prm, reps=2)
+    k = 2_000 if not args.quick else 500
+    sl = {kk: v[:k] for kk, v in bars.items()}
+    t = time.perf_counter()
+    run_kernel(pop, sl, prm, reference=True)
+    ref_k = time.perf_counter() - t
+    ref_est = ref_k * 86_400 / k
+    print(f"\nC. {n:,} positions x 86,400 1-s bars, cascade")
+    print(f"   fast: {tot:.3f} s (sort {srt:.3f} + simulate {sim:.3f})")
+    print(f"   reference: {ref_k:.2f} s for the first {k:,} bars -> {ref_est:,.0f} s extrapolated to 86,400")
+    print(f"   speed-up {ref_est / tot:,.0f}x   target >= 1,000x   {'PASS' if ref_est / tot >= 1000 else 'FAIL'}")
+
+    print("\nsummary")
+    for name, v, target in results:
+        print(f"   {name:28s} {v:8.3f} s   target <= {target} s")
+
+
+if __name__ == "__main__":
+    main()
