@@ -211,7 +211,6 @@ def test_unknown_symbol_and_missing_dataset_messages(tmp_path, server):
 def test_lacking_dataset_is_skipped_with_a_clear_message(tmp_path, server, monkeypatch):
     import ccxt
 
-    monkeypatch.setitem(ccxt.binanceusdm.describe(ccxt.binanceusdm())["has"], "fetchLongShortRatioHistory", False)
     orig = ccxt.binanceusdm.describe
 
     def describe(self):

@@ -36,7 +36,7 @@ from backtest.store import EVENT_TIMEFRAME, Store, now_ms, timeframe_ms
 
 DEFAULT_BASE_URL = "https://data.binance.vision"
 _KIND = {"ohlcv": "klines", "mark": "markPriceKlines", "index": "indexPriceKlines"}
-_KLINE_TFS = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1mo")
+_KLINE_TFS = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w")
 _MONTHLY_MIN_DAYS = 8  # fetch a month's file when more than this many of its days are missing
 _METRICS_TF = "5m"
 

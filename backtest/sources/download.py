@@ -53,13 +53,14 @@ class Progress:
 
     def __init__(self, enabled: bool):
         self._p = None
+        self._totals: dict = {}
         if enabled:
             from rich.console import Console
             from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
 
             self._p = RichProgress(
                 TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeRemainingColumn(),
-                console=Console(stderr=True), transient=False,
+                console=Console(stderr=True), transient=False, redirect_stdout=False, redirect_stderr=False,
             )
 
     def __enter__(self):
@@ -72,7 +73,11 @@ class Progress:
             self._p.stop()
 
     def add(self, description: str, total: float):
-        return self._p.add_task(description, total=total) if self._p else None
+        if not self._p:
+            return None
+        task = self._p.add_task(description, total=total)
+        self._totals[task] = total
+        return task
 
     def advance(self, task, amount: float) -> None:
         if self._p is not None and task is not None:
@@ -80,15 +85,28 @@ class Progress:
 
     def done(self, task) -> None:
         if self._p is not None and task is not None:
-            self._p.update(task, completed=self._p.tasks[task].total if isinstance(task, int) and task < len(self._p.tasks) else None)
+            self._p.update(task, completed=self._totals.get(task))
 
     def log(self, msg: str) -> None:
         if self._p is not None:
             self._p.console.print(msg, highlight=False)
 
 
+_OUT: list[tuple[bool, str]] = []  # (to stderr, line), printed once the progress bars are gone
+
+
 def _eprint(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    _OUT.append((True, msg))
+
+
+def _print(msg: str) -> None:
+    _OUT.append((False, msg))
+
+
+def _flush() -> None:
+    while _OUT:
+        err, msg = _OUT.pop(0)
+        print(msg, file=sys.stderr if err else sys.stdout, flush=True)
 
 
 def run_download(
@@ -131,8 +149,16 @@ def run_download(
 
     progress_on = sys.stderr.isatty() and not os.environ.get("BACKTEST_NO_PROGRESS")
     results = []
+    _OUT.clear()
+    try:
+        return _run(exchange, symbols, datasets, timeframe, t0, t1, source, config, own, policy, st, progress_on, results)
+    finally:
+        _flush()
+
+
+def _run(exchange, symbols, datasets, timeframe, t0, t1, source, config, own, policy, st, progress_on, results) -> int:
     with Progress(progress_on) as progress:
-        log = progress.log if progress_on else _eprint
+        log = progress.log if progress_on else (lambda m: print(m, file=sys.stderr, flush=True))
         if source == "ccxt":
             from backtest.sources.ccxt_source import CcxtDownloader
 
@@ -172,7 +198,7 @@ def _report(st, exchange: str, r, t0: int, t1: int) -> None:
 
     if r.skipped:
         _eprint(f"{r.dataset} {r.symbol}: {r.note}")
-        print(f"{r.dataset} {r.symbol}: skipped ({r.note})", flush=True)
+        _print(f"{r.dataset} {r.symbol}: skipped ({r.note})")
         return
     if r.dataset == "tiers":
         line = f"tiers {r.symbol}: {r.rows_added} tiers stored in {st.tiers_path(exchange)}"
@@ -181,7 +207,7 @@ def _report(st, exchange: str, r, t0: int, t1: int) -> None:
         if r.failed:
             line += f"; FAILED: {r.error}"
             _eprint(f"tiers {r.symbol}: not downloaded: {r.error}")
-        print(line, flush=True)
+        _print(line)
         return
     ts = st.stored_ts(r.dataset, exchange, r.symbol, r.timeframe, t0, t1)
     if ts:
@@ -202,10 +228,10 @@ def _report(st, exchange: str, r, t0: int, t1: int) -> None:
     line = f"{r.dataset} {r.symbol} {r.timeframe}: +{r.rows_added} rows ({r.requests} requests), {len(ts)} stored in {covered}, {gap_txt}"
     if r.note:
         line += f" ({r.note})"
-    print(line, flush=True)
+    _print(line)
     if gaps is not None and n_gaps:
         for row in gaps.head(5).iter_rows(named=True):
-            print(f"  gap {row['gap_start']:%Y-%m-%dT%H:%M:%SZ} .. {row['gap_end']:%Y-%m-%dT%H:%M:%SZ} ({row['missing']} missing)", flush=True)
+            _print(f"  gap {row['gap_start']:%Y-%m-%dT%H:%M:%SZ} .. {row['gap_end']:%Y-%m-%dT%H:%M:%SZ} ({row['missing']} missing)")
     if r.failed:
         ranges = ", ".join(f"{ms_to_iso(a)}..{ms_to_iso(b)}" for a, b in r.failed[:5])
         more = f" and {len(r.failed) - 5} more" if len(r.failed) > 5 else ""
