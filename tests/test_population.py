@@ -69,6 +69,7 @@ def test_contract_fields_dtypes_and_target():
     assert set(pop.arrays) == set(POPULATION_FIELDS)
     assert len(pop) == 50_000
     assert pop.open_notional_usd == pytest.approx(15e9, rel=1e-6)
+    assert pop.open_notional_usd == pytest.approx(open_notional(pop.arrays), rel=1e-12)
     assert open_notional(pop.arrays, 1) / pop.open_notional_usd == pytest.approx(0.6, rel=1e-6)
     a = pop.arrays
     assert np.all(a["qty"] > 0) and np.all(a["weight"] > 0)
