@@ -163,14 +163,15 @@ def tier_arrays(tiers: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 @njit(cache=True, error_model="numpy")
 def tier_index_nb(notional, lo, hi):
-    """Index of the tier whose [floor, cap) holds ``notional`` (cap inclusive for the last tier);
-    -1 when the notional is outside the table. Binance brackets are (floor, cap]; the boundary
-    convention does not change the price because MM is continuous at the boundaries."""
+    """Index of the tier whose (floor, cap] holds ``notional`` (Binance's ``notionalFloor`` /
+    ``notionalCap``: a notional equal to a cap belongs to that bracket; 0 to the first);
+    -1 when the notional is outside the table. The convention only decides which tier's max
+    leverage applies at an exact boundary: MM itself is continuous there."""
     n = lo.shape[0]
     if notional < lo[0] or notional > hi[n - 1]:
         return -1
     for i in range(n):
-        if notional < hi[i]:
+        if notional <= hi[i]:
             return i
     return n - 1
 

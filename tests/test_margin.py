@@ -257,6 +257,14 @@ def test_adl_key_orders_profit_and_leverage():
     assert m.adl_rank_key("hyperliquid", -1, 100.0, 90.0, 10.0, 50.0) > m.adl_rank_key("hyperliquid", -1, 100.0, 90.0, 10.0, 500.0)
 
 
+def test_bracket_boundaries_follow_binance_floor_cap():
+    # notionalCap is inclusive: 50,000 of BTCUSDT is still bracket 1 (125x)
+    assert m.tier_for_notional(SYNTH_TIERS, 50_000)[0] == 0
+    assert m.tier_for_notional(SYNTH_TIERS, 50_000.01)[0] == 1
+    assert m.tier_for_notional(SYNTH_TIERS, 0)[0] == 0
+    assert liquidation_price("binance", 1, 50_000.0, 1.0, 400.0, tiers=SYNTH_TIERS) > 0  # 125x allowed at the cap
+
+
 def test_tier_arrays_and_derived_cum():
     lo, hi, rate, cum, lev = m.tier_arrays(SYNTH_TIERS)
     assert list(cum[:4]) == [0, 50, 950, 11450]

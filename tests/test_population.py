@@ -118,7 +118,7 @@ def test_leverage_margin_and_stop_rules():
     a = build(p).arrays
     notional = a["entry"] * a["qty"]
     lo, hi, rate, cum, lev = margin.tier_arrays(btc_tiers())
-    t_entry = np.searchsorted(hi, notional, side="right")
+    t_entry = np.searchsorted(hi, notional, side="left")  # (floor, cap] brackets
     assert np.all(a["leverage"] <= lev[t_entry] * (1 + 1e-6))  # capped by the entry tier
     assert np.all(a["leverage"] >= 1)
     iso = a["margin_mode"] == 0

@@ -136,13 +136,13 @@ def binance_liq_from_tier(s, entry, qty, margin, t0, t_lo, t_hi, t_mmr, t_cum):
         if not (p > 0.0):
             return 0.0, t0
         nl = qty * p
-        if nl >= t_lo[t0]:
+        if nl > t_lo[t0] or t0 == 0:
             return p, t0
     else:
         if not (p > 0.0) or not np.isfinite(p):
             return np.inf, t0
         nl = qty * p
-        if nl < t_hi[t0]:
+        if nl <= t_hi[t0]:
             return p, t0
     return liq_price_binance_nb(s, entry, qty, margin, t_lo, t_hi, t_mmr, t_cum, 0, 1.0)
 
