@@ -17,8 +17,8 @@ liquidation price becomes ``liq + F / (1 - side * mmr)`` and its bankruptcy pric
 so the list's order holds. Cross positions are treated like isolated ones with their allotted
 collateral (population simplification).
 
-Fills: the worse of the trigger level (clipped to the price the move started from) and the price
-after the round's own impact. Liquidations pay the clearance fee out of what margin remains into
+Fills: the trigger level (clipped to the price the move started from), moved by the round's own
+impact when that impact goes against the position (forced sells fill lower, forced buys higher). Liquidations pay the clearance fee out of what margin remains into
 the insurance fund; a fill beyond the bankruptcy price is a deficit the fund covers; what it
 cannot cover is auto-deleveraged at the bar's end: opposite positions, highest ADL rank first
 (:func:`backtest.margin.adl_key_nb`), closed at the current price until their notional covers
@@ -337,7 +337,8 @@ def simulate_nb(
                 imp = _impact(model, qcum / USD_SCALE, coef, sigma, volume, depth)
                 dlog = imp - imp_prev
                 imp_prev = imp
-                p_after = p * np.exp(dlog) if dlog != 0.0 else p
+                fac = np.exp(dlog)
+                p_after = p * fac if dlog != 0.0 else p
                 E += dlog
                 # ---- fills, fees, insurance fund ---------------------------------------
                 fund_in = np.int64(0)
@@ -351,10 +352,10 @@ def simulate_nb(
                     lvl = blvl[jj]
                     if s > 0:
                         lv = min(lvl, p_from)
-                        f = min(lv, p_after)
+                        f = lv * fac if fac < 1.0 else lv
                     else:
                         lv = max(lvl, p_from)
-                        f = max(lv, p_after)
+                        f = lv * fac if fac > 1.0 else lv
                     fill[i] = f
                     exit_round[i] = r
                     if r == 0 and p_from != p:

@@ -1,0 +1,269 @@
+"""Kernels: the fast kernel equals the reference scan exactly; invariants of replay and cascade.
+
+Populations here are *synthetic* (backtest.simulate.synthetic_population or built inline), with
+exact ties (prices on a tick grid, path points placed on thresholds) and near-ties (thresholds
+one ulp apart). The numba functions are compiled once per process (cache=True shares them
+across runs); the module fixture warms them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from backtest import records as R
+from backtest.simulate import build_lists, run_kernel, synthetic_population
+
+OUT_KEYS = ("exit_code", "exit_ts", "fill", "exit_round", "bar_i", "bar_f", "round_units", "stats")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def warm_kernels():
+    pop = synthetic_population(50, price=100.0, seed=1)
+    bars = make_bars(np.array([100.0, 99.0, 101.0]), 60_000)
+    run_kernel(pop, bars, make_prm("sqrt"))
+    run_kernel(pop, bars, make_prm("sqrt"), reference=True)
+
+
+def make_bars(close: np.ndarray, bar_ms: int, wig: float = 0.0, funding_every: int = 0, rate: float = 1e-4) -> dict:
+    close = np.asarray(close, dtype=np.float64)
+    n = close.size
+    op = np.r_[close[0], close[:-1]]
+    hi = np.maximum(op, close) * (1 + wig)
+    lo = np.minimum(op, close) * (1 - wig)
+    fr = np.zeros(n)
+    if funding_every:
+        fr[funding_every::funding_every] = rate
+    return {
+        "ts": np.arange(n, dtype=np.int64) * bar_ms + 1_700_000_000_000,
+        "open": op, "high": hi, "low": lo, "close": close,
+        "volume_usd": np.zeros(n), "funding_rate": fr,
+    }
+
+
+def make_prm(model: str, *, fund: float = 1e12, volume: float = 1e8, depth: float = 1e6, half_life: float = 60.0,
+             max_rounds: int = 50, bar_ms: int = 60_000) -> np.ndarray:
+    prm = np.zeros(R.KP_SIZE)
+    prm[R.KP_IMPACT_MODEL] = R.IMPACT_MODELS[model]
+    prm[R.KP_IMPACT_COEF] = 1.0
+    prm[R.KP_SIGMA] = 0.03
+    prm[R.KP_VOLUME] = volume
+    prm[R.KP_DEPTH] = depth
+    prm[R.KP_HALF_LIFE_S] = half_life
+    prm[R.KP_FUND0] = fund
+    prm[R.KP_CLEARANCE] = 0.0125
+    prm[R.KP_TAKER] = 0.0005
+    prm[R.KP_MAX_ROUNDS] = max_rounds if model != "none" else 0
+    prm[R.KP_DD_DIR] = -1
+    prm[R.KP_BAR_MS] = bar_ms
+    return prm
+
+
+def assert_same(a: dict, b: dict) -> None:
+    for k in OUT_KEYS:
+        x, y = a[k], b[k]
+        if x.dtype.kind == "f":
+            assert np.array_equal(x, y, equal_nan=True), k
+        else:
+            assert np.array_equal(x, y), k
+
+
+def tie_population(rng: np.random.Generator, n: int, price: float, tick: float, near: bool) -> dict:
+    pop = synthetic_population(n, price=price, seed=int(rng.integers(0, 2**31)), tick=tick, stop_share=float(rng.uniform(0, 0.5)))
+    if near and n > 2:
+        # near-ties: copy some thresholds and move them one ulp up or down
+        k = max(1, n // 5)
+        src = rng.integers(0, n, k)
+        dst = rng.integers(0, n, k)
+        same_grp = (pop["side"][src] == pop["side"][dst]) & (pop["tier"][src] == pop["tier"][dst])
+        src, dst = src[same_grp], dst[same_grp]
+        direction = np.where(rng.random(src.size) < 0.5, -np.inf, np.inf)
+        pop["liq_price"][dst] = np.nextafter(pop["liq_price"][src], direction)
+    return pop
+
+
+def path_through(rng: np.random.Generator, pop: dict, price: float, nbars: int) -> np.ndarray:
+    """Closes that land exactly on some thresholds and stops, plus a random walk."""
+    walk = price * np.exp(np.cumsum(rng.normal(0, 0.01, nbars)))
+    th = pop["liq_price"][np.isfinite(pop["liq_price"]) & (pop["liq_price"] > 0)]
+    stp = pop["stop_price"][np.isfinite(pop["stop_price"])]
+    cand = np.r_[th, stp]
+    if cand.size:
+        k = min(nbars // 2, cand.size)
+        pos = rng.choice(nbars, k, replace=False)
+        walk[pos] = rng.choice(cand, k)
+    return walk
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    n=st.integers(1, 400),
+    nbars=st.integers(1, 40),
+    model=st.sampled_from(["none", "sqrt", "linear"]),
+    tick=st.sampled_from([None, 0.5, 5.0]),
+    near=st.booleans(),
+    fund=st.sampled_from([0.0, 50.0, 1e12]),
+    funding_every=st.sampled_from([0, 3, 8]),
+    half_life=st.sampled_from([1.0, 60.0, float("inf")]),
+    bucket=st.sampled_from([1, 4, 256]),
+)
+def test_fast_equals_reference(seed, n, nbars, model, tick, near, fund, funding_every, half_life, bucket):
+    rng = np.random.default_rng(seed)
+    price = 100.0
+    pop = tie_population(rng, n, price, tick or 0.0, near)
+    closes = path_through(rng, pop, price, nbars)
+    bars = make_bars(closes, 60_000, wig=float(rng.uniform(0, 0.01)), funding_every=funding_every, rate=float(rng.choice([1e-4, -3e-4, 0.01])))
+    # small books so the impact matters: notional ~ n * 400 USD
+    prm = make_prm(model, fund=fund, volume=float(n) * 2e3, depth=float(n) * 50.0, half_life=half_life)
+    fast = run_kernel(pop, bars, prm, lists=build_lists(pop, bucket))
+    ref = run_kernel(pop, bars, prm, reference=True)
+    assert_same(fast, ref)
+    check_invariants(pop, bars, fast)
+
+
+def check_invariants(pop: dict, bars: dict, out: dict) -> None:
+    code = out["exit_code"]
+    hit = code != R.EXIT_NONE
+    # every exited position has one exit with a time inside the run and a finite fill
+    assert np.all(np.isfinite(out["fill"][hit]))
+    assert np.all(np.isnan(out["fill"][~hit]))
+    t0, t1 = bars["ts"][0], bars["ts"][-1] + 60_000
+    assert np.all((out["exit_ts"][hit] >= t0) & (out["exit_ts"][hit] < t1))
+    # liquidated notional never exceeds open notional (at fill prices, per position and in total)
+    bi = out["bar_i"]
+    liq_units = bi[:, R.BI_LONG_LIQ].sum() + bi[:, R.BI_SHORT_LIQ].sum()
+    q = pop["qty"] * pop["weight"].astype(np.float64)
+    liq_rows = code == R.EXIT_LIQUIDATED
+    assert liq_units / R.USD_SCALE <= np.sum(q[liq_rows] * out["fill"][liq_rows]) + 1e-3 * max(1, liq_rows.sum())
+    assert bi[:, R.BI_LONG_ROWS].sum() + bi[:, R.BI_SHORT_ROWS].sum() == liq_rows.sum() <= code.size
+    # the fund never goes negative; what it could not cover went to ADL (or is reported)
+    assert np.all(bi[:, R.BI_FUND] >= 0)
+    assert out["stats"][R.ST_FUND_MIN] >= 0
+    unc = bi[:, R.BI_UNCOVERED]
+    for j in np.flatnonzero(unc > 0):
+        assert bi[j, R.BI_ADL] > 0 or out["stats"][R.ST_ADL_SHORTFALL] > 0
+
+
+def test_no_position_exits_twice_and_outputs_consistent():
+    rng = np.random.default_rng(5)
+    pop = synthetic_population(5000, price=100.0, seed=5)
+    bars = make_bars(100 * np.exp(np.cumsum(rng.normal(-0.002, 0.01, 300))), 60_000, wig=0.003, funding_every=60)
+    out = run_kernel(pop, bars, make_prm("sqrt", fund=1e3, volume=5e6))
+    code = out["exit_code"]
+    assert set(np.unique(code)) <= {R.EXIT_NONE, R.EXIT_LIQUIDATED, R.EXIT_STOPPED, R.EXIT_ADL}
+    # each exit is counted once in the per-bar rows
+    bi = out["bar_i"]
+    assert bi[:, R.BI_LONG_ROWS].sum() == np.sum((code == R.EXIT_LIQUIDATED) & (pop["side"] > 0))
+    assert bi[:, R.BI_SHORT_ROWS].sum() == np.sum((code == R.EXIT_LIQUIDATED) & (pop["side"] < 0))
+    # running it again on the same (already partly sorted) lists gives the same result
+    lists = build_lists(pop)
+    a = run_kernel(pop, bars, make_prm("sqrt", fund=1e3, volume=5e6), lists=lists)
+    b = run_kernel(pop, bars, make_prm("sqrt", fund=1e3, volume=5e6), lists=lists)
+    assert_same(a, b)
+    assert_same(a, out)
+    check_invariants(pop, bars, out)
+
+
+@pytest.mark.parametrize("model", ["none", "sqrt", "linear"])
+def test_flat_path_liquidates_nothing(model):
+    pop = synthetic_population(20_000, price=100.0, seed=3)
+    # positions already beyond their trigger at the start are not part of a live book
+    s = pop["side"].astype(np.float64)
+    live = (s * (100.0 - pop["liq_price"]) > 0) & ~(np.isfinite(pop["stop_price"]) & (s * (100.0 - pop["stop_price"]) <= 0))
+    pop = {k: v[live].copy() for k, v in pop.items()}
+    bars = make_bars(np.full(500, 100.0), 60_000)
+    for ref in (False, True):
+        out = run_kernel(pop, bars, make_prm(model), reference=ref)
+        assert np.all(out["exit_code"] == R.EXIT_NONE)
+        assert out["bar_i"].sum() == out["bar_i"][:, R.BI_FUND].sum()
+        assert out["stats"][R.ST_MAX_DEPTH] == 0
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), scale=st.floats(0.2, 0.95))
+def test_more_leverage_never_liquidates_less(seed, scale):
+    rng = np.random.default_rng(seed)
+    pop = synthetic_population(3000, price=100.0, seed=seed % 1000, stop_share=0.0)
+    closes = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, 60)))
+    bars = make_bars(closes, 60_000, wig=0.002, funding_every=20)
+    hi = dict(pop)
+    s = pop["side"].astype(np.float64)
+    hi["margin"] = pop["margin"] * scale  # same positions, less margin = more leverage
+    cum = pop["maint_amount"]
+    liq = (pop["entry"] * pop["qty"] - s * hi["margin"] - s * cum) / (pop["qty"] * (1 - s * pop["mmr"]))
+    hi["liq_price"] = np.where(liq > 0, liq, 0.0)
+    prm = make_prm("none")
+    a = run_kernel(pop, bars, prm)
+    b = run_kernel(hi, bars, prm)
+    was = a["exit_code"] == R.EXIT_LIQUIDATED
+    now = b["exit_code"] == R.EXIT_LIQUIDATED
+    assert np.all(now[was])
+    # and no later than before
+    assert np.all(b["exit_ts"][was] <= a["exit_ts"][was])
+
+
+def test_stop_fires_before_liquidation_when_nearer():
+    pop = synthetic_population(4, price=100.0, seed=0, stop_share=0.0)
+    pop["side"][:] = [1, 1, -1, -1]
+    pop["tier"][:] = 0
+    pop["mmr"][:] = 0.004
+    pop["entry"][:] = 100.0
+    pop["qty"][:] = 1.0
+    pop["margin"][:] = 10.0
+    pop["liq_price"][:] = [90.0, 90.0, 110.0, 110.0]
+    pop["stop_price"][:] = [95.0, 85.0, 105.0, 115.0]
+    bars = make_bars(np.array([100.0, 80.0, 120.0]), 60_000)
+    for ref in (False, True):
+        out = run_kernel(pop, bars, make_prm("none"), reference=ref)
+        assert list(out["exit_code"]) == [R.EXIT_STOPPED, R.EXIT_LIQUIDATED, R.EXIT_STOPPED, R.EXIT_LIQUIDATED]
+        assert list(out["fill"]) == [95.0, 90.0, 105.0, 110.0]
+
+
+def test_funding_moves_thresholds():
+    """Longs paying funding are liquidated at a higher price (liq + F / (1 - mmr))."""
+    pop = synthetic_population(1, price=100.0, seed=0, stop_share=0.0)
+    pop["side"][:] = 1
+    pop["mmr"][:] = 0.004
+    pop["entry"][:] = 100.0
+    pop["qty"][:] = 1.0
+    pop["margin"][:] = 10.0
+    pop["liq_price"][:] = (100.0 - 10.0) / (1 - 0.004)
+    closes = np.array([100.0, 100.0, 90.5, 90.5])
+    bars = make_bars(closes, 60_000)
+    assert run_kernel(pop, bars, make_prm("none"))["exit_code"][0] == R.EXIT_NONE
+    bars = make_bars(closes, 60_000, funding_every=1, rate=0.001)  # 3 x 0.1 % of ~100
+    out = run_kernel(pop, bars, make_prm("none"))
+    assert out["exit_code"][0] == R.EXIT_LIQUIDATED
+    assert out["stats"][R.ST_FUNDING_INDEX] > 0.2
+
+
+def test_adl_covers_what_the_fund_cannot():
+    rng = np.random.default_rng(2)
+    pop = synthetic_population(4000, price=100.0, seed=2)
+    bars = make_bars(np.r_[100.0, 100.0 * np.exp(np.cumsum(rng.normal(-0.01, 0.01, 30)))], 60_000)
+    prm = make_prm("linear", fund=0.0, depth=2e4)
+    fast = run_kernel(pop, bars, prm)
+    ref = run_kernel(pop, bars, prm, reference=True)
+    assert_same(fast, ref)
+    bi = fast["bar_i"]
+    assert bi[:, R.BI_UNCOVERED].sum() > 0
+    assert bi[:, R.BI_ADL].sum() > 0
+    assert np.sum(fast["exit_code"] == R.EXIT_ADL) > 0
+    # ADL'd positions are on the side opposite to the liquidations that caused the deficits
+    check_invariants(pop, bars, fast)
+
+
+def test_cascade_amplifies_and_replay_does_not():
+    pop = synthetic_population(20_000, price=100.0, seed=9)
+    closes = np.r_[np.full(5, 100.0), np.full(20, 96.0)]
+    bars = make_bars(closes, 60_000)
+    rep = run_kernel(pop, bars, make_prm("none"))
+    cas = run_kernel(pop, bars, make_prm("sqrt", volume=2e8))
+    assert rep["stats"][R.ST_MAX_DEPTH] == 0
+    assert rep["stats"][R.ST_DD_SIM] == pytest.approx(rep["stats"][R.ST_DD_EXO])
+    assert cas["stats"][R.ST_MAX_DEPTH] >= 1
+    assert cas["stats"][R.ST_DD_SIM] > cas["stats"][R.ST_DD_EXO]
+    assert np.sum(cas["exit_code"] != 0) >= np.sum(rep["exit_code"] != 0)

@@ -1,0 +1,123 @@
+"""simulate.py on the committed store: replay and cascade of 2025-10-10, outputs, bad input."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import numpy as np
+import polars as pl
+import pytest
+
+from backtest import records as R
+from backtest.params import ParamError
+from backtest.simulate import (
+    SimError,
+    SimParams,
+    parse_shock,
+    prepare,
+    run_event,
+    simulate_prepared,
+)
+
+BTC = "BTC/USDT:USDT"
+SUMMARY_KEYS = {
+    "event", "symbols", "positions", "open_notional_usd", "liquidated_notional_usd", "long_liquidated_usd",
+    "short_liquidated_usd", "long_share", "peak_minute", "peak_minute_notional_usd", "max_cascade_depth",
+    "amplification", "adl_notional_usd", "insurance_fund_min_usd", "seed", "params",
+}
+
+
+@pytest.fixture(scope="module")
+def prepared_btc():
+    from tests.conftest import COMMITTED_STORE
+
+    return prepare("2025-10-10", {"n_positions": 200_000}, symbols=[BTC], store=str(COMMITTED_STORE))
+
+
+def test_replay_btc_peak_minute_and_long_share(committed_store, tmp_path):
+    res = run_event("2025-10-10", mode="replay", symbols=[BTC], store=str(committed_store))
+    s = res.summary
+    assert SUMMARY_KEYS <= set(s)
+    peak = datetime.fromisoformat(s["peak_minute"].replace("Z", "+00:00"))
+    assert datetime(2025, 10, 10, 21, 0, tzinfo=timezone.utc) <= peak <= datetime(2025, 10, 10, 21, 30, tzinfo=timezone.utc)
+    assert s["long_share"] > 0.8
+    assert s["price_source"] == {BTC: "last"}
+    assert s["max_cascade_depth"] == 0 and s["amplification"] == 0.0
+    assert 0 < s["liquidated_notional_usd"] <= s["open_notional_usd"]
+    assert s["params"]["impact_model"] == "sqrt" and "seed" in s["params"]
+    for df in (res.bars, res.liquidations, res.heatmap):
+        assert df.schema["ts"] == pl.Datetime("ms", "UTC")
+    assert res.bars.height == 240
+    out = res.write(tmp_path / "out")
+    for f in ("summary.json", "bars.parquet", "liquidations.parquet", "clusters.parquet", "liq_map.parquet", "heatmap.parquet"):
+        assert (out / f).exists()
+    js = json.loads((out / "summary.json").read_text())
+    assert js["peak_minute"] == s["peak_minute"]
+    # clusters: ranked, with a reached long cluster below the start price
+    cl = res.clusters
+    assert cl.height > 0 and cl["rank"].to_list() == sorted(cl["rank"].to_list())
+    assert cl.filter((pl.col("side") == "long") & pl.col("reached")).height > 0
+    lm = res.liq_map
+    assert set(lm["side"].unique()) == {"long", "short"}
+    assert lm["open_notional_usd"].sum() <= s["open_notional_usd"] * (1 + 1e-9)
+
+
+def test_cascade_with_shock_reports_depth_and_amplification(prepared_btc):
+    res = simulate_prepared(prepared_btc, mode="cascade", shock="-5%@2025-10-10T21:00Z")
+    s = res.summary
+    assert s["max_cascade_depth"] >= 1
+    assert s["amplification"] > 0
+    assert s["branching_ratio"] > 0
+    ps = s["per_symbol"][BTC]
+    assert ps["drawdown_exogenous"] == pytest.approx(0.05, rel=1e-9)
+    assert ps["drawdown_simulated"] > 0.05
+
+
+def test_prepared_is_deterministic_and_reuses_population(prepared_btc):
+    a = simulate_prepared(prepared_btc, {"impact_coef": 0.5}, mode="cascade")
+    pops_before = prepared_btc.populations[BTC]
+    b = simulate_prepared(prepared_btc, {"impact_coef": 0.5}, mode="cascade")
+    assert a.summary["liquidated_notional_usd"] == b.summary["liquidated_notional_usd"]
+    assert a.liquidations.equals(b.liquidations)
+    assert prepared_btc.populations[BTC] is pops_before
+    c = simulate_prepared(prepared_btc, {"impact_coef": 2.0}, mode="cascade")
+    assert c.summary["amplification"] >= a.summary["amplification"]
+    # a population parameter rebuilds the population
+    d = simulate_prepared(prepared_btc, {"long_share": 0.3}, mode="replay")
+    assert d.summary["params"]["long_share"] == 0.3
+
+
+def test_parse_shock():
+    v, t = parse_shock("-5%@2025-10-10T21:00Z")
+    assert v == -0.05 and t == 1760130000000
+    assert parse_shock("+0.1@2025-10-10T21:00:00Z")[0] == 0.1
+    for bad in ("", "5", "-5%@notatime", "-120%@2025-10-10T21:00Z", "0%@2025-10-10T21:00Z"):
+        with pytest.raises(SimError):
+            parse_shock(bad)
+
+
+def test_bad_input(committed_store, tmp_path):
+    with pytest.raises(SimError, match="not part of event"):
+        run_event("2025-10-10", symbols=["FOO/USDT:USDT"], store=str(committed_store))
+    with pytest.raises(ParamError, match="depth_multiplier"):
+        run_event("2025-10-10", overrides={"depth_multiplier": -1}, store=str(committed_store))
+    with pytest.raises(ParamError, match="unknown parameter"):
+        run_event("2025-10-10", overrides={"impact_modle": "sqrt"}, store=str(committed_store))
+    with pytest.raises(SimError, match="outside the event window"):
+        run_event("2025-10-10", mode="cascade", shock="-5%@2025-10-12T21:00Z", symbols=[BTC], store=str(committed_store), overrides={"n_positions": 1000})
+    with pytest.raises(SimError, match="shock"):
+        run_event("2025-10-10", mode="replay", shock="-5%@2025-10-10T21:00Z", store=str(committed_store))
+    # a window with no data
+    from backtest.simulate import load_market
+    from backtest.store import Store
+
+    with pytest.raises(SimError, match="no price data"):
+        load_market(Store(tmp_path / "empty"), "binanceusdm", BTC, 1760126400000, 1760140800000, 1757536800000)
+
+
+def test_simparams_validate():
+    SimParams().validate()
+    for bad in ({"impact_model": "cubic"}, {"depth_usd_1pct": -5.0}, {"max_rounds": -1}, {"bucket_pct": 0.0}):
+        with pytest.raises(ValueError):
+            SimParams(**bad).validate()
