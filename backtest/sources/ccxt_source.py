@@ -504,7 +504,6 @@ class CcxtDownloader:
 
     # ---- one series ------------------------------------------------------------------
     def download_series(self, dataset: str, symbol: str, timeframe: str, since: int, until: int) -> SeriesResult:
-        market = self.market(symbol)
         reason = lacks(self.ex, dataset)
         if dataset in ("open_interest", "long_short_ratio"):
             timeframe = stat_timeframe(self.ex, timeframe)
@@ -514,7 +513,6 @@ class CcxtDownloader:
             res.note, res.skipped = reason, True
             return res
         fetch = FETCHERS[dataset]
-        limit = self.page_limits.get(dataset) or page_limit(self.ex, dataset, market)
         if dataset == "funding":
             step = _EVENT_STEP_MS
             stored = self.store.stored_ts(dataset, self.exchange_id, symbol, stored_tf, since, until)
@@ -525,6 +523,10 @@ class CcxtDownloader:
             end = min(until, (now_ms() // step) * step)  # never the bar still open
             stored = self.store.stored_ts(dataset, self.exchange_id, symbol, stored_tf, start, end)
             ranges = missing_bar_ranges(stored, start, end, step)
+        if not ranges:
+            return res  # everything is stored: not even the market list is asked for
+        market = self.market(symbol)
+        limit = self.page_limits.get(dataset) or page_limit(self.ex, dataset, market)
         total = sum(b - a for a, b in ranges)
         task = self.progress.add(f"{symbol} {dataset}", total) if self.progress and total else None
         window = step * limit
