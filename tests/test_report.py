@@ -1,0 +1,127 @@
+"""The PDF report: pages, PNGs, metadata, byte-reproducibility, user errors.
+
+Most tests draw the report from the FAKE simulation stand-in (``tests/test_report_fakesim.py``)
+so that they check the report code alone, fast; the end-to-end tests run the real command on
+the committed data when ``backtest.simulate`` is importable.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from backtest.errors import UserError
+from backtest.report.build import build_report
+from tests import test_report_fakesim as fake
+
+ROOT = Path(__file__).resolve().parents[1]
+HAVE_SIM = importlib.util.find_spec("backtest.simulate") is not None
+SDE = "1760140800"  # 2025-10-11T00:00:00Z
+
+
+def pdf_pages(data: bytes) -> int:
+    return len(re.findall(rb"/Type\s*/Page[^s]", data))
+
+
+def test_report_pages_pngs_and_metadata(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", SDE)
+    seen = []
+    res = build_report("2025-10-10", tmp_path / "r.pdf", sim=fake, progress=lambda *a: seen.append(a))
+    data = res.pdf.read_bytes()
+    names = [p.name for p in res.pngs]
+    assert pdf_pages(data) == len(res.pngs) >= 9
+    assert names[0] == "01-title.png" and "07-sensitivity.png" in names and "05-liquidation-map.png" in names
+    assert all(p.parent == tmp_path / "r" and p.stat().st_size > 10_000 for p in res.pngs)
+    assert b"/Title (Liquidation-cascade backtest: October 10-11, 2025" in data
+    assert b"/CreationDate (D:20251011000000Z)" in data
+    assert seen and seen[0][0].startswith("loading")
+    assert not list(tmp_path.glob(".*tmp*"))  # temporary files renamed or removed
+
+
+def test_report_is_byte_reproducible(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", SDE)
+    a = build_report("2025-10-10", tmp_path / "a.pdf", sim=fake, progress=False)
+    b = build_report("2025-10-10", tmp_path / "b.pdf", sim=fake, progress=False)
+    assert a.pdf.read_bytes() == b.pdf.read_bytes()
+    for pa, pb in zip(a.pngs, b.pngs):
+        assert pa.read_bytes() == pb.read_bytes(), pa.name
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1800000000")
+    c = build_report("2025-10-10", tmp_path / "c.pdf", sim=fake, progress=False, sensitivity=False)
+    assert b"/CreationDate (D:20270115" in c.pdf.read_bytes()
+
+
+def test_report_date_without_source_date_epoch_comes_from_the_event(tmp_path, monkeypatch):
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    r = build_report("2025-10-10", tmp_path / "r.pdf", sim=fake, progress=False, sensitivity=False)
+    assert b"/CreationDate (D:20251011000000Z)" in r.pdf.read_bytes()  # the event window's end, not now()
+
+
+@pytest.mark.parametrize(
+    "event, out, message",
+    [
+        ("1999-01-01", "r.pdf", "unknown event '1999-01-01'"),
+        ("2025-10-10", "missing/r.pdf", "does not exist"),
+        ("2025-10-10", "r.png", "must end in .pdf"),
+    ],
+)
+def test_report_user_errors(tmp_path, event, out, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        build_report(event, tmp_path / out, sim=fake, progress=False)
+    assert not (tmp_path / "missing").exists()
+    assert not list(tmp_path.iterdir())
+
+
+def test_default_output_goes_to_reports(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = build_report("2025-10-10", None, sim=fake, progress=False, sensitivity=False)
+    assert r.pdf == Path("reports/2025-10-10.pdf") and r.pdf.exists()
+    assert (tmp_path / "reports" / "2025-10-10" / "01-title.png").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# the command line, on the committed data (real simulation)
+# ---------------------------------------------------------------------------------------------
+def _cli(*args, env_extra=None, cwd=ROOT):
+    import os
+
+    env = {**os.environ, "SOURCE_DATE_EPOCH": SDE, **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "backtest.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["report", "1999-01-01"], "unknown event '1999-01-01'"),
+        (["report", "2025-10-10", "-o", "MISSING/r.pdf"], "does not exist"),
+        (["report", "2025-10-10", "--set", "levrage_scale=2"], "unknown parameter 'levrage_scale' (did you mean 'leverage_scale'?)"),
+    ],
+)
+def test_cli_report_user_errors(tmp_path, args, message):
+    if "--set" in args and not HAVE_SIM:
+        pytest.skip("needs backtest.simulate")
+    args = [str(tmp_path / "missing" / "r.pdf") if a == "MISSING/r.pdf" else a for a in args]
+    r = _cli(*args)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], r.stderr
+
+
+@pytest.mark.skipif(not HAVE_SIM, reason="needs backtest.simulate")
+def test_cli_report_end_to_end_and_reproducible(tmp_path):
+    """The README's report, on the committed data: every page drawn, PNGs beside it, same bytes
+    twice (small population and no sensitivity page for the second pair, to stay quick)."""
+    r = _cli("report", "2025-10-10", "-o", tmp_path / "full.pdf")
+    assert r.returncode == 0, r.stderr
+    data = (tmp_path / "full.pdf").read_bytes()
+    pngs = sorted((tmp_path / "full").glob("*.png"))
+    assert pdf_pages(data) == len(pngs) >= 9
+    assert "wrote" in r.stdout
+    a = _cli("report", "2025-10-10", "-o", tmp_path / "a.pdf", "--set", "n_positions=50000", "--no-sensitivity")
+    b = _cli("report", "2025-10-10", "-o", tmp_path / "b.pdf", "--set", "n_positions=50000", "--no-sensitivity")
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    assert (tmp_path / "a.pdf").read_bytes() == (tmp_path / "b.pdf").read_bytes()
