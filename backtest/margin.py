@@ -247,8 +247,9 @@ def liq_price_binance_nb(side, entry, qty, equity0, lo, hi, mmr, cum, contract, 
     """Binance liquidation price with the tier taken at the notional at the liquidation price.
 
     Starts from the entry tier and moves to the tier of the notional at the computed price until
-    both agree (Binance FAQ note quoted in the module docstring). Because ``MM(N) = N*mmr - cum``
-    is continuous and increasing in ``N`` the root is unique; the loop stops after at most one
+    both agree (Binance FAQ note quoted in the module docstring); a tier whose formula has no
+    positive root sends the search one tier down. Because ``MM(N) = N*mmr - cum`` is
+    continuous and increasing in ``N`` the root is unique; the loop stops after at most one
     pass over the tiers. Returns ``(price, tier)``; ``tier = -1`` if a notional leaves the table,
     ``-2`` if the tiers did not settle (cannot happen for a continuous table).
     """
@@ -266,10 +267,14 @@ def liq_price_binance_nb(side, entry, qty, equity0, lo, hi, mmr, cum, contract, 
             p = solve_liq_linear_nb(side, entry, qty, equity0, mmr[t], cum[t])
         else:
             p = solve_liq_inverse_nb(side, entry, qty * contract_size, equity0, mmr[t], cum[t])
-        if side > 0 and not (p > 0.0):
-            return 0.0, t  # never liquidated: keep the entry-side tier
-        if side < 0 and (not (p > 0.0) or not np.isfinite(p)):
-            return np.inf, t
+        if (side > 0 and not (p > 0.0)) or (side < 0 and (not (p > 0.0) or not np.isfinite(p))):
+            # No root under this tier's rule: the price would have to pass zero (linear long) or
+            # infinity (inverse short), where the notional - and so the tier - is lower. Only
+            # when the first tier has no root either is the position never liquidated.
+            if t == 0:
+                return (0.0 if side > 0 else np.inf), 0
+            t -= 1
+            continue
         if contract == 0:
             nl = qty * p
         else:

@@ -44,7 +44,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +51,6 @@ import numpy as np
 
 from backtest.records import (
     POPULATION_FIELDS,
-    VENUE_BINANCE,
     VENUES,
     check_population,
     empty_population,
@@ -327,7 +325,7 @@ def synthesize(
     *,
     tiers: Any,
     params: PopulationParams | None = None,
-    target_open_notional_usd: float,
+    target_open_notional_usd: float | None = None,
     as_of_ms: int | None = None,
     bar_ms: np.ndarray | int | None = None,
     open_interest_usd: np.ndarray | None = None,
@@ -342,8 +340,10 @@ def synthesize(
 ) -> Population:
     """Build a population from plain NumPy market arrays (no store needed).
 
-    ``ts`` bar open times (UTC ms, sorted), ``open/high/low/close`` prices, ``volume`` traded
-    notional in USD per bar; ``bar_ms`` each bar's duration (array or scalar; default: the
+    Linear contracts (USDⓈ-M-style; ``qty`` in base units). ``ts`` bar open times (UTC ms,
+    sorted), ``open/high/low/close`` prices, ``volume`` traded notional in USD per bar;
+    ``target_open_notional_usd`` the open notional to scale to (default: the parameters'
+    ``open_interest_usd x oi_scale``); ``bar_ms`` each bar's duration (array or scalar; default: the
     spacing of ``ts``); ``as_of_ms`` the event start (default: end of the last bar);
     ``open_interest_usd`` optional OI per bar (then openings follow its increases);
     ``tiers`` a ccxt tier list (or :func:`backtest.margin.tier_arrays` output).
@@ -378,6 +378,11 @@ def synthesize(
         dur = np.broadcast_to(np.asarray(bar_ms, dtype=np.int64), (n_bars,)).copy()
     if as_of_ms is None:
         as_of_ms = int(ts[-1] + dur[-1])
+    if target_open_notional_usd is None:
+        if p.open_interest_usd is None:
+            raise ValueError("give target_open_notional_usd, or set open_interest_usd in the parameters")
+        target_open_notional_usd = p.open_interest_usd * p.oi_scale
+        target_source = "open_interest_usd x oi_scale parameters"
     if not (target_open_notional_usd > 0 and math.isfinite(target_open_notional_usd)):
         raise ValueError(f"target open notional must be a positive number, got {target_open_notional_usd}")
     ls = p.long_share if long_share is None else long_share
@@ -538,9 +543,6 @@ def _venue_for_exchange(exchange: str) -> str:
     if ex in ("binanceusdm", "binancecoinm", "binance"):
         return "binance"
     raise ValueError(f"no margin rule for exchange {exchange!r}; set venue= one of {', '.join(VENUES)}")
-
-
-_DATE_RE = re.compile(r"(\d{4}-\d{2}-\d{2})")
 
 
 def _catalogue_oi(event: Any, symbol: str, exchange: str) -> dict | None:

@@ -386,3 +386,62 @@ def test_property_vectorised_equals_scalar(side, entry, notional, lev_frac):
         assume(False)
     assert liq[0] == pytest.approx(lp, rel=1e-12)
     assert int(m.tier_index_nb(qty * lp, *m.tier_arrays(SYNTH_TIERS)[:2])) == tier[0] or lp in (0.0, math.inf)
+
+
+# COIN-M brackets are in coin (BTC) notional; these are the BTCUSD brackets ccxt's static test
+# data carries for binance (ts/src/test/static/response/binance.json, options.leverageBrackets
+# "BTC/USD:BTC": floors 0, 5, 10, 20, 50, 100, 200, 400, 1000, 1500 BTC with MMR 0.4 % .. 50 %);
+# max leverage is not part of that list, so a permissive 125x is used; cum follows Binance's rule.
+COINM_BRACKETS = [(0, 0.004), (5, 0.005), (10, 0.01), (20, 0.025), (50, 0.05), (100, 0.1), (200, 0.125), (400, 0.15), (1000, 0.25), (1500, 0.5)]
+COINM_TIERS = [
+    {"minNotional": f, "maxNotional": (COINM_BRACKETS[i + 1][0] if i + 1 < len(COINM_BRACKETS) else 1e9),
+     "maintenanceMarginRate": r, "maxLeverage": 125}
+    for i, (f, r) in enumerate(COINM_BRACKETS)
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(side=sides, entry=st.floats(1_000.0, 200_000.0), contracts=st.integers(1, 3_000_000), lev=st.floats(1.0, 100.0))
+def test_property_coinm_tier_at_liq_notional(side, entry, contracts, lev):
+    cs = 100.0  # USD per contract (BTCUSD perpetual)
+    coin_notional = contracts * cs / entry
+    assume(coin_notional <= 1e8)
+    wb = coin_notional / lev
+    try:
+        lp = liquidation_price("binance", side, entry, contracts, wb, contract="inverse", tiers=COINM_TIERS, contract_size=cs)
+    except ValueError as e:
+        assert "does not cover" in str(e) or "outside" in str(e)
+        return
+    bp = bankruptcy_price(side, entry, contracts, wb, contract="inverse", contract_size=cs)
+    if side > 0:
+        assert lp < entry and lp >= bp * (1 - 1e-9)
+    else:
+        assert lp > entry and lp <= bp * (1 + 1e-9)
+    if 0 < lp < math.inf:
+        i, rate, cum, _ = m.tier_for_notional(COINM_TIERS, contracts * cs / lp)
+        direct = liquidation_price("binance", side, entry, contracts, wb, contract="inverse", mmr=rate, maint_amount=cum, contract_size=cs)
+        assert lp == pytest.approx(direct, rel=1e-9)
+
+
+def test_coinm_maintenance_amount_rule_matches_faq_example():
+    # Binance COIN-M FAQ: "the BTCUSD Maintenance Amount on Level 5 = 50 BTC * (5% - 2.5%) + 0.56 BTC
+    # = 1.81 BTC": with level 4's amount given, level 5's is derived by the same rule.
+    tiers = [dict(t) for t in COINM_TIERS]
+    for i, t in enumerate(tiers[:4]):
+        t["info"] = {"cum": "0.56" if i == 3 else "0"}
+    lo, hi, rate, cum, lev = m.tier_arrays(tiers)
+    assert cum[4] == pytest.approx(1.81, abs=1e-9)
+
+
+def test_entry_tier_without_root_searches_lower_tiers():
+    # A 1.01x long of 200 M: with its entry tier's large cum the formula has no positive root,
+    # but the true liquidation price (in a low tier) exists; it must not be reported as "never".
+    tiers = _tiers()["BTC/USDT:USDT"]
+    entry, qty = 100_000.0, 2_000.0
+    wb = entry * qty / 1.01
+    lp = liquidation_price("binance", 1, entry, qty, wb, margin_mode="cross", tiers=tiers)
+    assert 0 < lp < entry
+    i, rate, cum, _ = m.tier_for_notional(tiers, qty * lp)
+    assert lp == pytest.approx(liquidation_price("binance", 1, entry, qty, wb, margin_mode="cross", mmr=rate, maint_amount=cum), rel=1e-12)
+    # a fully collateralised long is never liquidated
+    assert liquidation_price("binance", 1, entry, qty, entry * qty, margin_mode="cross", tiers=tiers) == 0.0

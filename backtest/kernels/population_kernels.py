@@ -134,7 +134,9 @@ def binance_liq_from_tier(s, entry, qty, margin, t0, t_lo, t_hi, t_mmr, t_cum):
     p = (margin + t_cum[t0] - s * qty * entry) / (qty * t_mmr[t0] - s * qty)
     if s > 0:
         if not (p > 0.0):
-            return 0.0, t0
+            if t0 == 0:
+                return 0.0, t0
+            return liq_price_binance_nb(s, entry, qty, margin, t_lo, t_hi, t_mmr, t_cum, 0, 1.0)
         nl = qty * p
         if nl > t_lo[t0] or t0 == 0:
             return p, t0
