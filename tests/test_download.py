@@ -173,6 +173,15 @@ def test_retries_spent_exit_nonzero_name_range_keep_data(tmp_path, server):
     check_real_1m(stored(tmp_path / "st"))
 
 
+def test_market_list_unreachable_exits_1_naming_the_range(tmp_path, server):
+    server.plan = lambda n, p: "503"
+    cfg = binance_config(tmp_path, server, retry={**FAST_RETRY, "max_retries": 2})
+    r = run(OHLCV_ARGS, cfg, tmp_path / "st")
+    assert r.exit_code == 1
+    assert "missing 2025-10-10T19:38:00Z..2025-10-11T00:00:00Z" in r.output and "exchangeInfo" in r.output
+    assert len(server.log) == 3
+
+
 def test_retry_after_is_honoured_but_capped(tmp_path, server):
     from backtest.sources.retry import RetryPolicy
 

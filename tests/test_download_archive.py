@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -111,3 +117,33 @@ def test_archive_funding_and_metrics(tmp_path, archive):
     assert (abs(ls["long_account"] + ls["short_account"] - 1) < 1e-9).all()
     metrics_gets = [p for p in archive.zips() if "metrics" in p]
     assert len([p for p in metrics_gets if p.endswith("2025-10-10.zip")]) == 1  # one file feeds both datasets
+
+
+def test_archive_sigkill_mid_download_resumes(tmp_path, archive):
+    archive.delay = 0.3
+    c = cfg(tmp_path, archive)
+    st = tmp_path / "st"
+    cmd = [sys.executable, "-m", "backtest.cli", "download", "binanceusdm", "BTC/USDT:USDT", "--source", "binance-archive",
+           "--datasets", "mark", "--timeframe", "1h", "--since", "2025-09-26", "--until", "2025-10-01",
+           "--store", str(st), "--ccxt-config", str(c)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(archive.zips()) < 3:
+        time.sleep(0.02)
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    part = stored(tmp_path, "mark", "1h")
+    assert 0 < part.height < 120 and part["ts"].is_unique().all() and part.height % 24 == 0
+    done_days = part.height // 24
+    archive.log.clear()
+    archive.delay = 0
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert len(archive.zips()) == 5 - done_days  # only the days not stored yet
+    df = stored(tmp_path, "mark", "1h")
+    real = [m for m in mark_1h() if m[0] < to_ms("2025-10-01")]
+    assert df.height == 120 == len(real)
+    assert df["close"].to_list() == [float(m[4]) for m in real]
+    assert Store(st).verify() == []

@@ -525,7 +525,11 @@ class CcxtDownloader:
             ranges = missing_bar_ranges(stored, start, end, step)
         if not ranges:
             return res  # everything is stored: not even the market list is asked for
-        market = self.market(symbol)
+        try:
+            market = self.market(symbol)
+        except RetriesExhausted as e:
+            res.failed, res.error = list(ranges), str(e)
+            return res
         limit = self.page_limits.get(dataset) or page_limit(self.ex, dataset, market)
         total = sum(b - a for a, b in ranges)
         task = self.progress.add(f"{symbol} {dataset}", total) if self.progress and total else None
@@ -538,6 +542,13 @@ class CcxtDownloader:
                 what = f"{self.exchange_id} {dataset} {symbol} {ms_to_iso(cursor)}..{ms_to_iso(w_end)}"
                 try:
                     df = self.call(lambda c=cursor, w=w_end: fetch(self.ex, symbol, timeframe, c, w, limit), what)
+                except PermanentFault as e:
+                    if dataset in ("open_interest", "long_short_ratio") and self.exchange_id.startswith("binance"):
+                        raise PermanentFault(
+                            f"{e}; Binance's REST API keeps only about 30 days of {dataset} history: "
+                            "use --source binance-archive for older data"
+                        ) from None
+                    raise
                 except RetriesExhausted as e:
                     res.failed.append((cursor, b))
                     res.error = str(e)
@@ -577,10 +588,10 @@ class CcxtDownloader:
         if reason:
             res.note, res.skipped = reason, True
             return res
-        for s in symbols:
-            self.market(s)
         tiers: dict[str, list] = {}
         try:
+            for s in symbols:
+                self.market(s)
             if self.ex.has.get("fetchLeverageTiers"):
                 got = self.call(lambda: self.ex.fetch_leverage_tiers(symbols), f"{self.exchange_id} leverage tiers")
                 res.requests += 1

@@ -84,6 +84,7 @@ class ArchiveServer:
         self.files = files
         self.plan: Callable[[int, str], str | None] = lambda n, p: None
         self.log: list[tuple[str, str | None]] = []
+        self.delay = 0.0  # seconds before each zip is sent (lets tests kill mid-run)
         self._n = 0
         self._lock = threading.Lock()
         srv = self
@@ -139,6 +140,8 @@ class ArchiveServer:
             h.end_headers()
             h.wfile.write(body)
             return
+        if self.delay and path.endswith(".zip"):
+            time.sleep(self.delay)
         if fault == "corrupt" and path.endswith(".zip"):
             data = data[:-10] + bytes(10)
         h.send_response(200)
