@@ -27,7 +27,9 @@ store and the event catalogue:
    Binance); ``tier``/``mmr``/``maint_amount`` are those used.
 5. Survivors only: a candidate whose liquidation or stop price is reached by a later bar of the
    lookback path leaves (liquidated or stopped before the event); candidates are drawn until
-   ``n_positions`` survive. Closes for other reasons are the turnover discount of step 1.
+   ``n_positions`` survive. The path is the mark price where the store has it for the whole
+   lookback (liquidations trigger on the mark price), else the last price. Closes for other
+   reasons are the turnover discount of step 1. Funding during the lookback is not applied.
 6. Scale: weights make the open notional equal the target (open interest x ``oi_scale``).
 
 All randomness comes from ``seed`` through a counter-based generator: the same seed and inputs
@@ -107,6 +109,9 @@ PARAM_SOURCES: dict[str, str] = {
     "turnover_half_life_days": "None = ln 2 x open interest / (0.5 x mean daily traded notional over the lookback): "
     "half of traded volume opens positions (assumption), so the mean holding time is OI / opening volume",
     "venue": "auto = the margin rule of the event's exchange (binanceusdm -> binance)",
+    "survival_price": "mark: liquidations and stops before the event are judged on the mark price, as Binance "
+    "triggers liquidations on it (Binance FAQ 'What is Mark Price'), where the store has mark bars for the whole "
+    "lookback; else (or with 'last') on last-price bars, whose wicks are deeper",
     "max_tries_factor": "candidates tried per requested survivor before giving up",
 }
 
@@ -131,6 +136,7 @@ class PopulationParams:
     size_max_usd: float = 50_000_000.0
     turnover_half_life_days: float | None = None
     venue: str = "auto"
+    survival_price: str = "mark"
     max_tries_factor: float = 50.0
 
     def validate(self) -> None:
@@ -167,6 +173,8 @@ class PopulationParams:
         pos("max_tries_factor", self.max_tries_factor)
         if self.size_max_usd <= self.size_min_usd:
             raise ValueError(f"size_max_usd ({self.size_max_usd}) must exceed size_min_usd ({self.size_min_usd})")
+        if self.survival_price not in ("mark", "last"):
+            raise ValueError(f"survival_price must be 'mark' or 'last', got {self.survival_price!r}")
         if self.venue != "auto" and self.venue not in VENUES:
             raise ValueError(f"venue must be one of {', '.join(VENUES)}, got {self.venue!r}")
         mix = self.leverage_mix
@@ -337,6 +345,7 @@ def synthesize(
     event_id: str | None = None,
     target_source: str = "given",
     out: dict[str, np.ndarray] | None = None,
+    path_extrema: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Population:
     """Build a population from plain NumPy market arrays (no store needed).
 
@@ -349,7 +358,10 @@ def synthesize(
     ``tiers`` a ccxt tier list (or :func:`backtest.margin.tier_arrays` output).
     ``long_share`` / ``half_life_days`` override the parameters (used by :func:`build_population`
     after resolving them from the store). ``out`` may pass preallocated population arrays of
-    ``n_positions`` rows (e.g. reused across a sweep) to skip the allocation. Raises
+    ``n_positions`` rows (e.g. reused across a sweep) to skip the allocation.
+    ``path_extrema = (after_min, after_max)`` gives, per bar, the lowest and highest price of
+    the survival path after that bar (e.g. from mark prices, see :func:`path_extrema_from`);
+    default: the bars' own lows and highs. Raises
     ``ValueError`` for inconsistent inputs.
     """
     from backtest import margin
@@ -397,7 +409,13 @@ def synthesize(
     cdf = np.cumsum(w) / total
     cdf[-1] = 1.0
     guide = guide_table(cdf)
-    smin, smax = suffix_extrema(lo, hi)
+    if path_extrema is None:
+        smin, smax = suffix_extrema(lo, hi)
+    else:
+        smin = np.ascontiguousarray(path_extrema[0], dtype=np.float64)
+        smax = np.ascontiguousarray(path_extrema[1], dtype=np.float64)
+        if smin.shape != (n_bars,) or smax.shape != (n_bars,):
+            raise ValueError("path_extrema must hold one value per bar")
 
     t_lo, t_hi, t_mmr, t_cum, t_lev = margin.tier_arrays(tiers)
     lev_values, lev_cdf = _leverage_table(p.leverage_mix)
@@ -535,6 +553,40 @@ def market_bars(store: Any, exchange: str, symbol: str, start_ms: int, end_ms: i
     }
 
 
+def path_extrema_from(bar_end_ms: np.ndarray, path_ts: np.ndarray, path_low: np.ndarray, path_high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per opening bar, the lowest low and highest high of the path bars that start at or after
+    the opening bar's end (inf / -inf when none). A path bar that straddles the end is left out,
+    so a coarser path (1 h mark bars under 5 m price bars) misses at most part of one bar."""
+    from backtest.kernels.population_kernels import suffix_extrema
+
+    lo = np.ascontiguousarray(path_low, dtype=np.float64)
+    hi = np.ascontiguousarray(path_high, dtype=np.float64)
+    smin, smax = suffix_extrema(lo, hi)  # smin[k] = min(lo[k+1:])
+    incl_min = np.r_[np.minimum(lo, smin), np.inf]  # min(lo[k:]); inf past the end
+    incl_max = np.r_[np.maximum(hi, smax), -np.inf]
+    k = np.searchsorted(np.asarray(path_ts, dtype=np.int64), np.asarray(bar_end_ms, dtype=np.int64), side="left")
+    return incl_min[k], incl_max[k]
+
+
+def mark_bars(store: Any, exchange: str, symbol: str, start_ms: int, end_ms: int) -> dict[str, np.ndarray] | None:
+    """The finest stored mark-price series covering [start, end) without gaps, or None."""
+    import polars as pl
+
+    try:
+        df = store.read("mark", exchange=exchange, symbol=symbol, start=start_ms, end=end_ms)
+    except Exception:
+        return None
+    if df.height == 0:
+        return None
+    for tf in sorted(df["timeframe"].unique().to_list(), key=_tf_ms):
+        d = df.filter(pl.col("timeframe") == tf).sort("ts")
+        t = d["ts"].dt.epoch("ms").to_numpy().astype(np.int64)
+        step = _tf_ms(tf)
+        if t[0] <= start_ms and t[-1] + step >= end_ms and (len(t) < 2 or np.all(np.diff(t) == step)):
+            return {"ts": t, "low": d["low"].to_numpy(), "high": d["high"].to_numpy(), "timeframe": tf}
+    return None
+
+
 def _venue_for_exchange(exchange: str) -> str:
     ex = exchange.lower()
     for v in VENUES:
@@ -668,11 +720,20 @@ def build_population(event: Any, symbol: str, params: PopulationParams | None = 
         hl = float(min(max(hl, 0.05), 365.0))
         hl_src = f"ln2 x OI / (0.5 x daily traded notional ${daily / 1e9:.2f}B over the last 7 days)"
     venue = _venue_for_exchange(ex) if p.venue == "auto" else p.venue
+    extrema = None
+    survival = "last-price bars (no mark-price bars cover the lookback)"
+    if p.survival_price == "last":
+        survival = "last-price bars (survival_price=last)"
+    else:
+        mk = mark_bars(st, ex, symbol, max(event.lookback_start_ms, int(bars["ts"][0])), event.start_ms)
+        if mk is not None:
+            extrema = path_extrema_from(bars["ts"] + bars["dur"], mk["ts"], mk["low"], mk["high"])
+            survival = f"mark-price bars ({mk['timeframe']})"
     pop = synthesize(
         bars["ts"], bars["open"], bars["high"], bars["low"], bars["close"], bars["volume_usd"],
         tiers=tiers, params=p, target_open_notional_usd=target, as_of_ms=event.start_ms, bar_ms=bars["dur"],
         open_interest_usd=oi_series, long_share=ls, half_life_days=hl, venue=venue,
-        symbol=symbol, exchange=ex, event_id=event.id, target_source=source,
+        symbol=symbol, exchange=ex, event_id=event.id, target_source=source, path_extrema=extrema,
     )
     pop.stats.update(
         {
@@ -680,7 +741,7 @@ def build_population(event: Any, symbol: str, params: PopulationParams | None = 
             "turnover_half_life_source": hl_src,
             "timeframes": ",".join(bars["timeframes"]),
             "opening_weights": "open-interest increases" if oi_series is not None else "traded volume",
-            "survival_path": "last-price bars (mark-price lows are at or above them, so survival is slightly conservative)",
+            "survival_path": survival,
             "venue": venue,
         }
     )

@@ -337,3 +337,34 @@ def test_cli_population(tmp_path):
     assert Population.read_parquet(out).symbol == "BTC/USDT:USDT"
     bad = CliRunner().invoke(app, ["population", "2025-10-10", "--set", "long_share=2"])
     assert bad.exit_code == 2
+
+
+def test_survival_judged_on_mark_price_when_stored(tmp_path):
+    from backtest.store import Store
+
+    st = Store(tmp_path)
+    sym = "BTC/USDT:USDT"
+    ts, o, h, l, c, v = synthetic_bars(n=96, crash_at=60, crash=0.2)  # a 20 % last-price wick
+    st.write("ohlcv", pl.DataFrame({"ts": ts, "symbol": sym, "open": o, "high": h, "low": l, "close": c,
+                                    "volume": v / c, "quote_volume": v}), exchange="binanceusdm", timeframe="1h")
+    mark_low = np.minimum(o, c) * 0.999  # the mark price did not wick
+    st.write("mark", pl.DataFrame({"ts": ts, "symbol": sym, "open": o, "high": h, "low": mark_low, "close": c}),
+             exchange="binanceusdm", timeframe="1h")
+    st.write_tiers("binanceusdm", {sym: btc_tiers()})
+    ev = SimpleNamespace(id="synthetic", exchange="binanceusdm", symbols=(sym,), start_ms=int(ts[-1] + HOUR),
+                         lookback_start_ms=int(ts[0]), pre_event_inputs=())
+    p = PopulationParams(n_positions=20_000, open_interest_usd=1e9, turnover_half_life_days=5.0)
+    mark = build_population(ev, sym, p, store=st)
+    last = build_population(ev, sym, dataclasses_replace(p, survival_price="last"), store=st)
+    assert mark.stats["survival_path"].startswith("mark") and last.stats["survival_path"].startswith("last")
+    assert mark.stats["died_liquidated"] < last.stats["died_liquidated"]
+    a = mark.arrays
+    j = np.searchsorted(ts, a["open_time"], side="right") - 1
+    inside_wick = (a["side"] > 0) & (j < 60) & (a["liq_price"] > l[60])
+    assert inside_wick.any()  # longs the last-price wick would have killed survive on the mark path
+
+
+def dataclasses_replace(obj, **kw):
+    import dataclasses
+
+    return dataclasses.replace(obj, **kw)
