@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from backtest.cli import app
 from backtest.store import Store, to_ms
 from tests.fakes.exchange_server import FakeExchangeServer, every_other
-from tests.fakes.fixtures import KLINES_1M, all_data, funding, klines_1m
+from tests.fakes.fixtures import KLINES_1M, all_data, funding, klines_1m, klines_15m
 
 pytestmark = pytest.mark.skipif(not KLINES_1M.exists(), reason="needs /work/shared/data")
 
@@ -262,6 +262,23 @@ def test_mark_index_funding_oi_lsr(tmp_path, server):
     r = run(["binanceusdm", "BTC/USDT:USDT", "--datasets", "mark,index,funding", "--timeframe", "1h",
              "--since", "2025-10-01", "--until", "2025-10-20"], cfg, st)
     assert r.exit_code == 0 and server.data_requests() == []
+
+
+def test_two_symbols_15m_real_bars(tmp_path, server):
+    server.plan = every_other(ALL_FAULTS)
+    cfg = binance_config(tmp_path, server, page_limits={"ohlcv": 200})
+    st = tmp_path / "st"
+    r = run(["binanceusdm", "BTC/USDT:USDT", "ETH/USDT:USDT", "--datasets", "ohlcv", "--timeframe", "15m",
+             "--since", "2025-10-06", "--until", "2025-10-18"], cfg, st)
+    assert r.exit_code == 0, r.output
+    for sym, bsym in (("BTC/USDT:USDT", "BTCUSDT"), ("ETH/USDT:USDT", "ETHUSDT")):
+        df = stored(st, tf="15m", symbol=sym)
+        real = klines_15m(bsym)
+        assert df.height == len(real) == 1152
+        assert df["ts"].cast(pl.Int64).to_list() == [k[0] for k in real]
+        assert df["high"].to_list() == [float(k[2]) for k in real]
+        assert (df["symbol"] == sym).all()
+    assert r.output.count("+1152 rows") == 2 and r.output.count("no gaps") == 2
 
 
 # ---- SIGKILL mid-download ----------------------------------------------------------------

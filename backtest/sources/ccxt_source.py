@@ -44,8 +44,8 @@ DATASETS = ("ohlcv", "mark", "index", "funding", "open_interest", "long_short_ra
 
 _HAS = {
     "ohlcv": ["fetchOHLCV"],
-    "mark": ["fetchMarkOHLCV", "fetchOHLCV"],
-    "index": ["fetchIndexOHLCV", "fetchOHLCV"],
+    "mark": ["fetchMarkOHLCV"],
+    "index": ["fetchIndexOHLCV"],
     "funding": ["fetchFundingRateHistory"],
     "open_interest": ["fetchOpenInterestHistory"],
     "long_short_ratio": ["fetchLongShortRatioHistory"],
@@ -255,11 +255,10 @@ def restrict_market_types(ex, symbols: list[str], config: dict[str, Any]) -> Non
 # --------------------------------------------------------------------------------------------
 def lacks(ex, dataset: str) -> str | None:
     """A one-line reason when the exchange (per ccxt's ``has``) cannot give ``dataset``."""
-    for need in _HAS[dataset]:
-        names = need.split("|")
-        if any(ex.has.get(n) for n in names):
-            return None
-    names = " or ".join(_HAS[dataset][0].split("|"))
+    names = _HAS[dataset][0].split("|")
+    if any(ex.has.get(n) for n in names):
+        return None
+    names = " or ".join(names)
     return f"{ex.id} has no {dataset} history in ccxt (has['{names}'] is not true); skipped"
 
 

@@ -46,7 +46,7 @@ class FakeExchangeServer:
 
     def __init__(self, data: dict[tuple[str, str, str], list], *, markets: dict[str, list[str]] | None = None):
         self.data = data
-        self.markets = markets or {"binance": ["BTCUSDT"], "bybit": ["BTCUSDT"], "okx": ["BTC-USDT-SWAP"]}
+        self.markets = markets or {"binance": ["BTCUSDT", "ETHUSDT"], "bybit": ["BTCUSDT"], "okx": ["BTC-USDT-SWAP"]}
         self.plan: Callable[[int, str], str | None] = lambda n, path: None
         self.log: list[tuple[str, dict[str, str], str | None]] = []  # (path, query, fault)
         self.delay = 0.0  # seconds added to every data response (lets tests kill mid-run)

@@ -69,12 +69,25 @@ def synthetic_oi_5m(kl: list[list]) -> tuple[list[dict], list[dict]]:
     return oi, lsr
 
 
+def klines_15m(symbol: str) -> list[list]:
+    """Real 15m bars (binance_usdm_oct2025) in the klines array layout; quote volume and trade
+    count are not in the source file and are sent as 0."""
+    out = []
+    with open(SHARED / "binance_usdm_oct2025" / f"{symbol}_15m_futures_20251006_20251017.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            t = int(row["timestamp"])
+            out.append([t, row["open"], row["high"], row["low"], row["close"], row["volume"], t + 899_999, "0", 0, "0", "0", "0"])
+    return out
+
+
 def all_data() -> dict:
     kl = klines_1m()
     mk = mark_1h()
     oi, lsr = synthetic_oi_5m(kl)
     return {
         ("binance", "klines:1m", "BTCUSDT"): kl,
+        ("binance", "klines:15m", "BTCUSDT"): klines_15m("BTCUSDT"),
+        ("binance", "klines:15m", "ETHUSDT"): klines_15m("ETHUSDT"),
         ("binance", "markPriceKlines:1h", "BTCUSDT"): mk,
         ("binance", "indexPriceKlines:1h", "BTCUSDT"): mk,
         ("binance", "funding", "BTCUSDT"): funding(),
