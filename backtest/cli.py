@@ -219,7 +219,12 @@ def download(
     since: str = typer.Option(..., help="Start (ISO-8601 UTC, inclusive)."),
     until: Optional[str] = typer.Option(None, help="End (ISO-8601 UTC, exclusive; default now)."),
     source: str = typer.Option("ccxt", help="ccxt or binance-archive."),
-    ccxt_config: Optional[Path] = typer.Option(None, "--ccxt-config", help="JSON/TOML merged into the exchange's constructor arguments."),
+    ccxt_config: Optional[Path] = typer.Option(
+        None,
+        "--ccxt-config",
+        help="JSON/TOML merged into the exchange's constructor arguments (urls, proxies, apiKey/secret, options, timeout). "
+        "Own keys: archive_base_url, retry {max_retries, base, cap, retry_after_cap}, page_limits {dataset: n}.",
+    ),
     store: Optional[str] = StoreOpt,
 ) -> None:
     """Download market data into the store, resumably."""
