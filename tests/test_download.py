@@ -362,3 +362,37 @@ def test_other_venues_end_to_end_with_faults(tmp_path, server, venue):
     # ohlcv is all there; 1m mark/index/funding for that window are asked for once each
     assert not [p for p, q, f in server.data_requests() if "candles" in p and "mark" not in p and "index" not in p]
     assert not [p for p, q, f in server.data_requests() if p.endswith("/kline")]
+
+
+# ---- small pieces ----------------------------------------------------------------------------
+def test_missing_ranges_and_retry_settings(monkeypatch):
+    from backtest.sources.ccxt_source import missing_bar_ranges, missing_event_ranges
+    from backtest.sources.retry import RetryPolicy, parse_retry_after
+
+    assert missing_bar_ranges([0, 60_000, 180_000], 0, 300_000, 60_000) == [(120_000, 180_000), (240_000, 300_000)]
+    assert missing_bar_ranges([], 0, 120_000, 60_000) == [(0, 120_000)]
+    h = 3_600_000
+    assert missing_event_ranges([], 0, 10 * h) == [(0, 10 * h)]
+    assert missing_event_ranges([8 * h, 16 * h, 24 * h, 48 * h], 0, 50 * h) == [(0, 8 * h), (24 * h + 1, 48 * h)]
+    assert parse_retry_after("3") == 3.0 and parse_retry_after("soon") is None
+    assert 0 <= parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") < 1
+    monkeypatch.setenv("BACKTEST_RETRY_BASE", "0.5")
+    monkeypatch.setenv("BACKTEST_RETRY_MAX", "4")
+    p = RetryPolicy.from_settings({"cap": 2})
+    assert (p.base, p.max_retries, p.cap) == (0.5, 4, 2.0)
+    assert all(p.delay(n, None) <= 2.0 for n in range(1, 10))
+
+
+def test_bad_config_and_arguments(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json = [")
+    r = run(OHLCV_ARGS, bad, tmp_path / "st")
+    assert r.exit_code == 2 and "neither JSON nor TOML" in r.output
+    good = tmp_path / "ok.json"
+    good.write_text("{}")
+    r = run(["binanceusdm", "BTC/USDT:USDT", "--datasets", "ohlcv,trades", "--since", SINCE], good, tmp_path / "st")
+    assert r.exit_code == 2 and "unknown dataset" in r.output
+    r = run(["binanceusdm", "BTC/USDT:USDT", "--since", UNTIL, "--until", SINCE], good, tmp_path / "st")
+    assert r.exit_code == 2 and "must be after" in r.output
+    r = run(["binanceusdm", "BTC/USDT:USDT", "--since", "2025-10-10T19:38:00"], good, tmp_path / "st")
+    assert r.exit_code == 2 and "no zone" in r.output
