@@ -11,10 +11,11 @@ Venue rule families (``venue`` argument):
     Binance USDⓈ-M (linear) and COIN-M (inverse), isolated and cross, one-way mode. Maintenance
     margin ``MM = notional * MMR - cum`` with the bracket (tier) **of the notional at the
     liquidation price**; when that bracket differs from the entry bracket the price is recomputed
-    with the new bracket (Binance: "If your position (calculated at the liquidation price) and the
-    current position (calculated at the opening price) are of different levels, then you must
-    substitute the maintenance margin rate and the maintenance margin amount of the position level
-    [at the liquidation price] to recalculate the liquidation price").
+    with the new bracket (Binance COIN-M FAQ: "If your position (calculated at the liquidation
+    price) and the current position (calculated at the opening price) are of different levels,
+    then you must substitute [...] the maintenance margin rate and the maintenance margin amount of
+    the position level, to recalculate the liquidation price"; we apply the same rule to USDⓈ-M,
+    as DESIGN §5 asks - both FAQs define MMR and cum per bracket of the position's notional).
     Sources: Binance FAQ "How to Calculate Liquidation Price of USDⓈ-M Futures Contracts"
     (https://www.binance.com/en/support/faq/b3c689c1f50a44cabb3a84e663b81d93) and "How to
     Calculate Liquidation Price of COIN-M Futures Contracts"
@@ -174,6 +175,15 @@ def tier_index_nb(notional, lo, hi):
         if notional <= hi[i]:
             return i
     return n - 1
+
+
+@njit(cache=True, error_model="numpy")
+def maintenance_margin_nb(notional, lo, hi, mmr, cum):
+    """``notional * MMR - cum`` of the tier holding ``notional`` (NaN outside the table)."""
+    t = tier_index_nb(notional, lo, hi)
+    if t < 0:
+        return np.nan
+    return notional * mmr[t] - cum[t]
 
 
 def tier_for_notional(tiers: Any, notional: float) -> tuple[int, float, float, float]:
