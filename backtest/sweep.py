@@ -336,13 +336,14 @@ def _connect_dask(scheduler: str | None, workers: int):
 
 
 def check_out_dir(out: str | os.PathLike) -> Path:
-    """The output folder; it may not exist yet, but its parent must."""
+    """The output folder (created with its parents when the results are written, like
+    ``replay --out``); refused when it, or one of its parents, is an existing file."""
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise SweepError(f"output {out} exists and is not a folder")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise SweepError(f"folder {parent} does not exist; create it first or choose another --out")
+    for p in (out, *out.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise SweepError(f"output folder {out}: {p} exists and is not a folder; choose another --out")
+            break
     return out
 
 
@@ -480,7 +481,7 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> None:
 
 def write_outputs(res: SweepResult, out_dir: Path, sim: Any = None) -> list[Path]:
     """``results.parquet``, ``heatmaps.pdf`` and ``sweep.json`` in ``out_dir`` (atomic writes)."""
-    out_dir.mkdir(exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
     spec = res.spec
     files = []
     # draw first: a plotting failure must not leave a results table without its report

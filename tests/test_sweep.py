@@ -162,9 +162,12 @@ def test_unreachable_scheduler_fails_fast_and_writes_nothing(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_output_folder_in_a_missing_folder_is_refused(tmp_path):
-    with pytest.raises(SweepError, match="does not exist"):
-        run_sweep(_fake_spec(), executor="serial", out=tmp_path / "missing" / "out", sim=fake, progress=False)
+def test_output_folder_is_created_like_replay_out_but_not_over_a_file(tmp_path):
+    res = run_sweep(_fake_spec(), executor="serial", out=tmp_path / "new" / "out", sim=fake, progress=False)
+    assert (tmp_path / "new" / "out" / "results.parquet") in res.files
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SweepError, match="is not a folder"):
+        run_sweep(_fake_spec(), executor="serial", out=tmp_path / "file" / "out", sim=fake, progress=False)
 
 
 def test_sweep_pdf_is_reproducible(tmp_path, monkeypatch):
@@ -197,7 +200,7 @@ def _write(tmp_path, text):
         ('event = "2025-10-10"\n[grid]\n', [], "the grid is empty"),
         ('event = "nope"\n[grid]\nseed = [1]\n', [], "unknown event 'nope'"),
         ('event = "2025-10-10"\n[grid]\nseed = [1, 2]\n', ["--executor", "dask", "--scheduler", "tcp://127.0.0.1:9", "--out", "OUT"], "cannot reach the dask scheduler"),
-        ('event = "2025-10-10"\n[grid]\nseed = [1]\n', ["--out", "MISSING/x"], "does not exist"),
+        ('event = "2025-10-10"\n[grid]\nseed = [1]\n', ["--out", "FILE/x"], "is not a folder"),
         ('event = "2025-10-10"\n[grid]\nseed = [1]\n', ["--executor", "threads", "--out", "OUT"], "unknown executor 'threads'"),
     ],
 )
@@ -206,7 +209,8 @@ def test_cli_user_errors(tmp_path, text, extra, message):
     if needs_sim and not HAVE_SIM:
         pytest.skip("needs backtest.simulate")
     f = _write(tmp_path, text)
-    extra = [str(tmp_path / "out") if a == "OUT" else str(tmp_path / "missing" / "x") if a == "MISSING/x" else a for a in extra]
+    (tmp_path / "file").write_text("not a folder")
+    extra = [str(tmp_path / "out") if a == "OUT" else str(tmp_path / "file" / "x") if a == "FILE/x" else a for a in extra]
     t = time.perf_counter()
     r = _cli("sweep", f, *extra)
     assert r.returncode == 2, r.stderr
