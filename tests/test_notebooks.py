@@ -30,7 +30,7 @@ def kernel_spec(tmp_path, monkeypatch):
                 "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
                 "display_name": "backtest tests (this venv)",
                 "language": "python",
-                "env": {"MPLBACKEND": "Agg", "PYTHONHASHSEED": "0"},
+                "env": {"PYTHONHASHSEED": "0"},
             }
         )
     )
