@@ -82,13 +82,13 @@ def _next_month(dt: datetime) -> datetime:
 
 class ArchiveDownloader:
     def __init__(self, exchange_id: str, store: Store, policy: RetryPolicy, *, base_url: str | None = None, progress=None, config: dict | None = None):
-        if exchange_id in ("binanceusdm", "binance", "um"):
+        if exchange_id == "binanceusdm":
             self.market = "um"
-        elif exchange_id in ("binancecoinm", "cm"):
+        elif exchange_id == "binancecoinm":
             self.market = "cm"
         else:
-            raise UserError(f"--source binance-archive serves binanceusdm or binancecoinm, not {exchange_id!r}")
-        self.exchange_id = {"binance": "binanceusdm", "um": "binanceusdm", "cm": "binancecoinm"}.get(exchange_id, exchange_id)
+            raise UserError(f"--source binance-archive serves binanceusdm (USDⓈ-M) or binancecoinm (COIN-M), not {exchange_id!r}")
+        self.exchange_id = exchange_id
         self.store = store
         self.policy = policy
         self.base = (base_url or DEFAULT_BASE_URL).rstrip("/")

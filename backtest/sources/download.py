@@ -143,6 +143,9 @@ def run_download(
     if not isinstance(retry_settings, dict):
         raise UserError("the 'retry' entry of --ccxt-config must be a table (max_retries, base, cap, retry_after_cap)")
     policy = RetryPolicy.from_settings(retry_settings)
+    limits = own.get("page_limits") or {}
+    if not isinstance(limits, dict) or not all(isinstance(v, int) and v > 0 for v in limits.values()):
+        raise UserError("the 'page_limits' entry of --ccxt-config must map datasets to positive integers, e.g. {\"ohlcv\": 500}")
     st = Store(store)
     # keep the order users expect regardless of how they listed them
     datasets = [d for d in ALL_DATASETS if d in datasets]
