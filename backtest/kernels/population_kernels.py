@@ -16,7 +16,7 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 _INV53 = 1.0 / 9007199254740992.0  # 2**-53
-N_STREAMS = 5
+N_STREAMS = 4
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -161,14 +161,14 @@ def synthesize_nb(
 ):
     """Draw candidates until ``n_out`` survive the lookback path; write survivors to ``o_*``.
 
-    Per candidate ``i`` five SplitMix64 hashes of ``(seed, i, k)`` give: 16-bit uniforms for the
+    Per candidate ``i`` SplitMix64 hashes of ``(seed, i, k)`` give: (k=0) 16-bit uniforms for the
     side (long with prob ``long_share``), margin mode (isolated with prob ``iso_share``), stop
-    flag (prob ``stop_share``) and leverage (from the mix); 53-bit uniforms for the opening bar
-    (inverse CDF of ``cdf``: volume x turnover survival), the entry (uniform in the bar's
-    [low, high]) and the notional (truncated Pareto(``size_alpha``) on [size_min, size_max],
-    via :func:`pareto_quantile`);
-    32-bit uniforms for the open time (uniform in the bar) and the stop distance (exponential,
-    mean ``stop_dist``, capped at 90 % of the distance to liquidation). Leverage = mix value x
+    flag (prob ``stop_share``) and leverage (from the mix); (k=1) 32-bit uniforms for the opening
+    bar (inverse CDF of ``cdf``: volume x turnover survival) and the open time (uniform in the
+    bar); (k=2) 32-bit uniforms for the entry (uniform in the bar's [low, high]) and the notional
+    (truncated Pareto(``size_alpha``) on [size_min, size_max], via :func:`pareto_quantile`);
+    (k=3, only with a stop) a 53-bit uniform for the stop distance (exponential, mean
+    ``stop_dist``, capped at 90 % of the distance to liquidation). Leverage = mix value x
     ``lev_scale`` capped by the entry tier's max leverage (>= 1); cross collateral = initial
     margin x (1 + cross_extra). The candidate survives unless a later bar's low (high) reaches
     the long's (short's) liquidation or stop price.
@@ -181,6 +181,7 @@ def synthesize_nb(
     tail = 1.0 - (size_min / size_max) ** size_alpha
     inv_alpha = -1.0 / size_alpha
     ptab = pareto_table(size_min, size_max, size_alpha)
+    lev_guide = guide_table(lev_cdf)
     top = t_hi[t_hi.shape[0] - 1]
     count = 0
     i = 0
@@ -190,17 +191,16 @@ def synthesize_nb(
     short_n = 0.0
     while count < n_out and i < max_tries:
         h0 = _hash(key, i, 0)
+        h1 = _hash(key, i, 1)
+        h2 = _hash(key, i, 2)
         s = 1 if _u16(h0, 0) < long_share else -1
-        j = sample_index(cdf, guide, _u53(_hash(key, i, 1)))
+        j = sample_index(cdf, guide, _u32(h1, 0))
         lo_j = bar_low[j]
-        entry = lo_j + _u53(_hash(key, i, 2)) * (bar_high[j] - lo_j)
-        notional = pareto_quantile(_u53(_hash(key, i, 3)), ptab, size_min, tail, inv_alpha)
+        entry = lo_j + _u32(h2, 0) * (bar_high[j] - lo_j)
+        notional = pareto_quantile(_u32(h2, 1), ptab, size_min, tail, inv_alpha)
         if notional > top:
             notional = top
-        u = _u16(h0, 3)
-        k = 0
-        while k < n_lev - 1 and lev_cdf[k] <= u:
-            k += 1
+        k = sample_index(lev_cdf, lev_guide, _u16(h0, 3))
         lev = lev_values[k] * lev_scale
         t0 = tier_index_nb(notional, t_lo, t_hi)
         if lev > t_lev[t0]:
@@ -229,10 +229,9 @@ def synthesize_nb(
             died_liq += 1
             i += 1
             continue
-        h4 = _hash(key, i, 4)
         stop = np.nan
         if _u16(h0, 2) < stop_share:
-            d = -stop_dist * np.log(_u32(h4, 1))
+            d = -stop_dist * np.log(_u53(_hash(key, i, 3)))
             if s > 0:
                 ld = (entry - liq) / entry
             else:
@@ -253,7 +252,7 @@ def synthesize_nb(
         o_margin[count] = margin
         o_mmr[count] = rate
         o_cum[count] = t_cum[t]
-        o_open[count] = bar_ts[j] + np.int64(_u32(h4, 0) * bar_dur[j])
+        o_open[count] = bar_ts[j] + np.int64(_u32(h1, 1) * bar_dur[j])
         o_stop[count] = stop
         o_liq[count] = liq
         o_lev[count] = lev
