@@ -257,7 +257,14 @@ def population(
     out: Optional[Path] = typer.Option(None, "--out", help="Write the population to this Parquet file (one file per symbol: FILE_SYMBOL.parquet when several)."),
     store: Optional[str] = StoreOpt,
 ) -> None:
-    """Build the synthetic leveraged-position population an event starts from, and summarise it."""
+    """Build the synthetic leveraged-position population an event starts from, and summarise it.
+
+    Parameters for --set: seed, n_positions, long_share, leverage_mix (JSON, e.g.
+    '{"10": 0.5, "20": 0.5}'), leverage_scale, oi_scale, open_interest_usd, isolated_share,
+    cross_extra_collateral, stop_share, stop_distance, size_tail_alpha, size_min_usd,
+    size_max_usd, turnover_half_life_days, venue, survival_price, max_tries_factor
+    (defaults and their sources: backtest.population.PARAM_SOURCES).
+    """
     import polars as pl
 
     from backtest.events import get_event

@@ -357,7 +357,7 @@ def synthesize(
     ``open_interest_usd`` optional OI per bar (then openings follow its increases);
     ``tiers`` a ccxt tier list (or :func:`backtest.margin.tier_arrays` output).
     ``long_share`` / ``half_life_days`` override the parameters (used by :func:`build_population`
-    after resolving them from the store). ``out`` may pass preallocated population arrays of
+    after resolving them from the store; without either, 0.6 and 2 days). ``out`` may pass preallocated population arrays of
     ``n_positions`` rows (e.g. reused across a sweep) to skip the allocation.
     ``path_extrema = (after_min, after_max)`` gives, per bar, the lowest and highest price of
     the survival path after that bar (e.g. from mark prices, see :func:`path_extrema_from`);
@@ -422,6 +422,8 @@ def synthesize(
     size_max = min(p.size_max_usd, float(t_hi[-1]) * (1 - 1e-12))
     if size_max <= p.size_min_usd:
         raise ValueError(f"size_min_usd {p.size_min_usd} is beyond the tier table's largest notional {t_hi[-1]}")
+    if venue not in VENUES:
+        raise ValueError(f"unknown venue {venue!r}; choose from {', '.join(VENUES)}")
     vcode = VENUES[venue]
     from backtest.margin import TAKER_FEE
 
