@@ -396,3 +396,20 @@ def test_bad_config_and_arguments(tmp_path):
     assert r.exit_code == 2 and "must be after" in r.output
     r = run(["binanceusdm", "BTC/USDT:USDT", "--since", "2025-10-10T19:38:00"], good, tmp_path / "st")
     assert r.exit_code == 2 and "no zone" in r.output
+
+
+def test_fault_classification():
+    import ccxt
+
+    from backtest.sources.ccxt_source import classify
+    from backtest.sources.retry import TemporaryFault
+
+    temporary = [ccxt.DDoSProtection("418"), ccxt.RateLimitExceeded("429"), ccxt.OperationFailed("-1001"),
+                 ccxt.ExchangeNotAvailable("503"), ccxt.RequestTimeout("t"), ccxt.NetworkError("reset"),
+                 ccxt.OnMaintenance("m"), TemporaryFault("cut"),
+                 ccxt.ExchangeError("bybit {\"retCode\":10016,\"retMsg\":\"System error. Please try again later.\"}")]
+    permanent = [ccxt.BadSymbol("x"), ccxt.NotSupported("x"), ccxt.AuthenticationError("x"), ccxt.PermissionDenied("x"),
+                 ccxt.BadRequest("x"), ccxt.ArgumentsRequired("x"), ccxt.ExchangeError("unknown thing")]
+    assert [classify(e) for e in temporary] == ["temporary"] * len(temporary)
+    assert [classify(e) for e in permanent] == ["permanent"] * len(permanent)
+    assert classify(KeyError("bug")) == "raise"
