@@ -164,6 +164,17 @@ def test_bybit_inverse_cross_published_example():
     assert bp_with_fee == pytest.approx(5718.57, abs=0.005)
 
 
+def test_bybit_exchange_reported_isolated_position():
+    # A Bybit USDT-perpetual position payload quoted in ccxt's bybit parsePosition source
+    # comment (found with the code search, index id 47251202679; createdTime 1669097244192 =
+    # 2022-11-22): ETHUSDT Buy size 0.10, entryPrice 1198.45, tradeMode 1 (isolated),
+    # positionBalance 28.58931118, riskLimitValue 900000, liqPrice 919.10.
+    # Rates: taker 0.06 % (Bybit's standard USDT-perpetual taker fee in 2022); MMR 0.5 % for the
+    # first risk limit - inferred: it is the rate that reproduces the price (1 % would give 925.1).
+    lp = liquidation_price("bybit", 1, 1198.45, 0.10, 28.58931118, mmr=0.005, fee_rate=0.0006)
+    assert abs(lp - 919.10) < 0.01  # ETHUSDT tick 0.01
+
+
 def test_bybit_mm_at_entry_value_not_at_liq():
     # Bybit fixes MM at the entry value: the result differs from a MM-at-price rule with the same rate.
     lp_bybit = liquidation_price("bybit", 1, 100.0, 10.0, 100.0, mmr=0.01)
