@@ -175,6 +175,18 @@ def test_bybit_exchange_reported_isolated_position():
     assert abs(lp - 919.10) < 0.01  # ETHUSDT tick 0.01
 
 
+def test_bybit_inverse_api_docs_position():
+    # Bybit inverse-perpetual API docs, "My Position V2" response example (quoted in a public
+    # repository's copy of the docs; code-search index id 25481772115): BTCUSD Buy size 5 (USD
+    # contracts), entry_price 7197.35137469, leverage 1, position_margin 0.0006947 BTC,
+    # liq_price 3608, bust_price 3599 (BTCUSD tick 0.5). MMR 0.5 % (Bybit: "the minimum
+    # maintenance margin rate ... is 0.5% for BTC").
+    lp = liquidation_price("bybit", 1, 7197.35137469, 5, 0.0006947, contract="inverse", mmr=0.005)
+    assert abs(lp - 3608) <= 0.5
+    bp = bankruptcy_price(1, 7197.35137469, 5, 0.0006947, contract="inverse")
+    assert abs(bp - 3599) <= 0.5
+
+
 def test_bybit_mm_at_entry_value_not_at_liq():
     # Bybit fixes MM at the entry value: the result differs from a MM-at-price rule with the same rate.
     lp_bybit = liquidation_price("bybit", 1, 100.0, 10.0, 100.0, mmr=0.01)
