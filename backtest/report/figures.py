@@ -579,7 +579,13 @@ def fund_page(bars: pl.DataFrame, summary: dict, title: str):
     ax0.set_ylabel("fund balance (USD)")
     usd_axis(ax0)
     ax0.tick_params(labelbottom=False)
-    if c["adl"]:
+    if c["adl"] and float(bars[c["adl"]].fill_null(0).abs().sum()) == 0.0:
+        ax1.text(0.5, 0.5, "no auto-deleveraging in this scenario: the insurance fund covered every deficit",
+                 transform=ax1.transAxes, ha="center", va="center", fontsize=10, color=GREY)
+        b = bars.sort(c["ts"])
+        ax1.plot(_dt(b[c["ts"]]), np.zeros(b.height), color="#d35400", lw=0.8)
+        ax1.set_ylim(-1, 1)
+    elif c["adl"]:
         per = bars.group_by(c["ts"]).agg(pl.col(c["adl"]).fill_null(0).sum().alias("a")).sort(c["ts"])
         t = _dt(per[c["ts"]])
         ax1.bar(t, per["a"].to_numpy(), width=_bar_width_days(_ms(per[c["ts"]])), align="edge", color="#d35400", label="ADL notional per bar (all symbols)")
