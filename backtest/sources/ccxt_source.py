@@ -293,23 +293,25 @@ def stat_timeframe(ex, timeframe: str) -> str:
 # --------------------------------------------------------------------------------------------
 # what is missing
 # --------------------------------------------------------------------------------------------
-def missing_bar_ranges(stored: list[int], start: int, end: int, step: int) -> list[tuple[int, int]]:
-    """Maximal runs ``[a, b)`` of grid points ``start + k*step`` in [start, end) not in ``stored``."""
-    have = set(stored)
-    out: list[tuple[int, int]] = []
-    run = None
-    t = start
-    while t < end:
-        if t in have:
-            if run is not None:
-                out.append((run, t))
-                run = None
-        elif run is None:
-            run = t
-        t += step
-    if run is not None:
-        out.append((run, end))
-    return out
+def missing_bar_ranges(stored, start: int, end: int, step: int) -> list[tuple[int, int]]:
+    """Maximal runs ``[a, b)`` of grid points ``start + k*step`` in [start, end) not in ``stored``.
+
+    Vectorised: years of 1m bars (millions of grid points) cost milliseconds.
+    """
+    import numpy as np
+
+    if end <= start:
+        return []
+    grid = np.arange(start, end, step, dtype=np.int64)
+    have = np.asarray(stored, dtype=np.int64)
+    missing = ~np.isin(grid, have, assume_unique=False)
+    if not missing.any():
+        return []
+    idx = np.flatnonzero(missing)
+    breaks = np.flatnonzero(np.diff(idx) != 1)
+    starts = np.concatenate(([idx[0]], idx[breaks + 1]))
+    stops = np.concatenate((idx[breaks], [idx[-1]]))
+    return [(int(grid[a]), int(grid[b]) + step if b + 1 < len(grid) else end) for a, b in zip(starts, stops)]
 
 
 def missing_event_ranges(stored: list[int], start: int, end: int) -> list[tuple[int, int]]:
