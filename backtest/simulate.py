@@ -343,6 +343,12 @@ def synthetic_population(
     liq = np.where(liq > 0, liq, 0.0)
     if tick:
         liq = np.round(liq / tick) * tick
+    dead = s * (price - liq) <= 0  # would be liquidated at the start: re-enter at the price
+    if np.any(dead):
+        entry = np.where(dead, price, entry)
+        qty = notional / entry
+        liq = (entry * qty - s * margin - s * cum) / (qty * (1.0 - s * mmr))
+        liq = np.where(liq > 0, liq, 0.0)
     has_stop = rng.random(n) < stop_share
     stop = np.where(has_stop, entry * (1.0 - s * rng.uniform(0.005, 0.08, n)), np.nan)
     if tick:
@@ -404,13 +410,27 @@ def kernel_params(sim: SimParams, market: Market, *, mode: str, fund_usd: float,
     return prm
 
 
-def run_kernel(pop: dict[str, np.ndarray], bars: dict[str, np.ndarray], prm: np.ndarray, *, reference: bool = False, lists: tuple | None = None, bucket_size: int = 256) -> dict[str, Any]:
-    """Run the kernel on plain arrays; returns a dict of its outputs (and timings)."""
+def run_kernel(
+    pop: dict[str, np.ndarray],
+    bars: dict[str, np.ndarray],
+    prm: np.ndarray,
+    *,
+    reference: bool = False,
+    lists: tuple | None = None,
+    bucket_size: int = 256,
+    per_position: bool = False,
+) -> dict[str, Any]:
+    """Run the kernel on plain arrays; returns a dict of its outputs (and timings).
+
+    Exits come as records in time order (``x_pos, x_ts, x_fill, x_round, x_code``);
+    ``per_position=True`` adds full-length ``exit_code, exit_ts, fill, exit_round`` arrays
+    (NONE / 0 / NaN / -1 for positions still open), which do not depend on the mode.
+    """
     from backtest.kernels.cascade import simulate_nb
 
     t0 = time.perf_counter()
     if reference:
-        lists = (np.empty(0, np.int32), np.empty(0), np.zeros(1, np.int64), np.zeros((0, 6), np.int64))
+        lists = (np.empty(0, np.int32), np.empty(0), np.zeros(1, np.int64), np.zeros((0, 7), np.int64))
     elif lists is None:
         lists = build_lists(pop, bucket_size)
     t1 = time.perf_counter()
@@ -421,12 +441,28 @@ def run_kernel(pop: dict[str, np.ndarray], bars: dict[str, np.ndarray], prm: np.
         prm, bool(reference),
     )
     t2 = time.perf_counter()
-    keys = ("exit_code", "exit_ts", "fill", "exit_round", "bar_i", "bar_f", "round_units", "stats")
+    keys = ("x_pos", "x_ts", "x_fill", "x_round", "x_code", "bar_i", "bar_f", "round_units", "stats")
     res = dict(zip(keys, out))
+    if per_position:
+        res.update(per_position_arrays(res, len(pop["side"])))
     res["sort_s"] = t1 - t0
     res["sim_s"] = t2 - t1
     res["lists"] = lists
     return res
+
+
+def per_position_arrays(res: dict[str, Any], n: int) -> dict[str, np.ndarray]:
+    """Full-length per-position outputs from the exit records of :func:`run_kernel`."""
+    code = np.zeros(n, np.int8)
+    ts = np.zeros(n, np.int64)
+    fill = np.full(n, np.nan)
+    rnd = np.full(n, -1, np.int16)
+    p = res["x_pos"]
+    code[p] = res["x_code"]
+    ts[p] = res["x_ts"]
+    fill[p] = res["x_fill"]
+    rnd[p] = res["x_round"]
+    return {"exit_code": code, "exit_ts": ts, "fill": fill, "exit_round": rnd}
 
 
 # ------------------------------------------------------------------------------------------
@@ -646,20 +682,20 @@ def _assemble(prep: Prepared, per: dict, mode: str, shock: str | None, pop_param
                 }
             ).with_columns(pl.col("ts").cast(pl.Int64).cast(TS))
         )
-        code = out["exit_code"]
-        hit = np.flatnonzero(code != R.EXIT_NONE)
+        hit = out["x_pos"].astype(np.int64)
+        code = out["x_code"]
         w = a["weight"][hit].astype(np.float64)
-        fill = out["fill"][hit]
+        fill = out["x_fill"]
         liq_frames.append(
             pl.DataFrame(
                 {
                     "symbol": [s] * hit.size,
-                    "position": hit.astype(np.int64),
+                    "position": hit,
                     "side": a["side"][hit],
-                    "exit": pl.Series(code[hit]).replace_strict(R.EXIT_NAMES, return_dtype=pl.String),
-                    "ts": out["exit_ts"][hit],
+                    "exit": pl.Series(code).replace_strict(R.EXIT_NAMES, return_dtype=pl.String),
+                    "ts": out["x_ts"],
                     "fill": fill,
-                    "round": out["exit_round"][hit],
+                    "round": out["x_round"],
                     "qty": a["qty"][hit] * w,
                     "notional_usd": a["qty"][hit] * w * fill,
                     "weight": w,

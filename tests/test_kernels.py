@@ -14,9 +14,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backtest import records as R
-from backtest.simulate import build_lists, run_kernel, synthetic_population
+from backtest.simulate import build_lists, synthetic_population
+from backtest.simulate import run_kernel as _run_kernel
 
 OUT_KEYS = ("exit_code", "exit_ts", "fill", "exit_round", "bar_i", "bar_f", "round_units", "stats")
+
+
+def run_kernel(*args, **kwargs):
+    return _run_kernel(*args, per_position=True, **kwargs)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -36,7 +36,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from backtest.kernels.sorting import sort_bucket
+from backtest.kernels.sorting import bankruptcy_base, sort_bucket
 from backtest.margin import adl_key_nb
 from backtest.records import (
     BF_CLOSE,
@@ -126,18 +126,18 @@ def _impact(model, net_usd, coef, sigma, volume, depth):
 
 
 @njit(cache=True)
-def _adl(target_side, units, p, F, side, venue, entry, qty, margin, weight, exit_code, exit_ts, fill, exit_round, t):
+def _adl(target_side, units, p, F, side, venue, entry, qty, margin, weight, alive, x_pos, x_ts, x_fill, x_round, x_code, nx, t):
     """Close opposite positions, highest ADL rank first, until their notional covers ``units``."""
     n = side.shape[0]
     c = 0
     for i in range(n):
-        if exit_code[i] == 0 and side[i] == target_side:
+        if alive[i] and side[i] == target_side:
             c += 1
     keys = np.empty(c)
     idx = np.empty(c, np.int32)
     c = 0
     for i in range(n):
-        if exit_code[i] == 0 and side[i] == target_side:
+        if alive[i] and side[i] == target_side:
             s = side[i]
             m_t = margin[i] - s * qty[i] * F
             keys[c] = -adl_key_nb(venue[i], s, entry[i], p, qty[i], m_t)
@@ -149,12 +149,15 @@ def _adl(target_side, units, p, F, side, venue, entry, qty, margin, weight, exit
         if closed >= units:
             break
         i = idx[o[j]]
-        exit_code[i] = EXIT_ADL
-        exit_ts[i] = t
-        fill[i] = p
-        exit_round[i] = -1
+        alive[i] = False
+        x_pos[nx] = i
+        x_ts[nx] = t
+        x_fill[nx] = p
+        x_round[nx] = -1
+        x_code[nx] = EXIT_ADL
+        nx += 1
         closed += _u(qty[i] * np.float64(weight[i]) * p)
-    return closed
+    return closed, nx
 
 
 @njit(cache=True)
@@ -166,7 +169,9 @@ def simulate_nb(
 ):
     """Run one symbol. See the module docstring; outputs are described in backtest.records.
 
-    Returns ``(exit_code, exit_ts, fill, exit_round, bar_i, bar_f, round_units, stats)``.
+    Returns ``(x_pos, x_ts, x_fill, x_round, x_code, bar_i, bar_f, round_units, stats)``: one
+    record per exit (position index, time, fill, round (-1 for ADL), EXIT_* code) in time order
+    (within a round the order depends on the mode), and the per-bar and run outputs.
     """
     n = side.shape[0]
     nbars = ts.shape[0]
@@ -187,16 +192,25 @@ def simulate_nb(
     if hl > 0.0 and np.isfinite(hl):
         dseg = 0.5 ** ((bar_ms / 3000.0) / hl)
 
-    exit_code = np.zeros(n, np.int8)
-    exit_ts = np.zeros(n, np.int64)
-    fill = np.full(n, np.nan)
-    exit_round = np.full(n, -1, np.int16)
+    # exits are appended as records in time order (fresh memory is touched only as it fills)
+    alive = np.ones(n, np.bool_)
+    x_pos = np.empty(n, np.int32)
+    x_ts = np.empty(n, np.int64)
+    x_fill = np.empty(n)
+    x_round = np.empty(n, np.int16)
+    x_code = np.empty(n, np.int8)
+    nx = 0
     bar_i = np.zeros((nbars, BI_SIZE), np.int64)
     bar_f = np.zeros((nbars, BF_SIZE))
     round_units = np.zeros(max_rounds + 1, np.int64)
     stats = np.zeros(ST_SIZE)
     buf = np.empty(n, np.int32)
     blvl = np.empty(n)
+    bqw = np.empty(n)
+    bbk = np.empty(n)
+    bw = np.empty(n)
+    bside = np.empty(n, np.int8)
+    bcode = np.empty(n, np.int8)
 
     # trigger-list state (fast mode)
     ptr = np.empty(L, np.int64)
@@ -261,7 +275,7 @@ def simulate_nb(
                 buy = np.int64(0)
                 if reference:
                     for i in range(n):
-                        if exit_code[i] != 0:
+                        if not alive[i]:
                             continue
                         s = side[i]
                         thr = liq[i] + F / (1.0 - np.float64(s) * mmr[i])
@@ -270,22 +284,31 @@ def simulate_nb(
                         c_s = st == st and _crossed(s, p, st)
                         if c_l:
                             if c_s and ((s > 0 and st > thr) or (s < 0 and st < thr)):
-                                exit_code[i] = EXIT_STOPPED
-                                blvl[nt] = st
+                                code = EXIT_STOPPED
+                                lvl = st
                             else:
-                                exit_code[i] = EXIT_LIQUIDATED
-                                blvl[nt] = thr
+                                code = EXIT_LIQUIDATED
+                                lvl = thr
                         elif c_s:
-                            exit_code[i] = EXIT_STOPPED
-                            blvl[nt] = st
+                            code = EXIT_STOPPED
+                            lvl = st
                         else:
                             continue
+                        alive[i] = False
                         buf[nt] = i
+                        blvl[nt] = lvl
+                        bcode[nt] = code
+                        bside[nt] = s
+                        w = np.float64(weight[i])
+                        qw = qty[i] * w
+                        bqw[nt] = qw
+                        bw[nt] = w
+                        bbk[nt] = bankruptcy_base(s, entry[i], margin[i], qty[i])
                         nt += 1
                         if s > 0:
-                            sell += _u(qty[i] * np.float64(weight[i]) * p)
+                            sell += _u(qw * p)
                         else:
-                            buy += _u(qty[i] * np.float64(weight[i]) * p)
+                            buy += _u(qw * p)
                 else:
                     for li in range(L):
                         kind = lists[li, 0]
@@ -300,33 +323,45 @@ def simulate_nb(
                                 sort_bucket(order, okey, bstart[b], bstart[b + 1])
                                 bcur[li] = b
                                 bend[li] = bstart[b + 1]
-                            i = order[kk]
+                            key = okey[kk]
+                            lvl_key = -key if s > 0 else key
                             if kind == LIST_LIQ:
-                                thr = liq[i] + shift[li]
+                                thr = lvl_key + shift[li]
                             else:
-                                thr = stop[i]
+                                thr = lvl_key
                             if not _crossed(s, p, thr):
                                 break
+                            e = kk
                             kk += 1
-                            if exit_code[i] != 0:
+                            i = order[e]
+                            if not alive[i]:
                                 continue
                             if kind == LIST_LIQ:
-                                st = stop[i]
+                                st = stop[i] if lists[li, 6] else np.nan
                                 if st == st and _crossed(s, p, st) and ((s > 0 and st > thr) or (s < 0 and st < thr)):
-                                    exit_code[i] = EXIT_STOPPED
-                                    blvl[nt] = st
+                                    code = EXIT_STOPPED
+                                    lvl = st
                                 else:
-                                    exit_code[i] = EXIT_LIQUIDATED
-                                    blvl[nt] = thr
+                                    code = EXIT_LIQUIDATED
+                                    lvl = thr
                             else:
-                                exit_code[i] = EXIT_STOPPED
-                                blvl[nt] = thr
+                                code = EXIT_STOPPED
+                                lvl = thr
+                            alive[i] = False
                             buf[nt] = i
+                            blvl[nt] = lvl
+                            bcode[nt] = code
+                            bside[nt] = s
+                            w = np.float64(weight[i])
+                            qw = qty[i] * w
+                            bqw[nt] = qw
+                            bw[nt] = w
+                            bbk[nt] = bankruptcy_base(s, entry[i], margin[i], qty[i])
                             nt += 1
                             if s > 0:
-                                sell += _u(qty[i] * np.float64(weight[i]) * p)
+                                sell += _u(qw * p)
                             else:
-                                buy += _u(qty[i] * np.float64(weight[i]) * p)
+                                buy += _u(qw * p)
                         ptr[li] = kk
                 if nt == 0:
                     break
@@ -348,7 +383,7 @@ def simulate_nb(
                 dn_s = np.int64(0)
                 for jj in range(nt):
                     i = buf[jj]
-                    s = side[i]
+                    s = bside[jj]
                     lvl = blvl[jj]
                     if s > 0:
                         lv = min(lvl, p_from)
@@ -356,20 +391,24 @@ def simulate_nb(
                     else:
                         lv = max(lvl, p_from)
                         f = lv * fac if fac > 1.0 else lv
-                    fill[i] = f
-                    exit_round[i] = r
                     if r == 0 and p_from != p:
                         frac = (p_from - lv) / (p_from - p)
                         frac = min(1.0, max(0.0, frac))
-                        exit_ts[i] = t_prev + np.int64(frac * (t_pt - t_prev))
+                        t_ex = t_prev + np.int64(frac * (t_pt - t_prev))
                     else:
-                        exit_ts[i] = t_pt
-                    w = np.float64(weight[i])
-                    qw = qty[i] * w
+                        t_ex = t_pt
+                    x_pos[nx] = i
+                    x_ts[nx] = t_ex
+                    x_fill[nx] = f
+                    x_round[nx] = r
+                    x_code[nx] = bcode[jj]
+                    nx += 1
+                    w = bw[jj]
+                    qw = bqw[jj]
                     nu = _u(qw * f)
-                    bk = entry[i] - s * margin[i] / qty[i] + F
+                    bk = bbk[jj] + F
                     remaining = s * (f - bk) * qw
-                    if exit_code[i] == EXIT_LIQUIDATED:
+                    if bcode[jj] == EXIT_LIQUIDATED:
                         if s > 0:
                             bar_i[j, BI_LONG_LIQ] += nu
                             bar_i[j, BI_LONG_LIQ_W] += _u(w)
@@ -447,13 +486,13 @@ def simulate_nb(
         # ---- end of bar: auto-deleveraging of what the fund could not cover -------------
         t_end = ts[j] + bar_ms - 1
         if nu_long > 0:
-            c = _adl(-1, nu_long, p_prev, F, side, venue, entry, qty, margin, weight, exit_code, exit_ts, fill, exit_round, t_end)
+            c, nx = _adl(-1, nu_long, p_prev, F, side, venue, entry, qty, margin, weight, alive, x_pos, x_ts, x_fill, x_round, x_code, nx, t_end)
             bar_i[j, BI_ADL] += c
             if c < nu_long:
                 shortfall += nu_long - c
             nu_long = 0
         if nu_short > 0:
-            c = _adl(1, nu_short, p_prev, F, side, venue, entry, qty, margin, weight, exit_code, exit_ts, fill, exit_round, t_end)
+            c, nx = _adl(1, nu_short, p_prev, F, side, venue, entry, qty, margin, weight, alive, x_pos, x_ts, x_fill, x_round, x_code, nx, t_end)
             bar_i[j, BI_ADL] += c
             if c < nu_short:
                 shortfall += nu_short - c
@@ -466,4 +505,4 @@ def simulate_nb(
     stats[ST_FUND_MIN] = fund_min / USD_SCALE
     stats[ST_ADL_SHORTFALL] = shortfall / USD_SCALE
     stats[ST_FUNDING_INDEX] = F
-    return exit_code, exit_ts, fill, exit_round, bar_i, bar_f, round_units, stats
+    return x_pos[:nx], x_ts[:nx], x_fill[:nx], x_round[:nx], x_code[:nx], bar_i, bar_f, round_units, stats

@@ -1,7 +1,8 @@
 """Trigger lists for the fast kernel: positions ordered by the price at which they trigger.
 
 A *list* is either a liquidation group - the positions of one (side, venue, tier), which share
-the maintenance rate and so shift together under funding - or the stop-loss list of one side.
+the maintenance rate and so shift together under funding, split by whether they carry a stop
+(so the kernel reads stop prices only where there are some) - or the stop-loss list of one side.
 Positions in a list are ordered by a key that rises as the trigger comes nearer to being hit
 from above (longs: ``-liq_price``, descending price) or from below (shorts: ``+liq_price``), so
 the kernel advances one pointer per list while the price moves.
@@ -23,7 +24,8 @@ from numba import njit
 from backtest.records import LIST_LIQ, LIST_STOP
 
 N_VENUE_SLOTS = 8
-N_GROUPS = 2 * N_VENUE_SLOTS * 256  # (side, venue, tier) liquidation groups
+N_GROUPS = 2 * N_VENUE_SLOTS * 2 * 256  # (side, venue, has a stop, tier) liquidation groups
+N_COLS = 7  # columns of the lists table
 G_STOP_LONG = N_GROUPS
 G_STOP_SHORT = N_GROUPS + 1
 
@@ -40,13 +42,19 @@ def _key(side, x):
 
 
 @njit(cache=True)
+def bankruptcy_base(s, entry, margin, qty):
+    """Bankruptcy price before funding: ``entry - side * margin / qty`` (one expression for all)."""
+    return entry - s * margin / qty
+
+
+@njit(cache=True)
 def build_lists_nb(side, venue, tier, mmr, liq, stop, bucket_size):
     """Bucket every position into its trigger lists.
 
     Returns ``(order, okey, bstart, lists, status)``: ``order`` (int32) and ``okey`` (float64)
     hold position indices and their keys list by list, bucket by bucket; ``bstart`` (int64) the
     first entry of each bucket (one more element than buckets); ``lists`` (int64, one row per
-    list) ``kind, side, start, end, first bucket, bucket count``.
+    list) ``kind, side, start, end, first bucket, bucket count, members have stops``.
     """
     n = side.shape[0]
     G = N_GROUPS + 2
@@ -60,8 +68,8 @@ def build_lists_nb(side, venue, tier, mmr, liq, stop, bucket_size):
         s = side[i]
         v = venue[i]
         if (s != 1 and s != -1) or v < 0 or v >= N_VENUE_SLOTS:
-            return (np.empty(0, np.int32), np.empty(0), np.empty(1, np.int64), np.empty((0, 6), np.int64), SORT_BAD_CODE)
-        g = ((1 if s > 0 else 0) * N_VENUE_SLOTS + v) * 256 + np.int64(tier[i])
+            return (np.empty(0, np.int32), np.empty(0), np.empty(1, np.int64), np.empty((0, N_COLS), np.int64), SORT_BAD_CODE)
+        g = _gid(s, v, stop[i], tier[i])
         cnt[g] += 1
         if cnt[g] == 1:
             gm[g] = mmr[i]
@@ -85,13 +93,13 @@ def build_lists_nb(side, venue, tier, mmr, liq, stop, bucket_size):
                 if k > hi[gs]:
                     hi[gs] = k
     if status != SORT_OK:
-        return (np.empty(0, np.int32), np.empty(0), np.empty(1, np.int64), np.empty((0, 6), np.int64), status)
+        return (np.empty(0, np.int32), np.empty(0), np.empty(1, np.int64), np.empty((0, N_COLS), np.int64), status)
     # lists: liquidation groups first, stop lists last (the kernel relies on this order)
     nl = 0
     for g in range(G):
         if cnt[g] > 0:
             nl += 1
-    lists = np.zeros((nl, 6), np.int64)
+    lists = np.zeros((nl, N_COLS), np.int64)
     gl = np.full(G, -1, np.int64)
     nreg = np.zeros(G, np.int64)
     scale = np.zeros(G)
@@ -113,7 +121,8 @@ def build_lists_nb(side, venue, tier, mmr, liq, stop, bucket_size):
             lists[li, 1] = 1 if g == G_STOP_LONG else -1
         else:
             lists[li, 0] = LIST_LIQ
-            lists[li, 1] = 1 if g >= N_VENUE_SLOTS * 256 else -1
+            lists[li, 1] = 1 if g >= N_VENUE_SLOTS * 2 * 256 else -1
+            lists[li, 6] = (g // 256) % 2  # members have stops
         lists[li, 2] = m
         lists[li, 3] = m + cnt[g]
         lists[li, 4] = nb_total
@@ -124,7 +133,7 @@ def build_lists_nb(side, venue, tier, mmr, liq, stop, bucket_size):
     bcount = np.zeros(nb_total + 1, np.int64)
     for i in range(n):
         s = side[i]
-        g = ((1 if s > 0 else 0) * N_VENUE_SLOTS + venue[i]) * 256 + np.int64(tier[i])
+        g = _gid(s, venue[i], stop[i], tier[i])
         bcount[_bucket(_key(s, liq[i]), lo[g], scale[g], nreg[g], boff[g]) + 1] += 1
         st = stop[i]
         if st == st:
@@ -138,7 +147,7 @@ def build_lists_nb(side, venue, tier, mmr, liq, stop, bucket_size):
     okey = np.empty(m)
     for i in range(n):
         s = side[i]
-        g = ((1 if s > 0 else 0) * N_VENUE_SLOTS + venue[i]) * 256 + np.int64(tier[i])
+        g = _gid(s, venue[i], stop[i], tier[i])
         k = _key(s, liq[i])
         b = _bucket(k, lo[g], scale[g], nreg[g], boff[g])
         p = pos[b]
@@ -155,6 +164,12 @@ def build_lists_nb(side, venue, tier, mmr, liq, stop, bucket_size):
             order[p] = i
             okey[p] = k
     return order, okey, bstart, lists, status
+
+
+@njit(cache=True)
+def _gid(s, v, st, t):
+    """Liquidation group of a position: (side, venue, has a stop, tier)."""
+    return (((1 if s > 0 else 0) * N_VENUE_SLOTS + np.int64(v)) * 2 + (1 if st == st else 0)) * 256 + np.int64(t)
 
 
 @njit(cache=True)
