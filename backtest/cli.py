@@ -298,7 +298,8 @@ def population(
         )
         st_ = s["stats"]
         typer.echo(
-            f"  lookback:       {st_['bars']:,} bars ({st_.get('timeframes', '')}); {st_['candidates']:,} candidates, "
+            f"  lookback:       {st_['bars']:,} bars ({st_.get('timeframes', '')}) covering {st_.get('lookback_covered_days', float('nan')):.1f} "
+            f"of {st_.get('lookback_days', float('nan')):.1f} days; survival on {st_.get('survival_path', '?')}; {st_['candidates']:,} candidates, "
             f"{st_['died_liquidated']:,} liquidated and {st_['died_stopped']:,} stopped before the event; "
             f"turnover half-life {st_['turnover_half_life_days']:.2f} d; isolated {s['isolated_share']:.2f}, stops {s['stop_share']:.2f} of notional"
         )

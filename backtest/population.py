@@ -27,8 +27,8 @@ store and the event catalogue:
    Binance); ``tier``/``mmr``/``maint_amount`` are those used.
 5. Survivors only: a candidate whose liquidation or stop price is reached by a later bar of the
    lookback path leaves (liquidated or stopped before the event); candidates are drawn until
-   ``n_positions`` survive. The path is the mark price where the store has it for the whole
-   lookback (liquidations trigger on the mark price), else the last price. Closes for other
+   ``n_positions`` survive. The path is the mark price wherever the store has it (liquidations
+   trigger on the mark price), the last price before that. Closes for other
    reasons are the turnover discount of step 1. Funding during the lookback is not applied.
 6. Scale: weights make the open notional equal the target (open interest x ``oi_scale``).
 
@@ -110,8 +110,8 @@ PARAM_SOURCES: dict[str, str] = {
     "half of traded volume opens positions (assumption), so the mean holding time is OI / opening volume",
     "venue": "auto = the margin rule of the event's exchange (binanceusdm -> binance)",
     "survival_price": "mark: liquidations and stops before the event are judged on the mark price, as Binance "
-    "triggers liquidations on it (Binance FAQ 'What is Mark Price'), where the store has mark bars for the whole "
-    "lookback; else (or with 'last') on last-price bars, whose wicks are deeper",
+    "triggers liquidations on it (Binance FAQ 'What is Mark Price'), wherever the store has mark bars running up "
+    "to the event; before they start, and with 'last', on last-price bars, whose wicks are deeper",
     "max_tries_factor": "candidates tried per requested survivor before giving up",
 }
 
@@ -571,7 +571,8 @@ def path_extrema_from(bar_end_ms: np.ndarray, path_ts: np.ndarray, path_low: np.
 
 
 def mark_bars(store: Any, exchange: str, symbol: str, start_ms: int, end_ms: int) -> dict[str, np.ndarray] | None:
-    """The finest stored mark-price series covering [start, end) without gaps, or None."""
+    """The finest stored mark-price series that runs without gaps up to ``end`` (it may start
+    after ``start``), or None."""
     import polars as pl
 
     try:
@@ -584,7 +585,7 @@ def mark_bars(store: Any, exchange: str, symbol: str, start_ms: int, end_ms: int
         d = df.filter(pl.col("timeframe") == tf).sort("ts")
         t = d["ts"].dt.epoch("ms").to_numpy().astype(np.int64)
         step = _tf_ms(tf)
-        if t[0] <= start_ms and t[-1] + step >= end_ms and (len(t) < 2 or np.all(np.diff(t) == step)):
+        if t[-1] + step >= end_ms and (len(t) < 2 or np.all(np.diff(t) == step)):
             return {"ts": t, "low": d["low"].to_numpy(), "high": d["high"].to_numpy(), "timeframe": tf}
     return None
 
@@ -729,8 +730,17 @@ def build_population(event: Any, symbol: str, params: PopulationParams | None = 
     else:
         mk = mark_bars(st, ex, symbol, max(event.lookback_start_ms, int(bars["ts"][0])), event.start_ms)
         if mk is not None:
-            extrema = path_extrema_from(bars["ts"] + bars["dur"], mk["ts"], mk["low"], mk["high"])
-            survival = f"mark-price bars ({mk['timeframe']})"
+            # last-price bars before the mark series starts, mark bars from then on
+            before = bars["ts"] + bars["dur"] <= mk["ts"][0]
+            path_ts = np.concatenate([bars["ts"][before], mk["ts"]])
+            path_lo = np.concatenate([bars["low"][before], mk["low"]])
+            path_hi = np.concatenate([bars["high"][before], mk["high"]])
+            extrema = path_extrema_from(bars["ts"] + bars["dur"], path_ts, path_lo, path_hi)
+            from backtest.store import ms_to_iso
+
+            survival = f"mark-price bars ({mk['timeframe']})" + (
+                f" from {ms_to_iso(int(mk['ts'][0]))}, last-price bars before" if before.any() else ""
+            )
     pop = synthesize(
         bars["ts"], bars["open"], bars["high"], bars["low"], bars["close"], bars["volume_usd"],
         tiers=tiers, params=p, target_open_notional_usd=target, as_of_ms=event.start_ms, bar_ms=bars["dur"],
@@ -742,6 +752,8 @@ def build_population(event: Any, symbol: str, params: PopulationParams | None = 
             "long_share_source": ls_src,
             "turnover_half_life_source": hl_src,
             "timeframes": ",".join(bars["timeframes"]),
+            "lookback_covered_days": (event.start_ms - int(bars["ts"][0])) / DAY_MS,
+            "lookback_days": (event.start_ms - event.lookback_start_ms) / DAY_MS,
             "opening_weights": "open-interest increases" if oi_series is not None else "traded volume",
             "survival_path": survival,
             "venue": venue,
