@@ -556,9 +556,12 @@ def adl_key_nb(venue, side, entry, mark, qty, margin):
     """ADL ranking key (higher = deleveraged first) for one linear position.
 
     Binance / Bybit / OKX / Gate: ``PnL% * effective leverage`` when in profit, ``PnL% /
-    effective leverage`` otherwise, with ``PnL% = upnl / margin`` and ``effective leverage =
-    |notional at mark| / (margin + upnl)`` (Binance FAQ "What is Auto-Deleveraging (ADL)";
-    Bybit "Auto-Deleveraging (ADL)"). Hyperliquid: ``(mark / entry) * (notional / account value)``
+    effective leverage`` otherwise, with ``PnL% = upnl / margin`` (Binance FAQ "What Is
+    Auto-Deleveraging (ADL) and How Does It Work", https://www.binance.com/en/support/faq/360033525471:
+    traders are ranked by "unrealized PnL as a percentage of their collateral" times their
+    leverage) and ``effective leverage = mark value / (mark value - bankruptcy value)``
+    ``= |notional at mark| / (margin + upnl)`` (the definition Bybit's and BitMEX's ADL pages
+    use; the Binance FAQ gives the final formula only as an image). Hyperliquid: ``(mark / entry) * (notional / account value)``
     for the opposite side, "ranked by unrealized pnl and leverage used" (Hyperliquid docs
     "Auto-deleveraging"; the index as documented by HIP-3 venues).
     """
