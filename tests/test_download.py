@@ -38,7 +38,7 @@ def binance_config(tmp_path, srv, fmt="json", **extra) -> Path:
         "fapiPublic": "/fapi/v1", "fapiPublicV2": "/fapi/v2", "fapiPublicV3": "/fapi/v3",
         "fapiPrivate": "/fapi/v1", "fapiPrivateV2": "/fapi/v2", "fapiData": "/futures/data",
     }.items()}
-    cfg = {"urls": {"api": api}, "timeout": 400, "retry": dict(FAST_RETRY), **extra}
+    cfg = {"urls": {"api": api}, "timeout": 250, "rateLimit": 5, "retry": dict(FAST_RETRY), **extra}
     path = tmp_path / f"ccxt.{fmt}"
     if fmt == "json":
         path.write_text(json.dumps(cfg))
@@ -137,13 +137,13 @@ def test_exchange_gap_is_reported_and_does_not_loop(tmp_path):
     kl = data[("binance", "klines:1m", "BTCUSDT")]
     data[("binance", "klines:1m", "BTCUSDT")] = [r for r in kl if not (to_ms("2025-10-10T21:00:00Z") <= r[0] < to_ms("2025-10-10T21:10:00Z"))]
     with FakeExchangeServer(data) as srv:
-        cfg = binance_config(tmp_path, srv, page_limits={"ohlcv": 10})
+        cfg = binance_config(tmp_path, srv, page_limits={"ohlcv": 25})
         r = run(OHLCV_ARGS, cfg, tmp_path / "st")
         assert r.exit_code == 0, r.output
         assert stored(tmp_path / "st").height == 252
         assert "1 gap(s), 10 missing" in r.output
         n = len(srv.data_requests())
-        assert n <= 262 // 10 + 4
+        assert n <= 262 // 25 + 4
         srv.log.clear()
         r = run(OHLCV_ARGS, cfg, tmp_path / "st")  # only the gap is asked for again
         assert len(srv.data_requests()) <= 3
@@ -237,7 +237,7 @@ def test_lacking_dataset_is_skipped_with_a_clear_message(tmp_path, server, monke
 
 def test_mark_index_funding_oi_lsr(tmp_path, server):
     server.plan = every_other(ALL_FAULTS)
-    cfg = binance_config(tmp_path, server, page_limits={"mark": 100, "index": 100, "funding": 100, "open_interest": 10, "long_short_ratio": 10})
+    cfg = binance_config(tmp_path, server, page_limits={"mark": 200, "index": 200, "funding": 100, "open_interest": 10, "long_short_ratio": 10})
     st = tmp_path / "st"
     r = run(["binanceusdm", "BTC/USDT:USDT", "--datasets", "mark,index,funding", "--timeframe", "1h",
              "--since", "2025-10-01", "--until", "2025-10-20"], cfg, st)
@@ -319,7 +319,7 @@ def venue_config(tmp_path, srv, venue, **extra) -> Path:
         "okx": {"api": {"rest": srv.url}},
     }[venue]
     path = tmp_path / f"{venue}.json"
-    path.write_text(json.dumps({"urls": urls, "timeout": 400, "retry": dict(FAST_RETRY), **extra}))
+    path.write_text(json.dumps({"urls": urls, "timeout": 250, "rateLimit": 5, "retry": dict(FAST_RETRY), **extra}))
     return path
 
 

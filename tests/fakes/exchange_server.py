@@ -50,7 +50,7 @@ class FakeExchangeServer:
         self.plan: Callable[[int, str], str | None] = lambda n, path: None
         self.log: list[tuple[str, dict[str, str], str | None]] = []  # (path, query, fault)
         self.delay = 0.0  # seconds added to every data response (lets tests kill mid-run)
-        self.timeout_sleep = 1.0
+        self.timeout_sleep = 0.6
         self._n = 0
         self._lock = threading.Lock()
         server = self
