@@ -126,6 +126,44 @@ def _impact(model, net_usd, coef, sigma, volume, depth):
 
 
 @njit(cache=True)
+def _head(li, lists, ptr, bend, bcur, bstart, order, okey):
+    """Trigger level (before the funding shift) of the entry at list ``li``'s pointer.
+
+    Sorts the next bucket if the pointer sits at a bucket boundary; NaN when the list is done.
+    """
+    kk = ptr[li]
+    if kk >= lists[li, 3]:
+        return np.nan
+    if kk >= bend[li]:
+        b = bcur[li] + 1
+        while bstart[b + 1] == bstart[b]:
+            b += 1
+        sort_bucket(order, okey, bstart[b], bstart[b + 1])
+        bcur[li] = b
+        bend[li] = bstart[b + 1]
+    key = okey[kk]
+    return -key if lists[li, 1] > 0 else key
+
+
+@njit(cache=True)
+def _bounds(lists, head_lvl, shift):
+    """Highest long trigger and lowest short trigger over all lists' heads."""
+    bl = -np.inf
+    bs = np.inf
+    for li in range(lists.shape[0]):
+        lv = head_lvl[li]
+        if lv != lv:
+            continue
+        thr = lv + shift[li] if lists[li, 0] == LIST_LIQ else lv
+        if lists[li, 1] > 0:
+            if thr > bl:
+                bl = thr
+        elif thr < bs:
+            bs = thr
+    return bl, bs
+
+
+@njit(cache=True)
 def _adl(target_side, units, p, F, side, venue, entry, qty, margin, weight, alive, x_pos, x_ts, x_fill, x_round, x_code, nx, t):
     """Close opposite positions, highest ADL rank first, until their notional covers ``units``."""
     n = side.shape[0]
@@ -218,12 +256,16 @@ def simulate_nb(
     bcur = np.empty(L, np.int64)
     div = np.ones(L)
     shift = np.zeros(L)
+    head_lvl = np.empty(L)
     for li in range(L):
         ptr[li] = lists[li, 2]
         bend[li] = lists[li, 2]
         bcur[li] = lists[li, 4] - 1
         if lists[li, 0] == LIST_LIQ and lists[li, 3] > lists[li, 2]:
             div[li] = 1.0 - np.float64(lists[li, 1]) * mmr[order[lists[li, 2]]]
+        head_lvl[li] = _head(li, lists, ptr, bend, bcur, bstart, order, okey)
+    # fast mode skips a side whose nearest trigger the price has not reached
+    bound_l, bound_s = _bounds(lists, head_lvl, shift)
 
     fund = _u(prm[KP_FUND0])
     fund_min = fund
@@ -245,6 +287,7 @@ def simulate_nb(
             for li in range(L):
                 if lists[li, 0] == LIST_LIQ:
                     shift[li] = F / div[li]
+            bound_l, bound_s = _bounds(lists, head_lvl, shift)
         if j == dd_bar:
             ref = prm[KP_DD_REF] if prm[KP_DD_REF] > 0.0 else op[j]
             peak_exo = ref
@@ -259,10 +302,12 @@ def simulate_nb(
                 p_exo = hi[j]
             else:
                 p_exo = lo[j]
-            if k > 0:
+            if k > 0 and E != 0.0:
                 E *= dseg
+                if abs(E) < 1e-12:  # decayed away (and no denormals)
+                    E = 0.0
             t_pt = ts[j] + (k * (bar_ms - 1)) // 3
-            p = p_exo * np.exp(E)
+            p = p_exo * np.exp(E) if E != 0.0 else p_exo
             p_from = p_prev
             r = 0
             depth_pt = 0
@@ -309,10 +354,12 @@ def simulate_nb(
                             sell += _u(qw * p)
                         else:
                             buy += _u(qw * p)
-                else:
+                elif p <= bound_l or p >= bound_s:
                     for li in range(L):
                         kind = lists[li, 0]
                         s = lists[li, 1]
+                        if (s > 0 and p > bound_l) or (s < 0 and p < bound_s):
+                            continue
                         lend = lists[li, 3]
                         kk = ptr[li]
                         while kk < lend:
@@ -363,6 +410,8 @@ def simulate_nb(
                             else:
                                 buy += _u(qw * p)
                         ptr[li] = kk
+                        head_lvl[li] = _head(li, lists, ptr, bend, bcur, bstart, order, okey)
+                    bound_l, bound_s = _bounds(lists, head_lvl, shift)
                 if nt == 0:
                     break
                 if r > 0:

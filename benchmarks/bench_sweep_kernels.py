@@ -1,0 +1,73 @@
+"""Sweep throughput at the kernel level (DESIGN §11): scenarios/s at 1 M positions x 86,400 bars.
+
+Many scenarios share one population and its trigger lists (sorted once, outside the timing);
+each scenario is one kernel run with its own impact coefficient, depth multiplier and insurance
+fund. Two worker processes (the machine's two cores) each run half of the scenarios; the figure
+is scenarios / wall time. Output assembly (polars frames, summary) is not included: see
+bench_sweep.py (the sweep engineer's, through backtest.sweep) for the end-to-end figure.
+
+Run: .venv/bin/python benchmarks/bench_sweep_kernels.py [--scenarios 64] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import sys
+import time
+
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import numpy as np  # noqa: E402
+
+N = 1_000_000
+_STATE: dict = {}
+
+
+def _init() -> None:
+    from bench_kernels import make_path, prm_for
+
+    from backtest.simulate import build_lists, run_kernel, synthetic_population
+
+    pop = synthetic_population(N, seed=11)
+    bars = make_path(86_400, 1.0, crash=-0.03)
+    lists = build_lists(pop)
+    base = prm_for(1000, N)
+    run_kernel(pop, bars, base, lists=lists)  # warm: load from cache, sort the touched buckets once
+    _STATE.update(pop=pop, bars=bars, lists=lists, base=base, run=run_kernel)
+
+
+def _run(k: int) -> float:
+    from backtest import records as R
+
+    prm = _STATE["base"].copy()
+    prm[R.KP_IMPACT_COEF] = 0.5 + (k % 8) * 0.25
+    prm[R.KP_VOLUME] *= 0.5 + (k // 8 % 4) * 0.5
+    prm[R.KP_FUND0] *= 1.0 + (k % 3)
+    out = _STATE["run"](_STATE["pop"], _STATE["bars"], prm, lists=_STATE["lists"])
+    return float(out["bar_i"][:, 0].sum())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--scenarios", type=int, default=64)
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    ctx = mp.get_context("fork")
+    with ctx.Pool(args.workers, initializer=_init) as pool:
+        pool.map(_run, range(args.workers * 2))  # warm every worker
+        t = time.perf_counter()
+        pool.map(_run, range(args.scenarios), chunksize=max(1, args.scenarios // (4 * args.workers)))
+        wall = time.perf_counter() - t
+    rate = args.scenarios / wall
+    print("cascade backtester - sweep throughput, kernel level (DESIGN §11)")
+    print(f"   {args.scenarios} scenarios of {N:,} positions x 86,400 1-s bars (cascade, one shared population), {args.workers} processes")
+    print(f"   wall {wall:.2f} s -> {rate:,.1f} scenarios/s   target >= 100/s   {'PASS' if rate >= 100 else 'FAIL'}")
+    print(f"   per scenario per core: {wall * args.workers / args.scenarios * 1000:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
