@@ -468,3 +468,30 @@ def test_entry_tier_without_root_searches_lower_tiers():
     assert lp == pytest.approx(liquidation_price("binance", 1, entry, qty, wb, margin_mode="cross", mmr=rate, maint_amount=cum), rel=1e-12)
     # a fully collateralised long is never liquidated
     assert liquidation_price("binance", 1, entry, qty, entry * qty, margin_mode="cross", tiers=tiers) == 0.0
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    side=sides,
+    entry=st.floats(1.0, 1e5),
+    notional=st.floats(100.0, 1e7),
+    wallet_mult=st.floats(0.05, 3.0),
+    other_mm=st.floats(0.0, 1e5),
+    other_upnl=st.floats(-1e5, 1e5),
+)
+def test_property_cross_bounds(side, entry, notional, wallet_mult, other_mm, other_upnl):
+    # Cross margin with other positions: long liq < entry, short liq > entry, and the
+    # liquidation price never lies beyond the bankruptcy price of the same collateral.
+    qty = notional / entry
+    wb = notional * wallet_mult
+    kw = dict(margin_mode="cross", other_mm=other_mm, other_upnl=other_upnl)
+    try:
+        lp = liquidation_price("binance", side, entry, qty, wb, tiers=SYNTH_TIERS, **kw)
+    except ValueError as e:
+        assert "does not cover" in str(e) or "outside" in str(e)
+        return
+    bp = bankruptcy_price(side, entry, qty, wb, other_mm=other_mm, other_upnl=other_upnl)
+    if side > 0:
+        assert lp < entry and lp >= bp - 1e-9 * entry
+    else:
+        assert lp > entry and lp <= bp + 1e-9 * entry
