@@ -212,6 +212,18 @@ def test_gate_okx_published_formula(venue):
     assert short == pytest.approx((entry + margin_ / mult / size) / (1 + (mmr_ + fee)), rel=1e-12)
 
 
+def test_okx_inverse_isolated_published_form():
+    # OKX coin-margined isolated estimated liquidation price, as OKX's futures guide states it
+    # (summarised at https://ukcamo.com/5262.html "Understanding OKX Futures Trading"):
+    # long (1 + MMR) / (1/EP + margin / (face value x qty)), short (1 - MMR) / (1/EP - margin /
+    # (face value x qty)); with a taker fee the rate is MMR + fee. Hand-picked inputs.
+    ep, qty, fv, margin_, mmr_ = 30_000.0, 100, 100.0, 0.05, 0.005
+    long = liquidation_price("okx", 1, ep, qty, margin_, contract="inverse", mmr=mmr_, contract_size=fv)
+    short = liquidation_price("okx", -1, ep, qty, margin_, contract="inverse", mmr=mmr_, contract_size=fv)
+    assert long == pytest.approx((1 + mmr_) / (1 / ep + margin_ / (fv * qty)), rel=1e-12)
+    assert short == pytest.approx((1 - mmr_) / (1 / ep - margin_ / (fv * qty)), rel=1e-12)
+
+
 # ------------------------------------------------------------------------------------------
 # Hyperliquid: maintenance rate 1 / (2 * max leverage)
 # ------------------------------------------------------------------------------------------
