@@ -36,7 +36,7 @@ def server():
 def binance_config(tmp_path, srv, fmt="json", **extra) -> Path:
     api = {k: srv.url + v for k, v in {
         "fapiPublic": "/fapi/v1", "fapiPublicV2": "/fapi/v2", "fapiPublicV3": "/fapi/v3",
-        "fapiPrivate": "/fapi/v1", "fapiPrivateV2": "/fapi/v2", "fapiData": "/futures/data",
+        "fapiPrivate": "/fapi/v1", "fapiPrivateV2": "/fapi/v2", "fapiData": "/futures/data", "sapi": "/sapi/v1",
     }.items()}
     cfg = {"urls": {"api": api}, "timeout": 250, "rateLimit": 5, "retry": dict(FAST_RETRY), **extra}
     path = tmp_path / f"ccxt.{fmt}"
@@ -279,6 +279,25 @@ def test_two_symbols_15m_real_bars(tmp_path, server):
         assert df["high"].to_list() == [float(k[2]) for k in real]
         assert (df["symbol"] == sym).all()
     assert r.output.count("+1152 rows") == 2 and r.output.count("no gaps") == 2
+
+
+def test_binance_tiers_with_keys_from_real_brackets(tmp_path, server):
+    import json as _json
+
+    from tests.fakes.fixtures import TIERS
+
+    server.plan = every_other(["429", "500"])
+    cfg = binance_config(tmp_path, server, apiKey="test-key", secret="test-secret")
+    r = run(["binanceusdm", "BTC/USDT:USDT", "--datasets", "tiers", "--since", SINCE, "--until", UNTIL], cfg, tmp_path / "st")
+    assert r.exit_code == 0, r.output
+    got = Store(tmp_path / "st").read_tiers("binanceusdm", "BTC/USDT:USDT")
+    real = _json.loads(TIERS.read_text())["BTC/USDT:USDT"]
+    assert len(got) == len(real) == 12
+    for g, w in zip(got, real):
+        assert (g["minNotional"], g["maxNotional"], g["maintenanceMarginRate"], g["maxLeverage"]) == (
+            w["minNotional"], w["maxNotional"], w["maintenanceMarginRate"], w["maxLeverage"])
+        assert float(g["info"]["cum"]) == float(w["info"]["cum"])
+    assert any("signature" in q for p, q, f in server.log if p.endswith("leverageBracket"))
 
 
 # ---- SIGKILL mid-download ----------------------------------------------------------------

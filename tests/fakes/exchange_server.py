@@ -164,6 +164,13 @@ class FakeExchangeServer:
 
     # ---- routes ----------------------------------------------------------------------------
     def _route(self, path: str, q: dict[str, str]) -> tuple[int, Any]:
+        if path in ("/sapi/v1/capital/config/getall", "/sapi/v1/margin/allPairs"):
+            return 200, []  # what ccxt asks for when keys are set; nothing needed here
+        if path == "/fapi/v1/leverageBracket":  # signed endpoint; the fake does not check signatures
+            if "signature" not in q:
+                return 401, {"code": -2014, "msg": "API-key format invalid."}
+            return 200, [{"symbol": s, "brackets": self.data.get(("binance", "brackets", s), [])} for s in self.markets["binance"]
+                         if ("binance", "brackets", s) in self.data]
         if path.startswith("/fapi/") or path.startswith("/futures/data/"):
             return self._binance(path, q)
         if path.startswith("/v5/"):

@@ -22,6 +22,20 @@ SHARED = Path(os.environ.get("BACKTEST_SHARED_DATA", "/work/shared/data"))
 KLINES_1M = SHARED / "unlicensed_raw_binance" / "BTCUSDT_1m_futures_20251010_1938_2359.csv"
 MARK_1H = SHARED / "binance_usdm_oct2025" / "usdm_1h_mark_multi_20250926_20251026.csv.gz"
 FUNDING = SHARED / "binance_usdm_oct2025" / "usdm_funding_multi_20250926_20251026.csv"
+TIERS = SHARED / "leverage_tiers" / "binance_leverage_tiers_freqtrade_2024-10.json"
+
+
+def brackets(symbol: str = "BTC/USDT:USDT") -> list[dict]:
+    """Binance's raw /fapi/v1/leverageBracket entries for a market, as kept in the ``info`` of the
+    real (Oct 2024) ccxt-format tier file in shared/data, with numbers as Binance sends them."""
+    import json
+
+    out = []
+    for t in json.loads(TIERS.read_text())[symbol]:
+        i = t["info"]
+        out.append({"bracket": int(i["bracket"]), "initialLeverage": int(i["initialLeverage"]), "notionalCap": int(float(i["notionalCap"])),
+                    "notionalFloor": int(float(i["notionalFloor"])), "maintMarginRatio": float(i["maintMarginRatio"]), "cum": float(i["cum"])})
+    return out
 
 
 def klines_1m() -> list[list]:
@@ -91,6 +105,7 @@ def all_data() -> dict:
         ("binance", "markPriceKlines:1h", "BTCUSDT"): mk,
         ("binance", "indexPriceKlines:1h", "BTCUSDT"): mk,
         ("binance", "funding", "BTCUSDT"): funding(),
+        ("binance", "brackets", "BTCUSDT"): brackets(),
         ("binance", "openInterestHist:5m", "BTCUSDT"): oi,
         ("binance", "globalLongShortAccountRatio:5m", "BTCUSDT"): lsr,
     }
