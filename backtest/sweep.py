@@ -35,6 +35,8 @@ grid to see the sampling spread.
 
 Execution
 ---------
+Combinations that share a population (same values of the population's parameters) run one
+after the other, so each population is rebuilt once per value set, not once per combination.
 The event's market arrays and base population are built once (``simulate.prepare``) and sent
 to each worker once: as the initialiser argument of each ``processes`` worker, or with
 ``Client.scatter(..., broadcast=True)`` on dask. Combinations travel in chunks of many
@@ -271,6 +273,23 @@ def _process_chunk(mode, shock, base, chunk):
     return run_chunk(_WORKER["fn"], _WORKER["prepared"], mode, shock, base, chunk)
 
 
+def population_names(sim=None) -> set[str]:
+    """Names of the parameters that change the population (rebuilding it costs more than a run)."""
+    groups = param_groups(sim)
+    return set(field_names(groups[0])) if len(groups) > 1 else set()
+
+
+def execution_order(spec: SweepSpec, sim=None) -> list[tuple[int, dict]]:
+    """(combo index, combination) pairs ordered so that combinations sharing a population run
+    one after the other (each worker then rebuilds a population once per value, not once per
+    combination). The combo index stays the file's order; results are sorted back by it."""
+    pop = [n for n in spec.grid if n in population_names(sim)]
+    combos = list(enumerate(spec.combinations()))
+    if pop:
+        combos.sort(key=lambda ic: tuple(spec.grid[n].index(ic[1][n]) for n in pop))
+    return combos
+
+
 def chunks_of(items: list, size: int) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
@@ -369,7 +388,7 @@ def run_sweep(
     out_dir = check_out_dir(out) if out is not None else None
     simulate = _sim_module(sim)
     workers = max(1, workers or os.cpu_count() or 1) if executor != "serial" else 1
-    combos = list(enumerate(spec.combinations()))
+    combos = execution_order(spec, sim)
     n = len(combos)
     size = chunk_size or default_chunk_size(n, workers)
     chunks = chunks_of(combos, size)
@@ -590,15 +609,20 @@ class Plan:
     prepared_bytes: int
     sim_peak_bytes: int
     estimate_bytes: int
+    populations: int = 0
+    rebuild_s: float = 0.0
 
     def describe(self) -> str:
         return (
             f"{self.combinations:,} combinations in {self.chunks:,} chunks of up to {self.chunk_size:,} on {self.executor} "
             f"({self.workers} worker{'s' if self.workers > 1 else ''})\n"
             f"estimated time: {_dur(self.estimate_s)} (measured: preparing {_dur(self.prepare_s)}, "
-            f"one combination {_dur(self.per_combination_s)})\n"
-            f"estimated memory: {_mib(self.estimate_bytes)} in all (market arrays + population {_mib(self.prepared_bytes)} "
-            f"per worker, {_mib(self.sim_peak_bytes)} working memory per simulation)"
+            f"one combination {_dur(self.per_combination_s)}"
+            + (f", rebuilding a population {_dur(self.rebuild_s)} x {self.populations} population settings" if self.populations else "")
+            + ")\n"
+            f"estimated memory: {_mib(self.estimate_bytes)} in all (market arrays + population {_mib(self.prepared_bytes)}, "
+            f"held by this process and each worker with room for one rebuilt population; "
+            f"{_mib(self.sim_peak_bytes)} working memory per simulation)"
         )
 
 
@@ -630,16 +654,26 @@ def plan_sweep(spec: SweepSpec, *, executor: str = "processes", workers: int | N
     t = time.perf_counter()
     prepared = simulate.prepare(spec.event, spec.base or None, symbols=spec.symbols, store=store)
     prep_s = time.perf_counter() - t
+    pop_names = population_names(sim)
     first = spec.combinations()[0]
-    simulate.simulate_prepared(prepared, {**spec.base, **first}, mode=spec.mode, shock=spec.shock)  # warm (compile)
+    same_pop = {**spec.base, **{k: v for k, v in first.items() if k not in pop_names}}
+    blob = len(pickle.dumps(prepared, protocol=pickle.HIGHEST_PROTOCOL))
+    simulate.simulate_prepared(prepared, same_pop, mode=spec.mode, shock=spec.shock)  # warm (compile)
     tracemalloc.start()
     t = time.perf_counter()
-    simulate.simulate_prepared(prepared, {**spec.base, **first}, mode=spec.mode, shock=spec.shock)
+    simulate.simulate_prepared(prepared, same_pop, mode=spec.mode, shock=spec.shock)
     per = time.perf_counter() - t
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    blob = len(pickle.dumps(prepared, protocol=pickle.HIGHEST_PROTOCOL))
+    # populations: one rebuild per distinct value set of the grid's population parameters
+    pop_grid = [k for k in spec.grid if k in pop_names]
+    n_pops = math.prod(len(spec.grid[k]) for k in pop_grid) if pop_grid else 0
+    rebuild = 0.0
+    if n_pops:
+        t = time.perf_counter()
+        simulate.simulate_prepared(prepared, {**spec.base, **first}, mode=spec.mode, shock=spec.shock)
+        rebuild = max(0.0, time.perf_counter() - t - per)
     startup = {"serial": 0.0, "processes": 2.0, "dask": 4.0}[executor]
-    est = prep_s + startup + per * n / workers
-    mem = blob + (workers * (blob + peak) if executor != "serial" else peak) + n * 400
-    return Plan(n, executor, workers, math.ceil(n / size), size, prep_s, per, est, blob, peak, mem)
+    est = prep_s + startup + (per * n + rebuild * max(n_pops, workers if n_pops else 0)) / workers
+    mem = blob + (workers * (2 * blob + peak) if executor != "serial" else blob + peak) + n * 400
+    return Plan(n, executor, workers, math.ceil(n / size), size, prep_s, per, est, blob, peak, mem, n_pops, rebuild)
