@@ -5,11 +5,14 @@ runs it with feedback (``mode="cascade"``: forced orders move the price through 
 round after round). The sweep-friendly split is :func:`prepare` (market arrays and populations,
 built once) and :func:`simulate_prepared` (re-runs only what the overrides need).
 
-Market path per symbol (``price_source`` in the summary): the finest last-price series that
-covers the event window when it is finer than the hourly mark price (flagged ``"last"``: on
-2025-10-10 only last-price bars resolve the minutes of the cascade; the last price over- and
-undershoots the mark price, e.g. BTC 1m low 101,516.5 against the 1h mark low 101,877.69);
-else the 1h mark price (``"mark"``); else 1h last price (``"last"``). Missing bars inside the
+Market path per symbol (``price_source`` in the summary; parameter ``price_path``): by default
+the finest last-price series that covers the event window, anchored to the hourly mark price
+(scaled to the mark at each hour's open and clipped to the mark's hourly range:
+``"last-anchored-to-mark"``). On 2025-10-10 only last-price bars resolve the minutes of the
+cascade, while Binance liquidates on the mark price, and the last price overshoots it (BTC 1m low
+101,516.5 against the 1h mark low 101,877.69). ``price_path="last"`` takes the last-price bars as
+they are (``"last"``), ``"mark"`` the 1h mark (``"mark"``); without mark data, last price
+(``"last"``, flagged). Missing bars inside the
 window are bridged (the path goes from the last close straight to the next open) and counted in
 ``gaps``.
 
@@ -53,6 +56,11 @@ class SimError(UserError):
 class SimParams:
     """Simulation parameters (flat names; ``--set name=value``). Sources or "assumption"."""
 
+    #: the path: "anchored" - the finest last-price bars scaled to the hourly mark price at each
+    #: hour's open and clipped to the mark's hourly range (keeps the minutes, follows the mark,
+    #: which is what Binance liquidates on); "last" - the finest last-price bars as they are;
+    #: "mark" - the hourly mark price only. Where no mark is stored, last price (flagged).
+    price_path: str = "anchored"
     #: "sqrt": |dlnP| = Y * sigma * sqrt(Q / V) (square-root law: Toth et al. 2011, "Anomalous
     #: price impact and the critical nature of liquidity in financial markets", PRX 1, 021006;
     #: Bouchaud et al. "Trades, Quotes and Prices", ch. 12); "linear": |dP/P| = 1 % * Q / D;
@@ -94,6 +102,8 @@ class SimParams:
     sort_bucket_size: int = 256
 
     def validate(self) -> None:
+        if self.price_path not in ("anchored", "last", "mark"):
+            raise ValueError(f"price_path must be 'anchored', 'last' or 'mark', got {self.price_path!r}")
         if self.impact_model not in R.IMPACT_MODELS:
             raise ValueError(f"impact_model must be one of {sorted(R.IMPACT_MODELS)}, got {self.impact_model!r}")
         checks = [
@@ -199,17 +209,21 @@ def _covers(df: pl.DataFrame, start: int, end: int, tf_ms: int) -> bool:
     return int(t[0]) <= start + tf_ms and int(t[-1]) >= end - 2 * tf_ms and df.height >= 0.8 * (end - start) / tf_ms
 
 
-def load_market(store: Any, exchange: str, symbol: str, start: int, end: int, lookback_start: int) -> Market:
+def load_market(store: Any, exchange: str, symbol: str, start: int, end: int, lookback_start: int, price_path: str = "anchored") -> Market:
     """Read one symbol's path, funding and liquidity estimates for ``[start, end)``."""
     chosen = None
-    for tf in _FINE_TFS:
-        df = store.read("ohlcv", exchange=exchange, symbol=symbol, timeframe=tf, start=start, end=end)
-        if _covers(df, start, end, _TF_MS[tf]):
-            chosen = (tf, "last", df)
-            break
+    mk = store.read("mark", exchange=exchange, symbol=symbol, timeframe="1h", start=start, end=end)
+    has_mark = _covers(mk, start, end, _TF_MS["1h"])
+    if price_path != "mark" or not has_mark:
+        for tf in _FINE_TFS:
+            df = store.read("ohlcv", exchange=exchange, symbol=symbol, timeframe=tf, start=start, end=end)
+            if _covers(df, start, end, _TF_MS[tf]):
+                chosen = (tf, "last", df)
+                break
+    if chosen is not None and price_path == "anchored" and has_mark:
+        chosen = (chosen[0], "last-anchored-to-mark", _anchor(chosen[2], mk))
     if chosen is None:
-        mk = store.read("mark", exchange=exchange, symbol=symbol, timeframe="1h", start=start, end=end)
-        if _covers(mk, start, end, _TF_MS["1h"]):
+        if has_mark:
             chosen = ("1h", "mark", mk)
         else:
             df = store.read("ohlcv", exchange=exchange, symbol=symbol, timeframe="1h", start=start, end=end)
@@ -249,6 +263,24 @@ def load_market(store: Any, exchange: str, symbol: str, start: int, end: int, lo
     bars = {k: np.ascontiguousarray(v, dtype=R.BAR_FIELDS[k]) for k, v in bars.items()}
     sigma, vday = _liquidity(store, exchange, symbol, lookback_start, start, bars, tf_ms)
     return Market(symbol, tf, source, bars, sigma, vday, gaps)
+
+
+def _anchor(fine: pl.DataFrame, mark: pl.DataFrame) -> pl.DataFrame:
+    """Scale fine last-price bars to the hourly mark (ratio at each hour's first bar) and clip
+    them to that hour's mark range: the minutes of the last price, the levels of the mark."""
+    t = fine["ts"].dt.epoch("ms").to_numpy()
+    mt = mark["ts"].dt.epoch("ms").to_numpy()
+    h = np.searchsorted(mt, t, side="right") - 1
+    ok = h >= 0
+    h = np.clip(h, 0, len(mt) - 1)
+    o = fine["open"].to_numpy()
+    first = np.r_[True, h[1:] != h[:-1]]
+    idx = np.maximum.accumulate(np.where(first, np.arange(len(t)), 0))
+    ratio = np.where(ok, mark["open"].to_numpy()[h] / o[idx], 1.0)
+    lo = np.where(ok, mark["low"].to_numpy()[h], -np.inf)
+    hi = np.where(ok, mark["high"].to_numpy()[h], np.inf)
+    cols = {c: np.clip(fine[c].to_numpy() * ratio, lo, hi) for c in ("open", "high", "low", "close")}
+    return fine.with_columns(*[pl.Series(c, v) for c, v in cols.items()])
 
 
 def _liquidity(store, exchange, symbol, lb_start, start, bars, tf_ms) -> tuple[float, float]:
@@ -508,7 +540,7 @@ def prepare(event_id: Any, overrides: dict | None = None, symbols: list[str] | N
     for i, s in enumerate(syms):
         if progress:
             progress(f"loading {s}", i, len(syms))
-        markets[s] = load_market(st, ev.exchange, s, ev.start_ms, ev.end_ms, ev.lookback_start_ms)
+        markets[s] = load_market(st, ev.exchange, s, ev.start_ms, ev.end_ms, ev.lookback_start_ms, sim.price_path)
         pops[s] = _build_population(ev, s, pop_params, st, markets[s])
     prep = Prepared(ev, syms, markets, pop_params, sim, pops, st, dict(overrides or {}))
     prep._pop_cache[_pop_key(pop_params)] = pops
@@ -530,6 +562,8 @@ def simulate_prepared(prepared: Prepared, overrides: dict | None = None, mode: s
     merged = {**prepared.overrides, **(overrides or {})}
     pop_params, sim = resolve_params(merged)
     ev = prepared.event
+    if sim.price_path != prepared.sim_params.price_path:
+        raise SimError("price_path changes the market data: give it to prepare(), not per scenario")
     key = _pop_key(pop_params)
     pops = prepared._pop_cache.get(key)
     if pops is None:
@@ -796,7 +830,7 @@ def _summary(prep, per_symbol, bars_df, liqs, rounds_total, mode, shock, pop_par
         "timings_s": timings,
         "params": params,
         "notes": [
-            "price_source 'last': last-price bars stand in for the mark price (finer than the stored 1h mark)",
+            "price_source: 'last-anchored-to-mark' = finest last-price bars scaled and clipped to the hourly mark; 'last' = last price stands in for the mark (flagged); 'mark' = 1h mark",
             "insurance_fund_min_usd is the sum of the per-symbol minima (each symbol holds its share of the fund)",
             "cross positions are simulated with their allotted collateral, like isolated ones",
             "amplification is the open-notional-weighted mean of the per-symbol values",

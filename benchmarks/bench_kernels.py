@@ -8,8 +8,9 @@ Targets:
 - process start with a warm numba cache (`backtest replay`): <= 2.5 s (see bench_cli.py).
 
 Run: .venv/bin/python benchmarks/bench_kernels.py [--quick]
-Populations and paths are synthetic (backtest.simulate.synthetic_population; a seeded random walk
-with a crash, funding settlements every 8 hours).
+Populations: the real 2025-10-10 BTC population built by backtest.population from the committed
+store, at the requested number of rows (synthetic ones if it cannot be built); paths: a seeded
+1-second random walk (3 %/day) with a crash, funding settlements every 8 hours.
 """
 
 from __future__ import annotations
@@ -66,6 +67,21 @@ def prm_for(bar_ms: int, n: int, mode: str = "cascade") -> np.ndarray:
     return prm
 
 
+def population(n: int, seed: int) -> tuple[dict, str, float]:
+    """The real 2025-10-10 BTC population (backtest.population, committed store) with n rows;
+    the synthetic one (backtest.simulate.synthetic_population) if that cannot be built."""
+    try:
+        from backtest.events import get_event
+        from backtest.population import PopulationParams, build_population
+
+        pop = build_population(get_event("2025-10-10"), "BTC/USDT:USDT", PopulationParams(n_positions=n, seed=seed))
+        return pop.arrays, "2025-10-10 BTC/USDT:USDT (backtest.population, committed store)", 121_000.0
+    except Exception as e:  # pragma: no cover - fallback
+        from backtest.simulate import synthetic_population
+
+        return synthetic_population(n, seed=seed), f"synthetic ({type(e).__name__}: {e})", 100_000.0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="smaller sizes (smoke test)")
@@ -99,11 +115,11 @@ def main() -> None:
     # ---- A: 10 M x 86,400 ------------------------------------------------------------------
     n_big = 1_000_000 if args.quick else 10_000_000
     t = time.perf_counter()
-    pop = synthetic_population(n_big, seed=7)
+    pop, what, p0 = population(n_big, seed=7)
     gen_s = time.perf_counter() - t
-    print(f"\n   (synthetic population of {n_big:,} rows generated in {gen_s:.2f} s, not timed below)")
+    print(f"\n   population: {what}, {n_big:,} rows, built in {gen_s:.2f} s (not timed below)")
     for label, crash in (("A1 crash day: random walk 3 %/day + an -8 % crash in 14 min", -0.08), ("A2 ordinary day: random walk 3 %/day + a -3 % flush", -0.03)):
-        bars = make_path(86_400, 1.0, crash=crash)
+        bars = make_path(86_400, 1.0, price=p0, crash=crash)
         tot, srt, sim, out = fast(pop, bars, prm_for(1000, n_big), reps=3)
         code = out["x_code"]
         print(f"\n{label}")
@@ -118,8 +134,9 @@ def main() -> None:
 
     # ---- B: 1 M x 1,440 and the reference ----------------------------------------------------
     n = 1_000_000
-    pop = synthetic_population(n, seed=11)
-    bars = make_path(1_440, 60.0)
+    pop, what, p0 = population(n, seed=11)
+    print(f"\n   population: {what}, {n:,} rows")
+    bars = make_path(1_440, 60.0, price=p0)
     prm = prm_for(60_000, n)
     tot, srt, sim, out = fast(pop, bars, prm, reps=3)
     t = time.perf_counter()
@@ -140,7 +157,7 @@ def main() -> None:
     results.append(("B speed-up vs reference", ratio, "x >= 100"))
 
     # ---- C: 1 M x 86,400 vs reference (reference on a slice, extrapolated) ------------------
-    bars = make_path(86_400, 1.0)
+    bars = make_path(86_400, 1.0, price=p0)
     prm = prm_for(1000, n)
     tot, srt, sim, out = fast(pop, bars, prm, reps=2)
     k = 2_000 if not args.quick else 500

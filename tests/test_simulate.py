@@ -42,7 +42,9 @@ def test_replay_btc_peak_minute_and_long_share(committed_store, tmp_path):
     peak = datetime.fromisoformat(s["peak_minute"].replace("Z", "+00:00"))
     assert datetime(2025, 10, 10, 21, 0, tzinfo=timezone.utc) <= peak <= datetime(2025, 10, 10, 21, 30, tzinfo=timezone.utc)
     assert s["long_share"] > 0.8
-    assert s["price_source"] == {BTC: "last"}
+    assert s["price_source"] == {BTC: "last-anchored-to-mark"}
+    # anchored to the mark: the path never goes below the 1h mark low (101,877.69 in 21:00-22:00)
+    assert res.bars["low"].min() == pytest.approx(101_877.69)
     assert s["max_cascade_depth"] == 0 and s["amplification"] == 0.0
     assert 0 < s["liquidated_notional_usd"] <= s["open_notional_usd"]
     assert s["params"]["impact_model"] == "sqrt" and "seed" in s["params"]
@@ -86,6 +88,14 @@ def test_prepared_is_deterministic_and_reuses_population(prepared_btc):
     # a population parameter rebuilds the population
     d = simulate_prepared(prepared_btc, {"long_share": 0.3}, mode="replay")
     assert d.summary["params"]["long_share"] == 0.3
+
+
+@pytest.mark.parametrize("path,source,low", [("last", "last", 101_516.5), ("mark", "mark", 101_877.69)])
+def test_price_path_choices(committed_store, path, source, low):
+    res = run_event("2025-10-10", symbols=[BTC], store=str(committed_store), overrides={"price_path": path, "n_positions": 20_000})
+    assert res.summary["price_source"] == {BTC: source}
+    assert res.bars["low"].min() == pytest.approx(low)
+    assert res.bars.height == (240 if path == "last" else 4)
 
 
 def test_parse_shock():
