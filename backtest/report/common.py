@@ -97,8 +97,12 @@ def time_axis(ax, label: str = "time (UTC)") -> None:
 
     loc = mdates.AutoDateLocator(tz=timezone.utc, minticks=5, maxticks=10)
     ax.xaxis.set_major_locator(loc)
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=timezone.utc))
     lo, hi = ax.get_xlim()
+    if hi - lo > 1.0:  # more than a day: show the day too
+        ax.xaxis.set_major_formatter(mdates.DateFormatter("%d %b\n%H:%M", tz=timezone.utc))
+        ax.set_xlabel(label)
+        return
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=timezone.utc))
     try:
         d0 = mdates.num2date(lo, tz=timezone.utc).strftime("%Y-%m-%d")
         d1 = mdates.num2date(hi, tz=timezone.utc).strftime("%Y-%m-%d")

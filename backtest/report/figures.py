@@ -290,7 +290,7 @@ def comparison_rows(event, replay: dict | None, cascade: dict, path_lows: dict[s
         rows.append((
             f"{o['what']} (price, USDT)", f"{rlow:,.6g}" if rlow is not None else "—", f"{clow:,.6g}" if clow is not None else "—",
             f"{o['value']:,.6g}", f"{clow / o['value']:.3f}×" if clow else "—", "committed data",
-            f"observed in the committed market data {('at ' + when) if when else ''}; simulated = lowest price of the "
+            f"observed in the committed market data{(' at ' + when) if when else ''}; simulated = lowest price of the "
             "simulated path (replay: observed path as the kernel walks it; cascade: with forced-order impact)",
         ))
     return rows
@@ -311,6 +311,8 @@ def comparison_pages(event, replay: dict | None, cascade: dict, path_lows: dict[
             "sources; most cover all venues and 24 hours, so only rows scoped to the simulated exchange compare like for like. "
             "'replay' = observed price path without feedback; 'cascade' = forced orders move the price."
         )
+        if not event.figures:
+            note += " The catalogue has no published liquidation figures for this event: only the observed lows are compared."
         fig.text(0.04, 0.905, wrap(note, 165), fontsize=8.5, va="top", color="#333333", linespacing=1.4)
         rows = draw_table(fig, (0.04, 0.05, 0.92, 0.79), cols, rows, widths, fontsize=7.6)
         pages.append(fig)
@@ -580,11 +582,13 @@ def fund_page(bars: pl.DataFrame, summary: dict, title: str):
     usd_axis(ax0)
     ax0.tick_params(labelbottom=False)
     if c["adl"] and float(bars[c["adl"]].fill_null(0).abs().sum()) == 0.0:
-        ax1.text(0.5, 0.5, "no auto-deleveraging in this scenario: the insurance fund covered every deficit",
+        ax1.text(0.5, 0.55, "no auto-deleveraging in this scenario: the insurance fund covered every deficit",
                  transform=ax1.transAxes, ha="center", va="center", fontsize=10, color=GREY)
         b = bars.sort(c["ts"])
-        ax1.plot(_dt(b[c["ts"]]), np.zeros(b.height), color="#d35400", lw=0.8)
-        ax1.set_ylim(-1, 1)
+        ax1.plot(_dt(b[c["ts"]]), np.zeros(b.height), color="#d35400", lw=0.8, label="ADL notional per bar (all symbols)")
+        ax1.set_ylim(-0.05, 1)
+        ax1.set_yticks([0])
+        ax1.legend(loc="upper left")
     elif c["adl"]:
         per = bars.group_by(c["ts"]).agg(pl.col(c["adl"]).fill_null(0).sum().alias("a")).sort(c["ts"])
         t = _dt(per[c["ts"]])
