@@ -524,7 +524,8 @@ def write_outputs(res: SweepResult, out_dir: Path, sim: Any = None) -> list[Path
 
 
 def heatmap_figures(table, spec: SweepSpec) -> list:
-    """Figures of the sweep PDF: the chosen metric over x × y, then other metrics, then other pairs."""
+    """Figures of the sweep PDF: the chosen metric over x × y, then the other metrics that vary,
+    then the chosen metric over the other pairs of grid parameters."""
     from backtest.report.common import RC, mpl, new_figure, usd_axis
     from backtest.report.figures import metric_label, sweep_heatmap_figure
 
@@ -554,8 +555,8 @@ def heatmap_figures(table, spec: SweepSpec) -> list:
                 figs.append(fig)
             return figs
         metrics = [metric_column(m, spec) for m in (spec.metric, *[m for m in HEATMAP_METRICS if m != spec.metric])]
-        for metric in metrics:
-            if metric in table.columns and table[metric].dtype.is_numeric():
+        for k, metric in enumerate(metrics):
+            if metric in table.columns and table[metric].dtype.is_numeric() and (k == 0 or table[metric].n_unique() > 1):
                 figs.append(sweep_heatmap_figure(table, spec.x, spec.y, metric, title, f"{metric_label(metric)} by {spec.x} and {spec.y}{avg}"))
         for a, b in itertools.combinations(names, 2):
             if {a, b} == {spec.x, spec.y} or len(figs) >= 16:
