@@ -431,7 +431,7 @@ def _print_sim_summary(s: dict, seconds: float, out: Path) -> None:
 
     rows = [
         ("event", f"{s['event']} ({s['mode']}{', shock ' + s['shock'] if s.get('shock') else ''})"),
-        ("symbols", ", ".join(f"{k} ({v} price)" for k, v in s["price_source"].items())),
+        ("symbols", ", ".join(f"{k} ({'last→mark' if v.startswith('last-anchored') else v})" for k, v in s["price_source"].items())),
         ("positions", f"{s['positions']:,}"),
         ("open notional", usd(s["open_notional_usd"])),
         ("liquidated", f"{usd(s['liquidated_notional_usd'])}  (long {usd(s['long_liquidated_usd'])}, short {usd(s['short_liquidated_usd'])})"),

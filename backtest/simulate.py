@@ -738,7 +738,9 @@ def _assemble(prep: Prepared, per: dict, mode: str, shock: str | None, pop_param
                     "entry": a["entry"][hit],
                     "liq_price": a["liq_price"][hit],
                 }
-            ).with_columns(pl.col("ts").cast(pl.Int64).cast(TS))
+            )
+            .with_columns(pl.col("ts").cast(pl.Int64).cast(TS))
+            .sort("ts", "position")  # records come in time order; fix the order inside a round
         )
         p0 = float(bars["open"][0])
         lm = liq_map_frame(a, s, p0, sim.bucket_pct)
