@@ -454,7 +454,7 @@ def run_kernel(
 ) -> dict[str, Any]:
     """Run the kernel on plain arrays; returns a dict of its outputs (and timings).
 
-    Exits come as records in time order (``x_pos, x_ts, x_fill, x_round, x_code``);
+    Exits come as records in path-point order (``x_pos, x_ts, x_fill, x_round, x_code``);
     ``per_position=True`` adds full-length ``exit_code, exit_ts, fill, exit_round`` arrays
     (NONE / 0 / NaN / -1 for positions still open), which do not depend on the mode.
     """
@@ -740,7 +740,7 @@ def _assemble(prep: Prepared, per: dict, mode: str, shock: str | None, pop_param
                 }
             )
             .with_columns(pl.col("ts").cast(pl.Int64).cast(TS))
-            .sort("ts", "position")  # records come in time order; fix the order inside a round
+            .sort("ts", "position")  # records come by path point; order them by time, then position
         )
         p0 = float(bars["open"][0])
         lm = liq_map_frame(a, s, p0, sim.bucket_pct)

@@ -132,6 +132,8 @@ def test_fast_equals_reference(seed, n, nbars, model, tick, near, fund, funding_
 def check_invariants(pop: dict, bars: dict, out: dict) -> None:
     code = out["exit_code"]
     hit = code != R.EXIT_NONE
+    # no position leaves twice: one exit record per position
+    assert np.unique(out["x_pos"]).size == out["x_pos"].size == hit.sum()
     # every exited position has one exit with a time inside the run and a finite fill
     assert np.all(np.isfinite(out["fill"][hit]))
     assert np.all(np.isnan(out["fill"][~hit]))
