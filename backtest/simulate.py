@@ -99,7 +99,7 @@ class SimParams:
     #: clusters are looked for within this distance of the start price (fraction).
     cluster_range_pct: float = 0.3
     #: entries per lazily-sorted bucket of the fast kernel's trigger lists (speed only).
-    sort_bucket_size: int = 256
+    sort_bucket_size: int = 1024
 
     def validate(self) -> None:
         if self.price_path not in ("anchored", "last", "mark"):
@@ -405,7 +405,7 @@ def synthetic_population(
 # ------------------------------------------------------------------------------------------
 # kernel calls
 # ------------------------------------------------------------------------------------------
-def build_lists(pop: dict[str, np.ndarray], bucket_size: int = 256) -> tuple:
+def build_lists(pop: dict[str, np.ndarray], bucket_size: int = 1024) -> tuple:
     """Trigger lists of a population (sorting step of the fast kernel)."""
     from backtest.kernels.sorting import SORT_BAD_CODE, SORT_MIXED_MMR, build_lists_nb
 
@@ -449,7 +449,7 @@ def run_kernel(
     *,
     reference: bool = False,
     lists: tuple | None = None,
-    bucket_size: int = 256,
+    bucket_size: int = 1024,
     per_position: bool = False,
 ) -> dict[str, Any]:
     """Run the kernel on plain arrays; returns a dict of its outputs (and timings).
