@@ -361,7 +361,10 @@ def simulate_nb(
                         if (s > 0 and p > bound_l) or (s < 0 and p < bound_s):
                             continue
                         lend = lists[li, 3]
-                        kk = ptr[li]
+                        k0 = ptr[li]
+                        kk = k0
+                        sh = shift[li] if kind == LIST_LIQ else 0.0
+                        # phase 1: advance the pointer over the crossed entries (sequential reads)
                         while kk < lend:
                             if kk >= bend[li]:
                                 b = bcur[li] + 1
@@ -372,18 +375,19 @@ def simulate_nb(
                                 bend[li] = bstart[b + 1]
                             key = okey[kk]
                             lvl_key = -key if s > 0 else key
-                            if kind == LIST_LIQ:
-                                thr = lvl_key + shift[li]
-                            else:
-                                thr = lvl_key
+                            thr = lvl_key + sh if kind == LIST_LIQ else lvl_key
                             if not _crossed(s, p, thr):
                                 break
-                            e = kk
                             kk += 1
+                        # phase 2: the positions behind them (independent loads, overlapped)
+                        for e in range(k0, kk):
                             i = order[e]
                             if not alive[i]:
                                 continue
+                            key = okey[e]
+                            lvl_key = -key if s > 0 else key
                             if kind == LIST_LIQ:
+                                thr = lvl_key + sh
                                 st = stop[i] if lists[li, 6] else np.nan
                                 if st == st and _crossed(s, p, st) and ((s > 0 and st > thr) or (s < 0 and st < thr)):
                                     code = EXIT_STOPPED
@@ -393,7 +397,7 @@ def simulate_nb(
                                     lvl = thr
                             else:
                                 code = EXIT_STOPPED
-                                lvl = thr
+                                lvl = lvl_key
                             alive[i] = False
                             buf[nt] = i
                             blvl[nt] = lvl
