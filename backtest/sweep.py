@@ -258,10 +258,23 @@ def _metrics(summary: dict) -> dict[str, Any]:
 def run_chunk(simulate_prepared: Callable, prepared: Any, mode: str, shock: str | None, base: dict, chunk: list[tuple[int, dict]]) -> list[tuple]:
     """Simulate one chunk of combinations; one (combo index, parameters, metrics) tuple each."""
     rows = []
+    kw = summary_kwargs(simulate_prepared)
     for i, combo in chunk:
-        res = simulate_prepared(prepared, {**base, **combo}, mode=mode, shock=shock)
+        res = simulate_prepared(prepared, {**base, **combo}, mode=mode, shock=shock, **kw)
         rows.append((i, combo, _metrics(res.summary)))
     return rows
+
+
+def summary_kwargs(simulate_prepared: Callable) -> dict:
+    """``{"summary_only": True}`` when the simulation API can skip building the per-bar and
+    per-position frames (a sweep keeps only the summary), else ``{}``."""
+    import inspect
+
+    try:
+        params = inspect.signature(simulate_prepared).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {"summary_only": True} if "summary_only" in params else {}
 
 
 def _init_process(simulate_prepared: Callable, prepared_bytes: bytes) -> None:

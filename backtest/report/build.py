@@ -267,6 +267,8 @@ def _sensitivity(simulate, prepared, overrides: dict, params: dict, steps: Steps
     (``SENS_POSITIONS`` positions; open notional is matched all the same) to stay cheap."""
     import polars as pl
 
+    from backtest.sweep import summary_kwargs
+
     x, xs = _sens_param(SENS_X, params, set())
     y, ys = _sens_param(SENS_Y, params, {x})
     line, ls = _sens_param(SENS_LINE, params, {x, y})
@@ -284,7 +286,7 @@ def _sensitivity(simulate, prepared, overrides: dict, params: dict, steps: Steps
         nonlocal i
         i += 1
         steps.step(f"sensitivity sweep {i}/{n}")
-        r = simulate.simulate_prepared(prepared, {**small, **extra}, mode=mode)
+        r = simulate.simulate_prepared(prepared, {**small, **extra}, mode=mode, **summary_kwargs(simulate.simulate_prepared))
         return float(r.summary.get(SENS_METRIC) or 0.0)
 
     replay_value = run({}, mode="replay")
