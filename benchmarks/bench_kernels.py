@@ -49,16 +49,22 @@ def make_path(nbars: int, bar_s: float, price: float = 100_000.0, seed: int = 1,
     return {"ts": ts, "open": o, "high": h, "low": lo, "close": c, "volume_usd": np.zeros(nbars), "funding_rate": fr}
 
 
-def prm_for(bar_ms: int, n: int, mode: str = "cascade") -> np.ndarray:
+def prm_for(bar_ms: int, pop_or_n, mode: str = "cascade") -> np.ndarray:
+    """Kernel parameters; liquidity and fund scale with the population's open notional
+    (BTC-like: $20B/day traded and a $1B fund for $15B open, books stressed to 1/4)."""
+    if isinstance(pop_or_n, dict):
+        notional = float(np.sum(pop_or_n["entry"] * pop_or_n["qty"] * pop_or_n["weight"].astype(np.float64)))
+    else:
+        notional = 1_250.0 * pop_or_n  # synthetic populations: ~$1,250 a row
+    scale = notional / 15e9
     prm = np.zeros(R.KP_SIZE)
     prm[R.KP_IMPACT_MODEL] = R.IMPACT_SQRT if mode == "cascade" else R.IMPACT_NONE
     prm[R.KP_IMPACT_COEF] = 1.0
     prm[R.KP_SIGMA] = 0.03
-    # daily volume scaled with the population so cascades have similar depth at any n
-    prm[R.KP_VOLUME] = 20e9 * 0.25 * n / 10_000_000
+    prm[R.KP_VOLUME] = 20e9 * 0.25 * scale
     prm[R.KP_DEPTH] = 0.0
     prm[R.KP_HALF_LIFE_S] = 60.0
-    prm[R.KP_FUND0] = 1e9 * n / 10_000_000
+    prm[R.KP_FUND0] = 1e9 * scale
     prm[R.KP_CLEARANCE] = 0.0125
     prm[R.KP_TAKER] = 0.0005
     prm[R.KP_MAX_ROUNDS] = 200 if mode == "cascade" else 0
@@ -93,8 +99,8 @@ def main() -> None:
     t0 = time.perf_counter()
     tiny = synthetic_population(1000, seed=3)
     tb = make_path(100, 60.0)
-    run_kernel(tiny, tb, prm_for(60_000, 1000))
-    run_kernel(tiny, tb, prm_for(60_000, 1000), reference=True)
+    run_kernel(tiny, tb, prm_for(60_000, tiny))
+    run_kernel(tiny, tb, prm_for(60_000, tiny), reference=True)
     compile_s = time.perf_counter() - t0
     print(f"compile/load (numba cache, first call incl. import): {compile_s:6.2f} s  (not in the figures below)")
 
@@ -120,7 +126,7 @@ def main() -> None:
     print(f"\n   population: {what}, {n_big:,} rows, built in {gen_s:.2f} s (not timed below)")
     for label, crash in (("A1 crash day: random walk 3 %/day + an -8 % crash in 14 min", -0.08), ("A2 ordinary day: random walk 3 %/day + a -3 % flush", -0.03)):
         bars = make_path(86_400, 1.0, price=p0, crash=crash)
-        tot, srt, sim, out = fast(pop, bars, prm_for(1000, n_big), reps=3)
+        tot, srt, sim, out = fast(pop, bars, prm_for(1000, pop), reps=3)
         code = out["x_code"]
         print(f"\n{label}")
         print(f"   {n_big:,} positions x 86,400 1-s bars, cascade (sqrt impact), 3 funding settlements")
@@ -137,7 +143,7 @@ def main() -> None:
     pop, what, p0 = population(n, seed=11)
     print(f"\n   population: {what}, {n:,} rows")
     bars = make_path(1_440, 60.0, price=p0)
-    prm = prm_for(60_000, n)
+    prm = prm_for(60_000, pop)
     tot, srt, sim, out = fast(pop, bars, prm, reps=3)
     t = time.perf_counter()
     ref = run_kernel(pop, bars, prm, reference=True)
@@ -158,7 +164,7 @@ def main() -> None:
 
     # ---- C: 1 M x 86,400 vs reference (reference on a slice, extrapolated) ------------------
     bars = make_path(86_400, 1.0, price=p0)
-    prm = prm_for(1000, n)
+    prm = prm_for(1000, pop)
     tot, srt, sim, out = fast(pop, bars, prm, reps=2)
     k = 2_000 if not args.quick else 500
     sl = {kk: v[:k] for kk, v in bars.items()}

@@ -1,6 +1,8 @@
 """Sweep throughput at the kernel level (DESIGN §11): scenarios/s at 1 M positions x 86,400 bars.
 
-Many scenarios share one population and its trigger lists (sorted once, outside the timing);
+Many scenarios share one population (the real 2025-10-10 BTC population at 1 M rows, see
+bench_kernels.population) and its trigger lists (sorted once, outside the timing); the path is a
+1-second random walk (3 %/day) with a -3 % flush;
 each scenario is one kernel run with its own impact coefficient, depth multiplier and insurance
 fund. Two worker processes (the machine's two cores) each run half of the scenarios; the figure
 is scenarios / wall time. Output assembly (polars frames, summary) is not included: see
@@ -28,14 +30,14 @@ _STATE: dict = {}
 
 
 def _init() -> None:
-    from bench_kernels import make_path, prm_for
+    from bench_kernels import make_path, population, prm_for
 
-    from backtest.simulate import build_lists, run_kernel, synthetic_population
+    from backtest.simulate import build_lists, run_kernel
 
-    pop = synthetic_population(N, seed=11)
-    bars = make_path(86_400, 1.0, crash=-0.03)
+    pop, what, p0 = population(N, seed=11)
+    bars = make_path(86_400, 1.0, price=p0, crash=-0.03)
     lists = build_lists(pop)
-    base = prm_for(1000, N)
+    base = prm_for(1000, pop)
     run_kernel(pop, bars, base, lists=lists)  # warm: load from cache, sort the touched buckets once
     _STATE.update(pop=pop, bars=bars, lists=lists, base=base, run=run_kernel)
 

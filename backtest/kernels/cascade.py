@@ -126,7 +126,7 @@ def _impact(model, net_usd, coef, sigma, volume, depth):
 
 
 @njit(cache=True)
-def _head(li, lists, ptr, bend, bcur, bstart, order, okey):
+def _head(li, lists, ptr, bend, bcur, bstart, bsorted, order, okey):
     """Trigger level (before the funding shift) of the entry at list ``li``'s pointer.
 
     Sorts the next bucket if the pointer sits at a bucket boundary; NaN when the list is done.
@@ -138,7 +138,9 @@ def _head(li, lists, ptr, bend, bcur, bstart, order, okey):
         b = bcur[li] + 1
         while bstart[b + 1] == bstart[b]:
             b += 1
-        sort_bucket(order, okey, bstart[b], bstart[b + 1])
+        if not bsorted[b]:
+            sort_bucket(order, okey, bstart[b], bstart[b + 1])
+            bsorted[b] = True
         bcur[li] = b
         bend[li] = bstart[b + 1]
     key = okey[kk]
@@ -201,7 +203,7 @@ def _adl(target_side, units, p, F, side, venue, entry, qty, margin, weight, aliv
 @njit(cache=True)
 def simulate_nb(
     side, venue, entry, qty, margin, mmr, liq, stop, weight,
-    order, okey, bstart, lists,
+    order, okey, bstart, bsorted, lists,
     ts, op, hi, lo, cl, funding,
     prm, reference,
 ):
@@ -263,7 +265,7 @@ def simulate_nb(
         bcur[li] = lists[li, 4] - 1
         if lists[li, 0] == LIST_LIQ and lists[li, 3] > lists[li, 2]:
             div[li] = 1.0 - np.float64(lists[li, 1]) * mmr[order[lists[li, 2]]]
-        head_lvl[li] = _head(li, lists, ptr, bend, bcur, bstart, order, okey)
+        head_lvl[li] = _head(li, lists, ptr, bend, bcur, bstart, bsorted, order, okey)
     # fast mode skips a side whose nearest trigger the price has not reached
     bound_l, bound_s = _bounds(lists, head_lvl, shift)
 
@@ -370,7 +372,9 @@ def simulate_nb(
                                 b = bcur[li] + 1
                                 while bstart[b + 1] == bstart[b]:
                                     b += 1
-                                sort_bucket(order, okey, bstart[b], bstart[b + 1])
+                                if not bsorted[b]:
+                                    sort_bucket(order, okey, bstart[b], bstart[b + 1])
+                                    bsorted[b] = True
                                 bcur[li] = b
                                 bend[li] = bstart[b + 1]
                             key = okey[kk]
@@ -414,7 +418,7 @@ def simulate_nb(
                             else:
                                 buy += _u(qw * p)
                         ptr[li] = kk
-                        head_lvl[li] = _head(li, lists, ptr, bend, bcur, bstart, order, okey)
+                        head_lvl[li] = _head(li, lists, ptr, bend, bcur, bstart, bsorted, order, okey)
                     bound_l, bound_s = _bounds(lists, head_lvl, shift)
                 if nt == 0:
                     break

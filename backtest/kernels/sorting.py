@@ -11,7 +11,8 @@ Sorting 10 M float keys fully costs about a second on a small machine, more than
 simulation. So the order is built in two steps: one counting pass puts every entry into its
 list's bucket (buckets split the list's key range evenly, about ``bucket_size`` entries each;
 non-finite keys - "never triggers" - go to a last bucket), and each bucket is sorted only when
-the kernel's pointer first enters it (:func:`sort_bucket`). Buckets the price never reaches are
+the kernel's pointer first enters it (:func:`sort_bucket`); a flag per bucket remembers it, so
+runs that share the lists (sweeps) sort each bucket once. Buckets the price never reaches are
 never sorted. Bucket boundaries are monotone in the key, so the order inside the touched part
 is exact.
 """
