@@ -125,3 +125,26 @@ def test_cli_report_end_to_end_and_reproducible(tmp_path):
     b = _cli("report", "2025-10-10", "-o", tmp_path / "b.pdf", "--set", "n_positions=50000", "--no-sensitivity")
     assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
     assert (tmp_path / "a.pdf").read_bytes() == (tmp_path / "b.pdf").read_bytes()
+
+
+def test_load_config_reads_flat_or_params_table(tmp_path):
+    from backtest.report.build import load_config
+
+    a = tmp_path / "a.toml"
+    a.write_text("long_share = 0.7\nseed = 3\n")
+    b = tmp_path / "b.toml"
+    b.write_text("[params]\nleverage_scale = 1.5\n")
+    assert load_config(a) == {"long_share": 0.7, "seed": 3}
+    assert load_config(b) == {"leverage_scale": 1.5}
+    assert load_config(None) == {}
+    with pytest.raises(UserError, match="does not exist"):
+        load_config(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("x = = 1\n")
+    with pytest.raises(UserError, match="does not parse"):
+        load_config(bad)
+
+
+def test_overrides_reach_the_simulation(tmp_path):
+    r = build_report("2025-10-10", tmp_path / "r.pdf", overrides={"long_share": 0.8, "seed": 11}, sim=fake, progress=False, sensitivity=False)
+    assert r.summary["params"]["long_share"] == 0.8 and r.summary["seed"] == 11
