@@ -454,7 +454,7 @@ def heatmap_page(heat: pl.DataFrame, bars: pl.DataFrame, symbol: str, title: str
         if c["low"]:
             ax.plot(_dt(b[c["ts"]]), b[c["low"]].to_numpy(), color=PRICE_C, lw=0.6, ls=":", drawstyle="steps-post", label="bar low")
         ax.legend(loc="upper right")
-    ax.set_ylabel(f"{short_sym(symbol)} price (USDT), bucket {step_p:,.4g}")
+    ax.set_ylabel(f"{short_sym(symbol)} price (USDT); cells {step_p:,.4g} USDT high")
     time_axis(ax, f"time (UTC), {step_t // 60_000}-minute buckets")
     ax.set_title("where and when positions were liquidated (cell colour: notional, log scale)", fontsize=10, fontweight="normal")
     return fig
