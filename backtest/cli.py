@@ -448,7 +448,7 @@ def _print_sim_summary(s: dict, seconds: float, out: Path) -> None:
     typer.echo(f"wrote {out}/summary.json, bars, liquidations, clusters, liq_map, heatmap (.parquet) in {seconds:.1f} s")
 
 
-ConfigOpt = typer.Option(None, "--config", help="TOML file of flat parameters (top-level keys or a [params] table).")
+ConfigOpt = typer.Option(None, "--config", help="TOML file of flat parameters (top-level keys, or a params table).")
 OutOpt = typer.Option(..., "--out", help="Folder for summary.json, bars/liquidations/clusters/liq_map/heatmap.parquet.")
 SymbolOpt = typer.Option(None, "--symbol", help="ccxt symbol (repeatable); default: all the event's symbols.")
 

@@ -554,8 +554,19 @@ def _pop_key(pop_params: Any) -> str:
     return json.dumps(as_dict(pop_params), sort_keys=True, default=str)
 
 
-def simulate_prepared(prepared: Prepared, overrides: dict | None = None, mode: str = "cascade", shock: str | None = None, progress: Callable | None = None) -> "SimResult":
-    """Run a prepared event with ``overrides``; rebuilds populations only if theirs changed."""
+def simulate_prepared(
+    prepared: Prepared,
+    overrides: dict | None = None,
+    mode: str = "cascade",
+    shock: str | None = None,
+    progress: Callable | None = None,
+    summary_only: bool = False,
+) -> "SimResult":
+    """Run a prepared event with ``overrides``; rebuilds populations only if theirs changed.
+
+    ``summary_only=True`` (sweeps) skips building the frames: the result's frames are empty and
+    its summary is the same as a full run's.
+    """
     if mode not in ("replay", "cascade"):
         raise SimError(f"mode must be 'replay' or 'cascade', got {mode!r}")
     if shock is not None and mode != "cascade":
@@ -598,7 +609,7 @@ def simulate_prepared(prepared: Prepared, overrides: dict | None = None, mode: s
         t_sort += out["sort_s"]
         t_sim += out["sim_s"]
         per[s] = {"out": out, "bars": bars, "market": mk, "pop": pe, "fund0": fund}
-    return _assemble(prepared, per, mode, shock, pop_params, sim, timings={"sort_s": t_sort, "simulate_s": t_sim})
+    return _assemble(prepared, per, mode, shock, pop_params, sim, timings={"sort_s": t_sort, "simulate_s": t_sim}, summary_only=summary_only)
 
 
 def _shocked(bars: dict[str, np.ndarray], shock: float, t_ms: int) -> tuple[dict[str, np.ndarray], int, float]:
@@ -675,7 +686,37 @@ def _f(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _assemble(prep: Prepared, per: dict, mode: str, shock: str | None, pop_params: Any, sim: SimParams, timings: dict) -> SimResult:
+def _exit_totals(per: dict) -> dict:
+    """Totals and the peak minute straight from the kernels' exit records (same in both paths)."""
+    tot = {"long": 0.0, "short": 0.0, "stopped": 0.0, "adl": 0.0}
+    minutes, notional = [], []
+    for d in per.values():
+        out, a = d["out"], d["pop"].arrays
+        pos = out["x_pos"]
+        code = out["x_code"]
+        n_usd = a["qty"][pos] * a["weight"][pos].astype(np.float64) * out["x_fill"]
+        liq = code == R.EXIT_LIQUIDATED
+        side = a["side"][pos]
+        tot["long"] += float(np.sum(n_usd[liq & (side > 0)]))
+        tot["short"] += float(np.sum(n_usd[liq & (side < 0)]))
+        tot["stopped"] += float(np.sum(n_usd[code == R.EXIT_STOPPED]))
+        tot["adl"] += float(np.sum(n_usd[code == R.EXIT_ADL]))
+        minutes.append(out["x_ts"][liq] // 60_000)
+        notional.append(n_usd[liq])
+    tot["peak_minute"], tot["peak_usd"] = None, 0.0
+    if minutes and sum(m.size for m in minutes):
+        m = np.concatenate(minutes)
+        u, inv = np.unique(m, return_inverse=True)
+        sums = np.bincount(inv, weights=np.concatenate(notional))
+        k = int(np.argmax(sums))  # first (earliest) of equal maxima
+        from datetime import datetime, timezone
+
+        tot["peak_minute"] = datetime.fromtimestamp(int(u[k]) * 60, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        tot["peak_usd"] = float(sums[k])
+    return tot
+
+
+def _assemble(prep: Prepared, per: dict, mode: str, shock: str | None, pop_params: Any, sim: SimParams, timings: dict, summary_only: bool = False) -> SimResult:
     S = R.USD_SCALE
     bar_frames, liq_frames, map_frames, heat_frames, cluster_frames = [], [], [], [], []
     rounds_total = None
@@ -684,6 +725,31 @@ def _assemble(prep: Prepared, per: dict, mode: str, shock: str | None, pop_param
         out, bars, mk, pe = d["out"], d["bars"], d["market"], d["pop"]
         a = pe.arrays
         bi, bf = out["bar_i"], out["bar_f"]
+        st = out["stats"]
+        ru = out["round_units"]
+        rounds_total = ru.copy() if rounds_total is None else _add_padded(rounds_total, ru)
+        amp = (st[R.ST_DD_SIM] - st[R.ST_DD_EXO]) / st[R.ST_DD_EXO] if mode == "cascade" and st[R.ST_DD_EXO] > 0 else 0.0
+        per_symbol[s] = {
+            "price_source": mk.price_source,
+            "timeframe": mk.timeframe,
+            "bars": int(len(bars["ts"])),
+            "gaps": mk.gaps,
+            "positions": int(a["side"].size),
+            "population_source": pe.source,
+            "open_notional_usd": pe.open_notional_usd,
+            "sigma_daily": mk.sigma_daily,
+            "volume_daily_usd": mk.volume_daily_usd,
+            "insurance_fund_start_usd": d["fund0"],
+            "insurance_fund_min_usd": float(st[R.ST_FUND_MIN]),
+            "adl_shortfall_usd": float(st[R.ST_ADL_SHORTFALL]),
+            "drawdown_exogenous": float(st[R.ST_DD_EXO]),
+            "drawdown_simulated": float(st[R.ST_DD_SIM]),
+            "amplification": float(amp),
+            "max_cascade_depth": int(st[R.ST_MAX_DEPTH]),
+            "funding_index": float(st[R.ST_FUNDING_INDEX]),
+        }
+        if summary_only:
+            continue
         bar_frames.append(
             pl.DataFrame(
                 {
@@ -750,33 +816,11 @@ def _assemble(prep: Prepared, per: dict, mode: str, shock: str | None, pop_param
         path_lo = float(np.min(out["bar_f"][:, R.BF_LOW])) if len(bars["ts"]) else p0
         path_hi = float(np.max(out["bar_f"][:, R.BF_HIGH])) if len(bars["ts"]) else p0
         cluster_frames.append(clusters_frame(lm, liq_frames[-1], p0, path_lo, path_hi, sim))
-        ru = out["round_units"]
-        rounds_total = ru.copy() if rounds_total is None else _add_padded(rounds_total, ru)
-        st = out["stats"]
-        amp = (st[R.ST_DD_SIM] - st[R.ST_DD_EXO]) / st[R.ST_DD_EXO] if mode == "cascade" and st[R.ST_DD_EXO] > 0 else 0.0
-        per_symbol[s] = {
-            "price_source": mk.price_source,
-            "timeframe": mk.timeframe,
-            "bars": int(len(bars["ts"])),
-            "gaps": mk.gaps,
-            "positions": int(a["side"].size),
-            "population_source": pe.source,
-            "open_notional_usd": pe.open_notional_usd,
-            "sigma_daily": mk.sigma_daily,
-            "volume_daily_usd": mk.volume_daily_usd,
-            "insurance_fund_start_usd": d["fund0"],
-            "insurance_fund_min_usd": float(st[R.ST_FUND_MIN]),
-            "adl_shortfall_usd": float(st[R.ST_ADL_SHORTFALL]),
-            "drawdown_exogenous": float(st[R.ST_DD_EXO]),
-            "drawdown_simulated": float(st[R.ST_DD_SIM]),
-            "amplification": float(amp),
-            "max_cascade_depth": int(st[R.ST_MAX_DEPTH]),
-            "funding_index": float(st[R.ST_FUNDING_INDEX]),
-        }
-    bars_df = pl.concat(bar_frames)
-    liqs = pl.concat(liq_frames)
-    summary = _summary(prep, per_symbol, bars_df, liqs, rounds_total, mode, shock, pop_params, sim, timings)
-    return SimResult(summary, bars_df, liqs, pl.concat(cluster_frames), pl.concat(map_frames), pl.concat(heat_frames))
+    summary = _summary(prep, per_symbol, _exit_totals(per), rounds_total, mode, shock, pop_params, sim, timings)
+    if summary_only:
+        empty = pl.DataFrame()
+        return SimResult(summary, empty, empty, empty, empty, empty)
+    return SimResult(summary, pl.concat(bar_frames), pl.concat(liq_frames), pl.concat(cluster_frames), pl.concat(map_frames), pl.concat(heat_frames))
 
 
 def _add_padded(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -787,17 +831,11 @@ def _add_padded(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def _summary(prep, per_symbol, bars_df, liqs, rounds_total, mode, shock, pop_params, sim, timings) -> dict:
+def _summary(prep, per_symbol, tot, rounds_total, mode, shock, pop_params, sim, timings) -> dict:
     ev = prep.event
-    liq_only = liqs.filter(pl.col("exit") == "liquidated")
-    long_usd = float(liq_only.filter(pl.col("side") > 0)["notional_usd"].sum())
-    short_usd = float(liq_only.filter(pl.col("side") < 0)["notional_usd"].sum())
+    long_usd, short_usd = tot["long"], tot["short"]
     total = long_usd + short_usd
-    peak_minute, peak_usd = None, 0.0
-    if liq_only.height:
-        pm = liq_only.group_by(pl.col("ts").dt.truncate("1m").alias("minute")).agg(pl.col("notional_usd").sum()).sort(["notional_usd", "minute"], descending=[True, False])
-        peak_minute = pm["minute"][0].strftime("%Y-%m-%dT%H:%M:%SZ")
-        peak_usd = float(pm["notional_usd"][0])
+    peak_minute, peak_usd = tot["peak_minute"], tot["peak_usd"]
     on = sum(v["open_notional_usd"] for v in per_symbol.values())
     amp = sum(v["amplification"] * v["open_notional_usd"] for v in per_symbol.values()) / on if on > 0 else 0.0
     ru = (rounds_total / R.USD_SCALE) if rounds_total is not None else np.zeros(1)
@@ -816,14 +854,14 @@ def _summary(prep, per_symbol, bars_df, liqs, rounds_total, mode, shock, pop_par
         "long_liquidated_usd": long_usd,
         "short_liquidated_usd": short_usd,
         "long_share": long_usd / total if total > 0 else None,
-        "stopped_notional_usd": float(liqs.filter(pl.col("exit") == "stopped")["notional_usd"].sum()),
+        "stopped_notional_usd": tot["stopped"],
         "peak_minute": peak_minute,
         "peak_minute_notional_usd": peak_usd,
         "max_cascade_depth": int(max((v["max_cascade_depth"] for v in per_symbol.values()), default=0)),
         "amplification": float(amp),
         "branching_ratio": branching,
         "round_notional_usd": [float(x) for x in ru],
-        "adl_notional_usd": float(bars_df["adl_usd"].sum()),
+        "adl_notional_usd": tot["adl"],
         "insurance_fund_min_usd": float(sum(v["insurance_fund_min_usd"] for v in per_symbol.values())),
         "insurance_fund_start_usd": float(sim.insurance_fund_usd),
         "seed": getattr(pop_params, "seed", None),

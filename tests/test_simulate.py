@@ -90,6 +90,17 @@ def test_prepared_is_deterministic_and_reuses_population(prepared_btc):
     assert d.summary["params"]["long_share"] == 0.3
 
 
+def test_summary_only_matches_full_run(prepared_btc):
+    full = simulate_prepared(prepared_btc, {"impact_coef": 0.8}, mode="cascade")
+    quick = simulate_prepared(prepared_btc, {"impact_coef": 0.8}, mode="cascade", summary_only=True)
+    drop = ("timings_s",)
+    assert {k: v for k, v in quick.summary.items() if k not in drop} == {k: v for k, v in full.summary.items() if k not in drop}
+    assert quick.bars.height == 0
+    # the frames agree with the summary
+    liq = full.liquidations.filter(pl.col("exit") == "liquidated")
+    assert liq["notional_usd"].sum() == pytest.approx(full.summary["liquidated_notional_usd"], rel=1e-12)
+
+
 @pytest.mark.parametrize("path,source,low", [("last", "last", 101_516.5), ("mark", "mark", 101_877.69)])
 def test_price_path_choices(committed_store, path, source, low):
     res = run_event("2025-10-10", symbols=[BTC], store=str(committed_store), overrides={"price_path": path, "n_positions": 20_000})
