@@ -24,7 +24,6 @@ notional; ADL runs at the end of each bar for what the fund could not cover.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import re
@@ -38,7 +37,7 @@ import polars as pl
 
 from backtest import records as R
 from backtest.errors import UserError
-from backtest.params import ParamError, apply_overrides, as_dict
+from backtest.params import apply_overrides, as_dict
 
 TS = pl.Datetime("ms", "UTC")
 _TF_MS = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000}

@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-import numpy as np
 import polars as pl
 import pytest
 
-from backtest import records as R
 from backtest.params import ParamError
 from backtest.simulate import (
     SimError,

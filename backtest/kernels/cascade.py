@@ -65,7 +65,6 @@ from backtest.records import (
     EXIT_ADL,
     EXIT_LIQUIDATED,
     EXIT_STOPPED,
-    IMPACT_LINEAR,
     IMPACT_NONE,
     IMPACT_SQRT,
     KP_BAR_MS,
