@@ -67,7 +67,7 @@ import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from backtest.errors import UserError
 from backtest.params import ParamError, apply_overrides, field_names, suggest
@@ -392,8 +392,6 @@ def run_sweep(
     sim: Any = None,
 ) -> SweepResult:
     """Run every combination of ``spec`` and return the results table (written to ``out``)."""
-    import polars as pl
-
     if executor not in EXECUTORS:
         raise SweepError(f"unknown executor {executor!r}{suggest(executor, list(EXECUTORS))}; use serial, processes or dask")
     if scheduler and executor != "dask":

@@ -140,7 +140,7 @@ def _check_overrides(overrides: dict) -> None:
 
 def provenance_lines(event, store: str | None) -> tuple[list[str], str]:
     """One line per stored series the event uses, plus a short name for the store."""
-    from backtest.store import Store, default_root
+    from backtest.store import Store
 
     st = Store(store)
     root = str(st.root)

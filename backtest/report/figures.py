@@ -8,7 +8,6 @@ quote currency (USDT). Longs are red, shorts green.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 import polars as pl
