@@ -331,7 +331,7 @@ def population(
 def report(
     event: str = typer.Argument(..., help="Event id, e.g. 2025-10-10 (see 'backtest events list')."),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="PDF to write (default reports/EVENT.pdf); PNGs go beside it in reports/EVENT/."),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML file of parameters (top-level keys or a [params] table)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML file of parameters (top-level keys, or a 'params' table)."),
     set_: Optional[List[str]] = SetOpt,
     png_dir: Optional[Path] = typer.Option(None, "--png-dir", help="Folder for the PNGs (default: the PDF's path without .pdf)."),
     no_sensitivity: bool = typer.Option(False, "--no-sensitivity", help="Skip the built-in sensitivity sweep page."),
@@ -349,7 +349,7 @@ def report(
 @app.command()
 @user_errors
 def sweep(
-    file: Path = typer.Argument(..., help="Sweep file (TOML): event, [base], [grid], [output]; see examples/."),
+    file: Path = typer.Argument(..., help="Sweep file (TOML): event, mode, and the tables base, grid, output; see examples/sweep_2025-10-10.toml."),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="Folder for results.parquet, heatmaps.pdf and sweep.json."),
     executor: str = typer.Option("processes", "--executor", help="serial, processes (all cores) or dask."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Address of a running dask scheduler (else a local cluster)."),
