@@ -324,8 +324,19 @@ def _pages(ev, replay, cascade, params: dict, prov: list[str], sens) -> list[tup
                     pair = list(lows.get(F.short_sym(s), (None, None)))
                     pair[k] = lo
                     lows[F.short_sym(s)] = tuple(pair)
+        contents = [
+            "simulated totals against the published figures, with their sources",
+            "price path; liquidated notional per time bucket (longs up, shorts down); cascade rounds",
+            "liquidation heatmaps: where (price) and when (time) positions were liquidated",
+            "open positions by liquidation price before the event; clusters, and whether the path reached them",
+            "insurance fund and auto-deleveraging (ADL)",
+        ]
+        if sens is not None:
+            contents.append("sensitivity: how the total moves with leverage, book depth and impact")
+        contents.append("every resolved parameter and each symbol's inputs (price source, bars, population)")
         pages.append(("01-title", F.title_page(ev, cascade.summary, params, prov, version=backtest.__version__,
-                                               date_text=date.strftime("%Y-%m-%d"), mode_note="(cascade scenario: forced orders move the price)")))
+                                               date_text=date.strftime("%Y-%m-%d"), mode_note="(cascade scenario: forced orders move the price)",
+                                               contents=contents)))
         for i, fig in enumerate(F.comparison_pages(ev, replay.summary, cascade.summary, lows)):
             pages.append((f"02-published-figures{'-' + str(i + 1) if i else ''}", fig))
         pages.append(("03-price-liquidations", F.price_page(bars, replay.bars, symbols, f"{ev.id}: price path, liquidations and cascade rounds (cascade scenario)")))

@@ -113,7 +113,9 @@ def time_axis(ax, label: str = "time (UTC)") -> None:
 
 
 def fmt_value(v: Any) -> str:
-    """A parameter value for tables: short floats, dicts inline."""
+    """A parameter value for tables: short floats, dicts inline, None as 'auto' (derived from the data)."""
+    if v is None:
+        return "auto"
     if isinstance(v, bool):
         return str(v).lower()
     if isinstance(v, int):

@@ -141,7 +141,8 @@ def _per_symbol(bars, symbol):
 # ---------------------------------------------------------------------------------------------
 # page 1: title, scenario, provenance
 # ---------------------------------------------------------------------------------------------
-def title_page(event, summary: dict, params: dict, provenance: list[str], *, version: str, date_text: str, mode_note: str):
+def title_page(event, summary: dict, params: dict, provenance: list[str], *, version: str, date_text: str, mode_note: str,
+               contents: list[str] | None = None):
     fig = new_figure()
     fig.set_layout_engine("none")
     fig.text(0.05, 0.93, "Liquidation-cascade backtest", fontsize=22, fontweight="bold", va="top")
@@ -174,19 +175,23 @@ def title_page(event, summary: dict, params: dict, provenance: list[str], *, ver
 
     # scenario parameters: the main knobs here, every parameter on the appendix page
     fig.text(0.53, 0.70, "Scenario parameters", fontsize=12, fontweight="bold", va="top")
-    fig.text(0.53, 0.672, f"main knobs; all {len(params)} resolved parameters are listed on the last page", fontsize=8, va="top", color=GREY)
+    fig.text(0.53, 0.672, f"main knobs ('auto' = derived from the data); all {len(params)} are on the last page", fontsize=8, va="top", color=GREY)
     keys = [k for k in KEY_PARAMS if k in params] or sorted(params)
     items = [(k, fmt_value(params[k])) for k in keys]
     half = math.ceil(len(items) / 2)
     left, right = items[:half], items[half:]
     rows = [(a[0], a[1], *(right[i] if i < len(right) else ("", ""))) for i, a in enumerate(left)]
-    over = draw_table(fig, (0.53, 0.265, 0.42, 0.39), ["parameter", "value", "parameter", "value"], rows, [20, 15, 20, 15], fontsize=7.5)
+    over = draw_table(fig, (0.53, 0.42, 0.42, 0.235), ["parameter", "value", "parameter", "value"], rows, [20, 15, 20, 15], fontsize=7.5)
     if over:
-        fig.text(0.53, 0.25, f"(+{len(over)} more rows in summary.json)", fontsize=7.5, color=GREY)
+        fig.text(0.53, 0.405, f"(+{len(over)} more rows on the last page)", fontsize=7.5, color=GREY)
+    if contents:
+        fig.text(0.53, 0.39, "What the next pages show", fontsize=12, fontweight="bold", va="top")
+        text = "\n".join(wrap(f"• {c}", 94) for c in contents[:8])
+        fig.text(0.53, 0.36, text, fontsize=7.4, va="top", linespacing=1.3)
 
     # provenance and version
-    fig.text(0.05, 0.235, "Data provenance", fontsize=12, fontweight="bold", va="top")
-    fig.text(0.05, 0.205, "\n".join(wrap(p, 150) for p in provenance[:9]), fontsize=7.2, va="top", family="DejaVu Sans Mono", linespacing=1.35)
+    fig.text(0.05, 0.225, "Data provenance", fontsize=12, fontweight="bold", va="top")
+    fig.text(0.05, 0.195, "\n".join(wrap(p, 150) for p in provenance[:9]), fontsize=7.2, va="top", family="DejaVu Sans Mono", linespacing=1.35)
     fig.text(
         0.05, 0.03,
         f"cascade-backtest {version}  ·  report date {date_text}  ·  all times UTC  ·  money in USD, prices in USDT",
