@@ -281,6 +281,7 @@ def simulate_nb(
     shortfall = np.int64(0)
     nu_long = np.int64(0)  # uncovered notional from long liquidations (ADL closes shorts)
     nu_short = np.int64(0)
+    adl_done = False  # no position has been auto-deleveraged yet
 
     for j in range(nbars):
         if funding[j] != 0.0:
@@ -383,9 +384,11 @@ def simulate_nb(
                                 break
                             kk += 1
                         # phase 2: the positions behind them (independent loads, overlapped)
+                        # positions of lists without stops can only have left by ADL
+                        check = lists[li, 6] != 0 or kind != LIST_LIQ or adl_done
                         for e in range(k0, kk):
                             i = order[e]
-                            if not alive[i]:
+                            if check and not alive[i]:
                                 continue
                             key = okey[e]
                             lvl_key = -key if s > 0 else key
@@ -541,6 +544,8 @@ def simulate_nb(
             t_prev = t_pt
         # ---- end of bar: auto-deleveraging of what the fund could not cover -------------
         t_end = ts[j] + bar_ms - 1
+        if nu_long > 0 or nu_short > 0:
+            adl_done = True
         if nu_long > 0:
             c, nx = _adl(-1, nu_long, p_prev, F, side, venue, entry, qty, margin, weight, alive, x_pos, x_ts, x_fill, x_round, x_code, nx, t_end)
             bar_i[j, BI_ADL] += c
