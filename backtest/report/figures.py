@@ -217,10 +217,10 @@ def appendix_page(summary: dict, params: dict, title: str):
     half = math.ceil(len(items) / 2)
     rows = [(a[0], a[1], *(items[half + i] if half + i < len(items) else ("", ""))) for i, a in enumerate(items[:half])]
     fig.text(0.04, 0.905, "Resolved parameters", fontsize=11, fontweight="bold", va="top")
-    draw_table(fig, (0.04, 0.40, 0.92, 0.48), ["parameter", "value", "parameter", "value"], rows, [24, 36, 24, 36], fontsize=7.2)
+    draw_table(fig, (0.04, 0.42, 0.92, 0.46), ["parameter", "value", "parameter", "value"], rows, [24, 36, 24, 36], fontsize=7.0)
     per = summary.get("per_symbol") or {}
     if per:
-        fig.text(0.04, 0.375, "Inputs per symbol", fontsize=11, fontweight="bold", va="top")
+        fig.text(0.04, 0.395, "Inputs per symbol", fontsize=11, fontweight="bold", va="top")
         cols = ["symbol", "price path", "bars", "gaps", "positions", "population from", "open notional", "daily σ", "daily volume"]
         prow = []
         for sym, v in per.items():
@@ -231,10 +231,12 @@ def appendix_page(summary: dict, params: dict, title: str):
                 f"{int(v['positions']):,}" if v.get("positions") is not None else "—", str(v.get("population_source", "—")),
                 usd(v.get("open_notional_usd")), _pct(v.get("sigma_daily")), usd(v.get("volume_daily_usd")),
             ))
-        draw_table(fig, (0.04, 0.13, 0.92, 0.23), cols, prow, [10, 12, 6, 5, 10, 30, 11, 8, 11], fontsize=7.2)
+        over = draw_table(fig, (0.04, 0.125, 0.92, 0.24), cols, prow, [8, 28, 5, 5, 10, 21, 11, 7, 10], fontsize=7.0)
+        if over:
+            fig.text(0.04, 0.112, f"(+{len(over)} symbols more in summary.json, under per_symbol)", fontsize=7, color=GREY, va="top")
     notes = summary.get("notes") or []
     if notes:
-        fig.text(0.04, 0.115, "Notes from the simulation:\n" + "\n".join("• " + wrap(n, 180) for n in notes), fontsize=7.2, va="top", color="#333333")
+        fig.text(0.04, 0.095, "Notes from the simulation:\n" + "\n".join("• " + wrap(n, 180) for n in notes), fontsize=7.2, va="top", color="#333333")
     return fig
 
 
