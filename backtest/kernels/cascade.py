@@ -125,7 +125,7 @@ def _impact(model, net_usd, coef, sigma, volume, depth):
 
 
 @njit(cache=True)
-def _head(li, lists, ptr, bend, bcur, bstart, bsorted, order, okey):
+def _head(li, lists, ptr, bend, bcur, bstart, bsorted, order, okey, liq, stop):
     """Trigger level (before the funding shift) of the entry at list ``li``'s pointer.
 
     Sorts the next bucket if the pointer sits at a bucket boundary; NaN when the list is done.
@@ -138,7 +138,7 @@ def _head(li, lists, ptr, bend, bcur, bstart, bsorted, order, okey):
         while bstart[b + 1] == bstart[b]:
             b += 1
         if not bsorted[b]:
-            sort_bucket(order, okey, bstart[b], bstart[b + 1])
+            sort_bucket(order, okey, bstart[b], bstart[b + 1], lists[li, 0], lists[li, 1], liq, stop)
             bsorted[b] = True
         bcur[li] = b
         bend[li] = bstart[b + 1]
@@ -264,7 +264,7 @@ def simulate_nb(
         bcur[li] = lists[li, 4] - 1
         if lists[li, 0] == LIST_LIQ and lists[li, 3] > lists[li, 2]:
             div[li] = 1.0 - np.float64(lists[li, 1]) * mmr[order[lists[li, 2]]]
-        head_lvl[li] = _head(li, lists, ptr, bend, bcur, bstart, bsorted, order, okey)
+        head_lvl[li] = _head(li, lists, ptr, bend, bcur, bstart, bsorted, order, okey, liq, stop)
     # fast mode skips a side whose nearest trigger the price has not reached
     bound_l, bound_s = _bounds(lists, head_lvl, shift)
 
@@ -373,7 +373,7 @@ def simulate_nb(
                                 while bstart[b + 1] == bstart[b]:
                                     b += 1
                                 if not bsorted[b]:
-                                    sort_bucket(order, okey, bstart[b], bstart[b + 1])
+                                    sort_bucket(order, okey, bstart[b], bstart[b + 1], kind, s, liq, stop)
                                     bsorted[b] = True
                                 bcur[li] = b
                                 bend[li] = bstart[b + 1]
@@ -420,7 +420,7 @@ def simulate_nb(
                             else:
                                 buy += _u(qw * p)
                         ptr[li] = kk
-                        head_lvl[li] = _head(li, lists, ptr, bend, bcur, bstart, bsorted, order, okey)
+                        head_lvl[li] = _head(li, lists, ptr, bend, bcur, bstart, bsorted, order, okey, liq, stop)
                     bound_l, bound_s = _bounds(lists, head_lvl, shift)
                 if nt == 0:
                     break

@@ -10,8 +10,8 @@ the kernel advances one pointer per list while the price moves.
 Sorting 10 M float keys fully costs about a second on a small machine, more than the whole
 simulation. So the order is built in two steps: one counting pass puts every entry into its
 list's bucket (buckets split the list's key range evenly, about ``bucket_size`` entries each;
-non-finite keys - "never triggers" - go to a last bucket), and each bucket is sorted only when
-the kernel's pointer first enters it (:func:`sort_bucket`); a flag per bucket remembers it, so
+non-finite keys - "never triggers" - go to a last bucket), and each bucket gets its keys and is
+sorted only when the kernel's pointer first enters it (:func:`sort_bucket`); a flag per bucket remembers it, so
 runs that share the lists (sweeps) sort each bucket once. Buckets the price never reaches are
 never sorted. Bucket boundaries are monotone in the key, so the order inside the touched part
 is exact.
@@ -145,7 +145,7 @@ def build_lists_nb(side, venue, tier, mmr, liq, stop, bucket_size):
     bstart = bcount.copy()
     pos = bcount[:-1].copy()
     order = np.empty(m, np.int32)
-    okey = np.empty(m)
+    okey = np.empty(m)  # filled bucket by bucket when first entered (see sort_bucket)
     for i in range(n):
         s = side[i]
         g = _gid(s, venue[i], stop[i], tier[i])
@@ -154,7 +154,6 @@ def build_lists_nb(side, venue, tier, mmr, liq, stop, bucket_size):
         p = pos[b]
         pos[b] = p + 1
         order[p] = i
-        okey[p] = k
         st = stop[i]
         if st == st:
             gs = G_STOP_LONG if s > 0 else G_STOP_SHORT
@@ -163,7 +162,6 @@ def build_lists_nb(side, venue, tier, mmr, liq, stop, bucket_size):
             p = pos[b]
             pos[b] = p + 1
             order[p] = i
-            okey[p] = k
     return order, okey, bstart, lists, status
 
 
@@ -186,8 +184,15 @@ def _bucket(k, lo, scale, nreg, boff):
 
 
 @njit(cache=True)
-def sort_bucket(order, okey, s, e):
-    """Sort entries ``[s, e)`` by key (insertion sort when small, else argsort)."""
+def sort_bucket(order, okey, s, e, kind, side, liq, stop):
+    """Fill the keys of entries ``[s, e)`` (one list: ``kind``, ``side``) and sort them by key.
+
+    Keys are written here rather than in :func:`build_lists_nb`: a bucket the price never
+    reaches costs nothing but its index entries.
+    """
+    for j in range(s, e):
+        i = order[j]
+        okey[j] = _key(side, liq[i] if kind == LIST_LIQ else stop[i])
     if e - s <= 48:
         for j in range(s + 1, e):
             key = okey[j]
