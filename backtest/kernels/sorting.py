@@ -59,12 +59,47 @@ def build_lists_nb(side, venue, tier, mmr, liq, stop, bucket_size):
     """
     n = side.shape[0]
     G = N_GROUPS + 2
-    cnt = np.zeros(G, np.int64)
+    # pass 1, on a sample: key ranges and sizes per group, to lay out the buckets. Any range
+    # is correct (keys outside it go to the edge buckets); a good one keeps buckets even.
+    stride = max(np.int64(1), n // 65536)
+    cs = np.zeros(G, np.int64)
     lo = np.full(G, np.inf)
     hi = np.full(G, -np.inf)
+    for i in range(0, n, stride):
+        s = side[i]
+        v = venue[i]
+        if (s != 1 and s != -1) or v < 0 or v >= N_VENUE_SLOTS:
+            continue  # pass 2 reports it
+        g = _gid(s, v, stop[i], tier[i])
+        cs[g] += 1
+        k = _key(s, liq[i])
+        if np.isfinite(k):
+            lo[g] = min(lo[g], k)
+            hi[g] = max(hi[g], k)
+        st = stop[i]
+        if st == st:
+            gs = G_STOP_LONG if s > 0 else G_STOP_SHORT
+            cs[gs] += 1
+            k = _key(s, st)
+            if np.isfinite(k):
+                lo[gs] = min(lo[gs], k)
+                hi[gs] = max(hi[gs], k)
+    nreg = np.zeros(G, np.int64)
+    scale = np.zeros(G)
+    boff = np.zeros(G, np.int64)
+    nb_total = 0
+    for g in range(G):
+        nr = max(np.int64(1), cs[g] * stride // bucket_size)
+        nreg[g] = nr
+        if hi[g] > lo[g]:
+            scale[g] = nr / (hi[g] - lo[g])
+        boff[g] = nb_total
+        nb_total += nr + 1  # + the "never" bucket
+    # pass 2: check the codes and rates, count every bucket
+    cnt = np.zeros(G, np.int64)
     gm = np.full(G, np.nan)
+    bcount = np.zeros(nb_total + 1, np.int64)
     status = SORT_OK
-    nstop = 0
     for i in range(n):
         s = side[i]
         v = venue[i]
@@ -76,47 +111,27 @@ def build_lists_nb(side, venue, tier, mmr, liq, stop, bucket_size):
             gm[g] = mmr[i]
         elif mmr[i] != gm[g] and not (mmr[i] != mmr[i] and gm[g] != gm[g]):
             status = SORT_MIXED_MMR
-        k = _key(s, liq[i])
-        if np.isfinite(k):
-            if k < lo[g]:
-                lo[g] = k
-            if k > hi[g]:
-                hi[g] = k
+        bcount[_bucket(_key(s, liq[i]), lo[g], scale[g], nreg[g], boff[g]) + 1] += 1
         st = stop[i]
         if st == st:
             gs = G_STOP_LONG if s > 0 else G_STOP_SHORT
             cnt[gs] += 1
-            nstop += 1
-            k = _key(s, st)
-            if np.isfinite(k):
-                if k < lo[gs]:
-                    lo[gs] = k
-                if k > hi[gs]:
-                    hi[gs] = k
+            bcount[_bucket(_key(s, st), lo[gs], scale[gs], nreg[gs], boff[gs]) + 1] += 1
     if status != SORT_OK:
         return (np.empty(0, np.int32), np.empty(0), np.empty(1, np.int64), np.empty((0, N_COLS), np.int64), status)
-    # lists: liquidation groups first, stop lists last (the kernel relies on this order)
+    for b in range(nb_total):
+        bcount[b + 1] += bcount[b]
+    m = bcount[nb_total]
+    # lists: liquidation groups first, stop lists last (group ids are laid out in that order)
     nl = 0
     for g in range(G):
         if cnt[g] > 0:
             nl += 1
     lists = np.zeros((nl, N_COLS), np.int64)
-    gl = np.full(G, -1, np.int64)
-    nreg = np.zeros(G, np.int64)
-    scale = np.zeros(G)
-    boff = np.zeros(G, np.int64)
-    m = 0
-    nb_total = 0
     li = 0
     for g in range(G):
         if cnt[g] == 0:
             continue
-        gl[g] = li
-        nr = max(np.int64(1), cnt[g] // bucket_size)
-        nreg[g] = nr
-        if hi[g] > lo[g]:
-            scale[g] = nr / (hi[g] - lo[g])
-        boff[g] = nb_total
         if g >= N_GROUPS:
             lists[li, 0] = LIST_STOP
             lists[li, 1] = 1 if g == G_STOP_LONG else -1
@@ -124,24 +139,11 @@ def build_lists_nb(side, venue, tier, mmr, liq, stop, bucket_size):
             lists[li, 0] = LIST_LIQ
             lists[li, 1] = 1 if g >= N_VENUE_SLOTS * 2 * 256 else -1
             lists[li, 6] = (g // 256) % 2  # members have stops
-        lists[li, 2] = m
-        lists[li, 3] = m + cnt[g]
-        lists[li, 4] = nb_total
-        lists[li, 5] = nr + 1
-        m += cnt[g]
-        nb_total += nr + 1
+        lists[li, 2] = bcount[boff[g]]
+        lists[li, 3] = bcount[boff[g] + nreg[g] + 1]
+        lists[li, 4] = boff[g]
+        lists[li, 5] = nreg[g] + 1
         li += 1
-    bcount = np.zeros(nb_total + 1, np.int64)
-    for i in range(n):
-        s = side[i]
-        g = _gid(s, venue[i], stop[i], tier[i])
-        bcount[_bucket(_key(s, liq[i]), lo[g], scale[g], nreg[g], boff[g]) + 1] += 1
-        st = stop[i]
-        if st == st:
-            gs = G_STOP_LONG if s > 0 else G_STOP_SHORT
-            bcount[_bucket(_key(s, st), lo[gs], scale[gs], nreg[gs], boff[gs]) + 1] += 1
-    for b in range(nb_total):
-        bcount[b + 1] += bcount[b]
     bstart = bcount.copy()
     pos = bcount[:-1].copy()
     order = np.empty(m, np.int32)
