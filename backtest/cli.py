@@ -376,7 +376,7 @@ def sweep(
     check_out_dir(out)
     res = run_sweep(spec, executor=executor, workers=workers, scheduler=scheduler, chunk_size=chunk_size, out=out, store=store)
     typer.echo(
-        f"{spec.n_combinations} combinations on {res.executor} ({res.workers} workers) in {res.seconds:.1f} s; "
+        f"{spec.n_combinations} combinations on {res.executor} ({res.workers} worker{'s' if res.workers != 1 else ''}) in {res.seconds:.1f} s; "
         f"wrote {', '.join(str(p) for p in res.files)}"
     )
 
