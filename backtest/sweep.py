@@ -327,8 +327,8 @@ class _Bar:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
             self.p = Progress(
-                TextColumn("[bold]sweep[/bold] {task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("combinations"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                TextColumn("[bold]sweep[/bold] {task.description}"), BarColumn(bar_width=None), MofNCompleteColumn(),
+                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
                 console=Console(stderr=True),
             )
             self.p.start()
@@ -416,7 +416,7 @@ def run_sweep(
         prepared = simulate.prepare(spec.event, spec.base or None, symbols=spec.symbols, store=store)
         timings["prepare_s"] = time.perf_counter() - t
         fn = simulate.simulate_prepared
-        bar = _Bar(n, f"{spec.event} {spec.mode} on {executor} ({workers} worker{'s' if workers > 1 else ''})", progress)
+        bar = _Bar(n, f"{executor}×{workers}", progress)
         rows: list[dict] = []
         t = time.perf_counter()
         try:
