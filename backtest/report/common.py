@@ -91,6 +91,14 @@ def usd_axis(ax, axis: str = "y") -> None:
     (ax.yaxis if axis == "y" else ax.xaxis).set_major_formatter(f)
 
 
+def usd_colorbar(cb) -> None:
+    """Format a colorbar's ticks in $k/$M/$B."""
+    from matplotlib.ticker import FuncFormatter
+
+    cb.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: usd(v, 1) if v else "0"))
+    cb.ax.yaxis.get_offset_text().set_visible(False)
+
+
 def time_axis(ax, label: str = "time (UTC)") -> None:
     """HH:MM ticks in UTC and a labelled axis."""
     import matplotlib.dates as mdates
