@@ -234,3 +234,16 @@ def test_cli_dry_run(tmp_path):
     r = _cli("sweep", f, "--dry-run", "--executor", "serial")
     assert r.returncode == 0, r.stderr
     assert "6 combinations" in r.stdout and "estimated time" in r.stdout and "estimated memory" in r.stdout
+
+
+def test_dask_on_a_running_scheduler_by_address(tmp_path):
+    """--scheduler ADDRESS: connect to a cluster that is already running (here an in-process one)."""
+    from distributed import LocalCluster
+
+    spec = _fake_spec()
+    serial = run_sweep(spec, executor="serial", sim=fake, progress=False).table
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        res = run_sweep(spec, executor="dask", scheduler=cluster.scheduler_address, out=tmp_path / "o", sim=fake, progress=False)
+        assert len(cluster.scheduler.workers) == 2  # the cluster outlives the sweep: only our client closed
+    assert res.workers == 2
+    assert res.table.equals(serial)
