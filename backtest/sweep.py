@@ -46,12 +46,20 @@ Executors: ``serial`` (this process), ``processes`` (default; a spawn-context pr
 one worker per core), ``dask`` (``scheduler`` = the address of a running scheduler, e.g.
 ``tcp://10.0.0.5:8786``; else a ``LocalCluster`` of ``workers`` single-threaded processes).
 
-Outputs (``out`` folder): ``results.parquet`` (one row per combination, keyed by ``combo`` and
-the grid's parameters, sorted by ``combo``, then one column per scalar summary metric, named
-``result_NAME`` where a grid parameter has the metric's name, e.g. ``long_share``), ``heatmaps.pdf`` (the metric over two parameters;
-other parameters averaged), ``sweep.json`` (the resolved sweep: event, mode, base, grid, timings).
-All three are written at the end, each atomically: an interrupted or failed sweep leaves no
-half-written files.
+Each scenario asks the simulation for its summary only (``summary_only=True``, when the API
+offers it): a sweep keeps no per-bar or per-position frames.
+
+``--dry-run`` builds the event once, times one combination (and one population rebuild when
+the grid changes population parameters) and prints the number of combinations, chunks, an
+estimated time (from perfect scaling over the workers to none) and memory.
+
+Outputs (``out`` folder, created with its parents): ``results.parquet`` (one row per
+combination, keyed by ``combo`` and the grid's parameters, sorted by ``combo``, then one column
+per scalar summary metric, named ``result_NAME`` where a grid parameter has the metric's name,
+e.g. ``long_share``), ``heatmaps.pdf`` (the metric over two parameters, other parameters
+averaged; then the other metrics that vary; then the other pairs of parameters), ``sweep.json``
+(the resolved sweep: event, mode, base, grid, executor, timings). All three are written at the
+end, each atomically: an interrupted or failed sweep leaves no half-written files.
 """
 
 from __future__ import annotations
