@@ -287,3 +287,29 @@ def test_large_population_sampled_bucket_layout():
     assert_same(fast, ref)
     assert np.sum(fast["exit_code"] != 0) > 1000
     check_invariants(pop, bars, fast)
+
+
+def test_adl_partial_selection_matches_full_ranking():
+    """ADL sorts only the top of the ranking; the positions it closes are a full sort's prefix."""
+    from backtest.kernels.cascade import _adl, _u
+    from backtest.margin import adl_key_nb
+
+    rng = np.random.default_rng(4)
+    pop = synthetic_population(6000, price=100.0, seed=4)
+    n = pop["side"].size
+    p, F = 93.0, 0.02
+    for units_usd in (50.0, 5e4, 5e5, 1e12):
+        alive = rng.random(n) < 0.9
+        rec = (np.empty(n, np.int32), np.empty(n, np.int64), np.empty(n), np.empty(n, np.int16), np.empty(n, np.int8))
+        a2 = alive.copy()
+        closed, nx = _adl(-1, _u(units_usd), p, F, pop["side"], pop["venue"], pop["entry"], pop["qty"], pop["margin"], pop["weight"], a2, *rec, 0, 0)
+        cand = np.flatnonzero(alive & (pop["side"] == -1))
+        keys = np.array([-adl_key_nb(pop["venue"][i], -1, pop["entry"][i], p, pop["qty"][i], pop["margin"][i] + pop["qty"][i] * F) for i in cand])
+        order = cand[np.argsort(keys, kind="mergesort")]
+        need, acc, k = _u(units_usd), 0, 0
+        while k < order.size and acc < need:
+            i = order[k]
+            acc += _u(pop["qty"][i] * np.float64(pop["weight"][i]) * p)
+            k += 1
+        assert list(rec[0][:nx]) == list(order[:k])
+        assert closed == acc

@@ -166,37 +166,64 @@ def _bounds(lists, head_lvl, shift):
 
 @njit(cache=True)
 def _adl(target_side, units, p, F, side, venue, entry, qty, margin, weight, alive, x_pos, x_ts, x_fill, x_round, x_code, nx, t):
-    """Close opposite positions, highest ADL rank first, until their notional covers ``units``."""
+    """Close opposite positions, highest ADL rank first (ties: lower index first), until their
+    notional covers ``units``. Only the top of the ranking is sorted: the K best by partial
+    selection, K growing until they cover ``units`` - the same order as a full sort."""
     n = side.shape[0]
-    c = 0
-    for i in range(n):
-        if alive[i] and side[i] == target_side:
-            c += 1
-    keys = np.empty(c)
-    idx = np.empty(c, np.int32)
+    keys = np.empty(n)
+    idx = np.empty(n, np.int32)
     c = 0
     for i in range(n):
         if alive[i] and side[i] == target_side:
             s = side[i]
             m_t = margin[i] - s * qty[i] * F
-            keys[c] = -adl_key_nb(venue[i], s, entry[i], p, qty[i], m_t)
+            k = -adl_key_nb(venue[i], s, entry[i], p, qty[i], m_t)
+            keys[c] = k if k == k else np.inf
             idx[c] = i
             c += 1
-    o = np.argsort(keys, kind="mergesort")
-    closed = np.int64(0)
-    for j in range(c):
-        if closed >= units:
-            break
-        i = idx[o[j]]
-        alive[i] = False
-        x_pos[nx] = i
-        x_ts[nx] = t
-        x_fill[nx] = p
-        x_round[nx] = -1
-        x_code[nx] = EXIT_ADL
-        nx += 1
-        closed += _u(qty[i] * np.float64(weight[i]) * p)
-    return closed, nx
+    if c == 0:
+        return np.int64(0), nx
+    K = 512
+    while True:
+        if K >= c:
+            sel = np.arange(c)
+        else:
+            thr = np.partition(keys[:c], K - 1)[K - 1]
+            m = 0
+            for j in range(c):
+                if keys[j] <= thr:
+                    m += 1
+            sel = np.empty(m, np.int64)
+            m = 0
+            for j in range(c):
+                if keys[j] <= thr:
+                    sel[m] = j
+                    m += 1
+        o = np.argsort(keys[sel], kind="mergesort")
+        acc = np.int64(0)
+        cut = -1
+        for jj in range(o.shape[0]):
+            i = idx[sel[o[jj]]]
+            acc += _u(qty[i] * np.float64(weight[i]) * p)
+            if acc >= units:
+                cut = jj
+                break
+        if cut < 0 and K < c:
+            K *= 8
+            continue
+        last = cut if cut >= 0 else o.shape[0] - 1
+        closed = np.int64(0)
+        for jj in range(last + 1):
+            i = idx[sel[o[jj]]]
+            alive[i] = False
+            x_pos[nx] = i
+            x_ts[nx] = t
+            x_fill[nx] = p
+            x_round[nx] = -1
+            x_code[nx] = EXIT_ADL
+            nx += 1
+            closed += _u(qty[i] * np.float64(weight[i]) * p)
+        return closed, nx
 
 
 @njit(cache=True)
