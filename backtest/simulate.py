@@ -874,7 +874,10 @@ def _summary(prep, per_symbol, tot, rounds_total, mode, shock, pop_params, sim, 
             "insurance_fund_min_usd is the sum of the per-symbol minima (each symbol holds its share of the fund)",
             "cross positions are simulated with their allotted collateral, like isolated ones",
             "amplification is the open-notional-weighted mean of the per-symbol values",
-        ],
+            "cascade depth counts rounds after the first that triggered forced orders (liquidations or stops)",
+            "liquidated notional is valued at fill prices (cascade fills are worse than replay fills)",
+        ]
+        + (["cascade on the observed path: the observed moves already contain the real cascade's impact, so feedback is counted on top of it (use --shock for a clean exogenous move)"] if mode == "cascade" and not shock else []),
     }
     return summary
 
