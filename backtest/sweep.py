@@ -717,11 +717,12 @@ def plan_sweep(spec: SweepSpec, *, executor: str = "processes", workers: int | N
     first = spec.combinations()[0]
     same_pop = {**spec.base, **{k: v for k, v in first.items() if k not in pop_names}}
     blob = len(pickle.dumps(prepared, protocol=pickle.HIGHEST_PROTOCOL))
+    kw = summary_kwargs(simulate.simulate_prepared)
     with _RssPeak() as warm_probe:  # warm-up (compiles); its memory growth is the honest one
-        simulate.simulate_prepared(prepared, same_pop, mode=spec.mode, shock=spec.shock)
+        simulate.simulate_prepared(prepared, same_pop, mode=spec.mode, shock=spec.shock, **kw)
     with _RssPeak() as mem_probe:
         t = time.perf_counter()
-        simulate.simulate_prepared(prepared, same_pop, mode=spec.mode, shock=spec.shock)
+        simulate.simulate_prepared(prepared, same_pop, mode=spec.mode, shock=spec.shock, **kw)
         per = time.perf_counter() - t
     peak = max(mem_probe.peak_increase, warm_probe.peak_increase)
     # populations: one rebuild per distinct value set of the grid's population parameters
@@ -730,7 +731,7 @@ def plan_sweep(spec: SweepSpec, *, executor: str = "processes", workers: int | N
     rebuild = 0.0
     if n_pops:
         t = time.perf_counter()
-        simulate.simulate_prepared(prepared, {**spec.base, **first}, mode=spec.mode, shock=spec.shock)
+        simulate.simulate_prepared(prepared, {**spec.base, **first}, mode=spec.mode, shock=spec.shock, **kw)
         rebuild = max(0.0, time.perf_counter() - t - per)
     startup = {"serial": 0.0, "processes": 2.0, "dask": 4.0}[executor]
     work = per * n + rebuild * n_pops
