@@ -213,6 +213,8 @@ def build_report(
     pngs_at = Path(png_dir) if png_dir is not None else pdf.with_suffix("")
     if png_dir is not None and not pngs_at.parent.is_dir():
         raise UserError(f"folder {pngs_at.parent} does not exist; create it first")
+    if pngs_at.exists() and not pngs_at.is_dir():
+        raise UserError(f"the PNGs go to {pngs_at}, which is a file; move it or give --png-dir")
     overrides = dict(overrides or {})
     _check_overrides(overrides)
     simulate = _sim_module(sim)
