@@ -167,7 +167,9 @@ def parse_shock(text: str, default_ms: int | None = None) -> tuple[float, int]:
     m = _SHOCK_RE.match(text or "")
     if not m:
         raise SimError(f"cannot read shock {text!r}; give e.g. --shock -5%@2025-10-10T21:00Z")
-    value = float(m.group(1)) / (100.0 if m.group(2) else 1.0)
+    if not m.group(2):
+        raise SimError(f"shock {text!r} needs a percent sign; give e.g. --shock -5%@2025-10-10T21:00Z")
+    value = float(m.group(1)) / 100.0
     if not -0.95 <= value <= 5.0 or value == 0.0:
         raise SimError(f"shock {text!r} is out of range; give a move between -95% and +500%, not 0")
     when = m.group(3)

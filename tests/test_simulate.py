@@ -110,8 +110,9 @@ def test_price_path_choices(committed_store, path, source, low):
 def test_parse_shock():
     v, t = parse_shock("-5%@2025-10-10T21:00Z")
     assert v == -0.05 and t == 1760130000000
-    assert parse_shock("+0.1@2025-10-10T21:00:00Z")[0] == 0.1
-    for bad in ("", "5", "-5%@notatime", "-120%@2025-10-10T21:00Z", "0%@2025-10-10T21:00Z"):
+    assert parse_shock("+10%@2025-10-10T21:00:00Z")[0] == 0.1
+    assert parse_shock("-5%", default_ms=1)[1] == 1
+    for bad in ("", "5", "+0.1@2025-10-10T21:00:00Z", "-5%@notatime", "-120%@2025-10-10T21:00Z", "0%@2025-10-10T21:00Z"):
         with pytest.raises(SimError):
             parse_shock(bad)
 
