@@ -339,7 +339,8 @@ def report(
 ) -> None:
     """Simulate an event and write the PDF report (and one PNG per page)."""
     from backtest.params import parse_set_options
-    from backtest.report.build import build_report, load_config
+    from backtest.params import load_config
+    from backtest.report.build import build_report
 
     overrides = {**load_config(config), **parse_set_options(set_)}
     res = build_report(event, out, overrides=overrides, store=store, png_dir=png_dir, sensitivity=not no_sensitivity)
@@ -388,7 +389,7 @@ def _run_sim(event: str, mode: str, symbol, config, set_, out, shock, store) -> 
     import time
 
     from backtest.params import parse_set_options
-    from backtest.report.build import load_config
+    from backtest.params import load_config
     from backtest.simulate import run_event
 
     overrides = {**load_config(config), **parse_set_options(set_)}

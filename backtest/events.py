@@ -9,7 +9,6 @@ pre-event inputs (published levels such as open interest). Times are UTC.
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,13 +109,12 @@ def catalogue_path(store: str | None = None) -> Path:
 
 def load_events(store: str | None = None) -> list[Event]:
     """All events of the catalogue, in file order."""
+    from backtest.params import read_toml
+
     path = catalogue_path(store)
     if not path.exists():
         raise EventError(f"no event catalogue at {path}; use the committed data/ store or set BACKTEST_EVENTS")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise EventError(f"event catalogue {path} does not parse: {e}") from None
+    raw = read_toml(path, "event catalogue", EventError)
     return [_event(d, path) for d in raw.get("events", [])]
 
 

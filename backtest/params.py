@@ -12,6 +12,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import os
+import tomllib
+from pathlib import Path
 from typing import Any, Mapping
 
 from backtest.errors import UserError
@@ -116,3 +119,25 @@ def as_dict(*groups: Any) -> dict[str, Any]:
     for g in groups:
         d.update(dataclasses.asdict(g))
     return d
+
+
+def read_toml(path: str | os.PathLike, what: str, error: type[Exception] = UserError) -> dict[str, Any]:
+    """Parse a TOML file, raising ``error`` with one line naming ``what`` and the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise error(f"{what} {p} does not exist")
+    try:
+        return tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise error(f"{what} {p} does not parse: {e}") from None
+
+
+def load_config(path: str | os.PathLike | None) -> dict[str, Any]:
+    """Flat parameters from a TOML file: top-level keys, or the table ``[params]`` (or ``[base]``)."""
+    if not path:
+        return {}
+    raw = read_toml(path, "config file")
+    for key in ("params", "base"):
+        if isinstance(raw.get(key), dict):
+            return dict(raw[key])
+    return {k: v for k, v in raw.items() if not isinstance(v, dict)}

@@ -72,7 +72,6 @@ import os
 import pickle
 import sys
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -167,14 +166,10 @@ def param_groups(sim=None) -> list[Any]:
 
 def load_sweep(path: str | os.PathLike, *, set_overrides: dict | None = None, sim=None, store: str | None = None) -> SweepSpec:
     """Read and validate a sweep file (see the module docstring). Raises :class:`SweepError`."""
-    p = Path(path)
-    if not p.is_file():
-        raise SweepError(f"sweep file {p} does not exist")
-    try:
-        raw = tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise SweepError(f"sweep file {p} does not parse: {e}") from None
-    return parse_sweep(raw, source=str(p), set_overrides=set_overrides, sim=sim, store=store)
+    from backtest.params import read_toml
+
+    raw = read_toml(path, "sweep file", SweepError)
+    return parse_sweep(raw, source=str(path), set_overrides=set_overrides, sim=sim, store=store)
 
 
 def parse_sweep(raw: dict, *, source: str = "<sweep>", set_overrides: dict | None = None, sim=None, store: str | None = None) -> SweepSpec:

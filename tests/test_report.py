@@ -128,7 +128,7 @@ def test_cli_report_end_to_end_and_reproducible(tmp_path):
 
 
 def test_load_config_reads_flat_or_params_table(tmp_path):
-    from backtest.report.build import load_config
+    from backtest.params import load_config
 
     a = tmp_path / "a.toml"
     a.write_text("long_share = 0.7\nseed = 3\n")

@@ -97,25 +97,6 @@ def check_output(out: Path, *, default: bool) -> Path:
     return out
 
 
-def load_config(path: str | os.PathLike | None) -> dict:
-    """Flat parameters from a TOML file: top-level keys, or the table ``[params]`` (or ``[base]``)."""
-    if not path:
-        return {}
-    import tomllib
-
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"config file {p} does not exist")
-    try:
-        raw = tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise UserError(f"config file {p} does not parse: {e}") from None
-    for key in ("params", "base"):
-        if isinstance(raw.get(key), dict):
-            return dict(raw[key])
-    return {k: v for k, v in raw.items() if not isinstance(v, dict)}
-
-
 def _sim_module(sim):
     if sim is not None:
         return sim
