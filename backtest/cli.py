@@ -309,9 +309,9 @@ def population(
             pl.DataFrame(
                 {
                     "leverage": list(hist),
-                    "positions": [v["positions"] for v in hist.values()],
-                    "notional_usd": [v["notional_usd"] for v in hist.values()],
-                    "share": [v["notional_usd"] / total for v in hist.values()],
+                    "positions": [f"{v['positions']:,.0f}" for v in hist.values()],
+                    "open notional": [f"${v['notional_usd'] / 1e6:,.1f}M" for v in hist.values()],
+                    "share": [f"{100 * v['notional_usd'] / total:.1f} %" for v in hist.values()],
                 }
             ),
             f"leverage histogram, {sym}",
