@@ -453,14 +453,20 @@ def run_kernel(
     lists: tuple | None = None,
     bucket_size: int = 1024,
     per_position: bool = False,
+    workspace: "Workspace | None" = None,
 ) -> dict[str, Any]:
     """Run the kernel on plain arrays; returns a dict of its outputs (and timings).
 
     Exits come as records in path-point order (``x_pos, x_ts, x_fill, x_round, x_code``);
     ``per_position=True`` adds full-length ``exit_code, exit_ts, fill, exit_round`` arrays
     (NONE / 0 / NaN / -1 for positions still open), which do not depend on the mode.
+
+    ``workspace`` (a :class:`Workspace`, grown as needed) makes the kernel write into arrays
+    reused run after run instead of fresh ones (fresh memory costs a page fault per 4 KiB on
+    first touch, more than the simulation of a quiet day): the outputs are then views into it,
+    valid until the workspace's next run. Results are the same either way.
     """
-    from backtest.kernels.cascade import simulate_nb
+    from backtest.kernels.cascade import simulate_into_nb, simulate_nb
 
     t0 = time.perf_counter()
     if reference:
@@ -468,12 +474,16 @@ def run_kernel(
     elif lists is None:
         lists = build_lists(pop, bucket_size)
     t1 = time.perf_counter()
-    out = simulate_nb(
+    args = (
         pop["side"], pop["venue"], pop["entry"], pop["qty"], pop["margin"], pop["mmr"], pop["liq_price"], pop["stop_price"], pop["weight"],
         lists[0], lists[1], lists[2], lists[3], lists[4],
         bars["ts"], bars["open"], bars["high"], bars["low"], bars["close"], bars["funding_rate"],
         prm, bool(reference),
     )
+    if workspace is None:
+        out = simulate_nb(*args)
+    else:
+        out = simulate_into_nb(*args, *workspace.arrays(len(pop["side"]), len(bars["ts"]), int(prm[R.KP_MAX_ROUNDS])))
     t2 = time.perf_counter()
     keys = ("x_pos", "x_ts", "x_fill", "x_round", "x_code", "bar_i", "bar_f", "round_units", "stats")
     res = dict(zip(keys, out))
@@ -483,6 +493,27 @@ def run_kernel(
     res["sim_s"] = t2 - t1
     res["lists"] = lists
     return res
+
+
+class Workspace:
+    """Output and scratch arrays of the kernel, kept from run to run (see :func:`run_kernel`).
+
+    Grows to the largest run seen (positions, bars, cascade rounds); never shrinks.
+    """
+
+    def __init__(self) -> None:
+        self._ws: tuple | None = None
+        self._cap = (-1, -1, -1)
+
+    def arrays(self, n: int, nbars: int, max_rounds: int) -> tuple:
+        if self._ws is None or n > self._cap[0] or nbars > self._cap[1] or max_rounds > self._cap[2]:
+            from backtest.kernels.cascade import workspace_nb
+
+            cap = (max(n, self._cap[0]), max(nbars, self._cap[1]), max(max_rounds, self._cap[2]))
+            self._ws = None  # free the old arrays first
+            self._ws = workspace_nb(*cap)
+            self._cap = cap
+        return self._ws
 
 
 def per_position_arrays(res: dict[str, Any], n: int) -> dict[str, np.ndarray]:
@@ -606,11 +637,24 @@ def simulate_prepared(
         prm = kernel_params(sim, mk, mode=mode, fund_usd=fund, dd_bar=dd_bar, dd_ref=dd_ref, dd_dir=dd_dir)
         if pe.lists is None or pe.lists[5] != sim.sort_bucket_size:
             pe.lists = (*build_lists(pe.arrays, sim.sort_bucket_size), sim.sort_bucket_size)
-        out = run_kernel(pe.arrays, bars, prm, lists=pe.lists[:5])
+        # summary-only runs (sweeps) drop the kernel's outputs once the summary is made: they
+        # reuse one workspace per symbol slot instead of faulting in fresh output memory each run
+        ws = _summary_workspace(i) if summary_only else None
+        out = run_kernel(pe.arrays, bars, prm, lists=pe.lists[:5], workspace=ws)
         t_sort += out["sort_s"]
         t_sim += out["sim_s"]
         per[s] = {"out": out, "bars": bars, "market": mk, "pop": pe, "fund0": fund}
     return _assemble(prepared, per, mode, shock, pop_params, sim, timings={"sort_s": t_sort, "simulate_s": t_sim}, summary_only=summary_only)
+
+
+_SUMMARY_WS: list = []
+
+
+def _summary_workspace(slot: int) -> "Workspace":
+    """The kernel workspace of symbol slot ``slot`` for summary-only runs (kept by the process)."""
+    while len(_SUMMARY_WS) <= slot:
+        _SUMMARY_WS.append(Workspace())
+    return _SUMMARY_WS[slot]
 
 
 def _shocked(bars: dict[str, np.ndarray], shock: float, t_ms: int) -> tuple[dict[str, np.ndarray], int, float]:

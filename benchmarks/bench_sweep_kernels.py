@@ -31,14 +31,15 @@ _STATE: dict = {}
 def _init() -> None:
     from bench_kernels import make_path, population, prm_for
 
-    from backtest.simulate import build_lists, run_kernel
+    from backtest.simulate import Workspace, build_lists, run_kernel
 
     pop, what, p0 = population(N, seed=11)
     bars = make_path(86_400, 1.0, price=p0, crash=-0.03)
     lists = build_lists(pop)
     base = prm_for(1000, pop)
-    run_kernel(pop, bars, base, lists=lists)  # warm: load from cache, sort the touched buckets once
-    _STATE.update(pop=pop, bars=bars, lists=lists, base=base, run=run_kernel)
+    ws = Workspace()  # output arrays reused run after run, as summary-only sweep runs do
+    run_kernel(pop, bars, base, lists=lists, workspace=ws)  # warm: load from cache, sort the touched buckets once
+    _STATE.update(pop=pop, bars=bars, lists=lists, base=base, run=run_kernel, ws=ws)
 
 
 def _run(k: int) -> float:
@@ -48,7 +49,7 @@ def _run(k: int) -> float:
     prm[R.KP_IMPACT_COEF] = 0.5 + (k % 8) * 0.25
     prm[R.KP_VOLUME] *= 0.5 + (k // 8 % 4) * 0.5
     prm[R.KP_FUND0] *= 1.0 + (k % 3)
-    out = _STATE["run"](_STATE["pop"], _STATE["bars"], prm, lists=_STATE["lists"])
+    out = _STATE["run"](_STATE["pop"], _STATE["bars"], prm, lists=_STATE["lists"], workspace=_STATE["ws"])
     return float(out["bar_i"][:, 0].sum())
 
 

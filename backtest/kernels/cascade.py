@@ -227,6 +227,36 @@ def _adl(target_side, units, p, F, side, venue, entry, qty, margin, weight, aliv
 
 
 @njit(cache=True)
+def workspace_nb(n, nbars, max_rounds):
+    """Output and scratch arrays of one run (see :func:`simulate_into_nb`); fresh, so untouched.
+
+    Returns ``(alive, x_pos, x_ts, x_fill, x_round, x_code, bar_i, bar_f, round_units, stats,
+    buf, blvl, bqw, bbk, bw, bside, bcode)``. A run needs ``n`` positions, ``nbars`` bars and
+    ``max_rounds + 1`` round slots; a workspace at least that large can be reused run after run
+    (sweeps): fresh memory costs page faults on first touch, reused memory does not.
+    """
+    return (
+        np.empty(n, np.bool_),
+        np.empty(n, np.int32),
+        np.empty(n, np.int64),
+        np.empty(n),
+        np.empty(n, np.int16),
+        np.empty(n, np.int8),
+        np.empty((nbars, BI_SIZE), np.int64),
+        np.empty((nbars, BF_SIZE)),
+        np.empty(max_rounds + 1, np.int64),
+        np.empty(ST_SIZE),
+        np.empty(n, np.int32),
+        np.empty(n),
+        np.empty(n),
+        np.empty(n),
+        np.empty(n),
+        np.empty(n, np.int8),
+        np.empty(n, np.int8),
+    )
+
+
+@njit(cache=True)
 def simulate_nb(
     side, venue, entry, qty, margin, mmr, liq, stop, weight,
     order, okey, bstart, bsorted, lists,
@@ -238,6 +268,31 @@ def simulate_nb(
     Returns ``(x_pos, x_ts, x_fill, x_round, x_code, bar_i, bar_f, round_units, stats)``: one
     record per exit (position index, time, fill, round (-1 for ADL), EXIT_* code) in time order
     (within a round the order depends on the mode), and the per-bar and run outputs.
+    """
+    ws = workspace_nb(side.shape[0], ts.shape[0], np.int64(prm[KP_MAX_ROUNDS]))
+    return simulate_into_nb(
+        side, venue, entry, qty, margin, mmr, liq, stop, weight,
+        order, okey, bstart, bsorted, lists,
+        ts, op, hi, lo, cl, funding,
+        prm, reference,
+        ws[0], ws[1], ws[2], ws[3], ws[4], ws[5], ws[6], ws[7], ws[8], ws[9],
+        ws[10], ws[11], ws[12], ws[13], ws[14], ws[15], ws[16],
+    )
+
+
+@njit(cache=True)
+def simulate_into_nb(
+    side, venue, entry, qty, margin, mmr, liq, stop, weight,
+    order, okey, bstart, bsorted, lists,
+    ts, op, hi, lo, cl, funding,
+    prm, reference,
+    alive, x_pos, x_ts, x_fill, x_round, x_code, bar_i, bar_f, round_units, stats,
+    buf, blvl, bqw, bbk, bw, bside, bcode,
+):
+    """:func:`simulate_nb` writing into caller-owned arrays (a workspace, :func:`workspace_nb`),
+    which may be larger than the run needs and hold anything: every element the run's outputs
+    cover is (re)initialised here. The returned outputs are views into the workspace, valid
+    until it is used again.
     """
     n = side.shape[0]
     nbars = ts.shape[0]
@@ -259,24 +314,15 @@ def simulate_nb(
         dseg = 0.5 ** ((bar_ms / 3000.0) / hl)
 
     # exits are appended as records in time order (fresh memory is touched only as it fills)
-    alive = np.ones(n, np.bool_)
-    x_pos = np.empty(n, np.int32)
-    x_ts = np.empty(n, np.int64)
-    x_fill = np.empty(n)
-    x_round = np.empty(n, np.int16)
-    x_code = np.empty(n, np.int8)
+    alive = alive[:n]
+    alive[:] = True
     nx = 0
-    bar_i = np.zeros((nbars, BI_SIZE), np.int64)
-    bar_f = np.zeros((nbars, BF_SIZE))
-    round_units = np.zeros(max_rounds + 1, np.int64)
-    stats = np.zeros(ST_SIZE)
-    buf = np.empty(n, np.int32)
-    blvl = np.empty(n)
-    bqw = np.empty(n)
-    bbk = np.empty(n)
-    bw = np.empty(n)
-    bside = np.empty(n, np.int8)
-    bcode = np.empty(n, np.int8)
+    bar_i = bar_i[:nbars]  # each row is zeroed when its bar starts
+    bar_f = bar_f[:nbars]  # every element is written by its bar
+    round_units = round_units[: max_rounds + 1]
+    round_units[:] = 0
+    stats = stats[:ST_SIZE]
+    stats[:] = 0.0
 
     # trigger-list state (fast mode)
     ptr = np.empty(L, np.int64)
@@ -311,6 +357,8 @@ def simulate_nb(
     adl_done = False  # no position has been auto-deleveraged yet
 
     for j in range(nbars):
+        for c in range(BI_SIZE):
+            bar_i[j, c] = 0
         if funding[j] != 0.0:
             F += funding[j] * p_prev
             for li in range(L):
