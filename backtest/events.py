@@ -94,17 +94,17 @@ class Event:
 
 
 def catalogue_path(store: str | None = None) -> Path:
-    """``events.toml`` of the given local store root, else of the default root.
-
-    An ``s3://`` store keeps its data remotely; its catalogue is the committed one, or
-    ``$BACKTEST_EVENTS`` when set.
-    """
+    """The catalogue: ``$BACKTEST_EVENTS``, else ``events.toml`` of the given local store root
+    when it has one, else the committed ``data/events.toml`` (so a store of your own, filled
+    by ``backtest download``, replays the catalogued events too)."""
     if os.environ.get("BACKTEST_EVENTS"):
         return Path(os.environ["BACKTEST_EVENTS"])
+    committed = Path(__file__).resolve().parent.parent / "data" / "events.toml"
     root = store or default_root()
     if str(root).startswith("s3://"):
-        root = str(Path(__file__).resolve().parent.parent / "data")
-    return Path(root) / "events.toml"
+        return committed
+    own = Path(root) / "events.toml"
+    return own if own.exists() or not committed.exists() else committed
 
 
 def load_events(store: str | None = None) -> list[Event]:

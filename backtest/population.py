@@ -49,6 +49,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from pathlib import Path
+
 import numpy as np
 
 from backtest.records import (
@@ -646,10 +648,49 @@ def resolve_open_interest(store: Any, event: Any, symbol: str, params: Populatio
                 f"{symbol} to {ref} traded notional over the last 7 days ({lookback_volume_usd / ref_vol:.3f}); "
                 "assumes the same open-interest-to-volume ratio"
             ), None
+    # estimate from another catalogued event's published level for this symbol: the same ratio of
+    # open interest to the 7 days of traded notional before the event (a stated assumption)
+    est = _estimate_from_other_event(store, event, symbol, ex, lookback_volume_usd)
+    if est is not None:
+        return est
     raise ValueError(
         f"no open-interest level for {symbol} on {ex}: the store has none and the event catalogue gives none; "
         "pass --set open_interest_usd=VALUE"
     )
+
+
+def _estimate_from_other_event(store: Any, event: Any, symbol: str, ex: str, lookback_volume_usd: float) -> tuple[float, str, None] | None:
+    """OI target = ``lookback_volume_usd`` x (OI / 7-day traded notional) measured on the
+    nearest-in-time catalogued event that publishes a pre-event open interest (for ``symbol``
+    itself when one does, else for another symbol of that event)."""
+    if lookback_volume_usd <= 0:
+        return None
+    try:
+        from backtest.events import load_events
+
+        root = getattr(store, "root", None)
+        if root is None or not (str(root).startswith("s3://") or (Path(str(root)) / "events.toml").exists()):
+            return None  # only a store that carries its catalogue (or S3) is calibrated from it
+        others = [e for e in load_events(str(root)) if e.id != getattr(event, "id", None) and e.exchange == ex]
+    except Exception:
+        return None
+    others.sort(key=lambda e: abs(e.start_ms - event.start_ms))
+    candidates = [(o, symbol) for o in others] + [(o, ref) for o in others for ref in o.symbols if ref != symbol]
+    for other, ref in candidates:
+        rec = _catalogue_oi(other, ref, ex)
+        if rec is None:
+            continue
+        bars = market_bars(store, ex, ref, other.lookback_start_ms, other.start_ms)
+        vol = _recent_volume(bars, other.start_ms)
+        if vol <= 0:
+            continue
+        ratio = float(rec["value_usd"]) / vol
+        return ratio * lookback_volume_usd, (
+            f"estimate: {ref} open interest / 7-day traded notional before event {other.id} "
+            f"(${float(rec['value_usd']) / 1e9:.2f}B / ${vol / 1e9:.1f}B = {ratio:.3f}, {rec.get('source', 'no source')}) "
+            f"x {symbol}'s 7 days before this event (${lookback_volume_usd / 1e9:.1f}B); assumes the same ratio"
+        ), None
+    return None
 
 
 def _recent_volume(bars: dict[str, np.ndarray], as_of_ms: int, days: float = 7.0) -> float:

@@ -283,6 +283,24 @@ def test_2025_10_10_population_from_committed_store():
     assert eth.target_source.startswith("estimate")
 
 
+def test_older_event_without_published_open_interest_uses_a_labelled_ratio_estimate():
+    """2024-08-05 publishes no OI level: the OI-to-volume ratio of 2025-10-10 (the nearest event
+    that publishes one) is applied to the 7 days of traded notional before 2024-08-05."""
+    from backtest.population import _recent_volume, market_bars
+    from backtest.store import Store
+
+    for sym in ("BTC/USDT:USDT", "ETH/USDT:USDT"):
+        pop = build_population("2024-08-05", sym, PopulationParams(n_positions=20_000))
+        assert pop.target_source.startswith("estimate: BTC/USDT:USDT open interest / 7-day traded notional before event 2025-10-10")
+        st = Store()
+        ref = _recent_volume(market_bars(st, "binanceusdm", "BTC/USDT:USDT", 1757534400000, 1760126400000), 1760126400000)
+        own = _recent_volume(market_bars(st, "binanceusdm", sym, pop.as_of_ms - 31 * 86_400_000, pop.as_of_ms), pop.as_of_ms)
+        assert pop.target_open_notional_usd == pytest.approx(15e9 / ref * own, rel=1e-9)
+    # an explicit level still wins
+    pop = build_population("2024-08-05", "BTC/USDT:USDT", PopulationParams(n_positions=20_000, open_interest_usd=7e9))
+    assert pop.target_open_notional_usd == 7e9 and pop.target_source == "open_interest_usd parameter"
+
+
 def test_store_open_interest_path(tmp_path):
     from backtest.store import Store
 
