@@ -418,7 +418,11 @@ def build_lists(pop: dict[str, np.ndarray], bucket_size: int = 1024) -> tuple:
     if status == SORT_BAD_CODE:
         raise ValueError("population has a side, venue or tier code out of range")
     bsorted = np.zeros(len(bstart) - 1, np.bool_)  # buckets sorted so far (the kernel sets them)
-    return order, okey, bstart, bsorted, lists
+    m = len(order)
+    # per-entry payload in list order, filled with the keys when a bucket is first entered
+    # (sorting.sort_bucket): qty x weight, weight, bankruptcy price before funding, stop
+    payload = (np.empty(m), np.empty(m, np.float32), np.empty(m), np.empty(m))
+    return order, okey, bstart, bsorted, lists, *payload
 
 
 def kernel_params(sim: SimParams, market: Market, *, mode: str, fund_usd: float, dd_bar: int = 0, dd_ref: float = 0.0, dd_dir: int = -1) -> np.ndarray:
@@ -470,13 +474,14 @@ def run_kernel(
 
     t0 = time.perf_counter()
     if reference:
-        lists = (np.empty(0, np.int32), np.empty(0), np.zeros(1, np.int64), np.zeros(0, np.bool_), np.zeros((0, 7), np.int64))
+        lists = (np.empty(0, np.int32), np.empty(0), np.zeros(1, np.int64), np.zeros(0, np.bool_), np.zeros((0, 7), np.int64),
+                 np.empty(0), np.empty(0, np.float32), np.empty(0), np.empty(0))
     elif lists is None:
         lists = build_lists(pop, bucket_size)
     t1 = time.perf_counter()
     args = (
         pop["side"], pop["venue"], pop["entry"], pop["qty"], pop["margin"], pop["mmr"], pop["liq_price"], pop["stop_price"], pop["weight"],
-        lists[0], lists[1], lists[2], lists[3], lists[4],
+        lists[0], lists[1], lists[2], lists[3], lists[4], lists[5], lists[6], lists[7], lists[8],
         bars["ts"], bars["open"], bars["high"], bars["low"], bars["close"], bars["funding_rate"],
         prm, bool(reference),
     )
@@ -635,12 +640,12 @@ def simulate_prepared(
             dd_dir = -1 if shock_v < 0 else 1
         fund = sim.insurance_fund_usd * pe.open_notional_usd / total_on
         prm = kernel_params(sim, mk, mode=mode, fund_usd=fund, dd_bar=dd_bar, dd_ref=dd_ref, dd_dir=dd_dir)
-        if pe.lists is None or pe.lists[5] != sim.sort_bucket_size:
+        if pe.lists is None or pe.lists[-1] != sim.sort_bucket_size:
             pe.lists = (*build_lists(pe.arrays, sim.sort_bucket_size), sim.sort_bucket_size)
         # summary-only runs (sweeps) drop the kernel's outputs once the summary is made: they
         # reuse one workspace per symbol slot instead of faulting in fresh output memory each run
         ws = _summary_workspace(i) if summary_only else None
-        out = run_kernel(pe.arrays, bars, prm, lists=pe.lists[:5], workspace=ws)
+        out = run_kernel(pe.arrays, bars, prm, lists=pe.lists[:-1], workspace=ws)
         t_sort += out["sort_s"]
         t_sim += out["sim_s"]
         per[s] = {"out": out, "bars": bars, "market": mk, "pop": pe, "fund0": fund}

@@ -125,7 +125,7 @@ def _impact(model, net_usd, coef, sigma, volume, depth):
 
 
 @njit(cache=True)
-def _head(li, lists, ptr, bend, bcur, bstart, bsorted, order, okey, liq, stop):
+def _head(li, lists, ptr, bend, bcur, bstart, bsorted, order, okey, eqw, ew, ebk, est, liq, stop, entry, qty, margin, weight):
     """Trigger level (before the funding shift) of the entry at list ``li``'s pointer.
 
     Sorts the next bucket if the pointer sits at a bucket boundary; NaN when the list is done.
@@ -138,7 +138,7 @@ def _head(li, lists, ptr, bend, bcur, bstart, bsorted, order, okey, liq, stop):
         while bstart[b + 1] == bstart[b]:
             b += 1
         if not bsorted[b]:
-            sort_bucket(order, okey, bstart[b], bstart[b + 1], lists[li, 0], lists[li, 1], liq, stop)
+            sort_bucket(order, okey, eqw, ew, ebk, est, bstart[b], bstart[b + 1], lists[li, 0], lists[li, 1], lists[li, 6] != 0, liq, stop, entry, qty, margin, weight)
             bsorted[b] = True
         bcur[li] = b
         bend[li] = bstart[b + 1]
@@ -259,7 +259,7 @@ def workspace_nb(n, nbars, max_rounds):
 @njit(cache=True)
 def simulate_nb(
     side, venue, entry, qty, margin, mmr, liq, stop, weight,
-    order, okey, bstart, bsorted, lists,
+    order, okey, bstart, bsorted, lists, eqw, ew, ebk, est,
     ts, op, hi, lo, cl, funding,
     prm, reference,
 ):
@@ -272,7 +272,7 @@ def simulate_nb(
     ws = workspace_nb(side.shape[0], ts.shape[0], np.int64(prm[KP_MAX_ROUNDS]))
     return simulate_into_nb(
         side, venue, entry, qty, margin, mmr, liq, stop, weight,
-        order, okey, bstart, bsorted, lists,
+        order, okey, bstart, bsorted, lists, eqw, ew, ebk, est,
         ts, op, hi, lo, cl, funding,
         prm, reference,
         ws[0], ws[1], ws[2], ws[3], ws[4], ws[5], ws[6], ws[7], ws[8], ws[9],
@@ -283,7 +283,7 @@ def simulate_nb(
 @njit(cache=True)
 def simulate_into_nb(
     side, venue, entry, qty, margin, mmr, liq, stop, weight,
-    order, okey, bstart, bsorted, lists,
+    order, okey, bstart, bsorted, lists, eqw, ew, ebk, est,
     ts, op, hi, lo, cl, funding,
     prm, reference,
     alive, x_pos, x_ts, x_fill, x_round, x_code, bar_i, bar_f, round_units, stats,
@@ -337,7 +337,7 @@ def simulate_into_nb(
         bcur[li] = lists[li, 4] - 1
         if lists[li, 0] == LIST_LIQ and lists[li, 3] > lists[li, 2]:
             div[li] = 1.0 - np.float64(lists[li, 1]) * mmr[order[lists[li, 2]]]
-        head_lvl[li] = _head(li, lists, ptr, bend, bcur, bstart, bsorted, order, okey, liq, stop)
+        head_lvl[li] = _head(li, lists, ptr, bend, bcur, bstart, bsorted, order, okey, eqw, ew, ebk, est, liq, stop, entry, qty, margin, weight)
     # fast mode skips a side whose nearest trigger the price has not reached
     bound_l, bound_s = _bounds(lists, head_lvl, shift)
 
@@ -448,7 +448,7 @@ def simulate_into_nb(
                                 while bstart[b + 1] == bstart[b]:
                                     b += 1
                                 if not bsorted[b]:
-                                    sort_bucket(order, okey, bstart[b], bstart[b + 1], kind, s, liq, stop)
+                                    sort_bucket(order, okey, eqw, ew, ebk, est, bstart[b], bstart[b + 1], kind, s, lists[li, 6] != 0, liq, stop, entry, qty, margin, weight)
                                     bsorted[b] = True
                                 bcur[li] = b
                                 bend[li] = bstart[b + 1]
@@ -469,7 +469,7 @@ def simulate_into_nb(
                             lvl_key = -key if s > 0 else key
                             if kind == LIST_LIQ:
                                 thr = lvl_key + sh
-                                st = stop[i] if lists[li, 6] else np.nan
+                                st = est[e] if lists[li, 6] else np.nan
                                 if st == st and _crossed(s, p, st) and ((s > 0 and st > thr) or (s < 0 and st < thr)):
                                     code = EXIT_STOPPED
                                     lvl = st
@@ -484,18 +484,17 @@ def simulate_into_nb(
                             blvl[nt] = lvl
                             bcode[nt] = code
                             bside[nt] = s
-                            w = np.float64(weight[i])
-                            qw = qty[i] * w
+                            qw = eqw[e]  # payload gathered in list order (sort_bucket)
                             bqw[nt] = qw
-                            bw[nt] = w
-                            bbk[nt] = bankruptcy_base(s, entry[i], margin[i], qty[i])
+                            bw[nt] = np.float64(ew[e])
+                            bbk[nt] = ebk[e]
                             nt += 1
                             if s > 0:
                                 sell += _u(qw * p)
                             else:
                                 buy += _u(qw * p)
                         ptr[li] = kk
-                        head_lvl[li] = _head(li, lists, ptr, bend, bcur, bstart, bsorted, order, okey, liq, stop)
+                        head_lvl[li] = _head(li, lists, ptr, bend, bcur, bstart, bsorted, order, okey, eqw, ew, ebk, est, liq, stop, entry, qty, margin, weight)
                     bound_l, bound_s = _bounds(lists, head_lvl, shift)
                 if nt == 0:
                     break

@@ -186,15 +186,83 @@ def _bucket(k, lo, scale, nreg, boff):
 
 
 @njit(cache=True)
-def sort_bucket(order, okey, s, e, kind, side, liq, stop):
-    """Fill the keys of entries ``[s, e)`` (one list: ``kind``, ``side``) and sort them by key.
+def sort_bucket(order, okey, eqw, ew, ebk, est, s, e, kind, side, has_stops, liq, stop, entry, qty, margin, weight):
+    """Fill the keys of entries ``[s, e)`` (one list: ``kind``, ``side``), sort them by key, and
+    gather what the kernel reads of each triggered position in list order.
 
     Keys are written here rather than in :func:`build_lists_nb`: a bucket the price never
-    reaches costs nothing but its index entries.
+    reaches costs nothing but its index entries. The sort splits the bucket's key range evenly
+    into about one sub-bucket per entry (a counting pass), then insertion-sorts (sub-buckets of
+    a few entries; big ones - clustered keys - are sorted with ``argsort``): linear time on the
+    near-uniform keys of a bucket. Ties may come in any order (they trigger together).
+    The payload - ``eqw`` = qty x weight, ``ew`` = weight, ``ebk`` = the bankruptcy price before
+    funding, ``est`` = the stop (liquidation lists whose members have stops) - is computed with
+    the same expressions as from the population arrays, so the kernel reads it sequentially
+    instead of gathering it position by position, once per bucket however many runs share the
+    lists.
     """
+    m = e - s
+    kmin = np.inf
+    kmax = -np.inf
+    finite = True
     for j in range(s, e):
         i = order[j]
-        okey[j] = _key(side, liq[i] if kind == LIST_LIQ else stop[i])
+        k = _key(side, liq[i] if kind == LIST_LIQ else stop[i])
+        okey[j] = k
+        if not np.isfinite(k):
+            finite = False
+        else:
+            kmin = min(kmin, k)
+            kmax = max(kmax, k)
+    nsb = m
+    sscale = nsb / (kmax - kmin) if kmax > kmin else 0.0
+    if m <= 48 or not finite or not (sscale > 0.0 and np.isfinite(sscale)):
+        if not finite or m <= 48 or kmax > kmin:
+            _sort_range(order, okey, s, e)
+        # else: all keys equal, already in order
+    else:
+        cnt = np.zeros(nsb + 1, np.int64)
+        sb = np.empty(m, np.int32)
+        for t in range(m):
+            b = np.int64((okey[s + t] - kmin) * sscale)  # monotone in the key
+            if b >= nsb:
+                b = nsb - 1
+            if b < 0:
+                b = 0
+            sb[t] = b
+            cnt[b + 1] += 1
+        for b in range(nsb):
+            cnt[b + 1] += cnt[b]
+        tk = np.empty(m)
+        to = np.empty(m, np.int32)
+        for t in range(m):
+            b = sb[t]
+            q = cnt[b]
+            cnt[b] = q + 1
+            tk[q] = okey[s + t]
+            to[q] = order[s + t]
+        # cnt[b] is now the end of sub-bucket b (the start of b + 1)
+        a = 0
+        for b in range(nsb):
+            z = cnt[b]
+            if z - a > 1:
+                _sort_range(to, tk, a, z)
+            a = z
+        okey[s:e] = tk
+        order[s:e] = to
+    for j in range(s, e):
+        i = order[j]
+        w = np.float64(weight[i])
+        ew[j] = weight[i]
+        eqw[j] = qty[i] * w
+        ebk[j] = bankruptcy_base(side, entry[i], margin[i], qty[i])
+        if has_stops:
+            est[j] = stop[i]
+
+
+@njit(cache=True)
+def _sort_range(order, okey, s, e):
+    """Sort ``okey[s:e]`` ascending, moving ``order`` along (insertion sort when short)."""
     if e - s <= 48:
         for j in range(s + 1, e):
             key = okey[j]
