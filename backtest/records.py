@@ -158,7 +158,8 @@ BI_FUND_IN = 11  # clearance fees paid into the fund
 BI_TAKER = 12  # taker fees on stop fills
 BI_LONG_ROWS = 13  # rows (not weighted) liquidated
 BI_SHORT_ROWS = 14
-BI_SIZE = 15
+BI_AT_MAX_ROUNDS = 15  # path points whose cascade was cut by max_rounds (last round still moved the price)
+BI_SIZE = 16
 
 #: per-bar float outputs
 BF_OPEN = 0  # simulated path (exogenous x endogenous impact)
@@ -176,4 +177,5 @@ ST_MAX_DEPTH = 2
 ST_FUND_MIN = 3  # USD
 ST_ADL_SHORTFALL = 4  # uncovered notional ADL could not close (no opposite positions), USD
 ST_FUNDING_INDEX = 5  # cumulative funding index at the end (quote per unit)
-ST_SIZE = 6
+ST_BARS_AT_MAX_ROUNDS = 6  # bars with a cascade cut by max_rounds (depth truncated there)
+ST_SIZE = 7

@@ -796,6 +796,7 @@ def _assemble(prep: Prepared, per: dict, mode: str, shock: str | None, pop_param
             "drawdown_simulated": float(st[R.ST_DD_SIM]),
             "amplification": float(amp),
             "max_cascade_depth": int(st[R.ST_MAX_DEPTH]),
+            "bars_at_max_rounds": int(st[R.ST_BARS_AT_MAX_ROUNDS]),
             "funding_index": float(st[R.ST_FUNDING_INDEX]),
         }
         if summary_only:
@@ -826,6 +827,7 @@ def _assemble(prep: Prepared, per: dict, mode: str, shock: str | None, pop_param
                     "clearance_fees_usd": bi[:, R.BI_FUND_IN] / S,
                     "taker_fees_usd": bi[:, R.BI_TAKER] / S,
                     "rounds": bi[:, R.BI_ROUNDS].astype(np.int32),
+                    "cascades_at_max_rounds": bi[:, R.BI_AT_MAX_ROUNDS].astype(np.int32),
                     "endo_move_min_pct": np.expm1(bf[:, R.BF_ENDO_MIN]) * 100.0,
                     "endo_move_max_pct": np.expm1(bf[:, R.BF_ENDO_MAX]) * 100.0,
                     "funding_rate": bars["funding_rate"],
@@ -908,6 +910,7 @@ def _summary(prep, per_symbol, tot, rounds_total, mode, shock, pop_params, sim, 
         "peak_minute": peak_minute,
         "peak_minute_notional_usd": peak_usd,
         "max_cascade_depth": int(max((v["max_cascade_depth"] for v in per_symbol.values()), default=0)),
+        "bars_at_max_rounds": int(sum(v["bars_at_max_rounds"] for v in per_symbol.values())),
         "amplification": float(amp),
         "branching_ratio": branching,
         "round_notional_usd": [float(x) for x in ru],
@@ -928,6 +931,7 @@ def _summary(prep, per_symbol, tot, rounds_total, mode, shock, pop_params, sim, 
             "cascade depth counts rounds after the first that triggered forced orders (liquidations or stops)",
             "liquidated notional is valued at fill prices (cascade fills are worse than replay fills)",
         ]
+        + ([f"{n_cut} bar(s) had a cascade cut by max_rounds={sim.max_rounds} while its last round still moved the price: cascade depth is truncated there (raise max_rounds)"] if (n_cut := sum(v["bars_at_max_rounds"] for v in per_symbol.values())) else [])
         + (["cascade on the observed path: the observed moves already contain the real cascade's impact, so feedback is counted on top of it (use --shock for a clean exogenous move)"] if mode == "cascade" and not shock else []),
     }
     return summary

@@ -8,7 +8,9 @@ close is below the open, else open -> low -> high -> close (DESIGN §7). At each
 2. round 0 finds every open position whose liquidation threshold or stop the price crossed;
    their forced orders (sells for longs, buys for shorts) move the price by the impact model;
    round r+1 finds the positions the new price crosses, and so on until a round triggers
-   nothing (or ``max_rounds``). Replay mode (impact "none") has round 0 only.
+   nothing (or ``max_rounds``: a cascade cut there while its last round still moved the price
+   is counted per bar, ``BI_AT_MAX_ROUNDS``, and in ``ST_BARS_AT_MAX_ROUNDS``). Replay mode
+   (impact "none") has round 0 only.
 
 Thresholds move with funding: a settlement at rate ``f`` changes an isolated margin by
 ``-side * qty * f * price``; with ``F`` the cumulative index ``sum(f * price)`` a position's
@@ -47,6 +49,7 @@ from backtest.records import (
     BF_OPEN,
     BF_SIZE,
     BI_ADL,
+    BI_AT_MAX_ROUNDS,
     BI_DEFICIT,
     BI_FUND,
     BI_FUND_IN,
@@ -83,6 +86,7 @@ from backtest.records import (
     KP_VOLUME,
     LIST_LIQ,
     ST_ADL_SHORTFALL,
+    ST_BARS_AT_MAX_ROUNDS,
     ST_DD_EXO,
     ST_DD_SIM,
     ST_FUND_MIN,
@@ -351,6 +355,7 @@ def simulate_into_nb(
     dd_exo = 0.0
     dd_sim = 0.0
     max_depth = 0
+    bars_cut = 0  # bars with a cascade cut by max_rounds
     shortfall = np.int64(0)
     nu_long = np.int64(0)  # uncovered notional from long liquidations (ADL closes shorts)
     nu_short = np.int64(0)
@@ -580,6 +585,11 @@ def simulate_into_nb(
                 if fund < fund_min:
                     fund_min = fund
                 if model == IMPACT_NONE or dlog == 0.0 or r >= max_rounds:
+                    if model != IMPACT_NONE and dlog != 0.0:
+                        # cut by max_rounds while the price still moved: depth is truncated here
+                        if bar_i[j, BI_AT_MAX_ROUNDS] == 0:
+                            bars_cut += 1
+                        bar_i[j, BI_AT_MAX_ROUNDS] += 1
                     p = p_after
                     break
                 p_from = p
@@ -640,4 +650,5 @@ def simulate_into_nb(
     stats[ST_FUND_MIN] = fund_min / USD_SCALE
     stats[ST_ADL_SHORTFALL] = shortfall / USD_SCALE
     stats[ST_FUNDING_INDEX] = F
+    stats[ST_BARS_AT_MAX_ROUNDS] = bars_cut
     return x_pos[:nx], x_ts[:nx], x_fill[:nx], x_round[:nx], x_code[:nx], bar_i, bar_f, round_units, stats
