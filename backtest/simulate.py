@@ -740,28 +740,35 @@ def _exit_totals(per: dict) -> dict:
     """Totals and the peak minute straight from the kernels' exit records (same in both paths)."""
     tot = {"long": 0.0, "short": 0.0, "stopped": 0.0, "adl": 0.0}
     minutes, notional = [], []
+    from backtest.kernels.cascade import exit_split_nb
+
     for d in per.values():
         out, a = d["out"], d["pop"].arrays
-        pos = out["x_pos"]
-        code = out["x_code"]
-        n_usd = a["qty"][pos] * a["weight"][pos].astype(np.float64) * out["x_fill"]
-        liq = code == R.EXIT_LIQUIDATED
-        side = a["side"][pos]
-        tot["long"] += float(np.sum(n_usd[liq & (side > 0)]))
-        tot["short"] += float(np.sum(n_usd[liq & (side < 0)]))
-        tot["stopped"] += float(np.sum(n_usd[code == R.EXIT_STOPPED]))
-        tot["adl"] += float(np.sum(n_usd[code == R.EXIT_ADL]))
-        minutes.append(out["x_ts"][liq] // 60_000)
-        notional.append(n_usd[liq])
+        # one pass over the exit records (np.sum over the same arrays as masking would give)
+        long_liq, short_liq, stopped, adl, liq_usd, liq_min = exit_split_nb(
+            out["x_pos"], out["x_code"], out["x_fill"], out["x_ts"], a["side"], a["qty"], a["weight"]
+        )
+        tot["long"] += float(np.sum(long_liq))
+        tot["short"] += float(np.sum(short_liq))
+        tot["stopped"] += float(np.sum(stopped))
+        tot["adl"] += float(np.sum(adl))
+        minutes.append(liq_min)
+        notional.append(liq_usd)
     tot["peak_minute"], tot["peak_usd"] = None, 0.0
     if minutes and sum(m.size for m in minutes):
         m = np.concatenate(minutes)
-        u, inv = np.unique(m, return_inverse=True)
-        sums = np.bincount(inv, weights=np.concatenate(notional))
+        m0 = int(m.min())
+        if int(m.max()) - m0 < 50_000_000:  # minutes as bins: no sort (sums add in record order either way)
+            u = None
+            sums = np.bincount(m - m0, weights=np.concatenate(notional))
+        else:
+            u, inv = np.unique(m, return_inverse=True)
+            sums = np.bincount(inv, weights=np.concatenate(notional))
         k = int(np.argmax(sums))  # first (earliest) of equal maxima
         from datetime import datetime, timezone
 
-        tot["peak_minute"] = datetime.fromtimestamp(int(u[k]) * 60, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        minute = m0 + k if u is None else int(u[k])
+        tot["peak_minute"] = datetime.fromtimestamp(minute * 60, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         tot["peak_usd"] = float(sums[k])
     return tot
 

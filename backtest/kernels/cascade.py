@@ -652,3 +652,67 @@ def simulate_into_nb(
     stats[ST_FUNDING_INDEX] = F
     stats[ST_BARS_AT_MAX_ROUNDS] = bars_cut
     return x_pos[:nx], x_ts[:nx], x_fill[:nx], x_round[:nx], x_code[:nx], bar_i, bar_f, round_units, stats
+
+
+@njit(cache=True)
+def exit_split_nb(x_pos, x_code, x_fill, x_ts, side, qty, weight):
+    """Exit notional (qty x weight x fill, USD) split by kind, each in record order.
+
+    Returns ``(long_liq, short_liq, stopped, adl, liq_all, liq_minute)``: the notional of
+    liquidated longs, liquidated shorts, stops and ADL closes, and of every liquidation with its
+    minute (``x_ts // 60_000``). The same products in the same order as the NumPy expressions
+    they replace, so sums over them do not change.
+    """
+    m = x_pos.shape[0]
+    nl = 0
+    ns = 0
+    nst = 0
+    na = 0
+    for r in range(m):
+        c = x_code[r]
+        if c == EXIT_LIQUIDATED:
+            if side[x_pos[r]] > 0:
+                nl += 1
+            elif side[x_pos[r]] < 0:
+                ns += 1
+        elif c == EXIT_STOPPED:
+            nst += 1
+        elif c == EXIT_ADL:
+            na += 1
+    long_liq = np.empty(nl)
+    short_liq = np.empty(ns)
+    stopped = np.empty(nst)
+    adl = np.empty(na)
+    nliq = 0
+    for r in range(m):
+        if x_code[r] == EXIT_LIQUIDATED:
+            nliq += 1
+    liq_all = np.empty(nliq)
+    liq_min = np.empty(nliq, np.int64)
+    nl = 0
+    ns = 0
+    nst = 0
+    na = 0
+    k = 0
+    for r in range(m):
+        i = x_pos[r]
+        u = qty[i] * np.float64(weight[i]) * x_fill[r]
+        c = x_code[r]
+        if c == EXIT_LIQUIDATED:
+            s = side[i]
+            if s > 0:
+                long_liq[nl] = u
+                nl += 1
+            elif s < 0:
+                short_liq[ns] = u
+                ns += 1
+            liq_all[k] = u
+            liq_min[k] = x_ts[r] // 60_000
+            k += 1
+        elif c == EXIT_STOPPED:
+            stopped[nst] = u
+            nst += 1
+        elif c == EXIT_ADL:
+            adl[na] = u
+            na += 1
+    return long_liq, short_liq, stopped, adl, liq_all, liq_min
