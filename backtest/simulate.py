@@ -490,7 +490,7 @@ def run_kernel(
     else:
         out = simulate_into_nb(*args, *workspace.arrays(len(pop["side"]), len(bars["ts"]), int(prm[R.KP_MAX_ROUNDS])))
     t2 = time.perf_counter()
-    keys = ("x_pos", "x_ts", "x_fill", "x_round", "x_code", "bar_i", "bar_f", "round_units", "stats")
+    keys = ("x_pos", "x_ts", "x_fill", "x_round", "x_code", "bar_i", "bar_f", "round_units", "stats", "x_usd")
     res = dict(zip(keys, out))
     if per_position:
         res.update(per_position_arrays(res, len(pop["side"])))
@@ -509,6 +509,14 @@ class Workspace:
     def __init__(self) -> None:
         self._ws: tuple | None = None
         self._cap = (-1, -1, -1)
+
+    def spare(self, m: int) -> tuple:
+        """Two float64 buffers of at least ``m`` elements that a run's outputs do not use (its
+        scratch arrays), free once the run has returned."""
+        ws = self._ws
+        if ws is None or self._cap[0] < m:
+            return np.empty(m), np.empty(m)
+        return ws[11], ws[12]
 
     def arrays(self, n: int, nbars: int, max_rounds: int) -> tuple:
         if self._ws is None or n > self._cap[0] or nbars > self._cap[1] or max_rounds > self._cap[2]:
@@ -648,7 +656,7 @@ def simulate_prepared(
         out = run_kernel(pe.arrays, bars, prm, lists=pe.lists[:-1], workspace=ws)
         t_sort += out["sort_s"]
         t_sim += out["sim_s"]
-        per[s] = {"out": out, "bars": bars, "market": mk, "pop": pe, "fund0": fund}
+        per[s] = {"out": out, "bars": bars, "market": mk, "pop": pe, "fund0": fund, "split": _exit_split(out, pe.arrays)}
     return _assemble(prepared, per, mode, shock, pop_params, sim, timings={"sort_s": t_sort, "simulate_s": t_sim}, summary_only=summary_only)
 
 
@@ -736,34 +744,48 @@ def _f(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def _exit_split(out: dict, a: dict, ws: "Workspace | None" = None) -> tuple:
+    """Exit notional by kind (see kernels.cascade.exit_split_nb): taken right after the run,
+    while its records and the positions they touch are still in cache; into the workspace's
+    spare buffers when there is one (valid until its next run)."""
+    from backtest.kernels.cascade import exit_split_nb
+
+    m = len(out["x_pos"])
+    kind_usd, liq_usd = ws.spare(m) if ws is not None else (np.empty(m), np.empty(m))
+    # one pass over the exit records: x_usd is qty x weight x fill, the product the frames use
+    counts = exit_split_nb(out["x_pos"], out["x_code"], out["x_usd"], out["x_ts"], a["side"], kind_usd, liq_usd)
+    return kind_usd, liq_usd, *counts
+
+
 def _exit_totals(per: dict) -> dict:
     """Totals and the peak minute straight from the kernels' exit records (same in both paths)."""
     tot = {"long": 0.0, "short": 0.0, "stopped": 0.0, "adl": 0.0}
-    minutes, notional = [], []
-    from backtest.kernels.cascade import exit_split_nb
+    from backtest.kernels.cascade import minute_sums_nb
 
+    splits = []
     for d in per.values():
-        out, a = d["out"], d["pop"].arrays
-        # one pass over the exit records (np.sum over the same arrays as masking would give)
-        long_liq, short_liq, stopped, adl, liq_usd, liq_min = exit_split_nb(
-            out["x_pos"], out["x_code"], out["x_fill"], out["x_ts"], a["side"], a["qty"], a["weight"]
-        )
-        tot["long"] += float(np.sum(long_liq))
-        tot["short"] += float(np.sum(short_liq))
-        tot["stopped"] += float(np.sum(stopped))
-        tot["adl"] += float(np.sum(adl))
-        minutes.append(liq_min)
-        notional.append(liq_usd)
+        split = d.get("split") or _exit_split(d["out"], d["pop"].arrays)
+        kind_usd, liq_usd, nl, ns, nst, na, nliq, mmin, mmax = split
+        a, b, c = nl, nl + ns, nl + ns + nst
+        tot["long"] += float(np.sum(kind_usd[:a]))
+        tot["short"] += float(np.sum(kind_usd[a:b]))
+        tot["stopped"] += float(np.sum(kind_usd[b:c]))
+        tot["adl"] += float(np.sum(kind_usd[c : c + na]))
+        if nliq:
+            splits.append((d["out"], liq_usd, nliq, mmin, mmax))
     tot["peak_minute"], tot["peak_usd"] = None, 0.0
-    if minutes and sum(m.size for m in minutes):
-        m = np.concatenate(minutes)
-        m0 = int(m.min())
-        if int(m.max()) - m0 < 50_000_000:  # minutes as bins: no sort (sums add in record order either way)
+    if splits:
+        m0 = int(min(x[3] for x in splits))
+        m1 = int(max(x[4] for x in splits))
+        if m1 - m0 < 50_000_000:  # minutes as bins, no sort; sums add in record order, as bincount
             u = None
-            sums = np.bincount(m - m0, weights=np.concatenate(notional))
+            sums = np.zeros(m1 - m0 + 1)
+            for out, liq_usd, _, _, _ in splits:
+                minute_sums_nb(out["x_code"], out["x_ts"], liq_usd, m0, sums)
         else:
+            m = np.concatenate([out["x_ts"][out["x_code"] == R.EXIT_LIQUIDATED] // 60_000 for out, *_ in splits])
             u, inv = np.unique(m, return_inverse=True)
-            sums = np.bincount(inv, weights=np.concatenate(notional))
+            sums = np.bincount(inv, weights=np.concatenate([x[1][: x[2]] for x in splits]))
         k = int(np.argmax(sums))  # first (earliest) of equal maxima
         from datetime import datetime, timezone
 

@@ -235,7 +235,7 @@ def workspace_nb(n, nbars, max_rounds):
     """Output and scratch arrays of one run (see :func:`simulate_into_nb`); fresh, so untouched.
 
     Returns ``(alive, x_pos, x_ts, x_fill, x_round, x_code, bar_i, bar_f, round_units, stats,
-    buf, blvl, bqw, bbk, bw, bside, bcode)``. A run needs ``n`` positions, ``nbars`` bars and
+    buf, blvl, bqw, bbk, bw, bside, bcode, x_usd)``. A run needs ``n`` positions, ``nbars`` bars and
     ``max_rounds + 1`` round slots; a workspace at least that large can be reused run after run
     (sweeps): fresh memory costs page faults on first touch, reused memory does not.
     """
@@ -257,6 +257,7 @@ def workspace_nb(n, nbars, max_rounds):
         np.empty(n),
         np.empty(n, np.int8),
         np.empty(n, np.int8),
+        np.empty(n),
     )
 
 
@@ -269,9 +270,10 @@ def simulate_nb(
 ):
     """Run one symbol. See the module docstring; outputs are described in backtest.records.
 
-    Returns ``(x_pos, x_ts, x_fill, x_round, x_code, bar_i, bar_f, round_units, stats)``: one
-    record per exit (position index, time, fill, round (-1 for ADL), EXIT_* code) in time order
-    (within a round the order depends on the mode), and the per-bar and run outputs.
+    Returns ``(x_pos, x_ts, x_fill, x_round, x_code, bar_i, bar_f, round_units, stats, x_usd)``:
+    one record per exit (position index, time, fill, round (-1 for ADL), EXIT_* code, notional
+    qty x weight x fill in USD) in time order (within a round the order depends on the mode),
+    and the per-bar and run outputs.
     """
     ws = workspace_nb(side.shape[0], ts.shape[0], np.int64(prm[KP_MAX_ROUNDS]))
     return simulate_into_nb(
@@ -280,7 +282,7 @@ def simulate_nb(
         ts, op, hi, lo, cl, funding,
         prm, reference,
         ws[0], ws[1], ws[2], ws[3], ws[4], ws[5], ws[6], ws[7], ws[8], ws[9],
-        ws[10], ws[11], ws[12], ws[13], ws[14], ws[15], ws[16],
+        ws[10], ws[11], ws[12], ws[13], ws[14], ws[15], ws[16], ws[17],
     )
 
 
@@ -291,7 +293,7 @@ def simulate_into_nb(
     ts, op, hi, lo, cl, funding,
     prm, reference,
     alive, x_pos, x_ts, x_fill, x_round, x_code, bar_i, bar_f, round_units, stats,
-    buf, blvl, bqw, bbk, bw, bside, bcode,
+    buf, blvl, bqw, bbk, bw, bside, bcode, x_usd,
 ):
     """:func:`simulate_nb` writing into caller-owned arrays (a workspace, :func:`workspace_nb`),
     which may be larger than the run needs and hold anything: every element the run's outputs
@@ -540,9 +542,10 @@ def simulate_into_nb(
                     x_fill[nx] = f
                     x_round[nx] = r
                     x_code[nx] = bcode[jj]
-                    nx += 1
                     w = bw[jj]
                     qw = bqw[jj]
+                    x_usd[nx] = qw * f
+                    nx += 1
                     nu = _u(qw * f)
                     bk = bbk[jj] + F
                     remaining = s * (f - bk) * qw
@@ -631,13 +634,19 @@ def simulate_into_nb(
         if nu_long > 0 or nu_short > 0:
             adl_done = True
         if nu_long > 0:
+            nx0 = nx
             c, nx = _adl(-1, nu_long, p_prev, F, side, venue, entry, qty, margin, weight, alive, x_pos, x_ts, x_fill, x_round, x_code, nx, t_end)
+            for r_ in range(nx0, nx):
+                x_usd[r_] = qty[x_pos[r_]] * np.float64(weight[x_pos[r_]]) * x_fill[r_]
             bar_i[j, BI_ADL] += c
             if c < nu_long:
                 shortfall += nu_long - c
             nu_long = 0
         if nu_short > 0:
+            nx0 = nx
             c, nx = _adl(1, nu_short, p_prev, F, side, venue, entry, qty, margin, weight, alive, x_pos, x_ts, x_fill, x_round, x_code, nx, t_end)
+            for r_ in range(nx0, nx):
+                x_usd[r_] = qty[x_pos[r_]] * np.float64(weight[x_pos[r_]]) * x_fill[r_]
             bar_i[j, BI_ADL] += c
             if c < nu_short:
                 shortfall += nu_short - c
@@ -651,23 +660,22 @@ def simulate_into_nb(
     stats[ST_ADL_SHORTFALL] = shortfall / USD_SCALE
     stats[ST_FUNDING_INDEX] = F
     stats[ST_BARS_AT_MAX_ROUNDS] = bars_cut
-    return x_pos[:nx], x_ts[:nx], x_fill[:nx], x_round[:nx], x_code[:nx], bar_i, bar_f, round_units, stats
+    return x_pos[:nx], x_ts[:nx], x_fill[:nx], x_round[:nx], x_code[:nx], bar_i, bar_f, round_units, stats, x_usd[:nx]
 
 
 @njit(cache=True)
-def exit_split_nb(x_pos, x_code, x_fill, x_ts, side, qty, weight):
-    """Exit notional (qty x weight x fill, USD) split by kind, each in record order.
+def exit_split_nb(x_pos, x_code, x_usd, x_ts, side, kind_usd, liq_usd):
+    """Exit notional (``x_usd`` = qty x weight x fill, USD) split by kind, each in record order.
 
-    Returns ``(long_liq, short_liq, stopped, adl, liq_all, liq_minute)``: the notional of
-    liquidated longs, liquidated shorts, stops and ADL closes, and of every liquidation with its
-    minute (``x_ts // 60_000``). The same products in the same order as the NumPy expressions
-    they replace, so sums over them do not change.
+    Writes the notional of liquidated longs, liquidated shorts, stops and ADL closes one after
+    the other into ``kind_usd`` and that of every liquidation into ``liq_usd`` (both at least as
+    long as the records); returns ``(n_long, n_short, n_stopped, n_adl, n_liq, first_minute,
+    last_minute)`` (minutes ``x_ts // 60_000`` of the liquidations).
     """
     m = x_pos.shape[0]
     nl = 0
     ns = 0
     nst = 0
-    na = 0
     for r in range(m):
         c = x_code[r]
         if c == EXIT_LIQUIDATED:
@@ -677,42 +685,49 @@ def exit_split_nb(x_pos, x_code, x_fill, x_ts, side, qty, weight):
                 ns += 1
         elif c == EXIT_STOPPED:
             nst += 1
-        elif c == EXIT_ADL:
-            na += 1
-    long_liq = np.empty(nl)
-    short_liq = np.empty(ns)
-    stopped = np.empty(nst)
-    adl = np.empty(na)
-    nliq = 0
-    for r in range(m):
-        if x_code[r] == EXIT_LIQUIDATED:
-            nliq += 1
-    liq_all = np.empty(nliq)
-    liq_min = np.empty(nliq, np.int64)
-    nl = 0
-    ns = 0
-    nst = 0
-    na = 0
+    o_l = 0
+    o_s = nl
+    o_st = nl + ns
+    o_a = nl + ns + nst
     k = 0
+    na = 0
+    mmin = np.int64(0)
+    mmax = np.int64(-1)
     for r in range(m):
         i = x_pos[r]
-        u = qty[i] * np.float64(weight[i]) * x_fill[r]
         c = x_code[r]
         if c == EXIT_LIQUIDATED:
+            u = x_usd[r]
             s = side[i]
             if s > 0:
-                long_liq[nl] = u
-                nl += 1
+                kind_usd[o_l] = u
+                o_l += 1
             elif s < 0:
-                short_liq[ns] = u
-                ns += 1
-            liq_all[k] = u
-            liq_min[k] = x_ts[r] // 60_000
+                kind_usd[o_s] = u
+                o_s += 1
+            liq_usd[k] = u
+            mi = x_ts[r] // 60_000
+            if k == 0 or mi < mmin:
+                mmin = mi
+            if k == 0 or mi > mmax:
+                mmax = mi
             k += 1
         elif c == EXIT_STOPPED:
-            stopped[nst] = u
-            nst += 1
+            kind_usd[o_st] = x_usd[r]
+            o_st += 1
         elif c == EXIT_ADL:
-            adl[na] = u
+            kind_usd[o_a] = x_usd[r]
+            o_a += 1
             na += 1
-    return long_liq, short_liq, stopped, adl, liq_all, liq_min
+    return nl, ns, nst, na, k, mmin, mmax
+
+
+@njit(cache=True)
+def minute_sums_nb(x_code, x_ts, liq_usd, m0, sums):
+    """Add each liquidation's notional (``liq_usd``, from :func:`exit_split_nb`) to its minute's
+    bin ``x_ts // 60_000 - m0``, in record order (as ``np.bincount`` with weights does)."""
+    k = 0
+    for r in range(x_code.shape[0]):
+        if x_code[r] == EXIT_LIQUIDATED:
+            sums[x_ts[r] // 60_000 - m0] += liq_usd[k]
+            k += 1
