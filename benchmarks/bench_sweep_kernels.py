@@ -4,8 +4,10 @@ Many scenarios share one population (the real 2025-10-10 BTC population at 1 M r
 bench_kernels.population) and its trigger lists (sorted once, outside the timing); the path is a
 1-second random walk (3 %/day) with a -3 % flush;
 each scenario is one kernel run with its own impact coefficient, depth multiplier and insurance
-fund. Two worker processes (the machine's two cores) each run half of the scenarios; the figure
-is scenarios / wall time. Output assembly (polars frames, summary) is not included: see
+fund. Each worker keeps one kernel workspace (backtest.simulate.Workspace: output arrays reused
+run after run, as summary-only sweep runs do), so no run pays page faults on fresh memory. Two
+worker processes (the machine's two cores) each run half of the scenarios; the figure is
+scenarios / wall time. Output assembly (polars frames, summary) is not included: see
 bench_sweep.py (the sweep engineer's, through backtest.sweep) for the end-to-end figure.
 
 Run: .venv/bin/python benchmarks/bench_sweep_kernels.py [--scenarios 64] [--workers 2]
