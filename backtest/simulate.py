@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -660,14 +661,18 @@ def simulate_prepared(
     return _assemble(prepared, per, mode, shock, pop_params, sim, timings={"sort_s": t_sort, "simulate_s": t_sim}, summary_only=summary_only)
 
 
-_SUMMARY_WS: list = []
+_SUMMARY_WS = threading.local()
 
 
 def _summary_workspace(slot: int) -> "Workspace":
-    """The kernel workspace of symbol slot ``slot`` for summary-only runs (kept by the process)."""
-    while len(_SUMMARY_WS) <= slot:
-        _SUMMARY_WS.append(Workspace())
-    return _SUMMARY_WS[slot]
+    """The kernel workspace of symbol slot ``slot`` for summary-only runs (kept by the thread:
+    runs in other threads, e.g. a multi-threaded dask worker, get their own)."""
+    slots = getattr(_SUMMARY_WS, "slots", None)
+    if slots is None:
+        slots = _SUMMARY_WS.slots = []
+    while len(slots) <= slot:
+        slots.append(Workspace())
+    return slots[slot]
 
 
 def _shocked(bars: dict[str, np.ndarray], shock: float, t_ms: int) -> tuple[dict[str, np.ndarray], int, float]:
