@@ -62,6 +62,15 @@ def liq_map_at(
     shift = funding_index(bars, t) / (1.0 - side * arrays["mmr"])
     liq = arrays["liq_price"] + shift
     ok = ~gone & np.isfinite(arrays["liq_price"]) & (arrays["liq_price"] > 0) & (liq > 0)
+    return bucket_frame(arrays, ok, liq, symbol, bucket_usd)
+
+
+def bucket_frame(arrays: dict[str, np.ndarray], ok: np.ndarray, liq: np.ndarray, symbol: str, bucket_usd: float) -> pl.DataFrame:
+    """Open notional (entry x qty x weight, USD) and positions of the rows ``ok`` by
+    liquidation-price bucket ``floor(liq / bucket_usd)`` and side.
+
+    Columns: symbol, side, bucket, price_lo, price_hi, open_notional_usd, positions.
+    """
     w = arrays["weight"][ok].astype(np.float64)
     df = pl.DataFrame(
         {

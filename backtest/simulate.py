@@ -987,28 +987,11 @@ def _published(ev: Any, total: float, long_share: float | None, peak: float) -> 
 # ------------------------------------------------------------------------------------------
 def liq_map_frame(a: dict[str, np.ndarray], symbol: str, p0: float, bucket_pct: float) -> pl.DataFrame:
     """Pre-event open notional by liquidation-price bucket and side (positions that can liquidate)."""
-    width = p0 * bucket_pct
+    from backtest.liqmap import bucket_frame
+
     liq = a["liq_price"]
     ok = np.isfinite(liq) & (liq > 0)
-    df = pl.DataFrame(
-        {
-            "side": np.where(a["side"][ok] > 0, "long", "short"),
-            "bucket": np.floor(liq[ok] / width).astype(np.int64),
-            "notional": a["entry"][ok] * a["qty"][ok] * a["weight"][ok].astype(np.float64),
-            "w": a["weight"][ok].astype(np.float64),
-        }
-    )
-    return (
-        df.group_by("side", "bucket")
-        .agg(pl.col("notional").sum().alias("open_notional_usd"), pl.col("w").sum().alias("positions"))
-        .with_columns(
-            pl.lit(symbol).alias("symbol"),
-            (pl.col("bucket") * width).alias("price_lo"),
-            ((pl.col("bucket") + 1) * width).alias("price_hi"),
-        )
-        .select("symbol", "side", "bucket", "price_lo", "price_hi", "open_notional_usd", "positions")
-        .sort("side", "bucket")
-    )
+    return bucket_frame(a, ok, liq, symbol, p0 * bucket_pct)
 
 
 def heatmap_frame(liqs: pl.DataFrame, p0: float, bucket_pct: float, minutes: int) -> pl.DataFrame:
