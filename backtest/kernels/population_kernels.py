@@ -213,7 +213,16 @@ def synthesize_nb(
         if not iso:
             margin *= 1.0 + cross_extra
         if venue == 0:
-            liq, t = binance_liq_from_tier(s, entry, qty, margin, t0, t_lo, t_hi, t_mmr, t_cum)
+            # common case inline (the notional at the price stays in the entry tier); anything
+            # else goes through binance_liq_from_tier, which gives the same price there
+            liq = (margin + t_cum[t0] - s * qty * entry) / (qty * t_mmr[t0] - s * qty)
+            t = t0
+            nl = qty * liq
+            if s > 0:
+                if not (liq > 0.0 and (nl > t_lo[t0] or t0 == 0)):
+                    liq, t = binance_liq_from_tier(s, entry, qty, margin, t0, t_lo, t_hi, t_mmr, t_cum)
+            elif not (liq > 0.0 and nl <= t_hi[t0]):
+                liq, t = binance_liq_from_tier(s, entry, qty, margin, t0, t_lo, t_hi, t_mmr, t_cum)
             if t < 0:
                 i += 1
                 continue
