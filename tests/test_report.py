@@ -148,3 +148,23 @@ def test_load_config_reads_flat_or_params_table(tmp_path):
 def test_overrides_reach_the_simulation(tmp_path):
     r = build_report("2025-10-10", tmp_path / "r.pdf", overrides={"long_share": 0.8, "seed": 11}, sim=fake, progress=False, sensitivity=False)
     assert r.summary["params"]["long_share"] == 0.8 and r.summary["seed"] == 11
+
+
+@pytest.mark.parametrize("n_notes", [1, 8, 40, 400])
+def test_notes_never_run_past_the_bottom_of_the_page(n_notes):
+    """However many notes a simulation leaves, the appendix text stays between its top and bottom
+    (more notes: two columns, then a smaller font, then cut at the bottom edge)."""
+    from backtest.report.common import new_figure
+    from backtest.report.figures import draw_notes
+
+    fig = new_figure()
+    fig.set_layout_engine("none")
+    lines = ["Notes:"] + [f"• note {i}: " + "a fairly long explanation of an assumption " * 3 for i in range(n_notes)]
+    draw_notes(fig, lines, top=0.3, bottom=0.035)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    assert fig.texts
+    for t in fig.texts:
+        box = t.get_window_extent(renderer).transformed(fig.transFigure.inverted())
+        assert box.y0 >= 0.035 - 1e-3 and box.y1 <= 0.3 + 1e-3
+        assert box.x0 >= 0.0 and box.x1 <= 1.0 + 1e-3

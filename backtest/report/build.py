@@ -284,6 +284,16 @@ def _sensitivity(simulate, prepared, overrides: dict, params: dict, steps: Steps
     }
 
 
+def _sens_range(sens) -> tuple[float, float] | None:
+    """Lowest and highest ``SENS_METRIC`` over every cascade run of the sensitivity sweep."""
+    if sens is None:
+        return None
+    vals = list(sens["grid"][SENS_METRIC])
+    if sens.get("line_df") is not None:
+        vals += list(sens["line_df"][SENS_METRIC])
+    return (min(vals), max(vals)) if vals else None
+
+
 def _pages(ev, replay, cascade, params: dict, prov: list[str], sens) -> list[tuple[str, Any]]:
     import polars as pl
 
@@ -319,7 +329,7 @@ def _pages(ev, replay, cascade, params: dict, prov: list[str], sens) -> list[tup
         contents.append("every resolved parameter and each symbol's inputs (price source, bars, population)")
         pages.append(("01-title", F.title_page(ev, cascade.summary, params, prov, version=backtest.__version__,
                                                date_text=date.strftime("%Y-%m-%d"), mode_note="(cascade scenario: forced orders move the price)",
-                                               contents=contents)))
+                                               contents=contents, liq_range=_sens_range(sens))))
         for i, fig in enumerate(F.comparison_pages(ev, replay.summary, cascade.summary, lows)):
             pages.append((f"02-published-figures{'-' + str(i + 1) if i else ''}", fig))
         pages.append(("03-price-liquidations", F.price_page(bars, replay.bars, symbols, f"{ev.id}: price path, liquidations and cascade rounds (cascade scenario)")))

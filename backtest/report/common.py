@@ -192,8 +192,9 @@ def iso(ms: int | None) -> str:
 
 def draw_table(fig, rect, columns, rows, widths, *, fontsize=8.0, header_color="#e8ecf3", zebra="#f7f7f7"):
     """Draw a table with wrapped cells into the figure area ``rect`` = (left, bottom, width, height)
-    in figure fractions. ``widths`` are column widths in characters. Returns the rows that did
-    not fit (to continue on another page)."""
+    in figure fractions, filled from the top. ``widths`` are column widths in characters. Returns
+    ``(rows that did not fit (to continue on another page), figure fraction of the table's
+    bottom edge)``."""
     left, bottom, width, height = rect
     fig_h_in = fig.get_figheight()
     line_h = fontsize * 1.32 / 72.0 / fig_h_in
@@ -228,7 +229,7 @@ def draw_table(fig, rect, columns, rows, widths, *, fontsize=8.0, header_color="
             fig.text(x + 0.004, y - pad, c, va="top", ha="left", fontsize=fontsize)
         y -= h
     fig.lines.append(_hline(fig, left, left + width, y))
-    return left_over
+    return left_over, y
 
 
 def _rect(fig, x, y, w, h, color):

@@ -142,7 +142,9 @@ def _per_symbol(bars, symbol):
 # page 1: title, scenario, provenance
 # ---------------------------------------------------------------------------------------------
 def title_page(event, summary: dict, params: dict, provenance: list[str], *, version: str, date_text: str, mode_note: str,
-               contents: list[str] | None = None):
+               contents: list[str] | None = None, liq_range: tuple[float, float] | None = None):
+    """``liq_range``: (lowest, highest) liquidated notional in USD over the sensitivity sweep, shown
+    beside the headline figure so the reader sees how far the assumptions move it."""
     fig = new_figure()
     fig.set_layout_engine("none")
     fig.text(0.05, 0.93, "Liquidation-cascade backtest", fontsize=22, fontweight="bold", va="top")
@@ -159,7 +161,8 @@ def title_page(event, summary: dict, params: dict, provenance: list[str], *, ver
     lines = [
         ("positions simulated", f"{int(s.get('positions', 0)):,}"),
         ("open notional before the event", usd(s.get("open_notional_usd"))),
-        ("liquidated notional", usd(s.get("liquidated_notional_usd"))),
+        ("liquidated notional", usd(s.get("liquidated_notional_usd"))
+         + (f"  (sensitivity sweep: {usd(liq_range[0])} to {usd(liq_range[1])})" if liq_range else "")),
         ("  of which longs / shorts", f"{usd(s.get('long_liquidated_usd'))} / {usd(s.get('short_liquidated_usd'))}"),
         ("long share of liquidations", _pct(s.get("long_share"))),
         ("peak minute (UTC)", f"{str(s.get('peak_minute', '—')).replace('T', ' ')[:16]}  ({usd(s.get('peak_minute_notional_usd'), 1)})"),
@@ -171,7 +174,7 @@ def title_page(event, summary: dict, params: dict, provenance: list[str], *, ver
     ]
     fig.text(0.05, 0.70, "Headline results", fontsize=12, fontweight="bold", va="top")
     fig.text(0.05, 0.672, mode_note, fontsize=8, va="top", color=GREY)
-    draw_table(fig, (0.05, 0.265, 0.42, 0.39), ["figure", "simulated"], lines, [34, 30], fontsize=8.5)
+    draw_table(fig, (0.05, 0.232, 0.42, 0.423), ["figure", "simulated"], lines, [34, 30], fontsize=8.5)
 
     # scenario parameters: the main knobs here, every parameter on the appendix page
     fig.text(0.53, 0.70, "Scenario parameters", fontsize=12, fontweight="bold", va="top")
@@ -181,7 +184,7 @@ def title_page(event, summary: dict, params: dict, provenance: list[str], *, ver
     half = math.ceil(len(items) / 2)
     left, right = items[:half], items[half:]
     rows = [(a[0], a[1], *(right[i] if i < len(right) else ("", ""))) for i, a in enumerate(left)]
-    over = draw_table(fig, (0.53, 0.42, 0.42, 0.235), ["parameter", "value", "parameter", "value"], rows, [20, 15, 20, 15], fontsize=7.5)
+    over, _ = draw_table(fig, (0.53, 0.42, 0.42, 0.235), ["parameter", "value", "parameter", "value"], rows, [20, 15, 20, 15], fontsize=7.5)
     if over:
         fig.text(0.53, 0.405, f"(+{len(over)} more rows on the last page)", fontsize=7.5, color=GREY)
     if contents:
@@ -217,10 +220,10 @@ def appendix_page(summary: dict, params: dict, title: str):
     half = math.ceil(len(items) / 2)
     rows = [(a[0], a[1], *(items[half + i] if half + i < len(items) else ("", ""))) for i, a in enumerate(items[:half])]
     fig.text(0.04, 0.905, "Resolved parameters", fontsize=11, fontweight="bold", va="top")
-    draw_table(fig, (0.04, 0.42, 0.92, 0.46), ["parameter", "value", "parameter", "value"], rows, [24, 36, 24, 36], fontsize=7.0)
+    _, y = draw_table(fig, (0.04, 0.42, 0.92, 0.46), ["parameter", "value", "parameter", "value"], rows, [24, 36, 24, 36], fontsize=7.0)
     per = summary.get("per_symbol") or {}
     if per:
-        fig.text(0.04, 0.395, "Inputs per symbol", fontsize=11, fontweight="bold", va="top")
+        fig.text(0.04, y - 0.03, "Inputs per symbol", fontsize=11, fontweight="bold", va="top")
         cols = ["symbol", "price path", "bars", "gaps", "positions", "population from", "open notional", "daily σ", "daily volume"]
         prow = []
         for sym, v in per.items():
@@ -231,13 +234,37 @@ def appendix_page(summary: dict, params: dict, title: str):
                 f"{int(v['positions']):,}" if v.get("positions") is not None else "—", str(v.get("population_source", "—")),
                 usd(v.get("open_notional_usd")), _pct(v.get("sigma_daily")), usd(v.get("volume_daily_usd")),
             ))
-        over = draw_table(fig, (0.04, 0.125, 0.92, 0.24), cols, prow, [8, 28, 5, 5, 10, 21, 11, 7, 10], fontsize=7.0)
+        top = y - 0.065
+        over, y = draw_table(fig, (0.04, 0.1, 0.92, top - 0.1), cols, prow, [8, 28, 5, 5, 10, 21, 11, 7, 10], fontsize=7.0)
         if over:
-            fig.text(0.04, 0.112, f"(+{len(over)} symbols more in summary.json, under per_symbol)", fontsize=7, color=GREY, va="top")
+            fig.text(0.04, y - 0.008, f"(+{len(over)} symbols more in summary.json, under per_symbol)", fontsize=7, color=GREY, va="top")
+            y -= 0.02
     notes = summary.get("notes") or []
     if notes:
-        fig.text(0.04, 0.095, "Notes from the simulation:\n" + "\n".join("• " + wrap(n, 180) for n in notes), fontsize=7.2, va="top", color="#333333")
+        draw_notes(fig, ["Notes from the simulation:"] + ["• " + n for n in notes], top=y - 0.02, bottom=0.035)
     return fig
+
+
+def draw_notes(fig, lines: list[str], *, top: float, bottom: float, left: float = 0.04, width: float = 0.92) -> None:
+    """Write wrapped text lines between ``top`` and ``bottom`` (figure fractions): one column at
+    7.2 pt if they fit, else two columns, else a smaller font (down to 5 pt), never past ``bottom``."""
+    fig_h_pt = fig.get_figheight() * 72.0
+    fig_w_pt = fig.get_figwidth() * 72.0
+    for fontsize in (7.2, 6.6, 6.0, 5.5, 5.0):
+        line_h = fontsize * 1.25 / fig_h_pt
+        for ncols in (1, 2):
+            col_w = (width - 0.02 * (ncols - 1)) / ncols
+            chars = max(30, int(col_w * fig_w_pt / (0.55 * fontsize)))
+            wrapped = [w for ln in lines for w in wrap(ln, chars).split("\n")]
+            per_col = math.ceil(len(wrapped) / ncols)
+            if per_col * line_h <= top - bottom or fontsize == 5.0 and ncols == 2:
+                per_col = min(per_col, max(1, int((top - bottom) / line_h)))
+                for c in range(ncols):
+                    chunk = wrapped[c * per_col:(c + 1) * per_col]
+                    if chunk:
+                        fig.text(left + c * (col_w + 0.02), top, "\n".join(chunk), fontsize=fontsize, va="top",
+                                 color="#333333", linespacing=1.25)
+                return
 
 
 def _pct(x) -> str:
@@ -320,7 +347,7 @@ def comparison_pages(event, replay: dict | None, cascade: dict, path_lows: dict[
         if not event.figures:
             note += " The catalogue has no published liquidation figures for this event: only the observed lows are compared."
         fig.text(0.04, 0.905, wrap(note, 165), fontsize=8.5, va="top", color="#333333", linespacing=1.4)
-        rows = draw_table(fig, (0.04, 0.05, 0.92, 0.79), cols, rows, widths, fontsize=7.6)
+        rows, _ = draw_table(fig, (0.04, 0.05, 0.92, 0.79), cols, rows, widths, fontsize=7.6)
         pages.append(fig)
         if not rows:
             break
