@@ -163,6 +163,24 @@ def tier_arrays(tiers: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 @njit(cache=True, error_model="numpy")
+def notional_usd_nb(contract, qty, contract_size, price):
+    """Notional in quote currency (USD) at ``price``: ``qty × price`` for a linear contract
+    (``contract == 0``, qty in base units), ``qty × contract_size / price`` for an inverse one
+    (qty in contracts of ``contract_size`` USD, notional then in base units, as Binance COIN-M tiers)."""
+    if contract == 0:
+        return qty * price
+    return qty * contract_size / price
+
+
+@njit(cache=True, error_model="numpy")
+def liq_solve_nb(contract, side, entry, qty, contract_size, equity0, mmr, cum):
+    """The liquidation price under one (mmr, cum) rule, linear or inverse."""
+    if contract == 0:
+        return solve_liq_linear_nb(side, entry, qty, equity0, mmr, cum)
+    return solve_liq_inverse_nb(side, entry, qty * contract_size, equity0, mmr, cum)
+
+
+@njit(cache=True, error_model="numpy")
 def tier_index_nb(notional, lo, hi):
     """Index of the tier whose (floor, cap] holds ``notional`` (Binance's ``notionalFloor`` /
     ``notionalCap``: a notional equal to a cap belongs to that bracket; 0 to the first);
@@ -264,19 +282,12 @@ def liq_price_binance_nb(side, entry, qty, equity0, lo, hi, mmr, cum, contract, 
     ``-2`` if the tiers did not settle (cannot happen for a continuous table).
     """
     n = lo.shape[0]
-    if contract == 0:
-        notional0 = qty * entry
-    else:
-        notional0 = qty * contract_size / entry
-    t = tier_index_nb(notional0, lo, hi)
+    t = tier_index_nb(notional_usd_nb(contract, qty, contract_size, entry), lo, hi)
     if t < 0:
         return np.nan, -1
     p = np.nan
     for _ in range(n + 2):
-        if contract == 0:
-            p = solve_liq_linear_nb(side, entry, qty, equity0, mmr[t], cum[t])
-        else:
-            p = solve_liq_inverse_nb(side, entry, qty * contract_size, equity0, mmr[t], cum[t])
+        p = liq_solve_nb(contract, side, entry, qty, contract_size, equity0, mmr[t], cum[t])
         if (side > 0 and not (p > 0.0)) or (side < 0 and (not (p > 0.0) or not np.isfinite(p))):
             # No root under this tier's rule: the price would have to pass zero (linear long) or
             # infinity (inverse short), where the notional - and so the tier - is lower. Only
@@ -285,24 +296,15 @@ def liq_price_binance_nb(side, entry, qty, equity0, lo, hi, mmr, cum, contract, 
                 return (0.0 if side > 0 else np.inf), 0
             t -= 1
             continue
-        if contract == 0:
-            nl = qty * p
-        else:
-            nl = qty * contract_size / p
-        t2 = tier_index_nb(nl, lo, hi)
+        t2 = tier_index_nb(notional_usd_nb(contract, qty, contract_size, p), lo, hi)
         if t2 < 0:
             return p, -1
         if t2 == t:
             return p, t
         # boundary: if the price computed with t2 lands back in t, both give the same price
         # (MM continuous); take the lower notional tier's description consistently.
-        if contract == 0:
-            p2 = solve_liq_linear_nb(side, entry, qty, equity0, mmr[t2], cum[t2])
-            nl2 = qty * p2
-        else:
-            p2 = solve_liq_inverse_nb(side, entry, qty * contract_size, equity0, mmr[t2], cum[t2])
-            nl2 = qty * contract_size / p2
-        if tier_index_nb(nl2, lo, hi) == t:
+        p2 = liq_solve_nb(contract, side, entry, qty, contract_size, equity0, mmr[t2], cum[t2])
+        if tier_index_nb(notional_usd_nb(contract, qty, contract_size, p2), lo, hi) == t:
             return p, t
         t = t2
     return p, -2
@@ -342,9 +344,7 @@ def liq_price_entry_rate_nb(venue, side, entry, qty, equity0, mmr, cum, fee_rate
     rate = mmr
     if venue == VENUE_OKX or venue == VENUE_GATE:
         rate = mmr + fee_rate
-    if contract == 0:
-        return solve_liq_linear_nb(side, entry, qty, equity0, rate, cum)
-    return solve_liq_inverse_nb(side, entry, qty * contract_size, equity0, rate, cum)
+    return liq_solve_nb(contract, side, entry, qty, contract_size, equity0, rate, cum)
 
 
 # ------------------------------------------------------------------------------------------

@@ -36,6 +36,8 @@ from backtest.store import EVENT_TIMEFRAME, Store, now_ms, timeframe_ms
 
 DEFAULT_BASE_URL = "https://data.binance.vision"
 _KIND = {"ohlcv": "klines", "mark": "markPriceKlines", "index": "indexPriceKlines"}
+#: returned by ``_fetch_for`` when a file could not be fetched after every retry
+_FAILED = object()
 _KLINE_TFS = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w")
 _MONTHLY_MIN_DAYS = 8  # fetch a month's file when more than this many of its days are missing
 _METRICS_TF = "5m"
@@ -300,13 +302,9 @@ class ArchiveDownloader:
             while todo:
                 p, fa, fb = todo.pop(0)
                 lo, hi = max(fa, since), min(fb, until)
-                try:
-                    data = self.fetch_file(p)
-                except RetriesExhausted as e:
-                    res.failed.append((lo, hi))
-                    res.error = str(e)
+                data = self._fetch_for(res, p, lo, hi)
+                if data is _FAILED:
                     continue
-                res.requests += 1
                 if data is None:
                     if fallback and p == path:
                         todo.extend((q, qa, qb) for q, qa, qb in fallback)
@@ -321,6 +319,18 @@ class ArchiveDownloader:
                 self.progress.advance(task, 1)
         self._note_missing(res)
         return res
+
+    def _fetch_for(self, res: SeriesResult, path: str, lo: int, hi: int):
+        """``fetch_file(path)`` on behalf of ``res``: counts the request, or, when retries are spent,
+        records ``[lo, hi)`` (UTC ms) as failed and returns ``_FAILED``. ``None`` = no such file."""
+        try:
+            data = self.fetch_file(path)
+        except RetriesExhausted as e:
+            res.failed.append((lo, hi))
+            res.error = str(e)
+            return _FAILED
+        res.requests += 1
+        return data
 
     def _funding(self, sym, ccxt_symbol, since, until) -> SeriesResult:
         res = SeriesResult("funding", ccxt_symbol, EVENT_TIMEFRAME)
@@ -337,13 +347,9 @@ class ArchiveDownloader:
         for m in sorted(months):
             path = f"{self._prefix()}/monthly/fundingRate/{sym}/{sym}-fundingRate-{m:%Y-%m}.zip"
             lo, hi = max(_ms(m), since), min(_ms(_next_month(m)), until)
-            try:
-                data = self.fetch_file(path)
-            except RetriesExhausted as e:
-                res.failed.append((lo, hi))
-                res.error = str(e)
+            data = self._fetch_for(res, path, lo, hi)
+            if data is _FAILED:
                 continue
-            res.requests += 1
             if data is None:
                 self.files_missing.append(path)
             else:
@@ -373,13 +379,9 @@ class ArchiveDownloader:
             lo, hi = max(_ms(d), since), min(_ms(d + timedelta(days=1)), until)
             key = (path, "")
             if key not in self._metrics_cache:
-                try:
-                    data = self.fetch_file(path)
-                except RetriesExhausted as e:
-                    res.failed.append((lo, hi))
-                    res.error = str(e)
+                data = self._fetch_for(res, path, lo, hi)
+                if data is _FAILED:
                     continue
-                res.requests += 1
                 self._metrics_cache[key] = self.parse_metrics(data, ccxt_symbol) if data is not None else None
                 if len(self._metrics_cache) > 64:
                     self._metrics_cache.pop(next(iter(self._metrics_cache)))
