@@ -119,7 +119,7 @@ def data_ls(store: Optional[str] = StoreOpt, dataset: Optional[str] = typer.Opti
     """List stored series: dataset, exchange, symbol, timeframe, first and last time, rows."""
     from backtest.store import Store
 
-    st = Store(store)
+    st = Store(store, must_exist=True)
     df = st.summary(dataset)
     if df.height == 0:
         typer.echo(f"store {st.root} is empty")
@@ -143,7 +143,7 @@ def data_gaps(
     """Report missing bars inside each stored series (gaps are never filled on write)."""
     from backtest.store import Store
 
-    df = Store(store).gaps(dataset, symbol=symbol, timeframe=timeframe, start=since, end=until)
+    df = Store(store, must_exist=True).gaps(dataset, symbol=symbol, timeframe=timeframe, start=since, end=until)
     if df.height == 0:
         typer.echo("no gaps")
         return
@@ -157,7 +157,7 @@ def data_verify(store: Optional[str] = StoreOpt) -> None:
     """Check every partition's schema, readability, order and keys; name each bad file."""
     from backtest.store import Store
 
-    st = Store(store)
+    st = Store(store, must_exist=True)
     problems = st.verify()
     n = len(st.partitions())
     if not problems:
@@ -165,7 +165,7 @@ def data_verify(store: Optional[str] = StoreOpt) -> None:
         return
     for path, why in problems:
         typer.echo(f"BAD {path}: {why}", err=True)
-    fail(f"{len(problems)} of {n} partitions are bad; move them aside and re-import or re-download", 1)
+    fail(f"{len(problems)} of {n} partitions are bad; move them aside and re-import or re-download", 2)
 
 
 @data_app.command("import-csv")

@@ -100,6 +100,9 @@ def catalogue_path(store: str | None = None) -> Path:
     if os.environ.get("BACKTEST_EVENTS"):
         return Path(os.environ["BACKTEST_EVENTS"])
     committed = Path(__file__).resolve().parent.parent / "data" / "events.toml"
+    if store and not str(store).startswith("s3://") and not Path(store).expanduser().is_dir():
+        why = "is a file, not a folder" if Path(store).expanduser().exists() else "does not exist"
+        raise EventError(f"store path {store} {why}; pass --store with a store folder (or omit it for the committed data/)")
     root = store or default_root()
     if str(root).startswith("s3://"):
         return committed

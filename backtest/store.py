@@ -230,7 +230,11 @@ class _S3FS:
             import boto3
         except ImportError:  # pragma: no cover - boto3 is a dependency
             raise StoreError("an s3:// store needs boto3; pip install boto3") from None
-        self._s3 = boto3.client("s3", endpoint_url=endpoint, region_name=region)
+        from botocore.config import Config
+
+        # few, quick retries: an unreachable endpoint must fail within seconds, not minutes
+        cfg = Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 3, "mode": "standard"})
+        self._s3 = boto3.client("s3", endpoint_url=endpoint, region_name=region, config=cfg)
 
     def _key(self, path: str) -> str:
         return path[len(f"s3://{self.bucket}/"):]
@@ -238,12 +242,24 @@ class _S3FS:
     def join(self, *parts: str) -> str:
         return "/".join([self.root, *parts])
 
+    def _call(self, what: str, fn, /, **kw):
+        """Run one boto3 call; any failure becomes a one-line StoreError naming the store."""
+        try:
+            return fn(**kw)
+        except Exception as e:
+            raise StoreError(f"S3 store {self.root}: cannot {what} ({_short(e)}); check the bucket, credentials and AWS_ENDPOINT_URL") from None
+
     def exists(self, path: str) -> bool:
+        """True if the object exists; False only on a 404. Any other failure (403, 5xx, no
+        connection) raises: a merge-write must never take an unreadable object for a missing one."""
         try:
             self._s3.head_object(Bucket=self.bucket, Key=self._key(path))
             return True
-        except Exception:
-            return False
+        except Exception as e:
+            code = str(getattr(e, "response", {}).get("Error", {}).get("Code", ""))
+            if code in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise StoreError(f"S3 store {self.root}: cannot check {path} ({_short(e)}); check the bucket, credentials and AWS_ENDPOINT_URL") from None
 
     def list(self, prefix_parts: list[str], name: str) -> list[str]:
         import fnmatch
@@ -255,19 +271,22 @@ class _S3FS:
             literal.append(part)
         prefix = "/".join([p for p in [self.prefix, *literal] if p])
         pattern = "/".join([p for p in [self.prefix, *prefix_parts] if p]) + "/*"
-        out = []
-        for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
-            for obj in page.get("Contents", []):
-                key = obj["Key"]
-                if key.rsplit("/", 1)[-1] == name and fnmatch.fnmatch(key, pattern):
-                    out.append(f"s3://{self.bucket}/{key}")
-        return sorted(out)
+        def keys() -> list[str]:
+            out = []
+            for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+                for obj in page.get("Contents", []):
+                    key = obj["Key"]
+                    if key.rsplit("/", 1)[-1] == name and fnmatch.fnmatch(key, pattern):
+                        out.append(f"s3://{self.bucket}/{key}")
+            return out
+
+        return sorted(self._call("list objects", keys))
 
     def read_bytes(self, path: str) -> bytes:
-        return self._s3.get_object(Bucket=self.bucket, Key=self._key(path))["Body"].read()
+        return self._call(f"read {path}", lambda: self._s3.get_object(Bucket=self.bucket, Key=self._key(path))["Body"].read())
 
     def write_atomic(self, path: str, data: bytes) -> None:
-        self._s3.put_object(Bucket=self.bucket, Key=self._key(path), Body=data)
+        self._call(f"write {path}", self._s3.put_object, Bucket=self.bucket, Key=self._key(path), Body=data)
 
     def scan_target(self, path: str) -> str:
         return path
@@ -316,8 +335,12 @@ _PART_RE = re.compile(
 class Store:
     """A market-data store rooted at a local folder or an ``s3://`` URL."""
 
-    def __init__(self, root: str | os.PathLike | None = None):
+    def __init__(self, root: str | os.PathLike | None = None, *, must_exist: bool = False):
+        """``must_exist``: refuse a local folder that does not exist (for commands that only
+        read, where a mistyped ``--store`` would otherwise look like an empty store)."""
         root = str(root) if root is not None else default_root()
+        if must_exist and not root.startswith("s3://") and not Path(root).expanduser().exists():
+            raise StoreError(f"store folder {root} does not exist; pass --store with an existing store (or omit it for the committed data/)")
         self.fs = _S3FS(root) if root.startswith("s3://") else _LocalFS(root)
         self.root = self.fs.root
         #: files opened by the most recent :meth:`scan` (lets tests check partition pruning)
@@ -426,12 +449,7 @@ class Store:
 
     def read(self, dataset: str, **filters: Any) -> pl.DataFrame:
         """Eager form of :meth:`scan`, sorted by symbol and time."""
-        try:
-            return self.scan(dataset, **filters).sort("symbol", "ts").collect()
-        except StoreError:
-            raise
-        except Exception as e:
-            raise StoreError(f"cannot read {dataset} from {self.root}: {_short(e)}; run 'backtest data verify'") from None
+        return self._collect(self.scan(dataset, **filters).sort("symbol", "ts"), dataset)
 
     # ---- writes ------------------------------------------------------------------------
     def write(self, dataset: str, df: pl.DataFrame, *, exchange: str, timeframe: str) -> WriteResult:
@@ -451,12 +469,14 @@ class Store:
         frame = frame.with_columns(
             pl.col("ts").dt.year().alias("_y"), pl.col("ts").dt.month().alias("_m")
         )
+        # phase 1: read every touched partition and build its new content; a partition that
+        # cannot be read stops the write here, before any file is replaced
         added = 0
-        n_parts = 0
+        staged: list[tuple[str, bytes]] = []
+        key = KEYS[dataset]
         for (sym, y, mo), chunk in frame.group_by(["symbol", "_y", "_m"], maintain_order=True):
             chunk = chunk.drop("_y", "_m")
             path = self.partition_path(dataset, exchange, sym, timeframe, int(y), int(mo))
-            key = KEYS[dataset]
             if self.fs.exists(path):
                 old = self.read_partition(path, dataset)
                 before = old.height
@@ -465,28 +485,38 @@ class Store:
             else:
                 merged = chunk.unique(subset=key, keep="last", maintain_order=True)
                 added += merged.height
-            merged = merged.sort(key)
             buf = io.BytesIO()
-            merged.write_parquet(buf, compression="zstd", statistics=True)
-            self.fs.write_atomic(path, buf.getvalue())
-            n_parts += 1
-        return WriteResult(df.height, added, n_parts)
+            merged.sort(key).write_parquet(buf, compression="zstd", statistics=True)
+            staged.append((path, buf.getvalue()))
+        # phase 2: replace the files, each atomically
+        for path, data in staged:
+            self.fs.write_atomic(path, data)
+        return WriteResult(df.height, added, len(staged))
+
+    def _collect(self, lf: pl.LazyFrame, what: str) -> pl.DataFrame:
+        """``lf.collect()``, with an unreadable or corrupt file reported as one StoreError line."""
+        try:
+            return lf.collect()
+        except StoreError:
+            raise
+        except Exception as e:
+            raise StoreError(f"cannot read {what} from {self.root}: {_short(e)}; run 'backtest data verify' and move bad files aside") from None
 
     # ---- coverage and gaps ------------------------------------------------------------
     def coverage(self, dataset: str, exchange: str, symbol: str, timeframe: str) -> tuple[int | None, int | None, int]:
         """(first ts, last ts, rows) stored for one series, times in UTC ms; (None, None, 0) if none."""
-        df = self.scan(dataset, exchange=exchange, symbol=symbol, timeframe=timeframe).select(
+        df = self._collect(self.scan(dataset, exchange=exchange, symbol=symbol, timeframe=timeframe).select(
             pl.col("ts").min().alias("lo"), pl.col("ts").max().alias("hi"), pl.len().alias("n")
-        ).collect()
+        ), f"{dataset} {symbol} {timeframe}")
         if df["n"][0] == 0:
             return None, None, 0
         return _dt_ms(df["lo"][0]), _dt_ms(df["hi"][0]), int(df["n"][0])
 
     def stored_ts(self, dataset: str, exchange: str, symbol: str, timeframe: str, start: Any = None, end: Any = None) -> list[int]:
         """Sorted UTC-ms timestamps stored for one series within [start, end)."""
-        df = self.scan(dataset, exchange=exchange, symbol=symbol, timeframe=timeframe, start=start, end=end).select(
+        df = self._collect(self.scan(dataset, exchange=exchange, symbol=symbol, timeframe=timeframe, start=start, end=end).select(
             pl.col("ts").cast(pl.Int64)
-        ).collect()
+        ), f"{dataset} {symbol} {timeframe}")
         return sorted(df["ts"].to_list())
 
     def gaps(
@@ -504,18 +534,30 @@ class Store:
         last missing bar open time), missing (bar count). Event datasets (funding) are checked
         against their own median spacing; a gap is a spacing over 1.5 times it.
         """
-        series = sorted({(p.dataset, p.exchange, p.timeframe) for p in self.partitions(dataset, exchange, symbol, timeframe)})
-        rows: list[dict[str, Any]] = []
         s = to_ms(start) if start is not None else None
         e = to_ms(end) if end is not None else None
-        for ds, ex, tf in series:
-            df = self.scan(ds, exchange=ex, symbol=symbol, timeframe=tf, start=s, end=e).select(
+        if s is not None and e is not None and s >= e:
+            raise StoreError(f"the range to check is empty: {ms_to_iso(s)} is not before {ms_to_iso(e)}; swap --since and --until")
+        found = self.partitions(dataset, exchange, symbol, timeframe)
+        if not found and (symbol or timeframe or exchange):
+            what = ", ".join(f"{k} {v}" for k, v in (("dataset", dataset), ("exchange", exchange), ("symbol", symbol), ("timeframe", timeframe)) if v)
+            raise StoreError(f"the store holds no series with {what}; see 'backtest data ls --store {self.root}'")
+        series: dict[tuple[str, str, str], dict[str, Partition]] = {}
+        for p in found:
+            series.setdefault((p.dataset, p.exchange, p.timeframe), {}).setdefault(p.symbol_path, p)
+        rows: list[dict[str, Any]] = []
+
+        def gap(ds, ex, sym, tf, a, b, missing):
+            rows.append({"dataset": ds, "exchange": ex, "symbol": sym, "timeframe": tf, "gap_start": a, "gap_end": b, "missing": int(missing)})
+
+        for (ds, ex, tf), by_path in sorted(series.items()):
+            df = self._collect(self.scan(ds, exchange=ex, symbol=symbol, timeframe=tf, start=s, end=e).select(
                 "symbol", pl.col("ts").cast(pl.Int64)
-            ).collect()
+            ), f"{ds} {tf}")
+            seen = set()
             for (sym,), g in df.group_by(["symbol"], maintain_order=True):
+                seen.add(safe_symbol(sym))
                 ts = g["ts"].sort()
-                if ts.len() == 0:
-                    continue
                 if tf == EVENT_TIMEFRAME:
                     if ts.len() < 3:
                         continue
@@ -532,17 +574,18 @@ class Store:
                 for a, b in zip(points, points[1:]):
                     if b - a > limit:
                         missing = (b - a) // step - 1 if tf != EVENT_TIMEFRAME else max(1, round((b - a) / step) - 1)
-                        rows.append(
-                            {
-                                "dataset": ds,
-                                "exchange": ex,
-                                "symbol": sym,
-                                "timeframe": tf,
-                                "gap_start": a + step,
-                                "gap_end": b - step,
-                                "missing": int(missing),
-                            }
-                        )
+                        gap(ds, ex, sym, tf, a + step, b - step, missing)
+            # a stored bar series with no row at all inside a given range: the whole range is a gap
+            if s is not None and e is not None and tf != EVENT_TIMEFRAME:
+                step = timeframe_ms(tf)
+                first = -(-s // step) * step  # first bar open time at or after s
+                for sym_path, part in sorted(by_path.items()):
+                    if sym_path in seen or first >= e:
+                        continue
+                    name = symbol or self._collect(pl.scan_parquet(self.fs.scan_target(part.path), storage_options=self.fs.storage_options)
+                                                   .select("symbol").head(1), part.path)["symbol"][0]
+                    last = first + ((e - 1 - first) // step) * step
+                    gap(ds, ex, name, tf, first, last, (last - first) // step + 1)
         out = pl.DataFrame(
             rows,
             schema={
@@ -568,9 +611,9 @@ class Store:
             lf = pl.concat(
                 [pl.scan_parquet(self.fs.scan_target(p.path), storage_options=self.fs.storage_options) for p in parts]
             )
-            agg = lf.select(
+            agg = self._collect(lf.select(
                 pl.col("symbol").first(), pl.col("ts").min().alias("first"), pl.col("ts").max().alias("last"), pl.len().alias("rows")
-            ).collect()
+            ), f"{ds} {sym} {tf}")
             rows.append(
                 {
                     "dataset": ds,
@@ -738,14 +781,25 @@ def conform(df: pl.DataFrame, dataset: str) -> pl.DataFrame:
     return out
 
 
+#: 2100-01-01T00:00:00Z in UTC ms: a later time means the source was in µs or ns
+MAX_TS_MS = 4_102_444_800_000
+
+
 def _conform_ts(s: pl.Series, name: str) -> pl.Series:
     dt = s.dtype
     if isinstance(dt, pl.Datetime):
         if dt.time_zone is None:
             raise StoreError(f"column {name!r} holds zone-less datetimes; times must be UTC (use .dt.replace_time_zone('UTC'))")
-        return s.dt.convert_time_zone("UTC").dt.cast_time_unit("ms").alias(name)
+        out = s.dt.convert_time_zone("UTC").dt.cast_time_unit("ms").alias(name)
+        vals = out.drop_nulls()
+        if vals.len() and int(vals.cast(pl.Int64).max()) >= MAX_TS_MS:
+            raise StoreError(f"column {name!r} holds times after 2100 (max {vals.max()}); check the time unit of the source")
+        return out
     if dt.is_integer():
-        if s.len() and s.drop_nulls().len() and int(s.drop_nulls().max()) < 100_000_000_000:
+        vals = s.drop_nulls()
+        if vals.len() and int(vals.max()) < 100_000_000_000:
             raise StoreError(f"column {name!r} looks like seconds, not milliseconds (max {s.max()}); multiply by 1000")
+        if vals.len() and int(vals.max()) >= MAX_TS_MS:
+            raise StoreError(f"column {name!r} looks like microseconds or nanoseconds, not milliseconds (max {vals.max()} is after 2100); divide by 1000")
         return s.cast(pl.Int64).cast(TS).alias(name)
     raise StoreError(f"column {name!r} must be a UTC datetime or UTC milliseconds, not {dt}")

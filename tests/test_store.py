@@ -189,3 +189,82 @@ def test_sigkill_during_merge_write_keeps_old_content(tmp_path):
         done = [int(v) for k, v in lines if k == "end"]
         assert closes[0] in ([1.0] + [float(v) for v in done] + [float(v) + 1 for v in done[-1:]] + [2.0])
     assert killed_mid_write >= 1, "no kill landed inside a write; the test did not exercise the case"
+
+
+def test_microsecond_times_are_refused_before_anything_is_written(tmp_path):
+    st = Store(tmp_path)
+    with pytest.raises(StoreError, match="microseconds"):
+        st.write("ohlcv", bars(3).with_columns(pl.col("ts") * 1000), exchange="x", timeframe="1m")
+    assert st.partitions() == [] and not list(tmp_path.rglob("*.parquet"))
+
+
+def test_a_corrupt_partition_stops_the_write_before_any_file_is_replaced(tmp_path):
+    """A write touching several partitions reads all of them first: one unreadable partition
+    leaves every other one byte-identical."""
+    st = Store(tmp_path)
+    st.write("ohlcv", bars(3, start=to_ms("2025-09-30T23:58:00Z")), exchange="x", timeframe="1m")  # Sep + Oct
+    st.write("ohlcv", bars(3, symbol="ETH/USDT:USDT"), exchange="x", timeframe="1m")
+    files = {p.path: open(p.path, "rb").read() for p in st.partitions()}
+    assert len(files) == 3
+    bad = next(p.path for p in st.partitions() if p.symbol_path == "ETH_USDT_USDT")
+    open(bad, "wb").write(files[bad][:40])
+    files[bad] = files[bad][:40]
+    both = pl.concat([bars(5, start=to_ms("2025-09-30T23:58:00Z"), close=7.0), bars(2, symbol="ETH/USDT:USDT", close=7.0)])
+    with pytest.raises(StoreError, match="unreadable"):
+        st.write("ohlcv", both, exchange="x", timeframe="1m")
+    assert {p: open(p, "rb").read() for p in files} == files
+
+
+def test_gaps_in_a_range_with_no_stored_rows_and_bad_ranges(tmp_path):
+    st = Store(tmp_path)
+    st.write("ohlcv", bars(10), exchange="x", timeframe="1m")
+    day = st.gaps("ohlcv", symbol=SYM, timeframe="1m", start="2025-10-11T00:00:00Z", end="2025-10-12T00:00:00Z")
+    assert day.rows(named=True) == [{
+        "dataset": "ohlcv", "exchange": "x", "symbol": SYM, "timeframe": "1m",
+        "gap_start": datetime(2025, 10, 11, tzinfo=timezone.utc), "gap_end": datetime(2025, 10, 11, 23, 59, tzinfo=timezone.utc),
+        "missing": 1440,
+    }]
+    # without a symbol filter the name comes from the stored rows
+    assert st.gaps(start="2025-11-01T00:00:00Z", end="2025-11-01T01:00:00Z")["symbol"].to_list() == [SYM]
+    # the stored rows themselves: the range's tail after them is missing
+    tail = st.gaps("ohlcv", symbol=SYM, timeframe="1m", start=T0, end=T0 + 20 * 60_000)
+    assert tail["missing"].to_list() == [10]
+    with pytest.raises(StoreError, match="swap --since and --until"):
+        st.gaps(start="2025-10-12T00:00:00Z", end="2025-10-11T00:00:00Z")
+    with pytest.raises(StoreError, match="holds no series with symbol FOO/BAR"):
+        st.gaps(symbol="FOO/BAR")
+
+
+def test_read_commands_refuse_a_store_folder_that_does_not_exist(tmp_path):
+    from typer.testing import CliRunner
+
+    from backtest.cli import app
+
+    runner = CliRunner()
+    missing = str(tmp_path / "no-such-store")
+    for args in (["data", "ls"], ["data", "verify"], ["data", "gaps"], ["events", "list"]):
+        res = runner.invoke(app, [*args, "--store", missing])
+        assert res.exit_code == 2, (args, res.output)
+        assert "does not exist" in res.stderr and res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    res = runner.invoke(app, ["events", "show", "2025-10-10", "--store", str(afile)])
+    assert res.exit_code == 2 and "is a file" in res.stderr
+    assert not (tmp_path / "no-such-store").exists()
+
+
+def test_corrupt_partition_gives_one_line_in_ls_and_gaps(tmp_path):
+    from typer.testing import CliRunner
+
+    from backtest.cli import app
+
+    st = Store(tmp_path)
+    st.write("ohlcv", bars(3), exchange="x", timeframe="1m")
+    p = st.partitions()[0].path
+    raw = open(p, "rb").read()
+    open(p, "wb").write(raw[: len(raw) // 2])
+    runner = CliRunner()
+    for args in (["data", "ls"], ["data", "gaps"], ["data", "verify"]):
+        res = runner.invoke(app, [*args, "--store", str(tmp_path)])
+        assert res.exit_code == 2, (args, res.output)
+        assert "Traceback" not in res.stderr and res.stderr.strip().splitlines()[-1]

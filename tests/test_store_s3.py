@@ -59,3 +59,36 @@ def test_s3_round_trip(s3_endpoint, committed_store):
     assert st.read_tiers("binanceusdm", "BTC/USDT:USDT") == [{"tier": 1}]
     summary = st.summary()
     assert summary["rows"].to_list() == [262]
+
+
+def test_s3_failure_other_than_404_is_never_taken_for_a_missing_object(s3_endpoint):
+    """A 403/503 on HEAD must not turn a merge-write into an overwrite of the stored rows."""
+    from botocore.exceptions import ClientError
+
+    from backtest.store import StoreError
+
+    st = Store("s3://market/p")
+    rows = pl.DataFrame({"ts": [1_760_000_000_000 + i * 60_000 for i in range(100)], "symbol": ["BTC/USDT:USDT"] * 100,
+                         "open": [1.0] * 100, "high": [1.0] * 100, "low": [1.0] * 100, "close": [1.0] * 100, "volume": [1.0] * 100})
+    st.write("ohlcv", rows, exchange="x", timeframe="1m")
+
+    def refuse(**kw):
+        raise ClientError({"Error": {"Code": "SlowDown", "Message": "Please reduce your request rate."}}, "HeadObject")
+
+    st.fs._s3.head_object = refuse
+    with pytest.raises(StoreError, match="cannot check"):
+        st.write("ohlcv", rows.head(5), exchange="x", timeframe="1m")
+    assert Store("s3://market/p").read("ohlcv").height == 100
+
+
+def test_unreachable_s3_endpoint_is_one_clear_error(monkeypatch):
+    from typer.testing import CliRunner
+
+    from backtest.cli import app
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{_free_port()}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    res = CliRunner().invoke(app, ["data", "ls", "--store", "s3://market/x"])
+    assert res.exit_code == 2 and "Traceback" not in res.stderr
+    assert "S3 store s3://market/x: cannot list objects" in res.stderr and res.stderr.count("\n") == 1
