@@ -98,7 +98,7 @@ def test_corrupt_parquet_in_store_is_not_overwritten(tmp_path):
     assert res.exit_code == 2 and "unreadable" in res.stderr
     assert part.read_bytes() == b"PAR1 not really parquet"
     res = runner.invoke(app, ["data", "verify", "--store", str(store)])
-    assert res.exit_code == 1 and str(part) in res.stderr
+    assert res.exit_code == 2 and str(part) in res.stderr
 
 
 def test_store_path_is_a_file(tmp_path):
