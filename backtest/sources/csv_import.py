@@ -14,11 +14,22 @@ layout              header                                                      
 ==================  ==========================================================================  =========
 
 ``timestamp``/``open_time``/``calc_time`` are UTC milliseconds (bar open time, or settlement
-time). Exchange ids such as ``BTCUSDT`` become ccxt symbols (``BTC/USDT:USDT``). Files are
-checked before anything is written: times in seconds, zone-less ``datetime`` strings, duplicate
-or unsorted rows and unknown layouts are rejected with one line naming the file and the fix.
-Funding settlement times (``calc_time``, ``timestamp``) carry a few ms of jitter; they are
-rounded to the nearest second.
+time). Exchange ids such as ``BTCUSDT`` become ccxt symbols (``BTC/USDT:USDT``). Every frame a
+file yields is built and checked before anything is written, so a rejected file leaves the store
+untouched. Rejected with one line naming the file, the first bad row and the fix: times that are
+not plausible UTC milliseconds (before 2009-01-01 or from 2100-01-01 on: seconds, microseconds or
+nanoseconds), zone-less ``datetime`` strings, duplicate or unsorted rows, unknown layouts, and
+values that cannot be market data (blank, NaN, infinite, zero or negative prices, ``high`` below
+``low``/``open``/``close`` or ``low`` above them, negative volumes or open interest). Funding
+settlement times (``calc_time``, ``timestamp``) carry a few ms of jitter; they are rounded to the
+nearest second.
+
+Binance ``metrics`` files: ``create_time`` is UTC; ``2025-10-10 00:05:00`` (Binance's own form),
+``2025-10-10T00:05:00[Z]``, ``2025/10/10 00:05`` and UTC milliseconds are accepted. Open interest
+goes to ``open_interest``, the long/short account ratio (``count_long_short_ratio``, else
+``sum_toptrader_long_short_ratio``) to ``long_short_ratio``. Binance leaves cells blank where it
+published nothing for those five minutes; such rows are skipped for that dataset only (and
+counted in the summary line), while text, NaN or negative values reject the file.
 """
 
 from __future__ import annotations
@@ -30,7 +41,7 @@ from typing import Iterator
 
 import polars as pl
 
-from backtest.store import EVENT_TIMEFRAME, Store, StoreError, timeframe_ms, to_ms
+from backtest.store import EVENT_TIMEFRAME, Store, StoreError, conform, timeframe_ms, to_ms
 
 LAYOUTS: dict[str, tuple[list[str], str]] = {
     "ohlcv": (["symbol", "timestamp", "datetime", "open", "high", "low", "close", "volume"], "ohlcv"),
@@ -47,6 +58,10 @@ LAYOUTS: dict[str, tuple[list[str], str]] = {
         "open_interest",
     ),
 }
+
+#: plausible UTC milliseconds: no crypto market data before 2009-01-01, none from 2100-01-01
+MS_MIN = 1_230_768_000_000
+MS_MAX = 4_102_444_800_000
 
 _TF_NAMES = {timeframe_ms(t): t for t in ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d")}
 
@@ -103,20 +118,76 @@ def read_csv(path: Path) -> pl.DataFrame:
 
 
 def _num(df: pl.DataFrame, col: str, path: Path) -> pl.Series:
+    """A text column as floats; blank cells become null (checked by :func:`_check_values`)."""
+    text = df[col].str.strip_chars().replace("", None)
     try:
-        return df[col].str.strip_chars().cast(pl.Float64, strict=True)
+        return text.cast(pl.Float64, strict=True)
     except Exception:
-        raise ImportError_(f"{path}: column {col!r} has values that are not numbers") from None
+        bad = text.is_not_null() & text.cast(pl.Float64, strict=False).is_null()
+        i = int(bad.arg_max()) if bad.any() else 0
+        raise ImportError_(f"{path}: column {col!r} has values that are not numbers (row {i + 2}: {text[i]!r})") from None
+
+
+def _unit_fix(v: int) -> str:
+    """What a time value outside the plausible millisecond range most likely is, and the fix."""
+    for factor, unit, fix in ((1 / 1000, "seconds", "multiply by 1000"), (1000, "microseconds", "divide by 1000"),
+                              (1_000_000, "nanoseconds", "divide by 1,000,000")):
+        if MS_MIN <= v / factor < MS_MAX:
+            return f"looks like {unit}, not milliseconds ({fix} and import again)"
+    return "is not a UTC time in milliseconds between 2009-01-01 and 2100-01-01 (check the column)"
 
 
 def _ms(df: pl.DataFrame, col: str, path: Path) -> pl.Series:
+    """An integer column of UTC milliseconds; anything else is refused, naming the first bad row."""
+    text = df[col].str.strip_chars().replace("", None)
     try:
-        s = df[col].str.strip_chars().cast(pl.Int64, strict=True)
+        s = text.cast(pl.Int64, strict=True)
     except Exception:
-        raise ImportError_(f"{path}: column {col!r} must hold integer UTC milliseconds") from None
-    if s.len() and int(s.max()) < 100_000_000_000:
-        raise ImportError_(f"{path}: column {col!r} looks like seconds, not milliseconds (e.g. {s[0]}); multiply by 1000 and import again")
+        bad = text.is_not_null() & text.cast(pl.Int64, strict=False).is_null()
+        i = int(bad.arg_max()) if bad.any() else 0
+        raise ImportError_(f"{path}: column {col!r} must hold integer UTC milliseconds (row {i + 2}: {text[i]!r})") from None
+    if s.null_count():
+        i = int(s.is_null().arg_max())
+        raise ImportError_(f"{path}: row {i + 2} has no {col}; fix or remove the row and import again")
+    bad = (s < MS_MIN) | (s >= MS_MAX)
+    if bad.any():
+        i = int(bad.arg_max())
+        v = int(s[i])
+        raise ImportError_(f"{path}: column {col!r} {_unit_fix(v)}: row {i + 2} has {v}")
     return s
+
+
+_CREATE_TIME_RE = (
+    r"^(?<y>\d{4})[-/](?<mo>\d{1,2})[-/](?<d>\d{1,2})[ T](?<h>\d{1,2}):(?<mi>\d{2})(?::(?<s>\d{2}))?"
+    r"\s*(?:Z|UTC|[+-]00:?00)?$"
+)
+
+
+def _create_time(df: pl.DataFrame, path: Path) -> pl.Series:
+    """``create_time`` of a Binance metrics file (UTC) in ms; see the module docstring for the forms."""
+    t = df["create_time"].str.strip_chars().replace("", None)
+    if t.null_count():
+        i = int(t.is_null().arg_max())
+        raise ImportError_(f"{path}: row {i + 2} has no create_time; fix or remove the row and import again")
+    if t.str.contains(r"^\d+$").all():
+        return _ms(df, "create_time", path)
+    g = t.str.extract_groups(_CREATE_TIME_RE).struct.unnest()
+    norm = g.select(
+        pl.format("{}-{}-{} {}:{}:{}", "y", pl.col("mo").str.zfill(2), pl.col("d").str.zfill(2), pl.col("h").str.zfill(2), "mi",
+                  pl.when(pl.col("y").is_not_null()).then(pl.col("s").fill_null("00")))
+    ).to_series()
+    ts = norm.str.strptime(pl.Datetime("ms"), "%Y-%m-%d %H:%M:%S", strict=False).dt.replace_time_zone("UTC").cast(pl.Int64)
+    if ts.null_count():
+        i = int(ts.is_null().arg_max())
+        raise ImportError_(
+            f"{path}: row {i + 2}: create_time {t[i]!r} is not a UTC time such as 2025-10-10 00:05:00 "
+            "(also accepted: 2025-10-10T00:05:00Z, 2025/10/10 00:05, UTC milliseconds)"
+        )
+    bad = (ts < MS_MIN) | (ts >= MS_MAX)
+    if bad.any():
+        i = int(bad.arg_max())
+        raise ImportError_(f"{path}: row {i + 2}: create_time {t[i]!r} is before 2009 or after 2099")
+    return ts
 
 
 def _check_datetime(df: pl.DataFrame, ts: pl.Series, path: Path) -> None:
@@ -151,18 +222,85 @@ def _check_order(frame: pl.DataFrame, path: Path) -> None:
         raise ImportError_(f"{path}: rows are not sorted by time (row {r['_row'] + 2} goes back in time); sort the file by timestamp and import again")
 
 
+_PRICES = ("open", "high", "low", "close")
+
+
+def _check_values(ds: str, frame: pl.DataFrame, path: Path) -> None:
+    """Refuse values that cannot be market data, naming the first bad row (file line number):
+    blank, NaN/inf or non-positive prices, inconsistent bars, negative volume or open interest..."""
+    cols = set(frame.columns)
+    checks: list[tuple[pl.Expr, str]] = []
+
+    def finite_nonneg(c: str) -> pl.Expr:  # blank allowed, garbage not
+        return pl.col(c).is_not_null() & ~(pl.col(c).is_finite() & (pl.col(c) >= 0))
+
+    if set(_PRICES) <= cols:
+        checks += [(pl.col(c).is_null(), f"no {c}") for c in _PRICES]
+        checks += [(~pl.col(c).is_finite(), f"{c} is not a finite number") for c in _PRICES]
+        checks += [(pl.col(c) <= 0, f"{c} is zero or negative") for c in _PRICES]
+        checks += [
+            (pl.col("high") < pl.col("low"), "high is below low"),
+            (pl.col("high") < pl.max_horizontal("open", "close"), "high is below open or close"),
+            (pl.col("low") > pl.min_horizontal("open", "close"), "low is above open or close"),
+        ]
+    if "volume" in cols and ds == "ohlcv":
+        checks.append((pl.col("volume").is_null(), "no volume"))
+    checks += [(finite_nonneg(c), f"{c} is negative or not a finite number") for c in ("volume", "quote_volume") if c in cols]
+    if "funding_rate" in cols:
+        checks += [(pl.col("funding_rate").is_null(), "no funding rate"),
+                   (~pl.col("funding_rate").is_finite(), "funding rate is not a finite number")]
+    if "interval_hours" in cols:
+        h = pl.col("interval_hours")
+        checks.append((h.is_not_null() & ~(h.is_finite() & (h > 0)), "funding interval is not a positive number of hours"))
+    # open interest and ratios may be blank (Binance metrics files have blanks), never garbage
+    checks += [(finite_nonneg(c), f"{c} is negative or not a finite number") for c in ("open_interest", "open_interest_usd", "long_short_ratio") if c in cols]
+    if not checks:
+        return
+    why = pl.when(checks[0][0]).then(pl.lit(checks[0][1]))
+    for expr, text in checks[1:]:
+        why = why.when(expr).then(pl.lit(text))
+    bad = frame.with_row_index("_row").with_columns(why.otherwise(None).alias("_why")).filter(pl.col("_why").is_not_null())
+    if bad.height:
+        r = bad.row(0, named=True)
+        shown = ", ".join(f"{k}={r[k]}" for k in frame.columns if k not in ("ts", "symbol"))
+        more = f"; {bad.height - 1} more bad rows" if bad.height > 1 else ""
+        raise ImportError_(f"{path}: row {r['_row'] + 2} ({r['symbol']}): {r['_why']} ({shown}){more}; fix or remove the bad rows and import again")
+
+
 def parse_file(path: Path, *, exchange: str, dataset: str | None = None, symbol: str | None = None) -> tuple[str, pl.DataFrame]:
-    """Parse one CSV into ``(dataset, frame)`` with ``ts`` in UTC ms and the dataset's columns."""
+    """Parse one CSV into ``(dataset, frame)`` with ``ts`` in UTC ms and the dataset's columns.
+
+    For a Binance metrics file this is the open-interest frame; :func:`parse_frames` gives all.
+    """
+    return parse_frames(path, exchange=exchange, dataset=dataset, symbol=symbol)[0]
+
+
+def parse_frames(path: Path, *, exchange: str, dataset: str | None = None, symbol: str | None = None) -> list[tuple[str, pl.DataFrame]]:
+    """Parse and check one CSV into every ``(dataset, frame)`` it holds; nothing is written.
+
+    Raises :class:`ImportError_` (one line: file, first bad row, fix) on anything malformed.
+    """
+    return _parse(path, exchange=exchange, dataset=dataset, symbol=symbol)[0]
+
+
+def _parse(path: Path, *, exchange: str, dataset: str | None, symbol: str | None) -> tuple[list[tuple[str, pl.DataFrame]], int]:
+    """:func:`parse_frames` and the number of data rows in the file."""
     path = Path(path)
     df = read_csv(path)
     if df.height == 0:
         raise ImportError_(f"{path}: no rows")
-    layout = detect_layout(df.columns)
+    try:
+        layout = detect_layout(df.columns)
+    except ImportError_ as e:
+        raise ImportError_(f"{path}: {e}") from None
     df = df.rename({c: c.strip().lower() for c in df.columns})
     default_ds = LAYOUTS[layout][1]
     ds = dataset or default_ds
     if "symbol" in df.columns and symbol is None:
         syms = df["symbol"].str.strip_chars()
+        if syms.null_count() or (syms == "").any():
+            i = int((syms.is_null() | (syms == "")).arg_max())
+            raise ImportError_(f"{path}: row {i + 2} has no symbol; fix or remove the row and import again")
         mapping = {s: ccxt_symbol(s, exchange) for s in syms.unique().to_list()}
         sym_col = syms.replace_strict(mapping)
     else:
@@ -182,15 +320,11 @@ def parse_file(path: Path, *, exchange: str, dataset: str | None = None, symbol:
         ts = _ms(df, "open_time", path)
     elif layout == "binance-funding":
         ts = ((_ms(df, "calc_time", path) + 500) // 1000) * 1000
-    else:  # binance-metrics: create_time is "YYYY-MM-DD HH:MM:SS" in UTC
-        t = df["create_time"].str.strip_chars()
-        if t.str.contains(r"^\d+$").all():
-            ts = _ms(df, "create_time", path)
-        else:
-            ts = t.str.to_datetime("%Y-%m-%d %H:%M:%S", time_unit="ms", time_zone="UTC").cast(pl.Int64)
+    else:  # binance-metrics
+        ts = _create_time(df, path)
     out = {"ts": ts, "symbol": sym_col}
     if layout in ("ohlcv", "ohlc", "binance-kline"):
-        for c in ("open", "high", "low", "close"):
+        for c in _PRICES:
             out[c] = _num(df, c, path)
         if "volume" in df.columns:
             out["volume"] = _num(df, "volume", path)
@@ -208,11 +342,22 @@ def parse_file(path: Path, *, exchange: str, dataset: str | None = None, symbol:
         out["open_interest"] = _num(df, "sum_open_interest", path)
         out["open_interest_usd"] = _num(df, "sum_open_interest_value", path)
     frame = pl.DataFrame({k: (v.alias(k) if isinstance(v, pl.Series) else v) for k, v in out.items()})
-    bad_ohlc = frame.filter(pl.col("high") < pl.col("low")) if "high" in frame.columns else frame.clear()
-    if bad_ohlc.height:
-        raise ImportError_(f"{path}: {bad_ohlc.height} bars have high below low; the file is damaged")
+    _check_values(ds, frame, path)
     _check_order(frame, path)
-    return ds, frame
+    if layout != "binance-metrics":
+        return [(ds, frame)], df.height
+    frames = [(ds, frame.filter(pl.col("open_interest").is_not_null() | pl.col("open_interest_usd").is_not_null()))]
+    col = next((c for c in ("count_long_short_ratio", "sum_toptrader_long_short_ratio") if c in df.columns), None)
+    if col is not None:
+        ratio = _num(df, col, path)
+        lsr = frame.select("ts", "symbol").with_columns(ratio.alias("long_short_ratio"))
+        _check_values("long_short_ratio", lsr, path)
+        long_acc = pl.col("long_short_ratio") / (1.0 + pl.col("long_short_ratio"))
+        lsr = lsr.filter(pl.col("long_short_ratio").is_not_null()).with_columns(
+            long_acc.alias("long_account"), (1.0 - long_acc).alias("short_account")
+        )
+        frames.append(("long_short_ratio", lsr))
+    return frames, df.height
 
 
 def infer_timeframe(frame: pl.DataFrame, path: Path) -> str:
@@ -236,52 +381,48 @@ def import_csv(
     symbol: str | None = None,
     since: str | int | None = None,
     until: str | int | None = None,
+    symbols: list[str] | None = None,
 ) -> Iterator[str]:
     """Import one CSV file into ``store``; yields one human line per dataset written.
 
-    Everything is parsed and checked before the first write; a rejected file leaves the store
-    untouched. ``since``/``until`` (UTC, ISO-8601 or ms) keep rows in ``[since, until)``.
+    Every frame of the file is parsed and checked before the first write; a rejected file leaves
+    the store untouched. ``since``/``until`` (UTC, ISO-8601 or ms) keep rows in ``[since, until)``;
+    ``symbols`` (ccxt symbols) keeps only those markets of a multi-symbol file.
     """
+    from backtest.store import ms_to_iso
+
     path = Path(path)
-    ds, frame = parse_file(path, exchange=exchange, dataset=dataset, symbol=symbol)
-    if since is not None:
-        frame = frame.filter(pl.col("ts") >= to_ms(since))
-    if until is not None:
-        frame = frame.filter(pl.col("ts") < to_ms(until))
+    frames, n_rows = _parse(path, exchange=exchange, dataset=dataset, symbol=symbol)
+    n_file = {d: f.height for d, f in frames}
+    lo, hi = (to_ms(since) if since is not None else None), (to_ms(until) if until is not None else None)
+    for i, (d, f) in enumerate(frames):
+        if lo is not None:
+            f = f.filter(pl.col("ts") >= lo)
+        if hi is not None:
+            f = f.filter(pl.col("ts") < hi)
+        if symbols is not None:
+            f = f.filter(pl.col("symbol").is_in(symbols))
+        frames[i] = (d, f)
+    ds, frame = frames[0]
     if ds in ("funding", "liquidations"):
         tf = EVENT_TIMEFRAME
     else:
         tf = timeframe or infer_timeframe(frame, path)
         timeframe_ms(tf)
-        misaligned = frame.filter(pl.col("ts") % timeframe_ms(tf) != 0)
-        if misaligned.height and tf.endswith(("m", "h")):
-            raise ImportError_(f"{path}: {misaligned.height} bars do not start on a {tf} boundary; check --timeframe")
-    res = store.write(ds, frame, exchange=exchange, timeframe=tf)
-    if frame.height:
-        lo, hi = frame["ts"].min(), frame["ts"].max()
-        from backtest.store import ms_to_iso
-
-        span = f"{ms_to_iso(lo)} → {ms_to_iso(hi)}"
-    else:
-        span = "no rows in range"
-    yield (
-        f"{path.name}: {ds} {tf}, {res.rows_in} rows ({res.rows_added} new) for "
-        f"{frame['symbol'].n_unique()} symbols, {span}"
-    )
-
-    if ds == "open_interest" and "sum_toptrader_long_short_ratio" in read_csv(path).columns:
-        yield from _import_metrics_ratio(store, path, exchange, frame)
-
-
-def _import_metrics_ratio(store: Store, path: Path, exchange: str, frame: pl.DataFrame) -> Iterator[str]:
-    """The long/short account ratio column of a Binance ``metrics`` file."""
-    df = read_csv(path)
-    col = "count_long_short_ratio" if "count_long_short_ratio" in df.columns else "sum_toptrader_long_short_ratio"
-    ratio = _num(df, col, path)
-    long_acc = ratio / (1.0 + ratio)
-    lsr = pl.DataFrame({"ts": frame["ts"], "symbol": frame["symbol"], "long_short_ratio": ratio, "long_account": long_acc, "short_account": 1.0 - long_acc})
-    res = store.write("long_short_ratio", lsr, exchange=exchange, timeframe="5m")
-    yield f"{path.name}: long_short_ratio 5m, {res.rows_in} rows ({res.rows_added} new)"
+        for d, f in frames:
+            misaligned = f.filter(pl.col("ts") % timeframe_ms(tf) != 0)
+            if misaligned.height and tf.endswith(("m", "h")):
+                raise ImportError_(f"{path}: {misaligned.height} bars do not start on a {tf} boundary; check --timeframe")
+    for d, f in frames:  # the store's own checks, before the first write
+        conform(f, d)
+    # everything is checked: write
+    for d, f in frames:
+        res = store.write(d, f, exchange=exchange, timeframe=tf)
+        span = f"{ms_to_iso(f['ts'].min())} → {ms_to_iso(f['ts'].max())}" if f.height else "no rows in range"
+        line = f"{path.name}: {d} {tf}, {res.rows_in} rows ({res.rows_added} new) for {f['symbol'].n_unique()} symbols, {span}"
+        if n_file[d] < n_rows:
+            line += f"; {n_rows - n_file[d]} rows of the file have no {d} value and were skipped"
+        yield line
 
 
 def import_tiers(store: Store, path: Path, *, exchange: str, symbols: list[str] | None = None) -> int:
