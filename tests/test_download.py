@@ -432,3 +432,55 @@ def test_fault_classification():
     assert [classify(e) for e in temporary] == ["temporary"] * len(temporary)
     assert [classify(e) for e in permanent] == ["permanent"] * len(permanent)
     assert classify(KeyError("bug")) == "raise"
+
+
+# ---- review findings: timeframes the exchange lacks, nonsense retry settings ----------------
+def test_timeframe_not_offered_by_the_exchange_is_refused_before_any_request(tmp_path, server):
+    cfg = binance_config(tmp_path, server)
+    args = ["binanceusdm", "BTC/USDT:USDT", "--datasets", "ohlcv,mark", "--timeframe", "7m", "--since", SINCE, "--until", UNTIL]
+    r = run(args, cfg, tmp_path / "st")
+    assert r.exit_code == 2, r.output
+    err = r.stderr.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in r.output
+    assert "no '7m' timeframe" in err and "1m, 3m, 5m, 15m" in err and "--timeframe" in err
+    assert server.log == [] and not list((tmp_path / "st").rglob("*.parquet"))
+    # funding has no timeframe: any --timeframe is fine there
+    r = run(["binanceusdm", "BTC/USDT:USDT", "--datasets", "funding", "--timeframe", "7m", "--since", SINCE, "--until", UNTIL], cfg, tmp_path / "st")
+    assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize("retry,needle", [
+    ({"max_retries": -1}, "retry.max_retries in --ccxt-config is -1"),
+    ({"max_retries": 2.5}, "whole number from 0 to 1000"),
+    ({"max_retries": "many"}, "retry.max_retries"),
+    ({"max_retries": True}, "retry.max_retries"),
+    ({"base": 0}, "retry.base"),
+    ({"base": -1}, "retry.base"),
+    ({"cap": 60000}, "up to 3600"),
+    ({"retry_after_cap": -5}, "retry.retry_after_cap"),
+    ({"max_retry": 3}, "unknown retry setting(s) max_retry"),
+])
+def test_nonsense_retry_settings_are_refused(tmp_path, server, retry, needle):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"retry": retry}))
+    r = run(OHLCV_ARGS, cfg, tmp_path / "st")
+    assert r.exit_code == 2, r.output
+    err = r.stderr.strip()
+    assert len(err.splitlines()) == 1 and needle in err and "Traceback" not in r.output, err
+    assert server.log == []
+
+
+def test_nonsense_retry_environment_and_page_limits_are_refused(tmp_path, server, monkeypatch):
+    from backtest.errors import UserError
+    from backtest.sources.retry import RetryPolicy
+
+    monkeypatch.setenv("BACKTEST_RETRY_MAX", "-3")
+    with pytest.raises(UserError, match=r"\$BACKTEST_RETRY_MAX is '-3'"):
+        RetryPolicy.from_settings({})
+    assert RetryPolicy.from_settings({"max_retries": 0}).max_retries == 0  # the config wins; 0 = no retries
+    monkeypatch.delenv("BACKTEST_RETRY_MAX")
+    for limits, needle in [({"ohlcv": True}, "positive integers"), ({"ohlcv": 0}, "positive integers"), ({"klines": 10}, "unknown dataset(s) klines")]:
+        cfg = binance_config(tmp_path, server, page_limits=limits)
+        r = run(OHLCV_ARGS, cfg, tmp_path / "st")
+        assert r.exit_code == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.output
+    assert server.log == []

@@ -262,6 +262,20 @@ def lacks(ex, dataset: str) -> str | None:
     return f"{ex.id} has no {dataset} history in ccxt (has['{names}'] is not true); skipped"
 
 
+#: datasets whose requests carry the bar timeframe (open interest / ratio: at least 5m, see stat_timeframe)
+_TIMEFRAME_DATASETS = ("ohlcv", "mark", "index", "open_interest", "long_short_ratio")
+
+
+def check_timeframe(ex, timeframe: str, datasets: list[str]) -> None:
+    """Refuse (UserError, before any request) a timeframe the exchange does not list in
+    ``exchange.timeframes`` when a dataset needs one; exchanges that list none are not checked."""
+    if not any(d in _TIMEFRAME_DATASETS for d in datasets):
+        return
+    valid = list(getattr(ex, "timeframes", None) or {})
+    if valid and timeframe not in valid:
+        raise UserError(f"{ex.id} has no {timeframe!r} timeframe; use --timeframe with one of {', '.join(valid)}")
+
+
 def page_limit(ex, dataset: str, market: dict | None) -> int:
     for prefix, table in _LIMITS.items():
         if ex.id.startswith(prefix) and dataset in table:
@@ -481,7 +495,10 @@ class CcxtDownloader:
     def _on_transport_retry(self, n, exc, wait):
         self.log(f"retry {n}/{self.policy.max_retries} in {wait:.1f}s: {type(exc).__name__}: {str(exc)[:120]}")
 
-    def prepare(self, symbols: list[str]) -> None:
+    def prepare(self, symbols: list[str], timeframe: str | None = None, datasets: list[str] | None = None) -> None:
+        """Checks and set-up that need no request: the timeframe, the market types to load."""
+        if timeframe is not None:
+            check_timeframe(self.ex, timeframe, datasets or [])
         restrict_market_types(self.ex, symbols, self.config)
 
     def call(self, fn, what: str):

@@ -144,8 +144,12 @@ def run_download(
         raise UserError("the 'retry' entry of --ccxt-config must be a table (max_retries, base, cap, retry_after_cap)")
     policy = RetryPolicy.from_settings(retry_settings)
     limits = own.get("page_limits") or {}
-    if not isinstance(limits, dict) or not all(isinstance(v, int) and v > 0 for v in limits.values()):
+    if not isinstance(limits, dict) or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in limits.values()):
         raise UserError("the 'page_limits' entry of --ccxt-config must map datasets to positive integers, e.g. {\"ohlcv\": 500}")
+    unknown_limits = [k for k in limits if k not in ALL_DATASETS or k == "tiers"]
+    if unknown_limits:
+        raise UserError(f"page_limits in --ccxt-config names unknown dataset(s) {', '.join(map(str, unknown_limits))}; "
+                        f"use {', '.join(d for d in ALL_DATASETS if d != 'tiers')}")
     st = Store(store)
     # keep the order users expect regardless of how they listed them
     datasets = [d for d in ALL_DATASETS if d in datasets]
@@ -167,7 +171,7 @@ def _run(exchange, symbols, datasets, timeframe, t0, t1, source, config, own, po
 
             dl = CcxtDownloader(exchange, config, st, policy, progress=progress, log=log if progress_on else (lambda m: None),
                                 page_limits=own.get("page_limits"))
-            dl.prepare(symbols)
+            dl.prepare(symbols, timeframe, datasets)
             for sym in symbols:
                 for ds in datasets:
                     if ds == "tiers":

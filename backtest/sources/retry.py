@@ -15,6 +15,7 @@ Settings come from (in order) the ``retry`` table of ``--ccxt-config``, the envi
 from __future__ import annotations
 
 import email.utils
+import math
 import os
 import random
 import time
@@ -57,24 +58,28 @@ class RetryPolicy:
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any] | None = None) -> "RetryPolicy":
+        """A policy from the ``retry`` table of --ccxt-config, then the environment, then defaults.
+
+        Every value is checked (UserError, one line naming the setting): ``max_retries`` a whole
+        number 0..1000, ``base`` and ``cap`` seconds in (0, 3600], ``retry_after_cap`` seconds in
+        [0, 3600]; unknown keys are refused, so a typo does not silently fall back to a default.
+        """
         s = dict(settings or {})
-
-        def pick(key: str, env: str, default: float) -> float:
+        known = {"max_retries": "BACKTEST_RETRY_MAX", "base": "BACKTEST_RETRY_BASE", "cap": "BACKTEST_RETRY_CAP",
+                 "retry_after_cap": "BACKTEST_RETRY_AFTER_CAP"}
+        unknown = sorted(set(s) - set(known))
+        if unknown:
+            raise UserError(f"unknown retry setting(s) {', '.join(map(str, unknown))} in --ccxt-config; use {', '.join(known)}")
+        values: dict[str, float] = {}
+        for key, env in known.items():
             if key in s:
-                return float(s[key])
-            if os.environ.get(env):
-                return float(os.environ[env])
-            return default
-
-        try:
-            return cls(
-                max_retries=int(pick("max_retries", "BACKTEST_RETRY_MAX", cls.max_retries)),
-                base=pick("base", "BACKTEST_RETRY_BASE", cls.base),
-                cap=pick("cap", "BACKTEST_RETRY_CAP", cls.cap),
-                retry_after_cap=pick("retry_after_cap", "BACKTEST_RETRY_AFTER_CAP", cls.retry_after_cap),
-            )
-        except (TypeError, ValueError):
-            raise UserError("retry settings must be numbers (max_retries, base, cap, retry_after_cap)") from None
+                raw, where = s[key], f"retry.{key} in --ccxt-config"
+            elif os.environ.get(env):
+                raw, where = os.environ[env], f"${env}"
+            else:
+                continue
+            values[key] = _check_setting(key, raw, where)
+        return cls(**{k: (int(v) if k == "max_retries" else v) for k, v in values.items()})
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         """Seconds to wait before retry number ``attempt`` (1-based)."""
@@ -83,6 +88,27 @@ class RetryPolicy:
         if retry_after is not None and retry_after >= 0:
             return max(backoff, min(retry_after, self.retry_after_cap))
         return backoff
+
+
+#: (lowest, lowest allowed?, highest) of each retry setting; seconds except max_retries
+_BOUNDS = {"max_retries": (0, True, 1000), "base": (0.0, False, 3600.0), "cap": (0.0, False, 3600.0), "retry_after_cap": (0.0, True, 3600.0)}
+
+
+def _check_setting(key: str, raw: Any, where: str) -> float:
+    """One retry setting as a number within its bounds, else UserError naming it and the fix."""
+    lo, lo_ok, hi = _BOUNDS[key]
+    whole = key == "max_retries"
+    want = f"a whole number from {lo} to {hi}" if whole else f"a number of seconds {'from' if lo_ok else 'above'} {lo:g} {'to' if lo_ok else 'up to'} {hi:g}"
+    try:
+        if isinstance(raw, bool):
+            raise ValueError
+        v = float(raw.strip()) if isinstance(raw, str) else float(raw)
+    except (TypeError, ValueError):
+        raise UserError(f"{where} is {raw!r}; it must be {want}") from None
+    ok = math.isfinite(v) and (v >= lo if lo_ok else v > lo) and v <= hi and (not whole or v == int(v))
+    if not ok:
+        raise UserError(f"{where} is {raw!r}; it must be {want}")
+    return v
 
 
 def parse_retry_after(value: Any) -> float | None:
