@@ -3,16 +3,29 @@
 Usage: ``python scripts/build_data.py [--shared ../shared/data] [--store data]``
 
 Everything goes through the same importer as ``backtest data import-csv``; the 1h history files
-are cut to each catalogued event's 30-day lookback plus its window and one day after it.
+are cut to each catalogued event's 30-day lookback plus its window and one day after it. Funding
+for those spans, for every event symbol and every symbol with kept 1h history, comes from
+whichever funding source holds the most settlements in the span (ties go to the first source of
+``FUNDING_SOURCES``, the licensed ones before the unlicensed raw file).
+
+The store is built afresh in a temporary folder, then ``--store`` is updated in place: a file is
+replaced only when its rows changed (``fetched_at``, the time of the import, is ignored), files
+the build no longer makes are removed, and files at the top of the store (``events.toml``,
+``PROVENANCE.md``) are left alone. Re-running on unchanged sources therefore changes nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
+import polars as pl
+
 from backtest.events import load_events
-from backtest.sources.csv_import import import_csv, import_tiers
+from backtest.sources.csv_import import import_csv, import_tiers, parse_file
 from backtest.store import Store
 
 DAY = 86_400_000
@@ -41,29 +54,105 @@ WHOLE_FILES = [
     f"{RAW}/ETHUSDT_15m_futures_20240801_20240809.csv",
 ]
 
-HISTORY_FILES = [
-    f"{HIST}/{s}USDT_1h_futures_full.csv.gz" for s in ("BTC", "ETH", "XRP", "LTC", "ADA", "BCH")
-] + [f"{HIST}/BTCUSDT_1h_mark_full.csv.gz", f"{HIST}/ETHUSDT_1h_mark_full.csv.gz", f"{HIST}/usdm_funding_history_BTC_ETH_XRP_LTC_ADA.csv.gz"]
+HISTORY_SYMBOLS = ("BTC", "ETH", "XRP", "LTC", "ADA", "BCH")
+HISTORY_FILES = [f"{HIST}/{s}USDT_1h_futures_full.csv.gz" for s in HISTORY_SYMBOLS] + [
+    f"{HIST}/BTCUSDT_1h_mark_full.csv.gz",
+    f"{HIST}/ETHUSDT_1h_mark_full.csv.gz",
+]
+
+#: funding settlement sources, in order of preference when two hold as many settlements of a span
+FUNDING_SOURCES = [
+    f"{OCT}/usdm_funding_multi_20250926_20251026.csv",
+    f"{APR}/usdm_8h_funding_BTC_ETH_SOL_20250306_20250603.csv",
+    f"{HIST}/usdm_funding_history_BTC_ETH_XRP_LTC_ADA.csv.gz",
+    f"{RAW}/binance_usdm_funding_all_2020_2026.csv.gz",
+]
 
 TIERS = "leverage_tiers/binance_leverage_tiers_freqtrade_2024-10.json"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
-    ap.add_argument("--store", default=str(Path(__file__).resolve().parents[1] / "data"))
-    args = ap.parse_args()
-    shared, store = Path(args.shared), Store(args.store)
+def build(shared: Path, store: Store, events) -> None:
+    """Import everything into ``store`` (a fresh folder), printing one line per import."""
     for rel in WHOLE_FILES:
         for line in import_csv(store, shared / rel, exchange="binanceusdm"):
             print(line)
-    for ev in load_events(args.store):
+    for ev in events:
         since, until = ev.lookback_start_ms, ev.end_ms + DAY
         for rel in HISTORY_FILES:
             for line in import_csv(store, shared / rel, exchange="binanceusdm", since=since, until=until):
                 print(f"[{ev.id}] {line}")
+    funding = {rel: parse_file(shared / rel, exchange="binanceusdm")[1] for rel in FUNDING_SOURCES}
+    for ev in events:
+        since, until = ev.lookback_start_ms, ev.end_ms + DAY
+        symbols = list(dict.fromkeys([*ev.symbols, *(f"{s}/USDT:USDT" for s in HISTORY_SYMBOLS)]))
+        chosen: dict[str, list[str]] = {}
+        for sym in symbols:
+            counts = {
+                rel: f.filter((pl.col("symbol") == sym) & (pl.col("ts") >= since) & (pl.col("ts") < until)).height
+                for rel, f in funding.items()
+            }
+            best = max(counts, key=lambda rel: (counts[rel], -FUNDING_SOURCES.index(rel)))
+            if counts[best] == 0:
+                print(f"[{ev.id}] funding {sym}: no source has settlements in the span")
+                continue
+            chosen.setdefault(best, []).append(sym)
+        for rel, syms in chosen.items():
+            for line in import_csv(store, shared / rel, exchange="binanceusdm", since=since, until=until, symbols=syms):
+                print(f"[{ev.id}] {line} ({', '.join(s.split('/')[0] for s in syms)})")
     n = import_tiers(store, shared / TIERS, exchange="binanceusdm")
     print(f"leverage tiers: {n} markets")
+
+
+def _same(a: Path, b: Path) -> bool:
+    """Same file content; Parquet partitions compare their rows without ``fetched_at``."""
+    if a.suffix != ".parquet":
+        return a.read_bytes() == b.read_bytes()
+    try:
+        x, y = pl.read_parquet(a), pl.read_parquet(b)
+    except Exception:  # noqa: BLE001 - an unreadable old file is replaced
+        return False
+    return x.schema == y.schema and x.drop("fetched_at", strict=False).equals(y.drop("fetched_at", strict=False))
+
+
+def sync(built: Path, target: Path) -> dict[str, int]:
+    """Make the data files under ``target``'s sub-folders those of ``built``, touching only what changed."""
+    counts = {"unchanged": 0, "changed": 0, "added": 0, "removed": 0}
+    new = {p.relative_to(built) for p in built.rglob("*") if p.is_file()}
+    old = {p.relative_to(target) for p in target.rglob("*") if p.is_file() and len(p.relative_to(target).parts) > 1}
+    for rel in sorted(new):
+        src, dst = built / rel, target / rel
+        if dst.exists() and _same(src, dst):
+            counts["unchanged"] += 1
+            continue
+        counts["changed" if dst.exists() else "added"] += 1
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(dst.name + ".tmp")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    for rel in sorted(old - new):
+        (target / rel).unlink()
+        counts["removed"] += 1
+        parent = (target / rel).parent
+        while parent != target and not any(parent.iterdir()):
+            parent.rmdir()
+            parent = parent.parent
+    return counts
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    ap.add_argument("--store", default=str(Path(__file__).resolve().parents[1] / "data"))
+    args = ap.parse_args()
+    shared, target = Path(args.shared), Path(args.store)
+    if str(args.store).startswith("s3://"):
+        ap.error("--store must be a local folder (build locally, then copy)")
+    events = load_events(args.store if (target / "events.toml").exists() else None)
+    with tempfile.TemporaryDirectory(prefix="build_data_") as tmp:
+        build(shared, Store(tmp), events)
+        target.mkdir(parents=True, exist_ok=True)
+        counts = sync(Path(tmp), target)
+    print(f"{target}: " + ", ".join(f"{n} files {k}" for k, n in counts.items()))
 
 
 if __name__ == "__main__":

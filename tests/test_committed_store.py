@@ -42,6 +42,21 @@ def test_every_event_has_its_window_and_lookback_in_the_store(committed_store):
     assert st.read_tiers("binanceusdm", "BTC/USDT:USDT")[0]["maintenanceMarginRate"] == 0.004
 
 
+def test_2025_10_10_funding_has_every_8h_settlement_of_lookback_and_window(committed_store):
+    st = Store(committed_store)
+    ev = get_event("2025-10-10")
+    eight = 8 * 3_600_000
+    first = -(-ev.lookback_start_ms // eight) * eight  # first settlement in the lookback
+    lookback = list(range(first, ev.start_ms, eight))
+    assert len(lookback) == 90
+    expected = list(range(first, ev.end_ms, eight))
+    for sym in ev.symbols:
+        f = st.read("funding", exchange=ev.exchange, symbol=sym, start=ev.lookback_start_ms, end=ev.end_ms)
+        got = f["ts"].cast(pl.Int64).to_list()
+        assert got == expected, (sym, len(got), sorted(set(expected) - set(got))[:3])
+        assert f["funding_rate"].null_count() == 0 and f["funding_rate"].is_finite().all()
+
+
 def test_events_list_and_show():
     res = runner.invoke(app, ["events", "list"])
     assert res.exit_code == 0
