@@ -181,13 +181,16 @@ def data_import_csv(
     store: Optional[str] = StoreOpt,
 ) -> None:
     """Import CSV files (freqtrade-style, Binance kline, funding layouts) into the store."""
-    from backtest.sources.csv_import import import_csv
+    from backtest.sources.csv_import import prepare_import
     from backtest.store import Store
 
     st = Store(store)
-    for p in paths:
-        for res in import_csv(st, p, exchange=exchange, dataset=dataset, timeframe=timeframe, symbol=symbol, since=since, until=until):
-            typer.echo(res)
+    # every file is parsed and checked before the first is written: one bad file, nothing stored
+    prepared = [prepare_import(p, exchange=exchange, dataset=dataset, timeframe=timeframe, symbol=symbol, since=since, until=until)
+                for p in paths]
+    for prep in prepared:
+        for line in prep.write(st):
+            typer.echo(line)
 
 
 @data_app.command("import-tiers")

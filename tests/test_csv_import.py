@@ -236,3 +236,15 @@ def test_impossible_prices_are_refused_naming_the_row(tmp_path, filled_store, ro
     # the same checks for the Binance kline layout
     kl = kline_csv().replace(KLINE_ROWS[1][1], row, 1)
     refused(tmp_path, filled_store, "BTCUSDT-1m-bad.csv", kl, needle, "row 3")
+
+
+def test_several_files_are_all_checked_before_any_is_written(tmp_path, filled_store):
+    """``import-csv good.csv bad.csv``: the bad file is refused and the good one is not written either."""
+    before = snapshot(filled_store)
+    good = write(tmp_path, "later.csv", GOOD.replace("BTCUSDT", "ETHUSDT"))
+    bad = write(tmp_path, "bad.csv", "foo,bar\n1,2\n")
+    res = runner.invoke(app, ["data", "import-csv", str(good), str(bad), "--store", str(filled_store)])
+    assert res.exit_code == 2 and "bad.csv" in res.stderr and "unknown CSV layout" in res.stderr
+    assert snapshot(filled_store) == before
+    res = runner.invoke(app, ["data", "import-csv", str(good), "--store", str(filled_store)])
+    assert res.exit_code == 0 and "later.csv: ohlcv 1m, 3 rows (3 new)" in res.output

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -371,8 +372,7 @@ def infer_timeframe(frame: pl.DataFrame, path: Path) -> str:
     return _TF_NAMES[step]
 
 
-def import_csv(
-    store: Store,
+def prepare_import(
     path: Path,
     *,
     exchange: str = "binanceusdm",
@@ -382,15 +382,8 @@ def import_csv(
     since: str | int | None = None,
     until: str | int | None = None,
     symbols: list[str] | None = None,
-) -> Iterator[str]:
-    """Import one CSV file into ``store``; yields one human line per dataset written.
-
-    Every frame of the file is parsed and checked before the first write; a rejected file leaves
-    the store untouched. ``since``/``until`` (UTC, ISO-8601 or ms) keep rows in ``[since, until)``;
-    ``symbols`` (ccxt symbols) keeps only those markets of a multi-symbol file.
-    """
-    from backtest.store import ms_to_iso
-
+) -> "PreparedImport":
+    """Parse and check one CSV file without writing anything (see :func:`import_csv`)."""
     path = Path(path)
     frames, n_rows = _parse(path, exchange=exchange, dataset=dataset, symbol=symbol)
     n_file = {d: f.height for d, f in frames}
@@ -415,14 +408,44 @@ def import_csv(
                 raise ImportError_(f"{path}: {misaligned.height} bars do not start on a {tf} boundary; check --timeframe")
     for d, f in frames:  # the store's own checks, before the first write
         conform(f, d)
-    # everything is checked: write
-    for d, f in frames:
-        res = store.write(d, f, exchange=exchange, timeframe=tf)
-        span = f"{ms_to_iso(f['ts'].min())} → {ms_to_iso(f['ts'].max())}" if f.height else "no rows in range"
-        line = f"{path.name}: {d} {tf}, {res.rows_in} rows ({res.rows_added} new) for {f['symbol'].n_unique()} symbols, {span}"
-        if n_file[d] < n_rows:
-            line += f"; {n_rows - n_file[d]} rows of the file have no {d} value and were skipped"
-        yield line
+    skipped = {d: n_rows - n_file[d] for d, _ in frames}
+    return PreparedImport(path, exchange, tf, frames, skipped)
+
+
+@dataclass
+class PreparedImport:
+    """A parsed and checked CSV file, ready to write: ``frames`` = (dataset, rows) pairs,
+    ``skipped`` = rows of the file without a value for that dataset."""
+
+    path: Path
+    exchange: str
+    timeframe: str
+    frames: list[tuple[str, pl.DataFrame]]
+    skipped: dict[str, int]
+
+    def write(self, store: Store) -> Iterator[str]:
+        """Write every frame; yields one human line per dataset written."""
+        from backtest.store import ms_to_iso
+
+        tf = self.timeframe
+        for d, f in self.frames:
+            res = store.write(d, f, exchange=self.exchange, timeframe=tf)
+            span = f"{ms_to_iso(f['ts'].min())} → {ms_to_iso(f['ts'].max())}" if f.height else "no rows in range"
+            line = f"{self.path.name}: {d} {tf}, {res.rows_in} rows ({res.rows_added} new) for {f['symbol'].n_unique()} symbols, {span}"
+            if self.skipped.get(d):
+                line += f"; {self.skipped[d]} rows of the file have no {d} value and were skipped"
+            yield line
+
+
+def import_csv(store: Store, path: Path, **options) -> Iterator[str]:
+    """Import one CSV file into ``store``; yields one human line per dataset written.
+
+    Options as :func:`prepare_import`: ``exchange``, ``dataset``, ``timeframe``, ``symbol``,
+    ``since``/``until`` (UTC, ISO-8601 or ms; keep rows in ``[since, until)``) and ``symbols``
+    (ccxt symbols; keep only those markets of a multi-symbol file). Every frame of the file is
+    parsed and checked before the first write; a rejected file leaves the store untouched.
+    """
+    yield from prepare_import(path, **options).write(store)
 
 
 def import_tiers(store: Store, path: Path, *, exchange: str, symbols: list[str] | None = None) -> int:
