@@ -120,6 +120,9 @@ IMPACT_NONE: int = 0
 IMPACT_SQRT: int = 1
 IMPACT_LINEAR: int = 2
 IMPACT_MODELS = {"none": IMPACT_NONE, "sqrt": IMPACT_SQRT, "linear": IMPACT_LINEAR}
+#: largest log-price displacement the impact model may cause at one path point (a factor of
+#: e^10 ~ 22,000): beyond it the model's parameters, not the market, decide the price
+MAX_IMPACT_LOG: float = 10.0
 
 #: trigger-list kinds
 LIST_LIQ: int = 0
@@ -140,7 +143,8 @@ KP_DD_BAR = 10  # drawdowns (amplification) are measured from this bar on
 KP_DD_REF = 11  # reference price for the drawdowns (0 = the open of KP_DD_BAR)
 KP_DD_DIR = 12  # -1 drawdown (down moves), +1 draw-up
 KP_BAR_MS = 13  # bar length in ms
-KP_SIZE = 14
+KP_NO_FEEDBACK = 14  # 1 = replay: fills pay their round's impact, the path is not moved (one round)
+KP_SIZE = 15
 
 #: per-bar integer accumulators (units of 1/USD_SCALE USD, or of 1/USD_SCALE positions)
 BI_LONG_LIQ = 0

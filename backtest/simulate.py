@@ -64,7 +64,8 @@ class SimParams:
     #: "sqrt": |dlnP| = Y * sigma * sqrt(Q / V) (square-root law: Toth et al. 2011, "Anomalous
     #: price impact and the critical nature of liquidity in financial markets", PRX 1, 021006;
     #: Bouchaud et al. "Trades, Quotes and Prices", ch. 12); "linear": |dP/P| = 1 % * Q / D;
-    #: "none": no feedback (replay uses "none" whatever is set).
+    #: "none": no impact. Replay does not move the path, but its forced orders still fill at the
+    #: trigger moved by their own impact (set "none" for fills at the trigger level).
     impact_model: str = "sqrt"
     #: Y of the square-root law; of order 1 in the literature (Toth et al. 2011 report Y ~ 0.5-1).
     impact_coef: float = 1.0
@@ -429,7 +430,8 @@ def build_lists(pop: dict[str, np.ndarray], bucket_size: int = 1024) -> tuple:
 def kernel_params(sim: SimParams, market: Market, *, mode: str, fund_usd: float, dd_bar: int = 0, dd_ref: float = 0.0, dd_dir: int = -1) -> np.ndarray:
     """The kernel's parameter vector (records.KP_*)."""
     prm = np.zeros(R.KP_SIZE)
-    model = R.IMPACT_NONE if mode == "replay" else R.IMPACT_MODELS[sim.impact_model]
+    # replay: no feedback on the path, but forced orders still pay their own impact in the fill
+    model = R.IMPACT_MODELS[sim.impact_model]
     scale = sim.depth_multiplier * sim.liquidity_multiplier
     depth = sim.depth_usd_1pct if sim.depth_usd_1pct is not None else sim.depth_volume_ratio * market.volume_daily_usd
     prm[R.KP_IMPACT_MODEL] = model
@@ -441,7 +443,8 @@ def kernel_params(sim: SimParams, market: Market, *, mode: str, fund_usd: float,
     prm[R.KP_FUND0] = fund_usd
     prm[R.KP_CLEARANCE] = sim.clearance_fee_rate
     prm[R.KP_TAKER] = sim.taker_fee_rate
-    prm[R.KP_MAX_ROUNDS] = sim.max_rounds if model != R.IMPACT_NONE else 0
+    prm[R.KP_MAX_ROUNDS] = sim.max_rounds if (model != R.IMPACT_NONE and mode != "replay") else 0
+    prm[R.KP_NO_FEEDBACK] = 1.0 if mode == "replay" else 0.0
     prm[R.KP_DD_BAR] = dd_bar
     prm[R.KP_DD_REF] = dd_ref
     prm[R.KP_DD_DIR] = dd_dir
@@ -963,7 +966,7 @@ def _summary(prep, per_symbol, tot, rounds_total, mode, shock, pop_params, sim, 
             "cross positions are simulated with their allotted collateral, like isolated ones",
             "amplification is the open-notional-weighted mean of the per-symbol values",
             "cascade depth counts rounds after the first that triggered forced orders (liquidations or stops)",
-            "liquidated notional is valued at fill prices (cascade fills are worse than replay fills)",
+            "liquidated notional is valued at fill prices; in replay the forced orders of each path point fill at their own impact but do not move the path (impact_model=none: fills at the trigger)",
         ]
         + ([f"{n_cut} bar(s) had a cascade cut by max_rounds={sim.max_rounds} while its last round still moved the price: cascade depth is truncated there (raise max_rounds)"] if (n_cut := sum(v["bars_at_max_rounds"] for v in per_symbol.values())) else [])
         + (["cascade on the observed path: the observed moves already contain the real cascade's impact, so feedback is counted on top of it (use --shock for a clean exogenous move)"] if mode == "cascade" and not shock else []),

@@ -49,7 +49,8 @@ def make_bars(close: np.ndarray, bar_ms: int, wig: float = 0.0, funding_every: i
 
 
 def make_prm(model: str, *, fund: float = 1e12, volume: float = 1e8, depth: float = 1e6, half_life: float = 60.0,
-             max_rounds: int = 50, bar_ms: int = 60_000) -> np.ndarray:
+             max_rounds: int = 50, bar_ms: int = 60_000, no_feedback: bool = False) -> np.ndarray:
+    """``no_feedback``: replay with impact - fills pay their own impact, the path is not moved."""
     prm = np.zeros(R.KP_SIZE)
     prm[R.KP_IMPACT_MODEL] = R.IMPACT_MODELS[model]
     prm[R.KP_IMPACT_COEF] = 1.0
@@ -60,7 +61,8 @@ def make_prm(model: str, *, fund: float = 1e12, volume: float = 1e8, depth: floa
     prm[R.KP_FUND0] = fund
     prm[R.KP_CLEARANCE] = 0.0125
     prm[R.KP_TAKER] = 0.0005
-    prm[R.KP_MAX_ROUNDS] = max_rounds if model != "none" else 0
+    prm[R.KP_MAX_ROUNDS] = max_rounds if model != "none" and not no_feedback else 0
+    prm[R.KP_NO_FEEDBACK] = 1.0 if no_feedback else 0.0
     prm[R.KP_DD_DIR] = -1
     prm[R.KP_BAR_MS] = bar_ms
     return prm
@@ -114,15 +116,16 @@ def path_through(rng: np.random.Generator, pop: dict, price: float, nbars: int) 
     funding_every=st.sampled_from([0, 3, 8]),
     half_life=st.sampled_from([1.0, 60.0, float("inf")]),
     bucket=st.sampled_from([1, 4, 256]),
+    no_feedback=st.booleans(),
 )
-def test_fast_equals_reference(seed, n, nbars, model, tick, near, fund, funding_every, half_life, bucket):
+def test_fast_equals_reference(seed, n, nbars, model, tick, near, fund, funding_every, half_life, bucket, no_feedback):
     rng = np.random.default_rng(seed)
     price = 100.0
     pop = tie_population(rng, n, price, tick or 0.0, near)
     closes = path_through(rng, pop, price, nbars)
     bars = make_bars(closes, 60_000, wig=float(rng.uniform(0, 0.01)), funding_every=funding_every, rate=float(rng.choice([1e-4, -3e-4, 0.01])))
     # small books so the impact matters: notional ~ n * 400 USD
-    prm = make_prm(model, fund=fund, volume=float(n) * 2e3, depth=float(n) * 50.0, half_life=half_life)
+    prm = make_prm(model, fund=fund, volume=float(n) * 2e3, depth=float(n) * 50.0, half_life=half_life, no_feedback=no_feedback)
     fast = run_kernel(pop, bars, prm, lists=build_lists(pop, bucket))
     ref = run_kernel(pop, bars, prm, reference=True)
     assert_same(fast, ref)
@@ -190,10 +193,19 @@ def test_flat_path_liquidates_nothing(model):
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), scale=st.floats(0.2, 0.95))
-def test_more_leverage_never_liquidates_less(seed, scale):
+@given(seed=st.integers(0, 2**31 - 1), scale=st.floats(0.2, 0.95), model=st.sampled_from(["none", "linear"]))
+def test_more_leverage_never_liquidates_less(seed, scale, model):
+    """Same positions with less margin: every position liquidated before is liquidated again, no
+    later. With feedback the law needs a one-sided book (longs: forced sells only push the price
+    down; with both sides short liquidations push it up and can rescue longs) and permanent,
+    additive impact (linear, no decay): a transient or concave (square-root) impact lets the
+    lower-leverage book's later, concentrated cascade dip deeper for a moment than the
+    higher-leverage book's earlier, spread-out one, so there is no such law for them."""
     rng = np.random.default_rng(seed)
     pop = synthetic_population(3000, price=100.0, seed=seed % 1000, stop_share=0.0)
+    if model != "none":
+        longs = pop["side"] > 0
+        pop = {k: v[longs].copy() for k, v in pop.items()}
     closes = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, 60)))
     bars = make_bars(closes, 60_000, wig=0.002, funding_every=20)
     hi = dict(pop)
@@ -202,7 +214,7 @@ def test_more_leverage_never_liquidates_less(seed, scale):
     cum = pop["maint_amount"]
     liq = (pop["entry"] * pop["qty"] - s * hi["margin"] - s * cum) / (pop["qty"] * (1 - s * pop["mmr"]))
     hi["liq_price"] = np.where(liq > 0, liq, 0.0)
-    prm = make_prm("none")
+    prm = make_prm(model, depth=5e4, half_life=float("inf"))
     a = run_kernel(pop, bars, prm)
     b = run_kernel(hi, bars, prm)
     was = a["exit_code"] == R.EXIT_LIQUIDATED
@@ -313,3 +325,42 @@ def test_adl_partial_selection_matches_full_ranking():
             k += 1
         assert list(rec[0][:nx]) == list(order[:k])
         assert closed == acc
+
+
+def test_replay_fills_pay_their_own_impact_but_do_not_move_the_path():
+    """Replay with an impact model: the same positions exit at the same times as with no impact
+    (the path is not moved, no second round), but forced sells fill lower and forced buys
+    higher, so a thin book and an empty fund leave deficits that ADL covers."""
+    pop = synthetic_population(20_000, price=100.0, seed=11)
+    rng = np.random.default_rng(11)
+    bars = make_bars(np.r_[100.0, 100.0 * np.exp(np.cumsum(rng.normal(-0.01, 0.01, 30)))], 60_000)
+    flat = run_kernel(pop, bars, make_prm("none", fund=0.0))
+    walk = run_kernel(pop, bars, make_prm("sqrt", fund=0.0, volume=2e6, no_feedback=True))
+    ref = run_kernel(pop, bars, make_prm("sqrt", fund=0.0, volume=2e6, no_feedback=True), reference=True)
+    assert_same(walk, ref)
+    liq_or_stop = np.isin(flat["exit_code"], [R.EXIT_LIQUIDATED, R.EXIT_STOPPED])
+    assert liq_or_stop.sum() > 100
+    assert np.array_equal(liq_or_stop, np.isin(walk["exit_code"], [R.EXIT_LIQUIDATED, R.EXIT_STOPPED]))
+    assert np.array_equal(flat["exit_ts"][liq_or_stop], walk["exit_ts"][liq_or_stop])
+    assert np.all(walk["exit_round"][liq_or_stop] == 0) and walk["stats"][R.ST_MAX_DEPTH] == 0
+    s = pop["side"][liq_or_stop]
+    worse = s * (walk["fill"][liq_or_stop] - flat["fill"][liq_or_stop])
+    assert np.all(worse <= 0) and np.any(worse < 0)
+    assert walk["stats"][R.ST_DD_SIM] == pytest.approx(walk["stats"][R.ST_DD_EXO])
+    assert walk["bar_i"][:, R.BI_DEFICIT].sum() > flat["bar_i"][:, R.BI_DEFICIT].sum()
+    assert walk["bar_i"][:, R.BI_ADL].sum() > 0
+    check_invariants(pop, bars, walk)
+
+
+@pytest.mark.parametrize("no_feedback", [False, True])
+def test_absurd_impact_parameters_keep_prices_finite(no_feedback):
+    """A linear book of $1 against millions of forced notional: the impact is capped
+    (records.MAX_IMPACT_LOG), so fills and prices stay finite and positive."""
+    pop = synthetic_population(5000, price=100.0, seed=4)
+    bars = make_bars(100 * np.exp(np.cumsum(np.full(40, -0.01))), 60_000)
+    out = run_kernel(pop, bars, make_prm("linear", depth=1.0, half_life=float("inf"), no_feedback=no_feedback))
+    hit = out["exit_code"] != R.EXIT_NONE
+    assert hit.any()
+    assert np.all(np.isfinite(out["fill"][hit])) and np.all(out["fill"][hit] > 0)
+    assert np.all(np.isfinite(out["bar_f"]))
+    check_invariants(pop, bars, out)

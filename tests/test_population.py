@@ -14,6 +14,8 @@ from types import SimpleNamespace
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from backtest import margin
 from backtest.params import ParamError, apply_overrides
@@ -404,3 +406,28 @@ def test_size_distribution_is_the_truncated_pareto():
     notional = a["entry"] * a["qty"]
     assert notional.min() >= lo_ * (1 - 1e-9)
     assert abs((notional > 10 * lo_).mean() - 10 ** -1.5) < 0.01
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**31 - 1), isolated_share=st.floats(0.0, 1.0), leverage_scale=st.floats(0.3, 3.0),
+       extra=st.floats(0.0, 3.0), long_share=st.floats(0.05, 0.95), stop_share=st.floats(0.0, 1.0))
+def test_property_margin_is_notional_over_leverage_and_sides_hold(seed, isolated_share, leverage_scale, extra, long_share, stop_share):
+    """On populations built with random settings: isolated margin = notional / leverage, cross
+    collateral = that x (1 + extra); leverage within [1, the entry tier's max]; a long's
+    liquidation price below entry, a short's above, and never beyond the bankruptcy price."""
+    p = PopulationParams(n_positions=3_000, seed=seed, isolated_share=isolated_share, leverage_scale=leverage_scale,
+                         cross_extra_collateral=extra, long_share=long_share, stop_share=stop_share)
+    a = build(p, target=2e9).arrays
+    notional = a["entry"] * a["qty"]
+    lev_f = a["leverage"].astype(np.float64)
+    iso = a["margin_mode"] == 0
+    np.testing.assert_allclose(a["margin"][iso], notional[iso] / lev_f[iso], rtol=1e-6)
+    np.testing.assert_allclose(a["margin"][~iso], (1 + extra) * notional[~iso] / lev_f[~iso], rtol=1e-6)
+    lo, hi, rate, cum, lev = margin.tier_arrays(btc_tiers())
+    t_entry = np.searchsorted(hi, notional, side="left")
+    assert np.all(lev_f >= 1) and np.all(lev_f <= lev[t_entry] * (1 + 1e-6))
+    s = a["side"].astype(np.float64)
+    bk = a["entry"] - s * a["margin"] / a["qty"]
+    liq = a["liq_price"]
+    assert np.all(s * (a["entry"] - liq) > 0)
+    assert np.all(s * (liq - bk) >= -1e-9 * a["entry"])  # triggers before the margin is gone

@@ -20,7 +20,10 @@ so the list's order holds. Cross positions are treated like isolated ones with t
 collateral (population simplification).
 
 Fills: the trigger level (clipped to the price the move started from), moved by the round's own
-impact when that impact goes against the position (forced sells fill lower, forced buys higher). Liquidations pay the clearance fee out of what margin remains into
+impact when that impact goes against the position (forced sells fill lower, forced buys higher).
+In replay (``KP_NO_FEEDBACK``) the forced orders of a path point still walk the book, so their
+fills pay that impact, but the path is not moved and no further round follows. The impact of
+one path point, and the endogenous offset ``E``, are capped at ``MAX_IMPACT_LOG``. Liquidations pay the clearance fee out of what margin remains into
 the insurance fund; a fill beyond the bankruptcy price is a deficit the fund covers; what it
 cannot cover is auto-deleveraged at the bar's end: opposite positions, highest ADL rank first
 (:func:`backtest.margin.adl_key_nb`), closed at the current price until their notional covers
@@ -69,6 +72,7 @@ from backtest.records import (
     EXIT_LIQUIDATED,
     EXIT_STOPPED,
     IMPACT_NONE,
+    MAX_IMPACT_LOG,
     IMPACT_SQRT,
     KP_BAR_MS,
     KP_CLEARANCE,
@@ -81,6 +85,7 @@ from backtest.records import (
     KP_IMPACT_COEF,
     KP_IMPACT_MODEL,
     KP_MAX_ROUNDS,
+    KP_NO_FEEDBACK,
     KP_SIGMA,
     KP_TAKER,
     KP_VOLUME,
@@ -125,6 +130,7 @@ def _impact(model, net_usd, coef, sigma, volume, depth):
         d = coef * sigma * np.sqrt(a / volume)
     else:  # IMPACT_LINEAR: |dP/P| = 1 % * Q / D, applied in log space
         d = 0.01 * a / depth
+    d = min(d, MAX_IMPACT_LOG)
     return d if net_usd > 0 else -d
 
 
@@ -315,6 +321,7 @@ def simulate_into_nb(
     dd_dir = prm[KP_DD_DIR]
     bar_ms = np.int64(prm[KP_BAR_MS])
     hl = prm[KP_HALF_LIFE_S]
+    no_feedback = prm[KP_NO_FEEDBACK] != 0.0
     dseg = 1.0
     if hl > 0.0 and np.isfinite(hl):
         dseg = 0.5 ** ((bar_ms / 3000.0) / hl)
@@ -512,9 +519,17 @@ def simulate_into_nb(
                 imp = _impact(model, qcum / USD_SCALE, coef, sigma, volume, depth)
                 dlog = imp - imp_prev
                 imp_prev = imp
+                if not no_feedback:  # the endogenous offset stays within +-MAX_IMPACT_LOG
+                    if E + dlog > MAX_IMPACT_LOG:
+                        dlog = MAX_IMPACT_LOG - E
+                    elif E + dlog < -MAX_IMPACT_LOG:
+                        dlog = -MAX_IMPACT_LOG - E
                 fac = np.exp(dlog)
-                p_after = p * fac if dlog != 0.0 else p
-                E += dlog
+                if no_feedback:  # replay: the orders walk the book, the observed path stays
+                    p_after = p
+                else:
+                    p_after = p * fac if dlog != 0.0 else p
+                    E += dlog
                 # ---- fills, fees, insurance fund ---------------------------------------
                 fund_in = np.int64(0)
                 def_l = np.int64(0)
@@ -587,8 +602,8 @@ def simulate_into_nb(
                     nu_short += np.int64(np.float64(unc) * (np.float64(dn_s) / np.float64(tot)))
                 if fund < fund_min:
                     fund_min = fund
-                if model == IMPACT_NONE or dlog == 0.0 or r >= max_rounds:
-                    if model != IMPACT_NONE and dlog != 0.0:
+                if model == IMPACT_NONE or no_feedback or dlog == 0.0 or r >= max_rounds:
+                    if model != IMPACT_NONE and not no_feedback and dlog != 0.0:
                         # cut by max_rounds while the price still moved: depth is truncated here
                         if bar_i[j, BI_AT_MAX_ROUNDS] == 0:
                             bars_cut += 1
