@@ -387,6 +387,9 @@ def price_page(bars: pl.DataFrame, replay_bars: pl.DataFrame | None, symbols: li
         ax1.plot(_dt(bs[c["ts"]]), 100 * (cl / op - 1), lw=1.0, label=short_sym(s))
     ax1.set_title("all symbols: change since the window opened")
     ax1.set_ylabel("change (%)")
+    # room below the lowest line for the legend, so it never hides a low
+    y0, y1 = ax1.get_ylim()
+    ax1.set_ylim(y0 - 0.45 * (y1 - y0), y1)
     ax1.legend(loc="lower left", ncol=min(5, len(symbols)))
 
     bucket_ms = common_bucket_ms(bars)
