@@ -36,19 +36,23 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def user_errors(fn: Callable) -> Callable:
-    """Turn user errors (UserError, ValueError, missing files) into one line and exit 2."""
+    """Turn user errors (UserError, ValueError) and operating-system errors (missing file,
+    permission, an existing file or a file where a folder should be, full disk) into one line
+    naming the problem and the path, and exit 2."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from backtest.errors import UserError
+        from backtest.errors import UserError, os_error_message
 
         try:
             return fn(*args, **kwargs)
         except typer.Exit:
             raise
-        except (UserError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as e:
+        except (UserError, ValueError) as e:
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             fail(msg)
+        except OSError as e:
+            fail(os_error_message(e))
         except KeyboardInterrupt:
             fail("interrupted; what was written before the interruption is kept", 130)
 
@@ -272,10 +276,13 @@ def population(
 
     from backtest.events import get_event
     from backtest.params import apply_overrides, parse_set_options
+    from backtest.paths import check_out_file
     from backtest.population import PopulationParams, build_population, population_summary
     from backtest.store import Store, safe_symbol
 
     (params,) = apply_overrides([PopulationParams()], parse_set_options(set_))
+    if out is not None:
+        check_out_file(out, suffix=".parquet")
     ev = get_event(event, store)
     if not symbol:
         symbols = [ev.symbols[0]]
@@ -283,8 +290,13 @@ def population(
         symbols = list(ev.symbols)
     else:
         symbols = list(symbol)
-    if out is not None and out.suffix.lower() != ".parquet":
-        fail(f"--out must name a .parquet file, got {out}")
+
+    def out_path(sym: str) -> Path:
+        return out if len(symbols) == 1 else out.with_name(f"{out.stem}_{safe_symbol(sym)}{out.suffix}")
+
+    if out is not None:  # every file this run will write, before the first population is built
+        for sym in symbols:
+            check_out_file(out_path(sym), suffix=".parquet")
     st = Store(store)
     for sym in symbols:
         pop = build_population(ev, sym, params, store=st)
@@ -320,8 +332,7 @@ def population(
             f"leverage histogram, {sym}",
         )
         if out is not None:
-            path = out if len(symbols) == 1 else out.with_name(f"{out.stem}_{safe_symbol(sym)}{out.suffix}")
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path = out_path(sym)
             pop.write_parquet(path)
             typer.echo(f"  wrote {path} ({len(pop):,} rows)")
 
@@ -357,6 +368,7 @@ def sweep(
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="Folder for results.parquet, heatmaps.pdf and sweep.json."),
     executor: str = typer.Option("processes", "--executor", help="serial, processes (all cores) or dask."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Address of a running dask scheduler (else a local cluster)."),
+    connect_timeout: float = typer.Option(5.0, "--connect-timeout", help="Seconds allowed to connect to --scheduler (connect and handshake)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes (default: one per core)."),
     chunk_size: Optional[int] = typer.Option(None, "--chunk-size", help="Combinations per task (default: about 4 tasks per worker)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the number of combinations and a time and memory estimate; run nothing else."),
@@ -378,7 +390,8 @@ def sweep(
     if out is None:
         fail("give --out DIR for the results (or --dry-run to only estimate)")
     check_out_dir(out)
-    res = run_sweep(spec, executor=executor, workers=workers, scheduler=scheduler, chunk_size=chunk_size, out=out, store=store)
+    res = run_sweep(spec, executor=executor, workers=workers, scheduler=scheduler, chunk_size=chunk_size, out=out, store=store,
+                    connect_timeout=connect_timeout)
     typer.echo(
         f"{spec.n_combinations} combinations on {res.executor} ({res.workers} worker{'s' if res.workers != 1 else ''}) in {res.seconds:.1f} s; "
         f"wrote {', '.join(str(p) for p in res.files)}"
@@ -393,8 +406,10 @@ def _run_sim(event: str, mode: str, symbol, config, set_, out, shock, store) -> 
 
     from backtest.params import parse_set_options
     from backtest.params import load_config
+    from backtest.paths import check_out_dir
     from backtest.simulate import run_event
 
+    check_out_dir(out)  # a bad --out fails now, not after the whole simulation
     overrides = {**load_config(config), **parse_set_options(set_)}
     symbols = list(symbol) if symbol else None
     t0 = time.perf_counter()

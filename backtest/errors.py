@@ -7,3 +7,28 @@ class UserError(Exception):
     The message is one line that names the problem and the fix; the CLI prints it to stderr
     and exits with status 2, never with a traceback.
     """
+
+
+def os_error_message(e: OSError) -> str:
+    """One line for an operating-system error (permission, existing file, a file where a folder
+    should be, full disk...): what failed, on which path, and what to do about it."""
+    import errno
+
+    paths = " -> ".join(str(p) for p in (e.filename, e.filename2) if p is not None)
+    text = str(e).strip()
+    why = (e.strerror or (text.splitlines()[0] if text else type(e).__name__)).strip()
+    fixes = {
+        errno.EACCES: "check its permissions or choose another path",
+        errno.EPERM: "check its permissions or choose another path",
+        errno.EEXIST: "remove it or choose another path",
+        errno.ENOTDIR: "a part of the path is a file, not a folder; choose another path",
+        errno.EISDIR: "it is a folder; give a file path",
+        errno.ENOENT: "check the path",
+        errno.ENOSPC: "free some space or write somewhere else",
+        errno.EDQUOT: "free some space or write somewhere else",
+        errno.EROFS: "the file system is read-only; write somewhere else",
+        errno.ENAMETOOLONG: "give a shorter path",
+    }
+    if not paths:  # not about a file (e.g. a network error): say what the system said
+        return why
+    return f"{paths}: {why}; {fixes.get(e.errno or -1, 'check the path and try again')}"

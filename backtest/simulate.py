@@ -725,9 +725,12 @@ class SimResult:
     heatmap: pl.DataFrame
 
     def write(self, out_dir: str | Path) -> Path:
-        """Write summary.json and the frames as Parquet into ``out_dir`` (created)."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        """Write summary.json and the frames as Parquet into ``out_dir`` (created if missing; its
+        parent folder must exist, see :func:`backtest.paths.check_out_dir`)."""
+        from backtest.paths import check_out_dir
+
+        out = check_out_dir(out_dir, error=SimError)
+        out.mkdir(exist_ok=True)
         (out / "summary.json").write_text(json.dumps(self.summary, indent=2, default=_json_default) + "\n")
         self.bars.write_parquet(out / "bars.parquet")
         self.liquidations.write_parquet(out / "liquidations.parquet")

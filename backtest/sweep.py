@@ -44,7 +44,8 @@ to each worker once: as the initialiser argument of each ``processes`` worker, o
 
 Executors: ``serial`` (this process), ``processes`` (default; a spawn-context process pool,
 one worker per core), ``dask`` (``scheduler`` = the address of a running scheduler, e.g.
-``tcp://10.0.0.5:8786``; else a ``LocalCluster`` of ``workers`` single-threaded processes).
+``tcp://10.0.0.5:8786``, given ``connect_timeout`` seconds, 5 by default, to connect and shake
+hands; else a ``LocalCluster`` of ``workers`` single-threaded processes).
 
 Each scenario asks the simulation for its summary only (``summary_only=True``, when the API
 offers it): a sweep keeps no per-bar or per-position frames.
@@ -53,7 +54,7 @@ offers it): a sweep keeps no per-bar or per-position frames.
 the grid changes population parameters) and prints the number of combinations, chunks, an
 estimated time (from perfect scaling over the workers to none) and memory.
 
-Outputs (``out`` folder, created with its parents): ``results.parquet`` (one row per
+Outputs (``out`` folder, created if missing; its parent folder must exist): ``results.parquet`` (one row per
 combination, keyed by ``combo`` and the grid's parameters, sorted by ``combo``, then one column
 per scalar summary metric, named ``result_NAME`` where a grid parameter has the metric's name,
 e.g. ``long_share``), ``heatmaps.pdf`` (the metric over two parameters, other parameters
@@ -100,7 +101,8 @@ SUMMARY_METRICS = (
 )
 #: metrics drawn on the extra heatmap pages when present
 HEATMAP_METRICS = ("liquidated_notional_usd", "long_share", "peak_minute_notional_usd", "max_cascade_depth", "amplification", "adl_notional_usd")
-DASK_CONNECT_TIMEOUT_S = 5
+#: seconds allowed for connecting to a running scheduler (TCP connect + dask handshake)
+DASK_CONNECT_TIMEOUT_S = 5.0
 
 
 class SweepError(UserError):
@@ -352,34 +354,115 @@ class _Bar:
 # ---------------------------------------------------------------------------------------------
 # running
 # ---------------------------------------------------------------------------------------------
-def _connect_dask(scheduler: str | None, workers: int):
-    """A dask Client: to ``scheduler`` (failing within seconds if it does not answer), else to a
-    new LocalCluster. Returns (client, cluster-or-None)."""
+def _connect_dask(scheduler: str | None, workers: int, timeout: float = DASK_CONNECT_TIMEOUT_S):
+    """A dask Client: to ``scheduler``, else to a new LocalCluster. Returns (client,
+    cluster-or-None, number of workers).
+
+    Connecting to ``scheduler`` has a hard deadline of ``timeout`` seconds for the whole connect
+    and handshake: ``Client(..., timeout=)`` bounds only the TCP connect, and a listener that
+    accepts but never speaks dask would keep it waiting for the handshake forever. So the Client
+    is built in a daemon thread that is given up on at the deadline (a client that connects after
+    that is closed at once). Any failure - no listener, silence, an answer that is not dask's
+    protocol - becomes one :class:`SweepError` line.
+    """
     try:
         from distributed import Client, LocalCluster
     except ImportError:  # pragma: no cover - dask is a dependency
         raise SweepError("the dask executor needs the 'distributed' package") from None
     if scheduler:
-        try:
-            return Client(scheduler, timeout=f"{DASK_CONNECT_TIMEOUT_S}s"), None
-        except (OSError, TimeoutError, ValueError) as e:
-            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise SweepError(f"cannot reach the dask scheduler at {scheduler} within {DASK_CONNECT_TIMEOUT_S} s ({why[:120]}); "
-                             "is it running? (start one with 'dask scheduler')") from None
+        client, n = _connect_scheduler(Client, scheduler, timeout)
+        return client, None, n
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
-    return Client(cluster), cluster
+    return Client(cluster), cluster, workers
+
+
+def _connect_scheduler(client_cls, scheduler: str, timeout: float):
+    import threading
+
+    if not (isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and 0 < timeout <= 3600):
+        raise SweepError(f"the dask connect timeout must be a number of seconds in (0, 3600], got {timeout!r}")
+    box: dict[str, Any] = {}
+    lock = threading.Lock()
+
+    def failed(e: BaseException) -> None:
+        # keep only what the message needs: the exception's traceback would keep the half-built
+        # Client alive until exit, whose __del__ then blocks the exit and prints a traceback
+        with lock:
+            box["error"] = (type(e).__name__, str(e).strip(), isinstance(e, (OSError, TimeoutError)))
+
+    class _Client(client_cls):  # type: ignore[misc, valid-type]
+        """A Client whose failed construction is not closed again at garbage collection: its
+        ``__del__`` would wait (twice the timeout) on a connection that is already broken and
+        print a traceback at exit."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self._backtest_failed = False
+            try:
+                super().__init__(*args, **kwargs)
+            except BaseException:
+                self._backtest_failed = True
+                raise
+
+        def __del__(self) -> None:
+            if getattr(self, "_backtest_failed", False):
+                return
+            try:
+                super().__del__()
+            except Exception:  # noqa: BLE001 - nothing to report at garbage collection
+                pass
+
+    def connect() -> None:
+        try:
+            # dask's own timeout (TCP connect, retried) ends a little earlier, so a refused
+            # connection is reported with its reason rather than as a silent deadline
+            c = _Client(scheduler, timeout=f"{0.8 * timeout:g}s")
+        except BaseException as e:  # noqa: BLE001 - reported to the caller below
+            failed(e)
+            return
+        try:  # the worker count is one more round trip: inside the deadline too
+            n_workers = len(c.scheduler_info().get("workers", {}))
+        except BaseException as e:  # noqa: BLE001
+            failed(e)
+            try:
+                c.close()
+            except Exception:  # noqa: BLE001
+                pass
+            return
+        with lock:
+            late = box.get("abandoned", False)
+            if not late:
+                box["client"] = (c, n_workers)
+        if late:  # the caller has given up: do not leak a connection
+            try:
+                c.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    t = threading.Thread(target=connect, name="backtest-dask-connect", daemon=True)
+    t.start()
+    t.join(timeout)
+    with lock:
+        if "client" in box:
+            return box["client"]
+        box["abandoned"] = True
+        err = box.get("error")
+    hint = "is it running, and is that its address? (start one with 'dask scheduler')"
+    if err is None:
+        raise SweepError(f"cannot reach the dask scheduler at {scheduler} within {timeout:g} s (no dask handshake); {hint}")
+    kind, text, unreachable = err
+    why = text.splitlines()[0] if text else kind
+    if unreachable:
+        raise SweepError(f"cannot reach the dask scheduler at {scheduler} within {timeout:g} s ({why[:120]}); {hint}")
+    raise SweepError(f"cannot use the dask scheduler at {scheduler}: connecting failed ({kind}: {why[:120]}); "
+                     "is that the address of a running dask scheduler (tcp://HOST:PORT)?")
 
 
 def check_out_dir(out: str | os.PathLike) -> Path:
-    """The output folder (created with its parents when the results are written, like
-    ``replay --out``); refused when it, or one of its parents, is an existing file."""
-    out = Path(out)
-    for p in (out, *out.parents):
-        if p.exists():
-            if not p.is_dir():
-                raise SweepError(f"output folder {out}: {p} exists and is not a folder; choose another --out")
-            break
-    return out
+    """The output folder: created when the results are written (like ``replay --out``), but only
+    inside a folder that exists; refused when it is an existing file (see ``backtest.paths``)."""
+    from backtest.paths import check_out_dir as check
+
+    return check(out, error=SweepError)
 
 
 def run_sweep(
@@ -393,8 +476,11 @@ def run_sweep(
     store: str | None = None,
     progress: Any = None,
     sim: Any = None,
+    connect_timeout: float = DASK_CONNECT_TIMEOUT_S,
 ) -> SweepResult:
-    """Run every combination of ``spec`` and return the results table (written to ``out``)."""
+    """Run every combination of ``spec`` and return the results table (written to ``out``).
+
+    ``connect_timeout``: seconds allowed for connecting to ``scheduler`` (connect + handshake)."""
     if executor not in EXECUTORS:
         raise SweepError(f"unknown executor {executor!r}{suggest(executor, list(EXECUTORS))}; use serial, processes or dask")
     if scheduler and executor != "dask":
@@ -411,9 +497,8 @@ def run_sweep(
 
     client = cluster = None
     if executor == "dask":  # connect first: an unreachable scheduler fails before any work
-        client, cluster = _connect_dask(scheduler, workers)
-        if scheduler:
-            workers = max(1, len(client.scheduler_info().get("workers", {})) or workers)
+        client, cluster, n_workers = _connect_dask(scheduler, workers, connect_timeout)
+        workers = max(1, n_workers or workers)
     try:
         t = time.perf_counter()
         prepared = simulate.prepare(spec.event, spec.base or None, symbols=spec.symbols, store=store)
@@ -513,8 +598,10 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def write_outputs(res: SweepResult, out_dir: Path, sim: Any = None) -> list[Path]:
-    """``results.parquet``, ``heatmaps.pdf`` and ``sweep.json`` in ``out_dir`` (atomic writes)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """``results.parquet``, ``heatmaps.pdf`` and ``sweep.json`` in ``out_dir`` (atomic writes;
+    the folder is created if missing, its parent must exist)."""
+    out_dir = check_out_dir(out_dir)
+    out_dir.mkdir(exist_ok=True)
     spec = res.spec
     files = []
     # draw first: a plotting failure must not leave a results table without its report

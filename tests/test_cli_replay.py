@@ -49,3 +49,69 @@ def test_bad_input_exits_2(committed_store, tmp_path):
         assert r.exit_code == 2, (args, r.output)
         lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
         assert len(lines) == 1 and lines[0].startswith("error:"), (args, r.output)
+
+
+def _no_simulation(monkeypatch):
+    """Make any simulation fail loudly: a bad --out must be refused before one starts."""
+    import backtest.simulate as simulate
+
+    def boom(*a, **k):
+        raise AssertionError("simulated although --out was bad")
+
+    monkeypatch.setattr(simulate, "run_event", boom)
+
+
+def test_bad_out_is_refused_before_simulating(tmp_path, monkeypatch):
+    _no_simulation(monkeypatch)
+    (tmp_path / "file").write_text("keep me")
+    cases = [
+        (["replay", "2025-10-10", "--out", str(tmp_path / "file")], "exists and is not a folder"),
+        (["cascade", "2025-10-10", "--out", str(tmp_path / "file" / "x")], "is a file, not a folder"),
+        (["replay", "2025-10-10", "--out", str(tmp_path / "missing" / "deeper" / "r")], "does not exist; create it first"),
+    ]
+    for args, message in cases:
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2, (args, r.output)
+        lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: --out") and message in lines[0], (args, r.output)
+    assert (tmp_path / "file").read_text() == "keep me"
+    assert not (tmp_path / "missing").exists()
+
+
+def test_out_folder_is_created_in_an_existing_folder(committed_store, tmp_path):
+    """The --out folder itself is created; an existing folder is written into."""
+    for out in (tmp_path / "new", tmp_path):
+        r = runner.invoke(app, ["replay", "2025-10-10", "--symbol", "BTC/USDT:USDT", "--set", "n_positions=20000", "--out", str(out),
+                                "--store", str(committed_store)])
+        assert r.exit_code == 0, r.output
+        assert (out / "summary.json").exists()
+
+
+def test_operating_system_errors_are_one_line_naming_the_path(capsys):
+    """Whatever OSError escapes a command (permission, existing file, full disk...) is one line,
+    exit 2, naming the path and what to do."""
+    import errno
+
+    import pytest
+    import typer
+
+    from backtest.cli import user_errors
+
+    cases = [
+        (PermissionError(errno.EACCES, "Permission denied", "/data/out/summary.json"), "/data/out/summary.json: Permission denied; check its permissions"),
+        (FileExistsError(errno.EEXIST, "File exists", "/etc/passwd"), "/etc/passwd: File exists; remove it or choose another path"),
+        (NotADirectoryError(errno.ENOTDIR, "Not a directory", "/etc/passwd/x"), "/etc/passwd/x: Not a directory; a part of the path is a file"),
+        (OSError(errno.ENOSPC, "No space left on device", "/full/bars.parquet"), "/full/bars.parquet: No space left on device; free some space"),
+        (OSError("IOError: disk quota exceeded"), "IOError: disk quota exceeded"),
+    ]
+    for exc, message in cases:
+
+        @user_errors
+        def command():
+            raise exc
+
+        with pytest.raises(typer.Exit) as e:
+            command()
+        assert e.value.exit_code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err

@@ -431,3 +431,31 @@ def test_property_margin_is_notional_over_leverage_and_sides_hold(seed, isolated
     liq = a["liq_price"]
     assert np.all(s * (a["entry"] - liq) > 0)
     assert np.all(s * (liq - bk) >= -1e-9 * a["entry"])  # triggers before the margin is gone
+
+
+def test_cli_population_bad_out_is_refused_before_building(tmp_path, monkeypatch):
+    """--out FILE: its folder must exist and be a folder, the file must not be a folder, it must
+    end in .parquet; checked before any population is built, one line, exit 2."""
+    from typer.testing import CliRunner
+
+    import backtest.population as population
+    from backtest.cli import app
+
+    def boom(*a, **k):
+        raise AssertionError("built a population although --out was bad")
+
+    monkeypatch.setattr(population, "build_population", boom)
+    (tmp_path / "file").write_text("keep me")
+    (tmp_path / "dir.parquet").mkdir()
+    cases = [
+        (tmp_path / "file" / "x.parquet", "is a file, not a folder"),
+        (tmp_path / "missing" / "x.parquet", "does not exist; create it first"),
+        (tmp_path / "dir.parquet", "is a folder; give a file path"),
+        (tmp_path / "x.csv", "must end in .parquet"),
+    ]
+    for out, message in cases:
+        r = CliRunner().invoke(app, ["population", "2025-10-10", "--out", str(out)])
+        assert r.exit_code == 2, (out, r.output)
+        lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: --out") and message in lines[0], (out, r.output)
+    assert (tmp_path / "file").read_text() == "keep me" and not (tmp_path / "missing").exists()

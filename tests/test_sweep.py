@@ -163,11 +163,109 @@ def test_unreachable_scheduler_fails_fast_and_writes_nothing(tmp_path):
 
 
 def test_output_folder_is_created_like_replay_out_but_not_over_a_file(tmp_path):
-    res = run_sweep(_fake_spec(), executor="serial", out=tmp_path / "new" / "out", sim=fake, progress=False)
-    assert (tmp_path / "new" / "out" / "results.parquet") in res.files
+    """The --out folder itself may be created, but only inside a folder that exists (as for
+    replay/cascade --out); a missing parent or a file in the way is refused before any work."""
+    res = run_sweep(_fake_spec(), executor="serial", out=tmp_path / "out", sim=fake, progress=False)
+    assert (tmp_path / "out" / "results.parquet") in res.files
+    with pytest.raises(SweepError, match=r"folder \S*new.deeper does not exist; create it first"):
+        run_sweep(_fake_spec(), executor="serial", out=tmp_path / "new" / "deeper" / "out", sim=fake, progress=False)
+    assert not (tmp_path / "new").exists()
     (tmp_path / "file").write_text("x")
-    with pytest.raises(SweepError, match="is not a folder"):
+    with pytest.raises(SweepError, match="is a file, not a folder"):
         run_sweep(_fake_spec(), executor="serial", out=tmp_path / "file" / "out", sim=fake, progress=False)
+    with pytest.raises(SweepError, match="exists and is not a folder"):
+        run_sweep(_fake_spec(), executor="serial", out=tmp_path / "file", sim=fake, progress=False)
+    assert (tmp_path / "file").read_text() == "x"
+
+
+@pytest.fixture
+def silent_listener():
+    """A TCP listener on 127.0.0.1 that accepts connections and never says a word (not dask)."""
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    conns, stop = [], threading.Event()
+
+    def accept():
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conns.append(srv.accept()[0])
+            except OSError:
+                continue
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    yield f"tcp://127.0.0.1:{srv.getsockname()[1]}"
+    stop.set()
+    t.join(5)
+    for c in conns:
+        c.close()
+    srv.close()
+
+
+def test_silent_scheduler_address_fails_within_the_deadline(tmp_path, silent_listener):
+    """A listener that accepts but never speaks dask: dask's own timeout does not cover the
+    handshake, the sweep's hard deadline does."""
+    t = time.perf_counter()
+    with pytest.raises(SweepError, match=r"cannot reach the dask scheduler at tcp://127.0.0.1:\d+ within 1 s \(no dask handshake\)"):
+        run_sweep(_fake_spec(), executor="dask", scheduler=silent_listener, out=tmp_path / "out", sim=fake, progress=False,
+                  connect_timeout=1)
+    assert time.perf_counter() - t < 10
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(not HAVE_SIM, reason="needs backtest.simulate")
+def test_cli_silent_scheduler_exits_2_and_leaves_out_alone(tmp_path, silent_listener):
+    f = _write(tmp_path, 'event = "2025-10-10"\n[grid]\nseed = [1, 2]\n')
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("earlier results")
+    t = time.perf_counter()
+    r = _cli("sweep", f, "--executor", "dask", "--scheduler", silent_listener, "--out", out)
+    assert time.perf_counter() - t < 20
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot reach the dask scheduler" in lines[0] and "within 5 s" in lines[0], r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"] and (out / "keep.txt").read_text() == "earlier results"
+    r = _cli("sweep", f, "--executor", "dask", "--scheduler", silent_listener, "--connect-timeout", "0", "--out", out)
+    assert r.returncode == 2 and "connect timeout" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_scheduler_answering_garbage_is_one_line(tmp_path):
+    """A listener that answers bytes that are not dask's protocol (it made numpy raise before)."""
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    conns = []
+
+    def serve():
+        try:
+            while True:
+                c = srv.accept()[0]
+                conns.append(c)
+                c.sendall(b"\xff" * 64 + b"HTTP/1.0 200 OK\r\n\r\n" * 50)
+        except OSError:
+            pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        t = time.perf_counter()
+        with pytest.raises(SweepError, match=r"dask scheduler at tcp://127.0.0.1:\d+"):
+            run_sweep(_fake_spec(), executor="dask", scheduler=f"tcp://127.0.0.1:{srv.getsockname()[1]}", out=tmp_path / "out",
+                      sim=fake, progress=False, connect_timeout=2)
+        assert time.perf_counter() - t < 10
+        assert not (tmp_path / "out").exists()
+    finally:
+        srv.close()
+        for c in conns:
+            c.close()
 
 
 def test_sweep_pdf_is_reproducible(tmp_path, monkeypatch):
@@ -200,7 +298,8 @@ def _write(tmp_path, text):
         ('event = "2025-10-10"\n[grid]\n', [], "the grid is empty"),
         ('event = "nope"\n[grid]\nseed = [1]\n', [], "unknown event 'nope'"),
         ('event = "2025-10-10"\n[grid]\nseed = [1, 2]\n', ["--executor", "dask", "--scheduler", "tcp://127.0.0.1:9", "--out", "OUT"], "cannot reach the dask scheduler"),
-        ('event = "2025-10-10"\n[grid]\nseed = [1]\n', ["--out", "FILE/x"], "is not a folder"),
+        ('event = "2025-10-10"\n[grid]\nseed = [1]\n', ["--out", "FILE/x"], "is a file, not a folder"),
+        ('event = "2025-10-10"\n[grid]\nseed = [1]\n', ["--out", "OUT/missing/deeper/sw"], "does not exist; create it first"),
         ('event = "2025-10-10"\n[grid]\nseed = [1]\n', ["--executor", "threads", "--out", "OUT"], "unknown executor 'threads'"),
     ],
 )
@@ -210,7 +309,8 @@ def test_cli_user_errors(tmp_path, text, extra, message):
         pytest.skip("needs backtest.simulate")
     f = _write(tmp_path, text)
     (tmp_path / "file").write_text("not a folder")
-    extra = [str(tmp_path / "out") if a == "OUT" else str(tmp_path / "file" / "x") if a == "FILE/x" else a for a in extra]
+    extra = [str(tmp_path / "out") if a == "OUT" else str(tmp_path / "file" / "x") if a == "FILE/x"
+             else str(tmp_path / "out" / "missing" / "deeper" / "sw") if a == "OUT/missing/deeper/sw" else a for a in extra]
     t = time.perf_counter()
     r = _cli("sweep", f, *extra)
     assert r.returncode == 2, r.stderr

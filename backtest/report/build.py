@@ -85,16 +85,14 @@ class Steps:
 
 
 def check_output(out: Path, *, default: bool) -> Path:
-    """Refuse an output path in a folder that does not exist (the default folder is created)."""
+    """Refuse an output path in a folder that does not exist (the default folder is created);
+    the rule shared by every command that writes: :func:`backtest.paths.check_out_file`."""
+    from backtest.paths import check_out_file
+
     out = Path(out)
-    if out.suffix.lower() != ".pdf":
-        raise UserError(f"report output {out} must end in .pdf")
-    parent = out.parent if str(out.parent) else Path(".")
-    if default:
-        parent.mkdir(parents=True, exist_ok=True)
-    elif not parent.is_dir():
-        raise UserError(f"folder {parent} does not exist; create it first or choose another -o path")
-    return out
+    if default and out.suffix.lower() == ".pdf":
+        (out.parent if str(out.parent) else Path(".")).mkdir(parents=True, exist_ok=True)
+    return check_out_file(out, suffix=".pdf", option="-o")
 
 
 def _sim_module(sim):

@@ -1,0 +1,59 @@
+"""Output-path checks shared by every command that writes (replay, cascade, population, sweep,
+report): run before any work, so a bad path fails in a second with one line (exit 2) instead of
+after the whole simulation, and nothing is half-written.
+
+The rule is the same everywhere: an output folder may be created, but only inside a folder that
+exists (an output path in a missing folder is a mistake, not a request to build a tree); an output
+file goes into an existing folder and must not be a folder itself.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from backtest.errors import UserError
+
+
+def _parent(p: Path) -> Path:
+    return p.parent if str(p.parent) else Path(".")
+
+
+def _check_parent(out: Path, option: str, error: type[Exception]) -> None:
+    parent = _parent(out)
+    if not parent.exists():
+        raise error(f"{option} {out}: folder {parent} does not exist; create it first or choose another {option}")
+    if not parent.is_dir():
+        raise error(f"{option} {out}: {parent} is a file, not a folder; choose another {option}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise error(f"{option} {out}: no permission to write in {parent}; choose another {option}")
+
+
+def check_out_dir(out: str | os.PathLike, *, option: str = "--out", error: type[Exception] = UserError) -> Path:
+    """An output folder: an existing, writable folder, or a new one inside an existing folder
+    (created later, by the writer). Raises ``error`` with one line otherwise. Creates nothing."""
+    out = Path(out)
+    if out.exists():
+        if not out.is_dir():
+            raise error(f"{option} {out} exists and is not a folder; give a folder (it is created if missing) or choose another {option}")
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise error(f"{option} {out}: no permission to write in this folder; choose another {option}")
+        return out
+    _check_parent(out, option, error)
+    return out
+
+
+def check_out_file(
+    out: str | os.PathLike, *, suffix: str | None = None, option: str = "--out", error: type[Exception] = UserError
+) -> Path:
+    """An output file: ends in ``suffix`` (e.g. ``".parquet"``) when given, is not a folder, and
+    its folder exists. Raises ``error`` with one line otherwise. Creates nothing."""
+    out = Path(out)
+    if suffix and out.suffix.lower() != suffix:
+        raise error(f"{option} {out} must end in {suffix}; give a {suffix} file path")
+    if out.is_dir():
+        raise error(f"{option} {out} is a folder; give a file path{' ending in ' + suffix if suffix else ''}")
+    _check_parent(out, option, error)
+    if out.exists() and not os.access(out, os.W_OK):
+        raise error(f"{option} {out} exists and is not writable; choose another {option}")
+    return out
