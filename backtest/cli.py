@@ -407,9 +407,11 @@ def _run_sim(event: str, mode: str, symbol, config, set_, out, shock, store) -> 
     from backtest.params import parse_set_options
     from backtest.params import load_config
     from backtest.paths import check_out_dir
-    from backtest.simulate import run_event
+    from backtest.simulate import parse_shock, run_event
 
     check_out_dir(out)  # a bad --out fails now, not after the whole simulation
+    if shock is not None:
+        parse_shock(shock, 0)  # its form (the window is checked once the event is loaded)
     overrides = {**load_config(config), **parse_set_options(set_)}
     symbols = list(symbol) if symbol else None
     t0 = time.perf_counter()

@@ -163,7 +163,10 @@ _SHOCK_RE = re.compile(r"^\s*([+-]?\d+(?:\.\d+)?)\s*(%?)\s*(?:@\s*(\S+))?\s*$")
 
 
 def parse_shock(text: str, default_ms: int | None = None) -> tuple[float, int]:
-    """``"-5%@2025-10-10T21:00Z"`` -> (-0.05, UTC ms). Without ``@time``, ``default_ms``."""
+    """``"-5%@2025-10-10T21:00Z"`` -> (-0.05, UTC ms). Without ``@time``, ``default_ms``. A time
+    without a zone is refused, with the corrected option in the message."""
+    from datetime import datetime
+
     from backtest.store import to_ms
 
     m = _SHOCK_RE.match(text or "")
@@ -179,10 +182,17 @@ def parse_shock(text: str, default_ms: int | None = None) -> tuple[float, int]:
         if default_ms is None:
             raise SimError(f"shock {text!r} has no time; give e.g. -5%@2025-10-10T21:00Z")
         return value, int(default_ms)
+    move = f"{m.group(1)}{m.group(2)}"
+    try:
+        naive = datetime.fromisoformat(when).tzinfo is None and "T" in when
+    except ValueError:
+        naive = False
+    if naive:  # times are UTC and must say so (as everywhere else); say exactly how
+        raise SimError(f"time of --shock {when!r} has no zone; add Z for UTC: --shock={move}@{when}Z")
     try:
         return value, to_ms(when.replace("Z", "+00:00") if when.endswith("Z") else when)
     except Exception:
-        raise SimError(f"cannot read the time of shock {text!r}; give ISO-8601 UTC, e.g. 2025-10-10T21:00Z") from None
+        raise SimError(f"cannot read the time of shock {text!r}; give ISO-8601 UTC, e.g. --shock={move}@2025-10-10T21:00Z") from None
 
 
 # ------------------------------------------------------------------------------------------

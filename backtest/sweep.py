@@ -71,6 +71,7 @@ import json
 import math
 import os
 import pickle
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -233,15 +234,39 @@ def parse_sweep(raw: dict, *, source: str = "<sweep>", set_overrides: dict | Non
             raise SweepError(f"{source}: [output] {axis} = {v!r} is not a grid parameter{suggest(str(v), names)}")
     if x is not None and x == y:
         raise SweepError(f"{source}: [output] x and y are both {x!r}; choose two different grid parameters")
+    shock = raw.get("shock")
+    if shock is not None:
+        _check_shock(shock, mode, ev, source)
     symbols = raw.get("symbols")
     if symbols is not None:
         bad = [s for s in symbols if s not in ev.symbols]
         if bad:
             raise SweepError(f"{source}: symbols {bad} are not symbols of event {ev.id} ({', '.join(ev.symbols)})")
     return SweepSpec(
-        event=ev.id, mode=mode, shock=raw.get("shock"), symbols=list(symbols) if symbols else None,
+        event=ev.id, mode=mode, shock=shock, symbols=list(symbols) if symbols else None,
         base=base, grid=grid, metric=metric, x=x, y=y, source=source,
     )
+
+
+def _check_shock(shock: Any, mode: str, ev: Any, source: str) -> None:
+    """A bad shock fails when the file is read, not in every worker after the event is built."""
+    if not isinstance(shock, str):
+        raise SweepError(f"{source}: shock must be a string such as \"-5%@2025-10-10T21:00:00Z\", got {shock!r}")
+    if mode != "cascade":
+        raise SweepError(f"{source}: a shock needs mode = \"cascade\" (mode is {mode!r})")
+    try:
+        from backtest.simulate import parse_shock
+    except ImportError:  # pragma: no cover - the simulation checks it itself
+        return
+    try:
+        _, ms = parse_shock(shock, getattr(ev, "core_start_ms", None))
+    except UserError as e:  # its fixes are written as the option; here it is the file's key
+        msg = re.sub(r"--shock[= ](\S+)", r'shock = "\1"', str(e).replace("time of --shock", "time of shock"))
+        raise SweepError(f"{source}: {msg}") from None
+    if not ev.start_ms <= ms < ev.end_ms:
+        from backtest.store import ms_to_iso
+
+        raise SweepError(f"{source}: shock time {ms_to_iso(ms)} is outside the event window {ev.start_iso} → {ev.end_iso}")
 
 
 # ---------------------------------------------------------------------------------------------

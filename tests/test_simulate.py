@@ -141,3 +141,30 @@ def test_simparams_validate():
     for bad in ({"impact_model": "cubic"}, {"depth_usd_1pct": -5.0}, {"max_rounds": -1}, {"bucket_pct": 0.0}):
         with pytest.raises(ValueError):
             SimParams(**bad).validate()
+
+
+def test_shock_time_without_zone_says_how_to_fix_it():
+    """DESIGN §10 writes -5%@2025-10-10T21:00; times without a zone are refused everywhere, so
+    the message gives the exact option to type instead."""
+    for text, fixed in (("-5%@2025-10-10T21:00", "--shock=-5%@2025-10-10T21:00Z"),
+                        ("+2.5%@2025-10-10T21:15:30", "--shock=+2.5%@2025-10-10T21:15:30Z")):
+        with pytest.raises(SimError) as e:
+            parse_shock(text)
+        when = text.split("@")[1]
+        assert str(e.value) == f"time of --shock {when!r} has no zone; add Z for UTC: {fixed}"
+        assert parse_shock(fixed.removeprefix("--shock="))[1] > 0
+    with pytest.raises(SimError, match="cannot read the time of shock"):
+        parse_shock("-5%@notatime")
+
+
+def test_cli_zone_less_shock_is_one_line_before_simulating(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import backtest.simulate as simulate
+    from backtest.cli import app
+
+    monkeypatch.setattr(simulate, "run_event", lambda *a, **k: pytest.fail("simulated with a bad --shock"))
+    r = CliRunner().invoke(app, ["cascade", "2025-10-10", "--shock=-5%@2025-10-10T21:00", "--out", str(tmp_path / "c")])
+    assert r.exit_code == 2, r.output
+    assert r.output.strip() == "error: time of --shock '2025-10-10T21:00' has no zone; add Z for UTC: --shock=-5%@2025-10-10T21:00Z"
+    assert not (tmp_path / "c").exists()

@@ -85,6 +85,24 @@ def test_bad_sweep_files_are_refused_with_one_line(raw, message):
     assert isinstance(e.value, UserError)
 
 
+@pytest.mark.skipif(not HAVE_SIM, reason="needs backtest.simulate")
+@pytest.mark.parametrize(
+    "shock, message",
+    [
+        ("-5%@2025-10-10T21:00", 'time of shock \'2025-10-10T21:00\' has no zone; add Z for UTC: shock = "-5%@2025-10-10T21:00Z"'),
+        ("-5@2025-10-10T21:00Z", "needs a percent sign"),
+        ("-5%@2025-10-12T21:00Z", "outside the event window"),
+    ],
+)
+def test_bad_shock_is_refused_when_the_file_is_read(shock, message):
+    with pytest.raises(SweepError) as e:
+        parse_sweep({"event": "2025-10-10", "shock": shock, "grid": {"seed": [1, 2]}}, sim=fake)
+    assert message in str(e.value)
+    with pytest.raises(SweepError, match='a shock needs mode = "cascade"'):
+        parse_sweep({"event": "2025-10-10", "mode": "replay", "shock": "-5%@2025-10-10T21:00Z", "grid": {"seed": [1, 2]}}, sim=fake)
+    assert parse_sweep({"event": "2025-10-10", "shock": "-5%@2025-10-10T21:00Z", "grid": {"seed": [1, 2]}}, sim=fake).shock == "-5%@2025-10-10T21:00Z"
+
+
 def test_grid_values_are_coerced_to_the_parameter_type():
     spec = parse_sweep({"event": "2025-10-10", "grid": {"leverage_scale": [1, 2]}}, sim=fake)
     assert spec.grid["leverage_scale"] == [1.0, 2.0]
