@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import os
 import tomllib
 from pathlib import Path
@@ -35,13 +36,63 @@ def suggest(name: str, valid: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def coerce(value: Any, like: Any, name: str) -> Any:
-    """Convert ``value`` (often a string from the command line) to the type of ``like``."""
+#: words that mean "derive it from the data" for a parameter whose default is None
+AUTO_WORDS = ("auto", "null", "none")
+
+
+def _annotation(f: dataclasses.Field) -> str:
+    return f.type if isinstance(f.type, str) else repr(f.type)
+
+
+def coerce(value: Any, like: Any, name: str, kind: str | None = None) -> Any:
+    """Convert ``value`` (often a string from the command line) to the type of ``like``.
+
+    ``kind`` is the field's annotation (e.g. ``"float | None"``): a parameter whose default is
+    None means "derived from the data" and takes ``auto`` (or ``null``/``none``) for that, or a
+    number when its annotation says so. Booleans are refused for numeric parameters (``true`` is
+    not 1.0); an integer parameter takes a whole float (``1e6``) but not ``1.5``.
+    """
+    numeric_kind = kind or ""
+    # optional by its declaration, not by its current value (a sweep applies the grid to a base
+    # that may already hold a number for it)
+    optional = like is None or "None" in numeric_kind or "Optional" in numeric_kind
+    is_float = isinstance(like, float) or (optional and "float" in numeric_kind)
+    is_int = (isinstance(like, int) and not isinstance(like, bool)) or (optional and not is_float and "int" in numeric_kind)
+    text = value.strip() if isinstance(value, str) else None
+    if optional and (value is None or (text is not None and text.lower() in AUTO_WORDS)):
+        return None
+    example = f"a number, or {name}=auto to derive it from the data" if optional else f"e.g. {name}={json.dumps(like) if not isinstance(like, str) else like}"
+
+    def bad(what: str) -> ParamError:
+        return ParamError(f"parameter {name!r}: cannot read {value!r} as {what}; give {example}")
+
+    if is_float or is_int:
+        what = "a number" if is_float else "a whole number"
+        if isinstance(value, bool) or (text is not None and text.lower() in ("true", "false", "yes", "no", "on", "off")):
+            raise bad(what)
+        if text is not None:
+            try:
+                v: Any = float(text.rstrip("%")) / 100.0 if is_float and text.endswith("%") else float(text)
+            except ValueError:
+                raise bad(what) from None
+            if is_int:
+                try:
+                    v = int(text)
+                except ValueError:
+                    pass
+        else:
+            v = value
+        if not isinstance(v, (int, float)):
+            raise bad(what)
+        if is_float:
+            return float(v)
+        if isinstance(v, float):
+            if not (math.isfinite(v) and v == int(v)):
+                raise bad(what)
+            return int(v)
+        return v
     if not isinstance(value, str):
-        if isinstance(like, float) and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
         return value
-    text = value.strip()
     try:
         if isinstance(like, bool):
             if text.lower() in ("1", "true", "yes", "on"):
@@ -49,11 +100,7 @@ def coerce(value: Any, like: Any, name: str) -> Any:
             if text.lower() in ("0", "false", "no", "off"):
                 return False
             raise ValueError(text)
-        if isinstance(like, int):
-            return int(text)
-        if isinstance(like, float):
-            return float(text.rstrip("%")) / 100.0 if text.endswith("%") else float(text)
-        if isinstance(like, (dict, list, tuple)) or like is None:
+        if isinstance(like, (dict, list, tuple)) or optional:
             parsed = json.loads(text)
             if isinstance(parsed, dict):
                 # JSON object keys are strings: leverage mixes are keyed by numbers.
@@ -85,8 +132,9 @@ def apply_overrides(groups: list[Any], overrides: Mapping[str, Any]) -> list[Any
     changes: list[dict[str, Any]] = [{} for _ in groups]
     for name, value in overrides.items():
         for i, g in enumerate(groups):
-            if name in {f.name for f in dataclasses.fields(g)}:
-                changes[i][name] = coerce(value, getattr(g, name), name)
+            fields = {f.name: f for f in dataclasses.fields(g)}
+            if name in fields:
+                changes[i][name] = coerce(value, getattr(g, name), name, _annotation(fields[name]))
                 break
         else:
             raise ParamError(f"unknown parameter {name!r}{suggest(name, valid)}")
@@ -121,15 +169,23 @@ def as_dict(*groups: Any) -> dict[str, Any]:
     return d
 
 
-def read_toml(path: str | os.PathLike, what: str, error: type[Exception] = UserError) -> dict[str, Any]:
-    """Parse a TOML file, raising ``error`` with one line naming ``what`` and the file."""
+def read_toml(path: str | os.PathLike, what: str, error: type[Exception] = UserError, example: str | None = None) -> dict[str, Any]:
+    """Parse a TOML file, raising ``error`` with one line naming ``what`` and the file (a folder,
+    a missing or unreadable file, a file that is not TOML text)."""
     p = Path(path)
+    eg = f", e.g. {example}" if example else ""
+    if p.is_dir():
+        raise error(f"{what} {p} is a folder; a {what} (TOML) is expected{eg}")
     if not p.is_file():
-        raise error(f"{what} {p} does not exist")
+        raise error(f"{what} {p} does not exist{'; give a ' + what + ' (TOML)' + eg if example else ''}")
     try:
-        return tomllib.loads(p.read_text())
+        return tomllib.loads(p.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
-        raise error(f"{what} {p} does not parse: {e}") from None
+        raise error(f"{what} {p} does not parse: {str(e).splitlines()[0] if str(e) else e}") from None
+    except UnicodeDecodeError:
+        raise error(f"{what} {p} is not a text file; a {what} (TOML) is expected{eg}") from None
+    except OSError as e:
+        raise error(f"{what} {p} cannot be read ({e.strerror or e}); check its permissions") from None
 
 
 def load_config(path: str | os.PathLike | None) -> dict[str, Any]:

@@ -144,9 +144,11 @@ class PopulationParams:
     def validate(self) -> None:
         """Raise ``ValueError`` (one line) for out-of-range values."""
 
-        def frac(name: str, v: Any) -> None:
-            if v is not None and not (isinstance(v, (int, float)) and 0.0 <= float(v) <= 1.0):
-                raise ValueError(f"{name} must be between 0 and 1, got {v!r}")
+        def frac(name: str, v: Any, allow_none: bool = False) -> None:
+            if v is None and allow_none:
+                return
+            if isinstance(v, bool) or not (isinstance(v, (int, float)) and 0.0 <= float(v) <= 1.0):
+                raise ValueError(f"{name} must be between 0 and 1{' or auto (derived from the data)' if allow_none else ''}, got {v!r}")
 
         def pos(name: str, v: Any, allow_none: bool = False, strict: bool = True) -> None:
             if v is None and allow_none:
@@ -160,7 +162,7 @@ class PopulationParams:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         if not isinstance(self.n_positions, int) or isinstance(self.n_positions, bool) or self.n_positions < 1:
             raise ValueError(f"n_positions must be a positive integer, got {self.n_positions!r}")
-        frac("long_share", self.long_share)
+        frac("long_share", self.long_share, allow_none=True)
         frac("isolated_share", self.isolated_share)
         frac("stop_share", self.stop_share)
         pos("leverage_scale", self.leverage_scale)
@@ -168,6 +170,8 @@ class PopulationParams:
         pos("open_interest_usd", self.open_interest_usd, allow_none=True)
         pos("cross_extra_collateral", self.cross_extra_collateral, strict=False)
         pos("stop_distance", self.stop_distance)
+        if not self.stop_distance < 1.0:  # a fraction of the entry price: 1 puts a long's stop at 0
+            raise ValueError(f"stop_distance is a fraction of the entry price and must be between 0 and 1 (exclusive), got {self.stop_distance!r}")
         pos("size_tail_alpha", self.size_tail_alpha)
         pos("size_min_usd", self.size_min_usd)
         pos("size_max_usd", self.size_max_usd)

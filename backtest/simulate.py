@@ -126,6 +126,8 @@ class SimParams:
         if self.depth_usd_1pct is not None:
             checks.append(("depth_usd_1pct", self.depth_usd_1pct > 0, "> 0 (or unset to derive it from volume)"))
         for name, ok, what in checks:
+            if isinstance(getattr(self, name), bool):  # True is not 1.0
+                raise ValueError(f"parameter {name!r} must be a number, got {getattr(self, name)!r}")
             if not ok or (isinstance(getattr(self, name), float) and math.isnan(getattr(self, name))):
                 raise ValueError(f"parameter {name!r} must be {what}, got {getattr(self, name)!r}")
 

@@ -171,7 +171,7 @@ def load_sweep(path: str | os.PathLike, *, set_overrides: dict | None = None, si
     """Read and validate a sweep file (see the module docstring). Raises :class:`SweepError`."""
     from backtest.params import read_toml
 
-    raw = read_toml(path, "sweep file", SweepError)
+    raw = read_toml(path, "sweep file", SweepError, example="examples/sweep_2025-10-10.toml")
     return parse_sweep(raw, source=str(path), set_overrides=set_overrides, sim=sim, store=store)
 
 

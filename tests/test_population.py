@@ -459,3 +459,50 @@ def test_cli_population_bad_out_is_refused_before_building(tmp_path, monkeypatch
         lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
         assert len(lines) == 1 and lines[0].startswith("error: --out") and message in lines[0], (out, r.output)
     assert (tmp_path / "file").read_text() == "keep me" and not (tmp_path / "missing").exists()
+
+
+@pytest.mark.parametrize("word", ["auto", "AUTO", "null", "none", " auto "])
+def test_optional_parameters_take_auto(word):
+    """A parameter whose default is None is derived from the data; reports call that "auto", so
+    --set accepts auto (and null/none) for it, also when a base already set a number."""
+    for name in ("long_share", "open_interest_usd", "turnover_half_life_days"):
+        (p,) = apply_overrides([PopulationParams()], {name: word})
+        assert getattr(p, name) is None
+        (base,) = apply_overrides([PopulationParams()], {name: "0.5"})
+        (p,) = apply_overrides([base], {name: word})
+        assert getattr(p, name) is None
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"long_share": "true"}, "cannot read 'true' as a number; give a number, or long_share=auto"),
+        ({"long_share": True}, "cannot read True as a number"),
+        ({"isolated_share": "yes"}, "cannot read 'yes' as a number"),
+        ({"stop_share": False}, "cannot read False as a number"),
+        ({"leverage_scale": True}, "cannot read True as a number"),
+        ({"n_positions": True}, "cannot read True as a whole number"),
+        ({"n_positions": "1.5"}, "cannot read '1.5' as a whole number"),
+        ({"stop_distance": "2"}, "stop_distance .* between 0 and 1"),
+        ({"stop_distance": 1}, "stop_distance .* between 0 and 1"),
+        ({"stop_distance": 0}, "stop_distance must be a positive number"),
+        ({"long_share": 1.5}, "long_share must be between 0 and 1 or auto"),
+        ({"isolated_share": -0.1}, "isolated_share must be between 0 and 1"),
+        ({"stop_share": 2}, "stop_share must be between 0 and 1"),
+        ({"open_interest_usd": "lots"}, "cannot read 'lots' as a number"),
+    ],
+)
+def test_booleans_and_out_of_range_fractions_are_refused(overrides, match):
+    with pytest.raises(ParamError, match=match):
+        apply_overrides([PopulationParams()], overrides)
+
+
+def test_booleans_are_refused_by_validate_too():
+    for kw in ({"long_share": True}, {"isolated_share": True}, {"stop_share": False}):
+        with pytest.raises(ValueError, match="between 0 and 1"):
+            PopulationParams(**kw).validate()
+
+
+def test_whole_floats_are_taken_for_integer_parameters():
+    (p,) = apply_overrides([PopulationParams()], {"n_positions": "1e4", "seed": 3.0})
+    assert p.n_positions == 10_000 and isinstance(p.n_positions, int) and p.seed == 3 and isinstance(p.seed, int)

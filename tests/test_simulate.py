@@ -168,3 +168,16 @@ def test_cli_zone_less_shock_is_one_line_before_simulating(tmp_path, monkeypatch
     assert r.exit_code == 2, r.output
     assert r.output.strip() == "error: time of --shock '2025-10-10T21:00' has no zone; add Z for UTC: --shock=-5%@2025-10-10T21:00Z"
     assert not (tmp_path / "c").exists()
+
+
+def test_sim_parameters_refuse_booleans_and_fractional_counts():
+    from backtest.params import apply_overrides
+
+    for overrides, match in (({"impact_coef": True}, "as a number"), ({"liquidity_multiplier": "true"}, "as a number"),
+                             ({"max_rounds": 2.5}, "as a whole number"), ({"depth_usd_1pct": "yes"}, "as a number")):
+        with pytest.raises(ParamError, match=match):
+            apply_overrides([SimParams()], overrides)
+    with pytest.raises(ValueError, match="must be a number"):
+        SimParams(impact_coef=True).validate()
+    (p,) = apply_overrides([SimParams()], {"depth_usd_1pct": "auto", "max_rounds": 50.0})
+    assert p.depth_usd_1pct is None and p.max_rounds == 50 and isinstance(p.max_rounds, int)

@@ -109,6 +109,24 @@ def test_grid_values_are_coerced_to_the_parameter_type():
     assert all(isinstance(v, float) for v in spec.grid["leverage_scale"])
 
 
+@pytest.mark.skipif(not HAVE_SIM, reason="needs backtest.simulate")
+def test_grid_takes_auto_for_derived_parameters_and_refuses_booleans():
+    spec = parse_sweep({"event": "2025-10-10", "base": {"long_share": 0.7}, "grid": {"long_share": ["auto", 0.6]}})
+    assert spec.grid["long_share"] == [None, 0.6]
+    with pytest.raises(SweepError, match="cannot read True as a number"):
+        parse_sweep({"event": "2025-10-10", "grid": {"long_share": [True, 0.6]}})
+    with pytest.raises(SweepError, match=r"\[base\] .*stop_distance .* between 0 and 1"):
+        parse_sweep({"event": "2025-10-10", "base": {"stop_distance": 2}, "grid": {"seed": [1, 2]}})
+
+
+def test_a_folder_is_not_a_sweep_file(tmp_path):
+    with pytest.raises(SweepError, match=r"is a folder; a sweep file \(TOML\) is expected"):
+        load_sweep(tmp_path, sim=fake)
+    r = _cli("sweep", tmp_path, "--dry-run")
+    assert r.returncode == 2
+    assert r.stderr.strip() == f"error: sweep file {tmp_path} is a folder; a sweep file (TOML) is expected, e.g. examples/sweep_2025-10-10.toml"
+
+
 # ---------------------------------------------------------------------------------------------
 # executors
 # ---------------------------------------------------------------------------------------------
