@@ -124,7 +124,7 @@ class SimParams:
             ("sort_bucket_size", self.sort_bucket_size >= 1, ">= 1"),
         ]
         if self.depth_usd_1pct is not None:
-            checks.append(("depth_usd_1pct", self.depth_usd_1pct > 0, "> 0 (or unset to derive it from volume)"))
+            checks.append(("depth_usd_1pct", self.depth_usd_1pct > 0, "> 0 (or auto to derive it from volume)"))
         for name, ok, what in checks:
             if isinstance(getattr(self, name), bool):  # True is not 1.0
                 raise ValueError(f"parameter {name!r} must be a number, got {getattr(self, name)!r}")
