@@ -612,25 +612,19 @@ def liq_prices_nb(venue, side, entry, qty, margin, lo, hi, mmr, cum, lev, fee_ra
     n = side.shape[0]
     for i in range(n):
         s = side[i]
+        p = np.nan
         if venue == VENUE_BINANCE:
             p, t = liq_price_binance_nb(s, entry[i], qty[i], margin[i], lo, hi, mmr, cum, 0, 1.0)
-            if t < 0:
-                liq_out[i] = np.nan
-                tier_out[i] = 0
-                mmr_out[i] = np.nan
-                cum_out[i] = np.nan
-                continue
         else:
             t = tier_index_nb(qty[i] * entry[i], lo, hi)
-            if t < 0:
-                liq_out[i] = np.nan
-                tier_out[i] = 0
-                mmr_out[i] = np.nan
-                cum_out[i] = np.nan
-                continue
-            r = mmr[t]
-            if venue == VENUE_HYPERLIQUID:
-                r = 1.0 / (2.0 * lev[t])
+        if t < 0:  # the notional leaves the tier table
+            liq_out[i] = np.nan
+            tier_out[i] = 0
+            mmr_out[i] = np.nan
+            cum_out[i] = np.nan
+            continue
+        if venue != VENUE_BINANCE:
+            r = mmr[t] if venue != VENUE_HYPERLIQUID else 1.0 / (2.0 * lev[t])
             p = _clip_side(s, liq_price_entry_rate_nb(venue, s, entry[i], qty[i], margin[i], r, cum[t], fee_rate, 0, 1.0))
         liq_out[i] = p
         tier_out[i] = t
