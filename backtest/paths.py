@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 from backtest.errors import UserError
 
@@ -57,3 +58,16 @@ def check_out_file(
     if out.exists() and not os.access(out, os.W_OK):
         raise error(f"{option} {out} exists and is not writable; choose another {option}")
     return out
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
+    """Run ``write(tmp)`` on a hidden temporary file beside ``path``, then rename it over ``path``:
+    a reader sees the old file or the whole new one, never half of it (the temporary file is
+    removed if ``write`` fails)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

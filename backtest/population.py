@@ -261,7 +261,9 @@ class Population:
             "stats": self.stats,
         }
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"backtest.population": json.dumps(meta, default=str).encode()})
-        pq.write_table(table, str(path))
+        from backtest.paths import write_atomic
+
+        write_atomic(path, lambda t: pq.write_table(table, str(t)))
 
     @classmethod
     def read_parquet(cls, path) -> "Population":

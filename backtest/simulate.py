@@ -739,16 +739,15 @@ class SimResult:
     def write(self, out_dir: str | Path) -> Path:
         """Write summary.json and the frames as Parquet into ``out_dir`` (created if missing; its
         parent folder must exist, see :func:`backtest.paths.check_out_dir`)."""
-        from backtest.paths import check_out_dir
+        from backtest.paths import check_out_dir, write_atomic
 
         out = check_out_dir(out_dir, error=SimError)
         out.mkdir(exist_ok=True)
-        (out / "summary.json").write_text(json.dumps(self.summary, indent=2, default=_json_default) + "\n")
-        self.bars.write_parquet(out / "bars.parquet")
-        self.liquidations.write_parquet(out / "liquidations.parquet")
-        self.clusters.write_parquet(out / "clusters.parquet")
-        self.liq_map.write_parquet(out / "liq_map.parquet")
-        self.heatmap.write_parquet(out / "heatmap.parquet")
+        for name, frame in (("bars", self.bars), ("liquidations", self.liquidations), ("clusters", self.clusters),
+                            ("liq_map", self.liq_map), ("heatmap", self.heatmap)):
+            write_atomic(out / f"{name}.parquet", frame.write_parquet)
+        # summary.json last: its presence says the folder holds one whole run
+        write_atomic(out / "summary.json", lambda t: t.write_text(json.dumps(self.summary, indent=2, default=_json_default) + "\n"))
         return out
 
 

@@ -80,6 +80,7 @@ from typing import Any, Callable
 
 from backtest.errors import UserError
 from backtest.params import ParamError, apply_overrides, field_names, suggest
+from backtest.paths import write_atomic
 
 EXECUTORS = ("serial", "processes", "dask")
 MODES = ("cascade", "replay")
@@ -613,15 +614,6 @@ def _table(rows: list[tuple], spec: SweepSpec):
 # ---------------------------------------------------------------------------------------------
 # outputs
 # ---------------------------------------------------------------------------------------------
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_outputs(res: SweepResult, out_dir: Path, sim: Any = None) -> list[Path]:
     """``results.parquet``, ``heatmaps.pdf`` and ``sweep.json`` in ``out_dir`` (atomic writes;
     the folder is created if missing, its parent must exist)."""
@@ -632,10 +624,10 @@ def write_outputs(res: SweepResult, out_dir: Path, sim: Any = None) -> list[Path
     # draw first: a plotting failure must not leave a results table without its report
     figs = heatmap_figures(res.table, spec)
     p = out_dir / "results.parquet"
-    _atomic(p, lambda t: res.table.write_parquet(t))
+    write_atomic(p, lambda t: res.table.write_parquet(t))
     files.append(p)
     p = out_dir / "heatmaps.pdf"
-    _atomic(p, lambda t: _write_pdf(figs, t, spec))
+    write_atomic(p, lambda t: _write_pdf(figs, t, spec))
     files.append(p)
     meta = {
         "event": spec.event, "mode": spec.mode, "shock": spec.shock, "symbols": spec.symbols, "base": spec.base,
@@ -644,7 +636,7 @@ def write_outputs(res: SweepResult, out_dir: Path, sim: Any = None) -> list[Path
         "timings": {k: round(v, 3) for k, v in res.timings.items()}, "source": spec.source,
     }
     p = out_dir / "sweep.json"
-    _atomic(p, lambda t: t.write_text(json.dumps(meta, indent=2, default=str) + "\n"))
+    write_atomic(p, lambda t: t.write_text(json.dumps(meta, indent=2, default=str) + "\n"))
     files.append(p)
     return files
 

@@ -181,3 +181,23 @@ def test_sim_parameters_refuse_booleans_and_fractional_counts():
         SimParams(impact_coef=True).validate()
     (p,) = apply_overrides([SimParams()], {"depth_usd_1pct": "auto", "max_rounds": 50.0})
     assert p.depth_usd_1pct is None and p.max_rounds == 50 and isinstance(p.max_rounds, int)
+
+
+def test_outputs_are_replaced_whole_or_not_at_all(tmp_path):
+    """backtest.paths.write_atomic (used for replay/cascade, population, sweep outputs): a writer
+    that fails midway leaves the old file as it was and no temporary file behind."""
+    from backtest.paths import write_atomic
+
+    target = tmp_path / "summary.json"
+    target.write_text("old\n")
+
+    def half_then_fail(tmp):
+        tmp.write_text("half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        write_atomic(target, half_then_fail)
+    assert target.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
+    write_atomic(target, lambda t: t.write_text("new\n"))
+    assert target.read_text() == "new\n" and sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
