@@ -1,9 +1,10 @@
 """The Python API over the kernels: polars in, polars out.
 
-``run_event`` replays a catalogued event (``mode="replay"``: the observed path, no feedback) or
-runs it with feedback (``mode="cascade"``: forced orders move the price through an impact model,
-round after round). The sweep-friendly split is :func:`prepare` (market arrays and populations,
-built once) and :func:`simulate_prepared` (re-runs only what the overrides need).
+``run_event`` replays a catalogued event (``mode="replay"``: the observed path, no feedback; the
+forced orders fill at their own impact, but the path is not moved) or runs it with feedback
+(``mode="cascade"``: forced orders move the price through an impact model, round after round). The
+sweep-friendly split is :func:`prepare` (market arrays and populations, built once) and
+:func:`simulate_prepared` (re-runs only what the overrides need).
 
 Market path per symbol (``price_source`` in the summary; parameter ``price_path``): by default
 the finest last-price series that covers the event window, anchored to the hourly mark price

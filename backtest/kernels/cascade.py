@@ -10,7 +10,8 @@ close is below the open, else open -> low -> high -> close (DESIGN §7). At each
    round r+1 finds the positions the new price crosses, and so on until a round triggers
    nothing (or ``max_rounds``: a cascade cut there while its last round still moved the price
    is counted per bar, ``BI_AT_MAX_ROUNDS``, and in ``ST_BARS_AT_MAX_ROUNDS``). Replay mode
-   (impact "none") has round 0 only.
+   (``KP_NO_FEEDBACK``: the impact sets the fills but does not move the price) and impact "none"
+   have round 0 only.
 
 Thresholds move with funding: a settlement at rate ``f`` changes an isolated margin by
 ``-side * qty * f * price``; with ``F`` the cumulative index ``sum(f * price)`` a position's
