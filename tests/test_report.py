@@ -168,3 +168,20 @@ def test_notes_never_run_past_the_bottom_of_the_page(n_notes):
         box = t.get_window_extent(renderer).transformed(fig.transFigure.inverted())
         assert box.y0 >= 0.035 - 1e-3 and box.y1 <= 0.3 + 1e-3
         assert box.x0 >= 0.0 and box.x1 <= 1.0 + 1e-3
+
+
+def test_appendix_lists_every_parameter():
+    """The last page promises every resolved parameter: all of a real run's 35 are drawn, and
+    a longer list says how many more there are rather than dropping them silently."""
+    from backtest.report.figures import appendix_page
+
+    def drawn(fig):
+        return "\n".join(t.get_text() for t in fig.texts)
+
+    params = {f"param_{i:02d}": i for i in range(35)}
+    text = drawn(appendix_page({}, params, "t"))
+    assert all(k in text for k in params) and "more in summary.json" not in text
+    many = {f"param_{i:03d}": "x" * 60 for i in range(120)}
+    text = drawn(appendix_page({}, many, "t"))
+    shown = sum(1 for k in many if k in text)
+    assert shown < 120 and f"(+{120 - shown} parameters more in summary.json, under params)" in text

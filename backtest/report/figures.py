@@ -217,10 +217,16 @@ def appendix_page(summary: dict, params: dict, title: str):
     fig.set_layout_engine("none")
     fig.text(0.04, 0.95, title, fontsize=15, fontweight="bold", va="top")
     items = [(k, fmt_value(v)) for k, v in sorted(params.items())]
-    half = math.ceil(len(items) / 2)
-    rows = [(a[0], a[1], *(items[half + i] if half + i < len(items) else ("", ""))) for i, a in enumerate(items[:half])]
+    # three (parameter, value) column pairs, filled column by column
+    per_col = math.ceil(len(items) / 3)
+    cols3 = [items[c * per_col:(c + 1) * per_col] for c in range(3)]
+    rows = [tuple(x for c in cols3 for x in (c[i] if i < len(c) else ("", ""))) for i in range(per_col)]
     fig.text(0.04, 0.905, "Resolved parameters", fontsize=11, fontweight="bold", va="top")
-    _, y = draw_table(fig, (0.04, 0.42, 0.92, 0.46), ["parameter", "value", "parameter", "value"], rows, [24, 36, 24, 36], fontsize=7.0)
+    over, y = draw_table(fig, (0.04, 0.40, 0.92, 0.48), ["parameter", "value"] * 3, rows, [24, 24] * 3, fontsize=7.0)
+    if over:  # never silently: say where the rest is
+        n_more = sum(1 for r in over for k in r[0::2] if k)
+        fig.text(0.04, y - 0.008, f"(+{n_more} parameters more in summary.json, under params)", fontsize=7, color=GREY, va="top")
+        y -= 0.02
     per = summary.get("per_symbol") or {}
     if per:
         fig.text(0.04, y - 0.03, "Inputs per symbol", fontsize=11, fontweight="bold", va="top")
