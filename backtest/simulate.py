@@ -372,6 +372,8 @@ def synthetic_population(
     Binance-style linear isolated positions with a small two-tier table; ``tick`` rounds entry
     and liquidation prices to a grid (exact ties). Pure NumPy, fast at 10 M rows.
     """
+    from backtest.margin import solve_liq_linear_nb
+
     rng = np.random.default_rng(seed)
     pop = R.empty_population(n)
     side = np.where(rng.random(n) < long_share, 1, -1).astype(np.int8)
@@ -387,7 +389,7 @@ def synthetic_population(
     mmr = np.where(tier == 0, 0.004, 0.005)
     cum = np.where(tier == 0, 0.0, 250.0)
     s = side.astype(np.float64)
-    liq = (entry * qty - s * margin - s * cum) / (qty * (1.0 - s * mmr))
+    liq = solve_liq_linear_nb(s, entry, qty, margin, mmr, cum)  # the margin module's formula, on arrays
     liq = np.where(liq > 0, liq, 0.0)
     if tick:
         liq = np.round(liq / tick) * tick
@@ -395,7 +397,7 @@ def synthetic_population(
     if np.any(dead):
         entry = np.where(dead, price, entry)
         qty = notional / entry
-        liq = (entry * qty - s * margin - s * cum) / (qty * (1.0 - s * mmr))
+        liq = solve_liq_linear_nb(s, entry, qty, margin, mmr, cum)
         liq = np.where(liq > 0, liq, 0.0)
     has_stop = rng.random(n) < stop_share
     stop = np.where(has_stop, entry * (1.0 - s * rng.uniform(0.005, 0.08, n)), np.nan)

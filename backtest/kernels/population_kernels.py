@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from backtest.margin import _clip_side, liq_price_binance_nb, liq_price_entry_rate_nb, tier_index_nb
+from backtest.margin import _clip_side, liq_price_binance_nb, liq_price_entry_rate_nb, solve_liq_linear_nb, tier_index_nb
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -131,7 +131,7 @@ def binance_liq_from_tier(s, entry, qty, margin, t0, t_lo, t_hi, t_mmr, t_cum):
     """Binance linear liquidation price starting from the entry tier ``t0``: the common case
     (the notional at the price stays in ``t0``) costs one solve and one comparison; otherwise
     the general search :func:`backtest.margin.liq_price_binance_nb` runs."""
-    p = (margin + t_cum[t0] - s * qty * entry) / (qty * t_mmr[t0] - s * qty)
+    p = solve_liq_linear_nb(s, entry, qty, margin, t_mmr[t0], t_cum[t0])
     if s > 0:
         if not (p > 0.0):
             if t0 == 0:
@@ -215,7 +215,7 @@ def synthesize_nb(
         if venue == 0:
             # common case inline (the notional at the price stays in the entry tier); anything
             # else goes through binance_liq_from_tier, which gives the same price there
-            liq = (margin + t_cum[t0] - s * qty * entry) / (qty * t_mmr[t0] - s * qty)
+            liq = solve_liq_linear_nb(s, entry, qty, margin, t_mmr[t0], t_cum[t0])
             t = t0
             nl = qty * liq
             if s > 0:
