@@ -247,11 +247,18 @@ def solve_liq_inverse_nb(side, entry, q_usd, equity0, mmr, cum):
 
 
 @njit(cache=True, error_model="numpy")
+def bankruptcy_linear_nb(side, entry, qty, equity0):
+    """Linear bankruptcy price ``EP - side*WB/qty`` (equity zero, no fee), not clipped: the one
+    expression the margin rules, the vectorised helper and the kernels' deficit accounting use."""
+    return entry - side * equity0 / qty
+
+
+@njit(cache=True, error_model="numpy")
 def bankruptcy_price_nb(side, entry, qty, equity0, contract, contract_size):
     """Price at which equity reaches zero (no fee): linear ``EP - side*WB/qty``; inverse
     ``side*Q / (WB + side*Q/EP)``. Returns 0.0 / inf where no such price exists."""
     if contract == 0:
-        p = entry - side * equity0 / qty
+        p = bankruptcy_linear_nb(side, entry, qty, equity0)
     else:
         q = qty * contract_size
         d = equity0 + side * q / entry
@@ -652,5 +659,5 @@ def liquidation_prices(venue: str, side, entry, qty, margin, tiers, fee_rate: fl
 def bankruptcy_prices(side, entry, qty, margin) -> np.ndarray:
     """Vectorised linear bankruptcy prices ``entry - side * margin / qty`` (clipped at 0 for longs)."""
     side = np.asarray(side, dtype=np.float64)
-    p = np.asarray(entry, dtype=np.float64) - side * np.asarray(margin, dtype=np.float64) / np.asarray(qty, dtype=np.float64)
+    p = bankruptcy_linear_nb(side, np.asarray(entry, dtype=np.float64), np.asarray(qty, dtype=np.float64), np.asarray(margin, dtype=np.float64))
     return np.where(side > 0, np.maximum(p, 0.0), np.where(p > 0, p, np.inf))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from backtest.margin import bankruptcy_linear_nb
 from backtest.records import LIST_LIQ, LIST_STOP
 
 N_VENUE_SLOTS = 8
@@ -44,8 +45,9 @@ def _key(side, x):
 
 @njit(cache=True)
 def bankruptcy_base(s, entry, margin, qty):
-    """Bankruptcy price before funding: ``entry - side * margin / qty`` (one expression for all)."""
-    return entry - s * margin / qty
+    """Bankruptcy price before funding: ``entry - side * margin / qty``
+    (:func:`backtest.margin.bankruptcy_linear_nb`)."""
+    return bankruptcy_linear_nb(s, entry, qty, margin)
 
 
 @njit(cache=True)
