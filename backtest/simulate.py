@@ -337,6 +337,17 @@ class PopEntry:
     open_notional_usd: float
     source: str
     lists: tuple | None = None  # cached trigger lists (order, okey, bstart, lists)
+    #: where the open-interest target came from (population.resolve_open_interest): "store ...",
+    #: "event catalogue: ...", "estimate: ..." or "open_interest_usd parameter"
+    oi_source: str = "unknown"
+
+
+def oi_source_kind(source: str) -> str:
+    """Short label of an open-interest source: published, estimate, store, parameter or unknown."""
+    for prefix, kind in (("event catalogue", "published"), ("estimate", "estimate"), ("store", "store"), ("open_interest_usd", "parameter")):
+        if source.startswith(prefix):
+            return kind
+    return "unknown"
 
 
 def _build_population(ev: Any, symbol: str, pop_params: Any, store: Any, market: Market) -> PopEntry:
@@ -348,7 +359,7 @@ def _build_population(ev: Any, symbol: str, pop_params: Any, store: Any, market:
     arrays = pop.arrays if hasattr(pop, "arrays") else pop
     R.check_population(arrays)
     on = float(getattr(pop, "open_notional_usd", _open_notional(arrays)))
-    return PopEntry(arrays, on, "backtest.population")
+    return PopEntry(arrays, on, "backtest.population", oi_source=str(getattr(pop, "target_source", "unknown")))
 
 
 def _open_notional(a: dict[str, np.ndarray]) -> float:
@@ -754,6 +765,18 @@ class SimResult:
         return out
 
 
+def _estimate_notes(per_symbol: dict[str, dict]) -> list[str]:
+    """One note naming the symbols whose open interest is an estimate, with the first one's
+    derivation (every symbol's is in ``per_symbol[...]["open_interest_source"]``)."""
+    est = [(s, v["open_interest_source"]) for s, v in per_symbol.items() if v.get("open_interest_kind") == "estimate"]
+    if not est:
+        return []
+    names = ", ".join(s for s, _ in est)
+    first_sym, first = est[0]
+    more = "; the others' in summary.json, per_symbol.open_interest_source" if len(est) > 1 else ""
+    return [f"open interest estimated, no published level, for {names}. {first_sym}: {first.removeprefix('estimate: ')}{more}"]
+
+
 def _json_default(o: Any) -> Any:
     if isinstance(o, (np.integer,)):
         return int(o)
@@ -841,6 +864,8 @@ def _assemble(prep: Prepared, per: dict, mode: str, shock: str | None, pop_param
             "positions": int(a["side"].size),
             "population_source": pe.source,
             "open_notional_usd": pe.open_notional_usd,
+            "open_interest_kind": oi_source_kind(pe.oi_source),
+            "open_interest_source": pe.oi_source,
             "sigma_daily": mk.sigma_daily,
             "volume_daily_usd": mk.volume_daily_usd,
             "insurance_fund_start_usd": d["fund0"],
@@ -986,7 +1011,8 @@ def _summary(prep, per_symbol, tot, rounds_total, mode, shock, pop_params, sim, 
             "liquidated notional is valued at fill prices; in replay the forced orders of each path point fill at their own impact but do not move the path (impact_model=none: fills at the trigger)",
         ]
         + ([f"{n_cut} bar(s) had a cascade cut by max_rounds={sim.max_rounds} while its last round still moved the price: cascade depth is truncated there (raise max_rounds)"] if (n_cut := sum(v["bars_at_max_rounds"] for v in per_symbol.values())) else [])
-        + (["cascade on the observed path: the observed moves already contain the real cascade's impact, so feedback is counted on top of it (use --shock for a clean exogenous move)"] if mode == "cascade" and not shock else []),
+        + (["cascade on the observed path: the observed moves already contain the real cascade's impact, so feedback is counted on top of it (use --shock for a clean exogenous move)"] if mode == "cascade" and not shock else [])
+        + _estimate_notes(per_symbol),
     }
     return summary
 

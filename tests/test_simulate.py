@@ -46,6 +46,10 @@ def test_replay_btc_peak_minute_and_long_share(committed_store, tmp_path):
     assert s["max_cascade_depth"] == 0 and s["amplification"] == 0.0
     assert 0 < s["liquidated_notional_usd"] <= s["open_notional_usd"]
     assert s["params"]["impact_model"] == "sqrt" and "seed" in s["params"]
+    # BTC's open interest is the catalogue's published level, said so (and not as an estimate)
+    assert s["per_symbol"][BTC]["open_interest_kind"] == "published"
+    assert s["per_symbol"][BTC]["open_interest_source"].startswith("event catalogue:")
+    assert not any(n.startswith("open interest estimated") for n in s["notes"])
     for df in (res.bars, res.liquidations, res.heatmap):
         assert df.schema["ts"] == pl.Datetime("ms", "UTC")
     assert res.bars.height == 240
@@ -201,3 +205,19 @@ def test_outputs_are_replaced_whole_or_not_at_all(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
     write_atomic(target, lambda t: t.write_text("new\n"))
     assert target.read_text() == "new\n" and sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
+
+
+def test_estimated_open_interest_is_labelled():
+    from backtest.simulate import _estimate_notes, oi_source_kind
+
+    assert oi_source_kind("event catalogue: x") == "published"
+    assert oi_source_kind("estimate: y") == "estimate"
+    assert oi_source_kind("store open_interest (binanceusdm) at t") == "store"
+    assert oi_source_kind("open_interest_usd parameter") == "parameter"
+    per = {"A": {"open_interest_kind": "published", "open_interest_source": "event catalogue: a"},
+           "B": {"open_interest_kind": "estimate", "open_interest_source": "estimate: b from a"},
+           "C": {"open_interest_kind": "estimate", "open_interest_source": "estimate: c from a"}}
+    (note,) = _estimate_notes(per)
+    assert note.startswith("open interest estimated, no published level, for B, C. B: b from a")
+    assert "per_symbol.open_interest_source" in note
+    assert _estimate_notes({"A": per["A"]}) == []

@@ -158,9 +158,12 @@ def title_page(event, summary: dict, params: dict, provenance: list[str], *, ver
 
     # headline results
     s = summary
+    kinds = [v.get("open_interest_kind") for v in (s.get("per_symbol") or {}).values()]
+    n_est = sum(k == "estimate" for k in kinds)
     lines = [
         ("positions simulated", f"{int(s.get('positions', 0)):,}"),
-        ("open notional before the event", usd(s.get("open_notional_usd"))),
+        ("open notional before the event", usd(s.get("open_notional_usd"))
+         + (f"  ({n_est} of {len(kinds)} symbols' open interest estimated from traded volume)" if n_est else "")),
         ("liquidated notional", usd(s.get("liquidated_notional_usd"))
          + (f"  (sensitivity sweep: {usd(liq_range[0])} to {usd(liq_range[1])})" if liq_range else "")),
         ("  of which longs / shorts", f"{usd(s.get('long_liquidated_usd'))} / {usd(s.get('short_liquidated_usd'))}"),
@@ -210,6 +213,16 @@ KEY_PARAMS = (
 )
 
 
+#: the appendix's words for simulate.oi_source_kind
+OI_KIND_TEXT = {
+    "published": "published level",
+    "estimate": "estimate (see notes)",
+    "store": "stored history",
+    "parameter": "--set parameter",
+    "unknown": "unknown",
+}
+
+
 def appendix_page(summary: dict, params: dict, title: str):
     """Every resolved parameter, the per-symbol inputs (price source, bars, gaps, population) and
     the simulation's notes."""
@@ -230,18 +243,18 @@ def appendix_page(summary: dict, params: dict, title: str):
     per = summary.get("per_symbol") or {}
     if per:
         fig.text(0.04, y - 0.03, "Inputs per symbol", fontsize=11, fontweight="bold", va="top")
-        cols = ["symbol", "price path", "bars", "gaps", "positions", "population from", "open notional", "daily σ", "daily volume"]
+        cols = ["symbol", "price path", "bars", "gaps", "positions", "open interest from", "open notional", "daily σ", "daily volume"]
         prow = []
         for sym, v in per.items():
             gaps = v.get("gaps")
             gtxt = str(len(gaps)) if isinstance(gaps, (list, tuple)) else ("—" if gaps is None else str(gaps))
             prow.append((
                 short_sym(sym), f"{v.get('price_source', '—')} {v.get('timeframe', '')}".strip(), f"{v.get('bars', '—')}", gtxt,
-                f"{int(v['positions']):,}" if v.get("positions") is not None else "—", str(v.get("population_source", "—")),
+                f"{int(v['positions']):,}" if v.get("positions") is not None else "—", OI_KIND_TEXT.get(v.get("open_interest_kind"), "—"),
                 usd(v.get("open_notional_usd")), _pct(v.get("sigma_daily")), usd(v.get("volume_daily_usd")),
             ))
         top = y - 0.065
-        over, y = draw_table(fig, (0.04, 0.1, 0.92, top - 0.1), cols, prow, [8, 28, 5, 5, 10, 21, 11, 7, 10], fontsize=7.0)
+        over, y = draw_table(fig, (0.04, 0.1, 0.92, top - 0.1), cols, prow, [8, 27, 5, 5, 10, 22, 11, 7, 10], fontsize=7.0)
         if over:
             fig.text(0.04, y - 0.008, f"(+{len(over)} symbols more in summary.json, under per_symbol)", fontsize=7, color=GREY, va="top")
             y -= 0.02
