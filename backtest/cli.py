@@ -444,6 +444,12 @@ def _sim_progress():
     return _P()
 
 
+def _estimated_suffix(s: dict) -> str:
+    kinds = [v.get("open_interest_kind") for v in (s.get("per_symbol") or {}).values()]
+    n = sum(k == "estimate" for k in kinds)
+    return f"  (open interest of {n} of {len(kinds)} symbols estimated: see notes in summary.json)" if n else ""
+
+
 def _print_sim_summary(s: dict, seconds: float, out: Path) -> None:
     import polars as pl
 
@@ -454,7 +460,7 @@ def _print_sim_summary(s: dict, seconds: float, out: Path) -> None:
         ("event", f"{s['event']} ({s['mode']}{', shock ' + s['shock'] if s.get('shock') else ''})"),
         ("symbols", ", ".join(f"{k} ({'last→mark' if v.startswith('last-anchored') else v})" for k, v in s["price_source"].items())),
         ("positions", f"{s['positions']:,}"),
-        ("open notional", usd(s["open_notional_usd"])),
+        ("open notional", usd(s["open_notional_usd"]) + _estimated_suffix(s)),
         ("liquidated", f"{usd(s['liquidated_notional_usd'])}  (long {usd(s['long_liquidated_usd'])}, short {usd(s['short_liquidated_usd'])})"),
         ("long share", "-" if s["long_share"] is None else f"{s['long_share']:.3f}"),
         ("peak minute", f"{s['peak_minute'] or '-'}  {usd(s['peak_minute_notional_usd'])}"),
