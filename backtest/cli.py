@@ -347,7 +347,7 @@ def report(
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="PDF to write (default reports/EVENT.pdf); PNGs go beside it in reports/EVENT/."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file of parameters (top-level keys, or a 'params' table)."),
     set_: Optional[List[str]] = SetOpt,
-    png_dir: Optional[Path] = typer.Option(None, "--png-dir", help="Folder for the PNGs (default: the PDF's path without .pdf)."),
+    png_dir: Optional[Path] = typer.Option(None, "--png-dir", help="Folder for the PNGs (default: the PDF's path without .pdf); page PNGs of an earlier report there are replaced."),
     no_sensitivity: bool = typer.Option(False, "--no-sensitivity", help="Skip the built-in sensitivity sweep page."),
     store: Optional[str] = StoreOpt,
 ) -> None:

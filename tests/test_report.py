@@ -53,6 +53,10 @@ def test_report_is_byte_reproducible(tmp_path, monkeypatch):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1800000000")
     c = build_report("2025-10-10", tmp_path / "c.pdf", sim=fake, progress=False, sensitivity=False)
     assert b"/CreationDate (D:20270115" in c.pdf.read_bytes()
+    # a report without the sensitivity page, written over one with it: the old page PNG goes
+    d = build_report("2025-10-10", tmp_path / "a.pdf", sim=fake, progress=False, sensitivity=False)
+    assert sorted(p.name for p in (tmp_path / "a").glob("*.png")) == sorted(p.name for p in d.pngs)
+    assert "07-sensitivity.png" not in [p.name for p in d.pngs]
 
 
 def test_report_date_without_source_date_epoch_comes_from_the_event(tmp_path, monkeypatch):

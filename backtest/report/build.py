@@ -386,6 +386,11 @@ def _write(pages, pdf: Path, png_dir: Path, ev) -> list[Path]:
             os.replace(tmp, final)
             written.append(final)
         os.replace(tmp_pdf, pdf)
+        # page PNGs of an earlier report in the same folder that this one does not have (e.g. the
+        # sensitivity page after --no-sensitivity) would pass for part of it: remove them
+        for old in png_dir.glob("[0-9][0-9]-*.png"):
+            if old not in written:
+                old.unlink(missing_ok=True)
     finally:
         for tmp, _ in tmps:
             tmp.unlink(missing_ok=True)

@@ -581,11 +581,18 @@ def liqmap_page(liq_map: pl.DataFrame, clusters: pl.DataFrame | None, bars: pl.D
                 cs = cs.sort(cc["n"], descending=True)
             if p0 is not None:
                 cs = cs.filter((pl.col(cc["hi"]) >= p0 * (1 - span)) & (pl.col(cc["lo"]) <= p0 * (1 + span)))
+            placed: list[float] = []  # label centres already drawn, in axis fractions
+            x0, x1 = ax.get_xlim()
             for j, row in enumerate(cs.head(5).iter_rows(named=True), 1):
                 side = row["_side"]
                 col = LONG_C if side == 1 else SHORT_C if side == -1 else GREY
                 ax.axvspan(row[cc["lo"]], row[cc["hi"]], ymin=0.0, ymax=1.0, facecolor="none", hatch="///", edgecolor=col, lw=0.0, alpha=0.6)
-                ax.text((row[cc["lo"]] + row[cc["hi"]]) / 2, 0.985, f"C{j}", transform=ax.get_xaxis_transform(), ha="center", va="top", fontsize=8, fontweight="bold", color=col)
+                mid = (row[cc["lo"]] + row[cc["hi"]]) / 2
+                fx = (mid - x0) / (x1 - x0) if x1 > x0 else 0.5
+                # a label within 3 % of the axis width of one already drawn goes one line lower
+                level = sum(1 for q in placed if abs(q - fx) < 0.03)
+                placed.append(fx)
+                ax.text(mid, 0.985 - 0.055 * level, f"C{j}", transform=ax.get_xaxis_transform(), ha="center", va="top", fontsize=8, fontweight="bold", color=col)
                 reached = row.get(cc["reached"]) if cc["reached"] else None
                 extra = []
                 if cc["n"]:
