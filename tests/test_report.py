@@ -189,3 +189,24 @@ def test_appendix_lists_every_parameter():
     text = drawn(appendix_page({}, many, "t"))
     shown = sum(1 for k in many if k in text)
     assert shown < 120 and f"(+{120 - shown} parameters more in summary.json, under params)" in text
+
+
+def test_title_page_keeps_every_headline_with_long_annotations():
+    """With the longest annotations (estimated open interest, sensitivity range, seed spread)
+    every headline row is still on the title page."""
+    from types import SimpleNamespace
+
+    from backtest.report.figures import title_page
+
+    ev = SimpleNamespace(name="An event with a long name " * 3, id="E", exchange="binanceusdm", symbols=["A/USDT:USDT"] * 5,
+                         start_ms=1_760_000_000_000, end_ms=1_760_014_400_000, lookback_start_ms=1_757_400_000_000)
+    summary = {"positions": 5_000_000, "open_notional_usd": 38.9e9, "liquidated_notional_usd": 11.68e9, "long_liquidated_usd": 11.67e9,
+               "short_liquidated_usd": 12.5e6, "long_share": 0.999, "peak_minute": "2025-10-10T21:13:00Z", "peak_minute_notional_usd": 2.5e9,
+               "max_cascade_depth": 20, "amplification": 0.0421, "adl_notional_usd": 123.4e6, "insurance_fund_min_usd": 927.6e6, "seed": 12345,
+               "per_symbol": {f"S{i}": {"open_interest_kind": "estimate"} for i in range(5)}}
+    fig = title_page(ev, summary, {"seed": 12345}, ["line"] * 9, version="x", date_text="2025-10-11", mode_note="(cascade)",
+                     liq_range=(7.64e9, 13.89e9), seed_spread=0.019, n_seeds=5)
+    text = "\n".join(t.get_text() for t in fig.texts)
+    for label in ("positions simulated", "insurance fund, minimum", "seed", "ADL notional"):
+        assert label in text
+    assert "more in summary.json" not in text and "5 seeds ±1.9 %" in text and "12345" in text

@@ -31,6 +31,8 @@ SENS_LINE = (("impact_coef", (0.0, 0.5, 1.0, 2.0, 4.0), (0.0, 0.25, 0.5, 1.0, 2.
 SENS_METRIC = "liquidated_notional_usd"
 #: population size of the sensitivity runs (a sample of the same model; keeps the page cheap)
 SENS_POSITIONS = 200_000
+#: extra population seeds run at the base parameters: the sampling noise of the synthetic book
+SENS_SEEDS = 4
 
 
 @dataclass
@@ -260,7 +262,9 @@ def _sensitivity(simulate, prepared, overrides: dict, params: dict, steps: Steps
     if isinstance(n_pos, int) and n_pos > SENS_POSITIONS:
         small["n_positions"] = SENS_POSITIONS
     rows, lrows = [], []
-    n = len(xs) * len(ys) + len(ls) + 1
+    base_seed = params.get("seed") if isinstance(params.get("seed"), int) else 0
+    seeds = [base_seed + k for k in range(SENS_SEEDS + 1)]
+    n = len(xs) * len(ys) + len(ls) + len(seeds) + 1
     i = 0
 
     def run(extra, mode="cascade"):
@@ -276,10 +280,20 @@ def _sensitivity(simulate, prepared, overrides: dict, params: dict, steps: Steps
             rows.append({x: xv, y: yv, SENS_METRIC: run({x: xv, y: yv})})
     for lv in ls:
         lrows.append({line: lv, SENS_METRIC: run({line: lv})})
+    seed_values = [run({"seed": sd}) for sd in seeds]
     return {
+        "seeds": seeds, "seed_values": seed_values,
         "x": x, "y": y, "line": line, "grid": pl.DataFrame(rows), "line_df": pl.DataFrame(lrows) if lrows else None,
         "replay": replay_value, "positions": small.get("n_positions", n_pos),
     }
+
+
+def _seed_spread(sens) -> float | None:
+    """Half the range of ``SENS_METRIC`` over the population seeds, as a fraction of their mean."""
+    vals = (sens or {}).get("seed_values") or []
+    if len(vals) < 2 or not sum(vals):
+        return None
+    return (max(vals) - min(vals)) / 2 / (sum(vals) / len(vals))
 
 
 def _sens_range(sens) -> tuple[float, float] | None:
@@ -327,7 +341,8 @@ def _pages(ev, replay, cascade, params: dict, prov: list[str], sens) -> list[tup
         contents.append("every resolved parameter and each symbol's inputs (price source, bars, population)")
         pages.append(("01-title", F.title_page(ev, cascade.summary, params, prov, version=backtest.__version__,
                                                date_text=date.strftime("%Y-%m-%d"), mode_note="(cascade scenario: forced orders move the price)",
-                                               contents=contents, liq_range=_sens_range(sens))))
+                                               contents=contents, liq_range=_sens_range(sens), seed_spread=_seed_spread(sens),
+                                               n_seeds=len((sens or {}).get("seeds") or []))))
         for i, fig in enumerate(F.comparison_pages(ev, replay.summary, cascade.summary, lows)):
             pages.append((f"02-published-figures{'-' + str(i + 1) if i else ''}", fig))
         pages.append(("03-price-liquidations", F.price_page(bars, replay.bars, symbols, f"{ev.id}: price path, liquidations and cascade rounds (cascade scenario)")))

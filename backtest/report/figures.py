@@ -142,9 +142,11 @@ def _per_symbol(bars, symbol):
 # page 1: title, scenario, provenance
 # ---------------------------------------------------------------------------------------------
 def title_page(event, summary: dict, params: dict, provenance: list[str], *, version: str, date_text: str, mode_note: str,
-               contents: list[str] | None = None, liq_range: tuple[float, float] | None = None):
+               contents: list[str] | None = None, liq_range: tuple[float, float] | None = None,
+               seed_spread: float | None = None, n_seeds: int = 0):
     """``liq_range``: (lowest, highest) liquidated notional in USD over the sensitivity sweep, shown
-    beside the headline figure so the reader sees how far the assumptions move it."""
+    beside the headline figure so the reader sees how far the assumptions move it;
+    ``seed_spread``: half the range over ``n_seeds`` population seeds, relative (sampling noise)."""
     fig = new_figure()
     fig.set_layout_engine("none")
     fig.text(0.05, 0.93, "Liquidation-cascade backtest", fontsize=22, fontweight="bold", va="top")
@@ -163,9 +165,11 @@ def title_page(event, summary: dict, params: dict, provenance: list[str], *, ver
     lines = [
         ("positions simulated", f"{int(s.get('positions', 0)):,}"),
         ("open notional before the event", usd(s.get("open_notional_usd"))
-         + (f"  ({n_est} of {len(kinds)} symbols' open interest estimated from traded volume)" if n_est else "")),
+         + (f"  ({n_est} of {len(kinds)} symbols' open interest estimated)" if n_est else "")),
         ("liquidated notional", usd(s.get("liquidated_notional_usd"))
-         + (f"  (sensitivity sweep: {usd(liq_range[0])} to {usd(liq_range[1])})" if liq_range else "")),
+         + (f"  (sensitivity sweep {usd(liq_range[0])}–{usd(liq_range[1])}" if liq_range else "")
+         + (f"; {n_seeds} seeds ±{100 * seed_spread:.1f} %" if liq_range and seed_spread is not None else "")
+         + (")" if liq_range else "")),
         ("  of which longs / shorts", f"{usd(s.get('long_liquidated_usd'))} / {usd(s.get('short_liquidated_usd'))}"),
         ("long share of liquidations", _pct(s.get("long_share"))),
         ("peak minute (UTC)", f"{str(s.get('peak_minute', '—')).replace('T', ' ')[:16]}  ({usd(s.get('peak_minute_notional_usd'), 1)})"),
@@ -177,7 +181,9 @@ def title_page(event, summary: dict, params: dict, provenance: list[str], *, ver
     ]
     fig.text(0.05, 0.70, "Headline results", fontsize=12, fontweight="bold", va="top")
     fig.text(0.05, 0.672, mode_note, fontsize=8, va="top", color=GREY)
-    draw_table(fig, (0.05, 0.232, 0.42, 0.423), ["figure", "simulated"], lines, [34, 30], fontsize=8.5)
+    over, _ = draw_table(fig, (0.05, 0.232, 0.42, 0.423), ["figure", "simulated"], lines, [30, 40], fontsize=8.5)
+    if over:  # never drop a headline silently
+        fig.text(0.05, 0.226, f"(+{len(over)} more in summary.json)", fontsize=7, color=GREY, va="top")
 
     # scenario parameters: the main knobs here, every parameter on the appendix page
     fig.text(0.53, 0.70, "Scenario parameters", fontsize=12, fontweight="bold", va="top")
@@ -196,8 +202,8 @@ def title_page(event, summary: dict, params: dict, provenance: list[str], *, ver
         fig.text(0.53, 0.36, text, fontsize=7.4, va="top", linespacing=1.3)
 
     # provenance and version
-    fig.text(0.05, 0.225, "Data provenance", fontsize=12, fontweight="bold", va="top")
-    fig.text(0.05, 0.195, "\n".join(wrap(p, 150) for p in provenance[:9]), fontsize=7.2, va="top", family="DejaVu Sans Mono", linespacing=1.35)
+    fig.text(0.05, 0.213, "Data provenance", fontsize=12, fontweight="bold", va="top")
+    fig.text(0.05, 0.184, "\n".join(wrap(p, 150) for p in provenance[:9]), fontsize=7.2, va="top", family="DejaVu Sans Mono", linespacing=1.35)
     fig.text(
         0.05, 0.03,
         f"cascade-backtest {version}  ·  report date {date_text}  ·  all times UTC  ·  money in USD, prices in USDT",
