@@ -757,6 +757,9 @@ class SimResult:
 
         out = check_out_dir(out_dir, error=SimError)
         out.mkdir(exist_ok=True)
+        # an earlier run's summary.json goes first: until the new one is written, the folder
+        # does not claim to hold one whole run
+        (out / "summary.json").unlink(missing_ok=True)
         for name, frame in (("bars", self.bars), ("liquidations", self.liquidations), ("clusters", self.clusters),
                             ("liq_map", self.liq_map), ("heatmap", self.heatmap)):
             write_atomic(out / f"{name}.parquet", frame.write_parquet)

@@ -472,25 +472,30 @@ class Store:
         # phase 1: read every touched partition and build its new content; a partition that
         # cannot be read stops the write here, before any file is replaced
         added = 0
-        staged: list[tuple[str, bytes]] = []
+        staged: dict[str, pl.DataFrame] = {}  # partition path -> its new content
         key = KEYS[dataset]
         for (sym, y, mo), chunk in frame.group_by(["symbol", "_y", "_m"], maintain_order=True):
             chunk = chunk.drop("_y", "_m")
             path = self.partition_path(dataset, exchange, sym, timeframe, int(y), int(mo))
+            if path in staged:
+                raise StoreError(f"symbols {staged[path]['symbol'][0]!r} and {sym!r} would share the store path symbol={safe_symbol(sym)}; "
+                                 "write them to separate stores or rename one")
             if self.fs.exists(path):
                 old = self.read_partition(path, dataset)
-                before = old.height
-                merged = pl.concat([old, chunk], how="vertical").unique(subset=key, keep="last", maintain_order=True)
-                added += merged.height - before
+                other = set(old["symbol"].unique().to_list()) - {sym}
+                if other:
+                    raise StoreError(f"partition {path} holds {sorted(other)[0]!r}, not {sym!r} (same path name); "
+                                     "write them to separate stores or rename one")
             else:
-                merged = chunk.unique(subset=key, keep="last", maintain_order=True)
-                added += merged.height
+                old = chunk.clear()
+            merged = pl.concat([old, chunk], how="vertical").unique(subset=key, keep="last", maintain_order=True)
+            added += merged.height - old.height
+            staged[path] = merged
+        # phase 2: replace the files, each atomically
+        for path, merged in staged.items():
             buf = io.BytesIO()
             merged.sort(key).write_parquet(buf, compression="zstd", statistics=True)
-            staged.append((path, buf.getvalue()))
-        # phase 2: replace the files, each atomically
-        for path, data in staged:
-            self.fs.write_atomic(path, data)
+            self.fs.write_atomic(path, buf.getvalue())
         return WriteResult(df.height, added, len(staged))
 
     def _collect(self, lf: pl.LazyFrame, what: str) -> pl.DataFrame:
@@ -568,7 +573,7 @@ class Store:
                     limit = step
                 points = ts.to_list()
                 if s is not None and tf != EVENT_TIMEFRAME:
-                    points = [s - step] + points
+                    points = [-(-s // step) * step - step] + points  # the first bar open at or after s
                 if e is not None and tf != EVENT_TIMEFRAME:
                     points = points + [e]
                 for a, b in zip(points, points[1:]):

@@ -623,6 +623,8 @@ def write_outputs(res: SweepResult, out_dir: Path, sim: Any = None) -> list[Path
     files = []
     # draw first: a plotting failure must not leave a results table without its report
     figs = heatmap_figures(res.table, spec)
+    # an earlier sweep's sweep.json goes first; the new one, written last, marks a whole result
+    (out_dir / "sweep.json").unlink(missing_ok=True)
     p = out_dir / "results.parquet"
     write_atomic(p, lambda t: res.table.write_parquet(t))
     files.append(p)

@@ -205,8 +205,8 @@ def test_title_page_keeps_every_headline_with_long_annotations():
                "max_cascade_depth": 20, "amplification": 0.0421, "adl_notional_usd": 123.4e6, "insurance_fund_min_usd": 927.6e6, "seed": 12345,
                "per_symbol": {f"S{i}": {"open_interest_kind": "estimate"} for i in range(5)}}
     fig = title_page(ev, summary, {"seed": 12345}, ["line"] * 9, version="x", date_text="2025-10-11", mode_note="(cascade)",
-                     liq_range=(7.64e9, 13.89e9), seed_spread=0.019, n_seeds=5)
-    text = "\n".join(t.get_text() for t in fig.texts)
+                     liq_range=(7.64e9, 13.89e9), seed_spread=0.019, n_seeds=5, seed_positions=200_000)
+    text = " ".join(t.get_text().replace("\n", " ") for t in fig.texts)
     for label in ("positions simulated", "insurance fund, minimum", "seed", "ADL notional"):
         assert label in text
-    assert "more in summary.json" not in text and "5 seeds ±1.9 %" in text and "12345" in text
+    assert "more in summary.json" not in text and "5 seeds at 200k/symbol ±1.9 %" in text and "12345" in text

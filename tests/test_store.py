@@ -268,3 +268,30 @@ def test_corrupt_partition_gives_one_line_in_ls_and_gaps(tmp_path):
         res = runner.invoke(app, [*args, "--store", str(tmp_path)])
         assert res.exit_code == 2, (args, res.output)
         assert "Traceback" not in res.stderr and res.stderr.strip().splitlines()[-1]
+
+
+def test_two_symbols_with_one_path_name_are_refused_not_mixed(tmp_path):
+    """safe_symbol('A/B:C') == safe_symbol('A_B_C'): rows are keyed on ts within a partition, so
+    mixing them would silently drop one symbol's bars. The write is refused, the store unchanged."""
+    st = Store(tmp_path)
+    st.write("ohlcv", bars(3, symbol="A/B:C"), exchange="x", timeframe="1m")
+    before = open(st.partitions()[0].path, "rb").read()
+    with pytest.raises(StoreError, match="same path name"):
+        st.write("ohlcv", bars(3, symbol="A_B_C"), exchange="x", timeframe="1m")
+    with pytest.raises(StoreError, match="would share the store path"):
+        st.write("ohlcv", pl.concat([bars(2, symbol="E/F:G"), bars(2, symbol="E_F_G")]), exchange="x", timeframe="1m")
+    assert open(st.partitions()[0].path, "rb").read() == before and len(st.partitions()) == 1
+
+
+def test_gaps_with_a_range_not_on_bar_boundaries():
+    """--since 00:30 on hourly bars: the first bar checked is 01:00, no bogus zero-length gap."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        st = Store(d)
+        h = 3_600_000
+        st.write("ohlcv", bars(6, step=h).filter(pl.col("ts") != T0 + 3 * h), exchange="x", timeframe="1h")
+        g = st.gaps("ohlcv", start=T0 + h // 2, end=T0 + 6 * h)
+        assert g["missing"].to_list() == [1]
+        assert g["gap_start"].cast(pl.Int64).to_list() == [T0 + 3 * h]
+        assert st.gaps("ohlcv", start=T0 + h // 2, end=T0 + 3 * h).height == 0

@@ -342,7 +342,8 @@ def _pages(ev, replay, cascade, params: dict, prov: list[str], sens) -> list[tup
         pages.append(("01-title", F.title_page(ev, cascade.summary, params, prov, version=backtest.__version__,
                                                date_text=date.strftime("%Y-%m-%d"), mode_note="(cascade scenario: forced orders move the price)",
                                                contents=contents, liq_range=_sens_range(sens), seed_spread=_seed_spread(sens),
-                                               n_seeds=len((sens or {}).get("seeds") or []))))
+                                               n_seeds=len((sens or {}).get("seeds") or []),
+                                               seed_positions=(sens or {}).get("positions") if isinstance((sens or {}).get("positions"), int) else None)))
         for i, fig in enumerate(F.comparison_pages(ev, replay.summary, cascade.summary, lows)):
             pages.append((f"02-published-figures{'-' + str(i + 1) if i else ''}", fig))
         pages.append(("03-price-liquidations", F.price_page(bars, replay.bars, symbols, f"{ev.id}: price path, liquidations and cascade rounds (cascade scenario)")))

@@ -143,10 +143,11 @@ def _per_symbol(bars, symbol):
 # ---------------------------------------------------------------------------------------------
 def title_page(event, summary: dict, params: dict, provenance: list[str], *, version: str, date_text: str, mode_note: str,
                contents: list[str] | None = None, liq_range: tuple[float, float] | None = None,
-               seed_spread: float | None = None, n_seeds: int = 0):
+               seed_spread: float | None = None, n_seeds: int = 0, seed_positions: int | None = None):
     """``liq_range``: (lowest, highest) liquidated notional in USD over the sensitivity sweep, shown
     beside the headline figure so the reader sees how far the assumptions move it;
-    ``seed_spread``: half the range over ``n_seeds`` population seeds, relative (sampling noise)."""
+    ``seed_spread``: half the range over ``n_seeds`` population seeds, relative (sampling noise),
+    measured on ``seed_positions`` positions per symbol (an upper bound for larger populations)."""
     fig = new_figure()
     fig.set_layout_engine("none")
     fig.text(0.05, 0.93, "Liquidation-cascade backtest", fontsize=22, fontweight="bold", va="top")
@@ -167,8 +168,9 @@ def title_page(event, summary: dict, params: dict, provenance: list[str], *, ver
         ("open notional before the event", usd(s.get("open_notional_usd"))
          + (f"  ({n_est} of {len(kinds)} symbols' open interest estimated)" if n_est else "")),
         ("liquidated notional", usd(s.get("liquidated_notional_usd"))
-         + (f"  (sensitivity sweep {usd(liq_range[0])}–{usd(liq_range[1])}" if liq_range else "")
-         + (f"; {n_seeds} seeds ±{100 * seed_spread:.1f} %" if liq_range and seed_spread is not None else "")
+         + (f"  (sweep {usd(liq_range[0])}–{usd(liq_range[1])}" if liq_range else "")
+         + (f"; {n_seeds} seeds" + (f" at {seed_positions // 1000:,}k/symbol" if seed_positions else "") + f" ±{100 * seed_spread:.1f} %"
+            if liq_range and seed_spread is not None else "")
          + (")" if liq_range else "")),
         ("  of which longs / shorts", f"{usd(s.get('long_liquidated_usd'))} / {usd(s.get('short_liquidated_usd'))}"),
         ("long share of liquidations", _pct(s.get("long_share"))),
