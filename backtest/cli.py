@@ -281,8 +281,6 @@ def population(
     from backtest.store import Store, safe_symbol
 
     (params,) = apply_overrides([PopulationParams()], parse_set_options(set_))
-    if out is not None:
-        check_out_file(out, suffix=".parquet")
     ev = get_event(event, store)
     if not symbol:
         symbols = [ev.symbols[0]]
@@ -445,9 +443,10 @@ def _sim_progress():
 
 
 def _estimated_suffix(s: dict) -> str:
-    kinds = [v.get("open_interest_kind") for v in (s.get("per_symbol") or {}).values()]
-    n = sum(k == "estimate" for k in kinds)
-    return f"  (open interest of {n} of {len(kinds)} symbols estimated: see notes in summary.json)" if n else ""
+    from backtest.simulate import estimated_open_interest
+
+    n, total = estimated_open_interest(s)
+    return f"  (open interest of {n} of {total} symbols estimated: see notes in summary.json)" if n else ""
 
 
 def _print_sim_summary(s: dict, seconds: float, out: Path) -> None:

@@ -350,6 +350,12 @@ def oi_source_kind(source: str) -> str:
     return "unknown"
 
 
+def estimated_open_interest(summary: dict) -> tuple[int, int]:
+    """(symbols whose open interest is an estimate, symbols) of a run's ``summary``."""
+    kinds = [v.get("open_interest_kind") for v in (summary.get("per_symbol") or {}).values()]
+    return sum(k == "estimate" for k in kinds), len(kinds)
+
+
 def _build_population(ev: Any, symbol: str, pop_params: Any, store: Any, market: Market) -> PopEntry:
     pm = _population_module()
     if pm is None or not hasattr(pm, "build_population") or pop_params is None:

@@ -247,7 +247,10 @@ class _S3FS:
         try:
             return fn(**kw)
         except Exception as e:
-            raise StoreError(f"S3 store {self.root}: cannot {what} ({_short(e)}); check the bucket, credentials and AWS_ENDPOINT_URL") from None
+            raise self._error(what, e) from None
+
+    def _error(self, what: str, e: BaseException) -> StoreError:
+        return StoreError(f"S3 store {self.root}: cannot {what} ({_short(e)}); check the bucket, credentials and AWS_ENDPOINT_URL")
 
     def exists(self, path: str) -> bool:
         """True if the object exists; False only on a 404. Any other failure (403, 5xx, no
@@ -259,7 +262,7 @@ class _S3FS:
             code = str(getattr(e, "response", {}).get("Error", {}).get("Code", ""))
             if code in ("404", "NoSuchKey", "NotFound"):
                 return False
-            raise StoreError(f"S3 store {self.root}: cannot check {path} ({_short(e)}); check the bucket, credentials and AWS_ENDPOINT_URL") from None
+            raise self._error(f"check {path}", e) from None
 
     def list(self, prefix_parts: list[str], name: str) -> list[str]:
         import fnmatch

@@ -437,6 +437,12 @@ def _connect_scheduler(client_cls, scheduler: str, timeout: float):
             except Exception:  # noqa: BLE001 - nothing to report at garbage collection
                 pass
 
+    def close_quietly(c) -> None:
+        try:
+            c.close()
+        except Exception:  # noqa: BLE001 - nothing to report about a connection given up on
+            pass
+
     def connect() -> None:
         try:
             # dask's own timeout (TCP connect, retried) ends a little earlier, so a refused
@@ -449,20 +455,14 @@ def _connect_scheduler(client_cls, scheduler: str, timeout: float):
             n_workers = len(c.scheduler_info().get("workers", {}))
         except BaseException as e:  # noqa: BLE001
             failed(e)
-            try:
-                c.close()
-            except Exception:  # noqa: BLE001
-                pass
+            close_quietly(c)
             return
         with lock:
             late = box.get("abandoned", False)
             if not late:
                 box["client"] = (c, n_workers)
         if late:  # the caller has given up: do not leak a connection
-            try:
-                c.close()
-            except Exception:  # noqa: BLE001
-                pass
+            close_quietly(c)
 
     t = threading.Thread(target=connect, name="backtest-dask-connect", daemon=True)
     t.start()

@@ -17,7 +17,6 @@ the build no longer makes are removed, and files at the top of the store (``even
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 import polars as pl
 
 from backtest.events import load_events
+from backtest.paths import write_atomic
 from backtest.sources.csv_import import import_csv, import_tiers, parse_file
 from backtest.store import Store
 
@@ -126,9 +126,7 @@ def sync(built: Path, target: Path) -> dict[str, int]:
             continue
         counts["changed" if dst.exists() else "added"] += 1
         dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(dst.name + ".tmp")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
+        write_atomic(dst, lambda t, src=src: shutil.copyfile(src, t))
     for rel in sorted(old - new):
         (target / rel).unlink()
         counts["removed"] += 1

@@ -520,15 +520,15 @@ def simulate_into_nb(
                 imp = _impact(model, qcum / USD_SCALE, coef, sigma, volume, depth)
                 dlog = imp - imp_prev
                 imp_prev = imp
-                if not no_feedback:  # the endogenous offset stays within +-MAX_IMPACT_LOG
+                if no_feedback:  # replay: the orders walk the book, the observed path stays
+                    fac = np.exp(dlog)
+                    p_after = p
+                else:  # the endogenous offset stays within +-MAX_IMPACT_LOG
                     if E + dlog > MAX_IMPACT_LOG:
                         dlog = MAX_IMPACT_LOG - E
                     elif E + dlog < -MAX_IMPACT_LOG:
                         dlog = -MAX_IMPACT_LOG - E
-                fac = np.exp(dlog)
-                if no_feedback:  # replay: the orders walk the book, the observed path stays
-                    p_after = p
-                else:
+                    fac = np.exp(dlog)
                     p_after = p * fac if dlog != 0.0 else p
                     E += dlog
                 # ---- fills, fees, insurance fund ---------------------------------------

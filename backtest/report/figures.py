@@ -148,6 +148,8 @@ def title_page(event, summary: dict, params: dict, provenance: list[str], *, ver
     beside the headline figure so the reader sees how far the assumptions move it;
     ``seed_spread``: half the range over ``n_seeds`` population seeds, relative (sampling noise),
     measured on ``seed_positions`` positions per symbol (an upper bound for larger populations)."""
+    from backtest.simulate import estimated_open_interest
+
     fig = new_figure()
     fig.set_layout_engine("none")
     fig.text(0.05, 0.93, "Liquidation-cascade backtest", fontsize=22, fontweight="bold", va="top")
@@ -161,12 +163,11 @@ def title_page(event, summary: dict, params: dict, provenance: list[str], *, ver
 
     # headline results
     s = summary
-    kinds = [v.get("open_interest_kind") for v in (s.get("per_symbol") or {}).values()]
-    n_est = sum(k == "estimate" for k in kinds)
+    n_est, n_symbols = estimated_open_interest(s)
     lines = [
         ("positions simulated", f"{int(s.get('positions', 0)):,}"),
         ("open notional before the event", usd(s.get("open_notional_usd"))
-         + (f"  ({n_est} of {len(kinds)} symbols' open interest estimated)" if n_est else "")),
+         + (f"  ({n_est} of {n_symbols} symbols' open interest estimated)" if n_est else "")),
         ("liquidated notional", usd(s.get("liquidated_notional_usd"))
          + (f"  (sweep {usd(liq_range[0])}–{usd(liq_range[1])}" if liq_range else "")
          + (f"; {n_seeds} seeds" + (f" at {seed_positions // 1000:,}k/symbol" if seed_positions else "") + f" ±{100 * seed_spread:.1f} %"

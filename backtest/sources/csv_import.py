@@ -42,7 +42,7 @@ from typing import Iterator
 
 import polars as pl
 
-from backtest.store import EVENT_TIMEFRAME, Store, StoreError, conform, timeframe_ms, to_ms
+from backtest.store import EVENT_TIMEFRAME, MAX_TS_MS, Store, StoreError, conform, timeframe_ms, to_ms
 
 LAYOUTS: dict[str, tuple[list[str], str]] = {
     "ohlcv": (["symbol", "timestamp", "datetime", "open", "high", "low", "close", "volume"], "ohlcv"),
@@ -62,7 +62,7 @@ LAYOUTS: dict[str, tuple[list[str], str]] = {
 
 #: plausible UTC milliseconds: no crypto market data before 2009-01-01, none from 2100-01-01
 MS_MIN = 1_230_768_000_000
-MS_MAX = 4_102_444_800_000
+MS_MAX = MAX_TS_MS
 
 _TF_NAMES = {timeframe_ms(t): t for t in ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d")}
 
