@@ -1,4 +1,9 @@
-"""The user-error type: anything raised as a :class:`UserError` is shown as one line, exit 2."""
+"""The user-error types, in one module: anything raised as a :class:`UserError` is shown by the CLI
+as one line on stderr with exit status 2. Anything else is a bug and keeps its traceback.
+
+Each layer raises its own subclass (store, parameters, events, simulation, sweeps, timeframes);
+they are defined here so that every layer, and the CLI boundary, sees the same types.
+"""
 
 
 class UserError(Exception):
@@ -7,6 +12,34 @@ class UserError(Exception):
     The message is one line that names the problem and the fix; the CLI prints it to stderr
     and exits with status 2, never with a traceback.
     """
+
+
+class ParamError(UserError, ValueError):
+    """A user-supplied parameter is unknown or has a bad value (one-line message)."""
+
+
+class SimError(UserError):
+    """Bad simulation input: no data for the window, a bad shock, an unknown symbol."""
+
+
+class SweepError(UserError):
+    """A bad sweep file or option (one-line message)."""
+
+
+class StoreError(UserError):
+    """A problem with the store or with data offered to it (one-line message for the user)."""
+
+
+class EventError(UserError):
+    """Unknown event or a malformed catalogue."""
+
+
+class CsvImportError(StoreError):
+    """A CSV file that cannot be imported (message names the file and the fix)."""
+
+
+class TimeframeError(StoreError):
+    """A bar period that is not ``<count><unit>`` with a positive count, up to one week."""
 
 
 def os_error_message(e: OSError) -> str:

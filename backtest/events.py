@@ -13,12 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backtest.errors import UserError
+from backtest.errors import EventError, UserError
 from backtest.store import default_root, ms_to_iso, to_ms
 
 
-class EventError(UserError):
-    """Unknown event or a malformed catalogue."""
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,9 @@ import tomllib
 from pathlib import Path
 from typing import Any, Mapping
 
-from backtest.errors import UserError
+from backtest.errors import ParamError, UserError
 
 
-class ParamError(UserError, ValueError):
-    """A user-supplied parameter is unknown or has a bad value (one-line message)."""
 
 
 def field_names(*groups: Any) -> list[str]:

@@ -60,14 +60,29 @@ def check_out_file(
     return out
 
 
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flush a file's (or a folder's) contents to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
-    """Run ``write(tmp)`` on a hidden temporary file beside ``path``, then rename it over ``path``:
-    a reader sees the old file or the whole new one, never half of it (the temporary file is
-    removed if ``write`` fails)."""
+    """The one atomic file write: run ``write(tmp)`` on a hidden temporary file beside ``path``,
+    fsync it, rename it over ``path``, fsync the folder. A reader sees the old file or the whole
+    new one, never half of it, also after a crash; the temporary file is removed if anything
+    fails."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         write(tmp)
+        fsync_path(tmp)
         os.replace(tmp, path)
+        try:  # make the rename itself durable (not every file system lets a folder be fsync'd)
+            fsync_path(_parent(path))
+        except OSError:
+            pass
     finally:
         tmp.unlink(missing_ok=True)

@@ -53,6 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
+from backtest.timeframes import timeframe_ms
 from backtest.records import (
     POPULATION_FIELDS,
     VENUES,
@@ -498,19 +499,6 @@ def synthesize(
 # ------------------------------------------------------------------------------------------
 # from the store + event catalogue
 # ------------------------------------------------------------------------------------------
-_TF_MS = {"1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000, "1h": 3_600_000,
-          "2h": 7_200_000, "4h": 14_400_000, "8h": 28_800_000, "1d": DAY_MS}
-
-
-def _tf_ms(tf: str) -> int:
-    try:
-        from backtest.store import timeframe_ms
-
-        return int(timeframe_ms(tf))
-    except Exception:
-        if tf not in _TF_MS:
-            raise ValueError(f"unknown timeframe {tf!r}") from None
-        return _TF_MS[tf]
 
 
 def market_bars(store: Any, exchange: str, symbol: str, start_ms: int, end_ms: int) -> dict[str, np.ndarray]:
@@ -525,7 +513,7 @@ def market_bars(store: Any, exchange: str, symbol: str, start_ms: int, end_ms: i
             f"the store has no {exchange} {symbol} price bars between the lookback start and the event start; "
             "download or import them first (backtest download / backtest data import-csv)"
         )
-    tfs = sorted(df["timeframe"].unique().to_list(), key=_tf_ms)
+    tfs = sorted(df["timeframe"].unique().to_list(), key=timeframe_ms)
     starts = np.empty(0, np.int64)
     ends = np.empty(0, np.int64)
     parts = []
@@ -533,7 +521,7 @@ def market_bars(store: Any, exchange: str, symbol: str, start_ms: int, end_ms: i
     for tf in tfs:
         d = df.filter(pl.col("timeframe") == tf).sort("ts")
         t = d["ts"].dt.epoch("ms").to_numpy().astype(np.int64)
-        e = t + _tf_ms(tf)
+        e = t + timeframe_ms(tf)
         keep = e <= end_ms
         if starts.size:
             idx = np.searchsorted(starts, e, side="left") - 1
@@ -543,7 +531,7 @@ def market_bars(store: Any, exchange: str, symbol: str, start_ms: int, end_ms: i
             continue
         used.append(tf)
         d = d.filter(pl.Series(keep))
-        parts.append(d.with_columns(pl.lit(_tf_ms(tf)).cast(pl.Int64).alias("dur")))
+        parts.append(d.with_columns(pl.lit(timeframe_ms(tf)).cast(pl.Int64).alias("dur")))
         starts = np.concatenate([starts, t[keep]])
         ends = np.concatenate([ends, e[keep]])
         o = np.argsort(starts, kind="stable")
@@ -589,10 +577,10 @@ def mark_bars(store: Any, exchange: str, symbol: str, start_ms: int, end_ms: int
         return None
     if df.height == 0:
         return None
-    for tf in sorted(df["timeframe"].unique().to_list(), key=_tf_ms):
+    for tf in sorted(df["timeframe"].unique().to_list(), key=timeframe_ms):
         d = df.filter(pl.col("timeframe") == tf).sort("ts")
         t = d["ts"].dt.epoch("ms").to_numpy().astype(np.int64)
-        step = _tf_ms(tf)
+        step = timeframe_ms(tf)
         if t[-1] + step >= end_ms and (len(t) < 2 or np.all(np.diff(t) == step)):
             return {"ts": t, "low": d["low"].to_numpy(), "high": d["high"].to_numpy(), "timeframe": tf}
     return None

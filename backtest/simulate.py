@@ -38,16 +38,13 @@ import numpy as np
 import polars as pl
 
 from backtest import records as R
-from backtest.errors import UserError
+from backtest.errors import SimError, UserError
 from backtest.params import apply_overrides, as_dict
+from backtest.timeframes import FINE_TIMEFRAMES, timeframe_ms
 
 TS = pl.Datetime("ms", "UTC")
-_TF_MS = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000}
-_FINE_TFS = ("1m", "5m", "15m")
 
 
-class SimError(UserError):
-    """Bad simulation input: no data for the window, a bad shock, an unknown symbol."""
 
 
 # ------------------------------------------------------------------------------------------
@@ -215,7 +212,7 @@ class Market:
 
     @property
     def bar_ms(self) -> int:
-        return _TF_MS[self.timeframe]
+        return timeframe_ms(self.timeframe)
 
 
 def _covers(df: pl.DataFrame, start: int, end: int, tf_ms: int) -> bool:
@@ -229,11 +226,11 @@ def load_market(store: Any, exchange: str, symbol: str, start: int, end: int, lo
     """Read one symbol's path, funding and liquidity estimates for ``[start, end)``."""
     chosen = None
     mk = store.read("mark", exchange=exchange, symbol=symbol, timeframe="1h", start=start, end=end)
-    has_mark = _covers(mk, start, end, _TF_MS["1h"])
+    has_mark = _covers(mk, start, end, timeframe_ms("1h"))
     if price_path != "mark" or not has_mark:
-        for tf in _FINE_TFS:
+        for tf in FINE_TIMEFRAMES:
             df = store.read("ohlcv", exchange=exchange, symbol=symbol, timeframe=tf, start=start, end=end)
-            if _covers(df, start, end, _TF_MS[tf]):
+            if _covers(df, start, end, timeframe_ms(tf)):
                 chosen = (tf, "last", df)
                 break
     if chosen is not None and price_path == "anchored" and has_mark:
@@ -243,7 +240,7 @@ def load_market(store: Any, exchange: str, symbol: str, start: int, end: int, lo
             chosen = ("1h", "mark", mk)
         else:
             df = store.read("ohlcv", exchange=exchange, symbol=symbol, timeframe="1h", start=start, end=end)
-            if _covers(df, start, end, _TF_MS["1h"]):
+            if _covers(df, start, end, timeframe_ms("1h")):
                 chosen = ("1h", "last", df)
     if chosen is None:
         raise SimError(
@@ -251,7 +248,7 @@ def load_market(store: Any, exchange: str, symbol: str, start: int, end: int, lo
             f"download it (backtest download {exchange} {symbol} --datasets ohlcv,mark ...) or pick another symbol"
         )
     tf, source, df = chosen
-    tf_ms = _TF_MS[tf]
+    tf_ms = timeframe_ms(tf)
     ts = df["ts"].dt.epoch("ms").to_numpy().astype(np.int64)
     gaps = int(np.sum(np.maximum(np.diff(ts) // tf_ms - 1, 0))) if ts.size > 1 else 0
     n = ts.size

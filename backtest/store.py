@@ -35,7 +35,8 @@ from typing import Any
 
 import polars as pl
 
-from backtest.errors import UserError
+from backtest.errors import StoreError, UserError
+from backtest.timeframes import timeframe_ms  # noqa: F401  (re-exported: the one table)
 
 TS = pl.Datetime("ms", "UTC")
 
@@ -90,25 +91,13 @@ EVENT_TIMEFRAME = "event"
 BAR_DATASETS = ("ohlcv", "mark", "index")
 PART_FILE = "part.parquet"
 
-_TF_RE = re.compile(r"^(\d+)([smhdw])$")
-_TF_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 
 
-class StoreError(UserError):
-    """A problem with the store or with data offered to it (one-line message for the user)."""
 
 
 # --------------------------------------------------------------------------------------------
 # names and times
 # --------------------------------------------------------------------------------------------
-def timeframe_ms(tf: str) -> int:
-    """Length of a bar period such as ``1m``, ``15m``, ``1h``, ``8h``, ``1d`` in milliseconds."""
-    m = _TF_RE.match(tf or "")
-    if not m:
-        raise StoreError(f"unknown timeframe {tf!r}; use e.g. 1m, 5m, 15m, 1h, 4h, 1d")
-    return int(m.group(1)) * _TF_MS[m.group(2)]
-
-
 def safe_symbol(symbol: str) -> str:
     """Path-safe form of a ccxt symbol: ``BTC/USDT:USDT`` -> ``BTC_USDT_USDT``."""
     return re.sub(r"[^A-Za-z0-9.\-]", "_", symbol)
@@ -180,26 +169,15 @@ class _LocalFS:
             return f.read()
 
     def write_atomic(self, path: str, data: bytes) -> None:
-        """Write ``data`` to a temporary file beside ``path``, fsync it, then rename over ``path``."""
+        """Write ``data`` atomically and durably (:func:`backtest.paths.write_atomic`)."""
+        from backtest.paths import write_atomic
+
         d = os.path.dirname(path)
         try:
             os.makedirs(d, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
             raise StoreError(f"cannot create folder {d}: a file stands in its way") from None
-        tmp = os.path.join(d, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        try:  # make the rename itself durable
-            fd = os.open(d, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError:
-            pass
+        write_atomic(path, lambda tmp: tmp.write_bytes(data))
 
     def scan_target(self, path: str) -> str:
         return path

@@ -78,7 +78,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from backtest.errors import UserError
+from backtest.errors import SweepError, UserError
 from backtest.params import ParamError, apply_overrides, field_names, suggest
 from backtest.paths import write_atomic
 
@@ -107,8 +107,6 @@ HEATMAP_METRICS = ("liquidated_notional_usd", "long_share", "peak_minute_notiona
 DASK_CONNECT_TIMEOUT_S = 5.0
 
 
-class SweepError(UserError):
-    """A bad sweep file or option (one-line message)."""
 
 
 @dataclass

@@ -42,7 +42,9 @@ from typing import Iterator
 
 import polars as pl
 
-from backtest.store import EVENT_TIMEFRAME, MAX_TS_MS, Store, StoreError, conform, timeframe_ms, to_ms
+from backtest.store import EVENT_TIMEFRAME, MAX_TS_MS, Store, StoreError, conform, to_ms
+from backtest.errors import CsvImportError as ImportError_
+from backtest.timeframes import timeframe_ms, timeframe_name
 
 LAYOUTS: dict[str, tuple[list[str], str]] = {
     "ohlcv": (["symbol", "timestamp", "datetime", "open", "high", "low", "close", "volume"], "ohlcv"),
@@ -64,11 +66,7 @@ LAYOUTS: dict[str, tuple[list[str], str]] = {
 MS_MIN = 1_230_768_000_000
 MS_MAX = MAX_TS_MS
 
-_TF_NAMES = {timeframe_ms(t): t for t in ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d")}
 
-
-class ImportError_(StoreError):
-    """A CSV file that cannot be imported (message names the file and the fix)."""
 
 
 def ccxt_symbol(exchange_id: str, exchange: str) -> str:
@@ -367,9 +365,10 @@ def infer_timeframe(frame: pl.DataFrame, path: Path) -> str:
     if d.len() == 0:
         raise ImportError_(f"{path}: cannot infer the timeframe from one bar; pass --timeframe")
     step = int(d.mode().sort()[0])
-    if step not in _TF_NAMES:
+    name = timeframe_name(step)
+    if name is None:
         raise ImportError_(f"{path}: bars are {step} ms apart, not a known timeframe; pass --timeframe")
-    return _TF_NAMES[step]
+    return name
 
 
 def prepare_import(
