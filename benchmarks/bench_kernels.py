@@ -75,7 +75,7 @@ def prm_for(bar_ms: int, pop_or_n, mode: str = "cascade") -> np.ndarray:
 
 def population(n: int, seed: int) -> tuple[dict, str, float]:
     """The real 2025-10-10 BTC population (backtest.population, committed store) with n rows;
-    the synthetic one (backtest.simulate.synthetic_population) if that cannot be built."""
+    the synthetic one (backtest.synthetic.synthetic_population) if that cannot be built."""
     try:
         from backtest.events import get_event
         from backtest.population import PopulationParams, build_population
@@ -83,7 +83,7 @@ def population(n: int, seed: int) -> tuple[dict, str, float]:
         pop = build_population(get_event("2025-10-10"), "BTC/USDT:USDT", PopulationParams(n_positions=n, seed=seed))
         return pop.arrays, "2025-10-10 BTC/USDT:USDT (backtest.population, committed store)", 121_000.0
     except Exception as e:  # pragma: no cover - fallback
-        from backtest.simulate import synthetic_population
+        from backtest.synthetic import synthetic_population
 
         return synthetic_population(n, seed=seed), f"synthetic ({type(e).__name__}: {e})", 100_000.0
 
@@ -92,7 +92,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="smaller sizes (smoke test)")
     args = ap.parse_args()
-    from backtest.simulate import build_lists, run_kernel, synthetic_population
+    from backtest.simulate import build_lists, run_kernel
+    from backtest.synthetic import synthetic_population
 
     print("cascade backtester - kernel benchmarks (DESIGN §11), one core")
     # ---- compile (or load from the numba cache) -------------------------------------------

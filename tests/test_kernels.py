@@ -1,6 +1,6 @@
 """Kernels: the fast kernel equals the reference scan exactly; invariants of replay and cascade.
 
-Populations here are *synthetic* (backtest.simulate.synthetic_population or built inline), with
+Populations here are *synthetic* (backtest.synthetic.synthetic_population or built inline), with
 exact ties (prices on a tick grid, path points placed on thresholds) and near-ties (thresholds
 one ulp apart). The numba functions are compiled once per process (cache=True shares them
 across runs); the module fixture warms them.
@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backtest import records as R
-from backtest.simulate import build_lists, synthetic_population
+from backtest.simulate import build_lists
+from backtest.synthetic import synthetic_population
 from backtest.simulate import run_kernel as _run_kernel
 
 OUT_KEYS = ("exit_code", "exit_ts", "fill", "exit_round", "bar_i", "bar_f", "round_units", "stats")
