@@ -7,7 +7,7 @@ Layout (hive style, one file per partition)::
 
 ``SYM`` is the path-safe form of the ccxt symbol (``BTC/USDT:USDT`` -> ``BTC_USDT_USDT``); the
 ccxt symbol itself is kept in the ``symbol`` column. Datasets without a bar period (funding,
-liquidations) use ``timeframe=event``.
+liquidations, order-book depth snapshots) use ``timeframe=event``.
 
 Every dataset has one explicit schema (:data:`SCHEMAS`); ``ts`` is ``Datetime("ms", "UTC")``, the
 bar's open time or the event's time, and ``fetched_at`` records when a row arrived. Schemas are
@@ -61,6 +61,18 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "short_account": pl.Float64,
         "fetched_at": TS,
     },
+    # order-book depth snapshots (Binance public-archive ``bookDepth`` layout, about every 30 s):
+    # depth (base units) and notional_usd resting between mid and ``percentage`` % from mid,
+    # cumulative (-1..-5 bids, +1..+5 asks); ``stale`` marks buckets that cannot be a live book
+    # (a bid's average price at or above the asks': backtest.sources.book_depth.flag_stale)
+    "depth": {
+        **_BASE,
+        "percentage": pl.Int8,
+        "depth": pl.Float64,
+        "notional_usd": pl.Float64,
+        "stale": pl.Boolean,
+        "fetched_at": TS,
+    },
     # forced orders as published by the exchange; side is the liquidated position (+1 long, -1 short)
     "liquidations": {
         **_BASE,
@@ -75,6 +87,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 #: columns that identify a row (merge key: last write wins)
 KEYS: dict[str, list[str]] = {name: ["ts"] for name in SCHEMAS}
 KEYS["liquidations"] = ["ts", "side", "price", "qty"]
+KEYS["depth"] = ["ts", "percentage"]
 
 #: columns that must not be null
 REQUIRED: dict[str, list[str]] = {
@@ -85,6 +98,7 @@ REQUIRED: dict[str, list[str]] = {
     "open_interest": ["ts", "symbol"],
     "long_short_ratio": ["ts", "symbol", "long_short_ratio"],
     "liquidations": ["ts", "symbol", "side", "price", "qty"],
+    "depth": ["ts", "symbol", "percentage", "depth", "notional_usd", "stale"],
 }
 
 EVENT_TIMEFRAME = "event"
@@ -543,7 +557,7 @@ class Store:
             seen = set()
             for (sym,), g in df.group_by(["symbol"], maintain_order=True):
                 seen.add(safe_symbol(sym))
-                ts = g["ts"].sort()
+                ts = g["ts"].unique().sort()  # several rows may share a time (depth: one per bucket)
                 if tf == EVENT_TIMEFRAME:
                     if ts.len() < 3:
                         continue

@@ -52,6 +52,7 @@ WHOLE_FILES = [
     f"{APR}/usdm_8h_mark_BTC_ETH_SOL_20250306_20250603.csv",
     f"{RAW}/BTCUSDT_15m_futures_20240801_20240809.csv",
     f"{RAW}/ETHUSDT_15m_futures_20240801_20240809.csv",
+    "unlicensed_binance_bookdepth/BTCUSDT-bookDepth-2025-10-10.csv.gz",  # depth (stale bids flagged)
 ]
 
 HISTORY_SYMBOLS = ("BTC", "ETH", "XRP", "LTC", "ADA", "BCH")

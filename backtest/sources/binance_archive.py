@@ -7,6 +7,7 @@ Files used (USDⓈ-M under ``futures/um``, COIN-M under ``futures/cm``)::
     data/futures/um/{daily|monthly}/indexPriceKlines/{SYM}/{tf}/...                           -> index
     data/futures/um/monthly/fundingRate/{SYM}/{SYM}-fundingRate-{YYYY-MM}.zip                  -> funding
     data/futures/um/daily/metrics/{SYM}/{SYM}-metrics-{YYYY-MM-DD}.zip   -> open_interest, long_short_ratio (5m)
+    data/futures/um/daily/bookDepth/{SYM}/{SYM}-bookDepth-{YYYY-MM-DD}.zip -> depth (~30 s snapshots, ±1..5 %)
 
 Each zip has a ``.CHECKSUM`` file beside it (``<sha256>  <name>``); it is verified whenever the
 archive publishes one, and a mismatch is retried like a cut-off download. A file the archive does
@@ -30,6 +31,7 @@ from typing import Any
 import polars as pl
 
 from backtest.errors import UserError
+from backtest.sources import book_depth
 from backtest.sources.ccxt_source import SeriesResult, fill_interval_hours, missing_bar_ranges, missing_event_ranges
 from backtest.sources.retry import RetriesExhausted, RetryPolicy, TemporaryFault, call_with_retry, parse_retry_after
 from backtest.store import EVENT_TIMEFRAME, Store, now_ms, timeframe_ms
@@ -280,6 +282,8 @@ class ArchiveDownloader:
             return self._funding(sym, ccxt_symbol, since, until)
         if dataset in ("open_interest", "long_short_ratio"):
             return self._metrics(dataset, sym, ccxt_symbol, since, until)
+        if dataset == "depth":
+            return self._book_depth(sym, ccxt_symbol, since, until)
         raise UserError(f"the Binance archive has no {dataset} data")
 
     def _task(self, label: str, total: int):
@@ -399,6 +403,49 @@ class ArchiveDownloader:
         if dataset == "open_interest" or dataset == "long_short_ratio":
             extra = "the archive's metrics files are 5-minute"
             res.note = extra
+        self._note_missing(res)
+        return res
+
+    @staticmethod
+    def parse_book_depth(data: bytes, symbol: str) -> pl.DataFrame:
+        """A daily ``bookDepth`` file as a ``depth`` frame, stale bid buckets flagged."""
+        rows = ArchiveDownloader._rows(data)
+        body = rows[1:] if rows and not _is_number(rows[0][0].strip()[:4]) else rows
+        return book_depth.frame_from_columns(
+            [book_depth.parse_timestamp(r[0]) for r in body], [int(r[1]) for r in body],
+            [float(r[2]) for r in body], [float(r[3]) for r in body], symbol,
+        )
+
+    def _book_depth(self, sym, ccxt_symbol, since, until) -> SeriesResult:
+        """Daily bookDepth files for the days of [since, until) that hold no stored snapshot
+        (each file is written whole, so a day is either stored or not)."""
+        res = SeriesResult("depth", ccxt_symbol, EVENT_TIMEFRAME)
+        stored = {t // 86_400_000 for t in self.store.stored_ts("depth", self.exchange_id, ccxt_symbol, EVENT_TIMEFRAME, since, until)}
+        days = []
+        d = _day(since)
+        while _ms(d) < until:
+            if _ms(d) // 86_400_000 not in stored:
+                days.append(d)
+            d += timedelta(days=1)
+        task = self._task(f"{ccxt_symbol} depth (archive)", len(days))
+        notes = []
+        for d in days:
+            path = f"{self._prefix()}/daily/bookDepth/{sym}/{sym}-bookDepth-{d:%Y-%m-%d}.zip"
+            lo, hi = max(_ms(d), since), min(_ms(d + timedelta(days=1)), until)
+            data = self._fetch_for(res, path, lo, hi)
+            if data is _FAILED:
+                continue
+            if data is None:
+                self.files_missing.append(path)
+                continue
+            df = self.parse_book_depth(data, ccxt_symbol).filter((pl.col("ts") >= lo) & (pl.col("ts") < hi))
+            if df.height:
+                res.rows_added += self.store.write("depth", df, exchange=self.exchange_id, timeframe=EVENT_TIMEFRAME).rows_added
+                if (note := book_depth.stale_summary(df)):
+                    notes.append(f"{d:%Y-%m-%d}: {note}")
+            if self.progress and task is not None:
+                self.progress.advance(task, 1)
+        res.note = "; ".join(notes) if notes else None
         self._note_missing(res)
         return res
 

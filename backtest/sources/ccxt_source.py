@@ -255,6 +255,8 @@ def restrict_market_types(ex, symbols: list[str], config: dict[str, Any]) -> Non
 # --------------------------------------------------------------------------------------------
 def lacks(ex, dataset: str) -> str | None:
     """A one-line reason when the exchange (per ccxt's ``has``) cannot give ``dataset``."""
+    if dataset == "depth":
+        return "ccxt serves only the live order book, not its history; download depth with --source binance-archive; skipped"
     names = _HAS[dataset][0].split("|")
     if any(ex.has.get(n) for n in names):
         return None

@@ -11,6 +11,7 @@ layout              header                                                      
 ``binance-kline``   ``open_time,open,high,low,close,volume,close_time,quote_volume,...``        ohlcv
 ``binance-funding`` ``[symbol,]calc_time,funding_interval_hours,last_funding_rate``             funding
 ``binance-metrics`` ``create_time,symbol,sum_open_interest,sum_open_interest_value,...``        open_interest
+``binance-bookdepth`` ``timestamp,percentage,depth,notional[,weighted_avg_price]``              depth
 ==================  ==========================================================================  =========
 
 ``timestamp``/``open_time``/``calc_time`` are UTC milliseconds (bar open time, or settlement
@@ -44,6 +45,7 @@ import polars as pl
 
 from backtest.store import EVENT_TIMEFRAME, MAX_TS_MS, Store, StoreError, conform, to_ms
 from backtest.errors import CsvImportError as ImportError_
+from backtest.sources import book_depth
 from backtest.timeframes import timeframe_ms, timeframe_name
 
 LAYOUTS: dict[str, tuple[list[str], str]] = {
@@ -60,6 +62,7 @@ LAYOUTS: dict[str, tuple[list[str], str]] = {
         ["create_time", "symbol", "sum_open_interest", "sum_open_interest_value"],
         "open_interest",
     ),
+    "binance-bookdepth": (book_depth.HEADER, "depth"),
 }
 
 #: plausible UTC milliseconds: no crypto market data before 2009-01-01, none from 2100-01-01
@@ -90,7 +93,7 @@ def detect_layout(columns: list[str]) -> str:
         if name == "binance-funding":
             if cols in (header, ["symbol", *header]):
                 return name
-        elif name == "binance-metrics":
+        elif name in ("binance-metrics", "binance-bookdepth"):
             if cols[: len(header)] == header:
                 return name
         elif cols == header:
@@ -309,6 +312,8 @@ def _parse(path: Path, *, exchange: str, dataset: str | None, symbol: str | None
                 raise ImportError_(f"{path}: the file has no symbol column; pass --symbol, e.g. --symbol BTC/USDT:USDT")
             symbol = ccxt_symbol(guess.group(1), exchange)
         sym_col = pl.Series([ccxt_symbol(symbol, exchange)] * df.height)
+    if layout == "binance-bookdepth":
+        return [(ds, _book_depth_frame(df, sym_col, path))], df.height
     if layout in ("ohlcv", "ohlc"):
         ts = _ms(df, "timestamp", path)
         _check_datetime(df, ts, path)
@@ -359,6 +364,29 @@ def _parse(path: Path, *, exchange: str, dataset: str | None, symbol: str | None
     return frames, df.height
 
 
+def _book_depth_frame(df: pl.DataFrame, sym_col: pl.Series, path: Path) -> pl.DataFrame:
+    """A ``bookDepth`` file as a ``depth`` frame, stale bid buckets flagged (:mod:`.book_depth`)."""
+    ts = []
+    for i, t in enumerate(df["timestamp"].to_list()):
+        try:
+            ts.append(book_depth.parse_timestamp(t or ""))
+        except ValueError:
+            raise ImportError_(f"{path}: row {i + 2}: cannot read timestamp {t!r}; expected YYYY-MM-DD HH:MM:SS (UTC)") from None
+    try:
+        pct = df["percentage"].str.strip_chars().cast(pl.Int8, strict=True).to_list()
+    except Exception:
+        raise ImportError_(f"{path}: percentage must be a whole number from -5 to 5 (not 0); fix the file") from None
+    frame = book_depth.frame_from_columns(ts, pct, _num(df, "depth", path).to_list(), _num(df, "notional", path).to_list(), sym_col[0])
+    problem = book_depth.check_values(frame)
+    if problem:
+        raise ImportError_(f"{path}: {problem}; fix or remove the bad rows and import again")
+    if frame.select(pl.struct("ts", "percentage").is_duplicated().any()).item():
+        raise ImportError_(f"{path}: two rows share a timestamp and percentage; remove the duplicates and import again")
+    if not frame["ts"].is_sorted():
+        raise ImportError_(f"{path}: rows are not sorted by time; sort the file by timestamp and import again")
+    return frame
+
+
 def infer_timeframe(frame: pl.DataFrame, path: Path) -> str:
     """Bar timeframe from the most common spacing of consecutive bars."""
     d = frame.select(pl.col("ts").diff().over("symbol").alias("d")).drop_nulls()["d"]
@@ -396,7 +424,7 @@ def prepare_import(
             f = f.filter(pl.col("symbol").is_in(symbols))
         frames[i] = (d, f)
     ds, frame = frames[0]
-    if ds in ("funding", "liquidations"):
+    if ds in ("funding", "liquidations", "depth"):
         tf = EVENT_TIMEFRAME
     else:
         tf = timeframe or infer_timeframe(frame, path)
@@ -433,6 +461,8 @@ class PreparedImport:
             line = f"{self.path.name}: {d} {tf}, {res.rows_in} rows ({res.rows_added} new) for {f['symbol'].n_unique()} symbols, {span}"
             if self.skipped.get(d):
                 line += f"; {self.skipped[d]} rows of the file have no {d} value and were skipped"
+            if d == "depth" and (note := book_depth.stale_summary(f)):
+                line += f"; {note}"
             yield line
 
 

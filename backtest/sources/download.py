@@ -16,7 +16,7 @@ from typing import Any
 
 from backtest.errors import UserError
 
-ALL_DATASETS = ("ohlcv", "mark", "index", "funding", "open_interest", "long_short_ratio", "tiers")
+ALL_DATASETS = ("ohlcv", "mark", "index", "funding", "open_interest", "long_short_ratio", "depth", "tiers")
 #: keys of --ccxt-config that are ours, not ccxt constructor arguments
 OWN_KEYS = ("archive_base_url", "retry", "page_limits")
 

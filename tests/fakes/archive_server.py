@@ -10,6 +10,9 @@
   (``calc_time,funding_interval_hours,last_funding_rate``, with their ms jitter).
 * ``daily/metrics/BTCUSDT/BTCUSDT-metrics-2025-10-10.zip``: SYNTHETIC open interest / ratios in the
   real column layout (no real open-interest history exists in shared/data).
+* ``daily/bookDepth/BTCUSDT/BTCUSDT-bookDepth-2025-10-10.zip``: the real 28,790 depth rows of that day
+  (``unlicensed_binance_bookdepth/``) in the archive's four columns (the copy's added
+  ``weighted_avg_price`` dropped).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Callable
 from tests.fakes.fixtures import KLINES_1M, SHARED, klines_1m, mark_1h, synthetic_oi_5m
 
 PREFIX = "/data/futures/um"
+BOOK_DEPTH = SHARED / "unlicensed_binance_bookdepth" / "BTCUSDT-bookDepth-2025-10-10.csv.gz"
 KLINE_HEADER = "open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,taker_buy_quote_volume,ignore"
 
 
@@ -72,6 +76,9 @@ def build_archive() -> dict[str, bytes]:
         t = datetime.fromtimestamp(o["timestamp"] / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
         m.append(f"{t},BTCUSDT,{o['sumOpenInterest']},{o['sumOpenInterestValue']},1.5,1.4,{l['longShortRatio']},0.9")
     _add(files, f"{PREFIX}/daily/metrics/BTCUSDT/BTCUSDT-metrics-2025-10-10.zip", "\n".join(m) + "\n")
+    with gzip.open(BOOK_DEPTH, "rt") as f:
+        depth = "".join(",".join(line.rstrip("\n").split(",")[:4]) + "\n" for line in f)
+    _add(files, f"{PREFIX}/daily/bookDepth/BTCUSDT/BTCUSDT-bookDepth-2025-10-10.zip", depth)
     return files
 
 
