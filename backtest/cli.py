@@ -405,7 +405,8 @@ def _run_sim(event: str, mode: str, symbol, config, set_, out, shock, store) -> 
     from backtest.params import parse_set_options
     from backtest.params import load_config
     from backtest.paths import check_out_dir
-    from backtest.simulate import parse_shock, run_event
+    from backtest.shocks import parse_shock
+    from backtest.simulate import run_event
 
     check_out_dir(out)  # a bad --out fails now, not after the whole simulation
     if shock is not None:
@@ -443,7 +444,7 @@ def _sim_progress():
 
 
 def _estimated_suffix(s: dict) -> str:
-    from backtest.simulate import estimated_open_interest
+    from backtest.results import estimated_open_interest
 
     n, total = estimated_open_interest(s)
     return f"  (open interest of {n} of {total} symbols estimated: see notes in summary.json)" if n else ""

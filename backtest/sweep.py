@@ -24,7 +24,7 @@ is simulated, and one row per combination (its parameters + the summary metrics)
     y = "depth_multiplier"
 
 Parameter names are the flat names of ``backtest.population.PopulationParams`` and
-``backtest.simulate.SimParams`` (the same names ``--set`` accepts); an unknown name is refused
+``backtest.sim_params.SimParams`` (the same names ``--set`` accepts); an unknown name is refused
 with the closest valid one suggested. ``backtest sweep FILE --set key=value`` changes the base.
 
 Seeds: every combination runs with the seed of its own parameters (``seed`` from ``[base]`` or
@@ -47,8 +47,9 @@ one worker per core), ``dask`` (``scheduler`` = the address of a running schedul
 ``tcp://10.0.0.5:8786``, given ``connect_timeout`` seconds, 5 by default, to connect and shake
 hands; else a ``LocalCluster`` of ``workers`` single-threaded processes).
 
-Each scenario asks the simulation for its summary only (``summary_only=True``, when the API
-offers it): a sweep keeps no per-bar or per-position frames.
+Each scenario asks the simulation for its summary only (``summary_only=True``): a sweep keeps no
+per-bar or per-position frames. The simulation is any :class:`backtest.sim_api.SimulationAPI`
+(``sim=``; default :mod:`backtest.simulate`).
 
 ``--dry-run`` builds the event once, times one combination (and one population rebuild when
 the grid changes population parameters) and prints the number of combinations, chunks, an
@@ -81,6 +82,7 @@ from typing import Any, Callable
 from backtest.errors import SweepError, UserError
 from backtest.params import ParamError, apply_overrides, field_names, suggest
 from backtest.paths import write_atomic
+from backtest.sim_api import SimulationAPI, simulation
 
 EXECUTORS = ("serial", "processes", "dask")
 MODES = ("cascade", "replay")
@@ -148,22 +150,9 @@ class SweepResult:
 # ---------------------------------------------------------------------------------------------
 # parsing and validation
 # ---------------------------------------------------------------------------------------------
-def _sim_module(sim):
-    if sim is not None:
-        return sim
-    import backtest.simulate as simulate
-
-    return simulate
-
-
-def param_groups(sim=None) -> list[Any]:
+def param_groups(sim: SimulationAPI | None = None) -> list[Any]:
     """Default instances of the parameter groups that flat names resolve against."""
-    sim = _sim_module(sim)
-    if hasattr(sim, "param_groups"):
-        return list(sim.param_groups())
-    from backtest.population import PopulationParams
-
-    return [PopulationParams(), sim.SimParams()]
+    return list(simulation(sim).param_groups())
 
 
 def load_sweep(path: str | os.PathLike, *, set_overrides: dict | None = None, sim=None, store: str | None = None) -> SweepSpec:
@@ -253,10 +242,8 @@ def _check_shock(shock: Any, mode: str, ev: Any, source: str) -> None:
         raise SweepError(f"{source}: shock must be a string such as \"-5%@2025-10-10T21:00:00Z\", got {shock!r}")
     if mode != "cascade":
         raise SweepError(f"{source}: a shock needs mode = \"cascade\" (mode is {mode!r})")
-    try:
-        from backtest.simulate import parse_shock
-    except ImportError:  # pragma: no cover - the simulation checks it itself
-        return
+    from backtest.shocks import parse_shock
+
     try:
         _, ms = parse_shock(shock, getattr(ev, "core_start_ms", None))
     except UserError as e:  # its fixes are written as the option; here it is the file's key
@@ -274,36 +261,16 @@ def _check_shock(shock: Any, mode: str, ev: Any, source: str) -> None:
 _WORKER: dict[str, Any] = {}
 
 
-def _metrics(summary: dict) -> dict[str, Any]:
-    out = {}
-    for k, v in summary.items():
-        if k in ("params", "symbols", "event", "seed"):
-            continue
-        if v is None or isinstance(v, (bool, int, float, str)):
-            out[k] = v
-    return out
-
-
 def run_chunk(simulate_prepared: Callable, prepared: Any, mode: str, shock: str | None, base: dict, chunk: list[tuple[int, dict]]) -> list[tuple]:
-    """Simulate one chunk of combinations; one (combo index, parameters, metrics) tuple each."""
+    """Simulate one chunk of combinations (summaries only); one (combo index, parameters,
+    metrics) tuple each, the metrics being the summary's scalar fields (results.SCALAR_FIELDS)."""
+    from backtest.results import metrics
+
     rows = []
-    kw = summary_kwargs(simulate_prepared)
     for i, combo in chunk:
-        res = simulate_prepared(prepared, {**base, **combo}, mode=mode, shock=shock, **kw)
-        rows.append((i, combo, _metrics(res.summary)))
+        res = simulate_prepared(prepared, {**base, **combo}, mode=mode, shock=shock, summary_only=True)
+        rows.append((i, combo, metrics(res.summary)))
     return rows
-
-
-def summary_kwargs(simulate_prepared: Callable) -> dict:
-    """``{"summary_only": True}`` when the simulation API can skip building the per-bar and
-    per-position frames (a sweep keeps only the summary), else ``{}``."""
-    import inspect
-
-    try:
-        params = inspect.signature(simulate_prepared).parameters
-    except (TypeError, ValueError):
-        return {}
-    return {"summary_only": True} if "summary_only" in params else {}
 
 
 def _init_process(simulate_prepared: Callable, prepared_bytes: bytes) -> None:
@@ -315,10 +282,9 @@ def _process_chunk(mode, shock, base, chunk):
     return run_chunk(_WORKER["fn"], _WORKER["prepared"], mode, shock, base, chunk)
 
 
-def population_names(sim=None) -> set[str]:
+def population_names(sim: SimulationAPI | None = None) -> set[str]:
     """Names of the parameters that change the population (rebuilding it costs more than a run)."""
-    groups = param_groups(sim)
-    return set(field_names(groups[0])) if len(groups) > 1 else set()
+    return set(simulation(sim).population_param_names())
 
 
 def execution_order(spec: SweepSpec, sim=None) -> list[tuple[int, dict]]:
@@ -510,7 +476,7 @@ def run_sweep(
     if scheduler and executor != "dask":
         raise SweepError("--scheduler needs --executor dask")
     out_dir = check_out_dir(out) if out is not None else None
-    simulate = _sim_module(sim)
+    simulate = simulation(sim)
     workers = max(1, workers or os.cpu_count() or 1) if executor != "serial" else 1
     combos = execution_order(spec, sim)
     n = len(combos)
@@ -805,7 +771,7 @@ def plan_sweep(spec: SweepSpec, *, executor: str = "processes", workers: int | N
     """Measure one combination (after building the base once) and extrapolate to the sweep."""
     if executor not in EXECUTORS:
         raise SweepError(f"unknown executor {executor!r}{suggest(executor, list(EXECUTORS))}; use serial, processes or dask")
-    simulate = _sim_module(sim)
+    simulate = simulation(sim)
     workers = max(1, workers or os.cpu_count() or 1) if executor != "serial" else 1
     n = spec.n_combinations
     size = chunk_size or default_chunk_size(n, workers)
@@ -816,12 +782,11 @@ def plan_sweep(spec: SweepSpec, *, executor: str = "processes", workers: int | N
     first = spec.combinations()[0]
     same_pop = {**spec.base, **{k: v for k, v in first.items() if k not in pop_names}}
     blob = len(pickle.dumps(prepared, protocol=pickle.HIGHEST_PROTOCOL))
-    kw = summary_kwargs(simulate.simulate_prepared)
     with _RssPeak() as warm_probe:  # warm-up (compiles); its memory growth is the honest one
-        simulate.simulate_prepared(prepared, same_pop, mode=spec.mode, shock=spec.shock, **kw)
+        simulate.simulate_prepared(prepared, same_pop, mode=spec.mode, shock=spec.shock, summary_only=True)
     with _RssPeak() as mem_probe:
         t = time.perf_counter()
-        simulate.simulate_prepared(prepared, same_pop, mode=spec.mode, shock=spec.shock, **kw)
+        simulate.simulate_prepared(prepared, same_pop, mode=spec.mode, shock=spec.shock, summary_only=True)
         per = time.perf_counter() - t
     peak = max(mem_probe.peak_increase, warm_probe.peak_increase)
     # populations: one rebuild per distinct value set of the grid's population parameters
@@ -830,7 +795,7 @@ def plan_sweep(spec: SweepSpec, *, executor: str = "processes", workers: int | N
     rebuild = 0.0
     if n_pops:
         t = time.perf_counter()
-        simulate.simulate_prepared(prepared, {**spec.base, **first}, mode=spec.mode, shock=spec.shock, **kw)
+        simulate.simulate_prepared(prepared, {**spec.base, **first}, mode=spec.mode, shock=spec.shock, summary_only=True)
         rebuild = max(0.0, time.perf_counter() - t - per)
     startup = {"serial": 0.0, "processes": 2.0, "dask": 4.0}[executor]
     work = per * n + rebuild * n_pops

@@ -323,7 +323,7 @@ def _pages(ev, replay, cascade, params: dict, prov: list[str], sens) -> list[tup
         symbols = F.symbol_order(bars, ev.symbols)
         lows: dict[str, tuple] = {}
         for k, res in enumerate((replay, cascade)):
-            bc = F.bar_cols(res.bars)
+            bc = F.BAR_COLS
             if bc["symbol"] and bc["low"]:
                 for s, lo in res.bars.group_by(bc["symbol"]).agg(pl.col(bc["low"]).min()).iter_rows():
                     pair = list(lows.get(F.short_sym(s), (None, None)))
