@@ -67,13 +67,13 @@ end, each atomically: an interrupted or failed sweep leaves no half-written file
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import math
 import os
 import pickle
 import re
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +82,7 @@ from typing import Any, Callable
 from backtest.errors import SweepError, UserError
 from backtest.params import ParamError, apply_overrides, field_names, suggest
 from backtest.paths import write_atomic
+from backtest.progress import Progress
 from backtest.sim_api import SimulationAPI, simulation
 
 EXECUTORS = ("serial", "processes", "dask")
@@ -273,6 +274,21 @@ def run_chunk(simulate_prepared: Callable, prepared: Any, mode: str, shock: str 
     return rows
 
 
+def sweep_prepared(simulate_prepared: Callable, prepared: Any, combos: list[dict], *, mode: str = "cascade", shock: str | None = None,
+                   base: dict | None = None, progress: Any = None, label: str = "sweep") -> list[dict[str, Any]]:
+    """The summary metrics of each combination on an event already prepared, serially and in
+    the order given (the report's sensitivity page); ``progress`` as in :mod:`backtest.progress`."""
+    out = []
+    with Progress(label, progress) as shown:
+        task = shown.add(label, len(combos))
+        for i, combo in enumerate(combos):
+            shown.update(task, description=f"{label} {i + 1}/{len(combos)}")
+            ((_, _, m),) = run_chunk(simulate_prepared, prepared, mode, shock, dict(base or {}), [(i, combo)])
+            out.append(m)
+            shown.advance(task)
+    return out
+
+
 def _init_process(simulate_prepared: Callable, prepared_bytes: bytes) -> None:
     _WORKER["fn"] = simulate_prepared
     _WORKER["prepared"] = pickle.loads(prepared_bytes)
@@ -305,40 +321,6 @@ def chunks_of(items: list, size: int) -> list[list]:
 def default_chunk_size(n: int, workers: int) -> int:
     """About four chunks per worker (load balance) and at most 512 combinations per chunk."""
     return max(1, min(512, math.ceil(n / max(1, workers * 4))))
-
-
-# ---------------------------------------------------------------------------------------------
-# progress
-# ---------------------------------------------------------------------------------------------
-class _Bar:
-    def __init__(self, total: int, label: str, progress: Any):
-        self.cb = progress if callable(progress) else None
-        on = sys.stderr.isatty() if progress is None else bool(progress) and not callable(progress)
-        self.done = 0
-        self.total = total
-        self.p = None
-        if on:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-            self.p = Progress(
-                TextColumn("[bold]sweep[/bold] {task.description}"), BarColumn(bar_width=None), MofNCompleteColumn(),
-                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                console=Console(stderr=True),
-            )
-            self.p.start()
-            self.t = self.p.add_task(label, total=total)
-
-    def advance(self, n: int) -> None:
-        self.done += n
-        if self.p is not None:
-            self.p.update(self.t, advance=n)
-        if self.cb:
-            self.cb(self.done, self.total)
-
-    def close(self) -> None:
-        if self.p is not None:
-            self.p.stop()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -494,20 +476,19 @@ def run_sweep(
         prepared = simulate.prepare(spec.event, spec.base or None, symbols=spec.symbols, store=store)
         timings["prepare_s"] = time.perf_counter() - t
         fn = simulate.simulate_prepared
-        bar = _Bar(n, f"{executor}×{workers}", progress)
         rows: list[dict] = []
         t = time.perf_counter()
-        try:
+        with Progress("sweep", progress) as shown:
+            task = shown.add(f"{executor}×{workers}", n)
+            bar = functools.partial(shown.advance, task)
             if executor == "serial":
                 for ch in chunks:
                     rows.extend(run_chunk(fn, prepared, spec.mode, spec.shock, spec.base, ch))
-                    bar.advance(len(ch))
+                    bar(len(ch))
             elif executor == "processes":
                 rows = _run_processes(fn, prepared, spec, chunks, workers, bar)
             else:
                 rows = _run_dask(client, fn, prepared, spec, chunks, bar)
-        finally:
-            bar.close()
         timings["simulate_s"] = time.perf_counter() - t
     finally:
         if client is not None:
@@ -522,7 +503,7 @@ def run_sweep(
     return res
 
 
-def _run_processes(fn, prepared, spec: SweepSpec, chunks, workers: int, bar: _Bar) -> list[dict]:
+def _run_processes(fn, prepared, spec: SweepSpec, chunks, workers: int, bar: Callable[[int], None]) -> list[dict]:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -534,7 +515,7 @@ def _run_processes(fn, prepared, spec: SweepSpec, chunks, workers: int, bar: _Ba
         try:
             for f in as_completed(futs):
                 rows.extend(f.result())
-                bar.advance(futs[f])
+                bar(futs[f])
         except BaseException:
             for f in futs:
                 f.cancel()
@@ -542,7 +523,7 @@ def _run_processes(fn, prepared, spec: SweepSpec, chunks, workers: int, bar: _Ba
     return rows
 
 
-def _run_dask(client, fn, prepared, spec: SweepSpec, chunks, bar: _Bar) -> list[dict]:
+def _run_dask(client, fn, prepared, spec: SweepSpec, chunks, bar: Callable[[int], None]) -> list[dict]:
     from distributed import as_completed
 
     [pf] = client.scatter([prepared], broadcast=True)  # market arrays + population: once per worker
@@ -552,7 +533,7 @@ def _run_dask(client, fn, prepared, spec: SweepSpec, chunks, bar: _Bar) -> list[
     try:
         for f in as_completed(futs):
             rows.extend(f.result())
-            bar.advance(sizes[f.key])
+            bar(sizes[f.key])
     except BaseException:
         client.cancel(futs)
         raise
