@@ -35,10 +35,16 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+#: exit status of a bug (a user error exits 2)
+BUG_EXIT = 70  # EX_SOFTWARE (sysexits.h): an internal software error
+
+
 def user_errors(fn: Callable) -> Callable:
-    """Turn user errors (UserError, ValueError) and operating-system errors (missing file,
-    permission, an existing file or a file where a folder should be, full disk) into one line
-    naming the problem and the path, and exit 2."""
+    """The error boundary of a command. User errors (:class:`backtest.errors.UserError`) and
+    operating-system errors on the user's paths (missing file, permission, an existing file or a
+    file where a folder should be, full disk) become one line naming the problem and the fix, and
+    exit 2. Anything else is a bug: its traceback is printed, then one line saying it is a bug
+    and where to report it, and the exit status is :data:`BUG_EXIT`."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -48,13 +54,19 @@ def user_errors(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except (typer.Exit, BrokenPipeError):  # a closed pipe (| head) is handled by main()
             raise
-        except (UserError, ValueError) as e:
+        except UserError as e:
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             fail(msg)
         except OSError as e:
             fail(os_error_message(e))
         except KeyboardInterrupt:
             fail("interrupted; what was written before the interruption is kept", 130)
+        except Exception:  # a bug: keep its traceback, and say so
+            import traceback
+
+            traceback.print_exc()
+            fail("this is a bug in backtest, not a mistake in the input: please report it to the project's issue tracker "
+                 "with the command you ran and the traceback above", BUG_EXIT)
 
     return wrapper
 
@@ -214,7 +226,7 @@ def data_import_tiers(
 
 
 # ------------------------------------------------------------------------------------------
-# download (owner: downloader)
+# download
 # ------------------------------------------------------------------------------------------
 @app.command()
 @user_errors
@@ -253,7 +265,7 @@ def download(
 
 
 # ------------------------------------------------------------------------------------------
-# population (owner: margin/populations)
+# population
 # ------------------------------------------------------------------------------------------
 @app.command()
 @user_errors
@@ -336,7 +348,7 @@ def population(
 
 
 # ------------------------------------------------------------------------------------------
-# report and sweep (owner: reports/sweeps)
+# report and sweep
 # ------------------------------------------------------------------------------------------
 @app.command()
 @user_errors
@@ -397,7 +409,7 @@ def sweep(
 
 
 # ------------------------------------------------------------------------------------------
-# replay and cascade (owner: kernels/simulate)
+# replay and cascade
 # ------------------------------------------------------------------------------------------
 def _run_sim(event: str, mode: str, symbol, config, set_, out, shock, store) -> None:
     import time

@@ -23,6 +23,11 @@ class PopulationError(UserError, ValueError):
     lookback, no tiers, too few survivors...); a ``ValueError`` too, as it was before."""
 
 
+class TierError(UserError, ValueError):
+    """A leverage-tier table that cannot be used (empty, not a number, a gap, a rate outside
+    [0, 1)); a ``ValueError`` too, as it was before."""
+
+
 class SimError(UserError):
     """Bad simulation input: no data for the window, a bad shock, an unknown symbol."""
 
