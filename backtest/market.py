@@ -8,6 +8,17 @@
 * :func:`volume_usd` - the one rule for a bar's traded notional (USD): the stored quote volume,
   else base volume x a price (see its docstring for which price, and why there are two).
 
+Market path per symbol (``price_source`` in the summary; parameter ``price_path``): by default
+the finest last-price series that covers the event window, anchored to the hourly mark price
+(scaled to the mark at each hour's open and clipped to the mark's hourly range:
+``"last-anchored-to-mark"``). On 2025-10-10 only last-price bars resolve the minutes of the
+cascade, while Binance liquidates on the mark price, and the last price overshoots it (BTC 1m low
+101,516.5 against the 1h mark low 101,877.69). ``price_path="last"`` takes the last-price bars as
+they are (``"last"``), ``"mark"`` the 1h mark (``"mark"``); without mark data, last price
+(``"last"``, flagged). Missing bars inside the
+window are bridged (the path goes from the last close straight to the next open) and counted in
+``gaps``.
+
 Prices in quote currency, notional in USD, times UTC ms.
 """
 

@@ -334,6 +334,57 @@ def opening_weights(ts: np.ndarray, volume_usd: np.ndarray, as_of_ms: int, half_
     return base * decay
 
 
+def _lookback_bars(ts, open_, high, low, close, volume, bar_ms) -> tuple[np.ndarray, ...]:
+    """Checked contiguous bar arrays ``(ts, high, low, volume, duration)`` of :func:`synthesize`
+    (durations from ``bar_ms``, else the spacing of ``ts``)."""
+    ts = np.ascontiguousarray(ts, dtype=np.int64)
+    hi = np.ascontiguousarray(high, dtype=np.float64)
+    lo = np.ascontiguousarray(low, dtype=np.float64)
+    vol = np.ascontiguousarray(volume, dtype=np.float64)
+    n_bars = ts.shape[0]
+    if n_bars == 0:
+        raise PopulationError("no market bars in the lookback window; download or import data for it first")
+    for name, a in (("open", open_), ("high", hi), ("low", lo), ("close", close), ("volume", vol)):
+        if np.shape(a)[0] != n_bars:
+            raise ValueError(f"{name} has {np.shape(a)[0]} rows, ts has {n_bars}")
+    if n_bars > 1 and np.any(np.diff(ts) <= 0):
+        raise ValueError("bar times must be strictly increasing")
+    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)) and np.all(lo > 0) and np.all(hi >= lo)):
+        raise ValueError("bars need finite prices with 0 < low <= high")
+    if bar_ms is None:
+        step = int(np.median(np.diff(ts))) if n_bars > 1 else 60_000
+        dur = np.diff(ts, append=ts[-1] + step).astype(np.int64)
+    else:
+        dur = np.broadcast_to(np.asarray(bar_ms, dtype=np.int64), (n_bars,)).copy()
+    return ts, hi, lo, vol, dur
+
+
+def _opening_cdf(ts, vol, as_of_ms, hl, open_interest_usd) -> tuple[np.ndarray, np.ndarray]:
+    """Cumulative opening weights over the bars (see :func:`opening_weights`) and their guide table."""
+    from backtest.kernels.population_kernels import guide_table
+
+    w = opening_weights(ts, vol, as_of_ms, hl, None if open_interest_usd is None else np.asarray(open_interest_usd, np.float64))
+    total = w.sum()
+    if not (total > 0):
+        raise PopulationError("no traded volume (or open-interest increase) in the lookback window to open positions on")
+    cdf = np.cumsum(w) / total
+    cdf[-1] = 1.0
+    return cdf, guide_table(cdf)
+
+
+def _survival_extrema(lo: np.ndarray, hi: np.ndarray, path_extrema) -> tuple[np.ndarray, np.ndarray]:
+    """Per bar, the lowest and highest price of the survival path after it (the bars' own by default)."""
+    from backtest.kernels.population_kernels import suffix_extrema
+
+    if path_extrema is None:
+        return suffix_extrema(lo, hi)
+    smin = np.ascontiguousarray(path_extrema[0], dtype=np.float64)
+    smax = np.ascontiguousarray(path_extrema[1], dtype=np.float64)
+    if smin.shape != lo.shape or smax.shape != lo.shape:
+        raise ValueError("path_extrema must hold one value per bar")
+    return smin, smax
+
+
 def synthesize(
     ts: np.ndarray,
     open_: np.ndarray,
@@ -376,29 +427,12 @@ def synthesize(
     ``ValueError`` for inconsistent inputs.
     """
     from backtest import margin
-    from backtest.kernels.population_kernels import guide_table, set_weights, suffix_extrema, synthesize_nb
+    from backtest.kernels.population_kernels import set_weights, synthesize_nb
 
     p = params or PopulationParams()
     p.validate()
-    ts = np.ascontiguousarray(ts, dtype=np.int64)
-    hi = np.ascontiguousarray(high, dtype=np.float64)
-    lo = np.ascontiguousarray(low, dtype=np.float64)
-    vol = np.ascontiguousarray(volume, dtype=np.float64)
+    ts, hi, lo, vol, dur = _lookback_bars(ts, open_, high, low, close, volume, bar_ms)
     n_bars = ts.shape[0]
-    if n_bars == 0:
-        raise PopulationError("no market bars in the lookback window; download or import data for it first")
-    for name, a in (("open", open_), ("high", hi), ("low", lo), ("close", close), ("volume", vol)):
-        if np.shape(a)[0] != n_bars:
-            raise ValueError(f"{name} has {np.shape(a)[0]} rows, ts has {n_bars}")
-    if n_bars > 1 and np.any(np.diff(ts) <= 0):
-        raise ValueError("bar times must be strictly increasing")
-    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)) and np.all(lo > 0) and np.all(hi >= lo)):
-        raise ValueError("bars need finite prices with 0 < low <= high")
-    if bar_ms is None:
-        step = int(np.median(np.diff(ts))) if n_bars > 1 else 60_000
-        dur = np.diff(ts, append=ts[-1] + step).astype(np.int64)
-    else:
-        dur = np.broadcast_to(np.asarray(bar_ms, dtype=np.int64), (n_bars,)).copy()
     if as_of_ms is None:
         as_of_ms = int(ts[-1] + dur[-1])
     if target_open_notional_usd is None:
@@ -413,20 +447,8 @@ def synthesize(
         ls = 0.6
     hl = half_life_days if half_life_days is not None else (p.turnover_half_life_days or 2.0)
 
-    w = opening_weights(ts, vol, as_of_ms, hl, None if open_interest_usd is None else np.asarray(open_interest_usd, np.float64))
-    total = w.sum()
-    if not (total > 0):
-        raise PopulationError("no traded volume (or open-interest increase) in the lookback window to open positions on")
-    cdf = np.cumsum(w) / total
-    cdf[-1] = 1.0
-    guide = guide_table(cdf)
-    if path_extrema is None:
-        smin, smax = suffix_extrema(lo, hi)
-    else:
-        smin = np.ascontiguousarray(path_extrema[0], dtype=np.float64)
-        smax = np.ascontiguousarray(path_extrema[1], dtype=np.float64)
-        if smin.shape != (n_bars,) or smax.shape != (n_bars,):
-            raise ValueError("path_extrema must hold one value per bar")
+    cdf, guide = _opening_cdf(ts, vol, as_of_ms, hl, open_interest_usd)
+    smin, smax = _survival_extrema(lo, hi, path_extrema)
 
     t_lo, t_hi, t_mmr, t_cum, t_lev = margin.tier_arrays(tiers)
     lev_values, lev_cdf = _leverage_table(p.leverage_mix)

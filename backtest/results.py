@@ -79,7 +79,8 @@ FRAME_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
 # the typed summary
 # ------------------------------------------------------------------------------------------
 class _ByName:
-    """Read a dataclass's fields by their JSON names too (``s["x"]``, ``s.get("x")``, ``"x" in s``)."""
+    """Read a dataclass's fields by their JSON names too, as a read-only mapping (``s["x"]``,
+    ``s.get("x")``, ``"x" in s``, ``set(s)``)."""
 
     def __getitem__(self, name: str) -> Any:
         if name not in self.keys():
@@ -94,6 +95,12 @@ class _ByName:
 
     def __contains__(self, name: object) -> bool:
         return name in self.keys()
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.keys())
 
     def items(self) -> list[tuple[str, Any]]:
         return [(k, getattr(self, k)) for k in self.keys()]
@@ -312,6 +319,15 @@ def _symbol_summary(d: dict, mode: str) -> SymbolSummary:
     )
 
 
+#: bars columns read from the kernel's fixed-point per-bar sums (records.BI_*, in units of 1/USD_SCALE)
+_BAR_SCALED = (
+    ("long_liq_usd", R.BI_LONG_LIQ), ("short_liq_usd", R.BI_SHORT_LIQ), ("long_liq_count", R.BI_LONG_LIQ_W),
+    ("short_liq_count", R.BI_SHORT_LIQ_W), ("long_stop_usd", R.BI_LONG_STOP), ("short_stop_usd", R.BI_SHORT_STOP),
+    ("adl_usd", R.BI_ADL), ("insurance_fund_usd", R.BI_FUND), ("deficit_usd", R.BI_DEFICIT), ("uncovered_usd", R.BI_UNCOVERED),
+    ("clearance_fees_usd", R.BI_FUND_IN), ("taker_fees_usd", R.BI_TAKER),
+)
+
+
 def bars_frame(s: str, d: dict) -> pl.DataFrame:
     """The ``bars`` rows of one symbol (:data:`BARS_SCHEMA`)."""
     S = R.USD_SCALE
@@ -330,18 +346,7 @@ def bars_frame(s: str, d: dict) -> pl.DataFrame:
             "sim_high": bf[:, R.BF_HIGH],
             "sim_low": bf[:, R.BF_LOW],
             "sim_close": bf[:, R.BF_CLOSE],
-            "long_liq_usd": bi[:, R.BI_LONG_LIQ] / S,
-            "short_liq_usd": bi[:, R.BI_SHORT_LIQ] / S,
-            "long_liq_count": bi[:, R.BI_LONG_LIQ_W] / S,
-            "short_liq_count": bi[:, R.BI_SHORT_LIQ_W] / S,
-            "long_stop_usd": bi[:, R.BI_LONG_STOP] / S,
-            "short_stop_usd": bi[:, R.BI_SHORT_STOP] / S,
-            "adl_usd": bi[:, R.BI_ADL] / S,
-            "insurance_fund_usd": bi[:, R.BI_FUND] / S,
-            "deficit_usd": bi[:, R.BI_DEFICIT] / S,
-            "uncovered_usd": bi[:, R.BI_UNCOVERED] / S,
-            "clearance_fees_usd": bi[:, R.BI_FUND_IN] / S,
-            "taker_fees_usd": bi[:, R.BI_TAKER] / S,
+            **{name: bi[:, col] / S for name, col in _BAR_SCALED},
             "rounds": bi[:, R.BI_ROUNDS].astype(np.int32),
             "cascades_at_max_rounds": bi[:, R.BI_AT_MAX_ROUNDS].astype(np.int32),
             "endo_move_min_pct": np.expm1(bf[:, R.BF_ENDO_MIN]) * 100.0,

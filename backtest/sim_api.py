@@ -2,7 +2,7 @@
 
 :mod:`backtest.simulate` is the implementation (a module satisfies the protocol through its
 functions); tests inject a fake one (``tests/fakes/fakesim.py``) through the ``sim=`` argument of
-:func:`backtest.sweep.run_sweep`, :func:`backtest.sweep.plan_sweep` and
+:func:`backtest.sweep.run_sweep`, :func:`backtest.sweep_plan.plan_sweep` and
 :func:`backtest.report.build.build_report`. Its functions must be picklable by reference
 (module-level), since the process and dask executors send ``simulate_prepared`` to workers.
 """

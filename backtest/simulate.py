@@ -1,4 +1,4 @@
-"""The Python API over the kernels: polars in, polars out.
+"""The simulation API: polars in, polars out.
 
 ``run_event`` replays a catalogued event (``mode="replay"``: the observed path, no feedback; the
 forced orders fill at their own impact, but the path is not moved) or runs it with feedback
@@ -6,16 +6,13 @@ forced orders fill at their own impact, but the path is not moved) or runs it wi
 sweep-friendly split is :func:`prepare` (market arrays and populations, built once) and
 :func:`simulate_prepared` (re-runs only what the overrides need).
 
-Market path per symbol (``price_source`` in the summary; parameter ``price_path``): by default
-the finest last-price series that covers the event window, anchored to the hourly mark price
-(scaled to the mark at each hour's open and clipped to the mark's hourly range:
-``"last-anchored-to-mark"``). On 2025-10-10 only last-price bars resolve the minutes of the
-cascade, while Binance liquidates on the mark price, and the last price overshoots it (BTC 1m low
-101,516.5 against the 1h mark low 101,877.69). ``price_path="last"`` takes the last-price bars as
-they are (``"last"``), ``"mark"`` the 1h mark (``"mark"``); without mark data, last price
-(``"last"``, flagged). Missing bars inside the
-window are bridged (the path goes from the last close straight to the next open) and counted in
-``gaps``.
+Its parts live by job: parameters in :mod:`backtest.sim_params`, shocks in
+:mod:`backtest.shocks`, market loading in :mod:`backtest.market` (the path's ``price_source``),
+results (the typed summary, the declared frames) in :mod:`backtest.results`, the liquidation map,
+heatmap and clusters in :mod:`backtest.liqmap`. This module orchestrates (``prepare``,
+``simulate_prepared``, ``run_event``) and holds the Python side of the kernels (trigger lists,
+the parameter vector, the workspace). It is the :class:`backtest.sim_api.SimulationAPI` that
+sweeps and the report run on.
 
 Simplifications (see also :mod:`backtest.kernels.cascade`): every position of the population is
 open at the start of the window; cross positions are treated like isolated ones with their

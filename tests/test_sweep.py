@@ -16,7 +16,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from backtest.sweep import SweepError, load_sweep, parse_sweep, plan_sweep, run_sweep
+from backtest.sweep import SweepError, load_sweep, parse_sweep, run_sweep
+from backtest.sweep_plan import plan_sweep
 from tests.fakes import fakesim as fake
 
 ROOT = Path(__file__).resolve().parents[1]
