@@ -300,14 +300,10 @@ def _pages(ev, replay, cascade, params: dict, prov: list[str], sens) -> list[tup
         for i, fig in enumerate(F.comparison_pages(ev, replay.summary, cascade.summary, lows)):
             pages.append((f"02-published-figures{'-' + str(i + 1) if i else ''}", fig))
         pages.append(("03-price-liquidations", F.price_page(bars, replay.bars, symbols, f"{ev.id}: price path, liquidations and cascade rounds (cascade scenario)")))
-        heat = getattr(cascade, "heatmap", None)
-        for j, s in enumerate(symbols[:2]):
-            if heat is not None:
-                pages.append((f"04-heatmap-{F.short_sym(s)}", F.heatmap_page(heat, bars, s, f"{ev.id}: liquidation heatmap, {F.short_sym(s)} (price × time)",
-                                                                               bucket_ms=int(params["heatmap_minutes"]) * 60_000 if isinstance(params.get("heatmap_minutes"), int) else None)))
-        lm = getattr(cascade, "liq_map", None)
-        if lm is not None:
-            pages.append(("05-liquidation-map", F.liqmap_page(lm, getattr(cascade, "clusters", None), bars, symbols, f"{ev.id}: pre-event liquidation map and clusters")))
+        for s in symbols[:2]:
+            pages.append((f"04-heatmap-{F.short_sym(s)}", F.heatmap_page(cascade.heatmap, bars, s, f"{ev.id}: liquidation heatmap, {F.short_sym(s)} (price × time)",
+                                                                           bucket_ms=int(params["heatmap_minutes"]) * 60_000 if isinstance(params.get("heatmap_minutes"), int) else None)))
+        pages.append(("05-liquidation-map", F.liqmap_page(cascade.liq_map, cascade.clusters, bars, symbols, f"{ev.id}: pre-event liquidation map and clusters")))
         pages.append(("06-insurance-adl", F.fund_page(bars, cascade.summary, f"{ev.id}: insurance fund and auto-deleveraging")))
         if sens is not None:
             npos = f"{sens['positions']:,}-position populations" if isinstance(sens.get("positions"), int) else "the same population"
