@@ -252,23 +252,35 @@ def _json_default(o: Any) -> Any:
 # ------------------------------------------------------------------------------------------
 # assembling a run's result from the kernel outputs
 # ------------------------------------------------------------------------------------------
-def exit_totals(per: dict) -> dict:
+@dataclass
+class SymbolRun:
+    """What one symbol's kernel run hands to :func:`assemble`."""
+
+    out: Any  # the kernel's outputs (simulate.run_kernel): exit records, per-bar arrays, stats
+    bars: dict[str, np.ndarray]  # the path the kernel ran on (records.BAR_FIELDS; shocked if --shock)
+    market: Any  # its market.Market (price source, timeframe, liquidity estimates)
+    pop: Any  # the population entry (simulate.PopEntry: arrays, open notional, sources)
+    fund0: float  # this symbol's share of the insurance fund at the start, USD
+    split: tuple  # exit notional by kind (kernels.cascade.exit_split_nb)
+
+
+def exit_totals(per: dict[str, SymbolRun]) -> dict:
     """Totals and the peak minute straight from the kernels' exit records (same in both paths).
 
-    ``per[symbol]["split"]`` is the symbol's exit split (kernels.cascade.exit_split_nb)."""
+    ``per[symbol].split`` is the symbol's exit split (kernels.cascade.exit_split_nb)."""
     tot = {"long": 0.0, "short": 0.0, "stopped": 0.0, "adl": 0.0}
     from backtest.kernels.cascade import minute_sums_nb
 
     splits = []
     for d in per.values():
-        kind_usd, liq_usd, nl, ns, nst, na, nliq, mmin, mmax = d["split"]
+        kind_usd, liq_usd, nl, ns, nst, na, nliq, mmin, mmax = d.split
         a, b, c = nl, nl + ns, nl + ns + nst
         tot["long"] += float(np.sum(kind_usd[:a]))
         tot["short"] += float(np.sum(kind_usd[a:b]))
         tot["stopped"] += float(np.sum(kind_usd[b:c]))
         tot["adl"] += float(np.sum(kind_usd[c : c + na]))
         if nliq:
-            splits.append((d["out"], liq_usd, nliq, mmin, mmax))
+            splits.append((d.out, liq_usd, nliq, mmin, mmax))
     tot["peak_minute"], tot["peak_usd"] = None, 0.0
     if splits:
         m0 = int(min(x[3] for x in splits))
@@ -291,8 +303,8 @@ def exit_totals(per: dict) -> dict:
     return tot
 
 
-def _symbol_summary(d: dict, mode: str) -> SymbolSummary:
-    out, bars, mk, pe = d["out"], d["bars"], d["market"], d["pop"]
+def _symbol_summary(d: SymbolRun, mode: str) -> SymbolSummary:
+    out, bars, mk, pe = d.out, d.bars, d.market, d.pop
     st = out["stats"]
     amp = (st[R.ST_DD_SIM] - st[R.ST_DD_EXO]) / st[R.ST_DD_EXO] if mode == "cascade" and st[R.ST_DD_EXO] > 0 else 0.0
     return SymbolSummary(
@@ -307,7 +319,7 @@ def _symbol_summary(d: dict, mode: str) -> SymbolSummary:
         open_interest_source=pe.oi_source,
         sigma_daily=mk.sigma_daily,
         volume_daily_usd=mk.volume_daily_usd,
-        insurance_fund_start_usd=d["fund0"],
+        insurance_fund_start_usd=d.fund0,
         insurance_fund_min_usd=float(st[R.ST_FUND_MIN]),
         adl_shortfall_usd=float(st[R.ST_ADL_SHORTFALL]),
         drawdown_exogenous=float(st[R.ST_DD_EXO]),
@@ -328,10 +340,10 @@ _BAR_SCALED = (
 )
 
 
-def bars_frame(s: str, d: dict) -> pl.DataFrame:
+def bars_frame(s: str, d: SymbolRun) -> pl.DataFrame:
     """The ``bars`` rows of one symbol (:data:`BARS_SCHEMA`)."""
     S = R.USD_SCALE
-    out, bars, mk = d["out"], d["bars"], d["market"]
+    out, bars, mk = d.out, d.bars, d.market
     bi, bf = out["bar_i"], out["bar_f"]
     n = len(bars["ts"])
     return pl.DataFrame(
@@ -357,9 +369,9 @@ def bars_frame(s: str, d: dict) -> pl.DataFrame:
     ).with_columns(pl.col("ts").cast(pl.Int64).cast(TS))
 
 
-def liquidations_frame(s: str, d: dict) -> pl.DataFrame:
+def liquidations_frame(s: str, d: SymbolRun) -> pl.DataFrame:
     """The ``liquidations`` rows of one symbol (:data:`LIQUIDATIONS_SCHEMA`)."""
-    out, a = d["out"], d["pop"].arrays
+    out, a = d.out, d.pop.arrays
     hit = out["x_pos"].astype(np.int64)
     w = a["weight"][hit].astype(np.float64)
     fill = out["x_fill"]
@@ -387,26 +399,25 @@ def liquidations_frame(s: str, d: dict) -> pl.DataFrame:
     )
 
 
-def assemble(prep: Any, per: dict, mode: str, shock: str | None, pop_params: Any, sim: Any, timings: dict,
+def assemble(prep: Any, per: dict[str, SymbolRun], mode: str, shock: str | None, pop_params: Any, sim: Any, timings: dict,
              summary_only: bool = False) -> SimResult:
-    """The :class:`SimResult` of a run: ``per[symbol]`` holds the kernel output ``out``, the
-    ``bars`` run on, its ``market``, population entry ``pop``, fund share ``fund0`` and exit
-    ``split``. ``summary_only``: the frames stay empty (sweeps)."""
+    """The :class:`SimResult` of a run from each symbol's :class:`SymbolRun`.
+    ``summary_only``: the frames stay empty (sweeps)."""
     frames: dict[str, list[pl.DataFrame]] = {name: [] for name in FRAME_SCHEMAS}
     rounds_total = None
     per_symbol: dict[str, SymbolSummary] = {}
     for s, d in per.items():
-        ru = d["out"]["round_units"]
+        ru = d.out["round_units"]
         rounds_total = ru.copy() if rounds_total is None else _add_padded(rounds_total, ru)
         per_symbol[s] = _symbol_summary(d, mode)
         if summary_only:
             continue
-        bars, bf = d["bars"], d["out"]["bar_f"]
+        bars, bf = d.bars, d.out["bar_f"]
         frames["bars"].append(bars_frame(s, d))
         liqs = liquidations_frame(s, d)
         frames["liquidations"].append(liqs)
         p0 = float(bars["open"][0])
-        lm = liq_map_frame(d["pop"].arrays, s, p0, sim.bucket_pct)
+        lm = liq_map_frame(d.pop.arrays, s, p0, sim.bucket_pct)
         frames["liq_map"].append(lm)
         frames["heatmap"].append(heatmap_frame(liqs, p0, sim.bucket_pct, sim.heatmap_minutes))
         path_lo = float(np.min(bf[:, R.BF_LOW])) if len(bars["ts"]) else p0

@@ -35,7 +35,7 @@ from backtest import records as R
 from backtest.errors import SimError
 from backtest.market import Market, load_market
 from backtest.params import as_dict
-from backtest.results import SimResult, assemble
+from backtest.results import SimResult, SymbolRun, assemble
 from backtest.shocks import parse_shock, shocked_path
 from backtest.sim_params import SimParams, default_groups, resolve_params
 
@@ -306,7 +306,7 @@ def simulate_prepared(
 
             raise SimError(f"shock time {ms_to_iso(shock_ms)} is outside the event window {ms_to_iso(ev.start_ms)} → {ms_to_iso(ev.end_ms)}")
     total_on = sum(p.open_notional_usd for p in pops.values()) or 1.0
-    per: dict[str, dict] = {}
+    per: dict[str, SymbolRun] = {}
     t_sort = t_sim = 0.0
     for i, s in enumerate(prepared.symbols):
         if progress:
@@ -328,7 +328,7 @@ def simulate_prepared(
         out = run_kernel(pe.arrays, bars, prm, lists=pe.lists[:-1], workspace=ws)
         t_sort += out["sort_s"]
         t_sim += out["sim_s"]
-        per[s] = {"out": out, "bars": bars, "market": mk, "pop": pe, "fund0": fund, "split": _exit_split(out, pe.arrays)}
+        per[s] = SymbolRun(out, bars, mk, pe, fund, _exit_split(out, pe.arrays))
     return assemble(prepared, per, mode, shock, pop_params, sim, timings={"sort_s": t_sort, "simulate_s": t_sim}, summary_only=summary_only)
 
 
