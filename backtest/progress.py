@@ -18,9 +18,10 @@ Callback = Callable[[str, float, float], None]
 
 class Progress:
     """Tasks with a description and a total; each change is drawn (rich) and/or reported to the
-    callback. Use as a context manager, or call :meth:`close`."""
+    callback. Use as a context manager, or call :meth:`close`. ``percent``: draw the share done
+    instead of "done/total" (for totals that are not counts, e.g. milliseconds of a range)."""
 
-    def __init__(self, label: str = "", progress: Any = None):
+    def __init__(self, label: str = "", progress: Any = None, *, percent: bool = False):
         self.callback: Callback | None = progress if callable(progress) else None
         if progress is None:
             on = sys.stderr.isatty() and not os.environ.get("BACKTEST_NO_PROGRESS")
@@ -34,8 +35,9 @@ class Progress:
             from rich.progress import Progress as RichProgress
 
             head = f"[bold]{label}[/bold] " if label else ""
+            done = TextColumn("{task.percentage:>3.0f}%") if percent else MofNCompleteColumn()
             self._p = RichProgress(
-                TextColumn(head + "{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                TextColumn(head + "{task.description}"), BarColumn(), done, TimeElapsedColumn(),
                 TimeRemainingColumn(), console=Console(stderr=True), transient=False, redirect_stdout=False, redirect_stderr=False,
             )
             self._p.start()

@@ -129,7 +129,7 @@ def _run(exchange, symbols, datasets, timeframe, t0, t1, source, config, own, po
     from backtest.progress import Progress
 
     results = report.results
-    with Progress() as progress:
+    with Progress(percent=True) as progress:
         if source == "ccxt":
             from backtest.sources.ccxt_source import CcxtDownloader
 
