@@ -1,8 +1,11 @@
 """The ``backtest`` command line: one thin function per command (parse, call the API, print).
 
 Heavy modules (numba kernels, matplotlib, ccxt, dask) are imported inside the commands that use
-them, so ``backtest --help`` and ``backtest events list`` start fast. User mistakes exit 2 with
-one line on stderr; progress goes to stderr and only when stderr is a terminal.
+them, so ``backtest --help`` and ``backtest events list`` start fast. The error boundary is
+:func:`user_errors`: user errors (``backtest.errors.UserError``) exit 2 with one line on stderr;
+anything else is a bug, which keeps its traceback and exits :data:`BUG_EXIT`. Progress
+(``backtest.progress``) goes to stderr and only when stderr is a terminal; the API returns
+values and raises errors, the commands print and pick the exit status.
 """
 
 from __future__ import annotations
@@ -10,9 +13,12 @@ from __future__ import annotations
 import functools
 import sys
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import TYPE_CHECKING, Callable, List, Optional
 
 import typer
+
+if TYPE_CHECKING:
+    from backtest.results import Summary
 
 app = typer.Typer(
     add_completion=False,
@@ -35,10 +41,16 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+#: exit status of a bug (a user error exits 2)
+BUG_EXIT = 70  # EX_SOFTWARE (sysexits.h): an internal software error
+
+
 def user_errors(fn: Callable) -> Callable:
-    """Turn user errors (UserError, ValueError) and operating-system errors (missing file,
-    permission, an existing file or a file where a folder should be, full disk) into one line
-    naming the problem and the path, and exit 2."""
+    """The error boundary of a command. User errors (:class:`backtest.errors.UserError`) and
+    operating-system errors on the user's paths (missing file, permission, an existing file or a
+    file where a folder should be, full disk) become one line naming the problem and the fix, and
+    exit 2. Anything else is a bug: its traceback is printed, then one line saying it is a bug
+    and where to report it, and the exit status is :data:`BUG_EXIT`."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -48,13 +60,19 @@ def user_errors(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except (typer.Exit, BrokenPipeError):  # a closed pipe (| head) is handled by main()
             raise
-        except (UserError, ValueError) as e:
+        except UserError as e:
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             fail(msg)
         except OSError as e:
             fail(os_error_message(e))
         except KeyboardInterrupt:
             fail("interrupted; what was written before the interruption is kept", 130)
+        except Exception:  # a bug: keep its traceback, and say so
+            import traceback
+
+            traceback.print_exc()
+            fail("this is a bug in backtest, not a mistake in the input: please report it to the project's issue tracker "
+                 "with the command you ran and the traceback above", BUG_EXIT)
 
     return wrapper
 
@@ -214,7 +232,7 @@ def data_import_tiers(
 
 
 # ------------------------------------------------------------------------------------------
-# download (owner: downloader)
+# download
 # ------------------------------------------------------------------------------------------
 @app.command()
 @user_errors
@@ -235,25 +253,31 @@ def download(
     store: Optional[str] = StoreOpt,
 ) -> None:
     """Download market data into the store, resumably."""
-    from backtest.sources.download import run_download
+    from backtest.sources.download import DownloadReport, run_download
 
-    code = run_download(
-        exchange=exchange,
-        symbols=symbols,
-        datasets=[d.strip() for d in datasets.split(",") if d.strip()],
-        timeframe=timeframe,
-        since=since,
-        until=until,
-        source=source,
-        ccxt_config=ccxt_config,
-        store=store,
-    )
-    if code:
-        raise typer.Exit(code)
+    done = DownloadReport()  # its lines are printed even when the download stops with an error
+    try:
+        run_download(
+            exchange=exchange,
+            symbols=symbols,
+            datasets=[d.strip() for d in datasets.split(",") if d.strip()],
+            timeframe=timeframe,
+            since=since,
+            until=until,
+            source=source,
+            ccxt_config=ccxt_config,
+            store=store,
+            report=done,
+        )
+    finally:
+        for to_stderr, line in done.lines:
+            typer.echo(line, err=to_stderr)
+    if not done.complete:
+        raise typer.Exit(1)
 
 
 # ------------------------------------------------------------------------------------------
-# population (owner: margin/populations)
+# population
 # ------------------------------------------------------------------------------------------
 @app.command()
 @user_errors
@@ -336,7 +360,7 @@ def population(
 
 
 # ------------------------------------------------------------------------------------------
-# report and sweep (owner: reports/sweeps)
+# report and sweep
 # ------------------------------------------------------------------------------------------
 @app.command()
 @user_errors
@@ -375,7 +399,8 @@ def sweep(
 ) -> None:
     """Run a parameter grid over an event; one Parquet row per combination plus a PDF of heatmaps."""
     from backtest.params import parse_set_options
-    from backtest.sweep import check_out_dir, load_sweep, plan_sweep, run_sweep
+    from backtest.sweep import check_out_dir, load_sweep, run_sweep
+    from backtest.sweep_plan import plan_sweep
 
     spec = load_sweep(file, set_overrides=parse_set_options(set_), store=store)
     if workers is not None and workers < 1:
@@ -397,7 +422,7 @@ def sweep(
 
 
 # ------------------------------------------------------------------------------------------
-# replay and cascade (owner: kernels/simulate)
+# replay and cascade
 # ------------------------------------------------------------------------------------------
 def _run_sim(event: str, mode: str, symbol, config, set_, out, shock, store) -> None:
     import time
@@ -405,7 +430,9 @@ def _run_sim(event: str, mode: str, symbol, config, set_, out, shock, store) -> 
     from backtest.params import parse_set_options
     from backtest.params import load_config
     from backtest.paths import check_out_dir
-    from backtest.simulate import parse_shock, run_event
+    from backtest.progress import Progress
+    from backtest.shocks import parse_shock
+    from backtest.simulate import run_event
 
     check_out_dir(out)  # a bad --out fails now, not after the whole simulation
     if shock is not None:
@@ -413,62 +440,40 @@ def _run_sim(event: str, mode: str, symbol, config, set_, out, shock, store) -> 
     overrides = {**load_config(config), **parse_set_options(set_)}
     symbols = list(symbol) if symbol else None
     t0 = time.perf_counter()
-    progress = _sim_progress()
-    try:
-        res = run_event(event, mode=mode, overrides=overrides, shock=shock, symbols=symbols, store=store, progress=progress)
-    finally:
-        if progress is not None:
-            progress.close()
+    with Progress(mode) as shown:
+        res = run_event(event, mode=mode, overrides=overrides, shock=shock, symbols=symbols, store=store,
+                        progress=shown.reporter(shown.add("starting", 1)))
     res.write(out)
     _print_sim_summary(res.summary, time.perf_counter() - t0, out)
 
 
-def _sim_progress():
-    """A rich status line on stderr when stderr is a terminal, else None."""
-    if not sys.stderr.isatty():
-        return None
-    from rich.console import Console
-
-    status = Console(stderr=True).status("starting")
-    status.start()
-
-    class _P:
-        def __call__(self, what: str, i: int, n: int) -> None:
-            status.update(f"{what} ({i + 1}/{n})")
-
-        def close(self) -> None:
-            status.stop()
-
-    return _P()
-
-
-def _estimated_suffix(s: dict) -> str:
-    from backtest.simulate import estimated_open_interest
+def _estimated_suffix(s: Summary) -> str:
+    from backtest.results import estimated_open_interest
 
     n, total = estimated_open_interest(s)
     return f"  (open interest of {n} of {total} symbols estimated: see notes in summary.json)" if n else ""
 
 
-def _print_sim_summary(s: dict, seconds: float, out: Path) -> None:
+def _print_sim_summary(s: Summary, seconds: float, out: Path) -> None:
     import polars as pl
 
     def usd(x):
         return "-" if x is None else f"${x / 1e9:,.3f}B" if abs(x) >= 1e8 else f"${x / 1e6:,.2f}M"
 
     rows = [
-        ("event", f"{s['event']} ({s['mode']}{', shock ' + s['shock'] if s.get('shock') else ''})"),
-        ("symbols", ", ".join(f"{k} ({'last→mark' if v.startswith('last-anchored') else v})" for k, v in s["price_source"].items())),
-        ("positions", f"{s['positions']:,}"),
-        ("open notional", usd(s["open_notional_usd"]) + _estimated_suffix(s)),
-        ("liquidated", f"{usd(s['liquidated_notional_usd'])}  (long {usd(s['long_liquidated_usd'])}, short {usd(s['short_liquidated_usd'])})"),
-        ("long share", "-" if s["long_share"] is None else f"{s['long_share']:.3f}"),
-        ("peak minute", f"{s['peak_minute'] or '-'}  {usd(s['peak_minute_notional_usd'])}"),
-        ("max cascade depth", str(s["max_cascade_depth"])),
-        ("amplification", f"{s['amplification']:.3f}"),
-        ("branching ratio", f"{s['branching_ratio']:.3f}"),
-        ("ADL", usd(s["adl_notional_usd"])),
-        ("insurance fund min", usd(s["insurance_fund_min_usd"])),
-        ("seed", str(s["seed"])),
+        ("event", f"{s.event} ({s.mode}{', shock ' + s.shock if s.shock else ''})"),
+        ("symbols", ", ".join(f"{k} ({'last→mark' if v.startswith('last-anchored') else v})" for k, v in s.price_source.items())),
+        ("positions", f"{s.positions:,}"),
+        ("open notional", usd(s.open_notional_usd) + _estimated_suffix(s)),
+        ("liquidated", f"{usd(s.liquidated_notional_usd)}  (long {usd(s.long_liquidated_usd)}, short {usd(s.short_liquidated_usd)})"),
+        ("long share", "-" if s.long_share is None else f"{s.long_share:.3f}"),
+        ("peak minute", f"{s.peak_minute or '-'}  {usd(s.peak_minute_notional_usd)}"),
+        ("max cascade depth", str(s.max_cascade_depth)),
+        ("amplification", f"{s.amplification:.3f}"),
+        ("branching ratio", f"{s.branching_ratio:.3f}"),
+        ("ADL", usd(s.adl_notional_usd)),
+        ("insurance fund min", usd(s.insurance_fund_min_usd)),
+        ("seed", str(s.seed)),
     ]
     print_frame(pl.DataFrame({"metric": [r[0] for r in rows], "value": [r[1] for r in rows]}), "summary")
     typer.echo(f"wrote {out}/summary.json, bars, liquidations, clusters, liq_map, heatmap (.parquet) in {seconds:.1f} s")

@@ -18,6 +18,16 @@ class ParamError(UserError, ValueError):
     """A user-supplied parameter is unknown or has a bad value (one-line message)."""
 
 
+class PopulationError(UserError, ValueError):
+    """A population cannot be built from the data and parameters given (no bars or volume in the
+    lookback, no tiers, too few survivors...); a ``ValueError`` too, as it was before."""
+
+
+class TierError(UserError, ValueError):
+    """A leverage-tier table that cannot be used (empty, not a number, a gap, a rate outside
+    [0, 1)); a ``ValueError`` too, as it was before."""
+
+
 class SimError(UserError):
     """Bad simulation input: no data for the window, a bad shock, an unknown symbol."""
 

@@ -8,6 +8,11 @@ per settlement, which moves its liquidation price by ``rate * mark / (1 - side *
 same shift for every position of a (side, tier) group; cross positions are treated like the
 kernels treat them, as isolated with their allotted collateral).
 
+The frames of a run are built here too: :func:`liq_map_frame` (the pre-event map),
+:func:`heatmap_frame` (realised liquidations by time x price bucket) and :func:`clusters_frame`
+(price ranges where open notional concentrates); their columns are declared in
+:mod:`backtest.results`.
+
 Prices in quote currency, notional in USD, times UTC ms or ISO-8601 UTC strings; side +1 long,
 -1 short (``"long"``/``"short"`` in the frame).
 """
@@ -104,3 +109,77 @@ def event_liq_map_at(prepared: Any, result: Any, symbol: str, ts: Any) -> pl.Dat
     liqs = result.liquidations.filter(pl.col("symbol") == symbol)
     bars = result.bars.filter(pl.col("symbol") == symbol)
     return liq_map_at(arrays, liqs, bars, ts, symbol=symbol, bucket_usd=width)
+
+
+def liq_map_frame(a: dict[str, np.ndarray], symbol: str, p0: float, bucket_pct: float) -> pl.DataFrame:
+    """Pre-event open notional by liquidation-price bucket and side (positions that can liquidate)."""
+    liq = a["liq_price"]
+    ok = np.isfinite(liq) & (liq > 0)
+    return bucket_frame(a, ok, liq, symbol, p0 * bucket_pct)
+
+
+def heatmap_frame(liqs: pl.DataFrame, p0: float, bucket_pct: float, minutes: int) -> pl.DataFrame:
+    """Realised liquidations by time bucket x fill-price bucket (long and short notional)."""
+    width = p0 * bucket_pct
+    d = liqs.filter(pl.col("exit") == "liquidated")
+    return (
+        d.with_columns(
+            pl.col("ts").dt.truncate(f"{minutes}m").alias("ts"),
+            (pl.col("fill") / width).floor().cast(pl.Int64).alias("bucket"),
+            pl.when(pl.col("side") > 0).then(pl.col("notional_usd")).otherwise(0.0).alias("long_usd"),
+            pl.when(pl.col("side") < 0).then(pl.col("notional_usd")).otherwise(0.0).alias("short_usd"),
+        )
+        .group_by("symbol", "ts", "bucket")
+        .agg(pl.col("long_usd").sum(), pl.col("short_usd").sum())
+        .with_columns((pl.col("bucket") * width).alias("price_lo"), ((pl.col("bucket") + 1) * width).alias("price_hi"))
+        .select("symbol", "ts", "bucket", "price_lo", "price_hi", "long_usd", "short_usd")
+        .sort("symbol", "ts", "bucket")
+    )
+
+
+def clusters_frame(liq_map: pl.DataFrame, liqs: pl.DataFrame, p0: float, path_lo: float, path_hi: float, sim: Any) -> pl.DataFrame:
+    """Price ranges where liquidation notional concentrates, ranked by notional.
+
+    A cluster is a maximal run of adjacent buckets (one side, within ``cluster_range_pct`` of the
+    start price) each holding at least ``cluster_min_share`` of that side's open notional.
+    ``reached``: the simulated path touched the range (longs: low <= range top; shorts: high >=
+    range bottom). ``liquidated_usd``: realised liquidations of positions whose liquidation price
+    lies in the range.
+    """
+    rows = []
+    symbol = liq_map["symbol"][0] if liq_map.height else None
+    for side in ("long", "short"):
+        m = liq_map.filter(pl.col("side") == side).sort("bucket")
+        if m.height == 0:
+            continue
+        tot = float(m["open_notional_usd"].sum())
+        lo_p, hi_p = p0 * (1 - sim.cluster_range_pct), p0 * (1 + sim.cluster_range_pct)
+        b = m["bucket"].to_numpy()
+        v = m["open_notional_usd"].to_numpy()
+        plo = m["price_lo"].to_numpy()
+        phi = m["price_hi"].to_numpy()
+        keep = (v >= sim.cluster_min_share * tot) & (phi >= lo_p) & (plo <= hi_p)
+        i = 0
+        while i < len(b):
+            if not keep[i]:
+                i += 1
+                continue
+            j = i
+            while j + 1 < len(b) and keep[j + 1] and b[j + 1] == b[j] + 1:
+                j += 1
+            rows.append((side, float(plo[i]), float(phi[j]), float(v[i : j + 1].sum()), float(v[i : j + 1].sum() / tot)))
+            i = j + 1
+    from backtest.results import CLUSTERS_SCHEMA as schema
+
+    if not rows:
+        return pl.DataFrame(schema=schema)
+    rows.sort(key=lambda r: -r[3])
+    out = []
+    lq = liqs.filter(pl.col("exit") == "liquidated")
+    for k, (side, lo, hi, notional, share) in enumerate(rows):
+        sgn = 1 if side == "long" else -1
+        reached = path_lo <= hi if side == "long" else path_hi >= lo
+        mid = (lo + hi) / 2
+        realised = float(lq.filter((pl.col("side") == sgn) & (pl.col("liq_price") >= lo) & (pl.col("liq_price") < hi))["notional_usd"].sum())
+        out.append((symbol, side, k + 1, lo, hi, notional, share, (mid / p0 - 1) * 100.0, bool(reached), realised))
+    return pl.DataFrame(out, schema=schema, orient="row")

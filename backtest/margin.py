@@ -53,6 +53,7 @@ from typing import Any, Sequence
 import numpy as np
 from numba import njit
 
+from backtest.errors import TierError
 from backtest.records import (
     CROSS,
     INVERSE,
@@ -112,9 +113,9 @@ def _num(x: Any, what: str) -> float:
     try:
         v = float(x)
     except (TypeError, ValueError):
-        raise ValueError(f"tier field {what}={x!r} is not a number") from None
+        raise TierError(f"tier field {what}={x!r} is not a number") from None
     if math.isnan(v):
-        raise ValueError(f"tier field {what} is NaN")
+        raise TierError(f"tier field {what} is NaN")
     return v
 
 
@@ -124,11 +125,11 @@ def tier_arrays(tiers: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarr
     ``cum`` (Binance's maintenance amount) is read from ``info.cum`` when present; otherwise it is
     derived so that ``MM = N * mmr - cum`` is continuous across tiers, which is how Binance
     defines it ("Maintenance Amount on Level n = Floor of Level n * (MMR_n - MMR_{n-1}) + Amount on
-    Level n-1", Binance COIN-M liquidation FAQ). Raises ``ValueError`` for an empty, unsorted or
+    Level n-1", Binance COIN-M liquidation FAQ). Raises :class:`backtest.errors.TierError` (a ``ValueError`` too) for an empty, unsorted or
     gapped list, or a rate outside [0, 1).
     """
     if tiers is None or len(tiers) == 0:
-        raise ValueError("tier list is empty; pass a ccxt fetchLeverageTiers list for the symbol")
+        raise TierError("tier list is empty; pass a ccxt fetchLeverageTiers list for the symbol")
     if isinstance(tiers, tuple) and len(tiers) == 5 and all(isinstance(a, np.ndarray) for a in tiers):
         return tiers  # already arrays
     rows = sorted(tiers, key=lambda t: _num(t.get("minNotional", 0.0), "minNotional"))
@@ -152,13 +153,13 @@ def tier_arrays(tiers: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarr
         else:
             cum[i] = _num(c, "cum")
         if not (0.0 <= mmr[i] < 1.0):
-            raise ValueError(f"tier {i + 1}: maintenance margin rate {mmr[i]} is outside [0, 1)")
+            raise TierError(f"tier {i + 1}: maintenance margin rate {mmr[i]} is outside [0, 1)")
         if not lev[i] >= 1.0:
-            raise ValueError(f"tier {i + 1}: max leverage {lev[i]} is below 1")
+            raise TierError(f"tier {i + 1}: max leverage {lev[i]} is below 1")
         if hi[i] <= lo[i]:
-            raise ValueError(f"tier {i + 1}: maxNotional {hi[i]} is not above minNotional {lo[i]}")
+            raise TierError(f"tier {i + 1}: maxNotional {hi[i]} is not above minNotional {lo[i]}")
         if i and abs(lo[i] - hi[i - 1]) > 1e-9 * max(1.0, hi[i - 1]):
-            raise ValueError(f"tiers {i} and {i + 1} leave a gap or overlap: {hi[i - 1]} then {lo[i]}")
+            raise TierError(f"tiers {i} and {i + 1} leave a gap or overlap: {hi[i - 1]} then {lo[i]}")
     return lo, hi, mmr, cum, lev
 
 

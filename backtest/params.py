@@ -1,7 +1,7 @@
 """Parameter plumbing shared by the CLI, configs and sweeps.
 
 Parameter groups are plain frozen dataclasses defined beside the code that uses them
-(``population.PopulationParams``, ``simulate.SimParams``). Users name parameters flat
+(``population.PopulationParams``, ``sim_params.SimParams``). Users name parameters flat
 (``--set long_share=0.7``, sweep grids, config files): :func:`apply_overrides` finds the group
 that owns each name, coerces the value to the field's type, and rejects unknown names with the
 closest valid one suggested.

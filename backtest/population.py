@@ -49,11 +49,13 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from pathlib import Path
 
 import numpy as np
 
-from backtest.timeframes import timeframe_ms
+from backtest.errors import ParamError, PopulationError
+from backtest.timeframes import UNIT_MS
+from backtest.market import mark_bars, market_bars
+from backtest.population_inputs import long_share_from_store, recent_volume, resolve_open_interest, venue_for_exchange
 from backtest.records import (
     POPULATION_FIELDS,
     VENUES,
@@ -61,7 +63,7 @@ from backtest.records import (
     empty_population,
 )
 
-DAY_MS = 86_400_000
+DAY_MS = UNIT_MS["d"]
 
 #: Leverage mix (leverage -> share of positions). Source / assumption: Binance opens USDⓈ-M
 #: positions at 20x unless the user changes it (Binance FAQ "How to adjust leverage": the default
@@ -149,7 +151,7 @@ class PopulationParams:
             if v is None and allow_none:
                 return
             if isinstance(v, bool) or not (isinstance(v, (int, float)) and 0.0 <= float(v) <= 1.0):
-                raise ValueError(f"{name} must be between 0 and 1{' or auto (derived from the data)' if allow_none else ''}, got {v!r}")
+                raise ParamError(f"{name} must be between 0 and 1{' or auto (derived from the data)' if allow_none else ''}, got {v!r}")
 
         def pos(name: str, v: Any, allow_none: bool = False, strict: bool = True) -> None:
             if v is None and allow_none:
@@ -157,12 +159,12 @@ class PopulationParams:
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(float(v)) or (
                 float(v) <= 0 if strict else float(v) < 0
             ):
-                raise ValueError(f"{name} must be a {'positive' if strict else 'non-negative'} number, got {v!r}")
+                raise ParamError(f"{name} must be a {'positive' if strict else 'non-negative'} number, got {v!r}")
 
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+            raise ParamError(f"seed must be a non-negative integer, got {self.seed!r}")
         if not isinstance(self.n_positions, int) or isinstance(self.n_positions, bool) or self.n_positions < 1:
-            raise ValueError(f"n_positions must be a positive integer, got {self.n_positions!r}")
+            raise ParamError(f"n_positions must be a positive integer, got {self.n_positions!r}")
         frac("long_share", self.long_share, allow_none=True)
         frac("isolated_share", self.isolated_share)
         frac("stop_share", self.stop_share)
@@ -172,33 +174,33 @@ class PopulationParams:
         pos("cross_extra_collateral", self.cross_extra_collateral, strict=False)
         pos("stop_distance", self.stop_distance)
         if not self.stop_distance < 1.0:  # a fraction of the entry price: 1 puts a long's stop at 0
-            raise ValueError(f"stop_distance is a fraction of the entry price and must be between 0 and 1 (exclusive), got {self.stop_distance!r}")
+            raise ParamError(f"stop_distance is a fraction of the entry price and must be between 0 and 1 (exclusive), got {self.stop_distance!r}")
         pos("size_tail_alpha", self.size_tail_alpha)
         pos("size_min_usd", self.size_min_usd)
         pos("size_max_usd", self.size_max_usd)
         pos("turnover_half_life_days", self.turnover_half_life_days, allow_none=True)
         pos("max_tries_factor", self.max_tries_factor)
         if self.size_max_usd <= self.size_min_usd:
-            raise ValueError(f"size_max_usd ({self.size_max_usd}) must exceed size_min_usd ({self.size_min_usd})")
+            raise ParamError(f"size_max_usd ({self.size_max_usd}) must exceed size_min_usd ({self.size_min_usd})")
         if self.survival_price not in ("mark", "last"):
-            raise ValueError(f"survival_price must be 'mark' or 'last', got {self.survival_price!r}")
+            raise ParamError(f"survival_price must be 'mark' or 'last', got {self.survival_price!r}")
         if self.venue != "auto" and self.venue not in VENUES:
-            raise ValueError(f"venue must be one of {', '.join(VENUES)}, got {self.venue!r}")
+            raise ParamError(f"venue must be one of {', '.join(VENUES)}, got {self.venue!r}")
         mix = self.leverage_mix
         if not isinstance(mix, dict) or not mix:
-            raise ValueError("leverage_mix must be a non-empty mapping leverage -> weight, e.g. {\"10\": 0.5, \"20\": 0.5}")
+            raise ParamError("leverage_mix must be a non-empty mapping leverage -> weight, e.g. {\"10\": 0.5, \"20\": 0.5}")
         for k, w in mix.items():
             try:
                 lev = float(k)
             except (TypeError, ValueError):
-                raise ValueError(f"leverage_mix key {k!r} is not a number") from None
+                raise ParamError(f"leverage_mix key {k!r} is not a number") from None
             if not (lev >= 1.0 and math.isfinite(lev)):
-                raise ValueError(f"leverage_mix key {k!r}: leverage must be >= 1")
+                raise ParamError(f"leverage_mix key {k!r}: leverage must be >= 1")
             if not isinstance(w, (int, float)) or isinstance(w, bool) or not (w >= 0 and math.isfinite(w)):
-                raise ValueError(f"leverage_mix weight for {k!r} must be a non-negative number, got {w!r}")
+                raise ParamError(f"leverage_mix weight for {k!r} must be a non-negative number, got {w!r}")
         total = sum(float(w) for w in mix.values())
         if abs(total - 1.0) > 1e-6:
-            raise ValueError(f"leverage_mix weights must sum to 1, they sum to {total:.6g}")
+            raise ParamError(f"leverage_mix weights must sum to 1, they sum to {total:.6g}")
 
 
 @dataclass
@@ -332,6 +334,57 @@ def opening_weights(ts: np.ndarray, volume_usd: np.ndarray, as_of_ms: int, half_
     return base * decay
 
 
+def _lookback_bars(ts, open_, high, low, close, volume, bar_ms) -> tuple[np.ndarray, ...]:
+    """Checked contiguous bar arrays ``(ts, high, low, volume, duration)`` of :func:`synthesize`
+    (durations from ``bar_ms``, else the spacing of ``ts``)."""
+    ts = np.ascontiguousarray(ts, dtype=np.int64)
+    hi = np.ascontiguousarray(high, dtype=np.float64)
+    lo = np.ascontiguousarray(low, dtype=np.float64)
+    vol = np.ascontiguousarray(volume, dtype=np.float64)
+    n_bars = ts.shape[0]
+    if n_bars == 0:
+        raise PopulationError("no market bars in the lookback window; download or import data for it first")
+    for name, a in (("open", open_), ("high", hi), ("low", lo), ("close", close), ("volume", vol)):
+        if np.shape(a)[0] != n_bars:
+            raise ValueError(f"{name} has {np.shape(a)[0]} rows, ts has {n_bars}")
+    if n_bars > 1 and np.any(np.diff(ts) <= 0):
+        raise ValueError("bar times must be strictly increasing")
+    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)) and np.all(lo > 0) and np.all(hi >= lo)):
+        raise ValueError("bars need finite prices with 0 < low <= high")
+    if bar_ms is None:
+        step = int(np.median(np.diff(ts))) if n_bars > 1 else 60_000
+        dur = np.diff(ts, append=ts[-1] + step).astype(np.int64)
+    else:
+        dur = np.broadcast_to(np.asarray(bar_ms, dtype=np.int64), (n_bars,)).copy()
+    return ts, hi, lo, vol, dur
+
+
+def _opening_cdf(ts, vol, as_of_ms, hl, open_interest_usd) -> tuple[np.ndarray, np.ndarray]:
+    """Cumulative opening weights over the bars (see :func:`opening_weights`) and their guide table."""
+    from backtest.kernels.population_kernels import guide_table
+
+    w = opening_weights(ts, vol, as_of_ms, hl, None if open_interest_usd is None else np.asarray(open_interest_usd, np.float64))
+    total = w.sum()
+    if not (total > 0):
+        raise PopulationError("no traded volume (or open-interest increase) in the lookback window to open positions on")
+    cdf = np.cumsum(w) / total
+    cdf[-1] = 1.0
+    return cdf, guide_table(cdf)
+
+
+def _survival_extrema(lo: np.ndarray, hi: np.ndarray, path_extrema) -> tuple[np.ndarray, np.ndarray]:
+    """Per bar, the lowest and highest price of the survival path after it (the bars' own by default)."""
+    from backtest.kernels.population_kernels import suffix_extrema
+
+    if path_extrema is None:
+        return suffix_extrema(lo, hi)
+    smin = np.ascontiguousarray(path_extrema[0], dtype=np.float64)
+    smax = np.ascontiguousarray(path_extrema[1], dtype=np.float64)
+    if smin.shape != lo.shape or smax.shape != lo.shape:
+        raise ValueError("path_extrema must hold one value per bar")
+    return smin, smax
+
+
 def synthesize(
     ts: np.ndarray,
     open_: np.ndarray,
@@ -374,65 +427,36 @@ def synthesize(
     ``ValueError`` for inconsistent inputs.
     """
     from backtest import margin
-    from backtest.kernels.population_kernels import guide_table, set_weights, suffix_extrema, synthesize_nb
+    from backtest.kernels.population_kernels import set_weights, synthesize_nb
 
     p = params or PopulationParams()
     p.validate()
-    ts = np.ascontiguousarray(ts, dtype=np.int64)
-    hi = np.ascontiguousarray(high, dtype=np.float64)
-    lo = np.ascontiguousarray(low, dtype=np.float64)
-    vol = np.ascontiguousarray(volume, dtype=np.float64)
+    ts, hi, lo, vol, dur = _lookback_bars(ts, open_, high, low, close, volume, bar_ms)
     n_bars = ts.shape[0]
-    if n_bars == 0:
-        raise ValueError("no market bars in the lookback window; download or import data for it first")
-    for name, a in (("open", open_), ("high", hi), ("low", lo), ("close", close), ("volume", vol)):
-        if np.shape(a)[0] != n_bars:
-            raise ValueError(f"{name} has {np.shape(a)[0]} rows, ts has {n_bars}")
-    if n_bars > 1 and np.any(np.diff(ts) <= 0):
-        raise ValueError("bar times must be strictly increasing")
-    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)) and np.all(lo > 0) and np.all(hi >= lo)):
-        raise ValueError("bars need finite prices with 0 < low <= high")
-    if bar_ms is None:
-        step = int(np.median(np.diff(ts))) if n_bars > 1 else 60_000
-        dur = np.diff(ts, append=ts[-1] + step).astype(np.int64)
-    else:
-        dur = np.broadcast_to(np.asarray(bar_ms, dtype=np.int64), (n_bars,)).copy()
     if as_of_ms is None:
         as_of_ms = int(ts[-1] + dur[-1])
     if target_open_notional_usd is None:
         if p.open_interest_usd is None:
-            raise ValueError("give target_open_notional_usd, or set open_interest_usd in the parameters")
+            raise PopulationError("give target_open_notional_usd, or set open_interest_usd in the parameters")
         target_open_notional_usd = p.open_interest_usd * p.oi_scale
         target_source = "open_interest_usd x oi_scale parameters"
     if not (target_open_notional_usd > 0 and math.isfinite(target_open_notional_usd)):
-        raise ValueError(f"target open notional must be a positive number, got {target_open_notional_usd}")
+        raise PopulationError(f"target open notional must be a positive number, got {target_open_notional_usd}")
     ls = p.long_share if long_share is None else long_share
     if ls is None:
         ls = 0.6
     hl = half_life_days if half_life_days is not None else (p.turnover_half_life_days or 2.0)
 
-    w = opening_weights(ts, vol, as_of_ms, hl, None if open_interest_usd is None else np.asarray(open_interest_usd, np.float64))
-    total = w.sum()
-    if not (total > 0):
-        raise ValueError("no traded volume (or open-interest increase) in the lookback window to open positions on")
-    cdf = np.cumsum(w) / total
-    cdf[-1] = 1.0
-    guide = guide_table(cdf)
-    if path_extrema is None:
-        smin, smax = suffix_extrema(lo, hi)
-    else:
-        smin = np.ascontiguousarray(path_extrema[0], dtype=np.float64)
-        smax = np.ascontiguousarray(path_extrema[1], dtype=np.float64)
-        if smin.shape != (n_bars,) or smax.shape != (n_bars,):
-            raise ValueError("path_extrema must hold one value per bar")
+    cdf, guide = _opening_cdf(ts, vol, as_of_ms, hl, open_interest_usd)
+    smin, smax = _survival_extrema(lo, hi, path_extrema)
 
     t_lo, t_hi, t_mmr, t_cum, t_lev = margin.tier_arrays(tiers)
     lev_values, lev_cdf = _leverage_table(p.leverage_mix)
     size_max = min(p.size_max_usd, float(t_hi[-1]) * (1 - 1e-12))
     if size_max <= p.size_min_usd:
-        raise ValueError(f"size_min_usd {p.size_min_usd} is beyond the tier table's largest notional {t_hi[-1]}")
+        raise PopulationError(f"size_min_usd {p.size_min_usd} is beyond the tier table's largest notional {t_hi[-1]}")
     if venue not in VENUES:
-        raise ValueError(f"unknown venue {venue!r}; choose from {', '.join(VENUES)}")
+        raise PopulationError(f"unknown venue {venue!r}; choose from {', '.join(VENUES)}")
     vcode = VENUES[venue]
     from backtest.margin import TAKER_FEE
 
@@ -455,7 +479,7 @@ def synthesize(
         out["mmr"], out["maint_amount"], out["open_time"], out["stop_price"], out["liq_price"], out["leverage"],
     )
     if written < n:
-        raise ValueError(
+        raise PopulationError(
             f"only {written:,} of {n:,} positions survived the lookback path after {tried:,} candidates; "
             "lower leverage_scale or n_positions, or raise max_tries_factor"
         )
@@ -463,7 +487,7 @@ def synthesize(
     w_long = ls * target / long_n if long_n > 0 else 0.0
     w_short = (1.0 - ls) * target / short_n if short_n > 0 else 0.0
     if (ls > 0 and long_n == 0) or (ls < 1 and short_n == 0):
-        raise ValueError("a side that long_share asks for has no positions; raise n_positions")
+        raise PopulationError("a side that long_share asks for has no positions; raise n_positions")
     w_long32, w_short32 = np.float32(w_long), np.float32(w_short)
     set_weights(out["side"], w_long32, w_short32, out["weight"])
     check_population(out)
@@ -501,56 +525,6 @@ def synthesize(
 # ------------------------------------------------------------------------------------------
 
 
-def market_bars(store: Any, exchange: str, symbol: str, start_ms: int, end_ms: int) -> dict[str, np.ndarray]:
-    """Composite last-price bars over [start, end): the finest stored timeframe wherever it
-    exists, coarser bars only where no finer bar overlaps. Returns ts, dur, open, high, low,
-    close, volume_usd (quote volume, else base volume x (high+low+close)/3) and ``timeframes``."""
-    import polars as pl
-
-    df = store.read("ohlcv", exchange=exchange, symbol=symbol, start=start_ms, end=end_ms)
-    if df.height == 0:
-        raise ValueError(
-            f"the store has no {exchange} {symbol} price bars between the lookback start and the event start; "
-            "download or import them first (backtest download / backtest data import-csv)"
-        )
-    tfs = sorted(df["timeframe"].unique().to_list(), key=timeframe_ms)
-    starts = np.empty(0, np.int64)
-    ends = np.empty(0, np.int64)
-    parts = []
-    used = []
-    for tf in tfs:
-        d = df.filter(pl.col("timeframe") == tf).sort("ts")
-        t = d["ts"].dt.epoch("ms").to_numpy().astype(np.int64)
-        e = t + timeframe_ms(tf)
-        keep = e <= end_ms
-        if starts.size:
-            idx = np.searchsorted(starts, e, side="left") - 1
-            overlap = (idx >= 0) & (ends[np.maximum(idx, 0)] > t)
-            keep &= ~overlap
-        if not keep.any():
-            continue
-        used.append(tf)
-        d = d.filter(pl.Series(keep))
-        parts.append(d.with_columns(pl.lit(timeframe_ms(tf)).cast(pl.Int64).alias("dur")))
-        starts = np.concatenate([starts, t[keep]])
-        ends = np.concatenate([ends, e[keep]])
-        o = np.argsort(starts, kind="stable")
-        starts, ends = starts[o], ends[o]
-    bars = pl.concat(parts, how="vertical").sort("ts")
-    hlc3 = (bars["high"] + bars["low"] + bars["close"]) / 3.0
-    vol_usd = bars["quote_volume"].fill_null(bars["volume"] * hlc3)
-    return {
-        "ts": bars["ts"].dt.epoch("ms").to_numpy().astype(np.int64),
-        "dur": bars["dur"].to_numpy().astype(np.int64),
-        "open": bars["open"].to_numpy(),
-        "high": bars["high"].to_numpy(),
-        "low": bars["low"].to_numpy(),
-        "close": bars["close"].to_numpy(),
-        "volume_usd": vol_usd.to_numpy().astype(np.float64),
-        "timeframes": used,
-    }
-
-
 def path_extrema_from(bar_end_ms: np.ndarray, path_ts: np.ndarray, path_low: np.ndarray, path_high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per opening bar, the lowest low and highest high of the path bars that start at or after
     the opening bar's end (inf / -inf when none). A path bar that straddles the end is left out,
@@ -564,148 +538,6 @@ def path_extrema_from(bar_end_ms: np.ndarray, path_ts: np.ndarray, path_low: np.
     incl_max = np.r_[np.maximum(hi, smax), -np.inf]
     k = np.searchsorted(np.asarray(path_ts, dtype=np.int64), np.asarray(bar_end_ms, dtype=np.int64), side="left")
     return incl_min[k], incl_max[k]
-
-
-def mark_bars(store: Any, exchange: str, symbol: str, start_ms: int, end_ms: int) -> dict[str, np.ndarray] | None:
-    """The finest stored mark-price series that runs without gaps up to ``end`` (it may start
-    after ``start``), or None."""
-    import polars as pl
-
-    try:
-        df = store.read("mark", exchange=exchange, symbol=symbol, start=start_ms, end=end_ms)
-    except Exception:
-        return None
-    if df.height == 0:
-        return None
-    for tf in sorted(df["timeframe"].unique().to_list(), key=timeframe_ms):
-        d = df.filter(pl.col("timeframe") == tf).sort("ts")
-        t = d["ts"].dt.epoch("ms").to_numpy().astype(np.int64)
-        step = timeframe_ms(tf)
-        if t[-1] + step >= end_ms and (len(t) < 2 or np.all(np.diff(t) == step)):
-            return {"ts": t, "low": d["low"].to_numpy(), "high": d["high"].to_numpy(), "timeframe": tf}
-    return None
-
-
-def _venue_for_exchange(exchange: str) -> str:
-    ex = exchange.lower()
-    for v in VENUES:
-        if ex.startswith(v) or (v == "gate" and ex.startswith("gateio")):
-            return v
-    if ex in ("binanceusdm", "binancecoinm", "binance"):
-        return "binance"
-    raise ValueError(f"no margin rule for exchange {exchange!r}; set venue= one of {', '.join(VENUES)}")
-
-
-def _catalogue_oi(event: Any, symbol: str, exchange: str) -> dict | None:
-    if hasattr(event, "open_interest_input"):
-        try:
-            return event.open_interest_input(symbol, exchange)
-        except TypeError:
-            return event.open_interest_input(symbol)
-    found = [x for x in getattr(event, "pre_event_inputs", ()) if x.get("symbol") == symbol and "value_usd" in x]
-    return found[-1] if found else None
-
-
-def resolve_open_interest(store: Any, event: Any, symbol: str, params: PopulationParams, lookback_volume_usd: float) -> tuple[float, str, np.ndarray | None]:
-    """Target open interest (USD, before ``oi_scale``), where it came from, and the stored OI
-    points ``[[ts_ms...], [usd...]]`` when the store has them (else None)."""
-    if params.open_interest_usd is not None:
-        return float(params.open_interest_usd), "open_interest_usd parameter", None
-    ex = event.exchange
-    try:
-        oi = store.read("open_interest", exchange=ex, symbol=symbol, start=event.lookback_start_ms, end=event.start_ms)
-    except Exception:
-        oi = None
-    if oi is not None and oi.height:
-        usd = oi["open_interest_usd"].to_numpy()
-        if np.all(np.isnan(usd.astype(float))):
-            usd = None
-        if usd is not None and np.isfinite(usd[-1]):
-            pts = np.stack([oi["ts"].dt.epoch("ms").to_numpy().astype(np.float64), usd.astype(np.float64)])
-            return float(usd[-1]), f"store open_interest ({ex}) at {oi['ts'][-1]}", pts
-    rec = _catalogue_oi(event, symbol, ex)
-    if rec is not None:
-        return float(rec["value_usd"]), f"event catalogue: {rec.get('what', 'pre-event open interest')} ({rec.get('source', 'no source')})", None
-    # estimate from a reference symbol's catalogue level and the volume ratio
-    for ref in getattr(event, "symbols", ()):
-        if ref == symbol:
-            continue
-        r = _catalogue_oi(event, ref, ex)
-        if r is None:
-            continue
-        ref_bars = market_bars(store, ex, ref, event.lookback_start_ms, event.start_ms)
-        ref_vol = _recent_volume(ref_bars, event.start_ms)
-        if ref_vol > 0 and lookback_volume_usd > 0:
-            est = float(r["value_usd"]) * lookback_volume_usd / ref_vol
-            return est, (
-                f"estimate: {ref} catalogue level ${float(r['value_usd']) / 1e9:.2f}B ({r.get('what', '')}) x ratio of "
-                f"{symbol} to {ref} traded notional over the last 7 days ({lookback_volume_usd / ref_vol:.3f}); "
-                "assumes the same open-interest-to-volume ratio"
-            ), None
-    # estimate from another catalogued event's published level for this symbol: the same ratio of
-    # open interest to the 7 days of traded notional before the event (a stated assumption)
-    est = _estimate_from_other_event(store, event, symbol, ex, lookback_volume_usd)
-    if est is not None:
-        return est
-    raise ValueError(
-        f"no open-interest level for {symbol} on {ex}: the store has none and the event catalogue gives none; "
-        "pass --set open_interest_usd=VALUE"
-    )
-
-
-def _estimate_from_other_event(store: Any, event: Any, symbol: str, ex: str, lookback_volume_usd: float) -> tuple[float, str, None] | None:
-    """OI target = ``lookback_volume_usd`` x (OI / 7-day traded notional) measured on the
-    nearest-in-time catalogued event that publishes a pre-event open interest (for ``symbol``
-    itself when one does, else for another symbol of that event)."""
-    if lookback_volume_usd <= 0:
-        return None
-    try:
-        from backtest.events import load_events
-
-        root = getattr(store, "root", None)
-        if root is None or not (str(root).startswith("s3://") or (Path(str(root)) / "events.toml").exists()):
-            return None  # only a store that carries its catalogue (or S3) is calibrated from it
-        others = [e for e in load_events(str(root)) if e.id != getattr(event, "id", None) and e.exchange == ex]
-    except Exception:
-        return None
-    others.sort(key=lambda e: abs(e.start_ms - event.start_ms))
-    candidates = [(o, symbol) for o in others] + [(o, ref) for o in others for ref in o.symbols if ref != symbol]
-    for other, ref in candidates:
-        rec = _catalogue_oi(other, ref, ex)
-        if rec is None:
-            continue
-        bars = market_bars(store, ex, ref, other.lookback_start_ms, other.start_ms)
-        vol = _recent_volume(bars, other.start_ms)
-        if vol <= 0:
-            continue
-        ratio = float(rec["value_usd"]) / vol
-        return ratio * lookback_volume_usd, (
-            f"estimate: {ref} open interest / 7-day traded notional before event {other.id} "
-            f"(${float(rec['value_usd']) / 1e9:.2f}B / ${vol / 1e9:.1f}B = {ratio:.3f}, {rec.get('source', 'no source')}) "
-            f"x {symbol}'s 7 days before this event (${lookback_volume_usd / 1e9:.1f}B); assumes the same ratio"
-        ), None
-    return None
-
-
-def _recent_volume(bars: dict[str, np.ndarray], as_of_ms: int, days: float = 7.0) -> float:
-    m = bars["ts"] >= as_of_ms - days * DAY_MS
-    return float(bars["volume_usd"][m].sum())
-
-
-def _long_share_from_store(store: Any, exchange: str, symbol: str, start_ms: int, end_ms: int) -> tuple[float | None, str]:
-    try:
-        df = store.read("long_short_ratio", exchange=exchange, symbol=symbol, start=start_ms, end=end_ms)
-    except Exception:
-        return None, ""
-    if df.height == 0:
-        return None, ""
-    v = df["long_account"][-1]
-    if v is None or not (0.0 <= float(v) <= 1.0):
-        r = df["long_short_ratio"][-1]
-        if r is None or not float(r) > 0:
-            return None, ""
-        v = float(r) / (1.0 + float(r))
-    return float(v), f"store long/short account ratio at {df['ts'][-1]}"
 
 
 def build_population(event: Any, symbol: str, params: PopulationParams | None = None, store: Any = None) -> Population:
@@ -727,13 +559,13 @@ def build_population(event: Any, symbol: str, params: PopulationParams | None = 
 
         event = get_event(event, None if store is None or isinstance(store, Store) else store)
     if symbol not in tuple(event.symbols):
-        raise ValueError(f"{symbol} is not a symbol of event {event.id}; choose from {', '.join(event.symbols)}")
+        raise PopulationError(f"{symbol} is not a symbol of event {event.id}; choose from {', '.join(event.symbols)}")
     ex = event.exchange
     bars = market_bars(st, ex, symbol, event.lookback_start_ms, event.start_ms)
     tiers = st.read_tiers(ex, symbol)
     if not tiers:
-        raise ValueError(f"the store has no leverage tiers for {ex} {symbol}; import them (backtest data import-tiers)")
-    recent_vol = _recent_volume(bars, event.start_ms)
+        raise PopulationError(f"the store has no leverage tiers for {ex} {symbol}; import them (backtest data import-tiers)")
+    recent_vol = recent_volume(bars, event.start_ms)
     oi_level, source, oi_points = resolve_open_interest(st, event, symbol, p, recent_vol)
     oi_series = None
     if oi_points is not None:
@@ -746,7 +578,7 @@ def build_population(event: Any, symbol: str, params: PopulationParams | None = 
     if p.long_share is not None:
         ls, ls_src = p.long_share, "long_share parameter"
     else:
-        ls, ls_src = _long_share_from_store(st, ex, symbol, event.lookback_start_ms, event.start_ms)
+        ls, ls_src = long_share_from_store(st, ex, symbol, event.lookback_start_ms, event.start_ms)
         if ls is None:
             ls, ls_src = 0.6, "default 0.6 (no long/short ratio in the store; assumption)"
     if p.turnover_half_life_days is not None:
@@ -757,7 +589,7 @@ def build_population(event: Any, symbol: str, params: PopulationParams | None = 
         hl = math.log(2.0) * oi_level / (0.5 * daily) if daily > 0 else 2.0
         hl = float(min(max(hl, 0.05), 365.0))
         hl_src = f"ln2 x OI / (0.5 x daily traded notional ${daily / 1e9:.2f}B over the last 7 days)"
-    venue = _venue_for_exchange(ex) if p.venue == "auto" else p.venue
+    venue = venue_for_exchange(ex) if p.venue == "auto" else p.venue
     extrema = None
     survival = "last-price bars (no mark-price bars cover the lookback)"
     if p.survival_price == "last":

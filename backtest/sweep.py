@@ -24,7 +24,7 @@ is simulated, and one row per combination (its parameters + the summary metrics)
     y = "depth_multiplier"
 
 Parameter names are the flat names of ``backtest.population.PopulationParams`` and
-``backtest.simulate.SimParams`` (the same names ``--set`` accepts); an unknown name is refused
+``backtest.sim_params.SimParams`` (the same names ``--set`` accepts); an unknown name is refused
 with the closest valid one suggested. ``backtest sweep FILE --set key=value`` changes the base.
 
 Seeds: every combination runs with the seed of its own parameters (``seed`` from ``[base]`` or
@@ -47,32 +47,34 @@ one worker per core), ``dask`` (``scheduler`` = the address of a running schedul
 ``tcp://10.0.0.5:8786``, given ``connect_timeout`` seconds, 5 by default, to connect and shake
 hands; else a ``LocalCluster`` of ``workers`` single-threaded processes).
 
-Each scenario asks the simulation for its summary only (``summary_only=True``, when the API
-offers it): a sweep keeps no per-bar or per-position frames.
+Each scenario asks the simulation for its summary only (``summary_only=True``): a sweep keeps no
+per-bar or per-position frames. The simulation is any :class:`backtest.sim_api.SimulationAPI`
+(``sim=``; default :mod:`backtest.simulate`).
 
-``--dry-run`` builds the event once, times one combination (and one population rebuild when
+``--dry-run`` (:mod:`backtest.sweep_plan`) builds the event once, times one combination (and one population rebuild when
 the grid changes population parameters) and prints the number of combinations, chunks, an
 estimated time (from perfect scaling over the workers to none) and memory.
 
-Outputs (``out`` folder, created if missing; its parent folder must exist): ``results.parquet`` (one row per
-combination, keyed by ``combo`` and the grid's parameters, sorted by ``combo``, then one column
-per scalar summary metric, named ``result_NAME`` where a grid parameter has the metric's name,
-e.g. ``long_share``), ``heatmaps.pdf`` (the metric over two parameters, other parameters
-averaged; then the other metrics that vary; then the other pairs of parameters), ``sweep.json``
-(the resolved sweep: event, mode, base, grid, executor, timings). All three are written at the
+Outputs (``out`` folder, created if missing; its parent folder must exist): ``results.parquet``
+(one row per combination, keyed by ``combo`` and the grid's parameters, sorted by ``combo``, then
+one column per scalar summary metric (``results.SCALAR_FIELDS``), named ``result_NAME`` where a
+grid parameter has the metric's name, e.g. ``long_share``), ``heatmaps.pdf`` (drawn by
+:mod:`backtest.report.sweep_pages`: the metric over two parameters, other parameters averaged;
+then the other metrics that vary; then the other pairs of parameters), ``sweep.json`` (the
+resolved sweep: event, mode, base, grid, executor, timings). All three are written at the
 end, each atomically: an interrupted or failed sweep leaves no half-written files.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import math
 import os
 import pickle
 import re
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +83,8 @@ from typing import Any, Callable
 from backtest.errors import SweepError, UserError
 from backtest.params import ParamError, apply_overrides, field_names, suggest
 from backtest.paths import write_atomic
+from backtest.progress import Progress
+from backtest.sim_api import SimulationAPI, simulation
 
 EXECUTORS = ("serial", "processes", "dask")
 MODES = ("cascade", "replay")
@@ -148,22 +152,9 @@ class SweepResult:
 # ---------------------------------------------------------------------------------------------
 # parsing and validation
 # ---------------------------------------------------------------------------------------------
-def _sim_module(sim):
-    if sim is not None:
-        return sim
-    import backtest.simulate as simulate
-
-    return simulate
-
-
-def param_groups(sim=None) -> list[Any]:
+def param_groups(sim: SimulationAPI | None = None) -> list[Any]:
     """Default instances of the parameter groups that flat names resolve against."""
-    sim = _sim_module(sim)
-    if hasattr(sim, "param_groups"):
-        return list(sim.param_groups())
-    from backtest.population import PopulationParams
-
-    return [PopulationParams(), sim.SimParams()]
+    return list(simulation(sim).param_groups())
 
 
 def load_sweep(path: str | os.PathLike, *, set_overrides: dict | None = None, sim=None, store: str | None = None) -> SweepSpec:
@@ -253,10 +244,8 @@ def _check_shock(shock: Any, mode: str, ev: Any, source: str) -> None:
         raise SweepError(f"{source}: shock must be a string such as \"-5%@2025-10-10T21:00:00Z\", got {shock!r}")
     if mode != "cascade":
         raise SweepError(f"{source}: a shock needs mode = \"cascade\" (mode is {mode!r})")
-    try:
-        from backtest.simulate import parse_shock
-    except ImportError:  # pragma: no cover - the simulation checks it itself
-        return
+    from backtest.shocks import parse_shock
+
     try:
         _, ms = parse_shock(shock, getattr(ev, "core_start_ms", None))
     except UserError as e:  # its fixes are written as the option; here it is the file's key
@@ -274,36 +263,31 @@ def _check_shock(shock: Any, mode: str, ev: Any, source: str) -> None:
 _WORKER: dict[str, Any] = {}
 
 
-def _metrics(summary: dict) -> dict[str, Any]:
-    out = {}
-    for k, v in summary.items():
-        if k in ("params", "symbols", "event", "seed"):
-            continue
-        if v is None or isinstance(v, (bool, int, float, str)):
-            out[k] = v
-    return out
-
-
 def run_chunk(simulate_prepared: Callable, prepared: Any, mode: str, shock: str | None, base: dict, chunk: list[tuple[int, dict]]) -> list[tuple]:
-    """Simulate one chunk of combinations; one (combo index, parameters, metrics) tuple each."""
+    """Simulate one chunk of combinations (summaries only); one (combo index, parameters,
+    metrics) tuple each, the metrics being the summary's scalar fields (results.SCALAR_FIELDS)."""
+    from backtest.results import metrics
+
     rows = []
-    kw = summary_kwargs(simulate_prepared)
     for i, combo in chunk:
-        res = simulate_prepared(prepared, {**base, **combo}, mode=mode, shock=shock, **kw)
-        rows.append((i, combo, _metrics(res.summary)))
+        res = simulate_prepared(prepared, {**base, **combo}, mode=mode, shock=shock, summary_only=True)
+        rows.append((i, combo, metrics(res.summary)))
     return rows
 
 
-def summary_kwargs(simulate_prepared: Callable) -> dict:
-    """``{"summary_only": True}`` when the simulation API can skip building the per-bar and
-    per-position frames (a sweep keeps only the summary), else ``{}``."""
-    import inspect
-
-    try:
-        params = inspect.signature(simulate_prepared).parameters
-    except (TypeError, ValueError):
-        return {}
-    return {"summary_only": True} if "summary_only" in params else {}
+def sweep_prepared(simulate_prepared: Callable, prepared: Any, combos: list[dict], *, mode: str = "cascade", shock: str | None = None,
+                   base: dict | None = None, progress: Any = None, label: str = "sweep") -> list[dict[str, Any]]:
+    """The summary metrics of each combination on an event already prepared, serially and in
+    the order given (the report's sensitivity page); ``progress`` as in :mod:`backtest.progress`."""
+    out = []
+    with Progress(label, progress) as shown:
+        task = shown.add(label, len(combos))
+        for i, combo in enumerate(combos):
+            shown.update(task, description=f"{label} {i + 1}/{len(combos)}")
+            ((_, _, m),) = run_chunk(simulate_prepared, prepared, mode, shock, dict(base or {}), [(i, combo)])
+            out.append(m)
+            shown.advance(task)
+    return out
 
 
 def _init_process(simulate_prepared: Callable, prepared_bytes: bytes) -> None:
@@ -315,10 +299,9 @@ def _process_chunk(mode, shock, base, chunk):
     return run_chunk(_WORKER["fn"], _WORKER["prepared"], mode, shock, base, chunk)
 
 
-def population_names(sim=None) -> set[str]:
+def population_names(sim: SimulationAPI | None = None) -> set[str]:
     """Names of the parameters that change the population (rebuilding it costs more than a run)."""
-    groups = param_groups(sim)
-    return set(field_names(groups[0])) if len(groups) > 1 else set()
+    return set(simulation(sim).population_param_names())
 
 
 def execution_order(spec: SweepSpec, sim=None) -> list[tuple[int, dict]]:
@@ -339,40 +322,6 @@ def chunks_of(items: list, size: int) -> list[list]:
 def default_chunk_size(n: int, workers: int) -> int:
     """About four chunks per worker (load balance) and at most 512 combinations per chunk."""
     return max(1, min(512, math.ceil(n / max(1, workers * 4))))
-
-
-# ---------------------------------------------------------------------------------------------
-# progress
-# ---------------------------------------------------------------------------------------------
-class _Bar:
-    def __init__(self, total: int, label: str, progress: Any):
-        self.cb = progress if callable(progress) else None
-        on = sys.stderr.isatty() if progress is None else bool(progress) and not callable(progress)
-        self.done = 0
-        self.total = total
-        self.p = None
-        if on:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-            self.p = Progress(
-                TextColumn("[bold]sweep[/bold] {task.description}"), BarColumn(bar_width=None), MofNCompleteColumn(),
-                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                console=Console(stderr=True),
-            )
-            self.p.start()
-            self.t = self.p.add_task(label, total=total)
-
-    def advance(self, n: int) -> None:
-        self.done += n
-        if self.p is not None:
-            self.p.update(self.t, advance=n)
-        if self.cb:
-            self.cb(self.done, self.total)
-
-    def close(self) -> None:
-        if self.p is not None:
-            self.p.stop()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -510,7 +459,7 @@ def run_sweep(
     if scheduler and executor != "dask":
         raise SweepError("--scheduler needs --executor dask")
     out_dir = check_out_dir(out) if out is not None else None
-    simulate = _sim_module(sim)
+    simulate = simulation(sim)
     workers = max(1, workers or os.cpu_count() or 1) if executor != "serial" else 1
     combos = execution_order(spec, sim)
     n = len(combos)
@@ -528,20 +477,19 @@ def run_sweep(
         prepared = simulate.prepare(spec.event, spec.base or None, symbols=spec.symbols, store=store)
         timings["prepare_s"] = time.perf_counter() - t
         fn = simulate.simulate_prepared
-        bar = _Bar(n, f"{executor}×{workers}", progress)
         rows: list[dict] = []
         t = time.perf_counter()
-        try:
+        with Progress("sweep", progress) as shown:
+            task = shown.add(f"{executor}×{workers}", n)
+            bar = functools.partial(shown.advance, task)
             if executor == "serial":
                 for ch in chunks:
                     rows.extend(run_chunk(fn, prepared, spec.mode, spec.shock, spec.base, ch))
-                    bar.advance(len(ch))
+                    bar(len(ch))
             elif executor == "processes":
                 rows = _run_processes(fn, prepared, spec, chunks, workers, bar)
             else:
                 rows = _run_dask(client, fn, prepared, spec, chunks, bar)
-        finally:
-            bar.close()
         timings["simulate_s"] = time.perf_counter() - t
     finally:
         if client is not None:
@@ -556,7 +504,7 @@ def run_sweep(
     return res
 
 
-def _run_processes(fn, prepared, spec: SweepSpec, chunks, workers: int, bar: _Bar) -> list[dict]:
+def _run_processes(fn, prepared, spec: SweepSpec, chunks, workers: int, bar: Callable[[int], None]) -> list[dict]:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -568,7 +516,7 @@ def _run_processes(fn, prepared, spec: SweepSpec, chunks, workers: int, bar: _Ba
         try:
             for f in as_completed(futs):
                 rows.extend(f.result())
-                bar.advance(futs[f])
+                bar(futs[f])
         except BaseException:
             for f in futs:
                 f.cancel()
@@ -576,7 +524,7 @@ def _run_processes(fn, prepared, spec: SweepSpec, chunks, workers: int, bar: _Ba
     return rows
 
 
-def _run_dask(client, fn, prepared, spec: SweepSpec, chunks, bar: _Bar) -> list[dict]:
+def _run_dask(client, fn, prepared, spec: SweepSpec, chunks, bar: Callable[[int], None]) -> list[dict]:
     from distributed import as_completed
 
     [pf] = client.scatter([prepared], broadcast=True)  # market arrays + population: once per worker
@@ -586,7 +534,7 @@ def _run_dask(client, fn, prepared, spec: SweepSpec, chunks, bar: _Bar) -> list[
     try:
         for f in as_completed(futs):
             rows.extend(f.result())
-            bar.advance(sizes[f.key])
+            bar(sizes[f.key])
     except BaseException:
         client.cancel(futs)
         raise
@@ -597,6 +545,12 @@ def metric_column(metric: str, spec: SweepSpec) -> str:
     """The results-table column of a summary metric: its own name, or ``result_NAME`` when a
     grid parameter has the same name (``long_share`` is both a parameter and a metric)."""
     return f"result_{metric}" if metric in spec.grid else metric
+
+
+def heatmap_columns(spec: SweepSpec) -> list[str]:
+    """Results-table columns the heatmap pages draw: the chosen metric first, then the other
+    :data:`HEATMAP_METRICS`."""
+    return [metric_column(m, spec) for m in (spec.metric, *[m for m in HEATMAP_METRICS if m != spec.metric])]
 
 
 def _table(rows: list[tuple], spec: SweepSpec):
@@ -620,14 +574,16 @@ def write_outputs(res: SweepResult, out_dir: Path, sim: Any = None) -> list[Path
     spec = res.spec
     files = []
     # draw first: a plotting failure must not leave a results table without its report
-    figs = heatmap_figures(res.table, spec)
+    from backtest.report.sweep_pages import sweep_figures, write_sweep_pdf
+
+    figs = sweep_figures(res.table, spec, heatmap_columns(spec))
     # an earlier sweep's sweep.json goes first; the new one, written last, marks a whole result
     (out_dir / "sweep.json").unlink(missing_ok=True)
     p = out_dir / "results.parquet"
     write_atomic(p, lambda t: res.table.write_parquet(t))
     files.append(p)
     p = out_dir / "heatmaps.pdf"
-    write_atomic(p, lambda t: _write_pdf(figs, t, spec))
+    write_atomic(p, lambda t: write_sweep_pdf(figs, t, spec))
     files.append(p)
     meta = {
         "event": spec.event, "mode": spec.mode, "shock": spec.shock, "symbols": spec.symbols, "base": spec.base,
@@ -639,202 +595,3 @@ def write_outputs(res: SweepResult, out_dir: Path, sim: Any = None) -> list[Path
     write_atomic(p, lambda t: t.write_text(json.dumps(meta, indent=2, default=str) + "\n"))
     files.append(p)
     return files
-
-
-def heatmap_figures(table, spec: SweepSpec) -> list:
-    """Figures of the sweep PDF: the chosen metric over x × y, then the other metrics that vary,
-    then the chosen metric over the other pairs of grid parameters."""
-    from backtest.report.common import RC, mpl, new_figure, usd_axis
-    from backtest.report.figures import metric_label, sweep_heatmap_figure
-
-    mpl()
-    import matplotlib
-
-    names = list(spec.grid)
-    others = [n for n in names if n not in (spec.x, spec.y)]
-    avg = f"; mean over {', '.join(others)}" if others else ""
-    title = f"Sweep of {spec.event} ({spec.mode}, {spec.n_combinations} combinations)"
-    figs = []
-    with matplotlib.rc_context(RC):
-        if spec.y is None:  # one parameter: a line, not a heatmap
-            for metric in [metric_column(m, spec) for m in (spec.metric, *[m for m in HEATMAP_METRICS if m != spec.metric])]:
-                if metric not in table.columns:
-                    continue
-                fig = new_figure()
-                fig.suptitle(title, fontsize=14, fontweight="bold")
-                ax = fig.add_subplot(1, 1, 1)
-                d = table.sort(spec.x)
-                ax.plot([str(v) for v in d[spec.x].to_list()], d[metric].to_numpy(), marker="o")
-                ax.set_xlabel(spec.x)
-                ax.set_ylabel(metric_label(metric))
-                ax.set_title(f"{metric_label(metric)} against {spec.x}", fontsize=10)
-                if metric.endswith("_usd"):
-                    usd_axis(ax)
-                figs.append(fig)
-            return figs
-        metrics = [metric_column(m, spec) for m in (spec.metric, *[m for m in HEATMAP_METRICS if m != spec.metric])]
-        for k, metric in enumerate(metrics):
-            if metric in table.columns and table[metric].dtype.is_numeric() and (k == 0 or table[metric].n_unique() > 1):
-                figs.append(sweep_heatmap_figure(table, spec.x, spec.y, metric, title, f"{metric_label(metric)} by {spec.x} and {spec.y}{avg}"))
-        for a, b in itertools.combinations(names, 2):
-            if {a, b} == {spec.x, spec.y} or len(figs) >= 16:
-                continue
-            rest = [n for n in names if n not in (a, b)]
-            note = f"{metric_label(spec.metric)} by {a} and {b}" + (f"; mean over {', '.join(rest)}" if rest else "")
-            figs.append(sweep_heatmap_figure(table, a, b, metric_column(spec.metric, spec), title, note))
-        for k, fig in enumerate(figs, 1):
-            fig.text(0.995, 0.004, f"{spec.event} sweep · page {k}/{len(figs)}", ha="right", va="bottom", fontsize=7, color="#7f8c8d")
-    return figs
-
-
-def _write_pdf(figs, path: Path, spec: SweepSpec) -> None:
-    import matplotlib
-    from matplotlib.backends.backend_pdf import PdfPages
-
-    import backtest
-    from backtest.events import get_event
-    from backtest.report.common import RC, report_date
-
-    try:
-        end_ms = get_event(spec.event).end_ms
-    except UserError:
-        end_ms = None
-    date = report_date(end_ms)
-    meta = {
-        "Title": f"Parameter sweep of {spec.event} ({spec.mode}): {', '.join(spec.grid)}",
-        "Author": "cascade-backtest",
-        "Creator": f"cascade-backtest {backtest.__version__}",
-        "CreationDate": date,
-        "ModDate": date,
-    }
-    with matplotlib.rc_context(RC), PdfPages(path, metadata=meta) as pp:
-        for fig in figs:
-            pp.savefig(fig)
-
-
-# ---------------------------------------------------------------------------------------------
-# dry run
-# ---------------------------------------------------------------------------------------------
-@dataclass
-class Plan:
-    combinations: int
-    executor: str
-    workers: int
-    chunks: int
-    chunk_size: int
-    prepare_s: float
-    per_combination_s: float
-    estimate_s: float
-    prepared_bytes: int
-    sim_peak_bytes: int
-    estimate_bytes: int
-    populations: int = 0
-    rebuild_s: float = 0.0
-    estimate_hi_s: float = 0.0  # the same work without any parallel gain
-
-    def describe(self) -> str:
-        return (
-            f"{self.combinations:,} combinations in {self.chunks:,} chunks of up to {self.chunk_size:,} on {self.executor} "
-            f"({self.workers} worker{'s' if self.workers > 1 else ''})\n"
-            + (
-                f"estimated time: {_dur(self.estimate_s)} with perfect scaling over {self.workers} workers, up to "
-                f"{_dur(self.estimate_hi_s)} if they gain nothing (each simulation already uses several cores)\n"
-                if self.workers > 1 and self.estimate_hi_s > self.estimate_s * 1.05
-                else f"estimated time: {_dur(self.estimate_s)}\n"
-            )
-            + f"  (measured: preparing {_dur(self.prepare_s)}, "
-            f"one combination {_dur(self.per_combination_s)}"
-            + (f", rebuilding a population {_dur(self.rebuild_s)} x {self.populations} population settings" if self.populations else "")
-            + ")\n"
-            f"estimated memory: {_mib(self.estimate_bytes)} in all (market arrays + population {_mib(self.prepared_bytes)}, "
-            f"held by this process and each worker with room for one rebuilt population; "
-            f"{_mib(self.sim_peak_bytes)} working memory per simulation)"
-        )
-
-
-def _dur(s: float) -> str:
-    if s < 1:
-        return f"{s * 1000:.0f} ms"
-    if s < 120:
-        return f"{s:.1f} s"
-    if s < 7200:
-        return f"{s / 60:.1f} min"
-    return f"{s / 3600:.1f} h"
-
-
-def _mib(b: float) -> str:
-    return f"{b / 2**20:,.0f} MiB" if b >= 2**20 else f"{b / 1024:,.0f} KiB"
-
-
-class _RssPeak:
-    """Peak growth of this process's resident memory while the block runs (sampled every 2 ms
-    from /proc/self/statm; counts NumPy, numba and polars allocations alike). 0 where /proc is
-    not available."""
-
-    def __enter__(self):
-        import threading
-
-        self.peak_increase = 0
-        self._base = self._rss()
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
-        return self
-
-    @staticmethod
-    def _rss() -> int:
-        try:
-            with open("/proc/self/statm") as f:
-                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError, IndexError):
-            return 0
-
-    def _run(self):
-        while not self._stop.wait(0.002):
-            self.peak_increase = max(self.peak_increase, self._rss() - self._base)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._t.join()
-        self.peak_increase = max(self.peak_increase, self._rss() - self._base, 0)
-        return False
-
-
-def plan_sweep(spec: SweepSpec, *, executor: str = "processes", workers: int | None = None, chunk_size: int | None = None,
-               store: str | None = None, sim: Any = None) -> Plan:
-    """Measure one combination (after building the base once) and extrapolate to the sweep."""
-    if executor not in EXECUTORS:
-        raise SweepError(f"unknown executor {executor!r}{suggest(executor, list(EXECUTORS))}; use serial, processes or dask")
-    simulate = _sim_module(sim)
-    workers = max(1, workers or os.cpu_count() or 1) if executor != "serial" else 1
-    n = spec.n_combinations
-    size = chunk_size or default_chunk_size(n, workers)
-    t = time.perf_counter()
-    prepared = simulate.prepare(spec.event, spec.base or None, symbols=spec.symbols, store=store)
-    prep_s = time.perf_counter() - t
-    pop_names = population_names(sim)
-    first = spec.combinations()[0]
-    same_pop = {**spec.base, **{k: v for k, v in first.items() if k not in pop_names}}
-    blob = len(pickle.dumps(prepared, protocol=pickle.HIGHEST_PROTOCOL))
-    kw = summary_kwargs(simulate.simulate_prepared)
-    with _RssPeak() as warm_probe:  # warm-up (compiles); its memory growth is the honest one
-        simulate.simulate_prepared(prepared, same_pop, mode=spec.mode, shock=spec.shock, **kw)
-    with _RssPeak() as mem_probe:
-        t = time.perf_counter()
-        simulate.simulate_prepared(prepared, same_pop, mode=spec.mode, shock=spec.shock, **kw)
-        per = time.perf_counter() - t
-    peak = max(mem_probe.peak_increase, warm_probe.peak_increase)
-    # populations: one rebuild per distinct value set of the grid's population parameters
-    pop_grid = [k for k in spec.grid if k in pop_names]
-    n_pops = math.prod(len(spec.grid[k]) for k in pop_grid) if pop_grid else 0
-    rebuild = 0.0
-    if n_pops:
-        t = time.perf_counter()
-        simulate.simulate_prepared(prepared, {**spec.base, **first}, mode=spec.mode, shock=spec.shock, **kw)
-        rebuild = max(0.0, time.perf_counter() - t - per)
-    startup = {"serial": 0.0, "processes": 2.0, "dask": 4.0}[executor]
-    work = per * n + rebuild * n_pops
-    est = prep_s + startup + (per * n + rebuild * max(n_pops, workers if n_pops else 0)) / workers
-    est_hi = prep_s + startup + work + (rebuild * workers if n_pops and executor != "serial" else 0.0)
-    mem = blob + (workers * (2 * blob + peak) if executor != "serial" else blob + peak) + n * 400
-    return Plan(n, executor, workers, math.ceil(n / size), size, prep_s, per, est, blob, peak, mem, n_pops, rebuild, est_hi)

@@ -47,11 +47,12 @@ def first_touch_seconds_per_gb() -> float:
 
 def store_case():
     from backtest.events import get_event
+    from backtest.market import market_bars
     from backtest.store import Store
 
     ev = get_event("2025-10-10")
     st = Store()
-    bars = P.market_bars(st, ev.exchange, "BTC/USDT:USDT", ev.lookback_start_ms, ev.start_ms)
+    bars = market_bars(st, ev.exchange, "BTC/USDT:USDT", ev.lookback_start_ms, ev.start_ms)
     tiers = st.read_tiers(ev.exchange, "BTC/USDT:USDT")
     return "2025-10-10 BTC/USDT:USDT, committed store", bars, tiers, ev.start_ms
 

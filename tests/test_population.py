@@ -288,7 +288,8 @@ def test_2025_10_10_population_from_committed_store():
 def test_older_event_without_published_open_interest_uses_a_labelled_ratio_estimate():
     """2024-08-05 publishes no OI level: the OI-to-volume ratio of 2025-10-10 (the nearest event
     that publishes one) is applied to the 7 days of traded notional before 2024-08-05."""
-    from backtest.population import _recent_volume, market_bars
+    from backtest.market import market_bars
+    from backtest.population_inputs import recent_volume as _recent_volume
     from backtest.store import Store
 
     for sym in ("BTC/USDT:USDT", "ETH/USDT:USDT"):

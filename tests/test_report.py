@@ -1,6 +1,6 @@
 """The PDF report: pages, PNGs, metadata, byte-reproducibility, user errors.
 
-Most tests draw the report from the FAKE simulation stand-in (``tests/test_report_fakesim.py``)
+Most tests draw the report from the FAKE simulation stand-in (``tests/fakes/fakesim.py``)
 so that they check the report code alone, fast; the end-to-end tests run the real command on
 the committed data when ``backtest.simulate`` is importable.
 """
@@ -17,7 +17,7 @@ import pytest
 
 from backtest.errors import UserError
 from backtest.report.build import build_report
-from tests import test_report_fakesim as fake
+from tests.fakes import fakesim as fake
 
 ROOT = Path(__file__).resolve().parents[1]
 HAVE_SIM = importlib.util.find_spec("backtest.simulate") is not None

@@ -9,14 +9,10 @@ import polars as pl
 import pytest
 
 from backtest.params import ParamError
-from backtest.simulate import (
-    SimError,
-    SimParams,
-    parse_shock,
-    prepare,
-    run_event,
-    simulate_prepared,
-)
+from backtest.errors import SimError
+from backtest.shocks import parse_shock
+from backtest.sim_params import SimParams
+from backtest.simulate import prepare, run_event, simulate_prepared
 
 BTC = "BTC/USDT:USDT"
 SUMMARY_KEYS = {
@@ -133,7 +129,7 @@ def test_bad_input(committed_store, tmp_path):
     with pytest.raises(SimError, match="shock"):
         run_event("2025-10-10", mode="replay", shock="-5%@2025-10-10T21:00Z", store=str(committed_store))
     # a window with no data
-    from backtest.simulate import load_market
+    from backtest.market import load_market
     from backtest.store import Store
 
     with pytest.raises(SimError, match="no price data"):
@@ -208,7 +204,7 @@ def test_outputs_are_replaced_whole_or_not_at_all(tmp_path):
 
 
 def test_estimated_open_interest_is_labelled():
-    from backtest.simulate import _estimate_notes, oi_source_kind
+    from backtest.results import _estimate_notes, oi_source_kind
 
     assert oi_source_kind("event catalogue: x") == "published"
     assert oi_source_kind("estimate: y") == "estimate"

@@ -92,3 +92,21 @@ def test_unreachable_s3_endpoint_is_one_clear_error(monkeypatch):
     res = CliRunner().invoke(app, ["data", "ls", "--store", "s3://market/x"])
     assert res.exit_code == 2 and "Traceback" not in res.stderr
     assert "S3 store s3://market/x: cannot list objects" in res.stderr and res.stderr.count("\n") == 1
+
+
+def test_cli_with_an_s3_store(s3_endpoint, committed_store):
+    """The command line on ``--store s3://...`` (boto3 is a runtime dependency)."""
+    from typer.testing import CliRunner
+
+    from backtest.cli import app
+
+    btc = Store(committed_store).read("ohlcv", exchange="binanceusdm", symbol="BTC/USDT:USDT", timeframe="1m")
+    Store("s3://market/cli").write("ohlcv", btc.drop("exchange", "timeframe"), exchange="binanceusdm", timeframe="1m")
+    r = CliRunner().invoke(app, ["data", "ls", "--store", "s3://market/cli"])
+    assert r.exit_code == 0, r.output
+    assert "s3://market/cli" in r.output and "BTC/USDT:USDT" in r.output and "262" in r.output
+    r = CliRunner().invoke(app, ["data", "verify", "--store", "s3://market/cli"])
+    assert r.exit_code == 0, r.output
+    assert "1 partitions, all clean" in r.output
+    r = CliRunner().invoke(app, ["data", "ls", "--store", "s3://no-such-bucket/x"])
+    assert r.exit_code == 2 and "Traceback" not in r.output

@@ -1,7 +1,7 @@
 """Sweeps: file validation, identical results on serial / processes / dask, clean failures.
 
 The executor test runs the real simulation API when ``backtest.simulate`` is importable, and the
-FAKE stand-in of ``tests/test_report_fakesim.py`` otherwise (it says which in its id).
+FAKE stand-in of ``tests/fakes/fakesim.py`` otherwise (it says which in its id).
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from backtest.sweep import SweepError, load_sweep, parse_sweep, plan_sweep, run_sweep
-from tests import test_report_fakesim as fake
+from backtest.sweep import SweepError, load_sweep, parse_sweep, run_sweep
+from backtest.sweep_plan import plan_sweep
+from tests.fakes import fakesim as fake
 
 ROOT = Path(__file__).resolve().parents[1]
 HAVE_SIM = importlib.util.find_spec("backtest.simulate") is not None

@@ -16,13 +16,14 @@ half-written.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from backtest.errors import UserError
+from backtest.progress import Progress
+from backtest.sim_api import SimulationAPI, simulation
 
 #: the built-in sensitivity sweep: (parameter, factors applied to its base value, fallback values)
 SENS_X = (("leverage_scale", (0.5, 1.0, 1.5), (0.5, 1.0, 1.5)), ("oi_scale", (0.5, 1.0, 1.5), (0.5, 1.0, 1.5)))
@@ -45,47 +46,6 @@ class ReportResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-class Steps:
-    """Progress display on stderr (rich) when stderr is a terminal; silent otherwise.
-
-    ``progress``: None = auto (TTY only), False = off, True = on, or a callable
-    ``(description, done, total)`` for notebooks and tests.
-    """
-
-    def __init__(self, total: int, progress: Any = None):
-        self.total = total
-        self.done = 0
-        self.cb: Callable | None = progress if callable(progress) else None
-        on = sys.stderr.isatty() if progress is None else bool(progress) and not callable(progress)
-        self._p = None
-        if on:
-            from rich.console import Console
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._p = Progress(
-                TextColumn("[bold]report[/bold] {task.description:<44}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                TimeElapsedColumn(), console=Console(stderr=True), transient=False,
-            )
-            self._p.start()
-            self._task = self._p.add_task("starting", total=total)
-
-    def step(self, description: str, advance: int = 1) -> None:
-        if self._p is not None:
-            self._p.update(self._task, description=description)
-        if self.cb:
-            self.cb(description, self.done, self.total)
-
-    def advance(self, n: int = 1) -> None:
-        self.done += n
-        if self._p is not None:
-            self._p.update(self._task, advance=n)
-
-    def close(self) -> None:
-        if self._p is not None:
-            self._p.update(self._task, description="done", completed=self.total)
-            self._p.stop()
-
-
 def check_output(out: Path, *, default: bool) -> Path:
     """Refuse an output path in a folder that does not exist (the default folder is created);
     the rule shared by every command that writes: :func:`backtest.paths.check_out_file`."""
@@ -97,26 +57,11 @@ def check_output(out: Path, *, default: bool) -> Path:
     return check_out_file(out, suffix=".pdf", option="-o")
 
 
-def _sim_module(sim):
-    if sim is not None:
-        return sim
-    import backtest.simulate as simulate
-
-    return simulate
-
-
-def _check_overrides(overrides: dict) -> None:
+def _check_overrides(simulate: SimulationAPI, overrides: dict) -> None:
     """Reject unknown parameter names early (with a suggestion), before any work starts."""
-    if not overrides:
-        return
-    try:
-        from backtest.population import PopulationParams
-        from backtest.simulate import SimParams
-    except ImportError:  # the simulation API itself will check
-        return
     from backtest.params import apply_overrides
 
-    apply_overrides([PopulationParams(), SimParams()], overrides)
+    apply_overrides(simulate.param_groups(), overrides)
 
 
 def provenance_lines(event, store: str | None) -> tuple[list[str], str]:
@@ -183,7 +128,8 @@ def build_report(
 
     ``out`` defaults to ``reports/EVENT.pdf`` (the folder is created); PNGs go to
     ``png_dir`` (default: a folder named like the PDF, e.g. ``reports/2025-10-10/``).
-    ``sim`` is the simulation API module (default ``backtest.simulate``).
+    ``sim`` is the simulation API (:class:`backtest.sim_api.SimulationAPI`; default
+    :mod:`backtest.simulate`); ``progress`` as in :mod:`backtest.progress`.
     """
     t_start = time.perf_counter()
     from backtest.events import get_event
@@ -197,60 +143,66 @@ def build_report(
     if pngs_at.exists() and not pngs_at.is_dir():
         raise UserError(f"the PNGs go to {pngs_at}, which is a file; move it or give --png-dir")
     overrides = dict(overrides or {})
-    _check_overrides(overrides)
-    simulate = _sim_module(sim)
+    simulate = simulation(sim)
+    _check_overrides(simulate, overrides)
 
-    steps = Steps(total=6, progress=progress)
     timings: dict[str, float] = {}
-    try:
+    with Progress("report", progress) as shown:
+        task = shown.add("starting", 6)
+
+        def step(description: str) -> None:
+            shown.update(task, description=description)
+
+        def advance() -> None:
+            shown.advance(task)
+
         t = time.perf_counter()
-        steps.step("loading market data, building the population")
+        step("loading market data, building the population")
         prepared = simulate.prepare(ev.id, overrides or None, store=store)
-        steps.advance()
+        advance()
         timings["prepare"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        steps.step("replaying the observed path")
+        step("replaying the observed path")
         replay = simulate.simulate_prepared(prepared, None, mode="replay")
-        steps.advance()
-        steps.step("simulating the cascade (with feedback)")
+        advance()
+        step("simulating the cascade (with feedback)")
         cascade = simulate.simulate_prepared(prepared, None, mode="cascade")
-        steps.advance()
+        advance()
         timings["simulate"] = time.perf_counter() - t
 
         params = dict(cascade.summary.get("params") or overrides)
         t = time.perf_counter()
         sens = None
         if sensitivity:
-            steps.step("sensitivity sweep")
-            sens = _sensitivity(simulate, prepared, overrides, params, steps)
-        steps.advance()
+            step("sensitivity sweep")
+            sens = _sensitivity(simulate, prepared, overrides, params, step)
+        advance()
         timings["sensitivity"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        steps.step("drawing the pages")
+        step("drawing the pages")
         prov, _ = provenance_lines(ev, store)
         pages = _pages(ev, replay, cascade, params, prov, sens)
-        steps.advance()
+        advance()
         timings["draw"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        steps.step("writing the PDF and PNGs")
+        step("writing the PDF and PNGs")
         pngs = _write(pages, pdf, pngs_at, ev)
-        steps.advance()
+        advance()
         timings["write"] = time.perf_counter() - t
-    finally:
-        steps.close()
-    return ReportResult(pdf, pngs, cascade.summary, replay.summary, time.perf_counter() - t_start, timings)
+    return ReportResult(pdf, pngs, cascade.summary.to_dict(), replay.summary.to_dict(), time.perf_counter() - t_start, timings)
 
 
-def _sensitivity(simulate, prepared, overrides: dict, params: dict, steps: Steps):
-    """The small built-in sweep of the sensitivity page: cascade runs over a 3 × 3 grid of two
-    parameters and a line over a third, on a smaller sample of the same population model
-    (``SENS_POSITIONS`` positions; open notional is matched all the same) to stay cheap."""
+def _sensitivity(simulate: SimulationAPI, prepared, overrides: dict, params: dict, step: Callable[[str], None]):
+    """The small built-in sweep of the sensitivity page, run by the sweep engine
+    (:func:`backtest.sweep.sweep_prepared`): cascade runs over a 3 × 3 grid of two parameters and a
+    line over a third, on a smaller sample of the same population model (``SENS_POSITIONS``
+    positions; open notional is matched all the same) to stay cheap."""
     import polars as pl
 
-    from backtest.sweep import summary_kwargs
+    from backtest.sweep import sweep_prepared
 
     x, xs = _sens_param(SENS_X, params, set())
     y, ys = _sens_param(SENS_Y, params, {x})
@@ -261,26 +213,27 @@ def _sensitivity(simulate, prepared, overrides: dict, params: dict, steps: Steps
     n_pos = params.get("n_positions")
     if isinstance(n_pos, int) and n_pos > SENS_POSITIONS:
         small["n_positions"] = SENS_POSITIONS
-    rows, lrows = [], []
     base_seed = params.get("seed") if isinstance(params.get("seed"), int) else 0
     seeds = [base_seed + k for k in range(SENS_SEEDS + 1)]
-    n = len(xs) * len(ys) + len(ls) + len(seeds) + 1
-    i = 0
+    grid = [{x: xv, y: yv} for xv in xs for yv in ys]  # x outermost: a population parameter is rebuilt once per value
+    line_combos = [{line: lv} for lv in ls]
+    n = len(grid) + len(line_combos) + len(seeds) + 1
+    done = 0
 
-    def run(extra, mode="cascade"):
-        nonlocal i
-        i += 1
-        steps.step(f"sensitivity sweep {i}/{n}")
-        r = simulate.simulate_prepared(prepared, {**small, **extra}, mode=mode, **summary_kwargs(simulate.simulate_prepared))
-        return float(r.summary.get(SENS_METRIC) or 0.0)
+    def run(combos: list[dict], mode: str = "cascade") -> list[float]:
+        nonlocal done
 
-    replay_value = run({}, mode="replay")
-    for xv in xs:  # x outermost: a population parameter is rebuilt once per value
-        for yv in ys:
-            rows.append({x: xv, y: yv, SENS_METRIC: run({x: xv, y: yv})})
-    for lv in ls:
-        lrows.append({line: lv, SENS_METRIC: run({line: lv})})
-    seed_values = [run({"seed": sd}) for sd in seeds]
+        def shown(_what: str, k: float, _total: float) -> None:
+            step(f"sensitivity sweep {done + min(int(k) + 1, len(combos))}/{n}")
+
+        ms = sweep_prepared(simulate.simulate_prepared, prepared, combos, mode=mode, base=small, progress=shown)
+        done += len(combos)
+        return [float(m[SENS_METRIC] or 0.0) for m in ms]
+
+    (replay_value,) = run([{}], mode="replay")
+    rows = [{**c, SENS_METRIC: v} for c, v in zip(grid, run(grid))]
+    lrows = [{**c, SENS_METRIC: v} for c, v in zip(line_combos, run(line_combos))]
+    seed_values = run([{"seed": sd} for sd in seeds])
     return {
         "seeds": seeds, "seed_values": seed_values,
         "x": x, "y": y, "line": line, "grid": pl.DataFrame(rows), "line_df": pl.DataFrame(lrows) if lrows else None,
@@ -323,7 +276,7 @@ def _pages(ev, replay, cascade, params: dict, prov: list[str], sens) -> list[tup
         symbols = F.symbol_order(bars, ev.symbols)
         lows: dict[str, tuple] = {}
         for k, res in enumerate((replay, cascade)):
-            bc = F.bar_cols(res.bars)
+            bc = F.BAR_COLS
             if bc["symbol"] and bc["low"]:
                 for s, lo in res.bars.group_by(bc["symbol"]).agg(pl.col(bc["low"]).min()).iter_rows():
                     pair = list(lows.get(F.short_sym(s), (None, None)))
@@ -347,14 +300,10 @@ def _pages(ev, replay, cascade, params: dict, prov: list[str], sens) -> list[tup
         for i, fig in enumerate(F.comparison_pages(ev, replay.summary, cascade.summary, lows)):
             pages.append((f"02-published-figures{'-' + str(i + 1) if i else ''}", fig))
         pages.append(("03-price-liquidations", F.price_page(bars, replay.bars, symbols, f"{ev.id}: price path, liquidations and cascade rounds (cascade scenario)")))
-        heat = getattr(cascade, "heatmap", None)
-        for j, s in enumerate(symbols[:2]):
-            if heat is not None:
-                pages.append((f"04-heatmap-{F.short_sym(s)}", F.heatmap_page(heat, bars, s, f"{ev.id}: liquidation heatmap, {F.short_sym(s)} (price × time)",
-                                                                               bucket_ms=int(params["heatmap_minutes"]) * 60_000 if isinstance(params.get("heatmap_minutes"), int) else None)))
-        lm = getattr(cascade, "liq_map", None)
-        if lm is not None:
-            pages.append(("05-liquidation-map", F.liqmap_page(lm, getattr(cascade, "clusters", None), bars, symbols, f"{ev.id}: pre-event liquidation map and clusters")))
+        for s in symbols[:2]:
+            pages.append((f"04-heatmap-{F.short_sym(s)}", F.heatmap_page(cascade.heatmap, bars, s, f"{ev.id}: liquidation heatmap, {F.short_sym(s)} (price × time)",
+                                                                           bucket_ms=int(params["heatmap_minutes"]) * 60_000 if isinstance(params.get("heatmap_minutes"), int) else None)))
+        pages.append(("05-liquidation-map", F.liqmap_page(cascade.liq_map, cascade.clusters, bars, symbols, f"{ev.id}: pre-event liquidation map and clusters")))
         pages.append(("06-insurance-adl", F.fund_page(bars, cascade.summary, f"{ev.id}: insurance fund and auto-deleveraging")))
         if sens is not None:
             npos = f"{sens['positions']:,}-position populations" if isinstance(sens.get("positions"), int) else "the same population"

@@ -1,4 +1,4 @@
-"""Shared helpers of the report code: style, number formats, column lookup, reproducible dates.
+"""Shared helpers of the report code: style, number formats, tables, reproducible dates.
 
 Only the report modules import matplotlib, and always through :func:`mpl`, which selects the
 non-interactive "Agg" backend first. Figures are built with ``matplotlib.figure.Figure``
@@ -12,7 +12,7 @@ import os
 import sys
 import textwrap
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any
 
 #: page size (A4 landscape, inches)
 PAGE = (11.69, 8.27)
@@ -143,29 +143,6 @@ def wrap(text: str, width: int) -> str:
     for para in str(text).split("\n"):
         out.extend(textwrap.wrap(para, width=width, break_long_words=True, break_on_hyphens=False) or [""])
     return "\n".join(out)
-
-
-def find_col(df, *candidates: str, contains: Iterable[str] = (), exclude: Iterable[str] = ()) -> str | None:
-    """The first of ``candidates`` that is a column of ``df``; else the first column whose name
-    contains every token of ``contains`` and none of ``exclude``; else None.
-
-    The simulation's frames are read through this, so that small renames there do not break the
-    report (the report says what it could not find instead of failing).
-    """
-    if df is None:
-        return None
-    cols = list(df.columns)
-    for c in candidates:
-        if c in cols:
-            return c
-    toks = [t.lower() for t in contains]
-    ex = [t.lower() for t in exclude]
-    if toks:
-        for c in cols:
-            lc = c.lower()
-            if all(t in lc for t in toks) and not any(t in lc for t in ex):
-                return c
-    return None
 
 
 def report_date(default_ms: int | None = None) -> datetime:

@@ -18,7 +18,6 @@ from backtest.report.common import (
     PRICE_C,
     SHORT_C,
     draw_table,
-    find_col,
     fmt_value,
     iso,
     new_figure,
@@ -34,35 +33,23 @@ DAY_MS = 86_400_000
 # ---------------------------------------------------------------------------------------------
 # column access on the simulation's frames
 # ---------------------------------------------------------------------------------------------
-def bar_cols(bars: pl.DataFrame) -> dict[str, str | None]:
-    """Map the roles the report needs to the columns of a SimResult's ``bars`` frame."""
-    return {
-        "ts": find_col(bars, "ts", "time", contains=("ts",)),
-        "symbol": find_col(bars, "symbol"),
-        # the simulated path (with forced-order impact in cascade mode) ...
-        "open": find_col(bars, "sim_open", "open"),
-        "high": find_col(bars, "sim_high", "high"),
-        "low": find_col(bars, "sim_low", "low"),
-        "close": find_col(bars, "sim_close", "close", "price"),
-        # ... and the observed (exogenous) path
-        "obs_open": find_col(bars, "open"),
-        "obs_high": find_col(bars, "high"),
-        "obs_low": find_col(bars, "low"),
-        "obs_close": find_col(bars, "close"),
-        "long": find_col(
-            bars, "long_liq_usd", "long_liq_notional_usd", "long_liquidated_usd", "long_notional_usd",
-            contains=("long", "usd"), exclude=("count", "stop", "adl", "share"),
-        ) or find_col(bars, contains=("long", "notional"), exclude=("count", "stop", "adl")),
-        "short": find_col(
-            bars, "short_liq_usd", "short_liq_notional_usd", "short_liquidated_usd", "short_notional_usd",
-            contains=("short", "usd"), exclude=("count", "stop", "adl", "share"),
-        ) or find_col(bars, contains=("short", "notional"), exclude=("count", "stop", "adl")),
-        "rounds": find_col(bars, "rounds", "cascade_rounds", "depth", contains=("round",)),
-        "endo": find_col(bars, "endo_move_min_pct", "endogenous_move", contains=("endo",)),
-        "adl": find_col(bars, "adl_usd", "adl_notional_usd", contains=("adl",), exclude=("count",)),
-        "fund": find_col(bars, "insurance_fund_usd", "insurance_fund", contains=("insurance",)),
-        "stops": find_col(bars, "stop_notional_usd", "stops_usd", "stops", contains=("stop",), exclude=("count",)),
-    }
+#: the roles the report reads from a SimResult's ``bars`` frame, by their declared names
+#: (backtest.results.BARS_SCHEMA): the simulated path (with forced-order impact in cascade mode)
+#: and the observed (exogenous) one
+BAR_COLS = {
+    "ts": "ts", "symbol": "symbol",
+    "open": "sim_open", "high": "sim_high", "low": "sim_low", "close": "sim_close",
+    "obs_open": "open", "obs_high": "high", "obs_low": "low", "obs_close": "close",
+    "long": "long_liq_usd", "short": "short_liq_usd", "rounds": "rounds", "endo": "endo_move_min_pct",
+    "adl": "adl_usd", "fund": "insurance_fund_usd",
+}
+#: ... of the ``heatmap`` frame (HEATMAP_SCHEMA; "n" is long_usd + short_usd)
+HEAT_COLS = {"ts": "ts", "symbol": "symbol", "plo": "price_lo", "phi": "price_hi", "n": "_n", "side": None}
+#: ... of the ``liq_map`` frame (LIQ_MAP_SCHEMA)
+MAP_COLS = {"symbol": "symbol", "side": "side", "plo": "price_lo", "phi": "price_hi", "n": "open_notional_usd"}
+#: ... of the ``clusters`` frame (CLUSTERS_SCHEMA)
+CLUSTER_COLS = {"symbol": "symbol", "side": "side", "lo": "price_lo", "hi": "price_hi", "n": "open_notional_usd",
+                "share": "share", "reached": "reached", "liq": "liquidated_usd"}
 
 
 def _dt(values) -> np.ndarray:
@@ -89,7 +76,7 @@ def _bar_width_days(ts_ms: np.ndarray) -> float:
 
 def symbol_order(bars: pl.DataFrame, event_symbols=()) -> list[str]:
     """Symbols of the result, by liquidated notional (largest first)."""
-    c = bar_cols(bars)
+    c = BAR_COLS
     if c["symbol"] is None:
         return [""]
     syms = bars[c["symbol"]].unique(maintain_order=True).to_list()
@@ -121,7 +108,7 @@ def short_sym(symbol: str) -> str:
 def common_bucket_ms(bars: pl.DataFrame) -> int:
     """The coarsest bar length among the symbols (symbols may have 1m, 5m or 15m bars), so that
     sums over symbols compare like with like."""
-    c = bar_cols(bars)
+    c = BAR_COLS
     step = 60_000
     groups = [bars] if c["symbol"] is None else [bars.filter(pl.col(c["symbol"]) == s) for s in bars[c["symbol"]].unique().to_list()]
     for g in groups:
@@ -132,7 +119,7 @@ def common_bucket_ms(bars: pl.DataFrame) -> int:
 
 
 def _per_symbol(bars, symbol):
-    c = bar_cols(bars)
+    c = BAR_COLS
     if c["symbol"] is None or not symbol:
         return bars.sort(c["ts"])
     return bars.filter(pl.col(c["symbol"]) == symbol).sort(c["ts"])
@@ -148,7 +135,7 @@ def title_page(event, summary: dict, params: dict, provenance: list[str], *, ver
     beside the headline figure so the reader sees how far the assumptions move it;
     ``seed_spread``: half the range over ``n_seeds`` population seeds, relative (sampling noise),
     measured on ``seed_positions`` positions per symbol (an upper bound for larger populations)."""
-    from backtest.simulate import estimated_open_interest
+    from backtest.results import estimated_open_interest
 
     fig = new_figure()
     fig.set_layout_engine("none")
@@ -222,7 +209,7 @@ KEY_PARAMS = (
 )
 
 
-#: the appendix's words for simulate.oi_source_kind
+#: the appendix's words for results.oi_source_kind
 OI_KIND_TEXT = {
     "published": "published level",
     "estimate": "estimate (see notes)",
@@ -386,7 +373,7 @@ def comparison_pages(event, replay: dict | None, cascade: dict, path_lows: dict[
 # page 3: price path, liquidations per bar, cascade rounds
 # ---------------------------------------------------------------------------------------------
 def price_page(bars: pl.DataFrame, replay_bars: pl.DataFrame | None, symbols: list[str], title: str):
-    c = bar_cols(bars)
+    c = BAR_COLS
     fig = new_figure()
     gs = fig.add_gridspec(4, 1, height_ratios=[3, 2, 3, 1.6])
     ax0 = fig.add_subplot(gs[0])
@@ -460,18 +447,8 @@ def heatmap_page(heat: pl.DataFrame, bars: pl.DataFrame, symbol: str, title: str
     fig = new_figure()
     ax = fig.add_subplot(1, 1, 1)
     fig.suptitle(title, fontsize=14, fontweight="bold")
-    hc = {
-        "ts": find_col(heat, "ts", "time_bucket", "time", contains=("ts",)),
-        "symbol": find_col(heat, "symbol"),
-        "plo": find_col(heat, "price_low", "price_lo", "bucket_low", "price_bucket", "price", contains=("price",)),
-        "phi": find_col(heat, "price_high", "price_hi", "bucket_high"),
-        "n": find_col(heat, "notional_usd", "liquidated_usd", "notional", contains=("notional",)),
-        "side": find_col(heat, "side"),
-    }
-    h = heat
-    if hc["n"] is None and "long_usd" in heat.columns and "short_usd" in heat.columns:
-        h = h.with_columns((pl.col("long_usd") + pl.col("short_usd")).alias("_n"))
-        hc["n"] = "_n"
+    hc = HEAT_COLS
+    h = heat.with_columns((pl.col("long_usd") + pl.col("short_usd")).alias("_n"))
     if hc["symbol"] and symbol:
         h = h.filter(pl.col(hc["symbol"]) == symbol)
     if h.height == 0 or not all(hc[k] for k in ("ts", "plo", "n")):
@@ -482,7 +459,7 @@ def heatmap_page(heat: pl.DataFrame, bars: pl.DataFrame, symbol: str, title: str
     h = h.group_by(hc["ts"], hc["plo"], *([hc["phi"]] if hc["phi"] else [])).agg(pl.col(hc["n"]).sum().alias("n"))
     ts = np.unique(_ms(h[hc["ts"]]))
     step_t = int(bucket_ms or (np.min(np.diff(ts)) if len(ts) > 1 else 60_000))
-    bt = _ms(bars[bar_cols(bars)["ts"]]) if bars is not None and bars.height else ts
+    bt = _ms(bars[BAR_COLS["ts"]]) if bars is not None and bars.height else ts
     t0 = min(ts.min(), bt.min())
     t1 = max(ts.max() + step_t, bt.max() + 60_000)
     t_edges = np.arange(t0 - ((t0 - ts.min()) // step_t) * step_t if t0 < ts.min() else ts.min(), t1 + step_t, step_t)
@@ -507,7 +484,7 @@ def heatmap_page(heat: pl.DataFrame, bars: pl.DataFrame, symbol: str, title: str
     cb.ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _p: ""))
     if bars is not None:
         b = _per_symbol(bars, symbol)
-        c = bar_cols(bars)
+        c = BAR_COLS
         lows = [float(b[k].min()) for k in (c["low"], c["obs_low"]) if k]
         highs = [float(b[k].max()) for k in (c["high"], c["obs_high"]) if k]
         if lows and highs:
@@ -532,29 +509,13 @@ def liqmap_page(liq_map: pl.DataFrame, clusters: pl.DataFrame | None, bars: pl.D
     two symbols, within ``span`` of the opening price, with the clusters marked and listed."""
     fig = new_figure()
     fig.suptitle(title, fontsize=14, fontweight="bold")
-    lc = {
-        "symbol": find_col(liq_map, "symbol"),
-        "side": find_col(liq_map, "side"),
-        "plo": find_col(liq_map, "price_low", "price_lo", "bucket_low", "price_bucket", "liq_price", "price", contains=("price",)),
-        "phi": find_col(liq_map, "price_high", "price_hi", "bucket_high"),
-        "n": find_col(liq_map, "notional_usd", "open_notional_usd", "notional", contains=("notional",)),
-    }
-    cc = {
-        "symbol": find_col(clusters, "symbol"),
-        "side": find_col(clusters, "side"),
-        "lo": find_col(clusters, "price_low", "price_lo", "low", contains=("low",)),
-        "hi": find_col(clusters, "price_high", "price_hi", "high", contains=("high",)),
-        "n": find_col(clusters, "open_notional_usd", "notional_usd", "notional", contains=("notional",), exclude=("liquidated",)),
-        "share": find_col(clusters, "share", contains=("share",)),
-        "reached": find_col(clusters, "reached", contains=("reach",)),
-        "liq": find_col(clusters, "liquidated_usd", contains=("liquidated",)),
-    }
+    lc, cc = MAP_COLS, CLUSTER_COLS
     liq_map = side_sign(liq_map, lc["side"])
     if clusters is not None:
         clusters = side_sign(clusters, cc["side"])
     shown = symbols[:2]
     gs = fig.add_gridspec(len(shown), 2, width_ratios=[3.1, 1])
-    bc = bar_cols(bars)
+    bc = BAR_COLS
     for i, s in enumerate(shown):
         ax = fig.add_subplot(gs[i, 0])
         tx = fig.add_subplot(gs[i, 1])
@@ -631,7 +592,7 @@ def liqmap_page(liq_map: pl.DataFrame, clusters: pl.DataFrame | None, bars: pl.D
 # ---------------------------------------------------------------------------------------------
 def fund_page(bars: pl.DataFrame, summary: dict, title: str):
     """Insurance fund over time (stacked by the symbols' shares) and ADL per bar."""
-    c = bar_cols(bars)
+    c = BAR_COLS
     fig = new_figure()
     fig.suptitle(title, fontsize=14, fontweight="bold")
     ax0 = fig.add_subplot(2, 1, 1)

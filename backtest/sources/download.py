@@ -1,16 +1,19 @@
 """``backtest download``: fetch market data into the store from ccxt or Binance's public archive.
 
-Exit codes: 0 when every requested range was fetched (gaps the exchange itself has are reported,
-not errors); 1 when retries were spent on some range (the missing ranges are named, everything
-fetched before is kept) or a requested dataset is not available on the exchange; 2 for user
-errors and permanent faults (bad symbol, not supported, authentication), which stop at once.
+:func:`run_download` returns a :class:`DownloadReport` (one result per series and the lines that
+describe them) and raises a ``UserError`` for user errors and permanent faults (bad symbol, not
+supported, authentication), which stop at once. The CLI prints the lines and picks the exit
+status: 0 when every requested range was fetched (gaps the exchange itself has are reported, not
+errors); 1 when retries were spent on some range (the missing ranges are named, everything
+fetched before is kept) or a requested dataset is not available on the exchange
+(``DownloadReport.complete`` is False); 2 for the errors.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,65 +51,24 @@ def load_config(path: str | os.PathLike | None) -> dict[str, Any]:
     raise UserError(f"--ccxt-config {p} is neither JSON nor TOML ({'; '.join(errors)})")
 
 
-class Progress:
-    """rich progress bars on a terminal (stderr), nothing otherwise."""
+@dataclass
+class DownloadReport:
+    """What a download did: one result per series (``failed``/``skipped`` when incomplete) and
+    the lines describing them, ``(to stderr, text)`` in order."""
 
-    def __init__(self, enabled: bool):
-        self._p = None
-        self._totals: dict = {}
-        if enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
+    results: list = field(default_factory=list)
+    lines: list[tuple[bool, str]] = field(default_factory=list)
 
-            self._p = RichProgress(
-                TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeRemainingColumn(),
-                console=Console(stderr=True), transient=False, redirect_stdout=False, redirect_stderr=False,
-            )
+    @property
+    def complete(self) -> bool:
+        """Every requested range fetched and every dataset available."""
+        return not any(r.failed or r.skipped for r in self.results)
 
-    def __enter__(self):
-        if self._p:
-            self._p.start()
-        return self
+    def out(self, text: str) -> None:
+        self.lines.append((False, text))
 
-    def __exit__(self, *exc):
-        if self._p:
-            self._p.stop()
-
-    def add(self, description: str, total: float):
-        if not self._p:
-            return None
-        task = self._p.add_task(description, total=total)
-        self._totals[task] = total
-        return task
-
-    def advance(self, task, amount: float) -> None:
-        if self._p is not None and task is not None:
-            self._p.advance(task, amount)
-
-    def done(self, task) -> None:
-        if self._p is not None and task is not None:
-            self._p.update(task, completed=self._totals.get(task))
-
-    def log(self, msg: str) -> None:
-        if self._p is not None:
-            self._p.console.print(msg, highlight=False)
-
-
-_OUT: list[tuple[bool, str]] = []  # (to stderr, line), printed once the progress bars are gone
-
-
-def _eprint(msg: str) -> None:
-    _OUT.append((True, msg))
-
-
-def _print(msg: str) -> None:
-    _OUT.append((False, msg))
-
-
-def _flush() -> None:
-    while _OUT:
-        err, msg = _OUT.pop(0)
-        print(msg, file=sys.stderr if err else sys.stdout, flush=True)
+    def err(self, text: str) -> None:
+        self.lines.append((True, text))
 
 
 def run_download(
@@ -120,8 +82,12 @@ def run_download(
     source: str = "ccxt",
     ccxt_config: str | os.PathLike | None = None,
     store: str | None = None,
-) -> int:
-    """Download ``datasets`` for ``symbols`` over [since, until) into the store; return the exit code."""
+    report: DownloadReport | None = None,
+) -> DownloadReport:
+    """Download ``datasets`` for ``symbols`` over [since, until) into the store.
+
+    Returns the :class:`DownloadReport` (``report`` when given: a caller that passes one keeps
+    the lines of the series done before an error was raised)."""
     from backtest.sources.retry import RetryPolicy
     from backtest.store import Store, now_ms, timeframe_ms, to_ms
 
@@ -154,22 +120,20 @@ def run_download(
     # keep the order users expect regardless of how they listed them
     datasets = [d for d in ALL_DATASETS if d in datasets]
 
-    progress_on = sys.stderr.isatty() and not os.environ.get("BACKTEST_NO_PROGRESS")
-    results = []
-    _OUT.clear()
-    try:
-        return _run(exchange, symbols, datasets, timeframe, t0, t1, source, config, own, policy, st, progress_on, results)
-    finally:
-        _flush()
+    report = report if report is not None else DownloadReport()
+    _run(exchange, symbols, datasets, timeframe, t0, t1, source, config, own, policy, st, report)
+    return report
 
 
-def _run(exchange, symbols, datasets, timeframe, t0, t1, source, config, own, policy, st, progress_on, results) -> int:
-    with Progress(progress_on) as progress:
-        log = progress.log if progress_on else (lambda m: print(m, file=sys.stderr, flush=True))
+def _run(exchange, symbols, datasets, timeframe, t0, t1, source, config, own, policy, st, report: DownloadReport) -> None:
+    from backtest.progress import Progress
+
+    results = report.results
+    with Progress(percent=True) as progress:
         if source == "ccxt":
             from backtest.sources.ccxt_source import CcxtDownloader
 
-            dl = CcxtDownloader(exchange, config, st, policy, progress=progress, log=log if progress_on else (lambda m: None),
+            dl = CcxtDownloader(exchange, config, st, policy, progress=progress, log=progress.log,
                                 page_limits=own.get("page_limits"))
             dl.prepare(symbols, timeframe, datasets)
             for sym in symbols:
@@ -178,11 +142,11 @@ def _run(exchange, symbols, datasets, timeframe, t0, t1, source, config, own, po
                         continue
                     r = dl.download_series(ds, sym, timeframe, t0, t1)
                     results.append(r)
-                    _report(st, exchange, r, t0, t1)
+                    _describe(report, st, exchange, r, t0, t1)
             if "tiers" in datasets:
                 r = dl.download_tiers(symbols)
                 results.append(r)
-                _report(st, exchange, r, t0, t1)
+                _describe(report, st, exchange, r, t0, t1)
         elif source in ("binance-archive", "archive"):
             from backtest.sources.binance_archive import ArchiveDownloader
 
@@ -192,20 +156,18 @@ def _run(exchange, symbols, datasets, timeframe, t0, t1, source, config, own, po
                 for ds in datasets:
                     r = dl.download_series(ds, sym, timeframe, t0, t1)
                     results.append(r)
-                    _report(st, exchange, r, t0, t1)
+                    _describe(report, st, exchange, r, t0, t1)
         else:
             raise UserError(f"unknown --source {source!r}; use ccxt or binance-archive")
-    bad = [r for r in results if r.failed or r.skipped]
-    return 1 if bad else 0
 
 
-def _report(st, exchange: str, r, t0: int, t1: int) -> None:
+def _describe(report: DownloadReport, st, exchange: str, r, t0: int, t1: int) -> None:
     """One summary line per dataset on stdout; failures and skips also on stderr."""
     from backtest.store import EVENT_TIMEFRAME, ms_to_iso, timeframe_ms
 
     if r.skipped:
-        _eprint(f"{r.dataset} {r.symbol}: {r.note}")
-        _print(f"{r.dataset} {r.symbol}: skipped ({r.note})")
+        report.err(f"{r.dataset} {r.symbol}: {r.note}")
+        report.out(f"{r.dataset} {r.symbol}: skipped ({r.note})")
         return
     if r.dataset == "tiers":
         line = f"tiers {r.symbol}: {r.rows_added} tiers stored in {st.tiers_path(exchange)}"
@@ -213,8 +175,8 @@ def _report(st, exchange: str, r, t0: int, t1: int) -> None:
             line += f" ({r.note})"
         if r.failed:
             line += f"; FAILED: {r.error}"
-            _eprint(f"tiers {r.symbol}: not downloaded: {r.error}")
-        _print(line)
+            report.err(f"tiers {r.symbol}: not downloaded: {r.error}")
+        report.out(line)
         return
     ts = st.stored_ts(r.dataset, exchange, r.symbol, r.timeframe, t0, t1)
     if ts:
@@ -235,11 +197,11 @@ def _report(st, exchange: str, r, t0: int, t1: int) -> None:
     line = f"{r.dataset} {r.symbol} {r.timeframe}: +{r.rows_added} rows ({r.requests} requests), {len(ts)} stored in {covered}, {gap_txt}"
     if r.note:
         line += f" ({r.note})"
-    _print(line)
+    report.out(line)
     if gaps is not None and n_gaps:
         for row in gaps.head(5).iter_rows(named=True):
-            _print(f"  gap {row['gap_start']:%Y-%m-%dT%H:%M:%SZ} .. {row['gap_end']:%Y-%m-%dT%H:%M:%SZ} ({row['missing']} missing)")
+            report.out(f"  gap {row['gap_start']:%Y-%m-%dT%H:%M:%SZ} .. {row['gap_end']:%Y-%m-%dT%H:%M:%SZ} ({row['missing']} missing)")
     if r.failed:
         ranges = ", ".join(f"{ms_to_iso(a)}..{ms_to_iso(b)}" for a, b in r.failed[:5])
         more = f" and {len(r.failed) - 5} more" if len(r.failed) > 5 else ""
-        _eprint(f"error: {r.dataset} {r.symbol}: missing {ranges}{more} after retries ({r.error}); what was fetched is kept, re-run to resume")
+        report.err(f"error: {r.dataset} {r.symbol}: missing {ranges}{more} after retries ({r.error}); what was fetched is kept, re-run to resume")

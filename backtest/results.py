@@ -1,0 +1,526 @@
+"""Results of a run: the typed summary, the declared output frames, and how both are assembled
+from the kernels' outputs.
+
+* :class:`Summary` (with :class:`SymbolSummary` per symbol and :class:`PublishedFigure` per
+  catalogued figure): the fields of ``summary.json``, in its order; ``Summary.to_dict()`` is the
+  JSON form (``json.dumps`` of it is byte-identical to the file). Fields are read by name
+  (``summary.liquidated_notional_usd``; ``summary["liquidated_notional_usd"]`` and ``.get`` read
+  the same fields, for code that takes a summary as a mapping).
+* :data:`FRAME_SCHEMAS`: the columns and dtypes of the output frames ``bars``, ``liquidations``,
+  ``clusters``, ``liq_map`` and ``heatmap`` (``ts`` as ``Datetime("ms", "UTC")``; prices in
+  quote currency, notional in USD, ``side`` +1 long / -1 short, or "long"/"short" in the maps).
+  The CLI, sweeps and the report read columns by these names.
+* :class:`SimResult`: the summary and the frames of one run; ``write`` puts them in a folder.
+
+Sources of the figures: the kernels' exit records and per-bar arrays (``backtest.records``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from backtest import records as R
+from backtest.errors import SimError
+from backtest.liqmap import clusters_frame, heatmap_frame, liq_map_frame
+from backtest.params import as_dict
+
+TS = pl.Datetime("ms", "UTC")
+
+# ------------------------------------------------------------------------------------------
+# declared frame schemas
+# ------------------------------------------------------------------------------------------
+#: one row per symbol and bar: the observed bar, the simulated bar, forced flow, fund, fees
+BARS_SCHEMA: dict[str, pl.DataType] = {
+    "symbol": pl.String, "ts": TS, "open": pl.Float64, "high": pl.Float64, "low": pl.Float64, "close": pl.Float64,
+    "sim_open": pl.Float64, "sim_high": pl.Float64, "sim_low": pl.Float64, "sim_close": pl.Float64,
+    "long_liq_usd": pl.Float64, "short_liq_usd": pl.Float64, "long_liq_count": pl.Float64, "short_liq_count": pl.Float64,
+    "long_stop_usd": pl.Float64, "short_stop_usd": pl.Float64, "adl_usd": pl.Float64, "insurance_fund_usd": pl.Float64,
+    "deficit_usd": pl.Float64, "uncovered_usd": pl.Float64, "clearance_fees_usd": pl.Float64, "taker_fees_usd": pl.Float64,
+    "rounds": pl.Int32, "cascades_at_max_rounds": pl.Int32, "endo_move_min_pct": pl.Float64, "endo_move_max_pct": pl.Float64,
+    "funding_rate": pl.Float64, "price_source": pl.String,
+}
+#: one row per position that left the book (liquidated, stopped, ADL'd), by time then position
+LIQUIDATIONS_SCHEMA: dict[str, pl.DataType] = {
+    "symbol": pl.String, "position": pl.Int64, "side": pl.Int8, "exit": pl.String, "ts": TS, "fill": pl.Float64,
+    "round": pl.Int16, "qty": pl.Float64, "notional_usd": pl.Float64, "weight": pl.Float64, "leverage": pl.Float32,
+    "margin_mode": pl.Int8, "entry": pl.Float64, "liq_price": pl.Float64,
+}
+#: price ranges where open notional concentrates (see liqmap.clusters_frame), ranked by notional
+CLUSTERS_SCHEMA: dict[str, pl.DataType] = {
+    "symbol": pl.String, "side": pl.String, "rank": pl.Int32, "price_lo": pl.Float64, "price_hi": pl.Float64,
+    "open_notional_usd": pl.Float64, "share": pl.Float64, "distance_pct": pl.Float64, "reached": pl.Boolean,
+    "liquidated_usd": pl.Float64,
+}
+#: pre-event open notional by liquidation-price bucket and side (see liqmap.bucket_frame)
+LIQ_MAP_SCHEMA: dict[str, pl.DataType] = {
+    "symbol": pl.String, "side": pl.String, "bucket": pl.Int64, "price_lo": pl.Float64, "price_hi": pl.Float64,
+    "open_notional_usd": pl.Float64, "positions": pl.Float64,
+}
+#: realised liquidations by time bucket x fill-price bucket (see liqmap.heatmap_frame)
+HEATMAP_SCHEMA: dict[str, pl.DataType] = {
+    "symbol": pl.String, "ts": TS, "bucket": pl.Int64, "price_lo": pl.Float64, "price_hi": pl.Float64,
+    "long_usd": pl.Float64, "short_usd": pl.Float64,
+}
+#: every output frame, by the name of its Parquet file
+FRAME_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
+    "bars": BARS_SCHEMA, "liquidations": LIQUIDATIONS_SCHEMA, "clusters": CLUSTERS_SCHEMA,
+    "liq_map": LIQ_MAP_SCHEMA, "heatmap": HEATMAP_SCHEMA,
+}
+
+
+# ------------------------------------------------------------------------------------------
+# the typed summary
+# ------------------------------------------------------------------------------------------
+class _ByName:
+    """Read a dataclass's fields by their JSON names too, as a read-only mapping (``s["x"]``,
+    ``s.get("x")``, ``"x" in s``, ``set(s)``)."""
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self.keys():
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return getattr(self, name, default) if name in self.keys() else default
+
+    def keys(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self)]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.keys()
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.keys())
+
+    def items(self) -> list[tuple[str, Any]]:
+        return [(k, getattr(self, k)) for k in self.keys()]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (nested dataclasses as dicts, in field order)."""
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class SymbolSummary(_ByName):
+    """One symbol's inputs and outcome (``summary.json`` ``per_symbol[SYMBOL]``)."""
+
+    price_source: str  # "last-anchored-to-mark", "last" or "mark" (see backtest.market)
+    timeframe: str
+    bars: int
+    gaps: int  # missing bars bridged inside the window
+    positions: int  # population rows
+    population_source: str
+    open_notional_usd: float
+    open_interest_kind: str  # published, estimate, store, parameter or unknown
+    open_interest_source: str
+    sigma_daily: float  # daily volatility of log returns over the lookback
+    volume_daily_usd: float
+    insurance_fund_start_usd: float  # this symbol's share of the fund
+    insurance_fund_min_usd: float
+    adl_shortfall_usd: float
+    drawdown_exogenous: float
+    drawdown_simulated: float
+    amplification: float  # (simulated - exogenous drawdown) / exogenous, cascade mode
+    max_cascade_depth: int
+    bars_at_max_rounds: int
+    funding_index: float
+
+
+@dataclass
+class PublishedFigure(_ByName):
+    """A catalogued published figure beside the simulated one (``summary.json`` ``published``)."""
+
+    metric: str
+    scope: Any
+    published: Any
+    simulated: Any
+    source: Any
+
+
+@dataclass
+class Summary(_ByName):
+    """Headline figures of a run (``summary.json``): notional in USD, times ISO-8601 UTC."""
+
+    event: str
+    mode: str  # "replay" or "cascade"
+    shock: str | None
+    symbols: list[str]
+    positions: int
+    open_notional_usd: float
+    liquidated_notional_usd: float
+    long_liquidated_usd: float
+    short_liquidated_usd: float
+    long_share: float | None
+    stopped_notional_usd: float
+    peak_minute: str | None
+    peak_minute_notional_usd: float
+    max_cascade_depth: int
+    bars_at_max_rounds: int
+    amplification: float
+    branching_ratio: float
+    round_notional_usd: list[float]
+    adl_notional_usd: float
+    insurance_fund_min_usd: float
+    insurance_fund_start_usd: float
+    seed: int | None
+    price_source: dict[str, str]
+    per_symbol: dict[str, SymbolSummary]
+    published: list[PublishedFigure]
+    timings_s: dict[str, float]
+    params: dict[str, Any]
+    notes: list[str]
+
+    def json_text(self) -> str:
+        """The text of ``summary.json``."""
+        return json.dumps(self.to_dict(), indent=2, default=_json_default) + "\n"
+
+
+#: scalar fields of the summary (the metrics a sweep keeps per combination, in summary order)
+SCALAR_FIELDS = tuple(f.name for f in dataclasses.fields(Summary)
+                      if f.name not in ("params", "symbols", "event", "seed", "round_notional_usd", "price_source",
+                                        "per_symbol", "published", "timings_s", "notes"))
+
+
+def metrics(summary: Any) -> dict[str, Any]:
+    """The scalar metrics of a summary (:data:`SCALAR_FIELDS`), by name."""
+    return {k: summary[k] for k in SCALAR_FIELDS}
+
+
+def oi_source_kind(source: str) -> str:
+    """Short label of an open-interest source: published, estimate, store, parameter or unknown."""
+    for prefix, kind in (("event catalogue", "published"), ("estimate", "estimate"), ("store", "store"), ("open_interest_usd", "parameter")):
+        if source.startswith(prefix):
+            return kind
+    return "unknown"
+
+
+def estimated_open_interest(summary: Any) -> tuple[int, int]:
+    """(symbols whose open interest is an estimate, symbols) of a run's ``summary``."""
+    kinds = [v.get("open_interest_kind") for v in (summary.get("per_symbol") or {}).values()]
+    return sum(k == "estimate" for k in kinds), len(kinds)
+
+
+@dataclass
+class SimResult:
+    """Outputs of one run: the summary and the frames of :data:`FRAME_SCHEMAS`."""
+
+    summary: Summary
+    bars: pl.DataFrame
+    liquidations: pl.DataFrame
+    clusters: pl.DataFrame
+    liq_map: pl.DataFrame
+    heatmap: pl.DataFrame
+
+    def write(self, out_dir: str | Path) -> Path:
+        """Write summary.json and the frames as Parquet into ``out_dir`` (created if missing; its
+        parent folder must exist, see :func:`backtest.paths.check_out_dir`)."""
+        from backtest.paths import check_out_dir, write_atomic
+
+        out = check_out_dir(out_dir, error=SimError)
+        out.mkdir(exist_ok=True)
+        # an earlier run's summary.json goes first: until the new one is written, the folder
+        # does not claim to hold one whole run
+        (out / "summary.json").unlink(missing_ok=True)
+        for name in FRAME_SCHEMAS:
+            write_atomic(out / f"{name}.parquet", getattr(self, name).write_parquet)
+        # summary.json last: its presence says the folder holds one whole run
+        text = self.summary.json_text()
+        write_atomic(out / "summary.json", lambda t: t.write_text(text))
+        return out
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, (tuple, set)):
+        return list(o)
+    return str(o)
+
+
+# ------------------------------------------------------------------------------------------
+# assembling a run's result from the kernel outputs
+# ------------------------------------------------------------------------------------------
+@dataclass
+class SymbolRun:
+    """What one symbol's kernel run hands to :func:`assemble`."""
+
+    out: Any  # the kernel's outputs (simulate.run_kernel): exit records, per-bar arrays, stats
+    bars: dict[str, np.ndarray]  # the path the kernel ran on (records.BAR_FIELDS; shocked if --shock)
+    market: Any  # its market.Market (price source, timeframe, liquidity estimates)
+    pop: Any  # the population entry (simulate.PopEntry: arrays, open notional, sources)
+    fund0: float  # this symbol's share of the insurance fund at the start, USD
+    split: tuple  # exit notional by kind (kernels.cascade.exit_split_nb)
+
+
+def exit_totals(per: dict[str, SymbolRun]) -> dict:
+    """Totals and the peak minute straight from the kernels' exit records (same in both paths).
+
+    ``per[symbol].split`` is the symbol's exit split (kernels.cascade.exit_split_nb)."""
+    tot = {"long": 0.0, "short": 0.0, "stopped": 0.0, "adl": 0.0}
+    from backtest.kernels.cascade import minute_sums_nb
+
+    splits = []
+    for d in per.values():
+        kind_usd, liq_usd, nl, ns, nst, na, nliq, mmin, mmax = d.split
+        a, b, c = nl, nl + ns, nl + ns + nst
+        tot["long"] += float(np.sum(kind_usd[:a]))
+        tot["short"] += float(np.sum(kind_usd[a:b]))
+        tot["stopped"] += float(np.sum(kind_usd[b:c]))
+        tot["adl"] += float(np.sum(kind_usd[c : c + na]))
+        if nliq:
+            splits.append((d.out, liq_usd, nliq, mmin, mmax))
+    tot["peak_minute"], tot["peak_usd"] = None, 0.0
+    if splits:
+        m0 = int(min(x[3] for x in splits))
+        m1 = int(max(x[4] for x in splits))
+        if m1 - m0 < 50_000_000:  # minutes as bins, no sort; sums add in record order, as bincount
+            u = None
+            sums = np.zeros(m1 - m0 + 1)
+            for out, liq_usd, _, _, _ in splits:
+                minute_sums_nb(out["x_code"], out["x_ts"], liq_usd, m0, sums)
+        else:
+            m = np.concatenate([out["x_ts"][out["x_code"] == R.EXIT_LIQUIDATED] // 60_000 for out, *_ in splits])
+            u, inv = np.unique(m, return_inverse=True)
+            sums = np.bincount(inv, weights=np.concatenate([x[1][: x[2]] for x in splits]))
+        k = int(np.argmax(sums))  # first (earliest) of equal maxima
+        from datetime import datetime, timezone
+
+        minute = m0 + k if u is None else int(u[k])
+        tot["peak_minute"] = datetime.fromtimestamp(minute * 60, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        tot["peak_usd"] = float(sums[k])
+    return tot
+
+
+def _symbol_summary(d: SymbolRun, mode: str) -> SymbolSummary:
+    out, bars, mk, pe = d.out, d.bars, d.market, d.pop
+    st = out["stats"]
+    amp = (st[R.ST_DD_SIM] - st[R.ST_DD_EXO]) / st[R.ST_DD_EXO] if mode == "cascade" and st[R.ST_DD_EXO] > 0 else 0.0
+    return SymbolSummary(
+        price_source=mk.price_source,
+        timeframe=mk.timeframe,
+        bars=int(len(bars["ts"])),
+        gaps=mk.gaps,
+        positions=int(pe.arrays["side"].size),
+        population_source=pe.source,
+        open_notional_usd=pe.open_notional_usd,
+        open_interest_kind=oi_source_kind(pe.oi_source),
+        open_interest_source=pe.oi_source,
+        sigma_daily=mk.sigma_daily,
+        volume_daily_usd=mk.volume_daily_usd,
+        insurance_fund_start_usd=d.fund0,
+        insurance_fund_min_usd=float(st[R.ST_FUND_MIN]),
+        adl_shortfall_usd=float(st[R.ST_ADL_SHORTFALL]),
+        drawdown_exogenous=float(st[R.ST_DD_EXO]),
+        drawdown_simulated=float(st[R.ST_DD_SIM]),
+        amplification=float(amp),
+        max_cascade_depth=int(st[R.ST_MAX_DEPTH]),
+        bars_at_max_rounds=int(st[R.ST_BARS_AT_MAX_ROUNDS]),
+        funding_index=float(st[R.ST_FUNDING_INDEX]),
+    )
+
+
+#: bars columns read from the kernel's fixed-point per-bar sums (records.BI_*, in units of 1/USD_SCALE)
+_BAR_SCALED = (
+    ("long_liq_usd", R.BI_LONG_LIQ), ("short_liq_usd", R.BI_SHORT_LIQ), ("long_liq_count", R.BI_LONG_LIQ_W),
+    ("short_liq_count", R.BI_SHORT_LIQ_W), ("long_stop_usd", R.BI_LONG_STOP), ("short_stop_usd", R.BI_SHORT_STOP),
+    ("adl_usd", R.BI_ADL), ("insurance_fund_usd", R.BI_FUND), ("deficit_usd", R.BI_DEFICIT), ("uncovered_usd", R.BI_UNCOVERED),
+    ("clearance_fees_usd", R.BI_FUND_IN), ("taker_fees_usd", R.BI_TAKER),
+)
+
+
+def bars_frame(s: str, d: SymbolRun) -> pl.DataFrame:
+    """The ``bars`` rows of one symbol (:data:`BARS_SCHEMA`)."""
+    S = R.USD_SCALE
+    out, bars, mk = d.out, d.bars, d.market
+    bi, bf = out["bar_i"], out["bar_f"]
+    n = len(bars["ts"])
+    return pl.DataFrame(
+        {
+            "symbol": [s] * n,
+            "ts": bars["ts"],
+            "open": bars["open"],
+            "high": bars["high"],
+            "low": bars["low"],
+            "close": bars["close"],
+            "sim_open": bf[:, R.BF_OPEN],
+            "sim_high": bf[:, R.BF_HIGH],
+            "sim_low": bf[:, R.BF_LOW],
+            "sim_close": bf[:, R.BF_CLOSE],
+            **{name: bi[:, col] / S for name, col in _BAR_SCALED},
+            "rounds": bi[:, R.BI_ROUNDS].astype(np.int32),
+            "cascades_at_max_rounds": bi[:, R.BI_AT_MAX_ROUNDS].astype(np.int32),
+            "endo_move_min_pct": np.expm1(bf[:, R.BF_ENDO_MIN]) * 100.0,
+            "endo_move_max_pct": np.expm1(bf[:, R.BF_ENDO_MAX]) * 100.0,
+            "funding_rate": bars["funding_rate"],
+            "price_source": [mk.price_source] * n,
+        }
+    ).with_columns(pl.col("ts").cast(pl.Int64).cast(TS))
+
+
+def liquidations_frame(s: str, d: SymbolRun) -> pl.DataFrame:
+    """The ``liquidations`` rows of one symbol (:data:`LIQUIDATIONS_SCHEMA`)."""
+    out, a = d.out, d.pop.arrays
+    hit = out["x_pos"].astype(np.int64)
+    w = a["weight"][hit].astype(np.float64)
+    fill = out["x_fill"]
+    return (
+        pl.DataFrame(
+            {
+                "symbol": [s] * hit.size,
+                "position": hit,
+                "side": a["side"][hit],
+                "exit": pl.Series(out["x_code"]).replace_strict(R.EXIT_NAMES, return_dtype=pl.String),
+                "ts": out["x_ts"],
+                "fill": fill,
+                "round": out["x_round"],
+                "qty": a["qty"][hit] * w,
+                "notional_usd": a["qty"][hit] * w * fill,
+                "weight": w,
+                "leverage": a["leverage"][hit],
+                "margin_mode": a["margin_mode"][hit],
+                "entry": a["entry"][hit],
+                "liq_price": a["liq_price"][hit],
+            }
+        )
+        .with_columns(pl.col("ts").cast(pl.Int64).cast(TS))
+        .sort("ts", "position")  # records come by path point; order them by time, then position
+    )
+
+
+def assemble(prep: Any, per: dict[str, SymbolRun], mode: str, shock: str | None, pop_params: Any, sim: Any, timings: dict,
+             summary_only: bool = False) -> SimResult:
+    """The :class:`SimResult` of a run from each symbol's :class:`SymbolRun`.
+    ``summary_only``: the frames stay empty (sweeps)."""
+    frames: dict[str, list[pl.DataFrame]] = {name: [] for name in FRAME_SCHEMAS}
+    rounds_total = None
+    per_symbol: dict[str, SymbolSummary] = {}
+    for s, d in per.items():
+        ru = d.out["round_units"]
+        rounds_total = ru.copy() if rounds_total is None else _add_padded(rounds_total, ru)
+        per_symbol[s] = _symbol_summary(d, mode)
+        if summary_only:
+            continue
+        bars, bf = d.bars, d.out["bar_f"]
+        frames["bars"].append(bars_frame(s, d))
+        liqs = liquidations_frame(s, d)
+        frames["liquidations"].append(liqs)
+        p0 = float(bars["open"][0])
+        lm = liq_map_frame(d.pop.arrays, s, p0, sim.bucket_pct)
+        frames["liq_map"].append(lm)
+        frames["heatmap"].append(heatmap_frame(liqs, p0, sim.bucket_pct, sim.heatmap_minutes))
+        path_lo = float(np.min(bf[:, R.BF_LOW])) if len(bars["ts"]) else p0
+        path_hi = float(np.max(bf[:, R.BF_HIGH])) if len(bars["ts"]) else p0
+        frames["clusters"].append(clusters_frame(lm, liqs, p0, path_lo, path_hi, sim))
+    summary = make_summary(prep, per_symbol, exit_totals(per), rounds_total, mode, shock, pop_params, sim, timings)
+    if summary_only:
+        empty = pl.DataFrame()
+        return SimResult(summary, empty, empty, empty, empty, empty)
+    return SimResult(summary, **{name: pl.concat(fs) for name, fs in frames.items()})
+
+
+def _add_padded(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    n = max(a.size, b.size)
+    out = np.zeros(n, np.int64)
+    out[: a.size] += a
+    out[: b.size] += b
+    return out
+
+
+#: notes every summary carries
+NOTES = (
+    "price_source: 'last-anchored-to-mark' = finest last-price bars scaled and clipped to the hourly mark; 'last' = last price stands in for the mark (flagged); 'mark' = 1h mark",
+    "insurance_fund_min_usd is the sum of the per-symbol minima (each symbol holds its share of the fund)",
+    "cross positions are simulated with their allotted collateral, like isolated ones",
+    "amplification is the open-notional-weighted mean of the per-symbol values",
+    "cascade depth counts rounds after the first that triggered forced orders (liquidations or stops)",
+    "liquidated notional is valued at fill prices; in replay the forced orders of each path point fill at their own impact but do not move the path (impact_model=none: fills at the trigger)",
+)
+
+
+def _notes(per_symbol: dict[str, SymbolSummary], mode: str, shock: str | None, sim: Any) -> list[str]:
+    notes = list(NOTES)
+    n_cut = sum(v.bars_at_max_rounds for v in per_symbol.values())
+    if n_cut:
+        notes.append(f"{n_cut} bar(s) had a cascade cut by max_rounds={sim.max_rounds} while its last round still moved the price: cascade depth is truncated there (raise max_rounds)")
+    if mode == "cascade" and not shock:
+        notes.append("cascade on the observed path: the observed moves already contain the real cascade's impact, so feedback is counted on top of it (use --shock for a clean exogenous move)")
+    return notes + _estimate_notes(per_symbol)
+
+
+def make_summary(prep: Any, per_symbol: dict[str, SymbolSummary], tot: dict, rounds_total: Any, mode: str, shock: str | None,
+                 pop_params: Any, sim: Any, timings: dict) -> Summary:
+    """The run's :class:`Summary` from the per-symbol summaries and the exit totals."""
+    long_usd, short_usd = tot["long"], tot["short"]
+    total = long_usd + short_usd
+    on = sum(v.open_notional_usd for v in per_symbol.values())
+    amp = sum(v.amplification * v.open_notional_usd for v in per_symbol.values()) / on if on > 0 else 0.0
+    ru = (rounds_total / R.USD_SCALE) if rounds_total is not None else np.zeros(1)
+    last = int(np.max(np.flatnonzero(ru))) if np.any(ru > 0) else 0
+    ru = ru[: last + 1]
+    branching = float(ru[1:].sum() / ru[:-1].sum()) if ru.size > 1 and ru[:-1].sum() > 0 else 0.0
+    long_share = long_usd / total if total > 0 else None
+    return Summary(
+        event=prep.event.id,
+        mode=mode,
+        shock=shock,
+        symbols=list(prep.symbols),
+        positions=int(sum(v.positions for v in per_symbol.values())),
+        open_notional_usd=on,
+        liquidated_notional_usd=total,
+        long_liquidated_usd=long_usd,
+        short_liquidated_usd=short_usd,
+        long_share=long_share,
+        stopped_notional_usd=tot["stopped"],
+        peak_minute=tot["peak_minute"],
+        peak_minute_notional_usd=tot["peak_usd"],
+        max_cascade_depth=int(max((v.max_cascade_depth for v in per_symbol.values()), default=0)),
+        bars_at_max_rounds=int(sum(v.bars_at_max_rounds for v in per_symbol.values())),
+        amplification=float(amp),
+        branching_ratio=branching,
+        round_notional_usd=[float(x) for x in ru],
+        adl_notional_usd=tot["adl"],
+        insurance_fund_min_usd=float(sum(v.insurance_fund_min_usd for v in per_symbol.values())),
+        insurance_fund_start_usd=float(sim.insurance_fund_usd),
+        seed=pop_params.seed,
+        price_source={s: v.price_source for s, v in per_symbol.items()},
+        per_symbol=per_symbol,
+        published=_published(prep.event, total, long_share, tot["peak_usd"]),
+        timings_s=timings,
+        params={**as_dict(pop_params), **as_dict(sim)},
+        notes=_notes(per_symbol, mode, shock, sim),
+    )
+
+
+def _published(ev: Any, total: float, long_share: float | None, peak: float) -> list[PublishedFigure]:
+    sim = {"liquidated_notional_usd": total, "long_share": long_share, "peak_minute_notional_usd": peak}
+    out = []
+    for f in getattr(ev, "figures", ()) or ():
+        m = f.get("metric")
+        if m in sim:
+            pub = f.get("value_usd", f.get("value"))
+            out.append(PublishedFigure(metric=m, scope=f.get("scope"), published=pub, simulated=sim[m], source=f.get("source")))
+    return out
+
+
+def _estimate_notes(per_symbol: dict[str, Any]) -> list[str]:
+    """One note naming the symbols whose open interest is an estimate, with the first one's
+    derivation (every symbol's is in ``per_symbol[...]["open_interest_source"]``)."""
+    est = [(s, v["open_interest_source"]) for s, v in per_symbol.items() if v.get("open_interest_kind") == "estimate"]
+    if not est:
+        return []
+    names = ", ".join(s for s, _ in est)
+    first_sym, first = est[0]
+    more = "; the others' in summary.json, per_symbol.open_interest_source" if len(est) > 1 else ""
+    return [f"open interest estimated, no published level, for {names}. {first_sym}: {first.removeprefix('estimate: ')}{more}"]
