@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import namedtuple
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -224,28 +225,15 @@ def summary_workspace(slot: int) -> ReusedWorkspace:
 
 
 # ---- running -------------------------------------------------------------------------------
-class KernelRun(NamedTuple):
-    """One kernel run: records.RunOutputs (exit records ``x_*`` in path-point order, per-bar and
-    run outputs), timings (s), the trigger lists used, and - with ``per_position=True`` - the
-    full-length per-position outputs (:func:`per_position_arrays`)."""
-
-    x_pos: np.ndarray
-    x_ts: np.ndarray
-    x_fill: np.ndarray
-    x_round: np.ndarray
-    x_code: np.ndarray
-    bar_i: np.ndarray
-    bar_f: np.ndarray
-    round_units: np.ndarray
-    stats: np.ndarray
-    x_usd: np.ndarray
-    sort_s: float
-    sim_s: float
-    lists: R.TriggerLists
-    exit_code: np.ndarray | None = None
-    exit_ts: np.ndarray | None = None
-    fill: np.ndarray | None = None
-    exit_round: np.ndarray | None = None
+#: One kernel run: the fields of records.RunOutputs (exit records ``x_*`` in path-point order,
+#: per-bar and run outputs), then ``sort_s`` and ``sim_s`` (timings, s), ``lists`` (the
+#: records.TriggerLists used) and - with ``per_position=True``, else None - the full-length
+#: per-position outputs ``exit_code, exit_ts, fill, exit_round`` (:func:`per_position_arrays`).
+KernelRun = namedtuple(
+    "KernelRun",
+    [*R.RunOutputs._fields, "sort_s", "sim_s", "lists", "exit_code", "exit_ts", "fill", "exit_round"],
+    defaults=(None, None, None, None),
+)
 
 
 def run_kernel(

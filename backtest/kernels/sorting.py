@@ -15,6 +15,11 @@ sorted only when the kernel's pointer first enters it (:func:`sort_bucket`); a f
 runs that share the lists (sweeps) sort each bucket once. Buckets the price never reaches are
 never sorted. Bucket boundaries are monotone in the key, so the order inside the touched part
 is exact.
+
+:func:`build_lists_nb` returns the layout as plain arrays; :func:`backtest.engine.build_lists`
+assembles them, with the per-entry payload arrays, into a :class:`backtest.records.TriggerLists`,
+which :func:`sort_bucket` (called by the cascade kernel) fills bucket by bucket from a
+:class:`backtest.records.Book`.
 """
 
 from __future__ import annotations
