@@ -1,8 +1,19 @@
-"""Record dtypes and enums: the one place where array layouts and codes are defined.
+"""Record dtypes, enums and kernel contracts: the one place where array layouts and codes are defined.
 
 Everything that crosses the boundary between the polars-facing Python API and the numba
-kernels is described here: the population's struct of arrays, the market arrays, and the
-integer codes used for sides, venues, margin modes and event kinds.
+kernels is described here: the population's struct of arrays, the market arrays, the integer
+codes used for sides, venues, margin modes and event kinds, and the kernel contracts - named
+tuples of arrays and scalars that numba compiles to structs (``typing.NamedTuple``; defined in
+this importable module so numba's on-disk cache finds them):
+
+- inputs: :class:`Book` (the population arrays the kernel reads), :class:`MarketPath` (the bars),
+  :class:`KernelParams` (the scalars of one run), :class:`TriggerLists` (the fast kernel's sorted
+  lists and their per-entry payload, :mod:`backtest.kernels.sorting`);
+- :class:`Workspace`: the output and scratch arrays a run writes into (reusable run after run);
+- :class:`RunOutputs`: what a run returns - exit records in time order and per-bar / run sums;
+- :class:`ListState`: the pointer state of the trigger lists inside one run (kernel-internal).
+
+Each is built in one place, :mod:`backtest.engine` (``ListState``: in the kernel).
 
 Units and signs (used everywhere in the package):
 - prices in quote currency (USDT for linear contracts, USD for inverse ones);
@@ -13,6 +24,8 @@ Units and signs (used everywhere in the package):
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 
@@ -128,24 +141,6 @@ MAX_IMPACT_LOG: float = 10.0
 LIST_LIQ: int = 0
 LIST_STOP: int = 1
 
-#: kernel parameter vector (float64) layout
-KP_IMPACT_MODEL = 0  # IMPACT_* code
-KP_IMPACT_COEF = 1  # Y of the square-root law
-KP_SIGMA = 2  # daily volatility of log returns (fraction)
-KP_VOLUME = 3  # effective daily volume, USD (already times depth and liquidity multipliers)
-KP_DEPTH = 4  # effective notional within 1 % of mid, USD (already times the multipliers)
-KP_HALF_LIFE_S = 5  # transient impact half-life, seconds (inf = permanent)
-KP_FUND0 = 6  # insurance fund at start, USD
-KP_CLEARANCE = 7  # clearance fee rate on liquidated notional (capped at the remaining margin)
-KP_TAKER = 8  # taker fee rate on stop fills
-KP_MAX_ROUNDS = 9  # cascade rounds per path point, at most
-KP_DD_BAR = 10  # drawdowns (amplification) are measured from this bar on
-KP_DD_REF = 11  # reference price for the drawdowns (0 = the open of KP_DD_BAR)
-KP_DD_DIR = 12  # -1 drawdown (down moves), +1 draw-up
-KP_BAR_MS = 13  # bar length in ms
-KP_NO_FEEDBACK = 14  # 1 = replay: fills pay their round's impact, the path is not moved (one round)
-KP_SIZE = 15
-
 #: per-bar integer accumulators (units of 1/USD_SCALE USD, or of 1/USD_SCALE positions)
 BI_LONG_LIQ = 0
 BI_SHORT_LIQ = 1
@@ -183,3 +178,134 @@ ST_ADL_SHORTFALL = 4  # uncovered notional ADL could not close (no opposite posi
 ST_FUNDING_INDEX = 5  # cumulative funding index at the end (quote per unit)
 ST_BARS_AT_MAX_ROUNDS = 6  # bars with a cascade cut by max_rounds (depth truncated there)
 ST_SIZE = 7
+
+
+# --- kernel contracts (built in backtest.engine) -----------------------------------------
+class Book(NamedTuple):
+    """The population arrays the kernel reads, one row per position (:data:`POPULATION_FIELDS`)."""
+
+    side: np.ndarray  # int8: +1 long, -1 short
+    venue: np.ndarray  # int8: VENUE_* code (ADL ranking rule)
+    entry: np.ndarray  # float64: entry price, quote currency
+    qty: np.ndarray  # float64: base units (> 0)
+    margin: np.ndarray  # float64: isolated margin or allotted cross collateral, USD
+    mmr: np.ndarray  # float64: maintenance margin rate of its tier (fraction)
+    liq: np.ndarray  # float64: liquidation price before funding, quote currency
+    stop: np.ndarray  # float64: stop-loss trigger price, NaN for none
+    weight: np.ndarray  # float32: real positions this row stands for (>= 0)
+
+
+class MarketPath(NamedTuple):
+    """One symbol's bars (:data:`BAR_FIELDS`): contiguous, sorted by time, no duplicates."""
+
+    ts: np.ndarray  # int64: bar open time, UTC ms
+    open: np.ndarray  # float64: quote currency
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    funding: np.ndarray  # float64: funding rate settled at the bar's open (0 otherwise)
+
+
+class KernelParams(NamedTuple):
+    """The scalars of one run (built by :func:`backtest.engine.make_kernel_params`)."""
+
+    impact_model: int  # IMPACT_* code
+    impact_coef: float  # Y of the square-root law
+    sigma: float  # daily volatility of log returns (fraction)
+    volume_usd: float  # effective daily volume, USD (already times depth and liquidity multipliers)
+    depth_usd: float  # effective notional within 1 % of mid, USD (already times the multipliers)
+    half_life_s: float  # transient impact half-life, seconds (inf = permanent)
+    fund_usd: float  # insurance fund at start, USD
+    clearance_rate: float  # clearance fee rate on liquidated notional (capped at the remaining margin)
+    taker_rate: float  # taker fee rate on stop fills
+    max_rounds: int  # cascade rounds per path point, at most (0: round 0 only)
+    dd_bar: int  # drawdowns (amplification) are measured from this bar on
+    dd_ref: float  # reference price for the drawdowns (0 = the open of bar dd_bar), quote currency
+    dd_dir: int  # -1 drawdown (down moves), +1 draw-up
+    bar_ms: int  # bar length, ms
+    no_feedback: bool  # replay: fills pay their round's impact, the path is not moved (one round)
+
+
+class TriggerLists(NamedTuple):
+    """Positions ordered by trigger level, list by list, bucket by bucket (:mod:`backtest.kernels.sorting`).
+
+    Entries (one per position and list it belongs to; ``m`` of them): ``order`` and ``key`` hold
+    the position and its key (``-level`` for longs, ``+level`` for shorts: keys ascend in trigger
+    order); ``key`` and the payload (``qw``, ``weight``, ``bankruptcy``, ``stop``) are filled when
+    the kernel first enters a bucket. Lists (one row per list, ``L`` of them): ``kind``
+    (LIST_LIQ / LIST_STOP), ``side``, entries ``[start, end)``, buckets ``[first_bucket,
+    first_bucket + n_buckets)``, ``has_stops`` (liquidation lists whose members carry stops).
+    """
+
+    order: np.ndarray  # int32[m]: position index
+    key: np.ndarray  # float64[m]: trigger key (filled per bucket)
+    bucket_start: np.ndarray  # int64[buckets + 1]: first entry of each bucket
+    bucket_sorted: np.ndarray  # bool[buckets]: bucket sorted (and its payload filled) already
+    kind: np.ndarray  # int64[L]: LIST_LIQ or LIST_STOP
+    side: np.ndarray  # int64[L]: +1 long, -1 short
+    start: np.ndarray  # int64[L]: first entry
+    end: np.ndarray  # int64[L]: one past the last entry
+    first_bucket: np.ndarray  # int64[L]
+    n_buckets: np.ndarray  # int64[L]: including the last, "never triggers" bucket
+    has_stops: np.ndarray  # bool[L]
+    qw: np.ndarray  # float64[m]: qty x weight
+    weight: np.ndarray  # float32[m]
+    bankruptcy: np.ndarray  # float64[m]: bankruptcy price before funding, quote currency
+    stop: np.ndarray  # float64[m]: stop price (liquidation lists whose members have stops)
+    bucket_size: int  # entries per bucket the layout aimed at
+
+
+class Workspace(NamedTuple):
+    """Output and scratch arrays of one run, at least ``n`` positions, ``nbars`` bars and
+    ``max_rounds + 1`` round slots long; a run (re)initialises every element it uses, so one
+    workspace can serve run after run (fresh memory costs page faults on first touch)."""
+
+    alive: np.ndarray  # bool[n]: position still open
+    x_pos: np.ndarray  # int32[n]: exit records - position index,
+    x_ts: np.ndarray  # int64[n]: time (UTC ms),
+    x_fill: np.ndarray  # float64[n]: fill price (quote currency),
+    x_round: np.ndarray  # int16[n]: cascade round (-1 for ADL),
+    x_code: np.ndarray  # int8[n]: EXIT_* code,
+    x_usd: np.ndarray  # float64[n]: notional qty x weight x fill, USD
+    bar_i: np.ndarray  # int64[nbars, BI_SIZE]
+    bar_f: np.ndarray  # float64[nbars, BF_SIZE]
+    round_units: np.ndarray  # int64[max_rounds + 1]: forced notional per round (1/USD_SCALE USD)
+    stats: np.ndarray  # float64[ST_SIZE]
+    t_pos: np.ndarray  # int32[n]: one round's triggered positions - index,
+    t_level: np.ndarray  # float64[n]: trigger level (after funding), quote currency,
+    t_qw: np.ndarray  # float64[n]: qty x weight,
+    t_bankruptcy: np.ndarray  # float64[n]: bankruptcy price before funding,
+    t_weight: np.ndarray  # float64[n]: weight,
+    t_side: np.ndarray  # int8[n]: side,
+    t_code: np.ndarray  # int8[n]: EXIT_LIQUIDATED or EXIT_STOPPED
+
+
+class RunOutputs(NamedTuple):
+    """What one run returns: views into its :class:`Workspace`, valid until the workspace's next run.
+
+    Exit records (``x_*``, one per exit, in time order; within a round the order depends on the
+    mode) and the per-bar (``bar_i``: BI_*, ``bar_f``: BF_*) and run (``round_units``, ``stats``:
+    ST_*) outputs.
+    """
+
+    x_pos: np.ndarray
+    x_ts: np.ndarray
+    x_fill: np.ndarray
+    x_round: np.ndarray
+    x_code: np.ndarray
+    bar_i: np.ndarray
+    bar_f: np.ndarray
+    round_units: np.ndarray
+    stats: np.ndarray
+    x_usd: np.ndarray
+
+
+class ListState(NamedTuple):
+    """Pointer state of the trigger lists during one run (one element per list; kernel-internal)."""
+
+    ptr: np.ndarray  # int64: next entry not yet triggered
+    bucket: np.ndarray  # int64: bucket the pointer is in
+    bucket_end: np.ndarray  # int64: one past that bucket's last entry
+    div: np.ndarray  # float64: 1 - side x mmr (liquidation lists): funding shift divisor
+    shift: np.ndarray  # float64: funding shift of the list's levels, quote currency
+    head: np.ndarray  # float64: trigger level (before the shift) at the pointer; NaN when done

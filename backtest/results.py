@@ -256,7 +256,7 @@ def _json_default(o: Any) -> Any:
 class SymbolRun:
     """What one symbol's kernel run hands to :func:`assemble`."""
 
-    out: Any  # the kernel's outputs (simulate.run_kernel): exit records, per-bar arrays, stats
+    out: Any  # the kernel's outputs (engine.run_kernel -> engine.KernelRun): exit records, per-bar arrays, stats
     bars: dict[str, np.ndarray]  # the path the kernel ran on (records.BAR_FIELDS; shocked if --shock)
     market: Any  # its market.Market (price source, timeframe, liquidity estimates)
     pop: Any  # the population entry (simulate.PopEntry: arrays, open notional, sources)
@@ -289,9 +289,9 @@ def exit_totals(per: dict[str, SymbolRun]) -> dict:
             u = None
             sums = np.zeros(m1 - m0 + 1)
             for out, liq_usd, _, _, _ in splits:
-                minute_sums_nb(out["x_code"], out["x_ts"], liq_usd, m0, sums)
+                minute_sums_nb(out.x_code, out.x_ts, liq_usd, m0, sums)
         else:
-            m = np.concatenate([out["x_ts"][out["x_code"] == R.EXIT_LIQUIDATED] // 60_000 for out, *_ in splits])
+            m = np.concatenate([out.x_ts[out.x_code == R.EXIT_LIQUIDATED] // 60_000 for out, *_ in splits])
             u, inv = np.unique(m, return_inverse=True)
             sums = np.bincount(inv, weights=np.concatenate([x[1][: x[2]] for x in splits]))
         k = int(np.argmax(sums))  # first (earliest) of equal maxima
@@ -305,7 +305,7 @@ def exit_totals(per: dict[str, SymbolRun]) -> dict:
 
 def _symbol_summary(d: SymbolRun, mode: str) -> SymbolSummary:
     out, bars, mk, pe = d.out, d.bars, d.market, d.pop
-    st = out["stats"]
+    st = out.stats
     amp = (st[R.ST_DD_SIM] - st[R.ST_DD_EXO]) / st[R.ST_DD_EXO] if mode == "cascade" and st[R.ST_DD_EXO] > 0 else 0.0
     return SymbolSummary(
         price_source=mk.price_source,
@@ -344,7 +344,7 @@ def bars_frame(s: str, d: SymbolRun) -> pl.DataFrame:
     """The ``bars`` rows of one symbol (:data:`BARS_SCHEMA`)."""
     S = R.USD_SCALE
     out, bars, mk = d.out, d.bars, d.market
-    bi, bf = out["bar_i"], out["bar_f"]
+    bi, bf = out.bar_i, out.bar_f
     n = len(bars["ts"])
     return pl.DataFrame(
         {
@@ -372,19 +372,19 @@ def bars_frame(s: str, d: SymbolRun) -> pl.DataFrame:
 def liquidations_frame(s: str, d: SymbolRun) -> pl.DataFrame:
     """The ``liquidations`` rows of one symbol (:data:`LIQUIDATIONS_SCHEMA`)."""
     out, a = d.out, d.pop.arrays
-    hit = out["x_pos"].astype(np.int64)
+    hit = out.x_pos.astype(np.int64)
     w = a["weight"][hit].astype(np.float64)
-    fill = out["x_fill"]
+    fill = out.x_fill
     return (
         pl.DataFrame(
             {
                 "symbol": [s] * hit.size,
                 "position": hit,
                 "side": a["side"][hit],
-                "exit": pl.Series(out["x_code"]).replace_strict(R.EXIT_NAMES, return_dtype=pl.String),
-                "ts": out["x_ts"],
+                "exit": pl.Series(out.x_code).replace_strict(R.EXIT_NAMES, return_dtype=pl.String),
+                "ts": out.x_ts,
                 "fill": fill,
-                "round": out["x_round"],
+                "round": out.x_round,
                 "qty": a["qty"][hit] * w,
                 "notional_usd": a["qty"][hit] * w * fill,
                 "weight": w,
@@ -407,12 +407,12 @@ def assemble(prep: Any, per: dict[str, SymbolRun], mode: str, shock: str | None,
     rounds_total = None
     per_symbol: dict[str, SymbolSummary] = {}
     for s, d in per.items():
-        ru = d.out["round_units"]
+        ru = d.out.round_units
         rounds_total = ru.copy() if rounds_total is None else _add_padded(rounds_total, ru)
         per_symbol[s] = _symbol_summary(d, mode)
         if summary_only:
             continue
-        bars, bf = d.bars, d.out["bar_f"]
+        bars, bf = d.bars, d.out.bar_f
         frames["bars"].append(bars_frame(s, d))
         liqs = liquidations_frame(s, d)
         frames["liquidations"].append(liqs)

@@ -22,7 +22,7 @@ BACKTEST = str(Path(PY).with_name("backtest"))
 
 LOAD = (
     "import numpy as np;"
-    "from backtest.simulate import run_kernel; from backtest.synthetic import synthetic_population;"
+    "from backtest.engine import run_kernel; from backtest.synthetic import synthetic_population;"
     "from benchmarks.bench_kernels import make_path, prm_for;"
     "p=synthetic_population(100, seed=1); b=make_path(10, 60.0); run_kernel(p, b, prm_for(60000, p))"
 )

@@ -26,6 +26,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import numpy as np  # noqa: E402
 
 from backtest import records as R  # noqa: E402
+from backtest.engine import build_lists, per_position_arrays, run_kernel  # noqa: E402
 
 
 def make_path(nbars: int, bar_s: float, price: float = 100_000.0, seed: int = 1, crash: float = -0.08) -> dict[str, np.ndarray]:
@@ -49,28 +50,30 @@ def make_path(nbars: int, bar_s: float, price: float = 100_000.0, seed: int = 1,
     return {"ts": ts, "open": o, "high": h, "low": lo, "close": c, "volume_usd": np.zeros(nbars), "funding_rate": fr}
 
 
-def prm_for(bar_ms: int, pop_or_n, mode: str = "cascade") -> np.ndarray:
-    """Kernel parameters; liquidity and fund scale with the population's open notional
-    (BTC-like: $20B/day traded and a $1B fund for $15B open, books stressed to 1/4)."""
+def prm_for(bar_ms: int, pop_or_n, mode: str = "cascade"):
+    """Kernel parameters (records.KernelParams, engine.make_kernel_params); liquidity and fund scale
+    with the population's open notional (BTC-like: $20B/day traded and a $1B fund for $15B open,
+    books stressed to 1/4). "replay" here means no impact at all (impact model "none")."""
+    from backtest.engine import make_kernel_params
+
     if isinstance(pop_or_n, dict):
         notional = float(np.sum(pop_or_n["entry"] * pop_or_n["qty"] * pop_or_n["weight"].astype(np.float64)))
     else:
         notional = 1_250.0 * pop_or_n  # synthetic populations: ~$1,250 a row
     scale = notional / 15e9
-    prm = np.zeros(R.KP_SIZE)
-    prm[R.KP_IMPACT_MODEL] = R.IMPACT_SQRT if mode == "cascade" else R.IMPACT_NONE
-    prm[R.KP_IMPACT_COEF] = 1.0
-    prm[R.KP_SIGMA] = 0.03
-    prm[R.KP_VOLUME] = 20e9 * 0.25 * scale
-    prm[R.KP_DEPTH] = 0.0
-    prm[R.KP_HALF_LIFE_S] = 60.0
-    prm[R.KP_FUND0] = 1e9 * scale
-    prm[R.KP_CLEARANCE] = 0.0125
-    prm[R.KP_TAKER] = 0.0005
-    prm[R.KP_MAX_ROUNDS] = 200 if mode == "cascade" else 0
-    prm[R.KP_DD_DIR] = -1
-    prm[R.KP_BAR_MS] = bar_ms
-    return prm
+    return make_kernel_params(
+        impact_model="sqrt" if mode == "cascade" else "none",
+        impact_coef=1.0,
+        sigma=0.03,
+        volume_usd=20e9 * 0.25 * scale,
+        depth_usd=0.0,
+        half_life_s=60.0,
+        fund_usd=1e9 * scale,
+        clearance_rate=0.0125,
+        taker_rate=0.0005,
+        max_rounds=200,
+        bar_ms=bar_ms,
+    )
 
 
 def population(n: int, seed: int) -> tuple[dict, str, float]:
@@ -92,7 +95,6 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="smaller sizes (smoke test)")
     args = ap.parse_args()
-    from backtest.simulate import build_lists, run_kernel
     from backtest.synthetic import synthetic_population
 
     print("cascade backtester - kernel benchmarks (DESIGN §11), one core")
@@ -128,13 +130,13 @@ def main() -> None:
     for label, crash in (("A1 crash day: random walk 3 %/day + an -8 % crash in 14 min", -0.08), ("A2 ordinary day: random walk 3 %/day + a -3 % flush", -0.03)):
         bars = make_path(86_400, 1.0, price=p0, crash=crash)
         tot, srt, sim, out = fast(pop, bars, prm_for(1000, pop), reps=3)
-        code = out["x_code"]
+        code = out.x_code
         print(f"\n{label}")
         print(f"   {n_big:,} positions x 86,400 1-s bars, cascade (sqrt impact), 3 funding settlements")
         print(f"   sort {srt:.3f} s + simulate {sim:.3f} s = {tot:.3f} s   target <= 1 s   {'PASS' if tot <= 1.0 else 'FAIL'}")
         print(
             f"   exits: liquidated {int(np.sum(code == R.EXIT_LIQUIDATED)):,}, stopped {int(np.sum(code == R.EXIT_STOPPED)):,}, "
-            f"ADL {int(np.sum(code == R.EXIT_ADL)):,} of {n_big:,} rows; max cascade depth {int(out['stats'][R.ST_MAX_DEPTH])}"
+            f"ADL {int(np.sum(code == R.EXIT_ADL)):,} of {n_big:,} rows; max cascade depth {int(out.stats[R.ST_MAX_DEPTH])}"
         )
         results.append((label.split(":")[0] + " 10M x 86,400", tot, 1.0))
     del pop, out
@@ -149,11 +151,9 @@ def main() -> None:
     t = time.perf_counter()
     ref = run_kernel(pop, bars, prm, reference=True)
     ref_s = time.perf_counter() - t
-    from backtest.simulate import per_position_arrays
-
     a, b = per_position_arrays(out, n), per_position_arrays(ref, n)
     same = all(np.array_equal(a[k], b[k], equal_nan=True) for k in a) and all(
-        np.array_equal(out[k], ref[k], equal_nan=True) for k in ("bar_i", "bar_f", "round_units", "stats")
+        np.array_equal(getattr(out, k), getattr(ref, k), equal_nan=True) for k in ("bar_i", "bar_f", "round_units", "stats")
     )
     ratio = ref_s / tot
     print(f"\nB. {n:,} positions x 1,440 1-min bars, cascade")

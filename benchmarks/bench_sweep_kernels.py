@@ -4,7 +4,7 @@ Many scenarios share one population (the real 2025-10-10 BTC population at 1 M r
 bench_kernels.population) and its trigger lists (sorted once, outside the timing); the path is a
 1-second random walk (3 %/day) with a -3 % flush;
 each scenario is one kernel run with its own impact coefficient, depth multiplier and insurance
-fund. Each worker keeps one kernel workspace (backtest.simulate.Workspace: output arrays reused
+fund. Each worker keeps one kernel workspace (backtest.engine.ReusedWorkspace: output arrays reused
 run after run, as summary-only sweep runs do), so no run pays page faults on fresh memory. Two
 worker processes (the machine's two cores) each run half of the scenarios; the figure is
 scenarios / wall time. Output assembly (polars frames, summary) is not included: see
@@ -33,26 +33,26 @@ _STATE: dict = {}
 def _init() -> None:
     from bench_kernels import make_path, population, prm_for
 
-    from backtest.simulate import Workspace, build_lists, run_kernel
+    from backtest.engine import ReusedWorkspace, build_lists, run_kernel
 
     pop, what, p0 = population(N, seed=11)
     bars = make_path(86_400, 1.0, price=p0, crash=-0.03)
     lists = build_lists(pop)
     base = prm_for(1000, pop)
-    ws = Workspace()  # output arrays reused run after run, as summary-only sweep runs do
+    ws = ReusedWorkspace()  # output arrays reused run after run, as summary-only sweep runs do
     run_kernel(pop, bars, base, lists=lists, workspace=ws)  # warm: load from cache, sort the touched buckets once
     _STATE.update(pop=pop, bars=bars, lists=lists, base=base, run=run_kernel, ws=ws)
 
 
 def _run(k: int) -> float:
-    from backtest import records as R
-
-    prm = _STATE["base"].copy()
-    prm[R.KP_IMPACT_COEF] = 0.5 + (k % 8) * 0.25
-    prm[R.KP_VOLUME] *= 0.5 + (k // 8 % 4) * 0.5
-    prm[R.KP_FUND0] *= 1.0 + (k % 3)
+    base = _STATE["base"]
+    prm = base._replace(
+        impact_coef=0.5 + (k % 8) * 0.25,
+        volume_usd=base.volume_usd * (0.5 + (k // 8 % 4) * 0.5),
+        fund_usd=base.fund_usd * (1.0 + (k % 3)),
+    )
     out = _STATE["run"](_STATE["pop"], _STATE["bars"], prm, lists=_STATE["lists"], workspace=_STATE["ws"])
-    return float(out["bar_i"][:, 0].sum())
+    return float(out.bar_i[:, 0].sum())
 
 
 def main() -> None:

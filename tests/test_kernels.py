@@ -8,21 +8,33 @@ across runs); the module fixture warms them.
 
 from __future__ import annotations
 
+import typing
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backtest import records as R
-from backtest.simulate import build_lists
+from backtest.engine import ReusedWorkspace, build_lists, make_book, make_kernel_params, make_workspace
+from backtest.engine import run_kernel as _run_kernel
 from backtest.synthetic import synthetic_population
-from backtest.simulate import run_kernel as _run_kernel
 
-OUT_KEYS = ("exit_code", "exit_ts", "fill", "exit_round", "bar_i", "bar_f", "round_units", "stats")
+OUT_KEYS = ("exit_code", "exit_ts", "fill", "exit_round", "exit_usd", "bar_i", "bar_f", "round_units", "stats")
 
 
 def run_kernel(*args, **kwargs):
-    return _run_kernel(*args, per_position=True, **kwargs)
+    """engine.run_kernel with the per-position outputs, plus ``exit_usd``: each exited position's
+    notional from its exit record (NaN for open positions)."""
+    out = _run_kernel(*args, per_position=True, **kwargs)
+    usd = np.full(out.exit_code.size, np.nan)
+    usd[out.x_pos] = out.x_usd
+    return {**out._asdict(), "exit_usd": usd}
+
+
+#: a workspace that runs of every test below write into after one another (and that starts out
+#: full of garbage): a run must not depend on what an earlier run left in it
+DIRTY_WS = ReusedWorkspace()
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -31,6 +43,9 @@ def warm_kernels():
     bars = make_bars(np.array([100.0, 99.0, 101.0]), 60_000)
     run_kernel(pop, bars, make_prm("sqrt"))
     run_kernel(pop, bars, make_prm("sqrt"), reference=True)
+    ws = DIRTY_WS.get(1000, 100, 60)
+    for name, arr in ws._asdict().items():
+        arr[...] = True if arr.dtype == np.bool_ else (np.nan if arr.dtype.kind == "f" else 7)
 
 
 def make_bars(close: np.ndarray, bar_ms: int, wig: float = 0.0, funding_every: int = 0, rate: float = 1e-4) -> dict:
@@ -50,23 +65,14 @@ def make_bars(close: np.ndarray, bar_ms: int, wig: float = 0.0, funding_every: i
 
 
 def make_prm(model: str, *, fund: float = 1e12, volume: float = 1e8, depth: float = 1e6, half_life: float = 60.0,
-             max_rounds: int = 50, bar_ms: int = 60_000, no_feedback: bool = False) -> np.ndarray:
+             max_rounds: int = 50, bar_ms: int = 60_000, no_feedback: bool = False, dd_bar: int = 0, dd_ref: float = 0.0,
+             dd_dir: int = -1) -> R.KernelParams:
     """``no_feedback``: replay with impact - fills pay their own impact, the path is not moved."""
-    prm = np.zeros(R.KP_SIZE)
-    prm[R.KP_IMPACT_MODEL] = R.IMPACT_MODELS[model]
-    prm[R.KP_IMPACT_COEF] = 1.0
-    prm[R.KP_SIGMA] = 0.03
-    prm[R.KP_VOLUME] = volume
-    prm[R.KP_DEPTH] = depth
-    prm[R.KP_HALF_LIFE_S] = half_life
-    prm[R.KP_FUND0] = fund
-    prm[R.KP_CLEARANCE] = 0.0125
-    prm[R.KP_TAKER] = 0.0005
-    prm[R.KP_MAX_ROUNDS] = max_rounds if model != "none" and not no_feedback else 0
-    prm[R.KP_NO_FEEDBACK] = 1.0 if no_feedback else 0.0
-    prm[R.KP_DD_DIR] = -1
-    prm[R.KP_BAR_MS] = bar_ms
-    return prm
+    return make_kernel_params(
+        impact_model=model, impact_coef=1.0, sigma=0.03, volume_usd=volume, depth_usd=depth, half_life_s=half_life,
+        fund_usd=fund, clearance_rate=0.0125, taker_rate=0.0005, max_rounds=max_rounds, bar_ms=bar_ms,
+        mode="replay" if no_feedback else "cascade", dd_bar=dd_bar, dd_ref=dd_ref, dd_dir=dd_dir,
+    )
 
 
 def assert_same(a: dict, b: dict) -> None:
@@ -105,7 +111,7 @@ def path_through(rng: np.random.Generator, pop: dict, price: float, nbars: int) 
     return walk
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     seed=st.integers(0, 2**31 - 1),
     n=st.integers(1, 400),
@@ -118,19 +124,26 @@ def path_through(rng: np.random.Generator, pop: dict, price: float, nbars: int) 
     half_life=st.sampled_from([1.0, 60.0, float("inf")]),
     bucket=st.sampled_from([1, 4, 256]),
     no_feedback=st.booleans(),
+    max_rounds=st.sampled_from([1, 3, 50]),
+    dd=st.sampled_from([(0, 0.0, -1), (1, 0.0, 1), (3, 101.0, -1)]),
 )
-def test_fast_equals_reference(seed, n, nbars, model, tick, near, fund, funding_every, half_life, bucket, no_feedback):
+def test_fast_equals_reference(seed, n, nbars, model, tick, near, fund, funding_every, half_life, bucket, no_feedback, max_rounds, dd):
     rng = np.random.default_rng(seed)
     price = 100.0
     pop = tie_population(rng, n, price, tick or 0.0, near)
     closes = path_through(rng, pop, price, nbars)
     bars = make_bars(closes, 60_000, wig=float(rng.uniform(0, 0.01)), funding_every=funding_every, rate=float(rng.choice([1e-4, -3e-4, 0.01])))
     # small books so the impact matters: notional ~ n * 400 USD
-    prm = make_prm(model, fund=fund, volume=float(n) * 2e3, depth=float(n) * 50.0, half_life=half_life, no_feedback=no_feedback)
-    fast = run_kernel(pop, bars, prm, lists=build_lists(pop, bucket))
+    prm = make_prm(model, fund=fund, volume=float(n) * 2e3, depth=float(n) * 50.0, half_life=half_life, no_feedback=no_feedback,
+                   max_rounds=max_rounds, dd_bar=dd[0], dd_ref=dd[1], dd_dir=dd[2])
+    lists = build_lists(pop, bucket)
+    fast = run_kernel(pop, bars, prm, lists=lists)
     ref = run_kernel(pop, bars, prm, reference=True)
     assert_same(fast, ref)
     check_invariants(pop, bars, fast)
+    # again on the same, now partly sorted, lists, and into a workspace earlier runs left dirty
+    assert_same(run_kernel(pop, bars, prm, lists=lists, workspace=DIRTY_WS), ref)
+    assert_same(run_kernel(pop, bars, prm, reference=True, workspace=DIRTY_WS), ref)
 
 
 def check_invariants(pop: dict, bars: dict, out: dict) -> None:
@@ -313,9 +326,9 @@ def test_adl_partial_selection_matches_full_ranking():
     p, F = 93.0, 0.02
     for units_usd in (50.0, 5e4, 5e5, 1e12):
         alive = rng.random(n) < 0.9
-        rec = (np.empty(n, np.int32), np.empty(n, np.int64), np.empty(n), np.empty(n, np.int16), np.empty(n, np.int8))
-        a2 = alive.copy()
-        closed, nx = _adl(-1, _u(units_usd), p, F, pop["side"], pop["venue"], pop["entry"], pop["qty"], pop["margin"], pop["weight"], a2, *rec, 0, 0)
+        ws = make_workspace(n, 1, 0)
+        ws.alive[:] = alive
+        closed, nx = _adl(-1, _u(units_usd), p, F, make_book(pop), ws, 0, 0)
         cand = np.flatnonzero(alive & (pop["side"] == -1))
         keys = np.array([-adl_key_nb(pop["venue"][i], -1, pop["entry"][i], p, pop["qty"][i], pop["margin"][i] + pop["qty"][i] * F) for i in cand])
         order = cand[np.argsort(keys, kind="mergesort")]
@@ -324,8 +337,10 @@ def test_adl_partial_selection_matches_full_ranking():
             i = order[k]
             acc += _u(pop["qty"][i] * np.float64(pop["weight"][i]) * p)
             k += 1
-        assert list(rec[0][:nx]) == list(order[:k])
+        assert list(ws.x_pos[:nx]) == list(order[:k])
         assert closed == acc
+        assert np.all(ws.x_code[:nx] == R.EXIT_ADL) and np.all(ws.x_round[:nx] == -1) and np.all(ws.x_fill[:nx] == p)
+        assert not ws.alive[order[:k]].any() and ws.alive[order[k:]].all()
 
 
 def test_replay_fills_pay_their_own_impact_but_do_not_move_the_path():
@@ -365,3 +380,40 @@ def test_absurd_impact_parameters_keep_prices_finite(no_feedback):
     assert np.all(np.isfinite(out["fill"][hit])) and np.all(out["fill"][hit] > 0)
     assert np.all(np.isfinite(out["bar_f"]))
     check_invariants(pop, bars, out)
+
+
+def test_kernel_params_builder_rules():
+    """One builder (engine.make_kernel_params): replay and impact "none" have round 0 only; the
+    fields are typed as the kernel is compiled for; an unknown mode or model is refused."""
+    cas = make_prm("sqrt", max_rounds=7)
+    assert (cas.max_rounds, cas.no_feedback, cas.impact_model) == (7, False, R.IMPACT_SQRT)
+    assert make_prm("sqrt", max_rounds=7, no_feedback=True).max_rounds == 0
+    assert make_prm("sqrt", max_rounds=7, no_feedback=True).no_feedback is True
+    assert make_prm("none", max_rounds=7).max_rounds == 0
+    for name, typ in typing.get_type_hints(R.KernelParams).items():
+        assert type(getattr(cas, name)) is typ, name
+    with pytest.raises(ValueError, match="mode"):
+        make_kernel_params(impact_model="sqrt", impact_coef=1.0, sigma=0.03, volume_usd=1.0, depth_usd=1.0, half_life_s=1.0,
+                           fund_usd=0.0, clearance_rate=0.0, taker_rate=0.0, max_rounds=1, bar_ms=60_000, mode="feedback")
+    with pytest.raises(KeyError):
+        make_prm("cubic")
+
+
+def test_reused_workspace_grows_and_gives_fresh_results():
+    """A run into a reused workspace (smaller after larger, larger after smaller) equals a run into
+    fresh arrays; the workspace grows to the largest run and is then reused as it is."""
+    rng = np.random.default_rng(8)
+    big = synthetic_population(3000, price=100.0, seed=8)
+    small = synthetic_population(300, price=100.0, seed=9)
+    b_long = make_bars(100 * np.exp(np.cumsum(rng.normal(-0.003, 0.01, 80))), 60_000, wig=0.003, funding_every=10)
+    b_short = make_bars(100 * np.exp(np.cumsum(rng.normal(0.003, 0.01, 20))), 60_000, wig=0.003)
+    ws = ReusedWorkspace()
+    runs = [(small, b_short, make_prm("sqrt", fund=10.0, volume=6e5, max_rounds=5)),
+            (big, b_long, make_prm("linear", fund=0.0, depth=5e4)),
+            (small, b_short, make_prm("sqrt", fund=10.0, volume=6e5, max_rounds=5)),
+            (big, b_short, make_prm("none", fund=1e3))]
+    for pop, bars, prm in runs:
+        assert_same(run_kernel(pop, bars, prm, workspace=ws), run_kernel(pop, bars, prm))
+    first = ws.get(1, 1, 0)
+    assert first.alive.size == 3000 and first.bar_i.shape[0] == 80 and first.round_units.size == 51
+    assert ws.get(3000, 80, 50) is first

@@ -10,8 +10,8 @@ close is below the open, else open -> low -> high -> close (DESIGN §7). At each
    round r+1 finds the positions the new price crosses, and so on until a round triggers
    nothing (or ``max_rounds``: a cascade cut there while its last round still moved the price
    is counted per bar, ``BI_AT_MAX_ROUNDS``, and in ``ST_BARS_AT_MAX_ROUNDS``). Replay mode
-   (``KP_NO_FEEDBACK``: the impact sets the fills but does not move the price) and impact "none"
-   have round 0 only.
+   (``KernelParams.no_feedback``: the impact sets the fills but does not move the price) and
+   impact "none" have round 0 only.
 
 Thresholds move with funding: a settlement at rate ``f`` changes an isolated margin by
 ``-side * qty * f * price``; with ``F`` the cumulative index ``sum(f * price)`` a position's
@@ -22,19 +22,29 @@ collateral (population simplification).
 
 Fills: the trigger level (clipped to the price the move started from), moved by the round's own
 impact when that impact goes against the position (forced sells fill lower, forced buys higher).
-In replay (``KP_NO_FEEDBACK``) the forced orders of a path point still walk the book, so their
-fills pay that impact, but the path is not moved and no further round follows. The impact of
-one path point, and the endogenous offset ``E``, are capped at ``MAX_IMPACT_LOG``. Liquidations pay the clearance fee out of what margin remains into
-the insurance fund; a fill beyond the bankruptcy price is a deficit the fund covers; what it
-cannot cover is auto-deleveraged at the bar's end: opposite positions, highest ADL rank first
-(:func:`backtest.margin.adl_key_nb`), closed at the current price until their notional covers
-the uncovered notional. Stops fire as market orders (taker fee, no clearance fee).
+In replay the forced orders of a path point still walk the book, so their fills pay that impact,
+but the path is not moved and no further round follows. The impact of one path point, and the
+endogenous offset ``E``, are capped at ``MAX_IMPACT_LOG``. Liquidations pay the clearance fee out
+of what margin remains into the insurance fund; a fill beyond the bankruptcy price is a deficit
+the fund covers; what it cannot cover is auto-deleveraged at the bar's end: opposite positions,
+highest ADL rank first (:func:`backtest.margin.adl_key_nb`), closed at the current price until
+their notional covers the uncovered notional. Stops fire as market orders (taker fee, no
+clearance fee).
 
-Two ways to find triggered positions, same bookkeeping:
-- fast (``reference=False``): one pointer per trigger list (see :mod:`.sorting`), dead positions
-  (stopped, ADL'd) skipped by their exit code;
-- reference (``reference=True``): scan every position every round.
-USD sums are kept in integers (1e-4 USD) so both give bit-identical outputs.
+Structure. The contracts are the named tuples of :mod:`backtest.records` (``Book``,
+``MarketPath``, ``KernelParams``, ``TriggerLists``, ``Workspace``; a run returns ``RunOutputs``),
+built in :mod:`backtest.engine`. :func:`simulate_nb` walks bars and path points and calls:
+
+- a trigger finder, the only part in which the two modes differ:
+  :func:`_trigger_scan` (reference, ``reference=True``: test every open position every round)
+  or :func:`_trigger_lists` (fast: one pointer per trigger list, see :mod:`.sorting`, advanced
+  bucket by bucket by :func:`_next_bucket`; dead positions - stopped, ADL'd - skipped by
+  ``alive``); both put the round's triggered positions into the workspace's ``t_*`` buffer;
+- :func:`_round_impact` (the round's price move) and :func:`_settle_round` (fills, exit records,
+  fees, deficits, insurance fund) - shared;
+- :func:`_deleverage` at each bar's end (ADL of what the fund could not cover) - shared.
+
+USD sums are kept in integers (1e-4 USD) so both modes give bit-identical outputs.
 """
 
 from __future__ import annotations
@@ -51,7 +61,6 @@ from backtest.records import (
     BF_HIGH,
     BF_LOW,
     BF_OPEN,
-    BF_SIZE,
     BI_ADL,
     BI_AT_MAX_ROUNDS,
     BI_DEFICIT,
@@ -73,24 +82,9 @@ from backtest.records import (
     EXIT_LIQUIDATED,
     EXIT_STOPPED,
     IMPACT_NONE,
-    MAX_IMPACT_LOG,
     IMPACT_SQRT,
-    KP_BAR_MS,
-    KP_CLEARANCE,
-    KP_DD_BAR,
-    KP_DD_DIR,
-    KP_DD_REF,
-    KP_DEPTH,
-    KP_FUND0,
-    KP_HALF_LIFE_S,
-    KP_IMPACT_COEF,
-    KP_IMPACT_MODEL,
-    KP_MAX_ROUNDS,
-    KP_NO_FEEDBACK,
-    KP_SIGMA,
-    KP_TAKER,
-    KP_VOLUME,
     LIST_LIQ,
+    MAX_IMPACT_LOG,
     ST_ADL_SHORTFALL,
     ST_BARS_AT_MAX_ROUNDS,
     ST_DD_EXO,
@@ -100,6 +94,8 @@ from backtest.records import (
     ST_MAX_DEPTH,
     ST_SIZE,
     USD_SCALE,
+    ListState,
+    RunOutputs,
 )
 
 
@@ -135,39 +131,45 @@ def _impact(model, net_usd, coef, sigma, volume, depth):
     return d if net_usd > 0 else -d
 
 
+# ---- trigger lists (fast mode) ---------------------------------------------------------------
 @njit(cache=True)
-def _head(li, lists, ptr, bend, bcur, bstart, bsorted, order, okey, eqw, ew, ebk, est, liq, stop, entry, qty, margin, weight):
-    """Trigger level (before the funding shift) of the entry at list ``li``'s pointer.
+def _next_bucket(li, tl, ls, book):
+    """Move list ``li``'s bucket to the next non-empty one, sorting it (and gathering its payload)
+    the first time any run enters it."""
+    b = ls.bucket[li] + 1
+    while tl.bucket_start[b + 1] == tl.bucket_start[b]:
+        b += 1
+    if not tl.bucket_sorted[b]:
+        sort_bucket(tl, book, tl.bucket_start[b], tl.bucket_start[b + 1], tl.kind[li], tl.side[li], tl.has_stops[li])
+        tl.bucket_sorted[b] = True
+    ls.bucket[li] = b
+    ls.bucket_end[li] = tl.bucket_start[b + 1]
 
-    Sorts the next bucket if the pointer sits at a bucket boundary; NaN when the list is done.
-    """
-    kk = ptr[li]
-    if kk >= lists[li, 3]:
+
+@njit(cache=True)
+def _head(li, tl, ls, book):
+    """Trigger level (before the funding shift) of the entry at list ``li``'s pointer; NaN when
+    the list is done."""
+    kk = ls.ptr[li]
+    if kk >= tl.end[li]:
         return np.nan
-    if kk >= bend[li]:
-        b = bcur[li] + 1
-        while bstart[b + 1] == bstart[b]:
-            b += 1
-        if not bsorted[b]:
-            sort_bucket(order, okey, eqw, ew, ebk, est, bstart[b], bstart[b + 1], lists[li, 0], lists[li, 1], lists[li, 6] != 0, liq, stop, entry, qty, margin, weight)
-            bsorted[b] = True
-        bcur[li] = b
-        bend[li] = bstart[b + 1]
-    key = okey[kk]
-    return -key if lists[li, 1] > 0 else key
+    if kk >= ls.bucket_end[li]:
+        _next_bucket(li, tl, ls, book)
+    key = tl.key[kk]
+    return -key if tl.side[li] > 0 else key
 
 
 @njit(cache=True)
-def _bounds(lists, head_lvl, shift):
+def _bounds(tl, ls):
     """Highest long trigger and lowest short trigger over all lists' heads."""
     bl = -np.inf
     bs = np.inf
-    for li in range(lists.shape[0]):
-        lv = head_lvl[li]
+    for li in range(tl.kind.shape[0]):
+        lv = ls.head[li]
         if lv != lv:
             continue
-        thr = lv + shift[li] if lists[li, 0] == LIST_LIQ else lv
-        if lists[li, 1] > 0:
+        thr = lv + ls.shift[li] if tl.kind[li] == LIST_LIQ else lv
+        if tl.side[li] > 0:
             if thr > bl:
                 bl = thr
         elif thr < bs:
@@ -176,10 +178,273 @@ def _bounds(lists, head_lvl, shift):
 
 
 @njit(cache=True)
-def _adl(target_side, units, p, F, side, venue, entry, qty, margin, weight, alive, x_pos, x_ts, x_fill, x_round, x_code, nx, t):
-    """Close opposite positions, highest ADL rank first (ties: lower index first), until their
-    notional covers ``units``. Only the top of the ranking is sorted: the K best by partial
-    selection, K growing until they cover ``units`` - the same order as a full sort."""
+def _list_state(book, tl):
+    """Pointers at the start of every list (its first bucket sorted), no funding shift."""
+    L = tl.kind.shape[0]
+    ls = ListState(np.empty(L, np.int64), np.empty(L, np.int64), np.empty(L, np.int64), np.ones(L), np.zeros(L), np.empty(L))
+    for li in range(L):
+        ls.ptr[li] = tl.start[li]
+        ls.bucket_end[li] = tl.start[li]
+        ls.bucket[li] = tl.first_bucket[li] - 1
+        if tl.kind[li] == LIST_LIQ and tl.end[li] > tl.start[li]:
+            ls.div[li] = 1.0 - np.float64(tl.side[li]) * book.mmr[tl.order[tl.start[li]]]
+        ls.head[li] = _head(li, tl, ls, book)
+    return ls
+
+
+# ---- finding the positions a price triggers ----------------------------------------------
+@njit(cache=True)
+def _push(ws, nt, i, s, lvl, code, qw, w, bk):
+    """Put position ``i`` (side ``s``, trigger level ``lvl``, EXIT_* ``code``, qty x weight
+    ``qw``, weight ``w``, bankruptcy price before funding ``bk``) into slot ``nt`` of the round's
+    buffer (``ws.t_*``)."""
+    ws.t_pos[nt] = i
+    ws.t_level[nt] = lvl
+    ws.t_code[nt] = code
+    ws.t_side[nt] = s
+    ws.t_qw[nt] = qw
+    ws.t_weight[nt] = w
+    ws.t_bankruptcy[nt] = bk
+
+
+@njit(cache=True)
+def _trigger_scan(book, p, F, ws):
+    """Reference: test every open position against the price ``p`` (funding index ``F``).
+
+    A stop nearer than the liquidation threshold fires first. Fills the round's buffer
+    (``ws.t_*``), marks the positions dead; returns ``(count, sell units, buy units)`` (forced
+    notional at ``p``, 1/USD_SCALE USD).
+    """
+    side = book.side
+    alive = ws.alive
+    nt = 0
+    sell = np.int64(0)
+    buy = np.int64(0)
+    for i in range(side.shape[0]):
+        if not alive[i]:
+            continue
+        s = side[i]
+        thr = book.liq[i] + F / (1.0 - np.float64(s) * book.mmr[i])
+        c_l = _crossed(s, p, thr)
+        st = book.stop[i]
+        c_s = st == st and _crossed(s, p, st)
+        if c_l:
+            if c_s and ((s > 0 and st > thr) or (s < 0 and st < thr)):
+                code = EXIT_STOPPED
+                lvl = st
+            else:
+                code = EXIT_LIQUIDATED
+                lvl = thr
+        elif c_s:
+            code = EXIT_STOPPED
+            lvl = st
+        else:
+            continue
+        alive[i] = False
+        w = np.float64(book.weight[i])
+        qw = book.qty[i] * w
+        _push(ws, nt, i, s, lvl, code, qw, w, bankruptcy_base(s, book.entry[i], book.margin[i], book.qty[i]))
+        nt += 1
+        if s > 0:
+            sell += _u(qw * p)
+        else:
+            buy += _u(qw * p)
+    return nt, sell, buy
+
+
+@njit(cache=True)
+def _trigger_lists(book, tl, ls, p, bound_l, bound_s, adl_done, ws):
+    """Fast: advance each list's pointer over the entries ``p`` crosses (the same positions, the
+    same levels and codes as :func:`_trigger_scan`, in list order). Lists whose side's nearest
+    trigger (``bound_l`` longs, ``bound_s`` shorts) ``p`` has not reached are skipped; the caller
+    recomputes the bounds (:func:`_bounds`) afterwards. Returns what :func:`_trigger_scan` does.
+    """
+    alive = ws.alive
+    order = tl.order
+    okey = tl.key
+    nt = 0
+    sell = np.int64(0)
+    buy = np.int64(0)
+    for li in range(tl.kind.shape[0]):
+        kind = tl.kind[li]
+        s = tl.side[li]
+        if (s > 0 and p > bound_l) or (s < 0 and p < bound_s):
+            continue
+        lend = tl.end[li]
+        k0 = ls.ptr[li]
+        kk = k0
+        sh = ls.shift[li] if kind == LIST_LIQ else 0.0
+        # phase 1: advance the pointer over the crossed entries (sequential reads)
+        while kk < lend:
+            if kk >= ls.bucket_end[li]:
+                _next_bucket(li, tl, ls, book)
+            key = okey[kk]
+            lvl_key = -key if s > 0 else key
+            thr = lvl_key + sh if kind == LIST_LIQ else lvl_key
+            if not _crossed(s, p, thr):
+                break
+            kk += 1
+        # phase 2: the positions behind them (independent loads, overlapped)
+        # positions of lists without stops can only have left by ADL
+        stops = tl.has_stops[li]
+        check = stops or kind != LIST_LIQ or adl_done
+        for e in range(k0, kk):
+            i = order[e]
+            if check and not alive[i]:
+                continue
+            key = okey[e]
+            lvl_key = -key if s > 0 else key
+            if kind == LIST_LIQ:
+                thr = lvl_key + sh
+                st = tl.stop[e] if stops else np.nan
+                if st == st and _crossed(s, p, st) and ((s > 0 and st > thr) or (s < 0 and st < thr)):
+                    code = EXIT_STOPPED
+                    lvl = st
+                else:
+                    code = EXIT_LIQUIDATED
+                    lvl = thr
+            else:
+                code = EXIT_STOPPED
+                lvl = lvl_key
+            alive[i] = False
+            qw = tl.qw[e]  # payload gathered in list order (sort_bucket)
+            _push(ws, nt, i, s, lvl, code, qw, np.float64(tl.weight[e]), tl.bankruptcy[e])
+            nt += 1
+            if s > 0:
+                sell += _u(qw * p)
+            else:
+                buy += _u(qw * p)
+        ls.ptr[li] = kk
+        ls.head[li] = _head(li, tl, ls, book)
+    return nt, sell, buy
+
+
+# ---- one round: impact, fills, fund ------------------------------------------------------
+@njit(cache=True)
+def _round_impact(prm, qcum, imp_prev, p, E):
+    """Price move of a round whose cumulative net forced flow at this path point is ``qcum``
+    (units, + = buys) after ``imp_prev`` so far. Returns ``(imp, dlog, fac, p_after, E)``: the
+    cumulative impact, this round's log move, its factor, the price after it (``p`` in replay:
+    the path is not moved) and the endogenous offset (kept within +-MAX_IMPACT_LOG)."""
+    imp = _impact(prm.impact_model, qcum / USD_SCALE, prm.impact_coef, prm.sigma, prm.volume_usd, prm.depth_usd)
+    dlog = imp - imp_prev
+    if prm.no_feedback:  # replay: the orders walk the book, the observed path stays
+        fac = np.exp(dlog)
+        p_after = p
+    else:
+        if E + dlog > MAX_IMPACT_LOG:
+            dlog = MAX_IMPACT_LOG - E
+        elif E + dlog < -MAX_IMPACT_LOG:
+            dlog = -MAX_IMPACT_LOG - E
+        fac = np.exp(dlog)
+        p_after = p * fac if dlog != 0.0 else p
+        E += dlog
+    return imp, dlog, fac, p_after, E
+
+
+@njit(cache=True)
+def _settle_round(ws, nt, nx, j, r, p, p_from, fac, t_prev, t_pt, F, fund, prm):
+    """Fill the ``nt`` positions of the round's buffer (round ``r`` of a path point at time
+    ``t_pt``, price ``p``, reached from ``p_from``; impact factor ``fac``), append their exit
+    records from slot ``nx``, add bar ``j``'s liquidations, stops, fees and deficits, and pay
+    the fees and deficits into / out of the fund (units).
+
+    Fill: the trigger level clipped to ``p_from``, moved by ``fac`` when that goes against the
+    position. Time: in round 0 the moment the straight move ``p_from -> p`` from ``t_prev``
+    passed the level; later rounds at ``t_pt``. Returns ``(nx, fund, uncovered by longs,
+    uncovered by shorts)``: deficits the fund could not pay, split by the liquidated side's
+    share of the deficit notional (units).
+    """
+    bar_i = ws.bar_i
+    clear_rate = prm.clearance_rate
+    taker_rate = prm.taker_rate
+    fund_in = np.int64(0)
+    def_l = np.int64(0)
+    def_s = np.int64(0)
+    dn_l = np.int64(0)
+    dn_s = np.int64(0)
+    for jj in range(nt):
+        i = ws.t_pos[jj]
+        s = ws.t_side[jj]
+        lvl = ws.t_level[jj]
+        if s > 0:
+            lv = min(lvl, p_from)
+            f = lv * fac if fac < 1.0 else lv
+        else:
+            lv = max(lvl, p_from)
+            f = lv * fac if fac > 1.0 else lv
+        if r == 0 and p_from != p:
+            frac = (p_from - lv) / (p_from - p)
+            frac = min(1.0, max(0.0, frac))
+            t_ex = t_prev + np.int64(frac * (t_pt - t_prev))
+        else:
+            t_ex = t_pt
+        code = ws.t_code[jj]
+        w = ws.t_weight[jj]
+        qw = ws.t_qw[jj]
+        ws.x_pos[nx] = i
+        ws.x_ts[nx] = t_ex
+        ws.x_fill[nx] = f
+        ws.x_round[nx] = r
+        ws.x_code[nx] = code
+        ws.x_usd[nx] = qw * f
+        nx += 1
+        nu = _u(qw * f)
+        bk = ws.t_bankruptcy[jj] + F
+        remaining = s * (f - bk) * qw
+        if code == EXIT_LIQUIDATED:
+            if s > 0:
+                bar_i[j, BI_LONG_LIQ] += nu
+                bar_i[j, BI_LONG_LIQ_W] += _u(w)
+                bar_i[j, BI_LONG_ROWS] += 1
+            else:
+                bar_i[j, BI_SHORT_LIQ] += nu
+                bar_i[j, BI_SHORT_LIQ_W] += _u(w)
+                bar_i[j, BI_SHORT_ROWS] += 1
+            if remaining >= 0.0:
+                fund_in += _u(min(remaining, clear_rate * qw * f))
+        else:
+            if s > 0:
+                bar_i[j, BI_LONG_STOP] += nu
+            else:
+                bar_i[j, BI_SHORT_STOP] += nu
+            bar_i[j, BI_TAKER] += _u(taker_rate * qw * f)
+        if remaining < 0.0:
+            d = _u(-remaining)
+            if s > 0:
+                def_l += d
+                dn_l += nu
+            else:
+                def_s += d
+                dn_s += nu
+    bar_i[j, BI_FUND_IN] += fund_in
+    bar_i[j, BI_DEFICIT] += def_l + def_s
+    fund += fund_in - def_l - def_s
+    unc_l = np.int64(0)
+    unc_s = np.int64(0)
+    if fund < 0:
+        unc = -fund
+        fund = np.int64(0)
+        tot = def_l + def_s
+        bar_i[j, BI_UNCOVERED] += unc
+        unc_l = np.int64(np.float64(unc) * (np.float64(dn_l) / np.float64(tot)))
+        unc_s = np.int64(np.float64(unc) * (np.float64(dn_s) / np.float64(tot)))
+    return nx, fund, unc_l, unc_s
+
+
+# ---- auto-deleveraging ---------------------------------------------------------------------
+@njit(cache=True)
+def _adl(target_side, units, p, F, book, ws, nx, t):
+    """Close open positions of ``target_side``, highest ADL rank first (ties: lower index
+    first), until their notional at ``p`` covers ``units``; their exit records go from slot
+    ``nx`` (time ``t``, round -1, EXIT_ADL). Returns ``(closed units, nx)``.
+
+    Only the top of the ranking is sorted: the K best by partial selection, K growing until
+    they cover ``units`` - the same order as a full sort."""
+    side = book.side
+    qty = book.qty
+    weight = book.weight
+    alive = ws.alive
     n = side.shape[0]
     keys = np.empty(n)
     idx = np.empty(n, np.int32)
@@ -187,8 +452,8 @@ def _adl(target_side, units, p, F, side, venue, entry, qty, margin, weight, aliv
     for i in range(n):
         if alive[i] and side[i] == target_side:
             s = side[i]
-            m_t = margin[i] - s * qty[i] * F
-            k = -adl_key_nb(venue[i], s, entry[i], p, qty[i], m_t)
+            m_t = book.margin[i] - s * qty[i] * F
+            k = -adl_key_nb(book.venue[i], s, book.entry[i], p, qty[i], m_t)
             keys[c] = k if k == k else np.inf
             idx[c] = i
             c += 1
@@ -227,135 +492,103 @@ def _adl(target_side, units, p, F, side, venue, entry, qty, margin, weight, aliv
         for jj in range(last + 1):
             i = idx[sel[o[jj]]]
             alive[i] = False
-            x_pos[nx] = i
-            x_ts[nx] = t
-            x_fill[nx] = p
-            x_round[nx] = -1
-            x_code[nx] = EXIT_ADL
+            ws.x_pos[nx] = i
+            ws.x_ts[nx] = t
+            ws.x_fill[nx] = p
+            ws.x_round[nx] = -1
+            ws.x_code[nx] = EXIT_ADL
+            ws.x_usd[nx] = qty[i] * np.float64(weight[i]) * p
             nx += 1
             closed += _u(qty[i] * np.float64(weight[i]) * p)
         return closed, nx
 
 
 @njit(cache=True)
-def workspace_nb(n, nbars, max_rounds):
-    """Output and scratch arrays of one run (see :func:`simulate_into_nb`); fresh, so untouched.
+def _deleverage(j, target_side, units, p, F, book, ws, nx, t):
+    """ADL at bar ``j``'s end (time ``t``, price ``p``) of ``units`` uncovered by the other side's
+    liquidations. Returns ``(nx, shortfall)``: what no open position was left to cover (units)."""
+    c, nx = _adl(target_side, units, p, F, book, ws, nx, t)
+    ws.bar_i[j, BI_ADL] += c
+    if c < units:
+        return nx, units - c
+    return nx, np.int64(0)
 
-    Returns ``(alive, x_pos, x_ts, x_fill, x_round, x_code, bar_i, bar_f, round_units, stats,
-    buf, blvl, bqw, bbk, bw, bside, bcode, x_usd)``. A run needs ``n`` positions, ``nbars`` bars and
-    ``max_rounds + 1`` round slots; a workspace at least that large can be reused run after run
-    (sweeps): fresh memory costs page faults on first touch, reused memory does not.
-    """
-    return (
-        np.empty(n, np.bool_),
-        np.empty(n, np.int32),
-        np.empty(n, np.int64),
-        np.empty(n),
-        np.empty(n, np.int16),
-        np.empty(n, np.int8),
-        np.empty((nbars, BI_SIZE), np.int64),
-        np.empty((nbars, BF_SIZE)),
-        np.empty(max_rounds + 1, np.int64),
-        np.empty(ST_SIZE),
-        np.empty(n, np.int32),
-        np.empty(n),
-        np.empty(n),
-        np.empty(n),
-        np.empty(n),
-        np.empty(n, np.int8),
-        np.empty(n, np.int8),
-        np.empty(n),
-    )
+
+# ---- path points -------------------------------------------------------------------------
+@njit(cache=True)
+def _record_point(bar_f, j, k, p, E):
+    """Bar ``j``'s simulated open / high / low / close and endogenous range after path point ``k``."""
+    if k == 0:
+        bar_f[j, BF_OPEN] = p
+        bar_f[j, BF_HIGH] = p
+        bar_f[j, BF_LOW] = p
+        bar_f[j, BF_ENDO_MIN] = E
+        bar_f[j, BF_ENDO_MAX] = E
+    else:
+        bar_f[j, BF_HIGH] = max(bar_f[j, BF_HIGH], p)
+        bar_f[j, BF_LOW] = min(bar_f[j, BF_LOW], p)
+        bar_f[j, BF_ENDO_MIN] = min(bar_f[j, BF_ENDO_MIN], E)
+        bar_f[j, BF_ENDO_MAX] = max(bar_f[j, BF_ENDO_MAX], E)
+    if k == 3:
+        bar_f[j, BF_CLOSE] = p
 
 
 @njit(cache=True)
-def simulate_nb(
-    side, venue, entry, qty, margin, mmr, liq, stop, weight,
-    order, okey, bstart, bsorted, lists, eqw, ew, ebk, est,
-    ts, op, hi, lo, cl, funding,
-    prm, reference,
-):
-    """Run one symbol. See the module docstring; outputs are described in backtest.records.
-
-    Returns ``(x_pos, x_ts, x_fill, x_round, x_code, bar_i, bar_f, round_units, stats, x_usd)``:
-    one record per exit (position index, time, fill, round (-1 for ADL), EXIT_* code, notional
-    qty x weight x fill in USD) in time order (within a round the order depends on the mode),
-    and the per-bar and run outputs.
-    """
-    ws = workspace_nb(side.shape[0], ts.shape[0], np.int64(prm[KP_MAX_ROUNDS]))
-    return simulate_into_nb(
-        side, venue, entry, qty, margin, mmr, liq, stop, weight,
-        order, okey, bstart, bsorted, lists, eqw, ew, ebk, est,
-        ts, op, hi, lo, cl, funding,
-        prm, reference,
-        ws[0], ws[1], ws[2], ws[3], ws[4], ws[5], ws[6], ws[7], ws[8], ws[9],
-        ws[10], ws[11], ws[12], ws[13], ws[14], ws[15], ws[16], ws[17],
-    )
+def _drawdown(dd_dir, p_exo, p, peak_exo, peak_sim, dd_exo, dd_sim):
+    """Running peaks and largest drawdowns (``dd_dir`` -1) or draw-ups (+1) of the exogenous and
+    the simulated path after a point at ``p_exo`` / ``p``."""
+    if dd_dir < 0:
+        peak_exo = max(peak_exo, p_exo)
+        peak_sim = max(peak_sim, p)
+        dd_exo = max(dd_exo, 1.0 - p_exo / peak_exo)
+        dd_sim = max(dd_sim, 1.0 - p / peak_sim)
+    else:
+        peak_exo = min(peak_exo, p_exo)
+        peak_sim = min(peak_sim, p)
+        dd_exo = max(dd_exo, p_exo / peak_exo - 1.0)
+        dd_sim = max(dd_sim, p / peak_sim - 1.0)
+    return peak_exo, peak_sim, dd_exo, dd_sim
 
 
 @njit(cache=True)
-def simulate_into_nb(
-    side, venue, entry, qty, margin, mmr, liq, stop, weight,
-    order, okey, bstart, bsorted, lists, eqw, ew, ebk, est,
-    ts, op, hi, lo, cl, funding,
-    prm, reference,
-    alive, x_pos, x_ts, x_fill, x_round, x_code, bar_i, bar_f, round_units, stats,
-    buf, blvl, bqw, bbk, bw, bside, bcode, x_usd,
-):
-    """:func:`simulate_nb` writing into caller-owned arrays (a workspace, :func:`workspace_nb`),
-    which may be larger than the run needs and hold anything: every element the run's outputs
-    cover is (re)initialised here. The returned outputs are views into the workspace, valid
-    until it is used again.
+def simulate_nb(book, tl, path, prm, reference, ws):
+    """Run one symbol: ``book`` (records.Book), ``tl`` (records.TriggerLists; unused, may be
+    empty, when ``reference``), ``path`` (records.MarketPath), ``prm`` (records.KernelParams),
+    writing into ``ws`` (records.Workspace, at least as large as the run; every element the
+    outputs cover is (re)initialised here). See the module docstring.
+
+    Returns a records.RunOutputs of views into ``ws``, valid until it is used again.
     """
-    n = side.shape[0]
-    nbars = ts.shape[0]
-    L = lists.shape[0]
-    model = np.int64(prm[KP_IMPACT_MODEL])
-    coef = prm[KP_IMPACT_COEF]
-    sigma = prm[KP_SIGMA]
-    volume = prm[KP_VOLUME]
-    depth = prm[KP_DEPTH]
-    clear_rate = prm[KP_CLEARANCE]
-    taker_rate = prm[KP_TAKER]
-    max_rounds = np.int64(prm[KP_MAX_ROUNDS])
-    dd_bar = np.int64(prm[KP_DD_BAR])
-    dd_dir = prm[KP_DD_DIR]
-    bar_ms = np.int64(prm[KP_BAR_MS])
-    hl = prm[KP_HALF_LIFE_S]
-    no_feedback = prm[KP_NO_FEEDBACK] != 0.0
+    n = book.side.shape[0]
+    nbars = path.ts.shape[0]
+    max_rounds = prm.max_rounds
+    bar_ms = prm.bar_ms
+    model = prm.impact_model
+    no_feedback = prm.no_feedback
+    dd_bar = prm.dd_bar
+    hl = prm.half_life_s
     dseg = 1.0
     if hl > 0.0 and np.isfinite(hl):
         dseg = 0.5 ** ((bar_ms / 3000.0) / hl)
+    op = path.open
+    cl = path.close
 
     # exits are appended as records in time order (fresh memory is touched only as it fills)
-    alive = alive[:n]
+    alive = ws.alive[:n]
     alive[:] = True
     nx = 0
-    bar_i = bar_i[:nbars]  # each row is zeroed when its bar starts
-    bar_f = bar_f[:nbars]  # every element is written by its bar
-    round_units = round_units[: max_rounds + 1]
+    bar_i = ws.bar_i[:nbars]  # each row is zeroed when its bar starts
+    bar_f = ws.bar_f[:nbars]  # every element is written by its bar
+    round_units = ws.round_units[: max_rounds + 1]
     round_units[:] = 0
-    stats = stats[:ST_SIZE]
+    stats = ws.stats[:ST_SIZE]
     stats[:] = 0.0
 
-    # trigger-list state (fast mode)
-    ptr = np.empty(L, np.int64)
-    bend = np.empty(L, np.int64)
-    bcur = np.empty(L, np.int64)
-    div = np.ones(L)
-    shift = np.zeros(L)
-    head_lvl = np.empty(L)
-    for li in range(L):
-        ptr[li] = lists[li, 2]
-        bend[li] = lists[li, 2]
-        bcur[li] = lists[li, 4] - 1
-        if lists[li, 0] == LIST_LIQ and lists[li, 3] > lists[li, 2]:
-            div[li] = 1.0 - np.float64(lists[li, 1]) * mmr[order[lists[li, 2]]]
-        head_lvl[li] = _head(li, lists, ptr, bend, bcur, bstart, bsorted, order, okey, eqw, ew, ebk, est, liq, stop, entry, qty, margin, weight)
+    ls = _list_state(book, tl)
     # fast mode skips a side whose nearest trigger the price has not reached
-    bound_l, bound_s = _bounds(lists, head_lvl, shift)
+    bound_l, bound_s = _bounds(tl, ls)
 
-    fund = _u(prm[KP_FUND0])
+    fund = _u(prm.fund_usd)
     fund_min = fund
     F = 0.0
     E = 0.0
@@ -374,31 +607,31 @@ def simulate_into_nb(
     for j in range(nbars):
         for c in range(BI_SIZE):
             bar_i[j, c] = 0
-        if funding[j] != 0.0:
-            F += funding[j] * p_prev
-            for li in range(L):
-                if lists[li, 0] == LIST_LIQ:
-                    shift[li] = F / div[li]
-            bound_l, bound_s = _bounds(lists, head_lvl, shift)
+        if path.funding[j] != 0.0:
+            F += path.funding[j] * p_prev
+            for li in range(tl.kind.shape[0]):
+                if tl.kind[li] == LIST_LIQ:
+                    ls.shift[li] = F / ls.div[li]
+            bound_l, bound_s = _bounds(tl, ls)
         if j == dd_bar:
-            ref = prm[KP_DD_REF] if prm[KP_DD_REF] > 0.0 else op[j]
+            ref = prm.dd_ref if prm.dd_ref > 0.0 else op[j]
             peak_exo = ref
             peak_sim = ref
-        t_prev = ts[j]
+        t_prev = path.ts[j]
         for k in range(4):
             if k == 0:
                 p_exo = op[j]
             elif k == 3:
                 p_exo = cl[j]
             elif (k == 1) == (cl[j] < op[j]):
-                p_exo = hi[j]
+                p_exo = path.high[j]
             else:
-                p_exo = lo[j]
+                p_exo = path.low[j]
             if k > 0 and E != 0.0:
                 E *= dseg
                 if abs(E) < 1e-12:  # decayed away (and no denormals)
                     E = 0.0
-            t_pt = ts[j] + (k * (bar_ms - 1)) // 3
+            t_pt = path.ts[j] + (k * (bar_ms - 1)) // 3
             p = p_exo * np.exp(E) if E != 0.0 else p_exo
             p_from = p_prev
             r = 0
@@ -406,201 +639,24 @@ def simulate_into_nb(
             qcum = np.int64(0)
             imp_prev = 0.0
             while True:
-                # ---- find what this price triggers -------------------------------------
-                nt = 0
-                sell = np.int64(0)
-                buy = np.int64(0)
+                # the only step in which the two modes differ: which positions this price triggers
                 if reference:
-                    for i in range(n):
-                        if not alive[i]:
-                            continue
-                        s = side[i]
-                        thr = liq[i] + F / (1.0 - np.float64(s) * mmr[i])
-                        c_l = _crossed(s, p, thr)
-                        st = stop[i]
-                        c_s = st == st and _crossed(s, p, st)
-                        if c_l:
-                            if c_s and ((s > 0 and st > thr) or (s < 0 and st < thr)):
-                                code = EXIT_STOPPED
-                                lvl = st
-                            else:
-                                code = EXIT_LIQUIDATED
-                                lvl = thr
-                        elif c_s:
-                            code = EXIT_STOPPED
-                            lvl = st
-                        else:
-                            continue
-                        alive[i] = False
-                        buf[nt] = i
-                        blvl[nt] = lvl
-                        bcode[nt] = code
-                        bside[nt] = s
-                        w = np.float64(weight[i])
-                        qw = qty[i] * w
-                        bqw[nt] = qw
-                        bw[nt] = w
-                        bbk[nt] = bankruptcy_base(s, entry[i], margin[i], qty[i])
-                        nt += 1
-                        if s > 0:
-                            sell += _u(qw * p)
-                        else:
-                            buy += _u(qw * p)
+                    nt, sell, buy = _trigger_scan(book, p, F, ws)
                 elif p <= bound_l or p >= bound_s:
-                    for li in range(L):
-                        kind = lists[li, 0]
-                        s = lists[li, 1]
-                        if (s > 0 and p > bound_l) or (s < 0 and p < bound_s):
-                            continue
-                        lend = lists[li, 3]
-                        k0 = ptr[li]
-                        kk = k0
-                        sh = shift[li] if kind == LIST_LIQ else 0.0
-                        # phase 1: advance the pointer over the crossed entries (sequential reads)
-                        while kk < lend:
-                            if kk >= bend[li]:
-                                b = bcur[li] + 1
-                                while bstart[b + 1] == bstart[b]:
-                                    b += 1
-                                if not bsorted[b]:
-                                    sort_bucket(order, okey, eqw, ew, ebk, est, bstart[b], bstart[b + 1], kind, s, lists[li, 6] != 0, liq, stop, entry, qty, margin, weight)
-                                    bsorted[b] = True
-                                bcur[li] = b
-                                bend[li] = bstart[b + 1]
-                            key = okey[kk]
-                            lvl_key = -key if s > 0 else key
-                            thr = lvl_key + sh if kind == LIST_LIQ else lvl_key
-                            if not _crossed(s, p, thr):
-                                break
-                            kk += 1
-                        # phase 2: the positions behind them (independent loads, overlapped)
-                        # positions of lists without stops can only have left by ADL
-                        check = lists[li, 6] != 0 or kind != LIST_LIQ or adl_done
-                        for e in range(k0, kk):
-                            i = order[e]
-                            if check and not alive[i]:
-                                continue
-                            key = okey[e]
-                            lvl_key = -key if s > 0 else key
-                            if kind == LIST_LIQ:
-                                thr = lvl_key + sh
-                                st = est[e] if lists[li, 6] else np.nan
-                                if st == st and _crossed(s, p, st) and ((s > 0 and st > thr) or (s < 0 and st < thr)):
-                                    code = EXIT_STOPPED
-                                    lvl = st
-                                else:
-                                    code = EXIT_LIQUIDATED
-                                    lvl = thr
-                            else:
-                                code = EXIT_STOPPED
-                                lvl = lvl_key
-                            alive[i] = False
-                            buf[nt] = i
-                            blvl[nt] = lvl
-                            bcode[nt] = code
-                            bside[nt] = s
-                            qw = eqw[e]  # payload gathered in list order (sort_bucket)
-                            bqw[nt] = qw
-                            bw[nt] = np.float64(ew[e])
-                            bbk[nt] = ebk[e]
-                            nt += 1
-                            if s > 0:
-                                sell += _u(qw * p)
-                            else:
-                                buy += _u(qw * p)
-                        ptr[li] = kk
-                        head_lvl[li] = _head(li, lists, ptr, bend, bcur, bstart, bsorted, order, okey, eqw, ew, ebk, est, liq, stop, entry, qty, margin, weight)
-                    bound_l, bound_s = _bounds(lists, head_lvl, shift)
+                    nt, sell, buy = _trigger_lists(book, tl, ls, p, bound_l, bound_s, adl_done, ws)
+                    bound_l, bound_s = _bounds(tl, ls)
+                else:
+                    nt, sell, buy = 0, np.int64(0), np.int64(0)
                 if nt == 0:
                     break
                 if r > 0:
                     depth_pt = r
-                # ---- impact of this round's forced orders ------------------------------
                 qcum += buy - sell
-                imp = _impact(model, qcum / USD_SCALE, coef, sigma, volume, depth)
-                dlog = imp - imp_prev
-                imp_prev = imp
-                if no_feedback:  # replay: the orders walk the book, the observed path stays
-                    fac = np.exp(dlog)
-                    p_after = p
-                else:  # the endogenous offset stays within +-MAX_IMPACT_LOG
-                    if E + dlog > MAX_IMPACT_LOG:
-                        dlog = MAX_IMPACT_LOG - E
-                    elif E + dlog < -MAX_IMPACT_LOG:
-                        dlog = -MAX_IMPACT_LOG - E
-                    fac = np.exp(dlog)
-                    p_after = p * fac if dlog != 0.0 else p
-                    E += dlog
-                # ---- fills, fees, insurance fund ---------------------------------------
-                fund_in = np.int64(0)
-                def_l = np.int64(0)
-                def_s = np.int64(0)
-                dn_l = np.int64(0)
-                dn_s = np.int64(0)
-                for jj in range(nt):
-                    i = buf[jj]
-                    s = bside[jj]
-                    lvl = blvl[jj]
-                    if s > 0:
-                        lv = min(lvl, p_from)
-                        f = lv * fac if fac < 1.0 else lv
-                    else:
-                        lv = max(lvl, p_from)
-                        f = lv * fac if fac > 1.0 else lv
-                    if r == 0 and p_from != p:
-                        frac = (p_from - lv) / (p_from - p)
-                        frac = min(1.0, max(0.0, frac))
-                        t_ex = t_prev + np.int64(frac * (t_pt - t_prev))
-                    else:
-                        t_ex = t_pt
-                    x_pos[nx] = i
-                    x_ts[nx] = t_ex
-                    x_fill[nx] = f
-                    x_round[nx] = r
-                    x_code[nx] = bcode[jj]
-                    w = bw[jj]
-                    qw = bqw[jj]
-                    x_usd[nx] = qw * f
-                    nx += 1
-                    nu = _u(qw * f)
-                    bk = bbk[jj] + F
-                    remaining = s * (f - bk) * qw
-                    if bcode[jj] == EXIT_LIQUIDATED:
-                        if s > 0:
-                            bar_i[j, BI_LONG_LIQ] += nu
-                            bar_i[j, BI_LONG_LIQ_W] += _u(w)
-                            bar_i[j, BI_LONG_ROWS] += 1
-                        else:
-                            bar_i[j, BI_SHORT_LIQ] += nu
-                            bar_i[j, BI_SHORT_LIQ_W] += _u(w)
-                            bar_i[j, BI_SHORT_ROWS] += 1
-                        if remaining >= 0.0:
-                            fund_in += _u(min(remaining, clear_rate * qw * f))
-                    else:
-                        if s > 0:
-                            bar_i[j, BI_LONG_STOP] += nu
-                        else:
-                            bar_i[j, BI_SHORT_STOP] += nu
-                        bar_i[j, BI_TAKER] += _u(taker_rate * qw * f)
-                    if remaining < 0.0:
-                        d = _u(-remaining)
-                        if s > 0:
-                            def_l += d
-                            dn_l += nu
-                        else:
-                            def_s += d
-                            dn_s += nu
+                imp_prev, dlog, fac, p_after, E = _round_impact(prm, qcum, imp_prev, p, E)
+                nx, fund, unc_l, unc_s = _settle_round(ws, nt, nx, j, r, p, p_from, fac, t_prev, t_pt, F, fund, prm)
+                nu_long += unc_l
+                nu_short += unc_s
                 round_units[min(r, max_rounds)] += sell + buy
-                bar_i[j, BI_FUND_IN] += fund_in
-                bar_i[j, BI_DEFICIT] += def_l + def_s
-                fund += fund_in - def_l - def_s
-                if fund < 0:
-                    unc = -fund
-                    fund = np.int64(0)
-                    tot = def_l + def_s
-                    bar_i[j, BI_UNCOVERED] += unc
-                    nu_long += np.int64(np.float64(unc) * (np.float64(dn_l) / np.float64(tot)))
-                    nu_short += np.int64(np.float64(unc) * (np.float64(dn_s) / np.float64(tot)))
                 if fund < fund_min:
                     fund_min = fund
                 if model == IMPACT_NONE or no_feedback or dlog == 0.0 or r >= max_rounds:
@@ -619,53 +675,22 @@ def simulate_into_nb(
                 max_depth = depth_pt
             if depth_pt > bar_i[j, BI_ROUNDS]:
                 bar_i[j, BI_ROUNDS] = depth_pt
-            if k == 0:
-                bar_f[j, BF_OPEN] = p
-                bar_f[j, BF_HIGH] = p
-                bar_f[j, BF_LOW] = p
-                bar_f[j, BF_ENDO_MIN] = E
-                bar_f[j, BF_ENDO_MAX] = E
-            else:
-                bar_f[j, BF_HIGH] = max(bar_f[j, BF_HIGH], p)
-                bar_f[j, BF_LOW] = min(bar_f[j, BF_LOW], p)
-                bar_f[j, BF_ENDO_MIN] = min(bar_f[j, BF_ENDO_MIN], E)
-                bar_f[j, BF_ENDO_MAX] = max(bar_f[j, BF_ENDO_MAX], E)
-            if k == 3:
-                bar_f[j, BF_CLOSE] = p
+            _record_point(bar_f, j, k, p, E)
             if j >= dd_bar:
-                if dd_dir < 0:
-                    peak_exo = max(peak_exo, p_exo)
-                    peak_sim = max(peak_sim, p)
-                    dd_exo = max(dd_exo, 1.0 - p_exo / peak_exo)
-                    dd_sim = max(dd_sim, 1.0 - p / peak_sim)
-                else:
-                    peak_exo = min(peak_exo, p_exo)
-                    peak_sim = min(peak_sim, p)
-                    dd_exo = max(dd_exo, p_exo / peak_exo - 1.0)
-                    dd_sim = max(dd_sim, p / peak_sim - 1.0)
+                peak_exo, peak_sim, dd_exo, dd_sim = _drawdown(prm.dd_dir, p_exo, p, peak_exo, peak_sim, dd_exo, dd_sim)
             p_prev = p
             t_prev = t_pt
         # ---- end of bar: auto-deleveraging of what the fund could not cover -------------
-        t_end = ts[j] + bar_ms - 1
+        t_end = path.ts[j] + bar_ms - 1
         if nu_long > 0 or nu_short > 0:
             adl_done = True
         if nu_long > 0:
-            nx0 = nx
-            c, nx = _adl(-1, nu_long, p_prev, F, side, venue, entry, qty, margin, weight, alive, x_pos, x_ts, x_fill, x_round, x_code, nx, t_end)
-            for r_ in range(nx0, nx):
-                x_usd[r_] = qty[x_pos[r_]] * np.float64(weight[x_pos[r_]]) * x_fill[r_]
-            bar_i[j, BI_ADL] += c
-            if c < nu_long:
-                shortfall += nu_long - c
+            nx, short = _deleverage(j, -1, nu_long, p_prev, F, book, ws, nx, t_end)
+            shortfall += short
             nu_long = 0
         if nu_short > 0:
-            nx0 = nx
-            c, nx = _adl(1, nu_short, p_prev, F, side, venue, entry, qty, margin, weight, alive, x_pos, x_ts, x_fill, x_round, x_code, nx, t_end)
-            for r_ in range(nx0, nx):
-                x_usd[r_] = qty[x_pos[r_]] * np.float64(weight[x_pos[r_]]) * x_fill[r_]
-            bar_i[j, BI_ADL] += c
-            if c < nu_short:
-                shortfall += nu_short - c
+            nx, short = _deleverage(j, 1, nu_short, p_prev, F, book, ws, nx, t_end)
+            shortfall += short
             nu_short = 0
         bar_i[j, BI_FUND] = fund
 
@@ -676,7 +701,7 @@ def simulate_into_nb(
     stats[ST_ADL_SHORTFALL] = shortfall / USD_SCALE
     stats[ST_FUNDING_INDEX] = F
     stats[ST_BARS_AT_MAX_ROUNDS] = bars_cut
-    return x_pos[:nx], x_ts[:nx], x_fill[:nx], x_round[:nx], x_code[:nx], bar_i, bar_f, round_units, stats, x_usd[:nx]
+    return RunOutputs(ws.x_pos[:nx], ws.x_ts[:nx], ws.x_fill[:nx], ws.x_round[:nx], ws.x_code[:nx], bar_i, bar_f, round_units, stats, ws.x_usd[:nx])
 
 
 @njit(cache=True)

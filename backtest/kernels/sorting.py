@@ -15,6 +15,11 @@ sorted only when the kernel's pointer first enters it (:func:`sort_bucket`); a f
 runs that share the lists (sweeps) sort each bucket once. Buckets the price never reaches are
 never sorted. Bucket boundaries are monotone in the key, so the order inside the touched part
 is exact.
+
+:func:`build_lists_nb` returns the layout as plain arrays; :func:`backtest.engine.build_lists`
+assembles them, with the per-entry payload arrays, into a :class:`backtest.records.TriggerLists`,
+which :func:`sort_bucket` (called by the cascade kernel) fills bucket by bucket from a
+:class:`backtest.records.Book`.
 """
 
 from __future__ import annotations
@@ -27,7 +32,6 @@ from backtest.records import LIST_LIQ, LIST_STOP
 
 N_VENUE_SLOTS = 8
 N_GROUPS = 2 * N_VENUE_SLOTS * 2 * 256  # (side, venue, has a stop, tier) liquidation groups
-N_COLS = 7  # columns of the lists table
 G_STOP_LONG = N_GROUPS
 G_STOP_SHORT = N_GROUPS + 1
 
@@ -54,10 +58,13 @@ def bankruptcy_base(s, entry, margin, qty):
 def build_lists_nb(side, venue, tier, mmr, liq, stop, bucket_size):
     """Bucket every position into its trigger lists.
 
-    Returns ``(order, okey, bstart, lists, status)``: ``order`` (int32) and ``okey`` (float64)
-    hold position indices and their keys list by list, bucket by bucket; ``bstart`` (int64) the
-    first entry of each bucket (one more element than buckets); ``lists`` (int64, one row per
-    list) ``kind, side, start, end, first bucket, bucket count, members have stops``.
+    Returns ``(order, okey, bstart, kind, side, start, end, first_bucket, n_buckets, has_stops,
+    status)``: ``order`` (int32) and ``okey`` (float64, filled later by :func:`sort_bucket`) hold
+    position indices and their keys list by list, bucket by bucket; ``bstart`` (int64) the first
+    entry of each bucket (one more element than buckets); then one element per list: its kind,
+    side, entries ``[start, end)``, first bucket, bucket count and whether its members have stops
+    (the fields of :class:`backtest.records.TriggerLists`, which :func:`backtest.engine.build_lists`
+    assembles).
     """
     n = side.shape[0]
     G = N_GROUPS + 2
@@ -106,7 +113,7 @@ def build_lists_nb(side, venue, tier, mmr, liq, stop, bucket_size):
         s = side[i]
         v = venue[i]
         if (s != 1 and s != -1) or v < 0 or v >= N_VENUE_SLOTS:
-            return (np.empty(0, np.int32), np.empty(0), np.empty(1, np.int64), np.empty((0, N_COLS), np.int64), SORT_BAD_CODE)
+            return _no_lists(SORT_BAD_CODE)
         g = _gid(s, v, stop[i], tier[i])
         cnt[g] += 1
         if cnt[g] == 1:
@@ -120,7 +127,7 @@ def build_lists_nb(side, venue, tier, mmr, liq, stop, bucket_size):
             cnt[gs] += 1
             bcount[_bucket(_key(s, st), lo[gs], scale[gs], nreg[gs], boff[gs]) + 1] += 1
     if status != SORT_OK:
-        return (np.empty(0, np.int32), np.empty(0), np.empty(1, np.int64), np.empty((0, N_COLS), np.int64), status)
+        return _no_lists(status)
     for b in range(nb_total):
         bcount[b + 1] += bcount[b]
     m = bcount[nb_total]
@@ -129,22 +136,28 @@ def build_lists_nb(side, venue, tier, mmr, liq, stop, bucket_size):
     for g in range(G):
         if cnt[g] > 0:
             nl += 1
-    lists = np.zeros((nl, N_COLS), np.int64)
+    kind = np.zeros(nl, np.int64)
+    lside = np.zeros(nl, np.int64)
+    lstart = np.zeros(nl, np.int64)
+    lend = np.zeros(nl, np.int64)
+    first = np.zeros(nl, np.int64)
+    nbk = np.zeros(nl, np.int64)
+    has_stops = np.zeros(nl, np.bool_)
     li = 0
     for g in range(G):
         if cnt[g] == 0:
             continue
         if g >= N_GROUPS:
-            lists[li, 0] = LIST_STOP
-            lists[li, 1] = 1 if g == G_STOP_LONG else -1
+            kind[li] = LIST_STOP
+            lside[li] = 1 if g == G_STOP_LONG else -1
         else:
-            lists[li, 0] = LIST_LIQ
-            lists[li, 1] = 1 if g >= N_VENUE_SLOTS * 2 * 256 else -1
-            lists[li, 6] = (g // 256) % 2  # members have stops
-        lists[li, 2] = bcount[boff[g]]
-        lists[li, 3] = bcount[boff[g] + nreg[g] + 1]
-        lists[li, 4] = boff[g]
-        lists[li, 5] = nreg[g] + 1
+            kind[li] = LIST_LIQ
+            lside[li] = 1 if g >= N_VENUE_SLOTS * 2 * 256 else -1
+            has_stops[li] = (g // 256) % 2 == 1  # members have stops
+        lstart[li] = bcount[boff[g]]
+        lend[li] = bcount[boff[g] + nreg[g] + 1]
+        first[li] = boff[g]
+        nbk[li] = nreg[g] + 1
         li += 1
     bstart = bcount.copy()
     pos = bcount[:-1].copy()
@@ -166,7 +179,14 @@ def build_lists_nb(side, venue, tier, mmr, liq, stop, bucket_size):
             p = pos[b]
             pos[b] = p + 1
             order[p] = i
-    return order, okey, bstart, lists, status
+    return order, okey, bstart, kind, lside, lstart, lend, first, nbk, has_stops, status
+
+
+@njit(cache=True)
+def _no_lists(status):
+    """The empty result of :func:`build_lists_nb` with an error ``status``."""
+    z = np.empty(0, np.int64)
+    return (np.empty(0, np.int32), np.empty(0), np.zeros(1, np.int64), z, z, z, z, z, z, np.empty(0, np.bool_), status)
 
 
 @njit(cache=True)
@@ -188,21 +208,28 @@ def _bucket(k, lo, scale, nreg, boff):
 
 
 @njit(cache=True)
-def sort_bucket(order, okey, eqw, ew, ebk, est, s, e, kind, side, has_stops, liq, stop, entry, qty, margin, weight):
-    """Fill the keys of entries ``[s, e)`` (one list: ``kind``, ``side``), sort them by key, and
-    gather what the kernel reads of each triggered position in list order.
+def sort_bucket(tl, book, s, e, kind, side, has_stops):
+    """Fill the keys of entries ``[s, e)`` of ``tl`` (a :class:`~backtest.records.TriggerLists`;
+    one list: ``kind``, ``side``), sort them by key, and gather what the kernel reads of each
+    triggered position (from ``book``, a :class:`~backtest.records.Book`) in list order.
 
     Keys are written here rather than in :func:`build_lists_nb`: a bucket the price never
     reaches costs nothing but its index entries. The sort splits the bucket's key range evenly
     into about one sub-bucket per entry (a counting pass), then insertion-sorts (sub-buckets of
     a few entries; big ones - clustered keys - are sorted with ``argsort``): linear time on the
     near-uniform keys of a bucket. Ties may come in any order (they trigger together).
-    The payload - ``eqw`` = qty x weight, ``ew`` = weight, ``ebk`` = the bankruptcy price before
-    funding, ``est`` = the stop (liquidation lists whose members have stops) - is computed with
+    The payload - ``qw`` = qty x weight, ``weight``, ``bankruptcy`` = the bankruptcy price before
+    funding, ``stop`` (liquidation lists whose members have stops) - is computed with
     the same expressions as from the population arrays, so the kernel reads it sequentially
     instead of gathering it position by position, once per bucket however many runs share the
     lists.
     """
+    order = tl.order
+    okey = tl.key
+    liq = book.liq
+    stop = book.stop
+    weight = book.weight
+    qty = book.qty
     m = e - s
     kmin = np.inf
     kmax = -np.inf
@@ -255,11 +282,11 @@ def sort_bucket(order, okey, eqw, ew, ebk, est, s, e, kind, side, has_stops, liq
     for j in range(s, e):
         i = order[j]
         w = np.float64(weight[i])
-        ew[j] = weight[i]
-        eqw[j] = qty[i] * w
-        ebk[j] = bankruptcy_base(side, entry[i], margin[i], qty[i])
+        tl.weight[j] = weight[i]
+        tl.qw[j] = qty[i] * w
+        tl.bankruptcy[j] = bankruptcy_base(side, book.entry[i], book.margin[i], qty[i])
         if has_stops:
-            est[j] = stop[i]
+            tl.stop[j] = stop[i]
 
 
 @njit(cache=True)

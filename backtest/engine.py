@@ -1,0 +1,319 @@
+"""The Python side of the kernels: builds their contracts, runs them, reads their outputs.
+
+Every kernel contract of :mod:`backtest.records` is built here and nowhere else:
+
+- :func:`make_book` - ``Book``, the population arrays the kernel reads;
+- :func:`make_market_path` - ``MarketPath``, the bars;
+- :func:`make_kernel_params` - ``KernelParams``, the scalars of one run (the one builder: the
+  API's :func:`kernel_params`, the tests and the benchmarks call it);
+- :func:`build_lists` - ``TriggerLists``, the fast kernel's sorted lists (sorting step);
+- :func:`make_workspace` - ``Workspace``, output and scratch arrays; :class:`ReusedWorkspace`
+  keeps one from run to run (:func:`summary_workspace`: one per symbol slot and thread).
+
+:func:`run_kernel` runs :func:`backtest.kernels.cascade.simulate_nb` on them and returns a
+:class:`KernelRun` (the kernel's ``RunOutputs`` plus timings); :func:`per_position_arrays` and
+:func:`exit_split` read its exit records.
+
+numba and the kernels are imported lazily (inside the functions), so importing this module -
+and the CLI - stays cheap.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import namedtuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+
+from backtest import records as R
+
+if TYPE_CHECKING:  # pragma: no cover
+    from backtest.market import Market
+    from backtest.sim_params import SimParams
+
+
+# ---- contracts ---------------------------------------------------------------------------
+def make_book(pop: dict[str, np.ndarray]) -> R.Book:
+    """The kernel's view of a population (records.POPULATION_FIELDS arrays)."""
+    return R.Book(pop["side"], pop["venue"], pop["entry"], pop["qty"], pop["margin"], pop["mmr"], pop["liq_price"], pop["stop_price"], pop["weight"])
+
+
+def make_market_path(bars: dict[str, np.ndarray]) -> R.MarketPath:
+    """The kernel's view of one symbol's bars (records.BAR_FIELDS arrays)."""
+    return R.MarketPath(bars["ts"], bars["open"], bars["high"], bars["low"], bars["close"], bars["funding_rate"])
+
+
+def make_kernel_params(
+    *,
+    impact_model: str,
+    impact_coef: float,
+    sigma: float,
+    volume_usd: float,
+    depth_usd: float,
+    half_life_s: float,
+    fund_usd: float,
+    clearance_rate: float,
+    taker_rate: float,
+    max_rounds: int,
+    bar_ms: int,
+    mode: str = "cascade",
+    dd_bar: int = 0,
+    dd_ref: float = 0.0,
+    dd_dir: int = -1,
+) -> R.KernelParams:
+    """The scalars of one run (records.KernelParams), typed as the kernel is compiled for.
+
+    ``impact_model``: a key of records.IMPACT_MODELS. ``volume_usd`` / ``depth_usd``: the
+    effective daily volume and 1 %-depth (already times any multipliers), USD. ``mode``:
+    "cascade" (forced orders move the path, up to ``max_rounds`` rounds after the first) or
+    "replay" (their fills pay their impact, the path is not moved: round 0 only); impact "none"
+    also has round 0 only. Drawdowns are measured from bar ``dd_bar`` on, from ``dd_ref`` (0: that
+    bar's open), downwards (``dd_dir`` -1) or upwards (+1).
+    """
+    if mode not in ("replay", "cascade"):
+        raise ValueError(f"mode must be 'replay' or 'cascade', got {mode!r}")
+    model = R.IMPACT_MODELS[impact_model]
+    replay = mode == "replay"
+    return R.KernelParams(
+        impact_model=int(model),
+        impact_coef=float(impact_coef),
+        sigma=float(sigma),
+        volume_usd=float(volume_usd),
+        depth_usd=float(depth_usd),
+        half_life_s=float(half_life_s),
+        fund_usd=float(fund_usd),
+        clearance_rate=float(clearance_rate),
+        taker_rate=float(taker_rate),
+        max_rounds=int(max_rounds) if (model != R.IMPACT_NONE and not replay) else 0,
+        dd_bar=int(dd_bar),
+        dd_ref=float(dd_ref),
+        dd_dir=int(dd_dir),
+        bar_ms=int(bar_ms),
+        no_feedback=replay,
+    )
+
+
+def kernel_params(sim: "SimParams", market: "Market", *, mode: str, fund_usd: float, dd_bar: int = 0, dd_ref: float = 0.0, dd_dir: int = -1) -> R.KernelParams:
+    """:func:`make_kernel_params` from simulation parameters and one symbol's market: volume and
+    depth (``depth_usd_1pct``, else ``depth_volume_ratio`` x daily volume) times the depth and
+    liquidity multipliers."""
+    scale = sim.depth_multiplier * sim.liquidity_multiplier
+    depth = sim.depth_usd_1pct if sim.depth_usd_1pct is not None else sim.depth_volume_ratio * market.volume_daily_usd
+    return make_kernel_params(
+        impact_model=sim.impact_model,
+        impact_coef=sim.impact_coef,
+        sigma=market.sigma_daily,
+        volume_usd=market.volume_daily_usd * scale,
+        depth_usd=depth * scale,
+        half_life_s=sim.impact_half_life_s,
+        fund_usd=fund_usd,
+        clearance_rate=sim.clearance_fee_rate,
+        taker_rate=sim.taker_fee_rate,
+        max_rounds=sim.max_rounds,
+        bar_ms=market.bar_ms,
+        mode=mode,
+        dd_bar=dd_bar,
+        dd_ref=dd_ref,
+        dd_dir=dd_dir,
+    )
+
+
+def _trigger_lists(order, okey, bstart, kind, side, start, end, first_bucket, n_buckets, has_stops, bucket_size: int) -> R.TriggerLists:
+    m = len(order)
+    return R.TriggerLists(
+        order=order,
+        key=okey,
+        bucket_start=bstart,
+        bucket_sorted=np.zeros(len(bstart) - 1, np.bool_),  # buckets sorted so far (the kernel sets them)
+        kind=kind,
+        side=side,
+        start=start,
+        end=end,
+        first_bucket=first_bucket,
+        n_buckets=n_buckets,
+        has_stops=has_stops,
+        # per-entry payload in list order, filled with the keys when a bucket is first entered
+        # (sorting.sort_bucket)
+        qw=np.empty(m),
+        weight=np.empty(m, np.float32),
+        bankruptcy=np.empty(m),
+        stop=np.empty(m),
+        bucket_size=int(bucket_size),
+    )
+
+
+def build_lists(pop: dict[str, np.ndarray], bucket_size: int = 1024) -> R.TriggerLists:
+    """Trigger lists of a population (sorting step of the fast kernel, :mod:`backtest.kernels.sorting`).
+
+    Runs that share them (sweeps) sort each bucket once: the lists keep what was sorted.
+    """
+    from backtest.kernels.sorting import SORT_BAD_CODE, SORT_MIXED_MMR, build_lists_nb
+
+    *arrays, status = build_lists_nb(pop["side"], pop["venue"], pop["tier"], pop["mmr"], pop["liq_price"], pop["stop_price"], int(bucket_size))
+    if status == SORT_MIXED_MMR:
+        raise ValueError("population has different maintenance rates within one (side, venue, tier) group")
+    if status == SORT_BAD_CODE:
+        raise ValueError("population has a side, venue or tier code out of range")
+    return _trigger_lists(*arrays, bucket_size)
+
+
+def _no_lists() -> R.TriggerLists:
+    """Empty trigger lists (the reference kernel scans the population instead)."""
+    z = np.empty(0, np.int64)
+    return _trigger_lists(np.empty(0, np.int32), np.empty(0), np.zeros(1, np.int64), z, z, z, z, z, z, np.empty(0, np.bool_), 0)
+
+
+def make_workspace(n: int, nbars: int, max_rounds: int) -> R.Workspace:
+    """Fresh (uninitialised) output and scratch arrays for runs of up to ``n`` positions, ``nbars``
+    bars and ``max_rounds`` rounds after the first (records.Workspace)."""
+    return R.Workspace(
+        alive=np.empty(n, np.bool_),
+        x_pos=np.empty(n, np.int32),
+        x_ts=np.empty(n, np.int64),
+        x_fill=np.empty(n),
+        x_round=np.empty(n, np.int16),
+        x_code=np.empty(n, np.int8),
+        x_usd=np.empty(n),
+        bar_i=np.empty((nbars, R.BI_SIZE), np.int64),
+        bar_f=np.empty((nbars, R.BF_SIZE)),
+        round_units=np.empty(max_rounds + 1, np.int64),
+        stats=np.empty(R.ST_SIZE),
+        t_pos=np.empty(n, np.int32),
+        t_level=np.empty(n),
+        t_qw=np.empty(n),
+        t_bankruptcy=np.empty(n),
+        t_weight=np.empty(n),
+        t_side=np.empty(n, np.int8),
+        t_code=np.empty(n, np.int8),
+    )
+
+
+class ReusedWorkspace:
+    """A kernel workspace kept from run to run (see :func:`run_kernel`).
+
+    Grows to the largest run seen (positions, bars, cascade rounds); never shrinks.
+    """
+
+    def __init__(self) -> None:
+        self._ws: R.Workspace | None = None
+        self._cap = (-1, -1, -1)
+
+    def get(self, n: int, nbars: int, max_rounds: int) -> R.Workspace:
+        """A workspace at least as large as a run of ``n`` positions, ``nbars`` bars and
+        ``max_rounds`` rounds needs."""
+        if self._ws is None or n > self._cap[0] or nbars > self._cap[1] or max_rounds > self._cap[2]:
+            cap = (max(n, self._cap[0]), max(nbars, self._cap[1]), max(max_rounds, self._cap[2]))
+            self._ws = None  # free the old arrays first
+            self._ws = make_workspace(*cap)
+            self._cap = cap
+        return self._ws
+
+
+_SUMMARY_WS = threading.local()
+
+
+def summary_workspace(slot: int) -> ReusedWorkspace:
+    """The kernel workspace of symbol slot ``slot`` for summary-only runs (kept by the thread:
+    runs in other threads, e.g. a multi-threaded dask worker, get their own)."""
+    slots = getattr(_SUMMARY_WS, "slots", None)
+    if slots is None:
+        slots = _SUMMARY_WS.slots = []
+    while len(slots) <= slot:
+        slots.append(ReusedWorkspace())
+    return slots[slot]
+
+
+# ---- running -------------------------------------------------------------------------------
+#: One kernel run: the fields of records.RunOutputs (exit records ``x_*`` in path-point order,
+#: per-bar and run outputs), then ``sort_s`` and ``sim_s`` (timings, s), ``lists`` (the
+#: records.TriggerLists used) and - with ``per_position=True``, else None - the full-length
+#: per-position outputs ``exit_code, exit_ts, fill, exit_round`` (:func:`per_position_arrays`).
+KernelRun = namedtuple(
+    "KernelRun",
+    [*R.RunOutputs._fields, "sort_s", "sim_s", "lists", "exit_code", "exit_ts", "fill", "exit_round"],
+    defaults=(None, None, None, None),
+)
+
+
+def run_kernel(
+    pop: dict[str, np.ndarray],
+    bars: dict[str, np.ndarray],
+    prm: R.KernelParams,
+    *,
+    reference: bool = False,
+    lists: R.TriggerLists | None = None,
+    bucket_size: int = 1024,
+    per_position: bool = False,
+    workspace: ReusedWorkspace | None = None,
+) -> KernelRun:
+    """Run the kernel on plain arrays (a population and bars as records' dicts of arrays).
+
+    ``reference=True`` runs the reference scan (no lists); else the fast kernel on ``lists``
+    (built here with ``bucket_size`` when not given). ``per_position=True`` adds full-length
+    ``exit_code, exit_ts, fill, exit_round`` arrays (NONE / 0 / NaN / -1 for positions still
+    open), which do not depend on the mode.
+
+    ``workspace`` (a :class:`ReusedWorkspace`, grown as needed) makes the kernel write into arrays
+    reused run after run instead of fresh ones (fresh memory costs a page fault per 4 KiB on
+    first touch, more than the simulation of a quiet day): the outputs are then views into it,
+    valid until the workspace's next run. Results are the same either way.
+    """
+    from backtest.kernels.cascade import simulate_nb
+
+    t0 = time.perf_counter()
+    if reference:
+        lists = _no_lists()
+    elif lists is None:
+        lists = build_lists(pop, bucket_size)
+    t1 = time.perf_counter()
+    n, nbars = len(pop["side"]), len(bars["ts"])
+    ws = make_workspace(n, nbars, prm.max_rounds) if workspace is None else workspace.get(n, nbars, prm.max_rounds)
+    out = simulate_nb(make_book(pop), lists, make_market_path(bars), prm, bool(reference), ws)
+    t2 = time.perf_counter()
+    run = KernelRun(*out, sort_s=t1 - t0, sim_s=t2 - t1, lists=lists)
+    if per_position:
+        run = run._replace(**per_position_arrays(run, n))
+    return run
+
+
+def per_position_arrays(run: KernelRun, n: int) -> dict[str, np.ndarray]:
+    """Full-length per-position outputs from the exit records of :func:`run_kernel`:
+    ``exit_code`` (EXIT_*), ``exit_ts`` (UTC ms, 0 when open), ``fill`` (NaN) and ``exit_round`` (-1)."""
+    code = np.zeros(n, np.int8)
+    ts = np.zeros(n, np.int64)
+    fill = np.full(n, np.nan)
+    rnd = np.full(n, -1, np.int16)
+    p = run.x_pos
+    code[p] = run.x_code
+    ts[p] = run.x_ts
+    fill[p] = run.x_fill
+    rnd[p] = run.x_round
+    return {"exit_code": code, "exit_ts": ts, "fill": fill, "exit_round": rnd}
+
+
+class ExitSplit(NamedTuple):
+    """Exit notional by kind (USD, each part in record order; see kernels.cascade.exit_split_nb)."""
+
+    kind_usd: np.ndarray  # liquidated longs, liquidated shorts, stops, ADL closes, one after the other
+    liq_usd: np.ndarray  # every liquidation
+    n_long: int
+    n_short: int
+    n_stopped: int
+    n_adl: int
+    n_liq: int
+    first_minute: int  # UTC minutes (ts // 60_000) of the liquidations
+    last_minute: int
+
+
+def exit_split(run: KernelRun, pop: dict[str, Any]) -> ExitSplit:
+    """Exit notional by kind of one run of population ``pop``: taken right after the run, while
+    its records and the positions they touch are still in cache."""
+    from backtest.kernels.cascade import exit_split_nb
+
+    m = len(run.x_pos)
+    kind_usd, liq_usd = np.empty(m), np.empty(m)
+    # one pass over the exit records: x_usd is qty x weight x fill, the product the frames use
+    counts = exit_split_nb(run.x_pos, run.x_code, run.x_usd, run.x_ts, pop["side"], kind_usd, liq_usd)
+    return ExitSplit(kind_usd, liq_usd, *(int(c) for c in counts))
