@@ -157,11 +157,18 @@ def data_gaps(
 
 @data_app.command("verify")
 @user_errors
-def data_verify(store: Optional[str] = StoreOpt) -> None:
-    """Check every partition's schema, readability, order and keys; name each bad file."""
+def data_verify(
+    store: Optional[str] = StoreOpt,
+    remove_tmp: bool = typer.Option(False, "--remove-tmp", help="Delete temporary files left by interrupted writes (.NAME.PID.tmp)."),
+) -> None:
+    """Check every partition's schema, readability, order and keys, and find temporary files left
+    by interrupted writes; name each bad file."""
     from backtest.store import Store
 
     st = Store(store, must_exist=True)
+    if remove_tmp:
+        for path in st.remove_leftover_tmp():
+            typer.echo(f"removed {path}")
     problems = st.verify()
     n = len(st.partitions())
     if not problems:

@@ -65,3 +65,15 @@ def os_error_message(e: OSError) -> str:
     if not paths:  # not about a file (e.g. a network error): say what the system said
         return why
     return f"{paths}: {why}; {fixes.get(e.errno or -1, 'check the path and try again')}"
+
+
+class StoreLockError(StoreError):
+    """The store's writer lock could not be taken in time (another writer holds it)."""
+
+
+class ResourceError(UserError):
+    """A run that would need more memory, time or requests than the machine or the limits allow."""
+
+
+class ConfigError(ParamError):
+    """A ``--config`` file with an unknown key or table, or a value in the wrong place."""
