@@ -517,6 +517,12 @@ def cascade(
 
 def main() -> None:
     """Console-script entry point."""
+    from backtest.cli_args import empty_value_error
+
+    bad = empty_value_error(sys.argv[1:])
+    if bad:
+        typer.echo(f"error: {bad}", err=True)
+        sys.exit(2)
     try:
         app()
     except BrokenPipeError:  # e.g. piped into head

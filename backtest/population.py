@@ -119,6 +119,27 @@ PARAM_SOURCES: dict[str, str] = {
 }
 
 
+#: the seed is a 64-bit signed integer in the kernels (numba int64)
+MAX_SEED = 2**63 - 1
+#: rows of one population, at most (10^9 rows is ~30 GB before the simulation's workspace;
+#: backtest.resources refuses what does not fit this machine long before that)
+MAX_POSITIONS = 1_000_000_000
+#: name -> (lo, hi, lo_open, unit): sane ranges checked before any kernel runs. The bounds are
+#: guards against typos and overflow, not calibration: total crypto open interest is ~1e11 USD
+#: (2025), so 1e13 is a hundred times any market; 1 USD is below every venue's minimum order.
+PARAM_RANGES: dict[str, tuple[float, float, bool, str]] = {
+    "leverage_scale": (0.0, 100.0, True, ""),
+    "oi_scale": (0.0, 1000.0, True, ""),
+    "open_interest_usd": (0.0, 1e13, True, "USD"),
+    "cross_extra_collateral": (0.0, 100.0, False, "x margin"),
+    "size_tail_alpha": (0.0, 100.0, True, ""),
+    "size_min_usd": (1.0, 1e12, False, "USD"),
+    "size_max_usd": (1.0, 1e13, False, "USD"),
+    "turnover_half_life_days": (0.0, 36500.0, True, "days"),
+    "max_tries_factor": (0.0, 1e6, True, ""),
+}
+
+
 @dataclass(frozen=True)
 class PopulationParams:
     """Parameters of a synthetic population (flat names; see :data:`PARAM_SOURCES`)."""
@@ -159,10 +180,13 @@ class PopulationParams:
             ):
                 raise ValueError(f"{name} must be a {'positive' if strict else 'non-negative'} number, got {v!r}")
 
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
-        if not isinstance(self.n_positions, int) or isinstance(self.n_positions, bool) or self.n_positions < 1:
-            raise ValueError(f"n_positions must be a positive integer, got {self.n_positions!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be an integer in [0, 2**63 - 1], got {self.seed!r}")
+        if not isinstance(self.n_positions, int) or isinstance(self.n_positions, bool) or not 1 <= self.n_positions <= MAX_POSITIONS:
+            raise ValueError(f"n_positions must be an integer in [1, {MAX_POSITIONS:,}], got {self.n_positions!r}")
+        from backtest.params import check_ranges
+
+        check_ranges(self, PARAM_RANGES)
         frac("long_share", self.long_share, allow_none=True)
         frac("isolated_share", self.isolated_share)
         frac("stop_share", self.stop_share)

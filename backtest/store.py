@@ -391,6 +391,8 @@ class Store:
         """``must_exist``: refuse a local folder that does not exist (for commands that only
         read, where a mistyped ``--store`` would otherwise look like an empty store)."""
         root = str(root) if root is not None else default_root()
+        if not root.strip():
+            raise StoreError("the store path is empty; give --store a folder or s3://bucket/prefix (or omit it for the default store)")
         if must_exist and not root.startswith("s3://") and not Path(root).expanduser().exists():
             raise StoreError(f"store folder {root} does not exist; pass --store with an existing store (or omit it for the committed data/)")
         self.fs = _S3FS(root) if root.startswith("s3://") else _LocalFS(root)

@@ -507,6 +507,8 @@ def run_sweep(
     ``connect_timeout``: seconds allowed for connecting to ``scheduler`` (connect + handshake)."""
     if executor not in EXECUTORS:
         raise SweepError(f"unknown executor {executor!r}{suggest(executor, list(EXECUTORS))}; use serial, processes or dask")
+    if scheduler is not None and not scheduler.strip():
+        raise SweepError("--scheduler is empty; give the address of a running dask scheduler (e.g. tcp://127.0.0.1:8786) or omit it")
     if scheduler and executor != "dask":
         raise SweepError("--scheduler needs --executor dask")
     out_dir = check_out_dir(out) if out is not None else None

@@ -28,7 +28,10 @@ def load_config(path: str | os.PathLike | None) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"--ccxt-config {p}: no such file")
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"--ccxt-config {p} is not UTF-8 text (byte {e.start}); save it as UTF-8 JSON or TOML") from None
     errors = []
     order = ["toml", "json"] if p.suffix.lower() == ".toml" else ["json", "toml"]
     for kind in order:
