@@ -306,7 +306,10 @@ def summary_kwargs(simulate_prepared: Callable) -> dict:
     return {"summary_only": True} if "summary_only" in params else {}
 
 
-def _init_process(simulate_prepared: Callable, prepared_bytes: bytes) -> None:
+def _init_process(simulate_prepared: Callable, prepared_bytes: bytes, parent_pid: int | None = None) -> None:
+    from backtest.lifetimes import die_with_parent
+
+    die_with_parent(parent_pid)  # a killed sweep leaves no worker behind
     _WORKER["fn"] = simulate_prepared
     _WORKER["prepared"] = pickle.loads(prepared_bytes)
 
@@ -565,7 +568,7 @@ def _run_processes(fn, prepared, spec: SweepSpec, chunks, workers: int, bar: _Ba
     blob = pickle.dumps(prepared, protocol=pickle.HIGHEST_PROTOCOL)
     rows: list[dict] = []
     ctx = mp.get_context("spawn")  # fork after polars/numba threads started is unsafe
-    with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=ctx, initializer=_init_process, initargs=(fn, blob)) as pool:
+    with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=ctx, initializer=_init_process, initargs=(fn, blob, os.getpid())) as pool:
         futs = {pool.submit(_process_chunk, spec.mode, spec.shock, spec.base, ch): len(ch) for ch in chunks}
         try:
             for f in as_completed(futs):
