@@ -59,6 +59,7 @@ def os_error_message(e: OSError) -> str:
         errno.ENOENT: "check the path",
         errno.ENOSPC: "free some space or write somewhere else",
         errno.EDQUOT: "free some space or write somewhere else",
+        errno.EFBIG: "the file is over this process's file-size limit (ulimit -f) or the file system's; raise the limit or write somewhere else",
         errno.EROFS: "the file system is read-only; write somewhere else",
         errno.ENAMETOOLONG: "give a shorter path",
     }

@@ -80,7 +80,7 @@ from typing import Any, Callable
 
 from backtest.errors import SweepError, UserError
 from backtest.params import ParamError, apply_overrides, field_names, suggest
-from backtest.paths import write_atomic
+from backtest.paths import write_atomic_group
 
 EXECUTORS = ("serial", "processes", "dask")
 MODES = ("cascade", "replay")
@@ -623,26 +623,19 @@ def write_outputs(res: SweepResult, out_dir: Path, sim: Any = None) -> list[Path
     out_dir = check_out_dir(out_dir)
     out_dir.mkdir(exist_ok=True)
     spec = res.spec
-    files = []
     # draw first: a plotting failure must not leave a results table without its report
     figs = heatmap_figures(res.table, spec)
-    # an earlier sweep's sweep.json goes first; the new one, written last, marks a whole result
-    (out_dir / "sweep.json").unlink(missing_ok=True)
-    p = out_dir / "results.parquet"
-    write_atomic(p, lambda t: res.table.write_parquet(t))
-    files.append(p)
-    p = out_dir / "heatmaps.pdf"
-    write_atomic(p, lambda t: _write_pdf(figs, t, spec))
-    files.append(p)
     meta = {
         "event": spec.event, "mode": spec.mode, "shock": spec.shock, "symbols": spec.symbols, "base": spec.base,
         "grid": spec.grid, "metric": spec.metric, "x": spec.x, "y": spec.y, "combinations": spec.n_combinations,
         "executor": res.executor, "workers": res.workers, "seconds": round(res.seconds, 3),
         "timings": {k: round(v, 3) for k, v in res.timings.items()}, "source": spec.source,
     }
-    p = out_dir / "sweep.json"
-    write_atomic(p, lambda t: t.write_text(json.dumps(meta, indent=2, default=str) + "\n"))
-    files.append(p)
+    # all three to temporary names first, renamed together; sweep.json (last) marks a whole result
+    files = [out_dir / "results.parquet", out_dir / "heatmaps.pdf", out_dir / "sweep.json"]
+    text = json.dumps(meta, indent=2, default=str) + "\n"
+    write_atomic_group([(files[0], lambda t: res.table.write_parquet(t)), (files[1], lambda t: _write_pdf(figs, t, spec)),
+                        (files[2], lambda t: t.write_text(text))])
     return files
 
 
