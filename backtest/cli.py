@@ -27,6 +27,15 @@ app.add_typer(events_app, name="events")
 
 StoreOpt = typer.Option(None, "--store", help="Store root: folder or s3://bucket/prefix (default: $BACKTEST_STORE or the committed data/).")
 SetOpt = typer.Option(None, "--set", help="Override a parameter: key=value (repeatable).")
+ForceOpt = typer.Option(False, "--force", help="Run even when the memory or request estimate exceeds what this machine has.")
+
+
+def _insist(force: bool) -> None:
+    """--force: skip the resource checks (backtest.resources), here and in worker processes."""
+    if force:
+        import os
+
+        os.environ["BACKTEST_FORCE"] = "1"
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -240,10 +249,12 @@ def download(
         "Own keys: archive_base_url, retry {max_retries, base, cap, retry_after_cap}, page_limits {dataset: n}.",
     ),
     store: Optional[str] = StoreOpt,
+    force: bool = ForceOpt,
 ) -> None:
     """Download market data into the store, resumably."""
     from backtest.sources.download import run_download
 
+    _insist(force)
     code = run_download(
         exchange=exchange,
         symbols=symbols,
@@ -270,6 +281,7 @@ def population(
     set_: Optional[List[str]] = SetOpt,
     out: Optional[Path] = typer.Option(None, "--out", help="Write the population to this Parquet file (one file per symbol: FILE_SYMBOL.parquet when several)."),
     store: Optional[str] = StoreOpt,
+    force: bool = ForceOpt,
 ) -> None:
     """Build the synthetic leveraged-position population an event starts from, and summarise it.
 
@@ -287,6 +299,7 @@ def population(
     from backtest.population import PopulationParams, build_population, population_summary
     from backtest.store import Store, safe_symbol
 
+    _insist(force)
     (params,) = apply_overrides([PopulationParams()], parse_set_options(set_))
     ev = get_event(event, store)
     if not symbol:
@@ -302,6 +315,9 @@ def population(
     if out is not None:  # every file this run will write, before the first population is built
         for sym in symbols:
             check_out_file(out_path(sym), suffix=".parquet")
+    from backtest.resources import check_simulation
+
+    check_simulation(params.n_positions, 1, what=f"a population of {ev.id}")  # one symbol at a time
     st = Store(store)
     for sym in symbols:
         pop = build_population(ev, sym, params, store=st)
@@ -379,11 +395,13 @@ def sweep(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the number of combinations and a time and memory estimate; run nothing else."),
     set_: Optional[List[str]] = SetOpt,
     store: Optional[str] = StoreOpt,
+    force: bool = ForceOpt,
 ) -> None:
     """Run a parameter grid over an event; one Parquet row per combination plus a PDF of heatmaps."""
     from backtest.params import parse_set_options
     from backtest.sweep import check_out_dir, load_sweep, plan_sweep, run_sweep
 
+    _insist(force)
     spec = load_sweep(file, set_overrides=parse_set_options(set_), store=store)
     if workers is not None and workers < 1:
         fail("--workers must be at least 1")
@@ -406,9 +424,10 @@ def sweep(
 # ------------------------------------------------------------------------------------------
 # replay and cascade (owner: kernels/simulate)
 # ------------------------------------------------------------------------------------------
-def _run_sim(event: str, mode: str, symbol, config, set_, out, shock, store) -> None:
+def _run_sim(event: str, mode: str, symbol, config, set_, out, shock, store, force: bool = False) -> None:
     import time
 
+    _insist(force)
     from backtest.params import parse_set_options
     from backtest.params import load_config
     from backtest.paths import check_out_dir
@@ -495,9 +514,10 @@ def replay(
     set_: Optional[List[str]] = SetOpt,
     out: Path = OutOpt,
     store: Optional[str] = StoreOpt,
+    force: bool = ForceOpt,
 ) -> None:
     """Replay an event through the observed path (no price feedback)."""
-    _run_sim(event, "replay", symbol, config, set_, out, None, store)
+    _run_sim(event, "replay", symbol, config, set_, out, None, store, force)
 
 
 @app.command()
@@ -510,9 +530,10 @@ def cascade(
     set_: Optional[List[str]] = SetOpt,
     out: Path = OutOpt,
     store: Optional[str] = StoreOpt,
+    force: bool = ForceOpt,
 ) -> None:
     """Run an event with feedback: forced orders move the price, round after round."""
-    _run_sim(event, "cascade", symbol, config, set_, out, shock, store)
+    _run_sim(event, "cascade", symbol, config, set_, out, shock, store, force)
 
 
 def main() -> None:

@@ -84,3 +84,21 @@ def test_a_polars_io_error_becomes_an_os_error_naming_the_path(tmp_path):
     with pytest.raises(pl.exceptions.ComputeError):  # a bug keeps its own type (and traceback)
         write_atomic(tmp_path / "y.parquet", bug)
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.skipif(not (REPO.parent / "shared" / "data").exists(), reason="needs /work/shared/data")
+def test_download_on_a_full_disk_names_the_partition_and_leaves_no_tmp(tmp_path):
+    from backtest.store import Store
+    from tests.fakes.exchange_server import FakeExchangeServer
+    from tests.fakes.fixtures import all_data
+    from tests.test_download import OHLCV_ARGS, binance_config
+
+    with FakeExchangeServer(all_data()) as srv:
+        cfg = binance_config(tmp_path, srv)
+        st = tmp_path / "st"
+        r = limited_cli(2000, "download", *OHLCV_ARGS, "--store", str(st), "--ccxt-config", str(cfg))
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
+    assert f"{st}/ohlcv/exchange=binanceusdm/symbol=BTC_USDT_USDT/timeframe=1m/year=2025/month=10/part.parquet: File too large" in r.stderr
+    assert tmp_files(tmp_path) == []
+    assert Store(st).verify() == []

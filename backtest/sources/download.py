@@ -156,6 +156,9 @@ def run_download(
     st = Store(store)
     # keep the order users expect regardless of how they listed them
     datasets = [d for d in ALL_DATASETS if d in datasets]
+    from backtest.resources import check_download_span
+
+    check_download_span(t0, t1, timeframe, [d for d in datasets if d != "tiers"], limits)
 
     progress_on = sys.stderr.isatty() and not os.environ.get("BACKTEST_NO_PROGRESS")
     results = []
