@@ -93,12 +93,17 @@ class _Reentrant:
         raise NotImplementedError
 
 
+_ANNOUNCED: set[str] = set()
+
+
 def _wait_loop(try_once: Callable[[], bool], holder: Callable[[], str], where: str, timeout: float, say: Callable[[str], None]) -> None:
     """Call ``try_once`` until it returns True; one line on stderr when it first fails, a
     :class:`StoreLockError` after ``timeout`` seconds."""
     if try_once():
         return
-    say(f"waiting for the store's writer lock {where} (held by {holder()}); up to {timeout:g} s")
+    if where not in _ANNOUNCED:  # one line per lock and process, not one per write of a long download
+        _ANNOUNCED.add(where)
+        say(f"waiting for the store's writer lock {where} (held by {holder()}); up to {timeout:g} s")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         time.sleep(POLL_S)

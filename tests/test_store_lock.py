@@ -24,6 +24,14 @@ REPO = Path(__file__).resolve().parent.parent
 T0 = to_ms("2024-01-31T23:30:00Z")  # ranges cross a month boundary: two partitions per writer
 
 
+@pytest.fixture(autouse=True)
+def _fresh_announcements():
+    import backtest.store_lock as sl
+
+    sl._ANNOUNCED.clear()  # the waiting line is said once per lock and process
+    yield
+
+
 def _env(**extra) -> dict:
     return {**os.environ, "PYTHONPATH": str(REPO), "BACKTEST_NO_PROGRESS": "1", **extra}
 
