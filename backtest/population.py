@@ -183,10 +183,7 @@ class PopulationParams:
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed <= MAX_SEED:
             raise ValueError(f"seed must be an integer in [0, 2**63 - 1], got {self.seed!r}")
         if not isinstance(self.n_positions, int) or isinstance(self.n_positions, bool) or not 1 <= self.n_positions <= MAX_POSITIONS:
-            raise ValueError(f"n_positions must be an integer in [1, {MAX_POSITIONS:,}], got {self.n_positions!r}")
-        from backtest.params import check_ranges
-
-        check_ranges(self, PARAM_RANGES)
+            raise ValueError(f"n_positions must be a positive integer up to {MAX_POSITIONS:,}, got {self.n_positions!r}")
         frac("long_share", self.long_share, allow_none=True)
         frac("isolated_share", self.isolated_share)
         frac("stop_share", self.stop_share)
@@ -223,6 +220,9 @@ class PopulationParams:
         total = sum(float(w) for w in mix.values())
         if abs(total - 1.0) > 1e-6:
             raise ValueError(f"leverage_mix weights must sum to 1, they sum to {total:.6g}")
+        from backtest.params import check_ranges
+
+        check_ranges(self, PARAM_RANGES)  # after the checks above: their messages come first
 
 
 @dataclass

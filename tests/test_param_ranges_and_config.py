@@ -19,10 +19,10 @@ GROUPS = [PopulationParams(), SimParams()]
 @pytest.mark.parametrize("name,value,needle", [
     ("seed", "1e30", "[0, 2**63 - 1]"),
     ("seed", "-1", "[0, 2**63 - 1]"),
-    ("n_positions", "1e12", "[1, 1,000,000,000]"),
+    ("n_positions", "1e12", "positive integer up to 1,000,000,000"),
     ("size_min_usd", "1e-300", "[1, 1e+12] USD"),
     ("open_interest_usd", "1e308", "(0, 1e+13] USD"),
-    ("open_interest_usd", "nan", "(0, 1e+13] USD"),
+    ("open_interest_usd", "nan", "open_interest_usd must be a positive number"),
     ("insurance_fund_usd", "1e308", "[0, 1e+13] USD"),
     ("insurance_fund_usd", "inf", "[0, 1e+13] USD"),
     ("insurance_fund_usd", "nan", "insurance_fund_usd"),

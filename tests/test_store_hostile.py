@@ -131,3 +131,10 @@ def test_s3_timeout_setting_is_checked(monkeypatch):
     monkeypatch.setenv("BACKTEST_S3_TIMEOUT", "-1")
     with pytest.raises(StoreError, match="BACKTEST_S3_TIMEOUT='-1'"):
         Store("s3://market/x")
+
+
+def test_download_refuses_an_exchange_that_is_not_a_plain_name_before_any_request(tmp_path):
+    res = runner.invoke(app, ["download", "../../x", "BTC/USDT:USDT", "--since", "2025-10-10", "--until", "2025-10-11",
+                              "--store", str(tmp_path / "st")])
+    one_line_error(res, "exchange '../../x' cannot be part of a store path")
+    assert not (tmp_path / "st").exists()

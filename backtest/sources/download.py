@@ -136,6 +136,9 @@ def run_download(
     if not symbols:
         raise UserError("no symbols given; e.g. BTC/USDT:USDT")
     timeframe_ms(timeframe)
+    from backtest.path_parts import check_part
+
+    check_part("exchange", exchange, option="the exchange argument")  # it names the store folder
     t0 = to_ms(since)
     t1 = to_ms(until) if until else now_ms()
     if t1 <= t0:
