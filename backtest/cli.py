@@ -33,6 +33,15 @@ app.add_typer(events_app, name="events")
 
 StoreOpt = typer.Option(None, "--store", help="Store root: folder or s3://bucket/prefix (default: $BACKTEST_STORE or the committed data/).")
 SetOpt = typer.Option(None, "--set", help="Override a parameter: key=value (repeatable).")
+ForceOpt = typer.Option(False, "--force", help="Run even when the memory or request estimate exceeds what this machine has.")
+
+
+def _insist(force: bool) -> None:
+    """--force: skip the resource checks (backtest.resources), here and in worker processes."""
+    if force:
+        import os
+
+        os.environ["BACKTEST_FORCE"] = "1"
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -175,11 +184,18 @@ def data_gaps(
 
 @data_app.command("verify")
 @user_errors
-def data_verify(store: Optional[str] = StoreOpt) -> None:
-    """Check every partition's schema, readability, order and keys; name each bad file."""
+def data_verify(
+    store: Optional[str] = StoreOpt,
+    remove_tmp: bool = typer.Option(False, "--remove-tmp", help="Delete temporary files left by interrupted writes (.NAME.PID.tmp)."),
+) -> None:
+    """Check every partition's schema, readability, order and keys, and find temporary files left
+    by interrupted writes; name each bad file."""
     from backtest.store import Store
 
     st = Store(store, must_exist=True)
+    if remove_tmp:
+        for path in st.remove_leftover_tmp():
+            typer.echo(f"removed {path}")
     problems = st.verify()
     n = len(st.partitions())
     if not problems:
@@ -251,10 +267,12 @@ def download(
         "Own keys: archive_base_url, retry {max_retries, base, cap, retry_after_cap}, page_limits {dataset: n}.",
     ),
     store: Optional[str] = StoreOpt,
+    force: bool = ForceOpt,
 ) -> None:
     """Download market data into the store, resumably."""
     from backtest.sources.download import DownloadReport, run_download
 
+    _insist(force)
     done = DownloadReport()  # its lines are printed even when the download stops with an error
     try:
         run_download(
@@ -287,6 +305,7 @@ def population(
     set_: Optional[List[str]] = SetOpt,
     out: Optional[Path] = typer.Option(None, "--out", help="Write the population to this Parquet file (one file per symbol: FILE_SYMBOL.parquet when several)."),
     store: Optional[str] = StoreOpt,
+    force: bool = ForceOpt,
 ) -> None:
     """Build the synthetic leveraged-position population an event starts from, and summarise it.
 
@@ -304,6 +323,7 @@ def population(
     from backtest.population import PopulationParams, build_population, population_summary
     from backtest.store import Store, safe_symbol
 
+    _insist(force)
     (params,) = apply_overrides([PopulationParams()], parse_set_options(set_))
     ev = get_event(event, store)
     if not symbol:
@@ -319,6 +339,9 @@ def population(
     if out is not None:  # every file this run will write, before the first population is built
         for sym in symbols:
             check_out_file(out_path(sym), suffix=".parquet")
+    from backtest.resources import check_simulation
+
+    check_simulation(params.n_positions, 1, what=f"a population of {ev.id}")  # one symbol at a time
     st = Store(store)
     for sym in symbols:
         pop = build_population(ev, sym, params, store=st)
@@ -396,12 +419,14 @@ def sweep(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the number of combinations and a time and memory estimate; run nothing else."),
     set_: Optional[List[str]] = SetOpt,
     store: Optional[str] = StoreOpt,
+    force: bool = ForceOpt,
 ) -> None:
     """Run a parameter grid over an event; one Parquet row per combination plus a PDF of heatmaps."""
     from backtest.params import parse_set_options
     from backtest.sweep import check_out_dir, load_sweep, run_sweep
     from backtest.sweep_plan import plan_sweep
 
+    _insist(force)
     spec = load_sweep(file, set_overrides=parse_set_options(set_), store=store)
     if workers is not None and workers < 1:
         fail("--workers must be at least 1")
@@ -424,9 +449,10 @@ def sweep(
 # ------------------------------------------------------------------------------------------
 # replay and cascade
 # ------------------------------------------------------------------------------------------
-def _run_sim(event: str, mode: str, symbol, config, set_, out, shock, store) -> None:
+def _run_sim(event: str, mode: str, symbol, config, set_, out, shock, store, force: bool = False) -> None:
     import time
 
+    _insist(force)
     from backtest.params import parse_set_options
     from backtest.params import load_config
     from backtest.paths import check_out_dir
@@ -493,9 +519,10 @@ def replay(
     set_: Optional[List[str]] = SetOpt,
     out: Path = OutOpt,
     store: Optional[str] = StoreOpt,
+    force: bool = ForceOpt,
 ) -> None:
     """Replay an event through the observed path (no price feedback)."""
-    _run_sim(event, "replay", symbol, config, set_, out, None, store)
+    _run_sim(event, "replay", symbol, config, set_, out, None, store, force)
 
 
 @app.command()
@@ -508,13 +535,20 @@ def cascade(
     set_: Optional[List[str]] = SetOpt,
     out: Path = OutOpt,
     store: Optional[str] = StoreOpt,
+    force: bool = ForceOpt,
 ) -> None:
     """Run an event with feedback: forced orders move the price, round after round."""
-    _run_sim(event, "cascade", symbol, config, set_, out, shock, store)
+    _run_sim(event, "cascade", symbol, config, set_, out, shock, store, force)
 
 
 def main() -> None:
     """Console-script entry point."""
+    from backtest.cli_args import empty_value_error
+
+    bad = empty_value_error(sys.argv[1:])
+    if bad:
+        typer.echo(f"error: {bad}", err=True)
+        sys.exit(2)
     try:
         app()
     except BrokenPipeError:  # e.g. piped into head

@@ -69,9 +69,22 @@ def os_error_message(e: OSError) -> str:
         errno.ENOENT: "check the path",
         errno.ENOSPC: "free some space or write somewhere else",
         errno.EDQUOT: "free some space or write somewhere else",
+        errno.EFBIG: "the file is over this process's file-size limit (ulimit -f) or the file system's; raise the limit or write somewhere else",
         errno.EROFS: "the file system is read-only; write somewhere else",
         errno.ENAMETOOLONG: "give a shorter path",
     }
     if not paths:  # not about a file (e.g. a network error): say what the system said
         return why
     return f"{paths}: {why}; {fixes.get(e.errno or -1, 'check the path and try again')}"
+
+
+class StoreLockError(StoreError):
+    """The store's writer lock could not be taken in time (another writer holds it)."""
+
+
+class ResourceError(UserError):
+    """A run that would need more memory, time or requests than the machine or the limits allow."""
+
+
+class ConfigError(ParamError):
+    """A ``--config`` file with an unknown key or table, or a value in the wrong place."""

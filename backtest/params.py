@@ -148,6 +148,21 @@ def apply_overrides(groups: list[Any], overrides: Mapping[str, Any]) -> list[Any
     return out
 
 
+def check_ranges(obj: Any, ranges: Mapping[str, tuple[float, float, bool, str]]) -> None:
+    """Range checks of a parameter group, run before any kernel: ``ranges`` maps a field name to
+    ``(lo, hi, lo_open, unit)`` - the value must be a finite number in ``[lo, hi]`` (``(lo, hi]``
+    when ``lo_open``); None (auto) passes. Raises ``ValueError`` with one line giving the range."""
+    for name, (lo, hi, lo_open, unit) in ranges.items():
+        v = getattr(obj, name)
+        if v is None:
+            continue
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v)) and (
+            (float(v) > lo if lo_open else float(v) >= lo) and float(v) <= hi)
+        if not ok:
+            rng = f"{'(' if lo_open else '['}{lo:g}, {hi:g}]"
+            raise ValueError(f"parameter {name!r} must be a finite number in {rng}{' ' + unit if unit else ''}, got {v!r}")
+
+
 def parse_set_options(items: list[str] | None) -> dict[str, str]:
     """Parse repeated ``--set key=value`` options into a dict (ParamError on a bad item)."""
     out: dict[str, str] = {}
@@ -186,12 +201,46 @@ def read_toml(path: str | os.PathLike, what: str, error: type[Exception] = UserE
         raise error(f"{what} {p} cannot be read ({e.strerror or e}); check its permissions") from None
 
 
-def load_config(path: str | os.PathLike | None) -> dict[str, Any]:
-    """Flat parameters from a TOML file: top-level keys, or the table ``[params]`` (or ``[base]``)."""
+def load_config(path: str | os.PathLike | None, valid: list[str] | None = None) -> dict[str, Any]:
+    """Flat parameters from a TOML file: top-level keys and/or the table ``[params]`` (or
+    ``[base]``). A parameter whose value is a table (``leverage_mix = {10 = 0.5, 20 = 0.5}``) is a
+    value, not a section. Anything else - an unknown key, a misspelt table (``[param]``), a
+    name given twice - is refused with one line naming the file and the closest valid name.
+    ``valid``: the parameter names (default: those of the population and simulation)."""
+    from backtest.errors import ConfigError
+
     if not path:
         return {}
     raw = read_toml(path, "config file")
-    for key in ("params", "base"):
-        if isinstance(raw.get(key), dict):
-            return dict(raw[key])
-    return {k: v for k, v in raw.items() if not isinstance(v, dict)}
+    names = valid if valid is not None else _param_names()
+    tables = ("params", "base")
+    out: dict[str, Any] = {}
+
+    def take(key: str, value: Any, where: str) -> None:
+        if key not in names:
+            hint = suggest(key, names) or suggest(key, list(tables))
+            raise ConfigError(f"config file {path}: unknown parameter {key!r}{where}{hint}; "
+                              "give parameters as top-level keys or in a [params] table")
+        if key in out:
+            raise ConfigError(f"config file {path}: parameter {key!r} is given twice (top level and a table); keep one")
+        if isinstance(value, dict):  # TOML table keys are strings: leverage mixes are keyed by numbers
+            value = {_num(str(k)): v for k, v in value.items()}
+        out[key] = value
+
+    for key, value in raw.items():
+        if isinstance(value, dict) and key not in names:
+            if key not in tables:
+                hint = suggest(key, list(tables)) or suggest(key, names)
+                raise ConfigError(f"config file {path}: unknown table [{key}]{hint}; parameters go at the top level or in [params]")
+            for k, v in value.items():
+                take(str(k), v, f" in [{key}]")
+        else:
+            take(key, value, "")
+    return out
+
+
+def _param_names() -> list[str]:
+    from backtest.population import PopulationParams
+    from backtest.simulate import SimParams
+
+    return field_names(PopulationParams, SimParams)

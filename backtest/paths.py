@@ -73,16 +73,55 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> None
     """The one atomic file write: run ``write(tmp)`` on a hidden temporary file beside ``path``,
     fsync it, rename it over ``path``, fsync the folder. A reader sees the old file or the whole
     new one, never half of it, also after a crash; the temporary file is removed if anything
-    fails."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fails. A full disk or a file-size limit raises ``OSError`` naming ``path`` (also when the
+    writer is polars, whose own error only says "os error 28")."""
+    write_atomic_group([(path, write)])
+
+
+def write_atomic_group(items: list[tuple[str | os.PathLike, Callable[[Path], None]]]) -> None:
+    """Write several files so that they appear together: every ``write(tmp)`` goes to its own
+    temporary file first; only when all are written and fsync'd are they renamed over their
+    targets, in the order given. The last file marks a whole result (a manifest such as
+    ``summary.json``): an earlier one is removed just before the renames, so a crash between two
+    renames never leaves an old manifest beside new files. If any write fails, every temporary
+    file is removed and no target is touched."""
+    staged: list[tuple[Path, Path]] = []
     try:
-        write(tmp)
-        fsync_path(tmp)
-        os.replace(tmp, path)
-        try:  # make the rename itself durable (not every file system lets a folder be fsync'd)
-            fsync_path(_parent(path))
-        except OSError:
-            pass
+        for path, write in items:
+            path = Path(path)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            staged.append((path, tmp))
+            try:
+                write(tmp)
+                fsync_path(tmp)
+            except OSError as e:
+                raise OSError(e.errno, e.strerror or str(e), str(path)) from None
+            except Exception as e:  # polars/pyarrow report I/O errors as their own types
+                err = _os_error_in(e, path)
+                if err is None:
+                    raise
+                raise err from None
+        if len(staged) > 1:  # the last file marks a whole group: never an old one beside new files
+            staged[-1][0].unlink(missing_ok=True)
+        for path, tmp in staged:
+            os.replace(tmp, path)
+        for folder in {_parent(p) for p, _ in staged}:
+            try:  # make the renames durable (not every file system lets a folder be fsync'd)
+                fsync_path(folder)
+            except OSError:
+                pass
     finally:
-        tmp.unlink(missing_ok=True)
+        for _path, tmp in staged:
+            tmp.unlink(missing_ok=True)
+
+
+def _os_error_in(e: Exception, path: Path) -> OSError | None:
+    """The operating-system error inside a library's exception (``... (os error 28)``), as an
+    ``OSError`` naming ``path``; None if it is not one."""
+    import re
+
+    m = re.search(r"(?:os error|errno)\s*(\d+)", str(e), re.IGNORECASE)
+    if not m:
+        return None
+    code = int(m.group(1))
+    return OSError(code, os.strerror(code), str(path))

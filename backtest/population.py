@@ -121,6 +121,27 @@ PARAM_SOURCES: dict[str, str] = {
 }
 
 
+#: the seed is a 64-bit signed integer in the kernels (numba int64)
+MAX_SEED = 2**63 - 1
+#: rows of one population, at most (10^9 rows is ~30 GB before the simulation's workspace;
+#: backtest.resources refuses what does not fit this machine long before that)
+MAX_POSITIONS = 1_000_000_000
+#: name -> (lo, hi, lo_open, unit): sane ranges checked before any kernel runs. The bounds are
+#: guards against typos and overflow, not calibration: total crypto open interest is ~1e11 USD
+#: (2025), so 1e13 is a hundred times any market; 1 USD is below every venue's minimum order.
+PARAM_RANGES: dict[str, tuple[float, float, bool, str]] = {
+    "leverage_scale": (0.0, 100.0, True, ""),
+    "oi_scale": (0.0, 1000.0, True, ""),
+    "open_interest_usd": (0.0, 1e13, True, "USD"),
+    "cross_extra_collateral": (0.0, 100.0, False, "x margin"),
+    "size_tail_alpha": (0.0, 100.0, True, ""),
+    "size_min_usd": (1.0, 1e12, False, "USD"),
+    "size_max_usd": (1.0, 1e13, False, "USD"),
+    "turnover_half_life_days": (0.0, 36500.0, True, "days"),
+    "max_tries_factor": (0.0, 1e6, True, ""),
+}
+
+
 @dataclass(frozen=True)
 class PopulationParams:
     """Parameters of a synthetic population (flat names; see :data:`PARAM_SOURCES`)."""
@@ -161,10 +182,10 @@ class PopulationParams:
             ):
                 raise ParamError(f"{name} must be a {'positive' if strict else 'non-negative'} number, got {v!r}")
 
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ParamError(f"seed must be a non-negative integer, got {self.seed!r}")
-        if not isinstance(self.n_positions, int) or isinstance(self.n_positions, bool) or self.n_positions < 1:
-            raise ParamError(f"n_positions must be a positive integer, got {self.n_positions!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed <= MAX_SEED:
+            raise ParamError(f"seed must be an integer in [0, 2**63 - 1], got {self.seed!r}")
+        if not isinstance(self.n_positions, int) or isinstance(self.n_positions, bool) or not 1 <= self.n_positions <= MAX_POSITIONS:
+            raise ParamError(f"n_positions must be a positive integer up to {MAX_POSITIONS:,}, got {self.n_positions!r}")
         frac("long_share", self.long_share, allow_none=True)
         frac("isolated_share", self.isolated_share)
         frac("stop_share", self.stop_share)
@@ -201,6 +222,9 @@ class PopulationParams:
         total = sum(float(w) for w in mix.values())
         if abs(total - 1.0) > 1e-6:
             raise ParamError(f"leverage_mix weights must sum to 1, they sum to {total:.6g}")
+        from backtest.params import check_ranges
+
+        check_ranges(self, PARAM_RANGES)  # after the checks above: their messages come first
 
 
 @dataclass

@@ -224,18 +224,15 @@ class SimResult:
     def write(self, out_dir: str | Path) -> Path:
         """Write summary.json and the frames as Parquet into ``out_dir`` (created if missing; its
         parent folder must exist, see :func:`backtest.paths.check_out_dir`)."""
-        from backtest.paths import check_out_dir, write_atomic
+        from backtest.paths import check_out_dir, write_atomic_group
 
         out = check_out_dir(out_dir, error=SimError)
         out.mkdir(exist_ok=True)
-        # an earlier run's summary.json goes first: until the new one is written, the folder
-        # does not claim to hold one whole run
-        (out / "summary.json").unlink(missing_ok=True)
-        for name in FRAME_SCHEMAS:
-            write_atomic(out / f"{name}.parquet", getattr(self, name).write_parquet)
-        # summary.json last: its presence says the folder holds one whole run
+        # every file goes to a temporary name first (a full disk leaves the folder as it was);
+        # summary.json is renamed last: its presence says the folder holds one whole run
+        files = [(out / f"{name}.parquet", getattr(self, name).write_parquet) for name in FRAME_SCHEMAS]
         text = self.summary.json_text()
-        write_atomic(out / "summary.json", lambda t: t.write_text(text))
+        write_atomic_group([*files, (out / "summary.json", lambda t: t.write_text(text))])
         return out
 
 

@@ -16,6 +16,21 @@ from backtest.errors import ParamError
 from backtest.params import apply_overrides
 
 
+#: name -> (lo, hi, lo_open, unit): finite ranges checked before any kernel runs (guards against
+#: typos and float overflow in the kernels, not calibration; 1e13 USD is a hundred times the
+#: whole crypto derivatives market's open interest)
+SIM_PARAM_RANGES: dict[str, tuple[float, float, bool, str]] = {
+    "impact_coef": (0.0, 1000.0, False, ""),
+    "depth_usd_1pct": (0.0, 1e13, True, "USD"),
+    "depth_volume_ratio": (0.0, 100.0, True, ""),
+    "depth_multiplier": (0.0, 1000.0, True, ""),
+    "liquidity_multiplier": (0.0, 1000.0, True, ""),
+    "insurance_fund_usd": (0.0, 1e13, False, "USD"),
+    "heatmap_minutes": (1.0, 10080.0, False, "minutes"),
+    "sort_bucket_size": (1.0, 2.0**24, False, ""),
+}
+
+
 @dataclass(frozen=True)
 class SimParams:
     """Simulation parameters (flat names; ``--set name=value``). Sources or "assumption"."""
@@ -94,6 +109,9 @@ class SimParams:
                 raise ParamError(f"parameter {name!r} must be a number, got {getattr(self, name)!r}")
             if not ok or (isinstance(getattr(self, name), float) and math.isnan(getattr(self, name))):
                 raise ParamError(f"parameter {name!r} must be {what}, got {getattr(self, name)!r}")
+        from backtest.params import check_ranges
+
+        check_ranges(self, SIM_PARAM_RANGES)
 
 
 def default_groups() -> list[Any]:

@@ -112,6 +112,10 @@ def prepare(event_id: Any, overrides: dict | None = None, symbols: list[str] | N
     unknown = [s for s in syms if s not in ev.symbols]
     if unknown:
         raise SimError(f"symbol {unknown[0]!r} is not part of event {ev.id}; its symbols: {', '.join(ev.symbols)}")
+    if pop_params is not None:  # before any bar is loaded or population built (backtest.resources)
+        from backtest.resources import check_simulation
+
+        check_simulation(pop_params.n_positions, len(syms), (ev.end_ms - ev.lookback_start_ms) // 60_000, what=f"event {ev.id}")
     markets: dict[str, Market] = {}
     pops: dict[str, PopEntry] = {}
     for i, s in enumerate(syms):

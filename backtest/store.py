@@ -35,7 +35,8 @@ from typing import Any
 
 import polars as pl
 
-from backtest.errors import StoreError, UserError
+from backtest.errors import StoreError, TimeframeError, UserError
+from backtest.path_parts import check_part
 from backtest.timeframes import timeframe_ms  # noqa: F401  (re-exported: the one table)
 
 TS = pl.Datetime("ms", "UTC")
@@ -158,6 +159,29 @@ def now_ms() -> int:
 # --------------------------------------------------------------------------------------------
 # file systems: local folder or S3
 # --------------------------------------------------------------------------------------------
+#: seconds to open a connection to an S3 endpoint, and to wait for each answer (assumption: a
+#: healthy endpoint answers a partition-sized GET or PUT in seconds); attempts per call. A
+#: stopped endpoint thus fails in about attempts x (connect + read) seconds, not minutes.
+#: ``$BACKTEST_S3_TIMEOUT`` (seconds) overrides the read timeout.
+S3_CONNECT_TIMEOUT_S = 5.0
+S3_READ_TIMEOUT_S = 20.0
+S3_ATTEMPTS = 2
+
+
+def s3_timeouts() -> tuple[float, float, int]:
+    """(connect timeout s, read timeout s, attempts) of every S3 call."""
+    raw = os.environ.get("BACKTEST_S3_TIMEOUT", "").strip()
+    if not raw:
+        return S3_CONNECT_TIMEOUT_S, S3_READ_TIMEOUT_S, S3_ATTEMPTS
+    try:
+        v = float(raw)
+    except ValueError:
+        v = -1.0
+    if not 0 < v < 86_400:
+        raise StoreError(f"BACKTEST_S3_TIMEOUT={raw!r} is not a number of seconds between 0 and 86400; e.g. BACKTEST_S3_TIMEOUT=20")
+    return min(S3_CONNECT_TIMEOUT_S, v), v, S3_ATTEMPTS
+
+
 class _LocalFS:
     def __init__(self, root: str):
         self.root = str(Path(root).expanduser())
@@ -172,11 +196,40 @@ class _LocalFS:
         return os.path.exists(path)
 
     def list(self, prefix_parts: list[str], name: str) -> list[str]:
-        """Files called ``name`` below root/prefix_parts (prefix parts may be glob patterns)."""
-        import glob
+        """Files called ``name`` below root/prefix_parts (prefix parts may be glob patterns; the
+        root is a path, never a pattern: ``/tmp/st[1]`` is the folder of that name)."""
+        import fnmatch
 
-        pattern = os.path.join(self.root, *prefix_parts, "**", name)
-        return sorted(glob.glob(pattern, recursive=True))
+        out = []
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            rel = os.path.relpath(dirpath, self.root)
+            parts = [] if rel == "." else rel.split(os.sep)
+            k = min(len(parts), len(prefix_parts))
+            if not all(fnmatch.fnmatchcase(a, b) for a, b in zip(parts[:k], prefix_parts[:k])):
+                dirnames[:] = []
+                continue
+            if len(parts) >= len(prefix_parts) and name in filenames:
+                out.append(os.path.join(dirpath, name))
+        return sorted(out)
+
+    def leftover_tmp(self) -> list[str]:
+        """Temporary files a killed or failed writer left behind (``.NAME.PID.tmp``)."""
+        out = []
+        for dirpath, _dirs, filenames in os.walk(self.root):
+            out += [os.path.join(dirpath, f) for f in filenames if f.startswith(".") and f.endswith(".tmp")]
+        return sorted(out)
+
+    def remove(self, path: str) -> None:
+        os.unlink(path)
+
+    def lock(self):
+        from backtest.store_lock import LocalLock
+
+        if self._lock is None:
+            self._lock = LocalLock(self.root)
+        return self._lock
+
+    _lock = None
 
     def read_bytes(self, path: str) -> bytes:
         with open(path, "rb") as f:
@@ -224,9 +277,13 @@ class _S3FS:
             raise StoreError("an s3:// store needs boto3; pip install boto3") from None
         from botocore.config import Config
 
-        # few, quick retries: an unreachable endpoint must fail within seconds, not minutes
-        cfg = Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 3, "mode": "standard"})
+        # few, quick retries: an unreachable or silent endpoint must fail within seconds, not minutes
+        connect_s, read_s, attempts = s3_timeouts()
+        cfg = Config(connect_timeout=connect_s, read_timeout=read_s, retries={"max_attempts": attempts, "mode": "standard"})
         self._s3 = boto3.client("s3", endpoint_url=endpoint, region_name=region, config=cfg)
+        # the same bounds for polars' own object-store reads (scan_parquet)
+        self.storage_options.update({"connect_timeout": f"{connect_s:g}s", "timeout": f"{read_s * attempts:g}s", "max_retries": attempts - 1})
+        self._lock = None
 
     def _key(self, path: str) -> str:
         return path[len(f"s3://{self.bucket}/"):]
@@ -283,6 +340,20 @@ class _S3FS:
     def write_atomic(self, path: str, data: bytes) -> None:
         self._call(f"write {path}", self._s3.put_object, Bucket=self.bucket, Key=self._key(path), Body=data)
 
+    def leftover_tmp(self) -> list[str]:
+        return []  # a PUT is atomic: S3 has no temporary files
+
+    def remove(self, path: str) -> None:
+        self._call(f"delete {path}", self._s3.delete_object, Bucket=self.bucket, Key=self._key(path))
+
+    def lock(self):
+        from backtest.store_lock import LOCK_NAME, S3Lock
+
+        if self._lock is None:
+            key = "/".join(p for p in (self.prefix, LOCK_NAME) if p)
+            self._lock = S3Lock(self._s3, self.bucket, key)
+        return self._lock
+
     def scan_target(self, path: str) -> str:
         return path
 
@@ -334,6 +405,8 @@ class Store:
         """``must_exist``: refuse a local folder that does not exist (for commands that only
         read, where a mistyped ``--store`` would otherwise look like an empty store)."""
         root = str(root) if root is not None else default_root()
+        if not root.strip():
+            raise StoreError("the store path is empty; give --store a folder or s3://bucket/prefix (or omit it for the default store)")
         if must_exist and not root.startswith("s3://") and not Path(root).expanduser().exists():
             raise StoreError(f"store folder {root} does not exist; pass --store with an existing store (or omit it for the committed data/)")
         self.fs = _S3FS(root) if root.startswith("s3://") else _LocalFS(root)
@@ -346,6 +419,7 @@ class Store:
 
     # ---- paths -------------------------------------------------------------------------
     def partition_path(self, dataset: str, exchange: str, symbol: str, timeframe: str, year: int, month: int) -> str:
+        _check_series(dataset, exchange, symbol, timeframe)
         return self.fs.join(
             dataset,
             f"exchange={exchange}",
@@ -368,6 +442,7 @@ class Store:
         """Stored partitions matching the filters; ``start``/``end`` (UTC ms) prune by month."""
         if dataset is not None:
             _check_dataset(dataset)
+        _check_series(None, exchange, symbol, None)
         parts = [
             dataset or "*",
             f"exchange={exchange}" if exchange else "exchange=*",
@@ -428,7 +503,7 @@ class Store:
             )
             return empty.lazy()
         frames = [
-            pl.scan_parquet(self.fs.scan_target(p.path), storage_options=self.fs.storage_options, schema=schema).with_columns(
+            pl.scan_parquet(self.fs.scan_target(p.path), storage_options=self.fs.storage_options, schema=schema, glob=False).with_columns(
                 pl.lit(p.exchange).alias("exchange"), pl.lit(p.timeframe).alias("timeframe")
             )
             for p in parts
@@ -464,6 +539,10 @@ class Store:
         frame = frame.with_columns(
             pl.col("ts").dt.year().alias("_y"), pl.col("ts").dt.month().alias("_m")
         )
+        with self.fs.lock():  # one writer at a time across the read-merge-replace (store_lock)
+            return self._merge_write(dataset, df.height, frame, exchange, timeframe)
+
+    def _merge_write(self, dataset: str, rows_in: int, frame: pl.DataFrame, exchange: str, timeframe: str) -> WriteResult:
         # phase 1: read every touched partition and build its new content; a partition that
         # cannot be read stops the write here, before any file is replaced
         added = 0
@@ -491,7 +570,7 @@ class Store:
             buf = io.BytesIO()
             merged.sort(key).write_parquet(buf, compression="zstd", statistics=True)
             self.fs.write_atomic(path, buf.getvalue())
-        return WriteResult(df.height, added, len(staged))
+        return WriteResult(rows_in, added, len(staged))
 
     def _collect(self, lf: pl.LazyFrame, what: str) -> pl.DataFrame:
         """``lf.collect()``, with an unreadable or corrupt file reported as one StoreError line."""
@@ -564,7 +643,7 @@ class Store:
                     step = int(ts.diff().drop_nulls().median())
                     limit = 1.5 * step
                 else:
-                    step = timeframe_ms(tf)
+                    step = _stored_step(tf, self.root)
                     limit = step
                 points = ts.to_list()
                 if s is not None and tf != EVENT_TIMEFRAME:
@@ -577,12 +656,12 @@ class Store:
                         gap(ds, ex, sym, tf, a + step, b - step, missing)
             # a stored bar series with no row at all inside a given range: the whole range is a gap
             if s is not None and e is not None and tf != EVENT_TIMEFRAME:
-                step = timeframe_ms(tf)
+                step = _stored_step(tf, self.root)
                 first = -(-s // step) * step  # first bar open time at or after s
                 for sym_path, part in sorted(by_path.items()):
                     if sym_path in seen or first >= e:
                         continue
-                    name = symbol or self._collect(pl.scan_parquet(self.fs.scan_target(part.path), storage_options=self.fs.storage_options)
+                    name = symbol or self._collect(pl.scan_parquet(self.fs.scan_target(part.path), storage_options=self.fs.storage_options, glob=False)
                                                    .select("symbol").head(1), part.path)["symbol"][0]
                     last = first + ((e - 1 - first) // step) * step
                     gap(ds, ex, name, tf, first, last, (last - first) // step + 1)
@@ -609,7 +688,7 @@ class Store:
             groups.setdefault((p.dataset, p.exchange, p.symbol_path, p.timeframe), []).append(p)
         for (ds, ex, sym, tf), parts in sorted(groups.items()):
             lf = pl.concat(
-                [pl.scan_parquet(self.fs.scan_target(p.path), storage_options=self.fs.storage_options) for p in parts]
+                [pl.scan_parquet(self.fs.scan_target(p.path), storage_options=self.fs.storage_options, glob=False) for p in parts]
             )
             agg = self._collect(lf.select(
                 pl.col("symbol").first(), pl.col("ts").min().alias("first"), pl.col("ts").max().alias("last"), pl.len().alias("rows")
@@ -646,8 +725,12 @@ class Store:
         Checks: readable Parquet, exact schema, no nulls in required columns, sorted unique
         keys, rows inside the month and symbol the path names; tier files parse as JSON.
         """
-        problems: list[tuple[str, str]] = []
+        problems: list[tuple[str, str]] = [(path, TMP_PROBLEM) for path in self.leftover_tmp()]
         for p in self.partitions():
+            tf_problem = _timeframe_problem(p)
+            if tf_problem:
+                problems.append((p.path, tf_problem))
+                continue
             try:
                 df = self.read_partition(p.path, p.dataset)
             except StoreError as e:
@@ -665,18 +748,34 @@ class Store:
                 problems.append((path, f"tier file does not parse: {_short(e)}"))
         return problems
 
+    def leftover_tmp(self) -> list[str]:
+        """Temporary files (``.NAME.PID.tmp``) left by a writer that was killed or failed before
+        its rename; files of a writer still running on this machine are not listed."""
+        return [p for p in self.fs.leftover_tmp() if not _writer_alive(p)]
+
+    def remove_leftover_tmp(self) -> list[str]:
+        """Delete :meth:`leftover_tmp` files (under the writer lock, so no running write loses
+        its temporary file); return their paths."""
+        with self.fs.lock():
+            gone = self.leftover_tmp()
+            for path in gone:
+                self.fs.remove(path)
+        return gone
+
     # ---- leverage tiers ----------------------------------------------------------------
     def tiers_path(self, exchange: str) -> str:
+        check_part("exchange", exchange)
         return self.fs.join("leverage_tiers", f"exchange={exchange}", "tiers.json")
 
     def write_tiers(self, exchange: str, tiers: dict[str, list[dict]]) -> int:
         """Merge ccxt-format leverage tiers (symbol -> tier list) into the exchange's tier file."""
         if not isinstance(tiers, dict) or not all(isinstance(v, list) for v in tiers.values()):
             raise StoreError("leverage tiers must map each ccxt symbol to a list of tiers (ccxt fetchLeverageTiers format)")
-        current = self.read_tiers(exchange)
-        current.update(tiers)
-        data = json.dumps(dict(sorted(current.items())), indent=1, sort_keys=True).encode()
-        self.fs.write_atomic(self.tiers_path(exchange), data)
+        with self.fs.lock():
+            current = self.read_tiers(exchange)
+            current.update(tiers)
+            data = json.dumps(dict(sorted(current.items())), indent=1, sort_keys=True).encode()
+            self.fs.write_atomic(self.tiers_path(exchange), data)
         return len(tiers)
 
     def read_tiers(self, exchange: str, symbol: str | None = None) -> Any:
@@ -697,6 +796,60 @@ class Store:
 def _check_dataset(dataset: str) -> None:
     if dataset not in SCHEMAS:
         raise StoreError(f"unknown dataset {dataset!r}; choose from {', '.join(SCHEMAS)}")
+
+
+def _check_series(dataset: str | None, exchange: str | None, symbol: str | None, timeframe: str | None) -> None:
+    """Every identifier that becomes a path part, checked before a path is built (path_parts);
+    None means "not given" (a filter that matches all)."""
+    if dataset is not None:
+        _check_dataset(dataset)
+    if exchange is not None:
+        check_part("exchange", exchange)
+    if symbol is not None:
+        check_part("symbol", safe_symbol(symbol), given=symbol)
+    if timeframe is not None and timeframe != EVENT_TIMEFRAME:
+        timeframe_ms(timeframe)
+
+
+TMP_PROBLEM = "temporary file left by an interrupted write; remove it with 'backtest data verify --remove-tmp'"
+
+
+def _writer_alive(path: str) -> bool:
+    """True if the pid in a ``.NAME.PID.tmp`` name is a running process on this machine."""
+    m = re.search(r"\.(\d+)\.tmp$", path)
+    if not m:
+        return False
+    pid = int(m.group(1))
+    if pid == os.getpid():
+        return False  # this process writes only under the lock, never while it verifies
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError, ValueError):
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _stored_step(tf: str, root: str) -> int:
+    """Bar length (ms) of a stored partition folder's ``timeframe=``; a bad one names the fix."""
+    try:
+        return timeframe_ms(tf)
+    except TimeframeError:
+        raise StoreError(f"store {root} holds partitions under timeframe={tf}, which is not a valid timeframe; "
+                         f"run 'backtest data verify --store {root}' and move them aside") from None
+
+
+def _timeframe_problem(p: Partition) -> str | None:
+    """A partition folder whose ``timeframe=`` cannot be the dataset's (e.g. ``0m``, or a bar
+    timeframe on funding)."""
+    if p.dataset in ("funding", "liquidations"):
+        return None if p.timeframe == EVENT_TIMEFRAME else f"timeframe={p.timeframe}, but {p.dataset} is stored under timeframe={EVENT_TIMEFRAME}"
+    try:
+        timeframe_ms(p.timeframe)
+    except TimeframeError:
+        return f"timeframe={p.timeframe} is not a valid timeframe (a positive count and a unit up to one week, e.g. 1m, 1h)"
+    return None
 
 
 def _short(e: BaseException) -> str:
@@ -735,6 +888,11 @@ def _content_problem(df: pl.DataFrame, p: Partition) -> str | None:
         return f"duplicate rows on {key}"
     if not df.select(pl.struct(key) == pl.struct(key).sort()).to_series().all():
         return "rows are not sorted by time"
+    if df.height and p.dataset in BAR_DATASETS:
+        step = timeframe_ms(p.timeframe)
+        off = df.filter(pl.col("ts").cast(pl.Int64) % step != 0).height
+        if off:
+            return f"{off} bars do not open on the timeframe={p.timeframe} grid"
     if df.height:
         years = df["ts"].dt.year().unique().to_list()
         months = df["ts"].dt.month().unique().to_list()

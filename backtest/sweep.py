@@ -82,7 +82,7 @@ from typing import Any, Callable
 
 from backtest.errors import SweepError, UserError
 from backtest.params import ParamError, apply_overrides, field_names, suggest
-from backtest.paths import write_atomic
+from backtest.paths import write_atomic_group
 from backtest.progress import Progress
 from backtest.sim_api import SimulationAPI, simulation
 
@@ -290,7 +290,10 @@ def sweep_prepared(simulate_prepared: Callable, prepared: Any, combos: list[dict
     return out
 
 
-def _init_process(simulate_prepared: Callable, prepared_bytes: bytes) -> None:
+def _init_process(simulate_prepared: Callable, prepared_bytes: bytes, parent_pid: int | None = None) -> None:
+    from backtest.lifetimes import die_with_parent
+
+    die_with_parent(parent_pid)  # a killed sweep leaves no worker behind
     _WORKER["fn"] = simulate_prepared
     _WORKER["prepared"] = pickle.loads(prepared_bytes)
 
@@ -456,11 +459,16 @@ def run_sweep(
     ``connect_timeout``: seconds allowed for connecting to ``scheduler`` (connect + handshake)."""
     if executor not in EXECUTORS:
         raise SweepError(f"unknown executor {executor!r}{suggest(executor, list(EXECUTORS))}; use serial, processes or dask")
+    if scheduler is not None and not scheduler.strip():
+        raise SweepError("--scheduler is empty; give the address of a running dask scheduler (e.g. tcp://127.0.0.1:8786) or omit it")
     if scheduler and executor != "dask":
         raise SweepError("--scheduler needs --executor dask")
     out_dir = check_out_dir(out) if out is not None else None
     simulate = simulation(sim)
     workers = max(1, workers or os.cpu_count() or 1) if executor != "serial" else 1
+    from backtest.sweep_plan import sweep_estimate
+
+    sweep_estimate(spec, workers, sim, store, executor).check()  # before the grid is materialised or anything built
     combos = execution_order(spec, sim)
     n = len(combos)
     size = chunk_size or default_chunk_size(n, workers)
@@ -511,7 +519,7 @@ def _run_processes(fn, prepared, spec: SweepSpec, chunks, workers: int, bar: Cal
     blob = pickle.dumps(prepared, protocol=pickle.HIGHEST_PROTOCOL)
     rows: list[dict] = []
     ctx = mp.get_context("spawn")  # fork after polars/numba threads started is unsafe
-    with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=ctx, initializer=_init_process, initargs=(fn, blob)) as pool:
+    with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=ctx, initializer=_init_process, initargs=(fn, blob, os.getpid())) as pool:
         futs = {pool.submit(_process_chunk, spec.mode, spec.shock, spec.base, ch): len(ch) for ch in chunks}
         try:
             for f in as_completed(futs):
@@ -572,26 +580,19 @@ def write_outputs(res: SweepResult, out_dir: Path, sim: Any = None) -> list[Path
     out_dir = check_out_dir(out_dir)
     out_dir.mkdir(exist_ok=True)
     spec = res.spec
-    files = []
     # draw first: a plotting failure must not leave a results table without its report
     from backtest.report.sweep_pages import sweep_figures, write_sweep_pdf
 
     figs = sweep_figures(res.table, spec, heatmap_columns(spec))
-    # an earlier sweep's sweep.json goes first; the new one, written last, marks a whole result
-    (out_dir / "sweep.json").unlink(missing_ok=True)
-    p = out_dir / "results.parquet"
-    write_atomic(p, lambda t: res.table.write_parquet(t))
-    files.append(p)
-    p = out_dir / "heatmaps.pdf"
-    write_atomic(p, lambda t: write_sweep_pdf(figs, t, spec))
-    files.append(p)
     meta = {
         "event": spec.event, "mode": spec.mode, "shock": spec.shock, "symbols": spec.symbols, "base": spec.base,
         "grid": spec.grid, "metric": spec.metric, "x": spec.x, "y": spec.y, "combinations": spec.n_combinations,
         "executor": res.executor, "workers": res.workers, "seconds": round(res.seconds, 3),
         "timings": {k: round(v, 3) for k, v in res.timings.items()}, "source": spec.source,
     }
-    p = out_dir / "sweep.json"
-    write_atomic(p, lambda t: t.write_text(json.dumps(meta, indent=2, default=str) + "\n"))
-    files.append(p)
+    # all three to temporary names first, renamed together; sweep.json (last) marks a whole result
+    files = [out_dir / "results.parquet", out_dir / "heatmaps.pdf", out_dir / "sweep.json"]
+    text = json.dumps(meta, indent=2, default=str) + "\n"
+    write_atomic_group([(files[0], lambda t: res.table.write_parquet(t)), (files[1], lambda t: write_sweep_pdf(figs, t, spec)),
+                        (files[2], lambda t: t.write_text(text))])
     return files

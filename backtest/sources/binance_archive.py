@@ -84,6 +84,23 @@ def _next_month(dt: datetime) -> datetime:
     return datetime(dt.year + (dt.month == 12), 1 if dt.month == 12 else dt.month + 1, 1, tzinfo=timezone.utc)
 
 
+def _check_base_url(url: object) -> str:
+    """``archive_base_url`` must be an http(s) URL with a host: a malformed one is a permanent
+    error (one line, exit 2), never retried as a network fault."""
+    from urllib.parse import urlparse
+
+    text = url.strip() if isinstance(url, str) else ""
+    try:
+        u = urlparse(text)
+        ok = u.scheme in ("http", "https") and bool(u.hostname) and (u.port is None or u.port > 0)
+    except ValueError:
+        ok = False
+    if not ok or any(c.isspace() for c in text):
+        raise UserError(f"archive_base_url {url!r} is not an http(s) URL with a host; give e.g. https://data.binance.vision "
+                        "(in --ccxt-config or BACKTEST_ARCHIVE_URL)")
+    return text.rstrip("/")
+
+
 class ArchiveDownloader:
     def __init__(self, exchange_id: str, store: Store, policy: RetryPolicy, *, base_url: str | None = None, progress=None, config: dict | None = None):
         if exchange_id == "binanceusdm":
@@ -95,7 +112,7 @@ class ArchiveDownloader:
         self.exchange_id = exchange_id
         self.store = store
         self.policy = policy
-        self.base = (base_url or DEFAULT_BASE_URL).rstrip("/")
+        self.base = _check_base_url(base_url or DEFAULT_BASE_URL)
         self.progress = progress
         config = config or {}
         self.proxies = config.get("proxies") if isinstance(config.get("proxies"), dict) else None

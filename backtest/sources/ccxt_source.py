@@ -493,6 +493,7 @@ class CcxtDownloader:
         self.progress = progress
         self.log = log or (lambda msg: None)
         self._markets_loaded = False
+        self._markets_error: RetriesExhausted | None = None
 
     def _on_transport_retry(self, n, exc, wait):
         self.log(f"retry {n}/{self.policy.max_retries} in {wait:.1f}s: {type(exc).__name__}: {str(exc)[:120]}")
@@ -510,8 +511,16 @@ class CcxtDownloader:
         return guarded_call(self.ex, fn, policy=self.policy, what=what, on_retry=on_retry)
 
     def load_markets(self) -> None:
+        """Load the market list once per run; a failure is remembered, so a dead exchange
+        costs one round of retries, not one per (symbol, dataset)."""
+        if self._markets_error is not None:
+            raise self._markets_error
         if not self._markets_loaded:
-            self.call(lambda: self.ex.load_markets(), f"{self.exchange_id} load_markets")
+            try:
+                self.call(lambda: self.ex.load_markets(), f"{self.exchange_id} load_markets")
+            except RetriesExhausted as e:
+                self._markets_error = e
+                raise
             self._markets_loaded = True
 
     def market(self, symbol: str) -> dict:

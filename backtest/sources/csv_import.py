@@ -412,6 +412,7 @@ def prepare_import(
 ) -> "PreparedImport":
     """Parse and check one CSV file without writing anything (see :func:`import_csv`)."""
     path = Path(path)
+    _check_options(exchange, dataset, timeframe)
     frames, n_rows = _parse(path, exchange=exchange, dataset=dataset, symbol=symbol)
     n_file = {d: f.height for d, f in frames}
     lo, hi = (to_ms(since) if since is not None else None), (to_ms(until) if until is not None else None)
@@ -427,7 +428,7 @@ def prepare_import(
     if ds in ("funding", "liquidations", "depth"):
         tf = EVENT_TIMEFRAME
     else:
-        tf = timeframe or infer_timeframe(frame, path)
+        tf = timeframe if timeframe is not None else infer_timeframe(frame, path)
         timeframe_ms(tf)
         for d, f in frames:
             misaligned = f.filter(pl.col("ts") % timeframe_ms(tf) != 0)
@@ -437,6 +438,18 @@ def prepare_import(
         conform(f, d)
     skipped = {d: n_rows - n_file[d] for d, _ in frames}
     return PreparedImport(path, exchange, tf, frames, skipped)
+
+
+def _check_options(exchange: str, dataset: str | None, timeframe: str | None) -> None:
+    """The options that become store path parts, before any file is read (one line each)."""
+    from backtest.path_parts import check_part
+    from backtest.store import SCHEMAS
+
+    check_part("exchange", exchange)
+    if dataset is not None and dataset not in SCHEMAS:
+        raise ImportError_(f"--dataset {dataset!r} is not a dataset; choose from {', '.join(SCHEMAS)}")
+    if timeframe is not None:
+        timeframe_ms(timeframe)
 
 
 @dataclass

@@ -31,7 +31,10 @@ def load_config(path: str | os.PathLike | None) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"--ccxt-config {p}: no such file")
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"--ccxt-config {p} is not UTF-8 text (byte {e.start}); save it as UTF-8 JSON or TOML") from None
     errors = []
     order = ["toml", "json"] if p.suffix.lower() == ".toml" else ["json", "toml"]
     for kind in order:
@@ -99,6 +102,9 @@ def run_download(
     if not symbols:
         raise UserError("no symbols given; e.g. BTC/USDT:USDT")
     timeframe_ms(timeframe)
+    from backtest.path_parts import check_part
+
+    check_part("exchange", exchange, option="the exchange argument")  # it names the store folder
     t0 = to_ms(since)
     t1 = to_ms(until) if until else now_ms()
     if t1 <= t0:
@@ -119,6 +125,9 @@ def run_download(
     st = Store(store)
     # keep the order users expect regardless of how they listed them
     datasets = [d for d in ALL_DATASETS if d in datasets]
+    from backtest.resources import check_download_span
+
+    check_download_span(t0, t1, timeframe, [d for d in datasets if d != "tiers"], limits)
 
     report = report if report is not None else DownloadReport()
     _run(exchange, symbols, datasets, timeframe, t0, t1, source, config, own, policy, st, report)
