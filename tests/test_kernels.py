@@ -417,3 +417,25 @@ def test_reused_workspace_grows_and_gives_fresh_results():
     first = ws.get(1, 1, 0)
     assert first.alive.size == 3000 and first.bar_i.shape[0] == 80 and first.round_units.size == 51
     assert ws.get(3000, 80, 50) is first
+
+
+def test_cascade_rounds_get_later_times_within_the_path_point():
+    """Issue 11: exits after a cascade's first round carried the path point's time, piling up
+    there (a spurious peak, e.g. 20:39 on 1-hour bars). Each round's exits now come at or after
+    the round before's, spread within the path point's segment, never after the path point."""
+    pop = synthetic_population(20_000, price=100.0, seed=9)
+    bar_ms = 3_600_000
+    bars = make_bars(np.array([100.0, 96.0]), bar_ms)  # bar 1: open 100 -> high 100 -> low 96 -> close 96
+    t1 = bars["ts"][1] + (1 * (bar_ms - 1)) // 3  # the path point before the low
+    t2 = bars["ts"][1] + (2 * (bar_ms - 1)) // 3  # the low
+    for ref in (False, True):
+        out = run_kernel(pop, bars, make_prm("sqrt", volume=2e8, bar_ms=bar_ms), reference=ref)
+        assert out["stats"][R.ST_MAX_DEPTH] >= 3
+        crash = out["x_ts"] >= bars["ts"][1]  # (bar 0 exits positions already beyond their trigger)
+        ts, rnd = out["x_ts"][crash], out["x_round"][crash]
+        assert np.all(rnd >= 0)  # no ADL here
+        assert np.all((ts > t1) & (ts <= t2))  # the whole cascade happens on the way to the low
+        for r in range(1, int(rnd.max()) + 1):
+            assert ts[rnd == r].min() >= ts[rnd == r - 1].max(), r
+        later = ts[rnd >= 1]
+        assert np.unique(later).size > 1 and later.min() < t2  # not all at the path point's time

@@ -31,6 +31,15 @@ highest ADL rank first (:func:`backtest.margin.adl_key_nb`), closed at the curre
 their notional covers the uncovered notional. Stops fire as market orders (taker fee, no
 clearance fee).
 
+Exit times (:func:`_time_exits`): a path point's segment runs from the previous point (a third
+of a bar earlier) to this one; its whole move - the exogenous one and, in a cascade, the impact
+of every round - is taken to run straight over the segment from the previous price to the
+point's final price, and each exit happens when that move passes its (clipped) trigger level.
+So every round's exits get their own, later times within the segment (round r+1's levels lie
+beyond the price round r reached), never after the path point; in replay and with impact "none"
+(one round, the path not moved) this is the time at which the observed move passed the level.
+ADL closes are at the bar's last millisecond.
+
 Structure. The contracts are the named tuples of :mod:`backtest.records` (``Book``,
 ``MarketPath``, ``KernelParams``, ``TriggerLists``, ``Workspace``; a run returns ``RunOutputs``),
 built in :mod:`backtest.engine`. :func:`simulate_nb` walks bars and path points and calls:
@@ -208,16 +217,15 @@ def _push(ws, nt, i, s, lvl, code, qw, w, bk):
 
 
 @njit(cache=True)
-def _trigger_scan(book, p, F, ws):
+def _trigger_scan(book, p, F, ws, nt):
     """Reference: test every open position against the price ``p`` (funding index ``F``).
 
-    A stop nearer than the liquidation threshold fires first. Fills the round's buffer
-    (``ws.t_*``), marks the positions dead; returns ``(count, sell units, buy units)`` (forced
-    notional at ``p``, 1/USD_SCALE USD).
+    A stop nearer than the liquidation threshold fires first. Appends the triggered positions to
+    the path point's buffer (``ws.t_*``) from slot ``nt`` on, marks them dead; returns ``(end of
+    the buffer, sell units, buy units)`` (forced notional at ``p``, 1/USD_SCALE USD).
     """
     side = book.side
     alive = ws.alive
-    nt = 0
     sell = np.int64(0)
     buy = np.int64(0)
     for i in range(side.shape[0]):
@@ -253,7 +261,7 @@ def _trigger_scan(book, p, F, ws):
 
 
 @njit(cache=True)
-def _trigger_lists(book, tl, ls, p, bound_l, bound_s, adl_done, ws):
+def _trigger_lists(book, tl, ls, p, bound_l, bound_s, adl_done, ws, nt):
     """Fast: advance each list's pointer over the entries ``p`` crosses (the same positions, the
     same levels and codes as :func:`_trigger_scan`, in list order). Lists whose side's nearest
     trigger (``bound_l`` longs, ``bound_s`` shorts) ``p`` has not reached are skipped; the caller
@@ -262,7 +270,6 @@ def _trigger_lists(book, tl, ls, p, bound_l, bound_s, adl_done, ws):
     alive = ws.alive
     order = tl.order
     okey = tl.key
-    nt = 0
     sell = np.int64(0)
     buy = np.int64(0)
     for li in range(tl.kind.shape[0]):
@@ -343,17 +350,16 @@ def _round_impact(prm, qcum, imp_prev, p, E):
 
 
 @njit(cache=True)
-def _settle_round(ws, nt, nx, j, r, p, p_from, fac, t_prev, t_pt, F, fund, prm):
-    """Fill the ``nt`` positions of the round's buffer (round ``r`` of a path point at time
-    ``t_pt``, price ``p``, reached from ``p_from``; impact factor ``fac``), append their exit
-    records from slot ``nx``, add bar ``j``'s liquidations, stops, fees and deficits, and pay
-    the fees and deficits into / out of the fund (units).
+def _settle_round(ws, nt0, nt, nx, j, r, p_from, fac, t_pt, F, fund, prm):
+    """Fill the positions in slots ``[nt0, nt)`` of the path point's buffer (round ``r``; price
+    reached from ``p_from``; impact factor ``fac``), append their exit records from slot ``nx``
+    (time ``t_pt`` until :func:`_time_exits` sets it), add bar ``j``'s liquidations, stops, fees
+    and deficits, and pay the fees and deficits into / out of the fund (units).
 
-    Fill: the trigger level clipped to ``p_from``, moved by ``fac`` when that goes against the
-    position. Time: in round 0 the moment the straight move ``p_from -> p`` from ``t_prev``
-    passed the level; later rounds at ``t_pt``. Returns ``(nx, fund, uncovered by longs,
-    uncovered by shorts)``: deficits the fund could not pay, split by the liquidated side's
-    share of the deficit notional (units).
+    Fill: the trigger level clipped to ``p_from`` (kept in ``ws.t_level`` for
+    :func:`_time_exits`), moved by ``fac`` when that goes against the position. Returns ``(nx,
+    fund, uncovered by longs, uncovered by shorts)``: deficits the fund could not pay, split by
+    the liquidated side's share of the deficit notional (units).
     """
     bar_i = ws.bar_i
     clear_rate = prm.clearance_rate
@@ -363,7 +369,7 @@ def _settle_round(ws, nt, nx, j, r, p, p_from, fac, t_prev, t_pt, F, fund, prm):
     def_s = np.int64(0)
     dn_l = np.int64(0)
     dn_s = np.int64(0)
-    for jj in range(nt):
+    for jj in range(nt0, nt):
         i = ws.t_pos[jj]
         s = ws.t_side[jj]
         lvl = ws.t_level[jj]
@@ -373,17 +379,12 @@ def _settle_round(ws, nt, nx, j, r, p, p_from, fac, t_prev, t_pt, F, fund, prm):
         else:
             lv = max(lvl, p_from)
             f = lv * fac if fac > 1.0 else lv
-        if r == 0 and p_from != p:
-            frac = (p_from - lv) / (p_from - p)
-            frac = min(1.0, max(0.0, frac))
-            t_ex = t_prev + np.int64(frac * (t_pt - t_prev))
-        else:
-            t_ex = t_pt
+        ws.t_level[jj] = lv
         code = ws.t_code[jj]
         w = ws.t_weight[jj]
         qw = ws.t_qw[jj]
         ws.x_pos[nx] = i
-        ws.x_ts[nx] = t_ex
+        ws.x_ts[nx] = t_pt
         ws.x_fill[nx] = f
         ws.x_round[nx] = r
         ws.x_code[nx] = code
@@ -516,6 +517,24 @@ def _deleverage(j, target_side, units, p, F, book, ws, nx, t):
 
 # ---- path points -------------------------------------------------------------------------
 @njit(cache=True)
+def _time_exits(ws, nx0, nt, p0, p_end, t_prev, t_pt):
+    """Times of a path point's exit records ``nx0 ...`` (one per buffer slot ``[0, nt)``, in
+    order), all rounds alike: the path point's whole move - exogenous and endogenous - runs
+    straight from ``p0`` (at ``t_prev``) to its final price ``p_end`` (at ``t_pt``), and an exit
+    happens when that move passes its clipped trigger level (``ws.t_level``). Later rounds'
+    levels lie beyond the price that triggered the earlier rounds, so their exits come later
+    within the same segment; no exit is later than ``t_pt``. Without a move: ``t_pt``.
+    """
+    for q in range(nt):
+        if p0 != p_end:
+            frac = (p0 - ws.t_level[q]) / (p0 - p_end)
+            frac = min(1.0, max(0.0, frac))
+            ws.x_ts[nx0 + q] = t_prev + np.int64(frac * (t_pt - t_prev))
+        else:
+            ws.x_ts[nx0 + q] = t_pt
+
+
+@njit(cache=True)
 def _record_point(bar_f, j, k, p, E):
     """Bar ``j``'s simulated open / high / low / close and endogenous range after path point ``k``."""
     if k == 0:
@@ -638,22 +657,25 @@ def simulate_nb(book, tl, path, prm, reference, ws):
             depth_pt = 0
             qcum = np.int64(0)
             imp_prev = 0.0
+            nx0 = nx  # the path point's exit records start here, one per buffer slot
+            nt0 = 0  # the path point's triggered positions so far (buffer slots)
             while True:
                 # the only step in which the two modes differ: which positions this price triggers
                 if reference:
-                    nt, sell, buy = _trigger_scan(book, p, F, ws)
+                    nt, sell, buy = _trigger_scan(book, p, F, ws, nt0)
                 elif p <= bound_l or p >= bound_s:
-                    nt, sell, buy = _trigger_lists(book, tl, ls, p, bound_l, bound_s, adl_done, ws)
+                    nt, sell, buy = _trigger_lists(book, tl, ls, p, bound_l, bound_s, adl_done, ws, nt0)
                     bound_l, bound_s = _bounds(tl, ls)
                 else:
-                    nt, sell, buy = 0, np.int64(0), np.int64(0)
-                if nt == 0:
+                    nt, sell, buy = nt0, np.int64(0), np.int64(0)
+                if nt == nt0:
                     break
                 if r > 0:
                     depth_pt = r
                 qcum += buy - sell
                 imp_prev, dlog, fac, p_after, E = _round_impact(prm, qcum, imp_prev, p, E)
-                nx, fund, unc_l, unc_s = _settle_round(ws, nt, nx, j, r, p, p_from, fac, t_prev, t_pt, F, fund, prm)
+                nx, fund, unc_l, unc_s = _settle_round(ws, nt0, nt, nx, j, r, p_from, fac, t_pt, F, fund, prm)
+                nt0 = nt
                 nu_long += unc_l
                 nu_short += unc_s
                 round_units[min(r, max_rounds)] += sell + buy
@@ -671,6 +693,8 @@ def simulate_nb(book, tl, path, prm, reference, ws):
                 p = p_after
                 r += 1
             # ---- end of path point ------------------------------------------------------
+            if nt0 > 0:
+                _time_exits(ws, nx0, nt0, p_prev, p, t_prev, t_pt)
             if depth_pt > max_depth:
                 max_depth = depth_pt
             if depth_pt > bar_i[j, BI_ROUNDS]:
