@@ -703,7 +703,7 @@ def _assemble(prep: Prepared, per: dict, mode: str, shock: str | None, pop_param
                     "fill": fill,
                     "round": out.x_round,
                     "qty": a["qty"][hit] * w,
-                    "notional_usd": a["qty"][hit] * w * fill,
+                    "notional_usd": out.x_usd,  # market share (kernel: a bankrupt position ADL took over in part)
                     "weight": w,
                     "leverage": a["leverage"][hit],
                     "margin_mode": a["margin_mode"][hit],
