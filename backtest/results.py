@@ -383,7 +383,7 @@ def liquidations_frame(s: str, d: SymbolRun) -> pl.DataFrame:
                 "fill": fill,
                 "round": out.x_round,
                 "qty": a["qty"][hit] * w,
-                "notional_usd": a["qty"][hit] * w * fill,
+                "notional_usd": out.x_usd,  # market share (kernel: a bankrupt position ADL took over in part)
                 "weight": w,
                 "leverage": a["leverage"][hit],
                 "margin_mode": a["margin_mode"][hit],

@@ -316,29 +316,35 @@ def test_large_population_sampled_bucket_layout():
 
 
 def test_adl_partial_selection_matches_full_ranking():
-    """ADL sorts only the top of the ranking; the positions it closes are a full sort's prefix."""
-    from backtest.kernels.cascade import _adl, _u
+    """ADL sorts only the top of the ranking; the positions it closes are a full sort's prefix,
+    just long enough for their quantity to cover the quantity taken over."""
+    from backtest.kernels.cascade import _adl, _q, _quantum, _u
     from backtest.margin import adl_key_nb
 
     rng = np.random.default_rng(4)
     pop = synthetic_population(6000, price=100.0, seed=4)
     n = pop["side"].size
+    book = make_book(pop)
+    quantum = _quantum(book)
+    assert quantum > 0 and np.log2(quantum) == np.floor(np.log2(quantum))  # a power of two
     p, F = 93.0, 0.02
-    for units_usd in (50.0, 5e4, 5e5, 1e12):
+    for units_qty in (0.5, 5e2, 5e3, 1e5):  # the book holds ~7e4: the last one takes every short
         alive = rng.random(n) < 0.9
         ws = make_workspace(n, 1, 0)
         ws.alive[:] = alive
-        closed, nx = _adl(-1, _u(units_usd), p, F, make_book(pop), ws, 0, 0)
+        need = _q(units_qty, quantum)
+        closed, closed_q, nx = _adl(-1, need, p, F, book, ws, 0, 0, quantum)
         cand = np.flatnonzero(alive & (pop["side"] == -1))
         keys = np.array([-adl_key_nb(pop["venue"][i], -1, pop["entry"][i], p, pop["qty"][i], pop["margin"][i] + pop["qty"][i] * F) for i in cand])
         order = cand[np.argsort(keys, kind="mergesort")]
-        need, acc, k = _u(units_usd), 0, 0
+        acc, usd, k = 0, 0, 0
         while k < order.size and acc < need:
             i = order[k]
-            acc += _u(pop["qty"][i] * np.float64(pop["weight"][i]) * p)
+            acc += _q(pop["qty"][i] * np.float64(pop["weight"][i]), quantum)
+            usd += _u(pop["qty"][i] * np.float64(pop["weight"][i]) * p)
             k += 1
         assert list(ws.x_pos[:nx]) == list(order[:k])
-        assert closed == acc
+        assert (closed, closed_q) == (usd, acc)
         assert np.all(ws.x_code[:nx] == R.EXIT_ADL) and np.all(ws.x_round[:nx] == -1) and np.all(ws.x_fill[:nx] == p)
         assert not ws.alive[order[:k]].any() and ws.alive[order[k:]].all()
 
@@ -363,7 +369,9 @@ def test_replay_fills_pay_their_own_impact_but_do_not_move_the_path():
     worse = s * (walk["fill"][liq_or_stop] - flat["fill"][liq_or_stop])
     assert np.all(worse <= 0) and np.any(worse < 0)
     assert walk["stats"][R.ST_DD_SIM] == pytest.approx(walk["stats"][R.ST_DD_EXO])
-    assert walk["bar_i"][:, R.BI_DEFICIT].sum() > flat["bar_i"][:, R.BI_DEFICIT].sum()
+    # losses beyond bankruptcy: what the fund paid plus what it could not (ADL took that share over)
+    lost = [d["bar_i"][:, [R.BI_DEFICIT, R.BI_UNCOVERED]].sum() for d in (walk, flat)]
+    assert lost[0] > lost[1]
     assert walk["bar_i"][:, R.BI_ADL].sum() > 0
     check_invariants(pop, bars, walk)
 
@@ -417,3 +425,97 @@ def test_reused_workspace_grows_and_gives_fresh_results():
     first = ws.get(1, 1, 0)
     assert first.alive.size == 3000 and first.bar_i.shape[0] == 80 and first.round_units.size == 51
     assert ws.get(3000, 80, 50) is first
+
+
+def test_cascade_rounds_get_later_times_within_the_path_point():
+    """Issue 11: exits after a cascade's first round carried the path point's time, piling up
+    there (a spurious peak, e.g. 20:39 on 1-hour bars). Each round's exits now come at or after
+    the round before's, spread within the path point's segment, never after the path point."""
+    pop = synthetic_population(20_000, price=100.0, seed=9)
+    bar_ms = 3_600_000
+    bars = make_bars(np.array([100.0, 96.0]), bar_ms)  # bar 1: open 100 -> high 100 -> low 96 -> close 96
+    t1 = bars["ts"][1] + (1 * (bar_ms - 1)) // 3  # the path point before the low
+    t2 = bars["ts"][1] + (2 * (bar_ms - 1)) // 3  # the low
+    for ref in (False, True):
+        out = run_kernel(pop, bars, make_prm("sqrt", volume=2e8, bar_ms=bar_ms), reference=ref)
+        assert out["stats"][R.ST_MAX_DEPTH] >= 3
+        crash = out["x_ts"] >= bars["ts"][1]  # (bar 0 exits positions already beyond their trigger)
+        ts, rnd = out["x_ts"][crash], out["x_round"][crash]
+        assert np.all(rnd >= 0)  # no ADL here
+        assert np.all((ts > t1) & (ts <= t2))  # the whole cascade happens on the way to the low
+        for r in range(1, int(rnd.max()) + 1):
+            assert ts[rnd == r].min() >= ts[rnd == r - 1].max(), r
+        later = ts[rnd >= 1]
+        assert np.unique(later).size > 1 and later.min() < t2  # not all at the path point's time
+
+
+def closed_once(pop: dict, out: dict) -> None:
+    """Each liquidated quantity is closed once, in the market or by ADL: per side, the quantity
+    ADL took over from bankrupt positions (their qty x weight less their market share, ``x_usd /
+    fill``) is what ADL closed on the other side, up to one whole position per bar (ADL closes
+    whole positions) - less only where no opposite position was left (shortfall)."""
+    code, x_pos = out["x_code"], out["x_pos"]
+    qw = pop["qty"] * pop["weight"].astype(np.float64)
+    side = pop["side"][x_pos]
+    forced = (code == R.EXIT_LIQUIDATED) | (code == R.EXIT_STOPPED)
+    market = np.where(forced, out["x_usd"] / np.where(forced, out["x_fill"], 1.0), 0.0)
+    taken = np.where(forced, qw[x_pos] - market, 0.0)
+    assert np.all(taken >= -1e-9 * qw[x_pos])  # no position closed for more than its quantity
+    adl = code == R.EXIT_ADL
+    n_adl_bars = max(1, int(np.sum(out["bar_i"][:, R.BI_ADL] > 0)))
+    biggest = float(qw.max()) if qw.size else 0.0
+    short_usd = out["stats"][R.ST_ADL_SHORTFALL]
+    for s in (1, -1):
+        t = float(taken[side == s].sum())
+        c = float(qw[x_pos[adl & (side == -s)]].sum())
+        tol = 1e-9 * max(t, c, 1.0)
+        assert c <= t + n_adl_bars * biggest + tol, (s, t, c)  # not closed again by ADL
+        if short_usd == 0.0:
+            assert c >= t - tol, (s, t, c)  # ... and all of it closed
+
+
+def test_adl_takes_over_the_bankrupt_quantity_once():
+    """Issue 11: ADL took over the bankrupt positions' quantity although they had been filled in
+    the market in full, so that quantity was closed twice. Now the fund's shortfall decides the
+    share ADL takes over (at the bankruptcy price), and that share is neither filled in the
+    market nor part of the round's flow."""
+    rng = np.random.default_rng(2)
+    pop = synthetic_population(4000, price=100.0, seed=2)
+    bars = make_bars(np.r_[100.0, 100.0 * np.exp(np.cumsum(rng.normal(-0.01, 0.01, 30)))], 60_000)
+    for fund in (0.0, 200.0):
+        prm = make_prm("linear", fund=fund, depth=2e4)
+        out = run_kernel(pop, bars, prm)
+        assert_same(out, run_kernel(pop, bars, prm, reference=True))
+        bi = out["bar_i"]
+        assert bi[:, R.BI_ADL].sum() > 0 and bi[:, R.BI_ADL_TAKEN].sum() > 0
+        closed_once(pop, out)
+        # the market part of a bankrupt position is smaller than the position
+        forced = np.isin(out["x_code"], [R.EXIT_LIQUIDATED, R.EXIT_STOPPED])
+        qw = (pop["qty"] * pop["weight"].astype(np.float64))[out["x_pos"]]
+        assert np.any(out["x_usd"][forced] < qw[forced] * out["x_fill"][forced] * (1 - 1e-9))
+        # the fund pays what it has, never more
+        assert np.all(bi[:, R.BI_FUND] >= 0)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    n=st.integers(2, 400),
+    nbars=st.integers(2, 30),
+    model=st.sampled_from(["none", "sqrt", "linear"]),
+    fund=st.sampled_from([0.0, 5.0, 200.0]),
+    no_feedback=st.booleans(),
+    funding_every=st.sampled_from([0, 4]),
+)
+def test_each_liquidated_quantity_closed_once(seed, n, nbars, model, fund, no_feedback, funding_every):
+    """Hypothesis: whatever the book, path and fund, no quantity is closed twice (market and
+    ADL), the fund never goes negative, and the fast kernel equals the reference."""
+    rng = np.random.default_rng(seed)
+    pop = tie_population(rng, n, 100.0, 0.0, False)
+    closes = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.03, nbars)))
+    bars = make_bars(closes, 60_000, wig=float(rng.uniform(0, 0.02)), funding_every=funding_every)
+    prm = make_prm(model, fund=fund, volume=float(n) * 500.0, depth=float(n) * 20.0, no_feedback=no_feedback)
+    out = run_kernel(pop, bars, prm)
+    assert_same(out, run_kernel(pop, bars, prm, reference=True))
+    closed_once(pop, out)
+    assert np.all(out["bar_i"][:, R.BI_FUND] >= 0) and out["stats"][R.ST_FUND_MIN] >= 0

@@ -26,10 +26,30 @@ In replay the forced orders of a path point still walk the book, so their fills 
 but the path is not moved and no further round follows. The impact of one path point, and the
 endogenous offset ``E``, are capped at ``MAX_IMPACT_LOG``. Liquidations pay the clearance fee out
 of what margin remains into the insurance fund; a fill beyond the bankruptcy price is a deficit
-the fund covers; what it cannot cover is auto-deleveraged at the bar's end: opposite positions,
-highest ADL rank first (:func:`backtest.margin.adl_key_nb`), closed at the current price until
-their notional covers the uncovered notional. Stops fire as market orders (taker fee, no
-clearance fee).
+the fund covers. Stops fire as market orders (taker fee, no clearance fee).
+
+Auto-deleveraging: each liquidated quantity is closed exactly once, in the market or by ADL.
+When a round's deficits (at its fills) exceed the fund plus the round's clearance fees, the fund
+can afford to close only the share ``phi = (fund + fees) / deficits`` of each bankrupt position
+(liquidation or stop with a deficit) in the market; ADL takes over the rest, ``1 - phi`` of its
+quantity, at its bankruptcy price (no loss: ``BI_ADL_TAKEN``, the deficit not covered:
+``BI_UNCOVERED``). That share does not go into the book: the round's impact and fills are worked
+out again without it (which only improves the market share's fills, so the fund pays at most what
+it has; it never goes negative). The exit record of a bankrupt position carries its market fill
+and the notional of its market share (``x_usd``). At the bar's end (:func:`_deleverage`) opposite
+positions, highest ADL rank first (:func:`backtest.margin.adl_key_nb`), are closed at the
+current price until their quantity covers the quantity taken over (whole positions: the last one
+may exceed it; quantities summed in integers of a power-of-two unit, :func:`_quantum`, so the two
+modes agree bit for bit).
+
+Exit times (:func:`_time_exits`): a path point's segment runs from the previous point (a third
+of a bar earlier) to this one; its whole move - the exogenous one and, in a cascade, the impact
+of every round - is taken to run straight over the segment from the previous price to the
+point's final price, and each exit happens when that move passes its (clipped) trigger level.
+So every round's exits get their own, later times within the segment (round r+1's levels lie
+beyond the price round r reached), never after the path point; in replay and with impact "none"
+(one round, the path not moved) this is the time at which the observed move passed the level.
+ADL closes are at the bar's last millisecond.
 
 Structure. The contracts are the named tuples of :mod:`backtest.records` (``Book``,
 ``MarketPath``, ``KernelParams``, ``TriggerLists``, ``Workspace``; a run returns ``RunOutputs``),
@@ -62,6 +82,7 @@ from backtest.records import (
     BF_LOW,
     BF_OPEN,
     BI_ADL,
+    BI_ADL_TAKEN,
     BI_AT_MAX_ROUNDS,
     BI_DEFICIT,
     BI_FUND,
@@ -208,16 +229,15 @@ def _push(ws, nt, i, s, lvl, code, qw, w, bk):
 
 
 @njit(cache=True)
-def _trigger_scan(book, p, F, ws):
+def _trigger_scan(book, p, F, ws, nt):
     """Reference: test every open position against the price ``p`` (funding index ``F``).
 
-    A stop nearer than the liquidation threshold fires first. Fills the round's buffer
-    (``ws.t_*``), marks the positions dead; returns ``(count, sell units, buy units)`` (forced
-    notional at ``p``, 1/USD_SCALE USD).
+    A stop nearer than the liquidation threshold fires first. Appends the triggered positions to
+    the path point's buffer (``ws.t_*``) from slot ``nt`` on, marks them dead; returns ``(end of
+    the buffer, sell units, buy units)`` (forced notional at ``p``, 1/USD_SCALE USD).
     """
     side = book.side
     alive = ws.alive
-    nt = 0
     sell = np.int64(0)
     buy = np.int64(0)
     for i in range(side.shape[0]):
@@ -253,7 +273,7 @@ def _trigger_scan(book, p, F, ws):
 
 
 @njit(cache=True)
-def _trigger_lists(book, tl, ls, p, bound_l, bound_s, adl_done, ws):
+def _trigger_lists(book, tl, ls, p, bound_l, bound_s, adl_done, ws, nt):
     """Fast: advance each list's pointer over the entries ``p`` crosses (the same positions, the
     same levels and codes as :func:`_trigger_scan`, in list order). Lists whose side's nearest
     trigger (``bound_l`` longs, ``bound_s`` shorts) ``p`` has not reached are skipped; the caller
@@ -262,7 +282,6 @@ def _trigger_lists(book, tl, ls, p, bound_l, bound_s, adl_done, ws):
     alive = ws.alive
     order = tl.order
     okey = tl.key
-    nt = 0
     sell = np.int64(0)
     buy = np.int64(0)
     for li in range(tl.kind.shape[0]):
@@ -321,6 +340,79 @@ def _trigger_lists(book, tl, ls, p, bound_l, bound_s, adl_done, ws):
 
 # ---- one round: impact, fills, fund ------------------------------------------------------
 @njit(cache=True)
+def _fill(ws, jj, p_from, fac, F):
+    """Buffer slot ``jj``'s clipped trigger level, fill and remaining margin per unit of its
+    ``qty x weight`` (negative: a deficit) for a round whose price came from ``p_from`` and whose
+    impact factor is ``fac``: the level clipped to ``p_from``, moved by ``fac`` when that goes
+    against the position; bankruptcy price ``ws.t_bankruptcy + F``."""
+    s = ws.t_side[jj]
+    lvl = ws.t_level[jj]
+    if s > 0:
+        lv = min(lvl, p_from)
+        f = lv * fac if fac < 1.0 else lv
+    else:
+        lv = max(lvl, p_from)
+        f = lv * fac if fac > 1.0 else lv
+    return lv, f, s * (f - (ws.t_bankruptcy[jj] + F))
+
+
+@njit(cache=True)
+def _fund_share(ws, nt0, nt, p_from, fac, F, fund, clear_rate):
+    """Share of each bankrupt position (slots ``[nt0, nt)`` with a deficit at impact factor
+    ``fac``) that the fund (``fund`` units plus the round's clearance fees) can afford to close
+    in the market. Returns ``(phi, uncovered units)``: ``(1.0, 0)`` when it covers every deficit."""
+    fees = np.int64(0)
+    deficit = np.int64(0)
+    for jj in range(nt0, nt):
+        lv, f, rem = _fill(ws, jj, p_from, fac, F)
+        qw = ws.t_qw[jj]
+        remaining = rem * qw
+        if remaining < 0.0:
+            deficit += _u(-remaining)
+        elif ws.t_code[jj] == EXIT_LIQUIDATED:
+            fees += _u(min(remaining, clear_rate * qw * f))
+    avail = fund + fees
+    if deficit <= avail:
+        return 1.0, np.int64(0)
+    return np.float64(avail) / np.float64(deficit), deficit - avail
+
+
+@njit(cache=True)
+def _adl_flow(ws, nt0, nt, p_from, fac, F, phi, p):
+    """Forced notional at ``p`` (units) of the ADL share ``1 - phi`` of the bankrupt positions
+    (deficit at impact factor ``fac``) in slots ``[nt0, nt)``: ``(sell, buy)``."""
+    sell = np.int64(0)
+    buy = np.int64(0)
+    for jj in range(nt0, nt):
+        lv, f, rem = _fill(ws, jj, p_from, fac, F)
+        if rem * ws.t_qw[jj] < 0.0:
+            u = _u((1.0 - phi) * ws.t_qw[jj] * p)
+            if ws.t_side[jj] > 0:
+                sell += u
+            else:
+                buy += u
+    return sell, buy
+
+
+@njit(cache=True)
+def _quantum(book):
+    """Unit of the integer quantity sums of ADL: a power of two (so ``x / quantum`` is exact in
+    its exponent), with the whole book's ``qty x weight`` below 2**61 units."""
+    qsum = 0.0
+    for i in range(book.qty.shape[0]):
+        qsum += book.qty[i] * np.float64(book.weight[i])
+    if not (qsum > 0.0 and np.isfinite(qsum)):
+        return 1.0
+    return 2.0 ** (np.floor(np.log2(qsum)) - 60.0)
+
+
+@njit(cache=True)
+def _q(x, quantum):
+    """Quantity -> integer units of ``quantum`` (round half up)."""
+    return np.int64(np.floor(x / quantum + 0.5))
+
+
+@njit(cache=True)
 def _round_impact(prm, qcum, imp_prev, p, E):
     """Price move of a round whose cumulative net forced flow at this path point is ``qcum``
     (units, + = buys) after ``imp_prev`` so far. Returns ``(imp, dlog, fac, p_after, E)``: the
@@ -343,55 +435,48 @@ def _round_impact(prm, qcum, imp_prev, p, E):
 
 
 @njit(cache=True)
-def _settle_round(ws, nt, nx, j, r, p, p_from, fac, t_prev, t_pt, F, fund, prm):
-    """Fill the ``nt`` positions of the round's buffer (round ``r`` of a path point at time
-    ``t_pt``, price ``p``, reached from ``p_from``; impact factor ``fac``), append their exit
-    records from slot ``nx``, add bar ``j``'s liquidations, stops, fees and deficits, and pay
-    the fees and deficits into / out of the fund (units).
+def _settle_round(ws, nt0, nt, nx, j, r, p_from, fac, fac1, phi, t_pt, F, fund, prm, quantum):
+    """Fill the positions in slots ``[nt0, nt)`` of the path point's buffer (round ``r``; price
+    reached from ``p_from``; impact factor ``fac``), append their exit records from slot ``nx``
+    (time ``t_pt`` until :func:`_time_exits` sets it), add bar ``j``'s liquidations, stops, fees
+    and deficits, and pay the fees and deficits into / out of the fund (units).
 
-    Fill: the trigger level clipped to ``p_from``, moved by ``fac`` when that goes against the
-    position. Time: in round 0 the moment the straight move ``p_from -> p`` from ``t_prev``
-    passed the level; later rounds at ``t_pt``. Returns ``(nx, fund, uncovered by longs,
-    uncovered by shorts)``: deficits the fund could not pay, split by the liquidated side's
-    share of the deficit notional (units).
+    Fill: see :func:`_fill` (the clipped level is kept in ``ws.t_level`` for :func:`_time_exits`).
+    With ``phi < 1`` (:func:`_fund_share` at the round's first impact factor ``fac1``) only the
+    share ``phi`` of each position bankrupt at ``fac1`` is closed in the market (its record's
+    ``x_usd``, its fees and deficit); ADL takes over the rest at the bankruptcy price. Returns
+    ``(nx, fund, quantity taken over from longs, from shorts)`` (units of ``quantum``).
     """
     bar_i = ws.bar_i
     clear_rate = prm.clearance_rate
     taker_rate = prm.taker_rate
     fund_in = np.int64(0)
-    def_l = np.int64(0)
-    def_s = np.int64(0)
-    dn_l = np.int64(0)
-    dn_s = np.int64(0)
-    for jj in range(nt):
+    deficit = np.int64(0)
+    q_l = np.int64(0)
+    q_s = np.int64(0)
+    for jj in range(nt0, nt):
+        lv, f, rem = _fill(ws, jj, p_from, fac, F)
+        ws.t_level[jj] = lv
         i = ws.t_pos[jj]
         s = ws.t_side[jj]
-        lvl = ws.t_level[jj]
-        if s > 0:
-            lv = min(lvl, p_from)
-            f = lv * fac if fac < 1.0 else lv
-        else:
-            lv = max(lvl, p_from)
-            f = lv * fac if fac > 1.0 else lv
-        if r == 0 and p_from != p:
-            frac = (p_from - lv) / (p_from - p)
-            frac = min(1.0, max(0.0, frac))
-            t_ex = t_prev + np.int64(frac * (t_pt - t_prev))
-        else:
-            t_ex = t_pt
         code = ws.t_code[jj]
         w = ws.t_weight[jj]
         qw = ws.t_qw[jj]
+        share = 1.0
+        if phi < 1.0:
+            rem1 = _fill(ws, jj, p_from, fac1, F)[2]
+            if rem1 * qw < 0.0:
+                share = phi
+        qm = share * qw  # closed in the market
         ws.x_pos[nx] = i
-        ws.x_ts[nx] = t_ex
+        ws.x_ts[nx] = t_pt
         ws.x_fill[nx] = f
         ws.x_round[nx] = r
         ws.x_code[nx] = code
-        ws.x_usd[nx] = qw * f
+        ws.x_usd[nx] = qm * f
         nx += 1
-        nu = _u(qw * f)
-        bk = ws.t_bankruptcy[jj] + F
-        remaining = s * (f - bk) * qw
+        nu = _u(qm * f)
+        remaining = rem * qm
         if code == EXIT_LIQUIDATED:
             if s > 0:
                 bar_i[j, BI_LONG_LIQ] += nu
@@ -402,42 +487,38 @@ def _settle_round(ws, nt, nx, j, r, p, p_from, fac, t_prev, t_pt, F, fund, prm):
                 bar_i[j, BI_SHORT_LIQ_W] += _u(w)
                 bar_i[j, BI_SHORT_ROWS] += 1
             if remaining >= 0.0:
-                fund_in += _u(min(remaining, clear_rate * qw * f))
+                fund_in += _u(min(remaining, clear_rate * qm * f))
         else:
             if s > 0:
                 bar_i[j, BI_LONG_STOP] += nu
             else:
                 bar_i[j, BI_SHORT_STOP] += nu
-            bar_i[j, BI_TAKER] += _u(taker_rate * qw * f)
+            bar_i[j, BI_TAKER] += _u(taker_rate * qm * f)
         if remaining < 0.0:
-            d = _u(-remaining)
+            deficit += _u(-remaining)
+        if share < 1.0:  # the rest is taken over by ADL, at the bankruptcy price
+            qa = (1.0 - share) * qw
+            bar_i[j, BI_ADL_TAKEN] += _u(qa * (ws.t_bankruptcy[jj] + F))
             if s > 0:
-                def_l += d
-                dn_l += nu
+                q_l += _q(qa, quantum)
             else:
-                def_s += d
-                dn_s += nu
+                q_s += _q(qa, quantum)
     bar_i[j, BI_FUND_IN] += fund_in
-    bar_i[j, BI_DEFICIT] += def_l + def_s
-    fund += fund_in - def_l - def_s
-    unc_l = np.int64(0)
-    unc_s = np.int64(0)
-    if fund < 0:
-        unc = -fund
+    bar_i[j, BI_DEFICIT] += deficit
+    fund += fund_in - deficit
+    if fund < 0:  # rounding of the market shares (units), or bankrupt longs and shorts in one round
+        bar_i[j, BI_UNCOVERED] += -fund
         fund = np.int64(0)
-        tot = def_l + def_s
-        bar_i[j, BI_UNCOVERED] += unc
-        unc_l = np.int64(np.float64(unc) * (np.float64(dn_l) / np.float64(tot)))
-        unc_s = np.int64(np.float64(unc) * (np.float64(dn_s) / np.float64(tot)))
-    return nx, fund, unc_l, unc_s
+    return nx, fund, q_l, q_s
 
 
 # ---- auto-deleveraging ---------------------------------------------------------------------
 @njit(cache=True)
-def _adl(target_side, units, p, F, book, ws, nx, t):
+def _adl(target_side, units, p, F, book, ws, nx, t, quantum):
     """Close open positions of ``target_side``, highest ADL rank first (ties: lower index
-    first), until their notional at ``p`` covers ``units``; their exit records go from slot
-    ``nx`` (time ``t``, round -1, EXIT_ADL). Returns ``(closed units, nx)``.
+    first), until their quantity (qty x weight, units of ``quantum``) covers ``units``; their exit
+    records go from slot ``nx`` (time ``t``, fill ``p``, round -1, EXIT_ADL). Returns ``(closed
+    notional at p in USD units, closed quantity units, nx)``.
 
     Only the top of the ranking is sorted: the K best by partial selection, K growing until
     they cover ``units`` - the same order as a full sort."""
@@ -458,7 +539,7 @@ def _adl(target_side, units, p, F, book, ws, nx, t):
             idx[c] = i
             c += 1
     if c == 0:
-        return np.int64(0), nx
+        return np.int64(0), np.int64(0), nx
     K = 512
     while True:
         if K >= c:
@@ -480,7 +561,7 @@ def _adl(target_side, units, p, F, book, ws, nx, t):
         cut = -1
         for jj in range(o.shape[0]):
             i = idx[sel[o[jj]]]
-            acc += _u(qty[i] * np.float64(weight[i]) * p)
+            acc += _q(qty[i] * np.float64(weight[i]), quantum)
             if acc >= units:
                 cut = jj
                 break
@@ -489,6 +570,7 @@ def _adl(target_side, units, p, F, book, ws, nx, t):
             continue
         last = cut if cut >= 0 else o.shape[0] - 1
         closed = np.int64(0)
+        closed_q = np.int64(0)
         for jj in range(last + 1):
             i = idx[sel[o[jj]]]
             alive[i] = False
@@ -500,21 +582,41 @@ def _adl(target_side, units, p, F, book, ws, nx, t):
             ws.x_usd[nx] = qty[i] * np.float64(weight[i]) * p
             nx += 1
             closed += _u(qty[i] * np.float64(weight[i]) * p)
-        return closed, nx
+            closed_q += _q(qty[i] * np.float64(weight[i]), quantum)
+        return closed, closed_q, nx
 
 
 @njit(cache=True)
-def _deleverage(j, target_side, units, p, F, book, ws, nx, t):
-    """ADL at bar ``j``'s end (time ``t``, price ``p``) of ``units`` uncovered by the other side's
-    liquidations. Returns ``(nx, shortfall)``: what no open position was left to cover (units)."""
-    c, nx = _adl(target_side, units, p, F, book, ws, nx, t)
+def _deleverage(j, target_side, units, p, F, book, ws, nx, t, quantum):
+    """ADL at bar ``j``'s end (time ``t``, price ``p``) against the quantity ``units`` (of
+    ``quantum``) taken over from the other side's bankrupt positions. Returns ``(nx,
+    shortfall)``: the notional at ``p`` (USD units) of what no open position was left to cover."""
+    c, cq, nx = _adl(target_side, units, p, F, book, ws, nx, t, quantum)
     ws.bar_i[j, BI_ADL] += c
-    if c < units:
-        return nx, units - c
+    if cq < units:
+        return nx, _u(np.float64(units - cq) * quantum * p)
     return nx, np.int64(0)
 
 
 # ---- path points -------------------------------------------------------------------------
+@njit(cache=True)
+def _time_exits(ws, nx0, nt, p0, p_end, t_prev, t_pt):
+    """Times of a path point's exit records ``nx0 ...`` (one per buffer slot ``[0, nt)``, in
+    order), all rounds alike: the path point's whole move - exogenous and endogenous - runs
+    straight from ``p0`` (at ``t_prev``) to its final price ``p_end`` (at ``t_pt``), and an exit
+    happens when that move passes its clipped trigger level (``ws.t_level``). Later rounds'
+    levels lie beyond the price that triggered the earlier rounds, so their exits come later
+    within the same segment; no exit is later than ``t_pt``. Without a move: ``t_pt``.
+    """
+    for q in range(nt):
+        if p0 != p_end:
+            frac = (p0 - ws.t_level[q]) / (p0 - p_end)
+            frac = min(1.0, max(0.0, frac))
+            ws.x_ts[nx0 + q] = t_prev + np.int64(frac * (t_pt - t_prev))
+        else:
+            ws.x_ts[nx0 + q] = t_pt
+
+
 @njit(cache=True)
 def _record_point(bar_f, j, k, p, E):
     """Bar ``j``'s simulated open / high / low / close and endogenous range after path point ``k``."""
@@ -600,8 +702,9 @@ def simulate_nb(book, tl, path, prm, reference, ws):
     max_depth = 0
     bars_cut = 0  # bars with a cascade cut by max_rounds
     shortfall = np.int64(0)
-    nu_long = np.int64(0)  # uncovered notional from long liquidations (ADL closes shorts)
-    nu_short = np.int64(0)
+    q_long = np.int64(0)  # quantity ADL took over from bankrupt longs this bar (it closes shorts)
+    q_short = np.int64(0)
+    quantum = 0.0  # unit of those quantities (_quantum), found when first needed
     adl_done = False  # no position has been auto-deleveraged yet
 
     for j in range(nbars):
@@ -638,24 +741,42 @@ def simulate_nb(book, tl, path, prm, reference, ws):
             depth_pt = 0
             qcum = np.int64(0)
             imp_prev = 0.0
+            nx0 = nx  # the path point's exit records start here, one per buffer slot
+            nt0 = 0  # the path point's triggered positions so far (buffer slots)
             while True:
                 # the only step in which the two modes differ: which positions this price triggers
                 if reference:
-                    nt, sell, buy = _trigger_scan(book, p, F, ws)
+                    nt, sell, buy = _trigger_scan(book, p, F, ws, nt0)
                 elif p <= bound_l or p >= bound_s:
-                    nt, sell, buy = _trigger_lists(book, tl, ls, p, bound_l, bound_s, adl_done, ws)
+                    nt, sell, buy = _trigger_lists(book, tl, ls, p, bound_l, bound_s, adl_done, ws, nt0)
                     bound_l, bound_s = _bounds(tl, ls)
                 else:
-                    nt, sell, buy = 0, np.int64(0), np.int64(0)
-                if nt == 0:
+                    nt, sell, buy = nt0, np.int64(0), np.int64(0)
+                if nt == nt0:
                     break
                 if r > 0:
                     depth_pt = r
                 qcum += buy - sell
-                imp_prev, dlog, fac, p_after, E = _round_impact(prm, qcum, imp_prev, p, E)
-                nx, fund, unc_l, unc_s = _settle_round(ws, nt, nx, j, r, p, p_from, fac, t_prev, t_pt, F, fund, prm)
-                nu_long += unc_l
-                nu_short += unc_s
+                imp, dlog, fac, p_after, E_r = _round_impact(prm, qcum, imp_prev, p, E)
+                fac1 = fac
+                phi, unc = _fund_share(ws, nt0, nt, p_from, fac1, F, fund, prm.clearance_rate)
+                if phi < 1.0:
+                    # the fund cannot pay the deficits at these fills: ADL takes over the rest of
+                    # the bankrupt quantity, which does not go into the book
+                    if quantum == 0.0:
+                        quantum = _quantum(book)
+                    sell_a, buy_a = _adl_flow(ws, nt0, nt, p_from, fac1, F, phi, p)
+                    sell -= sell_a
+                    buy -= buy_a
+                    qcum += sell_a - buy_a
+                    imp, dlog, fac, p_after, E_r = _round_impact(prm, qcum, imp_prev, p, E)
+                    bar_i[j, BI_UNCOVERED] += unc
+                imp_prev = imp
+                E = E_r
+                nx, fund, q_l, q_s = _settle_round(ws, nt0, nt, nx, j, r, p_from, fac, fac1, phi, t_pt, F, fund, prm, quantum)
+                nt0 = nt
+                q_long += q_l
+                q_short += q_s
                 round_units[min(r, max_rounds)] += sell + buy
                 if fund < fund_min:
                     fund_min = fund
@@ -671,6 +792,8 @@ def simulate_nb(book, tl, path, prm, reference, ws):
                 p = p_after
                 r += 1
             # ---- end of path point ------------------------------------------------------
+            if nt0 > 0:
+                _time_exits(ws, nx0, nt0, p_prev, p, t_prev, t_pt)
             if depth_pt > max_depth:
                 max_depth = depth_pt
             if depth_pt > bar_i[j, BI_ROUNDS]:
@@ -682,16 +805,16 @@ def simulate_nb(book, tl, path, prm, reference, ws):
             t_prev = t_pt
         # ---- end of bar: auto-deleveraging of what the fund could not cover -------------
         t_end = path.ts[j] + bar_ms - 1
-        if nu_long > 0 or nu_short > 0:
+        if q_long > 0 or q_short > 0:
             adl_done = True
-        if nu_long > 0:
-            nx, short = _deleverage(j, -1, nu_long, p_prev, F, book, ws, nx, t_end)
+        if q_long > 0:
+            nx, short = _deleverage(j, -1, q_long, p_prev, F, book, ws, nx, t_end, quantum)
             shortfall += short
-            nu_long = 0
-        if nu_short > 0:
-            nx, short = _deleverage(j, 1, nu_short, p_prev, F, book, ws, nx, t_end)
+            q_long = 0
+        if q_short > 0:
+            nx, short = _deleverage(j, 1, q_short, p_prev, F, book, ws, nx, t_end, quantum)
             shortfall += short
-            nu_short = 0
+            q_short = 0
         bar_i[j, BI_FUND] = fund
 
     stats[ST_DD_EXO] = dd_exo
