@@ -205,7 +205,7 @@ def build_report(
     try:
         t = time.perf_counter()
         steps.step("loading market data, building the population")
-        prepared = simulate.prepare(ev.id, overrides or None, store=store)
+        prepared = simulate.prepare(ev, overrides or None, store=store)
         steps.advance()
         timings["prepare"] = time.perf_counter() - t
 
