@@ -27,6 +27,7 @@ app.add_typer(events_app, name="events")
 
 StoreOpt = typer.Option(None, "--store", help="Store root: folder or s3://bucket/prefix (default: $BACKTEST_STORE or the committed data/).")
 SetOpt = typer.Option(None, "--set", help="Override a parameter: key=value (repeatable).")
+from backtest.cli_events import EventsOpt, ExchangeOpt, WindowOpt, resolve_event  # noqa: E402  (options shared with cli_events)
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -83,35 +84,7 @@ def print_frame(df, title: str | None = None) -> None:
 # ------------------------------------------------------------------------------------------
 # events
 # ------------------------------------------------------------------------------------------
-@events_app.command("list")
-@user_errors
-def events_list(store: Optional[str] = StoreOpt) -> None:
-    """List the catalogued crash events."""
-    import polars as pl
-
-    from backtest.events import load_events
-
-    evs = load_events(store)
-    df = pl.DataFrame(
-        {
-            "id": [e.id for e in evs],
-            "name": [e.name for e in evs],
-            "exchange": [e.exchange for e in evs],
-            "symbols": [", ".join(e.symbols) for e in evs],
-            "window (UTC)": [f"{e.start_iso} → {e.end_iso}" for e in evs],
-        }
-    )
-    print_frame(df, "crash events")
-
-
-@events_app.command("show")
-@user_errors
-def events_show(event_id: str = typer.Argument(..., help="Event id, e.g. 2025-10-10"), store: Optional[str] = StoreOpt) -> None:
-    """Show one event: windows, symbols, published figures with sources."""
-    from backtest.events import get_event
-
-    ev = get_event(event_id, store)
-    typer.echo(ev.describe())
+# (the events commands, scan and fetch are in backtest/cli_events.py)
 
 
 # ------------------------------------------------------------------------------------------
@@ -263,6 +236,7 @@ def population(
     set_: Optional[List[str]] = SetOpt,
     out: Optional[Path] = typer.Option(None, "--out", help="Write the population to this Parquet file (one file per symbol: FILE_SYMBOL.parquet when several)."),
     store: Optional[str] = StoreOpt,
+    events: Optional[Path] = EventsOpt,
 ) -> None:
     """Build the synthetic leveraged-position population an event starts from, and summarise it.
 
@@ -274,14 +248,13 @@ def population(
     """
     import polars as pl
 
-    from backtest.events import get_event
     from backtest.params import apply_overrides, parse_set_options
     from backtest.paths import check_out_file
     from backtest.population import PopulationParams, build_population, population_summary
     from backtest.store import Store, safe_symbol
 
     (params,) = apply_overrides([PopulationParams()], parse_set_options(set_))
-    ev = get_event(event, store)
+    ev = resolve_event(event, events=events, store=store)
     if not symbol:
         symbols = [ev.symbols[0]]
     elif [s.lower() for s in symbol] == ["all"]:
@@ -348,6 +321,10 @@ def report(
     png_dir: Optional[Path] = typer.Option(None, "--png-dir", help="Folder for the PNGs (default: the PDF's path without .pdf); page PNGs of an earlier report there are replaced."),
     no_sensitivity: bool = typer.Option(False, "--no-sensitivity", help="Skip the built-in sensitivity sweep page."),
     store: Optional[str] = StoreOpt,
+    events: Optional[Path] = EventsOpt,
+    window: Optional[str] = WindowOpt,
+    exchange: Optional[str] = ExchangeOpt,
+    symbol: Optional[List[str]] = typer.Option(None, "--symbol", help="ccxt symbol of an ad-hoc --window event (repeatable)."),
 ) -> None:
     """Simulate an event and write the PDF report (and one PNG per page)."""
     from backtest.params import parse_set_options
@@ -355,7 +332,8 @@ def report(
     from backtest.report.build import build_report
 
     overrides = {**load_config(config), **parse_set_options(set_)}
-    res = build_report(event, out, overrides=overrides, store=store, png_dir=png_dir, sensitivity=not no_sensitivity)
+    ev = resolve_event(event, events=events, window=window, exchange=exchange, symbols=symbol, store=store)
+    res = build_report(ev, out, overrides=overrides, store=store, png_dir=png_dir, sensitivity=not no_sensitivity)
     typer.echo(f"wrote {res.pdf} ({len(res.pngs)} pages, PNGs in {res.pngs[0].parent if res.pngs else '-'}) in {res.seconds:.1f} s")
 
 
@@ -372,8 +350,16 @@ def sweep(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the number of combinations and a time and memory estimate; run nothing else."),
     set_: Optional[List[str]] = SetOpt,
     store: Optional[str] = StoreOpt,
+    events: Optional[Path] = EventsOpt,
 ) -> None:
     """Run a parameter grid over an event; one Parquet row per combination plus a PDF of heatmaps."""
+    if events is not None:  # as BACKTEST_EVENTS, so that every worker process reads the same file
+        import os
+
+        from backtest.events import load_events
+
+        load_events(store, events)  # a bad file fails here, in one line
+        os.environ["BACKTEST_EVENTS"] = str(events.resolve())
     from backtest.params import parse_set_options
     from backtest.sweep import check_out_dir, load_sweep, plan_sweep, run_sweep
 
@@ -488,9 +474,13 @@ def replay(
     set_: Optional[List[str]] = SetOpt,
     out: Path = OutOpt,
     store: Optional[str] = StoreOpt,
+    events: Optional[Path] = EventsOpt,
+    window: Optional[str] = WindowOpt,
+    exchange: Optional[str] = ExchangeOpt,
 ) -> None:
     """Replay an event through the observed path (no price feedback)."""
-    _run_sim(event, "replay", symbol, config, set_, out, None, store)
+    ev = resolve_event(event, events=events, window=window, exchange=exchange, symbols=symbol, store=store)
+    _run_sim(ev, "replay", symbol, config, set_, out, None, store)
 
 
 @app.command()
@@ -503,9 +493,18 @@ def cascade(
     set_: Optional[List[str]] = SetOpt,
     out: Path = OutOpt,
     store: Optional[str] = StoreOpt,
+    events: Optional[Path] = EventsOpt,
+    window: Optional[str] = WindowOpt,
+    exchange: Optional[str] = ExchangeOpt,
 ) -> None:
     """Run an event with feedback: forced orders move the price, round after round."""
-    _run_sim(event, "cascade", symbol, config, set_, out, shock, store)
+    ev = resolve_event(event, events=events, window=window, exchange=exchange, symbols=symbol, store=store)
+    _run_sim(ev, "cascade", symbol, config, set_, out, shock, store)
+
+
+from backtest import cli_events as _cli_events  # noqa: E402
+
+_cli_events.register(app, events_app, user_errors)
 
 
 def main() -> None:

@@ -136,23 +136,26 @@ def user_events_path(events_file: str | os.PathLike | None = None) -> Path:
     return Path(DEFAULT_USER_FILE)
 
 
-def load_events(store: str | None = None, events_file: str | os.PathLike | None = None) -> list[Event]:
+def load_events(store: str | None = None, events_file: str | os.PathLike | None = None, *, user: bool = True) -> list[Event]:
     """All events: the catalogue's in file order, each replaced by the user's event of the same
-    id, then the user's other events. A named ``events_file`` (or ``$BACKTEST_EVENTS``) must
-    exist; ``./events.toml`` is read only when it exists."""
+    id, then the user's other events (``user=False``: the catalogue only). A named
+    ``events_file`` (or ``$BACKTEST_EVENTS``) must exist; ``./events.toml`` is read only when it
+    exists."""
     from backtest.event_file import read_event_file
 
     path = catalogue_path(store)
     if not path.exists():
         raise EventError(f"no event catalogue at {path}; use the committed data/ store or pass --store with a store that has one")
     catalogue = read_event_file(path, "event catalogue")
-    user = user_events_path(events_file)
-    named = bool(events_file or os.environ.get("BACKTEST_EVENTS"))
-    if named and not user.exists():
-        raise EventError(f"event file {user} does not exist; create it with 'backtest events add' or check --events / BACKTEST_EVENTS")
-    if not user.exists() or user.resolve() == path.resolve():
+    if not user:
         return catalogue
-    mine = {e.id: e for e in read_event_file(user)}
+    own = user_events_path(events_file)
+    named = bool(events_file or os.environ.get("BACKTEST_EVENTS"))
+    if named and not own.exists():
+        raise EventError(f"event file {own} does not exist; create it with 'backtest events add' or check --events / BACKTEST_EVENTS")
+    if not own.exists() or own.resolve() == path.resolve():
+        return catalogue
+    mine = {e.id: e for e in read_event_file(own)}
     out = [replace(mine.pop(e.id), overrides=str(path)) if e.id in mine else e for e in catalogue]
     return out + list(mine.values())
 
