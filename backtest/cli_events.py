@@ -230,7 +230,10 @@ def fetch(
     from backtest.cli import print_frame
     from backtest.sources.fetch import run_fetch
 
-    ev = resolve_event(event, events=events, window=window, exchange=exchange, symbols=symbol, store=store, lookback=lookback)
+    new_store = store is not None and not str(store).startswith("s3://") and not Path(store).expanduser().exists()
+    # a store that does not exist yet (fetch creates it) has no catalogue of its own: the committed one serves
+    ev = resolve_event(event, events=events, window=window, exchange=exchange, symbols=symbol, store=None if new_store else store,
+                       lookback=lookback)
     progress_on = sys.stderr.isatty() and not os.environ.get("BACKTEST_NO_PROGRESS")
     rep = run_fetch(ev, store=store, ccxt_config=ccxt_config, progress_on=progress_on)
     rows = rep.rows()
@@ -244,7 +247,7 @@ def fetch(
         typer.echo(f"error: {len(bad)} required item(s) missing: " + "; ".join(f"{r['item']} {r['symbol']}: {r['why'] or r['status']}" for r in bad[:3]),
                    err=True)
         raise typer.Exit(1)
-    typer.echo(f"everything {rep.event_id} needs is in {rep.store}")
+    typer.echo(f"everything {rep.event_id} needs is in {rep.store}", err=json_out)  # stdout stays JSON
 
 
 def register(app: typer.Typer, events_app: typer.Typer, user_errors) -> None:

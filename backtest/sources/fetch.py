@@ -223,8 +223,10 @@ def _fetch_one(item: FetchItem, event: Any, dl, archive: _Archive, st) -> FetchO
 
 def _take(out: FetchOutcome, r, source: str) -> None:
     out.added += r.rows_added
-    if r.requests or r.rows_added or out.source == "-":
+    if out.source == "-":
         out.source = source
+    elif r.rows_added and source not in out.source.split("+"):
+        out.source = f"{out.source}+{source}"  # both gave rows (API for the recent part, archive for the rest)
     if r.failed:
         out.fault = True
         out.why = f"retries spent ({r.error})" if r.error else "retries spent"
