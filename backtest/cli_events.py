@@ -133,8 +133,8 @@ def scan(
     min_oi_drop: float = typer.Option(10.0, "--min-oi-drop", help="Percent of open interest gone from its 24h high that flags a bar."),
     top: int = typer.Option(20, "--top", help="Show this many windows (ranked by drawdown)."),
     as_json: bool = typer.Option(False, "--json", help="Print the windows as JSON instead of a table."),
-    add: bool = typer.Option(False, "--add", help="Add every shown window that is not catalogued to your event file."),
-    add_top: Optional[int] = typer.Option(None, "--add-top", help="Add the N best-ranked windows that are not catalogued."),
+    add: bool = typer.Option(False, "--add", help="Add every shown window that is not a known event to your event file."),
+    add_top: Optional[int] = typer.Option(None, "--add-top", help="Add the N best-ranked windows that are not known events."),
     lookback: float = typer.Option(30.0, "--lookback", help="Lookback days of added events."),
     events: Optional[Path] = EventsOpt,
     store: Optional[str] = StoreOpt,
@@ -184,7 +184,7 @@ def _print_windows(windows, total: int, exchange: str, timeframe: str) -> None:
         "volume": [mult(r["volume_x"]) for r in rows],
         "OI change": [pct(r["oi_change"]) for r in rows],
         "symbols": [str(len(r["symbols"])) for r in rows],
-        "catalogued": [r["catalogued"] or "" for r in rows],
+        "known event": [r["known_event"] or "" for r in rows],
     }), f"crash windows, {exchange} {timeframe} bars ({len(rows)} of {total}; range and volume as multiples of the 7-day median)")
 
 
@@ -196,8 +196,8 @@ def _add_windows(windows, timeframe: str, lookback: float, events: Optional[Path
     have = {e.id for e in read_event_file(path)} if path.exists() else set()
     tables = []
     for w in windows:
-        if w.catalogued:
-            note(f"window {w.event_id} overlaps event {w.catalogued}: not added")
+        if w.known:
+            note(f"window {w.event_id} overlaps event {w.known}: not added")
         elif w.event_id in have:
             note(f"{path} already has event {w.event_id}: not added again")
         else:

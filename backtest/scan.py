@@ -73,7 +73,7 @@ class CrashWindow:
     start_ms: int
     end_ms: int
     crashes: list[SymbolCrash] = field(default_factory=list)
-    catalogued: str = ""  # id of an event whose window overlaps this one
+    known: str = ""  # id of a known event (catalogue or user file) whose window overlaps this one
 
     @property
     def worst(self) -> SymbolCrash:
@@ -111,7 +111,7 @@ class CrashWindow:
         return {
             "id": self.event_id, "exchange": self.exchange, "start": ms_to_iso(self.start_ms), "end": ms_to_iso(self.end_ms),
             "worst_symbol": w.symbol, "drawdown": w.drawdown, "low_time": ms_to_iso(w.low_ms), "range_x": self._max("range_x"),
-            "volume_x": self._max("volume_x"), "oi_change": self.oi_change, "catalogued": self.catalogued or None,
+            "volume_x": self._max("volume_x"), "oi_change": self.oi_change, "known_event": self.known or None,
             "symbols": [
                 {"symbol": c.symbol, "drawdown": c.drawdown, "high": c.high, "low": c.low, "low_time": ms_to_iso(c.low_ms),
                  "leg_start": ms_to_iso(c.leg_start_ms), "range_x": c.range_x, "volume_x": c.volume_x, "oi_change": c.oi_change}
@@ -264,7 +264,7 @@ def scan_store(
     events: list | None = None,
 ) -> list[CrashWindow]:
     """Crash windows in the store's ``ohlcv`` bars of ``exchange`` at ``timeframe``, ranked.
-    ``events``: catalogue events to mark windows that overlap one (``CrashWindow.catalogued``)."""
+    ``events``: catalogue events to mark windows that overlap one (``CrashWindow.known``)."""
     from backtest.store import Store, to_ms
 
     st = store if isinstance(store, Store) else Store(store, must_exist=True)
@@ -299,7 +299,7 @@ def scan_store(
     for w in windows:
         for ev in events or ():
             if ev.exchange == exchange and ev.start_ms < w.end_ms and w.start_ms < ev.end_ms:
-                w.catalogued = ev.id
+                w.known = ev.id
                 break
     return windows
 
