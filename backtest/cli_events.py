@@ -155,7 +155,7 @@ def scan(
     else:
         _print_windows(shown, len(windows), exchange, timeframe)
     if add or add_top:
-        _add_windows(shown if add_top is None else windows[:add_top], timeframe, lookback, events)
+        _add_windows(shown if add_top is None else [w for w in windows if not w.known][:add_top], timeframe, lookback, events)
 
 
 def _print_windows(windows, total: int, exchange: str, timeframe: str) -> None:

@@ -180,3 +180,26 @@ def test_ad_hoc_event_replays_on_the_committed_store(tmp_path):
 
     s = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert s["event"] == "adhoc-eth" and list(s["price_source"]) == ["ETH/USDT:USDT"] and s["positions"] > 0
+
+
+def test_sweep_of_a_user_event_with_process_workers(tmp_path):
+    """--events on sweep reaches the worker processes (they read the event by its id)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "my.toml").write_text(GOOD)
+    (tmp_path / "s.toml").write_text('event = "mine"\n[base]\nn_positions = 3000\n[grid]\nleverage_scale = [0.5, 2.0]\n')
+    repo = Path(__file__).resolve().parent.parent
+    cmd = [sys.executable, "-m", "backtest.cli", "sweep", "s.toml", "--events", "my.toml", "--executor", "processes",
+           "--workers", "2", "--out", "out"]
+    env = {k: v for k, v in __import__("os").environ.items() if k != "BACKTEST_EVENTS"}
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600, env={**env, "PYTHONPATH": str(repo)})
+    assert r.returncode == 0, r.stderr
+    import polars as pl
+
+    res = pl.read_parquet(tmp_path / "out" / "results.parquet")
+    assert res.height == 2 and res["liquidated_notional_usd"].n_unique() == 2
+    bad = subprocess.run([*cmd[:-2], "--out", "out2", "--events", "nope.toml"], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                         env={**env, "PYTHONPATH": str(repo)})
+    assert bad.returncode == 2 and "nope.toml does not exist" in bad.stderr
