@@ -13,7 +13,7 @@ from backtest.store import Store, to_ms
 from tests.fakes.archive_server import ArchiveServer, build_archive
 from tests.fakes.exchange_server import FakeExchangeServer, every_other
 from tests.fakes.fixtures import KLINES_1M, all_data
-from tests.test_download import ALL_FAULTS, binance_config
+from tests.test_download import ALL_FAULTS, binance_config, venue_config
 
 pytestmark = pytest.mark.skipif(not KLINES_1M.exists(), reason="needs /work/shared/data")
 
@@ -147,3 +147,20 @@ def test_fetch_bad_options(tmp_path):
     r = run(["fetch", "x", "--window", WINDOW, "--exchange", "nosuchex", "--symbol", "BTC/USDT:USDT"])
     assert r.exit_code == 2 and "not a ccxt exchange id" in r.stderr
     assert to_ms("2025-10-10T20:00:00Z") < to_ms("2025-10-11T00:00:00Z")
+
+
+def test_fetch_on_bybit_tiers_without_keys_and_no_archive(tmp_path, servers):
+    """Another venue through the same plan: Bybit's public risk-limit tiers, its API's open interest
+    (no archive to fall back on: what it does not serve is named)."""
+    ex, _ = servers
+    ex.plan = every_other(["429", "500", "cut"])
+    cfg = venue_config(tmp_path, ex, "bybit")
+    r = run(["fetch", "oct10-bybit", "--window", WINDOW, "--exchange", "bybit", "--symbol", "BTC/USDT:USDT", "--lookback", "3",
+             "--store", str(tmp_path / "st"), "--ccxt-config", str(cfg), "--json"])
+    assert r.exit_code == 0, r.output
+    got = items(r)
+    assert got[("last bars, window", "BTC/USDT:USDT")]["rows"] == 240
+    assert got[("leverage tiers", "all")]["status"] == "complete"
+    assert Store(tmp_path / "st").read_tiers("bybit", "BTC/USDT:USDT")[0]["maintenanceMarginRate"] > 0
+    oi = got[("open interest (optional)", "BTC/USDT:USDT")]
+    assert oi["source"] == "ccxt" and oi["status"] == "partial" and "no archive for this exchange" in oi["why"]
