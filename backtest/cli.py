@@ -14,6 +14,8 @@ from typing import Callable, List, Optional
 
 import typer
 
+from backtest.cli_events import EventsOpt, ExchangeOpt, WindowOpt, resolve_event
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -27,7 +29,6 @@ app.add_typer(events_app, name="events")
 
 StoreOpt = typer.Option(None, "--store", help="Store root: folder or s3://bucket/prefix (default: $BACKTEST_STORE or the committed data/).")
 SetOpt = typer.Option(None, "--set", help="Override a parameter: key=value (repeatable).")
-from backtest.cli_events import EventsOpt, ExchangeOpt, WindowOpt, resolve_event  # noqa: E402  (options shared with cli_events)
 
 
 def fail(message: str, code: int = 2) -> None:

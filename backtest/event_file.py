@@ -113,9 +113,10 @@ def time_ms(value: Any, field: str) -> int:
         raise ValueError(f"{field}: {e}") from None
 
 
-def check_span(value: Any, field: str) -> tuple[int, int]:
-    """``[start, end]`` (a 2-list, or ``"START/END"``) as UTC ms with start < end."""
-    if isinstance(value, str) and "/" in value:
+def check_span(value: Any, field: str, *, text: bool = False) -> tuple[int, int]:
+    """``[start, end]`` (a 2-list; with ``text``, also ``"START/END"`` as on the command line) as
+    UTC ms with start < end."""
+    if text and isinstance(value, str) and "/" in value:
         value = value.split("/", 1)
     if not isinstance(value, list) or len(value) != 2:
         raise ValueError(f"{field} must be [start, end], e.g. [\"2025-10-10T20:00:00Z\", \"2025-10-11T00:00:00Z\"]")
@@ -254,7 +255,7 @@ def event_table(
     """The TOML table of a new event (times as ISO-8601 UTC strings); validated by :func:`parse_event`
     when read back. ``window`` and ``core`` are ``"START/END"`` or ``[start, end]``."""
     try:
-        start, end = check_span(window, "--window")
+        start, end = check_span(window, "--window", text=True)
         days = check_lookback_days(lookback_days if lookback_days is not None else DEFAULT_LOOKBACK_DAYS)
     except ValueError as e:
         raise EventError(f"event {event_id}: {e}") from None
@@ -264,7 +265,7 @@ def event_table(
                          "lookback": [_iso(start - int(days * DAY_MS)), _iso(start)]}
     if core is not None:
         try:
-            a, b = check_span(core, "--core")
+            a, b = check_span(core, "--core", text=True)
         except ValueError as e:
             raise EventError(f"event {event_id}: {e}") from None
         d["core_window"] = [_iso(a), _iso(b)]

@@ -59,6 +59,8 @@ BAD = [
     (GOOD.replace('window = ["2025-10-10T20:00:00Z", "2025-10-11T00:00:00Z"]', 'window = ["2025-10-01T00:00:00Z", "2025-12-01T00:00:00Z"]'),
      ["event mine", "longer than 31 days"]),
     (GOOD.replace('window = ["2025-10-10T20:00:00Z", "2025-10-11T00:00:00Z"]', 'window = [1, 2]'), ["event mine", "is not a time"]),
+    (GOOD.replace('window = ["2025-10-10T20:00:00Z", "2025-10-11T00:00:00Z"]', 'window = "2025-10-10T20:00:00Z/2025-10-11T00:00:00Z"'),
+     ["event mine", "window must be [start, end]"]),
     (GOOD.replace('id = "mine"', 'id = "../../etc"'), ["id '../../etc' is not a path-safe name"]),
     (GOOD.replace('id = "mine"', "id = 5"), ["is not a path-safe name"]),
     (GOOD.replace('id = "mine"\n', ""), ["event 1", "id is missing"]),
