@@ -19,6 +19,7 @@ import typer
 
 if TYPE_CHECKING:
     from backtest.results import Summary
+from backtest.cli_events import EventsOpt, ExchangeOpt, WindowOpt, resolve_event
 
 app = typer.Typer(
     add_completion=False,
@@ -110,35 +111,7 @@ def print_frame(df, title: str | None = None) -> None:
 # ------------------------------------------------------------------------------------------
 # events
 # ------------------------------------------------------------------------------------------
-@events_app.command("list")
-@user_errors
-def events_list(store: Optional[str] = StoreOpt) -> None:
-    """List the catalogued crash events."""
-    import polars as pl
-
-    from backtest.events import load_events
-
-    evs = load_events(store)
-    df = pl.DataFrame(
-        {
-            "id": [e.id for e in evs],
-            "name": [e.name for e in evs],
-            "exchange": [e.exchange for e in evs],
-            "symbols": [", ".join(e.symbols) for e in evs],
-            "window (UTC)": [f"{e.start_iso} → {e.end_iso}" for e in evs],
-        }
-    )
-    print_frame(df, "crash events")
-
-
-@events_app.command("show")
-@user_errors
-def events_show(event_id: str = typer.Argument(..., help="Event id, e.g. 2025-10-10"), store: Optional[str] = StoreOpt) -> None:
-    """Show one event: windows, symbols, published figures with sources."""
-    from backtest.events import get_event
-
-    ev = get_event(event_id, store)
-    typer.echo(ev.describe())
+# (the events commands, scan and fetch are in backtest/cli_events.py)
 
 
 # ------------------------------------------------------------------------------------------
@@ -306,6 +279,7 @@ def population(
     out: Optional[Path] = typer.Option(None, "--out", help="Write the population to this Parquet file (one file per symbol: FILE_SYMBOL.parquet when several)."),
     store: Optional[str] = StoreOpt,
     force: bool = ForceOpt,
+    events: Optional[Path] = EventsOpt,
 ) -> None:
     """Build the synthetic leveraged-position population an event starts from, and summarise it.
 
@@ -317,7 +291,6 @@ def population(
     """
     import polars as pl
 
-    from backtest.events import get_event
     from backtest.params import apply_overrides, parse_set_options
     from backtest.paths import check_out_file
     from backtest.population import PopulationParams, build_population, population_summary
@@ -325,7 +298,7 @@ def population(
 
     _insist(force)
     (params,) = apply_overrides([PopulationParams()], parse_set_options(set_))
-    ev = get_event(event, store)
+    ev = resolve_event(event, events=events, store=store)
     if not symbol:
         symbols = [ev.symbols[0]]
     elif [s.lower() for s in symbol] == ["all"]:
@@ -395,6 +368,10 @@ def report(
     png_dir: Optional[Path] = typer.Option(None, "--png-dir", help="Folder for the PNGs (default: the PDF's path without .pdf); page PNGs of an earlier report there are replaced."),
     no_sensitivity: bool = typer.Option(False, "--no-sensitivity", help="Skip the built-in sensitivity sweep page."),
     store: Optional[str] = StoreOpt,
+    events: Optional[Path] = EventsOpt,
+    window: Optional[str] = WindowOpt,
+    exchange: Optional[str] = ExchangeOpt,
+    symbol: Optional[List[str]] = typer.Option(None, "--symbol", help="ccxt symbol of an ad-hoc --window event (repeatable)."),
 ) -> None:
     """Simulate an event and write the PDF report (and one PNG per page)."""
     from backtest.params import parse_set_options
@@ -402,7 +379,8 @@ def report(
     from backtest.report.build import build_report
 
     overrides = {**load_config(config), **parse_set_options(set_)}
-    res = build_report(event, out, overrides=overrides, store=store, png_dir=png_dir, sensitivity=not no_sensitivity)
+    ev = resolve_event(event, events=events, window=window, exchange=exchange, symbols=symbol, store=store)
+    res = build_report(ev, out, overrides=overrides, store=store, png_dir=png_dir, sensitivity=not no_sensitivity)
     typer.echo(f"wrote {res.pdf} ({len(res.pngs)} pages, PNGs in {res.pngs[0].parent if res.pngs else '-'}) in {res.seconds:.1f} s")
 
 
@@ -420,8 +398,16 @@ def sweep(
     set_: Optional[List[str]] = SetOpt,
     store: Optional[str] = StoreOpt,
     force: bool = ForceOpt,
+    events: Optional[Path] = EventsOpt,
 ) -> None:
     """Run a parameter grid over an event; one Parquet row per combination plus a PDF of heatmaps."""
+    if events is not None:  # as BACKTEST_EVENTS, so that every worker process reads the same file
+        import os
+
+        from backtest.events import load_events
+
+        load_events(store, events)  # a bad file fails here, in one line
+        os.environ["BACKTEST_EVENTS"] = str(events.resolve())
     from backtest.params import parse_set_options
     from backtest.sweep import check_out_dir, load_sweep, run_sweep
     from backtest.sweep_plan import plan_sweep
@@ -520,9 +506,13 @@ def replay(
     out: Path = OutOpt,
     store: Optional[str] = StoreOpt,
     force: bool = ForceOpt,
+    events: Optional[Path] = EventsOpt,
+    window: Optional[str] = WindowOpt,
+    exchange: Optional[str] = ExchangeOpt,
 ) -> None:
     """Replay an event through the observed path (no price feedback)."""
-    _run_sim(event, "replay", symbol, config, set_, out, None, store, force)
+    ev = resolve_event(event, events=events, window=window, exchange=exchange, symbols=symbol, store=store)
+    _run_sim(ev, "replay", symbol, config, set_, out, None, store, force)
 
 
 @app.command()
@@ -536,9 +526,18 @@ def cascade(
     out: Path = OutOpt,
     store: Optional[str] = StoreOpt,
     force: bool = ForceOpt,
+    events: Optional[Path] = EventsOpt,
+    window: Optional[str] = WindowOpt,
+    exchange: Optional[str] = ExchangeOpt,
 ) -> None:
     """Run an event with feedback: forced orders move the price, round after round."""
-    _run_sim(event, "cascade", symbol, config, set_, out, shock, store, force)
+    ev = resolve_event(event, events=events, window=window, exchange=exchange, symbols=symbol, store=store)
+    _run_sim(ev, "cascade", symbol, config, set_, out, shock, store, force)
+
+
+from backtest import cli_events as _cli_events  # noqa: E402
+
+_cli_events.register(app, events_app, user_errors)
 
 
 def main() -> None:

@@ -44,6 +44,14 @@ class EventError(UserError):
     """Unknown event or a malformed catalogue."""
 
 
+class ScanError(UserError):
+    """A bad ``backtest scan`` option, or nothing in the store to scan."""
+
+
+class FetchError(UserError):
+    """A ``backtest fetch`` that cannot start (bad options, an exchange without the needed data)."""
+
+
 class CsvImportError(StoreError):
     """A CSV file that cannot be imported (message names the file and the fix)."""
 

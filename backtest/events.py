@@ -1,20 +1,26 @@
-"""The crash-event catalogue: ``events.toml`` at the store root (default ``data/events.toml``).
+"""The crash-event catalogue (``events.toml`` at the store root, default ``data/events.toml``)
+merged with the user's own event file.
 
 Each event has an id (``2025-10-10``), a name, the exchange and ccxt symbols it covers, the
 replay window ``[start, end)``, the lookback window over which populations are built, an
 optional core window (the minutes of the cascade), published figures with their sources, and
 pre-event inputs (published levels such as open interest). Times are UTC.
+
+The user's event file (same layout, see :mod:`backtest.event_file`) is ``--events FILE``, else
+``$BACKTEST_EVENTS``, else ``./events.toml`` when it exists. Its events are merged over the
+catalogue: a user event with a catalogue id replaces that event, and :attr:`Event.overrides`
+names the catalogue it replaced (the CLI says so on stderr). An ad-hoc event built from command
+options (``--window``/``--exchange``/``--symbol``) needs no file at all.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
-from backtest.errors import EventError, UserError
-from backtest.store import default_root, ms_to_iso, to_ms
+from backtest.errors import EventError
+from backtest.store import default_root, ms_to_iso
 
 
 
@@ -36,6 +42,10 @@ class Event:
     figures: tuple[dict, ...] = ()
     pre_event_inputs: tuple[dict, ...] = ()
     observed: tuple[dict, ...] = field(default=())
+    #: where the event was defined: an event file's path, or "command line"
+    source: str = ""
+    #: the catalogue file whose event of the same id this one replaces ("" when none)
+    overrides: str = ""
 
     @property
     def start_iso(self) -> str:
@@ -64,6 +74,7 @@ class Event:
         """Multi-line human description (for ``backtest events show``)."""
         lines = [
             f"{self.id}  {self.name}",
+            f"  from:      {self.source}" + (f" (replaces the event of {self.overrides})" if self.overrides else ""),
             f"  exchange:  {self.exchange}",
             f"  symbols:   {', '.join(self.symbols)}",
             f"  window:    {self.start_iso} → {self.end_iso} (UTC)",
@@ -91,13 +102,16 @@ class Event:
         return "\n".join(lines)
 
 
+def committed_catalogue() -> Path:
+    """The project's committed catalogue, ``data/events.toml``."""
+    return Path(__file__).resolve().parent.parent / "data" / "events.toml"
+
+
 def catalogue_path(store: str | None = None) -> Path:
-    """The catalogue: ``$BACKTEST_EVENTS``, else ``events.toml`` of the given local store root
-    when it has one, else the committed ``data/events.toml`` (so a store of your own, filled
-    by ``backtest download``, replays the catalogued events too)."""
-    if os.environ.get("BACKTEST_EVENTS"):
-        return Path(os.environ["BACKTEST_EVENTS"])
-    committed = Path(__file__).resolve().parent.parent / "data" / "events.toml"
+    """The catalogue: ``events.toml`` of the given local store root when it has one, else the
+    committed ``data/events.toml`` (so a store of your own, filled by ``backtest download``,
+    replays the catalogued events too)."""
+    committed = committed_catalogue()
     if store and not str(store).startswith("s3://") and not Path(store).expanduser().is_dir():
         why = "is a file, not a folder" if Path(store).expanduser().exists() else "does not exist"
         raise EventError(f"store path {store} {why}; pass --store with a store folder (or omit it for the committed data/)")
@@ -108,22 +122,50 @@ def catalogue_path(store: str | None = None) -> Path:
     return own if own.exists() or not committed.exists() else committed
 
 
-def load_events(store: str | None = None) -> list[Event]:
-    """All events of the catalogue, in file order."""
-    from backtest.params import read_toml
+#: the user's event file when neither --events nor $BACKTEST_EVENTS names one
+DEFAULT_USER_FILE = "events.toml"
+
+
+def user_events_path(events_file: str | os.PathLike | None = None) -> Path:
+    """Where the user's events are read from and written to: ``events_file``, else
+    ``$BACKTEST_EVENTS``, else ``./events.toml`` (which need not exist)."""
+    if events_file:
+        return Path(events_file).expanduser()
+    if os.environ.get("BACKTEST_EVENTS"):
+        return Path(os.environ["BACKTEST_EVENTS"]).expanduser()
+    return Path(DEFAULT_USER_FILE)
+
+
+def load_events(store: str | None = None, events_file: str | os.PathLike | None = None, *, user: bool = True) -> list[Event]:
+    """All events: the catalogue's in file order, each replaced by the user's event of the same
+    id, then the user's other events (``user=False``: the catalogue only). A named
+    ``events_file`` (or ``$BACKTEST_EVENTS``) must exist; ``./events.toml`` is read only when it
+    exists."""
+    from backtest.event_file import read_event_file
 
     path = catalogue_path(store)
     if not path.exists():
-        raise EventError(f"no event catalogue at {path}; use the committed data/ store or set BACKTEST_EVENTS")
-    raw = read_toml(path, "event catalogue", EventError)
-    return [_event(d, path) for d in raw.get("events", [])]
+        raise EventError(f"no event catalogue at {path}; use the committed data/ store or pass --store with a store that has one")
+    catalogue = read_event_file(path, "event catalogue")
+    if not user:
+        return catalogue
+    own = user_events_path(events_file)
+    named = bool(events_file or os.environ.get("BACKTEST_EVENTS"))
+    if named and not own.exists():
+        raise EventError(f"event file {own} does not exist; create it with 'backtest events add' or check --events / BACKTEST_EVENTS")
+    if not own.exists() or own.resolve() == path.resolve():
+        return catalogue
+    mine = {e.id: e for e in read_event_file(own)}
+    out = [replace(mine.pop(e.id), overrides=str(path)) if e.id in mine else e for e in catalogue]
+    return out + list(mine.values())
 
 
-def get_event(event_id: "str | Event", store: str | None = None) -> Event:
-    """The event with this id (or slug, or a unique prefix of either)."""
+def get_event(event_id: "str | Event", store: str | None = None, events_file: str | os.PathLike | None = None) -> Event:
+    """The event with this id (or slug, or a unique prefix of either); an :class:`Event` is
+    returned as it is (an ad-hoc event, or one resolved earlier)."""
     if isinstance(event_id, Event):
         return event_id
-    events = load_events(store)
+    events = load_events(store, events_file)
     for e in events:
         if event_id in (e.id, e.slug):
             return e
@@ -131,28 +173,4 @@ def get_event(event_id: "str | Event", store: str | None = None) -> Event:
     if len(matches) == 1:
         return matches[0]
     ids = ", ".join(e.id for e in events)
-    raise EventError(f"unknown event {event_id!r}; known events: {ids} (see 'backtest events list')")
-
-
-def _event(d: dict[str, Any], path: Path) -> Event:
-    try:
-        start, end = (to_ms(x) for x in d["window"])
-        lb = to_ms(d["lookback"][0]) if "lookback" in d else start - 30 * 86_400_000
-        core = [to_ms(x) for x in d["core_window"]] if "core_window" in d else [None, None]
-        return Event(
-            id=d["id"],
-            slug=d.get("slug", d["id"]),
-            name=d["name"],
-            exchange=d.get("exchange", "binanceusdm"),
-            symbols=tuple(d["symbols"]),
-            start_ms=start,
-            end_ms=end,
-            lookback_start_ms=lb,
-            core_start_ms=core[0],
-            core_end_ms=core[1],
-            figures=tuple(d.get("figures", [])),
-            pre_event_inputs=tuple(d.get("pre_event_inputs", [])),
-            observed=tuple(d.get("observed", [])),
-        )
-    except (KeyError, TypeError, ValueError, UserError) as e:
-        raise EventError(f"event {d.get('id', '?')} in {path} is malformed: {e}") from None
+    raise EventError(f"unknown event {event_id!r}; known events: {ids} (see 'backtest events list', or add one with 'backtest events add')")

@@ -98,7 +98,7 @@ def _estimate_from_other_event(store: Any, event: Any, symbol: str, ex: str, loo
     root = getattr(store, "root", None)
     if root is None or not (str(root).startswith("s3://") or (Path(str(root)) / "events.toml").exists()):
         return None  # only a store that carries its catalogue (or S3) is calibrated from it
-    others = [e for e in load_events(str(root)) if e.id != getattr(event, "id", None) and e.exchange == ex]
+    others = [e for e in load_events(str(root), user=False) if e.id != getattr(event, "id", None) and e.exchange == ex]
     others.sort(key=lambda e: abs(e.start_ms - event.start_ms))
     candidates = [(o, symbol) for o in others] + [(o, ref) for o in others for ref in o.symbols if ref != symbol]
     for other, ref in candidates:

@@ -146,7 +146,7 @@ def main() -> None:
     shared, target = Path(args.shared), Path(args.store)
     if str(args.store).startswith("s3://"):
         ap.error("--store must be a local folder (build locally, then copy)")
-    events = load_events(args.store if (target / "events.toml").exists() else None)
+    events = load_events(args.store if (target / "events.toml").exists() else None, user=False)  # the catalogue only
     with tempfile.TemporaryDirectory(prefix="build_data_") as tmp:
         build(shared, Store(tmp), events)
         target.mkdir(parents=True, exist_ok=True)

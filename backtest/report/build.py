@@ -158,7 +158,7 @@ def build_report(
 
         t = time.perf_counter()
         step("loading market data, building the population")
-        prepared = simulate.prepare(ev.id, overrides or None, store=store)
+        prepared = simulate.prepare(ev, overrides or None, store=store)
         advance()
         timings["prepare"] = time.perf_counter() - t
 

@@ -74,6 +74,27 @@ class DownloadReport:
         self.lines.append((True, text))
 
 
+def download_settings(ccxt_config: str | os.PathLike | None) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    """``--ccxt-config`` split into (ccxt constructor arguments, our own keys, the retry policy),
+    every own key checked (UserError, one line)."""
+    from backtest.sources.retry import RetryPolicy
+
+    config = load_config(ccxt_config)
+    own = {k: config.pop(k) for k in OWN_KEYS if k in config}
+    retry_settings = own.get("retry") or {}
+    if not isinstance(retry_settings, dict):
+        raise UserError("the 'retry' entry of --ccxt-config must be a table (max_retries, base, cap, retry_after_cap)")
+    policy = RetryPolicy.from_settings(retry_settings)
+    limits = own.get("page_limits") or {}
+    if not isinstance(limits, dict) or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in limits.values()):
+        raise UserError("the 'page_limits' entry of --ccxt-config must map datasets to positive integers, e.g. {\"ohlcv\": 500}")
+    unknown_limits = [k for k in limits if k not in ALL_DATASETS or k == "tiers"]
+    if unknown_limits:
+        raise UserError(f"page_limits in --ccxt-config names unknown dataset(s) {', '.join(map(str, unknown_limits))}; "
+                        f"use {', '.join(d for d in ALL_DATASETS if d != 'tiers')}")
+    return config, own, policy
+
+
 def run_download(
     *,
     exchange: str,
@@ -91,7 +112,6 @@ def run_download(
 
     Returns the :class:`DownloadReport` (``report`` when given: a caller that passes one keeps
     the lines of the series done before an error was raised)."""
-    from backtest.sources.retry import RetryPolicy
     from backtest.store import Store, now_ms, timeframe_ms, to_ms
 
     unknown = [d for d in datasets if d not in ALL_DATASETS]
@@ -109,19 +129,8 @@ def run_download(
     t1 = to_ms(until) if until else now_ms()
     if t1 <= t0:
         raise UserError(f"--until ({until}) must be after --since ({since})")
-    config = load_config(ccxt_config)
-    own = {k: config.pop(k) for k in OWN_KEYS if k in config}
-    retry_settings = own.get("retry") or {}
-    if not isinstance(retry_settings, dict):
-        raise UserError("the 'retry' entry of --ccxt-config must be a table (max_retries, base, cap, retry_after_cap)")
-    policy = RetryPolicy.from_settings(retry_settings)
+    config, own, policy = download_settings(ccxt_config)
     limits = own.get("page_limits") or {}
-    if not isinstance(limits, dict) or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in limits.values()):
-        raise UserError("the 'page_limits' entry of --ccxt-config must map datasets to positive integers, e.g. {\"ohlcv\": 500}")
-    unknown_limits = [k for k in limits if k not in ALL_DATASETS or k == "tiers"]
-    if unknown_limits:
-        raise UserError(f"page_limits in --ccxt-config names unknown dataset(s) {', '.join(map(str, unknown_limits))}; "
-                        f"use {', '.join(d for d in ALL_DATASETS if d != 'tiers')}")
     st = Store(store)
     # keep the order users expect regardless of how they listed them
     datasets = [d for d in ALL_DATASETS if d in datasets]

@@ -104,7 +104,7 @@ def prepare(event_id, overrides=None, symbols=None, store=None):
         open_ = np.concatenate([[p0], close[:-1]])
         wig = p0 * 0.002 * (1 + 3 * crash)
         paths[s] = (open_, np.maximum(open_, close) + wig, np.minimum(open_, close) - wig, close)
-    return FakePrepared(event_id, syms, _params(overrides), paths, ts)
+    return FakePrepared(getattr(event_id, "id", event_id), syms, _params(overrides), paths, ts)
 
 
 def simulate_prepared(prepared, overrides=None, mode="cascade", shock=None, summary_only=False):

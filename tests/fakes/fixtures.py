@@ -6,6 +6,7 @@
 * ``indexPriceKlines:1h``: no real index-price history exists in shared/data, so the mark bars
   stand in (same layout; only the parsing path is under test).
 * ``funding`` BTCUSDT: real settlements 2025-09-26..10-26 (binance_usdm_oct2025).
+* ``klines:1h`` BTCUSDT: DERIVED from the real 15m bars (hourly aggregates; see ``klines_1h``).
 * ``openInterestHist:5m`` / ``globalLongShortAccountRatio:5m``: no open-interest history exists in
   shared/data (see PROVENANCE.md), so these rows are SYNTHETIC (derived from the real 1m volume so
   they vary), used only to exercise the wire format and paging.
@@ -94,6 +95,24 @@ def klines_15m(symbol: str) -> list[list]:
     return out
 
 
+def klines_1h(symbol: str) -> list[list]:
+    """1h bars DERIVED from the real 15m bars (first open, max high, min low, last close, summed
+    volume; quote volume estimated as the sum of volume x close) in the klines array layout:
+    shared/data has no 1h last-price bars for these days."""
+    by_hour: dict[int, list[list]] = {}
+    for r in klines_15m(symbol):
+        by_hour.setdefault(r[0] // 3_600_000 * 3_600_000, []).append(r)
+    out = []
+    for t, rs in sorted(by_hour.items()):
+        if len(rs) != 4:
+            continue
+        vol = sum(float(r[5]) for r in rs)
+        quote = sum(float(r[5]) * float(r[4]) for r in rs)  # estimated: volume x close of each 15m bar
+        out.append([t, rs[0][1], str(max(float(r[2]) for r in rs)), str(min(float(r[3]) for r in rs)), rs[-1][4], f"{vol:.3f}",
+                    t + 3_599_999, f"{quote:.2f}", 0, "0", "0", "0"])
+    return out
+
+
 def all_data() -> dict:
     kl = klines_1m()
     mk = mark_1h()
@@ -102,6 +121,7 @@ def all_data() -> dict:
         ("binance", "klines:1m", "BTCUSDT"): kl,
         ("binance", "klines:15m", "BTCUSDT"): klines_15m("BTCUSDT"),
         ("binance", "klines:15m", "ETHUSDT"): klines_15m("ETHUSDT"),
+        ("binance", "klines:1h", "BTCUSDT"): klines_1h("BTCUSDT"),
         ("binance", "markPriceKlines:1h", "BTCUSDT"): mk,
         ("binance", "indexPriceKlines:1h", "BTCUSDT"): mk,
         ("binance", "funding", "BTCUSDT"): funding(),
