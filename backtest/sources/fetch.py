@@ -142,13 +142,14 @@ def run_fetch(event: Any, *, store: Any = None, ccxt_config: Any = None, progres
     (its outcome says why); raises UserError only when nothing can start (bad config, unknown
     exchange)."""
     from backtest.sources.ccxt_source import CcxtDownloader
-    from backtest.sources.download import Progress, download_settings
+    from backtest.progress import Progress
+    from backtest.sources.download import download_settings
     from backtest.store import Store
 
     config, own, policy = download_settings(ccxt_config)
     st = store if isinstance(store, Store) else Store(store)
     report = FetchReport(event.id, event.exchange, st.root)
-    with Progress(progress_on) as progress:
+    with Progress("fetch", bool(progress_on), percent=True) as progress:
         say = progress.log if progress_on else (log or (lambda m: None))
         dl = CcxtDownloader(event.exchange, config, st, policy, progress=progress, log=say if progress_on else None,
                             page_limits=own.get("page_limits"))
