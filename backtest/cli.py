@@ -221,7 +221,7 @@ def data_import_tiers(
 def download(
     exchange: str = typer.Argument(..., help="ccxt exchange id, e.g. binanceusdm, bybit, okx."),
     symbols: List[str] = typer.Argument(..., help="ccxt symbols, e.g. BTC/USDT:USDT."),
-    datasets: str = typer.Option("ohlcv", help="Comma-separated: ohlcv,mark,index,funding,open_interest,long_short_ratio,tiers."),
+    datasets: str = typer.Option("ohlcv", help="Comma-separated: ohlcv,mark,index,funding,open_interest,long_short_ratio,depth,liquidations,tiers."),
     timeframe: str = typer.Option("1m", help="Bar timeframe for OHLCV and open interest."),
     since: str = typer.Option(..., help="Start (ISO-8601 UTC, inclusive)."),
     until: Optional[str] = typer.Option(None, help="End (ISO-8601 UTC, exclusive; default now)."),
@@ -506,6 +506,11 @@ def cascade(
 ) -> None:
     """Run an event with feedback: forced orders move the price, round after round."""
     _run_sim(event, "cascade", symbol, config, set_, out, shock, store)
+
+
+from backtest import cli_record as _cli_record  # noqa: E402
+
+_cli_record.register(app, user_errors)
 
 
 def main() -> None:
