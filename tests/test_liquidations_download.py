@@ -7,12 +7,10 @@ import json
 
 import polars as pl
 import pytest
-from typer.testing import CliRunner
-
-from backtest.cli import app
 from backtest.sources.liquidations import position_side, read_feed_notes, to_row
 from backtest.store import Store, to_ms
 from tests.fakes.exchange_server import FakeExchangeServer, every_other, gate_liq_orders
+from tests.test_download import run
 
 SINCE, UNTIL = "2025-10-10T20:00:00Z", "2025-10-10T23:00:00Z"
 FAST_RETRY = {"base": 0.001, "cap": 0.01, "retry_after_cap": 0.02}
@@ -25,13 +23,6 @@ def gate_config(tmp_path, srv, **extra):
     path = tmp_path / "gate.json"
     path.write_text(json.dumps(cfg))
     return path
-
-
-def run(args, cfg, store):
-    r = CliRunner().invoke(app, ["download", *args, "--store", str(store), "--ccxt-config", str(cfg)])
-    if r.exception and not isinstance(r.exception, SystemExit):
-        raise r.exception
-    return r
 
 
 ARGS = ["gate", "BTC/USDT:USDT", "--datasets", "liquidations", "--since", SINCE, "--until", UNTIL]

@@ -35,6 +35,7 @@ from typing import Any
 import polars as pl
 
 from backtest.errors import UserError
+from backtest.sources.ccxt_source import _num as _f  # first of several keys that is a number
 
 #: schema of the frames built here (the store adds ``fetched_at``)
 ROW_SCHEMA = {"ts": pl.Int64, "symbol": pl.String, "side": pl.Int8, "price": pl.Float64, "qty": pl.Float64, "notional_usd": pl.Float64}
@@ -95,17 +96,6 @@ def lacks_history(ex) -> str | None:
 # --------------------------------------------------------------------------------------------
 # one forced order -> one row
 # --------------------------------------------------------------------------------------------
-def _f(d: dict, *keys: str) -> float | None:
-    for k in keys:
-        v = d.get(k) if isinstance(d, dict) else None
-        if v not in (None, ""):
-            try:
-                return float(v)
-            except (TypeError, ValueError):
-                return None
-    return None
-
-
 def position_side(exchange_id: str, liq: dict) -> int | None:
     """+1 when a long was liquidated, -1 a short, None when the message does not say.
 
