@@ -178,6 +178,8 @@ class Recorder:
         flusher: asyncio.Task | None = None
         try:
             await self._with_backoff(f"{self.exchange_id} load_markets", ex.load_markets)
+            if self.stop.is_set() and not ex.markets:  # stopped before the markets came: nothing to record
+                return self.result
             for s in self.symbols:
                 if s not in (ex.markets or {}):
                     near = [m for m in (ex.symbols or []) if m.split("/")[0] == s.split("/")[0]][:6]
