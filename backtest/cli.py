@@ -228,7 +228,7 @@ def data_import_tiers(
 def download(
     exchange: str = typer.Argument(..., help="ccxt exchange id, e.g. binanceusdm, bybit, okx."),
     symbols: List[str] = typer.Argument(..., help="ccxt symbols, e.g. BTC/USDT:USDT."),
-    datasets: str = typer.Option("ohlcv", help="Comma-separated: ohlcv,mark,index,funding,open_interest,long_short_ratio,tiers."),
+    datasets: str = typer.Option("ohlcv", help="Comma-separated: ohlcv,mark,index,funding,open_interest,long_short_ratio,depth,liquidations,tiers."),
     timeframe: str = typer.Option("1m", help="Bar timeframe for OHLCV and open interest."),
     since: str = typer.Option(..., help="Start (ISO-8601 UTC, inclusive)."),
     until: Optional[str] = typer.Option(None, help="End (ISO-8601 UTC, exclusive; default now)."),
@@ -538,6 +538,11 @@ def cascade(
 from backtest import cli_events as _cli_events  # noqa: E402
 
 _cli_events.register(app, events_app, user_errors)
+
+
+from backtest import cli_record as _cli_record  # noqa: E402
+
+_cli_record.register(app, user_errors)
 
 
 def main() -> None:

@@ -179,16 +179,34 @@ class Summary(_ByName):
     timings_s: dict[str, float]
     params: dict[str, Any]
     notes: list[str]
+    #: forced orders the exchange published for the event's symbols and window (a lower bound where
+    #: the feed is throttled; backtest.observed), only when the store holds any; omitted otherwise
+    observed_liquidated_usd: float | None = None
+    observed_liquidated_note: str | None = None
+
+    def keys(self) -> list[str]:
+        return [k for k in super().keys() if not (k in _OPTIONAL_FIELDS and getattr(self, k) is None)]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for k in _OPTIONAL_FIELDS:
+            if d[k] is None:
+                del d[k]
+        return d
 
     def json_text(self) -> str:
         """The text of ``summary.json``."""
         return json.dumps(self.to_dict(), indent=2, default=_json_default) + "\n"
 
 
+#: summary fields written only when they have a value
+_OPTIONAL_FIELDS = ("observed_liquidated_usd", "observed_liquidated_note")
+
+
 #: scalar fields of the summary (the metrics a sweep keeps per combination, in summary order)
 SCALAR_FIELDS = tuple(f.name for f in dataclasses.fields(Summary)
                       if f.name not in ("params", "symbols", "event", "seed", "round_notional_usd", "price_source",
-                                        "per_symbol", "published", "timings_s", "notes"))
+                                        "per_symbol", "published", "timings_s", "notes", *_OPTIONAL_FIELDS))
 
 
 def metrics(summary: Any) -> dict[str, Any]:

@@ -211,4 +211,9 @@ def run_event(
     if shock is not None and mode != "cascade":
         raise SimError("--shock applies to the cascade command (mode='cascade')")
     prep = prepare(event_id, overrides, symbols, store, progress)
-    return simulate_prepared(prep, overrides, mode=mode, shock=shock, progress=progress)
+    res = simulate_prepared(prep, overrides, mode=mode, shock=shock, progress=progress)
+    if mode == "replay":  # observed forced orders in the store, when there are any
+        from backtest.observed import add_observed_total
+
+        add_observed_total(res.summary, prep.store, prep.event)
+    return res

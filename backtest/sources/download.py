@@ -19,7 +19,7 @@ from typing import Any
 
 from backtest.errors import UserError
 
-ALL_DATASETS = ("ohlcv", "mark", "index", "funding", "open_interest", "long_short_ratio", "depth", "tiers")
+ALL_DATASETS = ("ohlcv", "mark", "index", "funding", "open_interest", "long_short_ratio", "depth", "liquidations", "tiers")
 #: keys of --ccxt-config that are ours, not ccxt constructor arguments
 OWN_KEYS = ("archive_base_url", "retry", "page_limits")
 
@@ -158,7 +158,12 @@ def _run(exchange, symbols, datasets, timeframe, t0, t1, source, config, own, po
                 for ds in datasets:
                     if ds == "tiers":
                         continue
-                    r = dl.download_series(ds, sym, timeframe, t0, t1)
+                    if ds == "liquidations":
+                        from backtest.sources.liquidations import download_liquidations
+
+                        r = download_liquidations(dl, sym, t0, t1)
+                    else:
+                        r = dl.download_series(ds, sym, timeframe, t0, t1)
                     results.append(r)
                     _describe(report, st, exchange, r, t0, t1)
             if "tiers" in datasets:
@@ -201,7 +206,9 @@ def _describe(report: DownloadReport, st, exchange: str, r, t0: int, t1: int) ->
         covered = f"{ms_to_iso(ts[0])} .. {ms_to_iso(ts[-1])}"
     else:
         covered = "nothing stored"
-    if r.timeframe == EVENT_TIMEFRAME or not ts:
+    if r.dataset == "liquidations":
+        gaps = None  # forced orders come when they come: no spacing to call a gap
+    elif r.timeframe == EVENT_TIMEFRAME or not ts:
         gaps = st.gaps(r.dataset, exchange, r.symbol, r.timeframe, t0, t1) if ts else None
     else:
         step = timeframe_ms(r.timeframe)

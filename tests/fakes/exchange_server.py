@@ -1,4 +1,4 @@
-"""A local HTTP server that speaks enough of Binance USDⓈ-M, Bybit v5 and OKX v5 REST for ccxt.
+"""A local HTTP server that speaks enough of Binance USDⓈ-M, Bybit v5, OKX v5 and Gate v4 REST for ccxt.
 
 Responses are in each exchange's own wire format (the field names and layouts of the recorded
 responses in ccxt's ``test/static/response`` files and the exchanges' API docs), filled from the
@@ -9,6 +9,10 @@ request (``n`` counts from 1). Faults: ``429``, ``418`` (with ``Retry-After``), 
 JSON error body), ``502``/``503`` (HTML body), ``504``, ``timeout`` (sleeps past the client's
 timeout), ``cut`` (connection closed mid-body, Content-Length promising more), ``truncated``
 (half a JSON body with a matching Content-Length), ``badsymbol``.
+
+Gate v4 serves its USDT perpetual list and the public liquidation history ``liq_orders`` (rows
+under ``("gate", "liq_orders", "BTC_USDT")``, Gate's own layout, ``from``/``to`` in seconds: a
+millisecond value is refused as Gate refuses it).
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ class FakeExchangeServer:
 
     def __init__(self, data: dict[tuple[str, str, str], list], *, markets: dict[str, list[str]] | None = None):
         self.data = data
-        self.markets = markets or {"binance": ["BTCUSDT", "ETHUSDT"], "bybit": ["BTCUSDT"], "okx": ["BTC-USDT-SWAP"]}
+        self.markets = markets or {"binance": ["BTCUSDT", "ETHUSDT"], "bybit": ["BTCUSDT"], "okx": ["BTC-USDT-SWAP"], "gate": ["BTC_USDT"]}
         self.plan: Callable[[int, str], str | None] = lambda n, path: None
         self.log: list[tuple[str, dict[str, str], str | None]] = []  # (path, query, fault)
         self.delay = 0.0  # seconds added to every data response (lets tests kill mid-run)
@@ -114,7 +118,11 @@ class FakeExchangeServer:
         h.wfile.flush()
 
     def _fault(self, h, fault: str, path: str) -> None:
-        venue = "bybit" if path.startswith("/v5/") else "okx" if path.startswith("/api/v5/") else "binance"
+        venue = "bybit" if path.startswith("/v5/") else "okx" if path.startswith("/api/v5/") else "gate" if path.startswith("/api/v4/") else "binance"
+        if venue == "gate" and fault in ("429", "418", "500"):
+            label, msg = ("TOO_MANY_REQUESTS", "Request Rate limit Exceeded") if fault != "500" else ("SERVER_ERROR", "Internal server error")
+            body = json.dumps({"label": label, "message": msg}).encode()
+            return self._send(h, 429 if fault != "500" else 500, body, headers={"Retry-After": "1"} if fault != "500" else None)
         if venue == "bybit" and fault in ("429", "418", "500"):
             # Bybit: IP limit is HTTP 403; API limit retCode 10006; 10016 "System error"
             if fault == "418":
@@ -177,6 +185,8 @@ class FakeExchangeServer:
             return self._bybit(path, q)
         if path.startswith("/api/v5/"):
             return self._okx(path, q)
+        if path.startswith("/api/v4/"):
+            return self._gate(path, q)
         raise KeyError(path)
 
     # Binance USDⓈ-M -----------------------------------------------------------------------
@@ -307,6 +317,56 @@ class FakeExchangeServer:
                 return ok([[str(r["timestamp"]), f"{float(r['sumOpenInterest']) * 100:.2f}", r["sumOpenInterest"], r["sumOpenInterestValue"]] for r in sel])
             return ok([[str(r["timestamp"]), r["longShortRatio"]] for r in sel])
         raise KeyError(path)
+
+
+    # Gate v4 -----------------------------------------------------------------------------------
+    def _gate(self, path: str, q: dict[str, str]) -> tuple[int, Any]:
+        if path in ("/api/v4/spot/currencies", "/api/v4/wallet/currency_chains"):
+            return 200, []
+        if path == "/api/v4/futures/usdt/contracts":
+            return 200, [gate_contract(c) for c in self.markets["gate"]]
+        if path.startswith("/api/v4/futures/") and path.endswith("/contracts"):
+            return 200, []
+        if path == "/api/v4/futures/usdt/liq_orders":
+            c = q.get("contract")
+            if c not in self.markets["gate"]:
+                return 400, {"label": "CONTRACT_NOT_FOUND", "message": f"Contract {c} not found"}
+            lo, hi = _int(q.get("from")), _int(q.get("to"))
+            if any(v is not None and v > 10_000_000_000 for v in (lo, hi)):  # ms where Gate wants seconds
+                return 400, {"label": "INVALID_PARAM_VALUE", "message": "invalid argument: from/to must be seconds"}
+            limit = min(int(q.get("limit", 100)), 1000)
+            rows = self.data.get(("gate", "liq_orders", c), [])
+            sel = [r for r in rows if (lo is None or r["time"] >= lo) and (hi is None or r["time"] <= hi)]
+            return 200, list(reversed(sel))[:limit]  # newest first, as Gate answers
+        raise KeyError(path)
+
+
+def gate_contract(name: str) -> dict:
+    """One /futures/usdt/contracts entry with the fields ccxt reads (values as Gate sends them)."""
+    return {
+        "name": name, "type": "direct", "quanto_multiplier": "0.0001", "leverage_min": "1", "leverage_max": "125",
+        "maintenance_rate": "0.004", "mark_type": "index", "mark_price": "112000", "index_price": "112000", "last_price": "112000",
+        "order_price_round": "0.1", "mark_price_round": "0.1", "order_price_deviate": "0.5", "order_size_min": 1,
+        "order_size_max": 1000000, "funding_interval": 28800, "funding_rate": "0.0001", "in_delisting": False,
+        "enable_decimal": False, "status": "trading", "create_time": 1573084800, "risk_limit_base": "1000000",
+        "risk_limit_step": "1000000", "risk_limit_max": "30000000",
+    }
+
+
+def gate_liq_orders(n: int, start_s: int, seconds: int, seed: int = 7) -> list[dict]:
+    """``n`` public Gate liquidation orders (``size`` the position: + long, - short) spread over
+    ``seconds`` from ``start_s``, oldest first; prices near 112,000 USDT, sizes in contracts."""
+    import random
+
+    rnd = random.Random(seed)
+    out = []
+    for i in range(n):
+        t = start_s + (i * seconds) // n
+        size = rnd.choice([-1, 1]) * rnd.randint(1, 5000)
+        fill = round(112_000 + rnd.uniform(-3000, 3000), 1)
+        out.append({"time": t, "contract": "BTC_USDT", "size": size, "order_price": f"{fill + (50 if size < 0 else -50):.1f}",
+                    "fill_price": f"{fill:.1f}", "left": 0})
+    return out
 
 
 def _int(v):
