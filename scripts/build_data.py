@@ -34,6 +34,7 @@ OCT = "binance_usdm_oct2025"
 HIST = "binance_usdm_history_1h"
 APR = "binance_usdm_apr2025"
 RAW = "unlicensed_raw_binance"
+M5 = "unlicensed_binance_usdm_5m_oct2025"
 
 WHOLE_FILES = [
     f"{OCT}/BTCUSDT_15m_futures_20251006_20251017.csv",
@@ -53,6 +54,20 @@ WHOLE_FILES = [
     f"{RAW}/BTCUSDT_15m_futures_20240801_20240809.csv",
     f"{RAW}/ETHUSDT_15m_futures_20240801_20240809.csv",
     "unlicensed_binance_bookdepth/BTCUSDT-bookDepth-2025-10-10.csv.gz",  # depth (stale bids flagged)
+    # Binance 5m bars, 1h mark and funding of 14 perps, 2025-09-08 -> 10-17 (ETH, XRP at 5m; BNB, HYPE...)
+    f"{M5}/binance_usdm_5m_14sym_20250908_20251017.csv.gz",
+    f"{M5}/binance_usdm_1h_mark_14sym_20250908_20251017.csv",
+    f"{M5}/binance_usdm_funding_14sym_20250908_20251017.csv",
+    # HYPEUSDT 5-minute open interest and long/short ratio (Binance public-archive metrics)
+    "unlicensed_binance_metrics/HYPEUSDT-metrics-5m-20250908-20251012.csv",
+]
+
+#: other venues' files, imported whole: (file, ccxt exchange id)
+OTHER_VENUE_FILES = [
+    ("unlicensed_bybit_linear_oct2025/bybit_linear_5m_8sym_20250924_20251017.csv.gz", "bybit"),
+    ("unlicensed_bybit_linear_oct2025/bybit_linear_1h_mark_8sym_20250924_20251017.csv", "bybit"),
+    ("unlicensed_bybit_linear_oct2025/bybit_linear_funding_8sym_20250924_20251017.csv", "bybit"),
+    ("unlicensed_okx_swap_oct2025/OKX_BTCUSDTSWAP_15m_20251006_20251017.csv", "okx"),
 ]
 
 HISTORY_SYMBOLS = ("BTC", "ETH", "XRP", "LTC", "ADA", "BCH")
@@ -74,8 +89,8 @@ TIERS = "leverage_tiers/binance_leverage_tiers_freqtrade_2024-10.json"
 
 def build(shared: Path, store: Store, events) -> None:
     """Import everything into ``store`` (a fresh folder), printing one line per import."""
-    for rel in WHOLE_FILES:
-        for line in import_csv(store, shared / rel, exchange="binanceusdm"):
+    for rel, exchange in [*((r, "binanceusdm") for r in WHOLE_FILES), *OTHER_VENUE_FILES]:
+        for line in import_csv(store, shared / rel, exchange=exchange):
             print(line)
     for ev in events:
         since, until = ev.lookback_start_ms, ev.end_ms + DAY

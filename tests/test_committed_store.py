@@ -77,3 +77,25 @@ def test_data_ls_and_gaps():
     assert res.exit_code == 0 and "no gaps" in res.stdout
     res = runner.invoke(app, ["data", "gaps", "--since", "2025-10-10T00:00:00"])
     assert res.exit_code == 2 and "no zone" in res.stderr
+
+
+def test_committed_other_venues_and_oct2025_5m_bars(committed_store):
+    """Bybit 5m/1h mark/funding and OKX BTC 15m for the 2025-10 crash; Binance 5m for 14 perps;
+    HYPE's 5-minute open interest (data/PROVENANCE.md)."""
+    st = Store(committed_store)
+    t0, t1 = "2025-10-10T20:00:00Z", "2025-10-11T00:00:00Z"
+    by = st.read("ohlcv", exchange="bybit", symbol="BTC/USDT:USDT", timeframe="5m", start=t0, end=t1)
+    assert by.height == 48 and by["low"].min() == 101045.9  # Bybit's own low, 21:20
+    assert st.read("mark", exchange="bybit", symbol="AVAX/USDT:USDT", timeframe="1h", start=t0, end=t1).height == 4
+    assert st.read("funding", exchange="bybit", symbol="ETH/USDT:USDT", start="2025-10-01T00:00:00Z", end="2025-10-11T00:00:00Z").height == 30
+    okx = st.read("ohlcv", exchange="okx", symbol="BTC/USDT:USDT", timeframe="15m", start=t0, end=t1)
+    assert okx.height == 16 and okx["low"].min() == 101482.7
+    for sym in ("ETH", "XRP", "BNB", "HYPE"):
+        b = st.read("ohlcv", exchange="binanceusdm", symbol=f"{sym}/USDT:USDT", timeframe="5m", start="2025-09-08T00:00:00Z", end="2025-10-18T00:00:00Z")
+        assert b.height == 11_520, sym
+    bnb = st.read("ohlcv", exchange="binanceusdm", symbol="BNB/USDT:USDT", timeframe="5m", start=t0, end=t1)
+    assert bnb["low"].min() == 823.6
+    oi = st.read("open_interest", exchange="binanceusdm", symbol="HYPE/USDT:USDT", timeframe="5m")
+    assert oi.height == 9_793
+    at = lambda t: float(oi.filter(pl.col("ts") == pl.lit(t).str.to_datetime(time_zone="UTC").dt.cast_time_unit("ms"))["open_interest_usd"][0])  # noqa: E731
+    assert 215e6 < at("2025-10-10T20:00:00Z") < 227e6 and 146e6 < at("2025-10-10T21:15:00Z") < 158e6  # $221M -> $152M

@@ -248,3 +248,11 @@ def test_several_files_are_all_checked_before_any_is_written(tmp_path, filled_st
     assert snapshot(filled_store) == before
     res = runner.invoke(app, ["data", "import-csv", str(good), "--store", str(filled_store)])
     assert res.exit_code == 0 and "later.csv: ohlcv 1m, 3 rows (3 new)" in res.output
+
+
+def test_ccxt_symbol_of_okx_swap_ids():
+    from backtest.sources.csv_import import ccxt_symbol
+
+    assert ccxt_symbol("BTC-USDT-SWAP", "okx") == "BTC/USDT:USDT"
+    assert ccxt_symbol("BTC-USD-SWAP", "okx") == "BTC/USD:BTC"  # inverse: settled in the base coin
+    assert ccxt_symbol("ETHUSDT", "bybit") == "ETH/USDT:USDT"

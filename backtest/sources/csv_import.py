@@ -73,9 +73,14 @@ MS_MAX = MAX_TS_MS
 
 
 def ccxt_symbol(exchange_id: str, exchange: str) -> str:
-    """ccxt symbol of an exchange market id: ``BTCUSDT`` on binanceusdm -> ``BTC/USDT:USDT``."""
+    """ccxt symbol of an exchange market id: ``BTCUSDT`` on binanceusdm or bybit, ``BTC-USDT-SWAP``
+    on okx -> ``BTC/USDT:USDT``; ``BTCUSD_PERP`` on binancecoinm -> ``BTC/USD:BTC``."""
     if "/" in exchange_id:
         return exchange_id
+    m = re.fullmatch(r"([A-Z0-9]+)-(USDT|USDC|USD)-SWAP", exchange_id)
+    if m:  # OKX perpetual swap ids (linear for USDT/USDC, inverse for USD)
+        base, quote = m.groups()
+        return f"{base}/{quote}:{base if quote == 'USD' else quote}"
     if exchange == "binancecoinm":
         m = re.fullmatch(r"([A-Z0-9]+)USD_PERP", exchange_id)
         if m:
