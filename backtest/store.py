@@ -103,6 +103,8 @@ REQUIRED: dict[str, list[str]] = {
 }
 
 EVENT_TIMEFRAME = "event"
+#: datasets without a bar period: stored under ``timeframe=event`` only
+EVENT_DATASETS = ("funding", "liquidations", "depth")
 BAR_DATASETS = ("ohlcv", "mark", "index")
 PART_FILE = "part.parquet"
 
@@ -843,7 +845,7 @@ def _stored_step(tf: str, root: str) -> int:
 def _timeframe_problem(p: Partition) -> str | None:
     """A partition folder whose ``timeframe=`` cannot be the dataset's (e.g. ``0m``, or a bar
     timeframe on funding)."""
-    if p.dataset in ("funding", "liquidations"):
+    if p.dataset in EVENT_DATASETS:
         return None if p.timeframe == EVENT_TIMEFRAME else f"timeframe={p.timeframe}, but {p.dataset} is stored under timeframe={EVENT_TIMEFRAME}"
     try:
         timeframe_ms(p.timeframe)

@@ -43,7 +43,7 @@ from typing import Iterator
 
 import polars as pl
 
-from backtest.store import EVENT_TIMEFRAME, MAX_TS_MS, Store, StoreError, conform, to_ms
+from backtest.store import EVENT_DATASETS, EVENT_TIMEFRAME, MAX_TS_MS, Store, StoreError, conform, to_ms
 from backtest.errors import CsvImportError as ImportError_
 from backtest.sources import book_depth
 from backtest.timeframes import timeframe_ms, timeframe_name
@@ -430,7 +430,7 @@ def prepare_import(
             f = f.filter(pl.col("symbol").is_in(symbols))
         frames[i] = (d, f)
     ds, frame = frames[0]
-    if ds in ("funding", "liquidations", "depth"):
+    if ds in EVENT_DATASETS:
         tf = EVENT_TIMEFRAME
     else:
         tf = timeframe if timeframe is not None else infer_timeframe(frame, path)
