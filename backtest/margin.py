@@ -327,6 +327,9 @@ def liq_price_entry_rate_nb(venue, side, entry, qty, equity0, mmr, cum, fee_rate
       ``LP = side*Q / (WB + side*Q/EP - MM)`` (coin units).
     - okx, gate: MM rate = mmr + fee_rate at the price P (``cum`` subtracted when given).
     - hyperliquid: MM rate = mmr (= 1/(2*max_lev)) at the price P; ``cum`` = maintenance deduction.
+
+    For these three the maintenance margin ``rate*notional(P) - cum`` is floored at zero, so the
+    liquidation price never lies beyond the bankruptcy price.
     """
     if venue == VENUE_BYBIT:
         if contract == 0:
@@ -352,7 +355,14 @@ def liq_price_entry_rate_nb(venue, side, entry, qty, equity0, mmr, cum, fee_rate
     rate = mmr
     if venue == VENUE_OKX or venue == VENUE_GATE:
         rate = mmr + fee_rate
-    return liq_solve_nb(contract, side, entry, qty, contract_size, equity0, rate, cum)
+    lp = liq_solve_nb(contract, side, entry, qty, contract_size, equity0, rate, cum)
+    # the maintenance margin is never negative: where ``cum`` (a deduction meant for the entry's
+    # tier) would make it so at the solved price, the position goes at its bankruptcy price
+    # (equity zero), never beyond it
+    bp = bankruptcy_price_nb(side, entry, qty, equity0, contract, contract_size)
+    if side > 0:
+        return lp if lp >= bp else bp
+    return lp if lp <= bp else bp
 
 
 # ------------------------------------------------------------------------------------------

@@ -507,3 +507,14 @@ def test_property_cross_bounds(side, entry, notional, wallet_mult, other_mm, oth
         assert lp < entry and lp >= bp - 1e-9 * entry
     else:
         assert lp > entry and lp <= bp + 1e-9 * entry
+
+
+def test_okx_liquidation_never_beyond_bankruptcy_when_cum_exceeds_mm():
+    """Hypothesis found it: a 3 M-notional long at 1.5625x on a tier with cum 11,450 solved to a
+    maintenance margin below zero at the liquidation price (lp 0.35978 < bp 0.36); the
+    maintenance margin is floored at zero, so the position goes at its bankruptcy price."""
+    entry, notional, lev = 1.0, 3_000_001.0, 1.5625
+    qty, margin_ = notional / entry, notional / lev
+    for venue in ("okx", "gate", "hyperliquid"):
+        lp = liquidation_price(venue, +1, entry, qty, margin_, tiers=SYNTH_TIERS, fee_rate=0.0)
+        assert lp >= bankruptcy_price(+1, entry, qty, margin_) - 1e-12, venue
