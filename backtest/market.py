@@ -35,23 +35,12 @@ from backtest import records as R
 from backtest.errors import SimError
 from backtest.timeframes import FINE_TIMEFRAMES, timeframe_ms
 
-#: the price a bar's base volume is valued at where its quote volume is missing (the committed
-#: store lacks quote volume on most bars): the simulation's path and liquidity estimate use the
-#: close, the population's opening weights the typical price (high + low + close) / 3. Unifying
-#: them would change the golden outputs (tests/test_golden.py), so both stay, named here.
-VOLUME_PRICES = ("close", "hlc3")
-
-
-def volume_usd(df: pl.DataFrame, price: str) -> np.ndarray:
-    """Traded notional per bar (USD, float64): ``quote_volume`` where it is stored (not null,
-    not NaN), else ``volume`` (base units) x ``price`` - ``"close"`` or ``"hlc3"`` (see
-    :data:`VOLUME_PRICES`)."""
-    if price == "close":
-        p = df["close"].to_numpy()
-    elif price == "hlc3":
-        p = ((df["high"] + df["low"] + df["close"]) / 3.0).to_numpy()
-    else:
-        raise ValueError(f"price must be one of {VOLUME_PRICES}, got {price!r}")
+def volume_usd(df: pl.DataFrame) -> np.ndarray:
+    """The one traded-notional rule (USD per bar, float64): ``quote_volume`` where it is stored
+    (not null, not NaN), else ``volume`` (base units) x the bar's typical price
+    (high + low + close) / 3 - the committed store lacks quote volume on most bars, and the
+    typical price is closer to a bar's average traded price than its close is."""
+    p = ((df["high"] + df["low"] + df["close"]) / 3.0).to_numpy()
     qv = df["quote_volume"].cast(pl.Float64).to_numpy()
     return np.where(np.isfinite(qv), qv, df["volume"].to_numpy() * p).astype(np.float64)
 
@@ -110,7 +99,7 @@ def load_market(store: Any, exchange: str, symbol: str, start: int, end: int, lo
     ts = df["ts"].dt.epoch("ms").to_numpy().astype(np.int64)
     gaps = int(np.sum(np.maximum(np.diff(ts) // tf_ms - 1, 0))) if ts.size > 1 else 0
     n = ts.size
-    vol_usd = volume_usd(df, "close") if source == "last" else np.zeros(n)
+    vol_usd = volume_usd(df) if source == "last" else np.zeros(n)
     fr = np.zeros(n)
     fund = store.read("funding", exchange=exchange, symbol=symbol, timeframe="event", start=start, end=end)
     if fund.height:
@@ -157,7 +146,7 @@ def _liquidity(store, exchange, symbol, lb_start, start, bars, tf_ms) -> tuple[f
         c = hist["close"].to_numpy()
         r = np.diff(np.log(c))
         sigma = float(np.std(r) * math.sqrt(24))
-        vday = float(np.sum(volume_usd(hist, "close")) / (hist.height / 24.0))
+        vday = float(np.sum(volume_usd(hist)) / (hist.height / 24.0))
     else:
         c = bars["close"]
         r = np.diff(np.log(c)) if c.size > 1 else np.zeros(1)
@@ -205,7 +194,7 @@ def market_bars(store: Any, exchange: str, symbol: str, start_ms: int, end_ms: i
         o = np.argsort(starts, kind="stable")
         starts, ends = starts[o], ends[o]
     bars = pl.concat(parts, how="vertical").sort("ts")
-    vol_usd = volume_usd(bars, "hlc3")
+    vol_usd = volume_usd(bars)
     return {
         "ts": bars["ts"].dt.epoch("ms").to_numpy().astype(np.int64),
         "dur": bars["dur"].to_numpy().astype(np.int64),

@@ -39,7 +39,7 @@ def test_summary_is_typed_and_its_json_is_summary_json(run, tmp_path):
     assert list(m) == list(SCALAR_FIELDS) and "params" not in m and m["mode"] == "cascade"
 
 
-def test_one_volume_rule_named_by_its_price():
+def test_one_volume_rule():
     import numpy as np
     import polars as pl
 
@@ -47,8 +47,6 @@ def test_one_volume_rule_named_by_its_price():
 
     df = pl.DataFrame({"high": [12.0, 12.0], "low": [9.0, 9.0], "close": [10.0, 10.0], "volume": [3.0, 3.0],
                        "quote_volume": [100.0, None]})
-    assert volume_usd(df, "close").tolist() == [100.0, 30.0]  # quote volume where stored, else volume x close
-    assert volume_usd(df, "hlc3").tolist() == pytest.approx([100.0, 31.0], rel=1e-15)  # ... else volume x (high + low + close) / 3
-    assert volume_usd(df.with_columns(pl.lit(np.nan).alias("quote_volume")), "close").tolist() == [30.0, 30.0]
-    with pytest.raises(ValueError):
-        volume_usd(df, "open")
+    # quote volume where stored, else volume x the typical price (high + low + close) / 3
+    assert volume_usd(df).tolist() == pytest.approx([100.0, 31.0], rel=1e-15)
+    assert volume_usd(df.with_columns(pl.lit(np.nan).alias("quote_volume"))).tolist() == pytest.approx([31.0, 31.0], rel=1e-15)
