@@ -65,3 +65,8 @@ def os_error_message(e: OSError) -> str:
     if not paths:  # not about a file (e.g. a network error): say what the system said
         return why
     return f"{paths}: {why}; {fixes.get(e.errno or -1, 'check the path and try again')}"
+
+
+class CalibrationError(UserError):
+    """A bad calibration, validation or sensitivity request: unknown parameter, no targets for the
+    event, a malformed figures file or a bad output folder (one-line message)."""
