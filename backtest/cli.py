@@ -508,6 +508,12 @@ def cascade(
     _run_sim(event, "cascade", symbol, config, set_, out, shock, store)
 
 
+# calibrate, validate, sensitivity (owner: calibration)
+from backtest.cli_calibrate import register as _register_calibration  # noqa: E402
+
+_register_calibration(app)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -100,10 +100,10 @@ def event_inputs(event: Any, figures: list[Figure] | None = None) -> dict[str, f
     return {f.param: f.target for f in figs if f.event == event.id and f.kind == "input"}
 
 
-def load_targets(path: str | None, event: Any, symbols: Iterable[str] | None = None) -> list[Figure]:
-    """Targets of ``event`` from a figures file (default the committed one); raises
-    :class:`CalibrationError` when the event has none."""
-    figs = load_figures(path)
+def load_targets(event: Any, figures: list[Figure] | None = None, path: str | None = None, symbols: Iterable[str] | None = None) -> list[Figure]:
+    """Targets of ``event`` among ``figures`` (default: the file ``path``, default the committed
+    one); raises :class:`CalibrationError` when the event has none."""
+    figs = load_figures(path) if figures is None else figures
     targets = event_targets(event, symbols, figs)
     if not targets:
         n = sum(1 for f in figs if f.event == event.id)
