@@ -300,7 +300,7 @@ def provenance(res: CalibrationResult) -> dict:
         "n_positions": s.n_positions,
         "overrides": s.base,
         "method": "ABC-SMC (pyabc.ABCSMC), posterior medians of the last generation",
-        "versions": {p: ver(p) for p in ("backtest", "pyabc", "numpy", "numba", "polars")},
+        "versions": {p: ver(p) for p in ("cascade-backtest", "pyabc", "numpy", "numba", "polars")},
         "refit": shlex.join(cmd + ["--out", "DIR"]),
         "bands_90": {k: list(v) for k, v in res.bands.items()},
     }
