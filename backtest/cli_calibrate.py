@@ -147,7 +147,7 @@ def validate(
 def sensitivity(
     event: str = typer.Argument(..., help="Event id, e.g. 2025-10-10."),
     params: Optional[List[str]] = typer.Option(None, "--param", help="Parameter (repeatable; default every parameter with a prior)."),
-    samples: int = typer.Option(32, "--samples", help="Sobol base samples N (runs = N x (2 x parameters + 2))."),
+    samples: int = typer.Option(32, "--samples", help="Sobol base samples N, a power of two (runs = N x (parameters + 2))."),
     n_positions: int = typer.Option(20_000, "--n-positions", help="Positions per symbol (small default)."),
     executor: str = ExecutorOpt,
     workers: Optional[int] = WorkersOpt,

@@ -33,7 +33,7 @@ def iso_ms(text: str | None) -> float | None:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000.0
 
 
-def _event_value(summary: dict, metric: str) -> float | None:
+def event_value(summary: dict, metric: str) -> float | None:
     if metric in summary and metric != "peak_minute":
         v = summary[metric]
         return None if v is None else float(v)
@@ -59,7 +59,7 @@ def simulated_value(summary: dict, fig: Figure) -> float | None:
     syms = set(fig.symbols)
     run = set(summary.get("symbols") or ())
     if not syms or syms == run:
-        return _event_value(summary, fig.metric)
+        return event_value(summary, fig.metric)
     per = summary.get("per_symbol") or {}
     vals = [per.get(s, {}).get(fig.metric) for s in fig.symbols]
     if any(v is None for v in vals):
