@@ -55,6 +55,7 @@ class CalibrationSpec:
     targets_file: str | None = None
     base: dict = field(default_factory=dict)  # further overrides for every event (--set)
     store: str | None = None
+    symbols: list[str] | None = None  # a subset of the event's symbols (tests; default all)
 
     def identity(self) -> dict:
         """The fields a resumed run must share with the stored one."""
@@ -103,10 +104,10 @@ def model_for(spec: CalibrationSpec, figures: list[Figure] | None = None) -> Eve
     inputs: dict[str, dict] = {}
     for e in spec.events:
         ev = get_event(e, spec.store)
-        targets[ev.id] = load_targets(ev, figs, spec.targets_file)
+        targets[ev.id] = load_targets(ev, figs, spec.targets_file, spec.symbols)
         inputs[ev.id] = {k: v for k, v in event_inputs(ev, figs).items() if k not in spec.fit}
     base = {"n_positions": spec.n_positions, **spec.base}
-    return EventModel([get_event(e, spec.store).id for e in spec.events], targets, base, inputs, spec.mode, spec.store)
+    return EventModel([get_event(e, spec.store).id for e in spec.events], targets, base, inputs, spec.mode, spec.store, spec.symbols)
 
 
 class TargetDistance:
@@ -157,17 +158,19 @@ def check_run_dir(out: str | os.PathLike, resume: bool) -> Path:
 
 def calibrate(spec: CalibrationSpec, out: str | os.PathLike, *, executor: str = "serial", workers: int | None = None,
               scheduler: str | None = None, resume: bool = False, progress: Callable[[str, int, int], None] | None = None,
-              write: bool = True) -> CalibrationResult:
+              write: bool = True, model: EventModel | None = None) -> CalibrationResult:
     """Run (or resume) an ABC-SMC calibration; write its outputs in ``out``.
 
     ``progress(text, generations_done, generations)`` is called before and after each generation.
+    ``model`` replaces the simulator (tests: anything with ``target_list``, ``prepare_all`` and
+    ``__call__(params) -> {target id: value}``).
     """
     check_executor(executor)
     if spec.samples < 2 or spec.generations < 1:
         raise CalibrationError("give --samples >= 2 (particles per generation) and --generations >= 1")
     d = check_run_dir(out, resume)
     priors = priors_for(spec.fit)
-    model = model_for(spec)
+    model = model or model_for(spec)
     targets = model.target_list
     run_file = d / RUN_NAME
     if resume:
@@ -196,19 +199,24 @@ def calibrate(spec: CalibrationSpec, out: str | os.PathLike, *, executor: str = 
         model.prepare_all()  # checks the data before any sampling (workers prepare their own copy)
         np.random.seed(spec.seed)
         sampler, pool = _sampler(executor, workers, client)
-        abc = pyabc.ABCSMC(model, distribution(priors), TargetDistance(targets), population_size=spec.samples, sampler=sampler)
+
+        def smc():
+            return pyabc.ABCSMC(model, distribution(priors), TargetDistance(targets), population_size=spec.samples, sampler=sampler)
+
         db = "sqlite:///" + str((d / DB_NAME).resolve())
-        if resume:
-            abc.load(db, 1)
-            done = _generations_done(abc.history)
-        else:
+        if not resume:
             run_file.write_text(json.dumps({**spec.identity(), "generations": spec.generations}, indent=2, default=str))
-            abc.new(db, {f.id: 0.0 for f in targets})
-            done = 0
+            smc().new(db, {f.id: 0.0 for f in targets})
+        # one generation per run() on a freshly loaded ABCSMC, exactly as a resumed run continues
+        # (a second run() on the same object would re-use its first calibration sample for epsilon)
+        abc = smc()
+        abc.load(db, 1)
         history = abc.history
-        for g in range(done, spec.generations):
+        for g in range(_generations_done(history), spec.generations):
             if progress:
                 progress(f"generation {g + 1}/{spec.generations}", g, spec.generations)
+            abc = smc()
+            abc.load(db, 1)
             history = abc.run(max_nr_populations=1)
         if progress:
             progress("writing outputs", spec.generations, spec.generations)

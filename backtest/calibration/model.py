@@ -43,9 +43,10 @@ class EventModel:
     inputs: dict[str, dict] = field(default_factory=dict)
     mode: str = "replay"
     store: str | None = None
+    symbols: list[str] | None = None  # a subset of each event's symbols (default all)
 
     def _key(self, event: str) -> str:
-        return json.dumps([event, {**self.base, **self.inputs.get(event, {})}, self.store], sort_keys=True, default=str)
+        return json.dumps([event, {**self.base, **self.inputs.get(event, {})}, self.store, self.symbols], sort_keys=True, default=str)
 
     def prepared(self, event: str):
         """The event's prepared data, built once per process."""
@@ -54,7 +55,7 @@ class EventModel:
         if prep is None:
             from backtest.simulate import prepare
 
-            prep = _PREPARED[key] = prepare(event, {**self.base, **self.inputs.get(event, {})}, store=self.store)
+            prep = _PREPARED[key] = prepare(event, {**self.base, **self.inputs.get(event, {})}, symbols=self.symbols, store=self.store)
         return prep
 
     def prepare_all(self) -> None:
