@@ -51,9 +51,23 @@ def _spec(events, fit, targets, samples, generations, seed, mode, n_positions, s
                            base=parse_set_options(set_), store=store)
 
 
-def _check_mode(mode: str) -> None:
+def _run(label: str, fn, *args, mode: str, workers: int | None, interrupted: str | None = None, **kwargs):
+    """Check the shared options, call ``fn(*args, mode=, workers=, progress=, **kwargs)`` with a
+    progress display (closed whatever happens) and return its result."""
     if mode not in ("replay", "cascade"):
         fail(f"--mode must be replay or cascade, got {mode!r}")
+    if workers is not None and workers < 1:
+        fail("--workers must be at least 1")
+    progress = _progress(label)
+    try:
+        return fn(*args, mode=mode, workers=workers, progress=progress, **kwargs)
+    except KeyboardInterrupt:
+        if interrupted is None:
+            raise
+        fail(interrupted, 130)
+    finally:
+        if progress is not None:
+            progress.close()
 
 
 def calibrate(
@@ -76,19 +90,14 @@ def calibrate(
     """Fit parameters to an event's published figures (ABC-SMC with pyabc); posterior, --config file, diagnostics, PDF."""
     from backtest.calibration.abc import calibrate as run, check_run_dir
 
-    _check_mode(mode)
-    if workers is not None and workers < 1:
-        fail("--workers must be at least 1")
     check_run_dir(out, resume)  # a bad --out fails before any work
     spec = _spec(event, fit, targets, samples, generations, seed, mode, n_positions, set_, store)
-    progress = _progress("calibrate")
-    try:
-        res = run(spec, out, executor=executor, workers=workers, scheduler=scheduler, resume=resume, progress=progress)
-    except KeyboardInterrupt:
-        fail(f"interrupted; the finished generations are kept in {out}/abc.db: continue with --resume", 130)
-    finally:
-        if progress is not None:
-            progress.close()
+
+    def go(spec, out, mode, **kw):  # the mode is the spec's
+        return run(spec, out, **kw)
+
+    res = _run("calibrate", go, spec, out, mode=mode, workers=workers, executor=executor, scheduler=scheduler, resume=resume,
+               interrupted=f"interrupted; the finished generations are kept in {out}/abc.db: continue with --resume")
     import polars as pl
 
     print_frame(pl.DataFrame({
@@ -127,19 +136,13 @@ def validate(
     from backtest.calibration.validate import validate as run
     from backtest.params import parse_set_options
 
-    _check_mode(mode)
-
     def events(text):
         return [e.strip() for e in text.split(",") if e.strip()] if text else None
 
-    progress = _progress("validate")
-    try:
-        res = run(train=events(train), test=events(test), loo=loo, fit=list(fit or []) or None, targets_file=str(targets) if targets else None,
-                  samples=samples, generations=generations, draws=draws, n_positions=n_positions, executor=executor, workers=workers,
-                  scheduler=scheduler, seed=seed, mode=mode, base=parse_set_options(set_), out=out, store=store, progress=progress)
-    finally:
-        if progress is not None:
-            progress.close()
+    res = _run("validate", run, train=events(train), test=events(test), loo=loo, fit=list(fit or []) or None,
+               targets_file=str(targets) if targets else None, samples=samples, generations=generations, draws=draws,
+               n_positions=n_positions, executor=executor, workers=workers, scheduler=scheduler, seed=seed, mode=mode,
+               base=parse_set_options(set_), out=out, store=store)
     print_frame(res.display(), "out-of-sample validation (90 % posterior predictive band)")
     typer.echo(res.verdict_line() + f"; wrote {', '.join(str(p) for p in res.files)}")
 
@@ -162,15 +165,9 @@ def sensitivity(
     from backtest.calibration.sensitivity import run_sensitivity
     from backtest.params import parse_set_options
 
-    _check_mode(mode)
-    progress = _progress("sensitivity")
-    try:
-        res = run_sensitivity(event, params=list(params or []) or None, samples=samples, n_positions=n_positions, executor=executor,
-                              workers=workers, scheduler=scheduler, seed=seed, mode=mode, base=parse_set_options(set_), out=out,
-                              store=store, progress=progress)
-    finally:
-        if progress is not None:
-            progress.close()
+    res = _run("sensitivity", run_sensitivity, event, params=list(params or []) or None, samples=samples, n_positions=n_positions,
+               executor=executor, workers=workers, scheduler=scheduler, seed=seed, mode=mode, base=parse_set_options(set_), out=out,
+               store=store)
     print_frame(res.ranked(), f"Sobol indices ({event}; {res.runs} runs; ranked by total order)")
     typer.echo(f"{res.runs} runs in {res.seconds:.1f} s; wrote {', '.join(str(p) for p in res.files)}")
 

@@ -69,3 +69,25 @@ def test_process_executor_matches_serial():
     assert procs == serial
     assert serial[1]["liquidated_notional_usd"] != serial[0]["liquidated_notional_usd"]
     assert np.isfinite(serial[0]["liquidated_notional_usd"])
+
+
+@pytest.mark.parametrize(
+    "args, expect",
+    [
+        (["validate", "--train", "2025-10-10", "--test", "2025-10-10"], "in both --train and --test"),
+        (["validate", "--loo", "--test", "2025-10-10"], "without --train and --test"),
+        (["validate", "--test", "2099-01-01"], "unknown event"),
+        (["validate", "--mode", "fast"], "--mode must be replay or cascade"),
+        (["sensitivity", "2025-10-10", "--samples", "10"], "power of two"),
+        (["sensitivity", "2025-10-10", "--param", "nope"], "no prior for parameter 'nope'"),
+        (["sensitivity", "2025-10-10", "--workers", "0"], "--workers must be at least 1"),
+    ],
+)
+def test_cli_bad_input_is_one_line_exit_2(tmp_path, args, expect):
+    from typer.testing import CliRunner
+
+    from backtest.cli import app
+
+    r = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and expect in r.output, r.output
+    assert "Traceback" not in r.output
