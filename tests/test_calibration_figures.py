@@ -102,3 +102,24 @@ def test_bad_figures_files_are_one_line_errors(tmp_path, body, expect):
     with pytest.raises(CalibrationError, match=expect) as e:
         load_figures(p)
     assert "\n" not in str(e.value)
+
+
+def test_committed_fitted_defaults_are_a_config_with_provenance():
+    import tomllib
+
+    from backtest.calibration.priors import PRIORS
+    from backtest.params import load_config
+    from backtest.simulate import resolve_params
+
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "data" / "calibration" / "defaults.toml"
+    cfg = load_config(path)
+    assert cfg and set(cfg) <= set(PRIORS)
+    resolve_params(cfg)  # valid parameters of the model
+    prov = tomllib.load(open(path, "rb"))["calibration"]
+    figs = {f.id for f in load_figures()}
+    assert "2025-10-10" not in prov["events"] and set(prov["targets"]) <= figs
+    assert prov["refit"].startswith("backtest calibrate ") and prov["versions"]["pyabc"]
+    for k, (lo, hi) in prov["bands_90"].items():
+        assert lo <= cfg[k] <= hi
