@@ -511,7 +511,7 @@ def cascade(
 # calibrate, validate, sensitivity (owner: calibration)
 from backtest.cli_calibrate import register as _register_calibration  # noqa: E402
 
-_register_calibration(app)
+_register_calibration(app, user_errors)
 
 
 def main() -> None:

@@ -10,7 +10,22 @@ from typing import List, Optional
 
 import typer
 
-from backtest.cli import SetOpt, StoreOpt, fail, print_frame, user_errors
+# backtest.cli imports this module to register the commands, so nothing of it is imported here at
+# module level (``python -m backtest.cli`` would import it twice); its helpers are taken at run time.
+StoreOpt = typer.Option(None, "--store", help="Store root: folder or s3://bucket/prefix (default: $BACKTEST_STORE or the committed data/).")
+SetOpt = typer.Option(None, "--set", help="Override a parameter: key=value (repeatable).")
+
+
+def fail(message: str, code: int = 2) -> None:
+    from backtest.cli import fail as cli_fail
+
+    cli_fail(message, code)
+
+
+def print_frame(df, title: str | None = None) -> None:
+    from backtest.cli import print_frame as cli_print_frame
+
+    cli_print_frame(df, title)
 
 ExecutorOpt = typer.Option("processes", "--executor", help="serial, processes (all cores) or dask.")
 WorkersOpt = typer.Option(None, "--workers", help="Worker processes (default: one per core).")
@@ -172,7 +187,7 @@ def sensitivity(
     typer.echo(f"{res.runs} runs in {res.seconds:.1f} s; wrote {', '.join(str(p) for p in res.files)}")
 
 
-def register(app: typer.Typer) -> None:
-    """Add the commands to the main app."""
+def register(app: typer.Typer, user_errors) -> None:
+    """Add the commands to the main app, each wrapped by the CLI's ``user_errors``."""
     for fn in (calibrate, validate, sensitivity):
         app.command(fn.__name__)(user_errors(fn))
