@@ -545,6 +545,12 @@ from backtest import cli_record as _cli_record  # noqa: E402
 _cli_record.register(app, user_errors)
 
 
+# calibrate, validate, sensitivity (owner: calibration)
+from backtest.cli_calibrate import register as _register_calibration  # noqa: E402
+
+_register_calibration(app, user_errors)
+
+
 def main() -> None:
     """Console-script entry point."""
     from backtest.cli_args import empty_value_error

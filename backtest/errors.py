@@ -96,3 +96,6 @@ class ResourceError(UserError):
 
 class ConfigError(ParamError):
     """A ``--config`` file with an unknown key or table, or a value in the wrong place."""
+class CalibrationError(UserError):
+    """A bad calibration, validation or sensitivity request: unknown parameter, no targets for the
+    event, a malformed figures file or a bad output folder (one-line message)."""

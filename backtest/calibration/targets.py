@@ -1,0 +1,134 @@
+"""Targets of a calibration: the comparable figures of an event, the simulated value each is
+compared with (read from a run's summary dict only, never from model internals), and the
+distance between a simulation and its targets.
+
+Distance (one term per target, in units of the target's own tolerance; total = Euclidean norm):
+
+* lower bound: 0 when met; else shortfall / u, with u the figure's uncertainty or
+  :data:`~backtest.calibration.figures.LOWER_BOUND_SCALE` x the bound (one-sided);
+* interval: 0 inside; else the distance to the nearer edge / half the width;
+* point: |simulated - target| / uncertainty (the peak minute: a time distance in ms over the
+  uncertainty in ms);
+* a target whose value the run did not produce (no liquidations: no long share, no peak) scores
+  :data:`MISSING_DISTANCE`.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any, Iterable
+
+from backtest.calibration.figures import LOWER_BOUND_SCALE, Figure, load_figures
+from backtest.errors import CalibrationError
+
+#: distance of a target the run gave no value for (e.g. the long share of a run with no liquidation)
+MISSING_DISTANCE = 10.0
+
+
+def iso_ms(text: str | None) -> float | None:
+    """UTC ms of an ISO time such as the summary's ``peak_minute`` ('2025-10-10T21:13:00Z')."""
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000.0
+
+
+def event_value(summary: dict, metric: str) -> float | None:
+    if metric in summary and metric != "peak_minute":
+        v = summary[metric]
+        return None if v is None else float(v)
+    if metric == "peak_minute":
+        return iso_ms(summary.get("peak_minute"))
+    if metric == "insurance_fund_used_usd":
+        a, b = summary.get("insurance_fund_start_usd"), summary.get("insurance_fund_min_usd")
+        return None if a is None or b is None else float(a) - float(b)
+    if metric == "open_interest_change":
+        on = summary.get("open_notional_usd") or 0.0
+        closed = sum(float(summary.get(k) or 0.0) for k in ("liquidated_notional_usd", "stopped_notional_usd", "adl_notional_usd"))
+        return -closed / on if on > 0 else None
+    raise KeyError(metric)
+
+
+def simulated_value(summary: dict, fig: Figure) -> float | None:
+    """The value of ``fig.metric`` in a run's summary, over the figure's symbols.
+
+    Event-wide when the figure's symbols are the run's symbols (or not given); for a subset, the
+    per-symbol entries must carry the metric (``summary['per_symbol'][s][metric]``, summed for
+    notionals): otherwise :class:`KeyError` (the summary cannot answer it; see :func:`usable`).
+    """
+    syms = set(fig.symbols)
+    run = set(summary.get("symbols") or ())
+    if not syms or syms == run:
+        return event_value(summary, fig.metric)
+    per = summary.get("per_symbol") or {}
+    vals = [per.get(s, {}).get(fig.metric) for s in fig.symbols]
+    if any(v is None for v in vals):
+        raise KeyError(fig.metric)
+    if len(vals) == 1:
+        return float(vals[0])
+    if fig.metric not in ("liquidated_notional_usd", "adl_notional_usd", "insurance_fund_used_usd"):
+        raise KeyError(fig.metric)  # a share or a time of several symbols is not their sum
+    return float(sum(vals))
+
+
+def usable(fig: Figure, event: Any, symbols: Iterable[str]) -> str | None:
+    """Why a comparable figure cannot be a target of a run of ``event`` over ``symbols``, or None.
+
+    Its venues must be the event's exchange (or ``all`` for market-wide shares and times) and its
+    symbols must be simulated.
+    """
+    if not fig.comparable:
+        return "context"
+    if fig.venues and not ({"all", event.exchange} & set(fig.venues)):
+        return f"venue {', '.join(fig.venues)} is not simulated ({event.exchange})"
+    missing = [s for s in fig.symbols if s not in set(symbols)]
+    if missing:
+        return f"symbol {', '.join(missing)} is not simulated"
+    return None
+
+
+def event_targets(event: Any, symbols: Iterable[str] | None = None, figures: list[Figure] | None = None) -> list[Figure]:
+    """The comparable figures of ``event`` a run over ``symbols`` (default: all its symbols) is scored on."""
+    figs = load_figures() if figures is None else figures
+    syms = list(symbols or event.symbols)
+    return [f for f in figs if f.event == event.id and usable(f, event, syms) is None]
+
+
+def event_inputs(event: Any, figures: list[Figure] | None = None) -> dict[str, float]:
+    """Parameter overrides the figures give for ``event`` (kind ``input``: e.g. the fund's balance)."""
+    figs = load_figures() if figures is None else figures
+    return {f.param: f.target for f in figs if f.event == event.id and f.kind == "input"}
+
+
+def load_targets(event: Any, figures: list[Figure] | None = None, path: str | None = None, symbols: Iterable[str] | None = None) -> list[Figure]:
+    """Targets of ``event`` among ``figures`` (default: the file ``path``, default the committed
+    one); raises :class:`CalibrationError` when the event has none."""
+    figs = load_figures(path) if figures is None else figures
+    targets = event_targets(event, symbols, figs)
+    if not targets:
+        n = sum(1 for f in figs if f.event == event.id)
+        raise CalibrationError(
+            f"event {event.id} has no comparable figure ({n} figure(s), all context or out of scope) in "
+            f"{path or 'data/published_figures.toml'}; give --targets FILE with point, lower_bound or interval figures for it"
+        )
+    return targets
+
+
+def term(fig: Figure, x: float | None) -> float:
+    """One target's distance (see the module docstring)."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return MISSING_DISTANCE
+    if fig.kind == "lower_bound":
+        u = fig.uncertainty or LOWER_BOUND_SCALE * abs(fig.target) or 1.0
+        return max(0.0, fig.target - x) / u
+    if fig.kind == "interval":
+        half = (fig.high - fig.low) / 2.0 or 1.0
+        return max(0.0, fig.low - x, x - fig.high) / half
+    if fig.kind == "point":
+        return abs(x - fig.target) / fig.uncertainty
+    raise CalibrationError(f"figure {fig.id} of kind {fig.kind} is not a target")
+
+
+def distance(stats: dict[str, float | None], targets: list[Figure]) -> float:
+    """Euclidean norm of the per-target terms; ``stats`` maps figure id -> simulated value."""
+    return math.sqrt(sum(term(f, stats.get(f.id)) ** 2 for f in targets))
