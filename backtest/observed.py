@@ -115,14 +115,12 @@ def caveats(store, exchange: str, symbols: list[str]) -> list[str]:
 def figure(frame: pl.DataFrame, *, title: str = "observed vs simulated liquidations", caveat: str | None = None):
     """A matplotlib figure of :func:`per_minute` summed over symbols: long liquidations above the
     axis, short below; observed as bars, simulated as a line (USD millions per minute)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from backtest.report.common import new_figure
 
     agg = frame.group_by("minute").agg(pl.col("^(observed|simulated)_(long|short)_usd$").sum()).sort("minute")
     t = agg["minute"].to_list()
-    fig, ax = plt.subplots(figsize=(11, 4.8))
+    fig = new_figure()
+    ax = fig.add_subplot(1, 1, 1)
     width = 1 / 1440 * 0.9  # a minute, in days
     ax.bar(t, (agg["observed_long_usd"] / 1e6).to_list(), width=width, color="#c0392b", alpha=0.7, label="observed, longs")
     ax.bar(t, (-agg["observed_short_usd"] / 1e6).to_list(), width=width, color="#2471a3", alpha=0.7, label="observed, shorts")
@@ -136,5 +134,4 @@ def figure(frame: pl.DataFrame, *, title: str = "observed vs simulated liquidati
     if caveat:
         fig.text(0.01, 0.01, caveat, fontsize=7, color="#555555", wrap=True)
     fig.autofmt_xdate()
-    fig.tight_layout(rect=(0, 0.05 if caveat else 0, 1, 1))
     return fig

@@ -192,7 +192,12 @@ def simulate_prepared(
         t_sort += out.sort_s
         t_sim += out.sim_s
         per[s] = SymbolRun(out, bars, mk, pe, fund, _exit_split(out, pe.arrays))
-    return assemble(prepared, per, mode, shock, pop_params, sim, timings={"sort_s": t_sort, "simulate_s": t_sim}, summary_only=summary_only)
+    res = assemble(prepared, per, mode, shock, pop_params, sim, timings={"sort_s": t_sort, "simulate_s": t_sim}, summary_only=summary_only)
+    if mode == "replay" and not summary_only:  # observed forced orders in the store, when there are any
+        from backtest.observed import add_observed_total
+
+        add_observed_total(res.summary, prepared.store, ev)
+    return res
 
 
 def run_event(
@@ -211,9 +216,4 @@ def run_event(
     if shock is not None and mode != "cascade":
         raise SimError("--shock applies to the cascade command (mode='cascade')")
     prep = prepare(event_id, overrides, symbols, store, progress)
-    res = simulate_prepared(prep, overrides, mode=mode, shock=shock, progress=progress)
-    if mode == "replay":  # observed forced orders in the store, when there are any
-        from backtest.observed import add_observed_total
-
-        add_observed_total(res.summary, prep.store, prep.event)
-    return res
+    return simulate_prepared(prep, overrides, mode=mode, shock=shock, progress=progress)

@@ -87,3 +87,22 @@ def test_replay_summary_gains_observed_total(committed_store, tmp_path):
         float(res.liquidations.filter(pl.col("exit") == "liquidated")["notional_usd"].sum()))
     plain = run_event("2025-10-10", mode="replay", symbols=[BTC], overrides={"n_positions": 20000}, store=str(committed_store))
     assert "observed_liquidated_usd" not in plain.summary
+
+
+def test_report_sets_observed_beside_simulated_when_the_store_has_them(committed_store, tmp_path, monkeypatch):
+    """SYNTHETIC observed forced orders in a copy of the committed store: the report gains the
+    observed-vs-simulated page (and the committed store's report has none)."""
+    from backtest.report.build import build_report
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1760140800")
+    st_dir = tmp_path / "st"
+    shutil.copytree(committed_store, st_dir)
+    st = Store(st_dir)
+    st.write("liquidations", obs_rows().filter(pl.col("symbol") == BTC), exchange="binanceusdm", timeframe="event")
+    write_feed_notes(st, "binanceusdm", {BTC: feed_note("binanceusdm")})
+    res = build_report("2025-10-10", tmp_path / "r.pdf", overrides={"n_positions": 5000}, store=str(st_dir), progress=False, sensitivity=False)
+    names = [p.name for p in res.pngs]
+    assert "06-observed-liquidations.png" in names
+    assert res.replay_summary["observed_liquidated_usd"] == pytest.approx(float(obs_rows().filter(pl.col("symbol") == BTC)["notional_usd"].sum()))
+    plain = build_report("2025-10-10", tmp_path / "p.pdf", overrides={"n_positions": 5000}, progress=False, sensitivity=False)
+    assert "06-observed-liquidations.png" not in [p.name for p in plain.pngs]

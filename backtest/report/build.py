@@ -183,7 +183,7 @@ def build_report(
         t = time.perf_counter()
         step("drawing the pages")
         prov, _ = provenance_lines(ev, store)
-        pages = _pages(ev, replay, cascade, params, prov, sens)
+        pages = _pages(ev, replay, cascade, params, prov, sens, _observed(ev, prepared, replay))
         advance()
         timings["draw"] = time.perf_counter() - t
 
@@ -259,7 +259,24 @@ def _sens_range(sens) -> tuple[float, float] | None:
     return (min(vals), max(vals)) if vals else None
 
 
-def _pages(ev, replay, cascade, params: dict, prov: list[str], sens) -> list[tuple[str, Any]]:
+def _observed(ev, prepared, replay) -> tuple[Any, str] | None:
+    """Observed forced orders beside the replay's liquidations, per minute, with the feeds'
+    caveats (:mod:`backtest.observed`); None when the store holds none for the event."""
+    from backtest import observed
+
+    store = getattr(prepared, "store", None)
+    liqs = getattr(replay, "liquidations", None)
+    if store is None or liqs is None:
+        return None
+    symbols = list(getattr(prepared, "symbols", ev.symbols))
+    frame = observed.observed_vs_simulated(store, ev.exchange, symbols, ev.start_ms, ev.end_ms, liqs)
+    if frame is None:
+        return None
+    notes = observed.caveats(store, ev.exchange, symbols)
+    return frame, " ".join(notes) or "observed totals are what the exchange published"
+
+
+def _pages(ev, replay, cascade, params: dict, prov: list[str], sens, observed_frame=None) -> list[tuple[str, Any]]:
     import polars as pl
 
     import backtest
@@ -291,6 +308,8 @@ def _pages(ev, replay, cascade, params: dict, prov: list[str], sens) -> list[tup
         ]
         if sens is not None:
             contents.append("sensitivity: how the total moves with leverage, book depth and impact")
+        if observed_frame is not None:
+            contents.append("observed forced orders beside the simulated liquidations, per minute")
         contents.append("every resolved parameter and each symbol's inputs (price source, bars, population)")
         pages.append(("01-title", F.title_page(ev, cascade.summary, params, prov, version=backtest.__version__,
                                                date_text=date.strftime("%Y-%m-%d"), mode_note="(cascade scenario: forced orders move the price)",
@@ -305,6 +324,12 @@ def _pages(ev, replay, cascade, params: dict, prov: list[str], sens) -> list[tup
                                                                            bucket_ms=int(params["heatmap_minutes"]) * 60_000 if isinstance(params.get("heatmap_minutes"), int) else None)))
         pages.append(("05-liquidation-map", F.liqmap_page(cascade.liq_map, cascade.clusters, bars, symbols, f"{ev.id}: pre-event liquidation map and clusters")))
         pages.append(("06-insurance-adl", F.fund_page(bars, cascade.summary, f"{ev.id}: insurance fund and auto-deleveraging")))
+        if observed_frame is not None:
+            from backtest.observed import figure as observed_figure
+
+            frame, caveat = observed_frame
+            pages.append(("06-observed-liquidations", observed_figure(
+                frame, title=f"{ev.id}: observed forced orders (bars) beside the replay's liquidations (lines), per minute", caveat=caveat)))
         if sens is not None:
             npos = f"{sens['positions']:,}-position populations" if isinstance(sens.get("positions"), int) else "the same population"
             pages.append(("07-sensitivity", F.sensitivity_page(
