@@ -113,25 +113,36 @@ def caveats(store, exchange: str, symbols: list[str]) -> list[str]:
 
 
 def figure(frame: pl.DataFrame, *, title: str = "observed vs simulated liquidations", caveat: str | None = None):
-    """A matplotlib figure of :func:`per_minute` summed over symbols: long liquidations above the
-    axis, short below; observed as bars, simulated as a line (USD millions per minute)."""
+    """A figure of :func:`per_minute` summed over symbols, two panels sharing the time axis, each on
+    its own scale (published feeds are throttled, so observed totals can be far below simulated
+    ones): observed forced orders (bars) and simulated liquidations (steps), longs above the axis,
+    shorts below, USD millions per minute."""
     from backtest.report.common import new_figure
 
     agg = frame.group_by("minute").agg(pl.col("^(observed|simulated)_(long|short)_usd$").sum()).sort("minute")
     t = agg["minute"].to_list()
     fig = new_figure()
-    ax = fig.add_subplot(1, 1, 1)
+    fig.suptitle(title, fontsize=13, fontweight="bold")
+    top = fig.add_subplot(2, 1, 1)
+    bottom = fig.add_subplot(2, 1, 2, sharex=top)
     width = 1 / 1440 * 0.9  # a minute, in days
-    ax.bar(t, (agg["observed_long_usd"] / 1e6).to_list(), width=width, color="#c0392b", alpha=0.7, label="observed, longs")
-    ax.bar(t, (-agg["observed_short_usd"] / 1e6).to_list(), width=width, color="#2471a3", alpha=0.7, label="observed, shorts")
-    ax.step(t, (agg["simulated_long_usd"] / 1e6).to_list(), where="post", color="#641e16", lw=1.2, label="simulated, longs")
-    ax.step(t, (-agg["simulated_short_usd"] / 1e6).to_list(), where="post", color="#1b2631", lw=1.2, label="simulated, shorts")
-    ax.axhline(0, color="black", lw=0.6)
-    ax.set_ylabel("liquidated notional, USD m per minute (shorts below 0)")
-    ax.set_xlabel("UTC")
-    ax.set_title(title)
-    ax.legend(loc="upper right", fontsize=8, ncol=2)
-    if caveat:
-        fig.text(0.01, 0.01, caveat, fontsize=7, color="#555555", wrap=True)
-    fig.autofmt_xdate()
+    top.bar(t, (agg["observed_long_usd"] / 1e6).to_list(), width=width, color="#c0392b", alpha=0.8, label="observed, longs")
+    top.bar(t, (-agg["observed_short_usd"] / 1e6).to_list(), width=width, color="#2471a3", alpha=0.8, label="observed, shorts")
+    bottom.step(t, (agg["simulated_long_usd"] / 1e6).to_list(), where="post", color="#641e16", lw=1.2, label="simulated, longs")
+    bottom.step(t, (-agg["simulated_short_usd"] / 1e6).to_list(), where="post", color="#1b2631", lw=1.2, label="simulated, shorts")
+    obs_total = float(agg["observed_long_usd"].sum() + agg["observed_short_usd"].sum())
+    sim_total = float(agg["simulated_long_usd"].sum() + agg["simulated_short_usd"].sum())
+    import textwrap
+
+    note = ("\n" + textwrap.fill(caveat, 150)) if caveat else ""
+    top.set_title(f"observed (published forced orders): ${obs_total / 1e6:,.1f}M in all{note}", fontsize=8.5)
+    bottom.set_title(f"simulated (replay): ${sim_total / 1e6:,.1f}M in all", fontsize=9)
+    for ax in (top, bottom):
+        ax.axhline(0, color="black", lw=0.6)
+        ax.set_ylabel("USD m per minute\n(shorts below 0)")
+        ax.legend(loc="upper right", fontsize=8, ncol=2)
+    bottom.set_xlabel("UTC")
+    for label in bottom.get_xticklabels():
+        label.set_rotation(20)
+        label.set_ha("right")
     return fig

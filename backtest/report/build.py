@@ -269,6 +269,8 @@ def _observed(ev, prepared, replay) -> tuple[Any, str] | None:
     if store is None or liqs is None:
         return None
     symbols = list(getattr(prepared, "symbols", ev.symbols))
+    seen = observed.observed_rows(store, ev.exchange, symbols, ev.start_ms, ev.end_ms)
+    symbols = [s for s in symbols if s in set(seen["symbol"].to_list())]  # compare where something was observed
     frame = observed.observed_vs_simulated(store, ev.exchange, symbols, ev.start_ms, ev.end_ms, liqs)
     if frame is None:
         return None
@@ -329,7 +331,7 @@ def _pages(ev, replay, cascade, params: dict, prov: list[str], sens, observed_fr
 
             frame, caveat = observed_frame
             pages.append(("06-observed-liquidations", observed_figure(
-                frame, title=f"{ev.id}: observed forced orders (bars) beside the replay's liquidations (lines), per minute", caveat=caveat)))
+                frame, title=f"{ev.id}: observed forced orders beside the replay's liquidations, per minute ({', '.join(sorted(frame['symbol'].unique().to_list()))})", caveat=caveat)))
         if sens is not None:
             npos = f"{sens['positions']:,}-position populations" if isinstance(sens.get("positions"), int) else "the same population"
             pages.append(("07-sensitivity", F.sensitivity_page(
