@@ -507,3 +507,48 @@ def test_booleans_are_refused_by_validate_too():
 def test_whole_floats_are_taken_for_integer_parameters():
     (p,) = apply_overrides([PopulationParams()], {"n_positions": "1e4", "seed": 3.0})
     assert p.n_positions == 10_000 and isinstance(p.n_positions, int) and p.seed == 3 and isinstance(p.seed, int)
+
+
+@pytest.mark.skipif(not _committed_ok(), reason="committed store or event catalogue not available")
+@pytest.mark.parametrize("symbol", ["BTC/USDT:USDT", "ETH/USDT:USDT"])
+def test_2025_10_10_every_survivor_clears_the_path_up_to_the_event_start(symbol):
+    """Issue 11, bug 1: a position that enters the event has not been liquidated (or stopped)
+    between its opening bar and the event start. The path after the opening bar: the mark bars
+    that start at or after its end, and for the stretch before the next mark bar (all of it
+    inside the last mark bar before the event) the finest stored last-price bars."""
+    from backtest.market import mark_bars, market_bars
+    from backtest.store import Store
+
+    from backtest.events import get_event
+
+    ev = get_event("2025-10-10")
+    st = Store()
+    pop = build_population(ev, symbol, PopulationParams(n_positions=40_000, seed=7, stop_share=0.5))
+    bars = market_bars(st, ev.exchange, symbol, ev.lookback_start_ms, ev.start_ms)
+    mk = mark_bars(st, ev.exchange, symbol, ev.lookback_start_ms, ev.start_ms)
+    assert mk is not None and mk["ts"][-1] < ev.start_ms
+    a = pop.arrays
+    j = np.searchsorted(bars["ts"], a["open_time"], side="right") - 1
+    end = bars["ts"][j] + bars["dur"][j]
+    s = a["side"].astype(np.float64)
+    liq = a["liq_price"]
+    stop = a["stop_price"]
+    ends = bars["ts"] + bars["dur"]
+    # the last stretch: last-price bars that start at or after the opening bar's end and end by
+    # the start of the next mark bar (the event start for positions in the last mark bar)
+    k = np.searchsorted(mk["ts"], end, side="left")
+    nxt = np.where(k < mk["ts"].shape[0], mk["ts"][np.minimum(k, mk["ts"].shape[0] - 1)], ev.start_ms)
+    in_last = a["open_time"] >= mk["ts"][-1]
+    assert in_last.sum() > 0.02 * len(pop)  # the case the bug left unchecked is there
+    bad = 0
+    for jj in np.unique(j):
+        rows = j == jj
+        fine = (bars["ts"] >= end[rows][0]) & (ends <= nxt[rows][0])
+        mk_after = mk["ts"] >= end[rows][0]
+        lo = min(bars["low"][fine].min(initial=np.inf), mk["low"][mk_after].min(initial=np.inf))
+        hi = max(bars["high"][fine].max(initial=-np.inf), mk["high"][mk_after].max(initial=-np.inf))
+        r = np.flatnonzero(rows)
+        longs, shorts = r[s[r] > 0], r[s[r] < 0]
+        bad += int(np.sum(liq[longs] >= lo) + np.sum(liq[shorts] <= hi))
+        bad += int(np.sum(np.nan_to_num(stop[longs], nan=-np.inf) >= lo) + np.sum(np.nan_to_num(stop[shorts], nan=np.inf) <= hi))
+    assert bad == 0
