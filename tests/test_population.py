@@ -70,7 +70,9 @@ def test_contract_fields_dtypes_and_target():
     check_population(pop.arrays)
     assert set(pop.arrays) == set(POPULATION_FIELDS)
     assert len(pop) == 50_000
-    assert pop.open_notional_usd == pytest.approx(15e9, rel=1e-6)
+    # the hedged share of the target is not in the rows (default 0.2)
+    assert pop.open_notional_usd == pytest.approx(15e9 * (1 - PopulationParams().hedged_share), rel=1e-6)
+    assert pop.open_notional_usd + pop.hedged_notional_usd == pytest.approx(15e9, rel=1e-6)
     assert pop.open_notional_usd == pytest.approx(open_notional(pop.arrays), rel=1e-12)
     assert open_notional(pop.arrays, 1) / pop.open_notional_usd == pytest.approx(0.6, rel=1e-6)
     a = pop.arrays
@@ -116,7 +118,7 @@ def test_liq_prices_match_margin_module_and_tiers_at_liq_notional():
 
 
 def test_leverage_margin_and_stop_rules():
-    p = PopulationParams(n_positions=40_000, seed=5)
+    p = PopulationParams(n_positions=40_000, seed=5, cross_extra_sigma=0.0)
     a = build(p).arrays
     notional = a["entry"] * a["qty"]
     lo, hi, rate, cum, lev = margin.tier_arrays(btc_tiers())
@@ -182,7 +184,7 @@ def test_leverage_scale_and_mix():
     base = build(PopulationParams(n_positions=20_000)).arrays["leverage"].mean()
     scaled = build(PopulationParams(n_positions=20_000, leverage_scale=2.0)).arrays["leverage"].mean()
     assert scaled > base
-    only10 = build(PopulationParams(n_positions=5_000, leverage_mix={10: 1.0})).arrays["leverage"]
+    only10 = build(PopulationParams(n_positions=5_000, leverage_mix={10: 1.0}, leverage_size_slope=0.0)).arrays["leverage"]
     assert np.all(only10 == 10)
 
 
@@ -271,7 +273,8 @@ def test_2025_10_10_population_from_committed_store():
     assert time.perf_counter() - t < 20
     assert pop.target_open_notional_usd == 15e9  # Binance BTC OI on 2025-10-06 (catalogue)
     assert "catalogue" in pop.target_source
-    assert pop.open_notional_usd == pytest.approx(pop.target_open_notional_usd, rel=1e-6)
+    assert pop.open_notional_usd + pop.hedged_notional_usd == pytest.approx(pop.target_open_notional_usd, rel=1e-6)
+    assert pop.hedged_notional_usd == pytest.approx(p.hedged_share * 15e9)
     assert pop.as_of_ms == 1760126400000  # 2025-10-10T20:00Z
     assert pop.exchange == "binanceusdm" and pop.symbol == "BTC/USDT:USDT" and pop.event_id == "2025-10-10"
     again = build_population("2025-10-10", "BTC/USDT:USDT", p)
@@ -320,7 +323,7 @@ def test_store_open_interest_path(tmp_path):
     pop = build_population(ev, sym, PopulationParams(n_positions=5_000, oi_scale=0.5), store=st)
     assert pop.target_open_notional_usd == pytest.approx(9e9 * 0.5)
     assert pop.target_source.startswith("store open_interest")
-    assert pop.open_notional_usd == pytest.approx(4.5e9, rel=1e-6)
+    assert pop.open_notional_usd == pytest.approx(4.5e9 * 0.8, rel=1e-6)  # hedged_share 0.2 not in the rows
     j = np.searchsorted(ts, pop.arrays["open_time"], side="right") - 1
     assert np.all(j >= 1)  # openings follow OI increases (bar 0 has none)
     # no OI anywhere -> one clear error
@@ -417,7 +420,7 @@ def test_property_margin_is_notional_over_leverage_and_sides_hold(seed, isolated
     collateral = that x (1 + extra); leverage within [1, the entry tier's max]; a long's
     liquidation price below entry, a short's above, and never beyond the bankruptcy price."""
     p = PopulationParams(n_positions=3_000, seed=seed, isolated_share=isolated_share, leverage_scale=leverage_scale,
-                         cross_extra_collateral=extra, long_share=long_share, stop_share=stop_share)
+                         cross_extra_collateral=extra, cross_extra_sigma=0.0, long_share=long_share, stop_share=stop_share)
     a = build(p, target=2e9).arrays
     notional = a["entry"] * a["qty"]
     lev_f = a["leverage"].astype(np.float64)
