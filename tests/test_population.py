@@ -555,3 +555,79 @@ def test_2025_10_10_every_survivor_clears_the_path_up_to_the_event_start(symbol)
         bad += int(np.sum(liq[longs] >= lo) + np.sum(liq[shorts] <= hi))
         bad += int(np.sum(np.nan_to_num(stop[longs], nan=-np.inf) >= lo) + np.sum(np.nan_to_num(stop[shorts], nan=np.inf) <= hi))
     assert bad == 0
+
+
+# ------------------------------------------------------------------------------------------
+# a book shaped like real ones (issue 11 point 4)
+def _deciles(x):
+    order = np.argsort(x, kind="stable")
+    n = len(x) // 10
+    return order[:n], order[-n:]
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**31 - 1), slope=st.floats(0.2, 0.6), leverage_scale=st.floats(0.5, 2.0),
+       hedged=st.floats(0.0, 0.9), median=st.floats(0.0, 3.0), sigma=st.floats(0.0, 2.0))
+def test_property_book_shape(seed, slope, leverage_scale, hedged, median, sigma):
+    """On synthesised populations: the top size decile runs lower mean leverage than the bottom
+    one; no row above its entry tier's max leverage (the tier table caps leverage by notional);
+    the hedged share of the open notional is the one set; cross collateral over initial margin is
+    1 + the excess, never below 1."""
+    p = PopulationParams(n_positions=20_000, seed=seed, leverage_size_slope=slope, leverage_scale=leverage_scale,
+                         hedged_share=hedged, cross_extra_collateral=median, cross_extra_sigma=sigma)
+    pop = build(p, target=3e9)
+    a = pop.arrays
+    notional = a["entry"] * a["qty"]
+    lev = a["leverage"].astype(np.float64)
+    bottom, top = _deciles(notional)
+    assert lev[top].mean() < lev[bottom].mean()
+    lo, hi, rate, cum, tier_lev = margin.tier_arrays(btc_tiers())
+    t_entry = np.searchsorted(hi, notional, side="left")
+    assert np.all(lev <= tier_lev[t_entry] * (1 + 1e-6)) and np.all(lev >= 1)
+    total = pop.open_notional_usd + pop.hedged_notional_usd
+    assert total == pytest.approx(3e9, rel=1e-6)
+    assert pop.hedged_notional_usd / total == pytest.approx(hedged, rel=1e-6, abs=1e-12)  # float32 weights
+    assert pop.open_notional_usd == pytest.approx(open_notional(a), rel=1e-6)
+    cross = a["margin_mode"] == 1
+    mult = a["margin"][cross] * lev[cross] / notional[cross]
+    assert np.all(mult >= 1 - 1e-6)
+    assert np.all(mult <= (1 + median * np.exp(3.8 * sigma)) * (1 + 1e-6))  # float32 leverage
+
+
+@pytest.mark.parametrize("median,sigma", [(1.0, 1.0), (0.5, 0.3), (2.0, 1.5)])
+def test_excess_collateral_has_the_configured_median(median, sigma):
+    """Excess collateral of cross rows (collateral / initial margin - 1) is lognormal with the
+    configured median and log-sd (on a path that liquidates nobody: 2x leverage, no stops)."""
+    from statistics import NormalDist
+
+    from backtest.kernels.population_kernels import table_quantile
+    from backtest.population import excess_collateral_table
+
+    tab = excess_collateral_table(median, sigma)
+    for u in (0.01, 0.1, 0.3, 0.5, 0.7, 0.9, 0.99):
+        exact = median * math.exp(sigma * NormalDist().inv_cdf(u))
+        assert table_quantile(u, tab) == pytest.approx(exact, rel=2e-3)
+    assert table_quantile(0.5, tab) == pytest.approx(median, rel=1e-12)
+    p = PopulationParams(n_positions=30_000, seed=9, leverage_mix={2: 1.0}, stop_share=0.0, isolated_share=0.0,
+                         cross_extra_collateral=median, cross_extra_sigma=sigma)
+    pop = build(p)
+    a = pop.arrays
+    assert pop.stats["died_liquidated"] == 0
+    excess = a["margin"] * a["leverage"].astype(np.float64) / (a["entry"] * a["qty"]) - 1
+    assert np.median(excess) == pytest.approx(median, rel=0.04)
+    logs = np.log(excess)
+    assert np.std(logs) == pytest.approx(sigma, rel=0.05)
+
+
+def test_leverage_falls_with_size_at_defaults():
+    """Issue 11: every size decile had the same effective leverage (10.8-11.0x); at the defaults
+    the top decile's mean leverage is well below the bottom's."""
+    a = build(PopulationParams(n_positions=50_000, seed=1)).arrays
+    notional = a["entry"] * a["qty"]
+    bottom, top = _deciles(notional)
+    lev = a["leverage"].astype(np.float64)
+    assert lev[top].mean() < 0.8 * lev[bottom].mean()
+    flat = build(PopulationParams(n_positions=50_000, seed=1, leverage_size_slope=0.0)).arrays
+    fb, ft = _deciles(flat["entry"] * flat["qty"])
+    fl = flat["leverage"].astype(np.float64)
+    assert fl[ft].mean() > 0.8 * fl[fb].mean()  # without the slope only the tier caps act
