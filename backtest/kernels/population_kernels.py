@@ -105,11 +105,6 @@ def _hash(key, i, k):
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _u53(h):
-    return (np.float64(h >> np.uint64(11)) + 0.5) * _INV53
-
-
-@njit(cache=True, error_model="numpy", inline="always")
 def _u16(h, slot):
     return (np.float64((h >> np.uint64(16 * slot)) & np.uint64(0xFFFF)) + 0.5) * (1.0 / 65536.0)
 
