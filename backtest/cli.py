@@ -285,8 +285,8 @@ def population(
 
     Parameters for --set: seed, n_positions, long_share, leverage_mix (JSON, e.g.
     '{"10": 0.5, "20": 0.5}'), leverage_scale, oi_scale, open_interest_usd, isolated_share,
-    cross_extra_collateral, stop_share, stop_distance, size_tail_alpha, size_min_usd,
-    size_max_usd, turnover_half_life_days, venue, survival_price, max_tries_factor
+    cross_extra_collateral, cross_extra_sigma, leverage_size_slope, hedged_share, stop_share,
+    stop_distance, size_tail_alpha, size_min_usd, size_max_usd, turnover_half_life_days, venue, survival_price, max_tries_factor
     (defaults and their sources: backtest.population.PARAM_SOURCES).
     """
     import polars as pl
@@ -322,7 +322,8 @@ def population(
         typer.echo(f"{ev.id} {sym} ({pop.exchange}, venue rule {s['stats'].get('venue')}) at {ev.start_iso}, seed {params.seed}")
         typer.echo(f"  positions:      {s['rows']:,} rows standing for {s['positions']:,.0f} positions")
         typer.echo(
-            f"  open notional:  ${s['open_notional_usd'] / 1e9:,.3f}B (target ${s['target_open_notional_usd'] / 1e9:,.3f}B)  "
+            f"  open notional:  ${s['open_notional_usd'] / 1e9:,.3f}B leveraged + ${s['hedged_notional_usd'] / 1e9:,.3f}B hedged "
+            f"(target ${s['target_open_notional_usd'] / 1e9:,.3f}B)  "
             f"long ${s['long_notional_usd'] / 1e9:,.3f}B  short ${s['short_notional_usd'] / 1e9:,.3f}B  long share {s['long_share']:.3f}"
         )
         typer.echo(f"  target from:    {s['target_source']}")

@@ -20,25 +20,33 @@ store and the event catalogue:
    has one, else the parameter), and the long and short notionals are scaled to exactly
    ``long_share`` / ``1 - long_share`` of the target.
 3. Size: notional from a truncated Pareto with tail exponent ``size_tail_alpha``; leverage from
-   ``leverage_mix`` times ``leverage_scale``, capped by the tier table's max leverage for the
-   position's notional; margin mode (isolated share, cross positions carry extra collateral);
-   stop-losses (share, exponential distance capped inside the liquidation price).
+   ``leverage_mix`` (the mix at ``size_min_usd``) times ``leverage_scale`` times
+   ``(notional / size_min_usd) ** -leverage_size_slope`` (larger positions run lower leverage),
+   capped by the tier table's max leverage for the position's notional; margin mode (isolated
+   share; a cross position carries excess collateral, a lognormal multiple of its initial margin
+   with median ``cross_extra_collateral`` and log-sd ``cross_extra_sigma``); stop-losses (share,
+   exponential distance capped inside the liquidation price).
 4. Liquidation price at open with :mod:`backtest.margin` (tier at the liquidation notional for
    Binance); ``tier``/``mmr``/``maint_amount`` are those used.
 5. Survivors only: a candidate whose liquidation or stop price is reached by a later bar of the
    lookback path leaves (liquidated or stopped before the event); candidates are drawn until
    ``n_positions`` survive. The path is the mark price wherever the store has it (liquidations
-   trigger on the mark price), the last price before that. Closes for other
+   trigger on the mark price), the last price before that; inside a mark bar that an opening bar
+   ends in (all of the last mark bar before the event), the finest last-price bars. Closes for other
    reasons are the turnover discount of step 1. Funding during the lookback is not applied.
-6. Scale: weights make the open notional equal the target (open interest x ``oi_scale``).
+6. Scale: a share ``hedged_share`` of the target (open interest x ``oi_scale``) is held by hedged
+   or market-making holders that a price move alone does not liquidate (counted in
+   ``Population.hedged_notional_usd``, not in the rows); weights make the rows' open notional
+   equal the rest.
 
 All randomness comes from ``seed`` through a counter-based generator: the same seed and inputs
 give the same population, bit for bit.
 
 Open-interest convention: open interest counts each contract once (longs = shorts = OI). The
 population's open notional (long + short) is set to OI x ``oi_scale``: each outstanding contract
-is taken to have one leveraged holder on one side, the other side being held by participants not
-modelled (market makers, hedged and basis traders). This is an assumption; ``oi_scale`` changes it.
+is taken to have one holder on one side, the other side being held by participants not
+modelled; of those holders a share ``hedged_share`` is hedged (not liquidatable by the move), the
+rest leveraged. This is an assumption; ``oi_scale`` and ``hedged_share`` change it.
 """
 
 from __future__ import annotations
@@ -97,8 +105,17 @@ PARAM_SOURCES: dict[str, str] = {
     "symbols' traded notional over the lookback (assumption: similar open-interest-to-volume ratios)",
     "isolated_share": "0.3, assumption: Binance's default margin mode is cross (Binance FAQ 'Cross vs isolated margin'), "
     "so most positions are cross",
-    "cross_extra_collateral": "1.0, assumption: a cross position is backed by its initial margin plus the same again "
-    "of free wallet balance",
+    "cross_extra_collateral": "1.0, the median excess collateral of a cross position as a multiple of its initial "
+    "margin (free wallet balance behind it); calibrated: parameter for calibration (issue 13)",
+    "cross_extra_sigma": "1.0, the log-standard deviation of that multiple (lognormal: most cross accounts hold "
+    "a fraction to a few times the margin, a few hold much more); calibrated: parameter for calibration (issue 13)",
+    "leverage_size_slope": "0.2: leverage falls with size as (notional / size_min_usd) ** -slope (a $1M position "
+    "at a third of the leverage of a $4k one), then the tier table caps it: exchanges cap max leverage by notional "
+    "(Binance BTCUSDT leverage brackets, data/leverage_tiers: 125x up to $50k, 20x from $10M ...); calibrated: "
+    "parameter for calibration (issue 13)",
+    "hedged_share": "0.2, the share of open interest held by hedged or market-making holders (basis trades, "
+    "delta-neutral books) whom a price move alone does not liquidate: they count in open interest but are not "
+    "in the liquidatable population; calibrated: parameter for calibration (issue 13)",
     "stop_share": "0.25, assumption: a quarter of positions carry a stop-loss",
     "stop_distance": "0.03, assumption: mean stop distance 3 % of entry (exponential), capped at 90 % of the distance "
     "to liquidation",
@@ -134,6 +151,8 @@ PARAM_RANGES: dict[str, tuple[float, float, bool, str]] = {
     "oi_scale": (0.0, 1000.0, True, ""),
     "open_interest_usd": (0.0, 1e13, True, "USD"),
     "cross_extra_collateral": (0.0, 100.0, False, "x margin"),
+    "cross_extra_sigma": (0.0, 5.0, False, ""),
+    "leverage_size_slope": (0.0, 2.0, False, ""),
     "size_tail_alpha": (0.0, 100.0, True, ""),
     "size_min_usd": (1.0, 1e12, False, "USD"),
     "size_max_usd": (1.0, 1e13, False, "USD"),
@@ -155,6 +174,9 @@ class PopulationParams:
     open_interest_usd: float | None = None
     isolated_share: float = 0.3
     cross_extra_collateral: float = 1.0
+    cross_extra_sigma: float = 1.0
+    leverage_size_slope: float = 0.2
+    hedged_share: float = 0.2
     stop_share: float = 0.25
     stop_distance: float = 0.03
     size_tail_alpha: float = 1.5
@@ -189,10 +211,15 @@ class PopulationParams:
         frac("long_share", self.long_share, allow_none=True)
         frac("isolated_share", self.isolated_share)
         frac("stop_share", self.stop_share)
+        frac("hedged_share", self.hedged_share)
+        if not self.hedged_share < 1.0:
+            raise ParamError(f"hedged_share must be below 1 (some open interest must be leveraged), got {self.hedged_share!r}")
         pos("leverage_scale", self.leverage_scale)
         pos("oi_scale", self.oi_scale)
         pos("open_interest_usd", self.open_interest_usd, allow_none=True)
         pos("cross_extra_collateral", self.cross_extra_collateral, strict=False)
+        pos("cross_extra_sigma", self.cross_extra_sigma, strict=False)
+        pos("leverage_size_slope", self.leverage_size_slope, strict=False)
         pos("stop_distance", self.stop_distance)
         if not self.stop_distance < 1.0:  # a fraction of the entry price: 1 puts a long's stop at 0
             raise ParamError(f"stop_distance is a fraction of the entry price and must be between 0 and 1 (exclusive), got {self.stop_distance!r}")
@@ -240,6 +267,9 @@ class Population:
     target_open_notional_usd: float
     target_source: str
     ref_price: float = float("nan")  # last price before as_of (for distances to liquidation)
+    #: open notional (USD) held by hedged / market-making holders: in the target (open
+    #: interest), not in the rows; open_notional_usd + hedged_notional_usd = the target
+    hedged_notional_usd: float = 0.0
     params: dict = field(default_factory=dict)
     stats: dict = field(default_factory=dict)
 
@@ -284,6 +314,7 @@ class Population:
             "target_open_notional_usd": self.target_open_notional_usd,
             "target_source": self.target_source,
             "ref_price": self.ref_price,
+            "hedged_notional_usd": self.hedged_notional_usd,
             "params": self.params,
             "stats": self.stats,
         }
@@ -344,6 +375,25 @@ def _leverage_table(mix: dict) -> tuple[np.ndarray, np.ndarray]:
     cdf = np.cumsum(w) / w.sum()
     cdf[-1] = 1.0
     return lev, cdf
+
+
+#: nodes of the tabulated excess-collateral quantile function (u = k / EXTRA_NODES)
+EXTRA_NODES = 4096
+
+
+def excess_collateral_table(median: float, sigma: float) -> np.ndarray:
+    """Quantiles of the excess collateral of a cross position (a multiple of its initial margin):
+    lognormal with ``median`` and log-standard deviation ``sigma``, at ``u = k / EXTRA_NODES``
+    (the end nodes at half a step in, so draws are bounded by ``median * exp(±3.7 sigma)``);
+    :func:`backtest.kernels.population_kernels.table_quantile` interpolates it. ``median = 0``
+    gives no excess; ``sigma = 0`` the flat multiple ``median``."""
+    from statistics import NormalDist
+
+    u = np.arange(EXTRA_NODES + 1, dtype=np.float64) / EXTRA_NODES
+    u[0], u[-1] = 0.5 / EXTRA_NODES, 1.0 - 0.5 / EXTRA_NODES
+    z = np.array([NormalDist().inv_cdf(float(x)) for x in u])
+    z[EXTRA_NODES // 2] = 0.0  # the median node exactly
+    return np.ascontiguousarray(float(median) * np.exp(float(sigma) * z))
 
 
 def opening_weights(ts: np.ndarray, volume_usd: np.ndarray, as_of_ms: int, half_life_days: float, oi_usd: np.ndarray | None = None) -> np.ndarray:
@@ -495,9 +545,10 @@ def synthesize(
     written, tried, died_liq, died_stop, long_n, short_n = synthesize_nb(
         n, int(p.seed), max_tries,
         cdf, guide, ts, dur, lo, hi, smin, smax,
-        float(ls), lev_values, lev_cdf, float(p.leverage_scale),
+        float(ls), lev_values, lev_cdf, float(p.leverage_scale), float(p.leverage_size_slope),
         float(p.size_min_usd), float(size_max), float(p.size_tail_alpha),
-        float(p.isolated_share), float(p.cross_extra_collateral), float(p.stop_share), float(p.stop_distance),
+        float(p.isolated_share), excess_collateral_table(p.cross_extra_collateral, p.cross_extra_sigma),
+        float(p.stop_share), float(p.stop_distance),
         vcode, float(TAKER_FEE[venue]), t_lo, t_hi, t_mmr, t_cum, t_lev,
         out["side"], out["margin_mode"], out["venue"], out["tier"], out["entry"], out["qty"], out["margin"],
         out["mmr"], out["maint_amount"], out["open_time"], out["stop_price"], out["liq_price"], out["leverage"],
@@ -507,7 +558,9 @@ def synthesize(
             f"only {written:,} of {n:,} positions survived the lookback path after {tried:,} candidates; "
             "lower leverage_scale or n_positions, or raise max_tries_factor"
         )
-    target = float(target_open_notional_usd)
+    # hedged / market-making holders count in open interest but are not in the population
+    hedged = float(target_open_notional_usd) * p.hedged_share
+    target = float(target_open_notional_usd) - hedged
     w_long = ls * target / long_n if long_n > 0 else 0.0
     w_short = (1.0 - ls) * target / short_n if short_n > 0 else 0.0
     if (ls > 0 and long_n == 0) or (ls < 1 and short_n == 0):
@@ -528,6 +581,8 @@ def synthesize(
         "bars": int(n_bars),
         "first_bar_ms": int(ts[0]),
         "size_max_usd": size_max,
+        "hedged_share": float(p.hedged_share),
+        "hedged_notional_usd": hedged,
     }
     return Population(
         arrays=out,
@@ -536,8 +591,9 @@ def synthesize(
         event_id=event_id,
         as_of_ms=int(as_of_ms),
         open_notional_usd=on,
-        target_open_notional_usd=target,
+        target_open_notional_usd=float(target_open_notional_usd),
         target_source=target_source,
+        hedged_notional_usd=hedged,
         ref_price=float(np.asarray(close, dtype=np.float64)[-1]),
         params=dataclasses.asdict(p),
         stats=stats,
@@ -549,19 +605,45 @@ def synthesize(
 # ------------------------------------------------------------------------------------------
 
 
-def path_extrema_from(bar_end_ms: np.ndarray, path_ts: np.ndarray, path_low: np.ndarray, path_high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per opening bar, the lowest low and highest high of the path bars that start at or after
-    the opening bar's end (inf / -inf when none). A path bar that straddles the end is left out,
-    so a coarser path (1 h mark bars under 5 m price bars) misses at most part of one bar."""
-    from backtest.kernels.population_kernels import suffix_extrema
+def path_extrema_from(
+    bar_end_ms: np.ndarray,
+    path_ts: np.ndarray,
+    path_low: np.ndarray,
+    path_high: np.ndarray,
+    fine: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
+    as_of_ms: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per opening bar, the lowest low and highest high of the survival path after it (inf / -inf
+    when none).
+
+    The path: the path bars (``path_ts`` open times, UTC ms; e.g. 1 h mark bars) that start at or
+    after the opening bar's end (``bar_end_ms``). A path bar that straddles that end is left out;
+    the stretch it leaves, from the opening bar's end to the next path bar's start (``as_of_ms``,
+    the event start, when no path bar follows: the last mark bar before the event), is covered by
+    the ``fine`` bars ``(ts, end, low, high)`` (the finest stored last-price bars, sorted) that
+    start at or after the opening bar's end and end by then. Without ``fine`` that stretch is not
+    checked (issue 11: positions opened inside the last mark bar entered the event unchecked).
+    """
+    from backtest.kernels.population_kernels import range_extrema, suffix_extrema
 
     lo = np.ascontiguousarray(path_low, dtype=np.float64)
     hi = np.ascontiguousarray(path_high, dtype=np.float64)
+    pts = np.asarray(path_ts, dtype=np.int64)
+    ends = np.asarray(bar_end_ms, dtype=np.int64)
     smin, smax = suffix_extrema(lo, hi)  # smin[k] = min(lo[k+1:])
     incl_min = np.r_[np.minimum(lo, smin), np.inf]  # min(lo[k:]); inf past the end
     incl_max = np.r_[np.maximum(hi, smax), -np.inf]
-    k = np.searchsorted(np.asarray(path_ts, dtype=np.int64), np.asarray(bar_end_ms, dtype=np.int64), side="left")
-    return incl_min[k], incl_max[k]
+    k = np.searchsorted(pts, ends, side="left")
+    out_min, out_max = incl_min[k], incl_max[k]
+    if fine is None:
+        return out_min, out_max
+    f_ts, f_end, f_lo, f_hi = (np.asarray(x) for x in fine)
+    stop = as_of_ms if as_of_ms is not None else int(f_end[-1])
+    nxt = np.where(k < pts.shape[0], pts[np.minimum(k, max(pts.shape[0] - 1, 0))] if pts.shape[0] else stop, stop)
+    a = np.searchsorted(np.asarray(f_ts, np.int64), ends, side="left")
+    b = np.maximum(np.searchsorted(np.asarray(f_end, np.int64), nxt, side="right"), a)
+    gmin, gmax = range_extrema(np.ascontiguousarray(f_lo, np.float64), np.ascontiguousarray(f_hi, np.float64), a, b)
+    return np.minimum(out_min, gmin), np.maximum(out_max, gmax)
 
 
 def build_population(event: Any, symbol: str, params: PopulationParams | None = None, store: Any = None) -> Population:
@@ -626,7 +708,10 @@ def build_population(event: Any, symbol: str, params: PopulationParams | None = 
             path_ts = np.concatenate([bars["ts"][before], mk["ts"]])
             path_lo = np.concatenate([bars["low"][before], mk["low"]])
             path_hi = np.concatenate([bars["high"][before], mk["high"]])
-            extrema = path_extrema_from(bars["ts"] + bars["dur"], path_ts, path_lo, path_hi)
+            bar_end = bars["ts"] + bars["dur"]
+            extrema = path_extrema_from(
+                bar_end, path_ts, path_lo, path_hi, fine=(bars["ts"], bar_end, bars["low"], bars["high"]), as_of_ms=event.start_ms
+            )
             from backtest.store import ms_to_iso
 
             survival = f"mark-price bars ({mk['timeframe']})" + (
@@ -698,6 +783,7 @@ def population_summary(pop: Population) -> dict:
         "long_share": float(notional[long_m].sum() / total) if total else float("nan"),
         "target_open_notional_usd": pop.target_open_notional_usd,
         "target_source": pop.target_source,
+        "hedged_notional_usd": pop.hedged_notional_usd,
         "ref_price": pop.ref_price,
         "mean_distance_to_liquidation": mean_dist,
         "isolated_share": float(notional[a["margin_mode"] == 0].sum() / total) if total else float("nan"),

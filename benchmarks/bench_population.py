@@ -136,8 +136,9 @@ def main() -> None:
               f"before the event; survival {st['survival_rate']:.1%}); {st['bars']:,} bars")
         print(f"    peak memory:           {peak / n:.1f} B/position traced (target <= 100), "
               f"max RSS grew {(rss1 - rss0) * 1024 / n:.1f} B/position")
-        print(f"    open notional:         ${pop.open_notional_usd / 1e9:.6f}B vs target ${pop.target_open_notional_usd / 1e9:.6f}B "
-              f"(rel. error {abs(pop.open_notional_usd / pop.target_open_notional_usd - 1):.1e})")
+        held = pop.open_notional_usd + pop.hedged_notional_usd
+        print(f"    open notional:         ${pop.open_notional_usd / 1e9:.6f}B leveraged + ${pop.hedged_notional_usd / 1e9:.6f}B hedged "
+              f"vs target ${pop.target_open_notional_usd / 1e9:.6f}B (rel. error {abs(held / pop.target_open_notional_usd - 1):.1e})")
         del pop, again
         gc.collect()
     print(f"    fresh memory costs {first_touch_seconds_per_gb():.2f} s/GB on this machine; the population is "

@@ -70,7 +70,9 @@ def test_contract_fields_dtypes_and_target():
     check_population(pop.arrays)
     assert set(pop.arrays) == set(POPULATION_FIELDS)
     assert len(pop) == 50_000
-    assert pop.open_notional_usd == pytest.approx(15e9, rel=1e-6)
+    # the hedged share of the target is not in the rows (default 0.2)
+    assert pop.open_notional_usd == pytest.approx(15e9 * (1 - PopulationParams().hedged_share), rel=1e-6)
+    assert pop.open_notional_usd + pop.hedged_notional_usd == pytest.approx(15e9, rel=1e-6)
     assert pop.open_notional_usd == pytest.approx(open_notional(pop.arrays), rel=1e-12)
     assert open_notional(pop.arrays, 1) / pop.open_notional_usd == pytest.approx(0.6, rel=1e-6)
     a = pop.arrays
@@ -116,7 +118,7 @@ def test_liq_prices_match_margin_module_and_tiers_at_liq_notional():
 
 
 def test_leverage_margin_and_stop_rules():
-    p = PopulationParams(n_positions=40_000, seed=5)
+    p = PopulationParams(n_positions=40_000, seed=5, cross_extra_sigma=0.0)
     a = build(p).arrays
     notional = a["entry"] * a["qty"]
     lo, hi, rate, cum, lev = margin.tier_arrays(btc_tiers())
@@ -182,7 +184,7 @@ def test_leverage_scale_and_mix():
     base = build(PopulationParams(n_positions=20_000)).arrays["leverage"].mean()
     scaled = build(PopulationParams(n_positions=20_000, leverage_scale=2.0)).arrays["leverage"].mean()
     assert scaled > base
-    only10 = build(PopulationParams(n_positions=5_000, leverage_mix={10: 1.0})).arrays["leverage"]
+    only10 = build(PopulationParams(n_positions=5_000, leverage_mix={10: 1.0}, leverage_size_slope=0.0)).arrays["leverage"]
     assert np.all(only10 == 10)
 
 
@@ -271,7 +273,8 @@ def test_2025_10_10_population_from_committed_store():
     assert time.perf_counter() - t < 20
     assert pop.target_open_notional_usd == 15e9  # Binance BTC OI on 2025-10-06 (catalogue)
     assert "catalogue" in pop.target_source
-    assert pop.open_notional_usd == pytest.approx(pop.target_open_notional_usd, rel=1e-6)
+    assert pop.open_notional_usd + pop.hedged_notional_usd == pytest.approx(pop.target_open_notional_usd, rel=1e-6)
+    assert pop.hedged_notional_usd == pytest.approx(p.hedged_share * 15e9)
     assert pop.as_of_ms == 1760126400000  # 2025-10-10T20:00Z
     assert pop.exchange == "binanceusdm" and pop.symbol == "BTC/USDT:USDT" and pop.event_id == "2025-10-10"
     again = build_population("2025-10-10", "BTC/USDT:USDT", p)
@@ -320,7 +323,7 @@ def test_store_open_interest_path(tmp_path):
     pop = build_population(ev, sym, PopulationParams(n_positions=5_000, oi_scale=0.5), store=st)
     assert pop.target_open_notional_usd == pytest.approx(9e9 * 0.5)
     assert pop.target_source.startswith("store open_interest")
-    assert pop.open_notional_usd == pytest.approx(4.5e9, rel=1e-6)
+    assert pop.open_notional_usd == pytest.approx(4.5e9 * 0.8, rel=1e-6)  # hedged_share 0.2 not in the rows
     j = np.searchsorted(ts, pop.arrays["open_time"], side="right") - 1
     assert np.all(j >= 1)  # openings follow OI increases (bar 0 has none)
     # no OI anywhere -> one clear error
@@ -417,7 +420,7 @@ def test_property_margin_is_notional_over_leverage_and_sides_hold(seed, isolated
     collateral = that x (1 + extra); leverage within [1, the entry tier's max]; a long's
     liquidation price below entry, a short's above, and never beyond the bankruptcy price."""
     p = PopulationParams(n_positions=3_000, seed=seed, isolated_share=isolated_share, leverage_scale=leverage_scale,
-                         cross_extra_collateral=extra, long_share=long_share, stop_share=stop_share)
+                         cross_extra_collateral=extra, cross_extra_sigma=0.0, long_share=long_share, stop_share=stop_share)
     a = build(p, target=2e9).arrays
     notional = a["entry"] * a["qty"]
     lev_f = a["leverage"].astype(np.float64)
@@ -507,3 +510,124 @@ def test_booleans_are_refused_by_validate_too():
 def test_whole_floats_are_taken_for_integer_parameters():
     (p,) = apply_overrides([PopulationParams()], {"n_positions": "1e4", "seed": 3.0})
     assert p.n_positions == 10_000 and isinstance(p.n_positions, int) and p.seed == 3 and isinstance(p.seed, int)
+
+
+@pytest.mark.skipif(not _committed_ok(), reason="committed store or event catalogue not available")
+@pytest.mark.parametrize("symbol", ["BTC/USDT:USDT", "ETH/USDT:USDT"])
+def test_2025_10_10_every_survivor_clears_the_path_up_to_the_event_start(symbol):
+    """Issue 11, bug 1: a position that enters the event has not been liquidated (or stopped)
+    between its opening bar and the event start. The path after the opening bar: the mark bars
+    that start at or after its end, and for the stretch before the next mark bar (all of it
+    inside the last mark bar before the event) the finest stored last-price bars."""
+    from backtest.market import mark_bars, market_bars
+    from backtest.store import Store
+
+    from backtest.events import get_event
+
+    ev = get_event("2025-10-10")
+    st = Store()
+    pop = build_population(ev, symbol, PopulationParams(n_positions=40_000, seed=7, stop_share=0.5))
+    bars = market_bars(st, ev.exchange, symbol, ev.lookback_start_ms, ev.start_ms)
+    mk = mark_bars(st, ev.exchange, symbol, ev.lookback_start_ms, ev.start_ms)
+    assert mk is not None and mk["ts"][-1] < ev.start_ms
+    a = pop.arrays
+    j = np.searchsorted(bars["ts"], a["open_time"], side="right") - 1
+    end = bars["ts"][j] + bars["dur"][j]
+    s = a["side"].astype(np.float64)
+    liq = a["liq_price"]
+    stop = a["stop_price"]
+    ends = bars["ts"] + bars["dur"]
+    # the last stretch: last-price bars that start at or after the opening bar's end and end by
+    # the start of the next mark bar (the event start for positions in the last mark bar)
+    k = np.searchsorted(mk["ts"], end, side="left")
+    nxt = np.where(k < mk["ts"].shape[0], mk["ts"][np.minimum(k, mk["ts"].shape[0] - 1)], ev.start_ms)
+    in_last = a["open_time"] >= mk["ts"][-1]
+    assert in_last.sum() > 0.02 * len(pop)  # the case the bug left unchecked is there
+    bad = 0
+    for jj in np.unique(j):
+        rows = j == jj
+        fine = (bars["ts"] >= end[rows][0]) & (ends <= nxt[rows][0])
+        mk_after = mk["ts"] >= end[rows][0]
+        lo = min(bars["low"][fine].min(initial=np.inf), mk["low"][mk_after].min(initial=np.inf))
+        hi = max(bars["high"][fine].max(initial=-np.inf), mk["high"][mk_after].max(initial=-np.inf))
+        r = np.flatnonzero(rows)
+        longs, shorts = r[s[r] > 0], r[s[r] < 0]
+        bad += int(np.sum(liq[longs] >= lo) + np.sum(liq[shorts] <= hi))
+        bad += int(np.sum(np.nan_to_num(stop[longs], nan=-np.inf) >= lo) + np.sum(np.nan_to_num(stop[shorts], nan=np.inf) <= hi))
+    assert bad == 0
+
+
+# ------------------------------------------------------------------------------------------
+# a book shaped like real ones (issue 11 point 4)
+def _deciles(x):
+    order = np.argsort(x, kind="stable")
+    n = len(x) // 10
+    return order[:n], order[-n:]
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**31 - 1), slope=st.floats(0.2, 0.6), leverage_scale=st.floats(0.5, 2.0),
+       hedged=st.floats(0.0, 0.9), median=st.floats(0.0, 3.0), sigma=st.floats(0.0, 2.0))
+def test_property_book_shape(seed, slope, leverage_scale, hedged, median, sigma):
+    """On synthesised populations: the top size decile runs lower mean leverage than the bottom
+    one; no row above its entry tier's max leverage (the tier table caps leverage by notional);
+    the hedged share of the open notional is the one set; cross collateral over initial margin is
+    1 + the excess, never below 1."""
+    p = PopulationParams(n_positions=20_000, seed=seed, leverage_size_slope=slope, leverage_scale=leverage_scale,
+                         hedged_share=hedged, cross_extra_collateral=median, cross_extra_sigma=sigma)
+    pop = build(p, target=3e9)
+    a = pop.arrays
+    notional = a["entry"] * a["qty"]
+    lev = a["leverage"].astype(np.float64)
+    bottom, top = _deciles(notional)
+    assert lev[top].mean() < lev[bottom].mean()
+    lo, hi, rate, cum, tier_lev = margin.tier_arrays(btc_tiers())
+    t_entry = np.searchsorted(hi, notional, side="left")
+    assert np.all(lev <= tier_lev[t_entry] * (1 + 1e-6)) and np.all(lev >= 1)
+    total = pop.open_notional_usd + pop.hedged_notional_usd
+    assert total == pytest.approx(3e9, rel=1e-6)
+    assert pop.hedged_notional_usd / total == pytest.approx(hedged, rel=1e-6, abs=1e-12)  # float32 weights
+    assert pop.open_notional_usd == pytest.approx(open_notional(a), rel=1e-6)
+    cross = a["margin_mode"] == 1
+    mult = a["margin"][cross] * lev[cross] / notional[cross]
+    assert np.all(mult >= 1 - 1e-6)
+    assert np.all(mult <= (1 + median * np.exp(3.8 * sigma)) * (1 + 1e-6))  # float32 leverage
+
+
+@pytest.mark.parametrize("median,sigma", [(1.0, 1.0), (0.5, 0.3), (2.0, 1.5)])
+def test_excess_collateral_has_the_configured_median(median, sigma):
+    """Excess collateral of cross rows (collateral / initial margin - 1) is lognormal with the
+    configured median and log-sd (on a path that liquidates nobody: 2x leverage, no stops)."""
+    from statistics import NormalDist
+
+    from backtest.kernels.population_kernels import table_quantile
+    from backtest.population import excess_collateral_table
+
+    tab = excess_collateral_table(median, sigma)
+    for u in (0.01, 0.1, 0.3, 0.5, 0.7, 0.9, 0.99):
+        exact = median * math.exp(sigma * NormalDist().inv_cdf(u))
+        assert table_quantile(u, tab) == pytest.approx(exact, rel=2e-3)
+    assert table_quantile(0.5, tab) == pytest.approx(median, rel=1e-12)
+    p = PopulationParams(n_positions=30_000, seed=9, leverage_mix={2: 1.0}, stop_share=0.0, isolated_share=0.0,
+                         cross_extra_collateral=median, cross_extra_sigma=sigma)
+    pop = build(p)
+    a = pop.arrays
+    assert pop.stats["died_liquidated"] == 0
+    excess = a["margin"] * a["leverage"].astype(np.float64) / (a["entry"] * a["qty"]) - 1
+    assert np.median(excess) == pytest.approx(median, rel=0.04)
+    logs = np.log(excess)
+    assert np.std(logs) == pytest.approx(sigma, rel=0.05)
+
+
+def test_leverage_falls_with_size_at_defaults():
+    """Issue 11: every size decile had the same effective leverage (10.8-11.0x); at the defaults
+    the top decile's mean leverage is well below the bottom's."""
+    a = build(PopulationParams(n_positions=50_000, seed=1)).arrays
+    notional = a["entry"] * a["qty"]
+    bottom, top = _deciles(notional)
+    lev = a["leverage"].astype(np.float64)
+    assert lev[top].mean() < 0.8 * lev[bottom].mean()
+    flat = build(PopulationParams(n_positions=50_000, seed=1, leverage_size_slope=0.0)).arrays
+    fb, ft = _deciles(flat["entry"] * flat["qty"])
+    fl = flat["leverage"].astype(np.float64)
+    assert fl[ft].mean() > 0.8 * fl[fb].mean()  # without the slope only the tier caps act

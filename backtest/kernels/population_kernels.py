@@ -79,14 +79,29 @@ def suffix_extrema(low, high):
     return smin, smax
 
 
+@njit(cache=True, error_model="numpy")
+def range_extrema(low, high, a, b):
+    """``(min(low[a[i]:b[i]]), max(high[a[i]:b[i]]))`` per ``i`` (inf / -inf for an empty range).
+    The ranges are short (the fine bars inside one coarse bar), so a plain loop is the fast way."""
+    n = a.shape[0]
+    rmin = np.empty(n)
+    rmax = np.empty(n)
+    for i in range(n):
+        lo = np.inf
+        hi = -np.inf
+        for k in range(a[i], b[i]):
+            if low[k] < lo:
+                lo = low[k]
+            if high[k] > hi:
+                hi = high[k]
+        rmin[i] = lo
+        rmax[i] = hi
+    return rmin, rmax
+
+
 @njit(cache=True, error_model="numpy", inline="always")
 def _hash(key, i, k):
     return _mix(key + (np.uint64(i) * np.uint64(N_STREAMS) + np.uint64(k) + np.uint64(1)) * _GOLDEN)
-
-
-@njit(cache=True, error_model="numpy", inline="always")
-def _u53(h):
-    return (np.float64(h >> np.uint64(11)) + 0.5) * _INV53
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -127,6 +142,20 @@ def pareto_quantile(u, tab, size_min, tail, inv_alpha):
 
 
 @njit(cache=True, error_model="numpy", inline="always")
+def table_quantile(u, tab):
+    """Quantile at ``u`` in (0, 1) of a distribution tabulated at ``u = k / (len(tab) - 1)``
+    (linear interpolation between the nodes; the end nodes hold the quantiles of the first and
+    last half step, so the draws are bounded)."""
+    m = tab.shape[0] - 1
+    x = u * m
+    b = int(x)
+    if b >= m:
+        return tab[m]
+    f = x - b
+    return tab[b] + f * (tab[b + 1] - tab[b])
+
+
+@njit(cache=True, error_model="numpy", inline="always")
 def binance_liq_from_tier(s, entry, qty, margin, t0, t_lo, t_hi, t_mmr, t_cum):
     """Binance linear liquidation price starting from the entry tier ``t0``: the common case
     (the notional at the price stays in ``t0``) costs one solve and one comparison; otherwise
@@ -153,9 +182,9 @@ def binance_liq_from_tier(s, entry, qty, margin, t0, t_lo, t_hi, t_mmr, t_cum):
 def synthesize_nb(
     n_out, seed, max_tries,
     cdf, guide, bar_ts, bar_dur, bar_low, bar_high, suf_min, suf_max,
-    long_share, lev_values, lev_cdf, lev_scale,
+    long_share, lev_values, lev_cdf, lev_scale, lev_slope,
     size_min, size_max, size_alpha,
-    iso_share, cross_extra, stop_share, stop_dist,
+    iso_share, extra_tab, stop_share, stop_dist,
     venue, fee_rate, t_lo, t_hi, t_mmr, t_cum, t_lev,
     o_side, o_mode, o_venue, o_tier, o_entry, o_qty, o_margin, o_mmr, o_cum, o_open, o_stop, o_liq, o_lev,
 ):
@@ -167,11 +196,13 @@ def synthesize_nb(
     bar (inverse CDF of ``cdf``: volume x turnover survival) and the open time (uniform in the
     bar); (k=2) 32-bit uniforms for the entry (uniform in the bar's [low, high]) and the notional
     (truncated Pareto(``size_alpha``) on [size_min, size_max], via :func:`pareto_quantile`);
-    (k=3, only with a stop) a 53-bit uniform for the stop distance (exponential, mean
-    ``stop_dist``, capped at 90 % of the distance to liquidation). Leverage = mix value x
-    ``lev_scale`` capped by the entry tier's max leverage (>= 1); cross collateral = initial
-    margin x (1 + cross_extra). The candidate survives unless a later bar's low (high) reaches
-    the long's (short's) liquidation or stop price.
+    (k=3, cross positions and stops) 32-bit uniforms for the excess collateral (slot 0: the
+    quantile table ``extra_tab``, see :func:`table_quantile`) and the stop distance (slot 1:
+    exponential, mean ``stop_dist``, capped at 90 % of the distance to liquidation). Leverage =
+    mix value x ``lev_scale`` x ``(notional / size_min) ** -lev_slope`` (leverage falls with
+    size), capped by the entry tier's max leverage (>= 1); cross collateral = initial margin x
+    (1 + excess). The candidate survives unless a later bar's low (high) reaches the long's
+    (short's) liquidation or stop price.
 
     Returns ``(written, tried, died_liquidated, died_stopped, long_notional, short_notional)``
     (notionals of the written rows at entry, unweighted).
@@ -181,6 +212,7 @@ def synthesize_nb(
     tail = 1.0 - (size_min / size_max) ** size_alpha
     inv_alpha = -1.0 / size_alpha
     ptab = pareto_table(size_min, size_max, size_alpha)
+    ftab = (ptab / size_min) ** (-lev_slope)  # leverage factor at the same nodes
     lev_guide = guide_table(lev_cdf)
     top = t_hi[t_hi.shape[0] - 1]
     count = 0
@@ -197,11 +229,16 @@ def synthesize_nb(
         j = sample_index(cdf, guide, _u32(h1, 0))
         lo_j = bar_low[j]
         entry = lo_j + _u32(h2, 0) * (bar_high[j] - lo_j)
-        notional = pareto_quantile(_u32(h2, 1), ptab, size_min, tail, inv_alpha)
+        u_size = _u32(h2, 1)
+        notional = pareto_quantile(u_size, ptab, size_min, tail, inv_alpha)
+        if lev_slope != 0.0:
+            lev_f = pareto_quantile(u_size, ftab, 1.0, 0.0, 0.0) if u_size < PARETO_CUT else (notional / size_min) ** (-lev_slope)
+        else:
+            lev_f = 1.0
         if notional > top:
             notional = top
         k = sample_index(lev_cdf, lev_guide, _u16(h0, 3))
-        lev = lev_values[k] * lev_scale
+        lev = lev_values[k] * lev_scale * lev_f
         t0 = tier_index_nb(notional, t_lo, t_hi)
         if lev > t_lev[t0]:
             lev = t_lev[t0]
@@ -210,8 +247,10 @@ def synthesize_nb(
         qty = notional / entry
         iso = _u16(h0, 1) < iso_share
         margin = notional / lev
+        stop_on = _u16(h0, 2) < stop_share
+        h3 = _hash(key, i, 3) if (stop_on or not iso) else np.uint64(0)
         if not iso:
-            margin *= 1.0 + cross_extra
+            margin *= 1.0 + table_quantile(_u32(h3, 0), extra_tab)
         if venue == 0:
             # common case inline (the notional at the price stays in the entry tier); anything
             # else goes through binance_liq_from_tier, which gives the same price there
@@ -239,8 +278,8 @@ def synthesize_nb(
             i += 1
             continue
         stop = np.nan
-        if _u16(h0, 2) < stop_share:
-            d = -stop_dist * np.log(_u53(_hash(key, i, 3)))
+        if stop_on:
+            d = -stop_dist * np.log(_u32(h3, 1))
             if s > 0:
                 ld = (entry - liq) / entry
             else:
