@@ -201,11 +201,17 @@ def read_toml(path: str | os.PathLike, what: str, error: type[Exception] = UserE
         raise error(f"{what} {p} cannot be read ({e.strerror or e}); check its permissions") from None
 
 
+#: tables of a --config file that describe it (provenance) and hold no parameter
+METADATA_TABLES = ("calibration",)
+
+
 def load_config(path: str | os.PathLike | None, valid: list[str] | None = None) -> dict[str, Any]:
     """Flat parameters from a TOML file: top-level keys and/or the table ``[params]`` (or
     ``[base]``). A parameter whose value is a table (``leverage_mix = {10 = 0.5, 20 = 0.5}``) is a
     value, not a section. Anything else - an unknown key, a misspelt table (``[param]``), a
-    name given twice - is refused with one line naming the file and the closest valid name.
+    name given twice - is refused with one line naming the file and the closest valid name. A
+    ``[calibration]`` table (how a fitted parameter file was obtained: ``backtest calibrate``
+    writes it) is provenance, read by people, and skipped here.
     ``valid``: the parameter names (default: those of the population and simulation)."""
     from backtest.errors import ConfigError
 
@@ -228,6 +234,8 @@ def load_config(path: str | os.PathLike | None, valid: list[str] | None = None) 
         out[key] = value
 
     for key, value in raw.items():
+        if isinstance(value, dict) and key in METADATA_TABLES:
+            continue
         if isinstance(value, dict) and key not in names:
             if key not in tables:
                 hint = suggest(key, list(tables)) or suggest(key, names)
