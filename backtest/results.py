@@ -465,7 +465,7 @@ NOTES = (
     "cross positions are simulated with their allotted collateral, like isolated ones",
     "amplification is the open-notional-weighted mean of the per-symbol values",
     "cascade depth counts rounds after the first that triggered forced orders (liquidations or stops)",
-    "liquidated notional is valued at fill prices; in replay the forced orders of each path point fill at their own impact but do not move the path (impact_model=none: fills at the trigger)",
+    "liquidated notional is valued at fill prices: the price the path reached (after a gap, the first path price past the trigger), moved by the forced orders' own impact, bounded by the order book; in replay that impact does not move the path (impact_model=none: fills at the price reached)",
 )
 
 
