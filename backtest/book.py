@@ -14,6 +14,14 @@ bucket of a day even unflagged bid buckets are implausible (the -3 % bid shrinks
 +3 % ask holds $290M). So from the first stale snapshot of a day on, the whole bid side is taken as
 the ask side of the same snapshot times each level's median bid/ask ratio over that day's snapshots
 before the anomaly (:data:`PROFILE_NOTES` says so in outputs). That is an estimate, and labelled so.
+
+**Beyond the last level** (the rule the kernel's book bound uses,
+:func:`backtest.kernels.cascade._book_reach`): the stored levels end at 5 % of mid; further out
+the book is taken to continue at the mean density of the stored range (the last level's notional
+divided by its distance, USD per unit fraction of mid), so a flow ``Q`` above the 5 % notional
+``D5`` reaches ``0.05 + (Q - D5) * 0.05 / D5``; whatever that gives, no flow moves the price by
+more than :data:`backtest.records.MAX_BOOK_MOVE` (half of it). :func:`book_reach` is the Python
+statement of the same rule.
 """
 
 from __future__ import annotations
@@ -96,6 +104,17 @@ def load_profile(store: Any, exchange: str, symbol: str, start: Any = None, end:
     if mirrored:
         note += f"; bids of {mirrored} snapshots from the first stale bid on estimated from the asks x the day's earlier bid/ask ratio"
     return BookProfile(ts, LEVELS.copy(), bid, ask), note
+
+
+def book_reach(profile: BookProfile, t_ms: int, side: int, flow_usd: float) -> float:
+    """Distance from mid (fraction) at which the side walked by a forced flow of ``flow_usd`` (USD;
+    ``side`` +1 buys walk the asks, -1 sells the bids) holds that flow, in the last snapshot at or
+    before ``t_ms``: linear between the stored levels, beyond the last one by the rule of the
+    module docstring, capped at :data:`backtest.records.MAX_BOOK_MOVE`."""
+    from backtest.kernels.cascade import book_reach_nb
+
+    k = max(int(np.searchsorted(profile.ts, t_ms, side="right")) - 1, 0)
+    return float(book_reach_nb(profile, k, int(side), float(flow_usd)))
 
 
 def estimated_profile(volume_daily_usd: float, t_ms: int = 0) -> tuple[BookProfile, str]:

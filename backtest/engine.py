@@ -7,6 +7,8 @@ Every kernel contract of :mod:`backtest.records` is built here and nowhere else:
 - :func:`make_kernel_params` - ``KernelParams``, the scalars of one run (the one builder: the
   API's :func:`kernel_params`, the tests and the benchmarks call it);
 - :func:`build_lists` - ``TriggerLists``, the fast kernel's sorted lists (sorting step);
+- :func:`depth_profile` - the order book forced orders walk (``book.BookProfile``): the stored
+  depth where the store has it, else the estimate from daily volume (:func:`estimated_depth`);
 - :func:`make_workspace` - ``Workspace``, output and scratch arrays; :class:`ReusedWorkspace`
   keeps one from run to run (:func:`summary_workspace`: one per symbol slot and thread).
 
@@ -118,6 +120,35 @@ def kernel_params(sim: "SimParams", market: "Market", *, mode: str, fund_usd: fl
         dd_ref=dd_ref,
         dd_dir=dd_dir,
     )
+
+
+def estimated_depth(volume_daily_usd: float) -> Any:
+    """The estimated book (book.estimated_profile) of a symbol trading ``volume_daily_usd`` USD a
+    day; with no known volume ($0), a book of $1 within 1 % of mid (impact then reaches
+    records.MAX_BOOK_MOVE at once: the bound is the only one left)."""
+    from backtest.book import estimated_profile
+
+    v = float(volume_daily_usd)
+    if not (np.isfinite(v) and v > 0.0):
+        from backtest.book import DEPTH_1PCT_PER_DAILY_VOLUME
+
+        v = 1.0 / DEPTH_1PCT_PER_DAILY_VOLUME
+    return estimated_profile(v)[0]
+
+
+def depth_profile(store: Any, exchange: str, symbol: str, market: "Market", start: int, end: int) -> tuple[Any, str]:
+    """The order book of ``symbol`` over ``[start, end)`` (UTC ms) that its forced orders walk:
+    ``book.load_profile`` where the store has depth snapshots, else ``book.estimated_profile``
+    from ``market.volume_daily_usd``; with the one-line note on how it was derived."""
+    from backtest.book import estimated_profile, load_profile
+    from backtest.store import ms_to_iso
+
+    got = load_profile(store, exchange, symbol, ms_to_iso(start), ms_to_iso(end)) if store is not None else None
+    if got is not None:
+        return got
+    if market.volume_daily_usd > 0:
+        return estimated_profile(market.volume_daily_usd, int(start))
+    return estimated_depth(0.0), "order-book depth unknown (no volume): a $1 book, impact at its cap"
 
 
 def _trigger_lists(order, okey, bstart, kind, side, start, end, first_bucket, n_buckets, has_stops, bucket_size: int) -> R.TriggerLists:
@@ -247,6 +278,7 @@ def run_kernel(
     bucket_size: int = 1024,
     per_position: bool = False,
     workspace: ReusedWorkspace | None = None,
+    depth: Any = None,
 ) -> KernelRun:
     """Run the kernel on plain arrays (a population and bars as records' dicts of arrays).
 
@@ -259,6 +291,9 @@ def run_kernel(
     reused run after run instead of fresh ones (fresh memory costs a page fault per 4 KiB on
     first touch, more than the simulation of a quiet day): the outputs are then views into it,
     valid until the workspace's next run. Results are the same either way.
+
+    ``depth`` (book.BookProfile): the book forced orders walk (:func:`depth_profile`); None: the
+    estimate from the run's effective daily volume ``prm.volume_usd`` (:func:`estimated_depth`).
     """
     from backtest.kernels.cascade import simulate_nb
 
@@ -270,7 +305,9 @@ def run_kernel(
     t1 = time.perf_counter()
     n, nbars = len(pop["side"]), len(bars["ts"])
     ws = make_workspace(n, nbars, prm.max_rounds) if workspace is None else workspace.get(n, nbars, prm.max_rounds)
-    out = simulate_nb(make_book(pop), lists, make_market_path(bars), prm, bool(reference), ws)
+    if depth is None:
+        depth = estimated_depth(prm.volume_usd)
+    out = simulate_nb(make_book(pop), lists, make_market_path(bars), depth, prm, bool(reference), ws)
     t2 = time.perf_counter()
     run = KernelRun(*out, sort_s=t1 - t0, sim_s=t2 - t1, lists=lists)
     if per_position:

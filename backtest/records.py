@@ -133,9 +133,14 @@ IMPACT_NONE: int = 0
 IMPACT_SQRT: int = 1
 IMPACT_LINEAR: int = 2
 IMPACT_MODELS = {"none": IMPACT_NONE, "sqrt": IMPACT_SQRT, "linear": IMPACT_LINEAR}
-#: largest log-price displacement the impact model may cause at one path point (a factor of
-#: e^10 ~ 22,000): beyond it the model's parameters, not the market, decide the price
-MAX_IMPACT_LOG: float = 10.0
+#: Absolute cap on the impact of forced orders, as a fraction of the price: at one path point a
+#: forced flow moves the price by at most the distance at which the book of the side it walks
+#: holds that flow (:func:`backtest.kernels.cascade._book_reach`, extrapolated beyond the last
+#: stored level by the rule of :mod:`backtest.book`), and never by more than this; the endogenous
+#: offset of the path stays within ``[log(1 - MAX_BOOK_MOVE), log(1 + MAX_BOOK_MOVE)]`` too (the
+#: simulated price within half and one and a half times the observed one). Replaces the former
+#: ``MAX_IMPACT_LOG = 10`` (a factor of 22,000). A modelling bound, not a measured quantity.
+MAX_BOOK_MOVE: float = 0.5
 
 #: trigger-list kinds
 LIST_LIQ: int = 0

@@ -36,14 +36,19 @@ TS = pl.Datetime("ms", "UTC")
 # ------------------------------------------------------------------------------------------
 # declared frame schemas
 # ------------------------------------------------------------------------------------------
-#: one row per symbol and bar: the observed bar, the simulated bar, forced flow, fund, fees
+#: one row per symbol and bar: the observed bar, the simulated bar, forced flow, fund, fees.
+#: Fund and ADL columns (USD): ``deficit_usd`` losses beyond bankruptcy the insurance fund paid,
+#: ``insurance_fund_usd`` its balance at the bar's end, ``uncovered_usd`` deficits it could not pay
+#: (their positions' share went to ADL), ``adl_taken_usd`` the notional ADL took over from those
+#: bankrupt positions (at their bankruptcy prices; it is not sold into the book), ``adl_usd`` the
+#: notional of the opposite positions ADL closed for it (at the bar's last price).
 BARS_SCHEMA: dict[str, pl.DataType] = {
     "symbol": pl.String, "ts": TS, "open": pl.Float64, "high": pl.Float64, "low": pl.Float64, "close": pl.Float64,
     "sim_open": pl.Float64, "sim_high": pl.Float64, "sim_low": pl.Float64, "sim_close": pl.Float64,
     "long_liq_usd": pl.Float64, "short_liq_usd": pl.Float64, "long_liq_count": pl.Float64, "short_liq_count": pl.Float64,
     "long_stop_usd": pl.Float64, "short_stop_usd": pl.Float64, "adl_usd": pl.Float64, "insurance_fund_usd": pl.Float64,
-    "deficit_usd": pl.Float64, "uncovered_usd": pl.Float64, "clearance_fees_usd": pl.Float64, "taker_fees_usd": pl.Float64,
-    "rounds": pl.Int32, "cascades_at_max_rounds": pl.Int32, "endo_move_min_pct": pl.Float64, "endo_move_max_pct": pl.Float64,
+    "deficit_usd": pl.Float64, "uncovered_usd": pl.Float64, "adl_taken_usd": pl.Float64, "clearance_fees_usd": pl.Float64,
+    "taker_fees_usd": pl.Float64, "rounds": pl.Int32, "cascades_at_max_rounds": pl.Int32, "endo_move_min_pct": pl.Float64, "endo_move_max_pct": pl.Float64,
     "funding_rate": pl.Float64, "price_source": pl.String,
 }
 #: one row per position that left the book (liquidated, stopped, ADL'd), by time then position
@@ -351,7 +356,7 @@ _BAR_SCALED = (
     ("long_liq_usd", R.BI_LONG_LIQ), ("short_liq_usd", R.BI_SHORT_LIQ), ("long_liq_count", R.BI_LONG_LIQ_W),
     ("short_liq_count", R.BI_SHORT_LIQ_W), ("long_stop_usd", R.BI_LONG_STOP), ("short_stop_usd", R.BI_SHORT_STOP),
     ("adl_usd", R.BI_ADL), ("insurance_fund_usd", R.BI_FUND), ("deficit_usd", R.BI_DEFICIT), ("uncovered_usd", R.BI_UNCOVERED),
-    ("clearance_fees_usd", R.BI_FUND_IN), ("taker_fees_usd", R.BI_TAKER),
+    ("adl_taken_usd", R.BI_ADL_TAKEN), ("clearance_fees_usd", R.BI_FUND_IN), ("taker_fees_usd", R.BI_TAKER),
 )
 
 
@@ -460,7 +465,7 @@ NOTES = (
     "cross positions are simulated with their allotted collateral, like isolated ones",
     "amplification is the open-notional-weighted mean of the per-symbol values",
     "cascade depth counts rounds after the first that triggered forced orders (liquidations or stops)",
-    "liquidated notional is valued at fill prices; in replay the forced orders of each path point fill at their own impact but do not move the path (impact_model=none: fills at the trigger)",
+    "liquidated notional is valued at fill prices: the price the path reached (after a gap, the first path price past the trigger), moved by the forced orders' own impact, bounded by the order book; in replay that impact does not move the path (impact_model=none: fills at the price reached)",
 )
 
 

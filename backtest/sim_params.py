@@ -43,8 +43,10 @@ class SimParams:
     #: "sqrt": |dlnP| = Y * sigma * sqrt(Q / V) (square-root law: Toth et al. 2011, "Anomalous
     #: price impact and the critical nature of liquidity in financial markets", PRX 1, 021006;
     #: Bouchaud et al. "Trades, Quotes and Prices", ch. 12); "linear": |dP/P| = 1 % * Q / D;
-    #: "none": no impact. Replay does not move the path, but its forced orders still fill at the
-    #: trigger moved by their own impact (set "none" for fills at the trigger level).
+    #: "none": no impact. Either model is bounded by the order book (stored depth, else the
+    #: estimate of backtest.book; records.MAX_BOOK_MOVE at most). Forced orders fill at the price
+    #: the path reached (after a gap, the first path price past the trigger), moved by their own
+    #: impact; replay does not move the path (set "none" for fills at the price reached).
     impact_model: str = "sqrt"
     #: Y of the square-root law; of order 1 in the literature (Toth et al. 2011 report Y ~ 0.5-1).
     impact_coef: float = 1.0
@@ -58,7 +60,8 @@ class SimParams:
     #: assumption: stressed-book factor on depth/volume during forced selling (books thinned by
     #: roughly an order of magnitude on 2025-10-10 per market-maker commentary; 0.25 is a guess).
     liquidity_multiplier: float = 0.25
-    #: assumption: half-life of transient impact (seconds).
+    #: assumption: half-life of transient impact, seconds of elapsed path time (the book's
+    #: resilience; the same on any bar length).
     impact_half_life_s: float = 60.0
     #: assumption: insurance fund available for the event's symbols, USD, split by open notional
     #: (order of magnitude of Binance's published USDS-M insurance-fund balance, ~$1B).

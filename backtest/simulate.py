@@ -71,7 +71,7 @@ def _build_population(ev: Any, symbol: str, pop_params: Any, store: Any) -> PopE
     return PopEntry(pop.arrays, float(pop.open_notional_usd), "backtest.population", oi_source=str(pop.target_source))
 
 
-from backtest.engine import build_lists, exit_split as _exit_split, kernel_params, run_kernel, summary_workspace as _summary_workspace  # noqa: E402
+from backtest.engine import build_lists, depth_profile, exit_split as _exit_split, kernel_params, run_kernel, summary_workspace as _summary_workspace  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------
@@ -91,6 +91,8 @@ class Prepared:
     #: the overrides given to prepare(); simulate_prepared applies its own on top of them
     overrides: dict = field(default_factory=dict)
     _pop_cache: dict = field(default_factory=dict, repr=False)
+    #: per symbol: (book.BookProfile, note) its forced orders walk (engine.depth_profile), built once
+    _depth_cache: dict = field(default_factory=dict, repr=False)
 
 
 def _store(store: Any):
@@ -188,7 +190,9 @@ def simulate_prepared(
         # summary-only runs (sweeps) drop the kernel's outputs once the summary is made: they
         # reuse one workspace per symbol slot instead of faulting in fresh output memory each run
         ws = _summary_workspace(i) if summary_only else None
-        out = run_kernel(pe.arrays, bars, prm, lists=pe.lists, workspace=ws)
+        if s not in prepared._depth_cache:
+            prepared._depth_cache[s] = depth_profile(prepared.store, ev.exchange, s, mk, ev.start_ms, ev.end_ms)
+        out = run_kernel(pe.arrays, bars, prm, lists=pe.lists, workspace=ws, depth=prepared._depth_cache[s][0])
         t_sort += out.sort_s
         t_sim += out.sim_s
         per[s] = SymbolRun(out, bars, mk, pe, fund, _exit_split(out, pe.arrays))

@@ -15,7 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from backtest import book
 from backtest import records as R
+from backtest.book import BookProfile
 from backtest.engine import ReusedWorkspace, build_lists, make_book, make_kernel_params, make_workspace
 from backtest.engine import run_kernel as _run_kernel
 from backtest.synthetic import synthetic_population
@@ -66,10 +68,10 @@ def make_bars(close: np.ndarray, bar_ms: int, wig: float = 0.0, funding_every: i
 
 def make_prm(model: str, *, fund: float = 1e12, volume: float = 1e8, depth: float = 1e6, half_life: float = 60.0,
              max_rounds: int = 50, bar_ms: int = 60_000, no_feedback: bool = False, dd_bar: int = 0, dd_ref: float = 0.0,
-             dd_dir: int = -1) -> R.KernelParams:
+             dd_dir: int = -1, coef: float = 1.0) -> R.KernelParams:
     """``no_feedback``: replay with impact - fills pay their own impact, the path is not moved."""
     return make_kernel_params(
-        impact_model=model, impact_coef=1.0, sigma=0.03, volume_usd=volume, depth_usd=depth, half_life_s=half_life,
+        impact_model=model, impact_coef=coef, sigma=0.03, volume_usd=volume, depth_usd=depth, half_life_s=half_life,
         fund_usd=fund, clearance_rate=0.0125, taker_rate=0.0005, max_rounds=max_rounds, bar_ms=bar_ms,
         mode="replay" if no_feedback else "cascade", dd_bar=dd_bar, dd_ref=dd_ref, dd_dir=dd_dir,
     )
@@ -126,8 +128,10 @@ def path_through(rng: np.random.Generator, pop: dict, price: float, nbars: int) 
     no_feedback=st.booleans(),
     max_rounds=st.sampled_from([1, 3, 50]),
     dd=st.sampled_from([(0, 0.0, -1), (1, 0.0, 1), (3, 101.0, -1)]),
+    stored_book=st.booleans(),
 )
-def test_fast_equals_reference(seed, n, nbars, model, tick, near, fund, funding_every, half_life, bucket, no_feedback, max_rounds, dd):
+def test_fast_equals_reference(seed, n, nbars, model, tick, near, fund, funding_every, half_life, bucket, no_feedback, max_rounds, dd,
+                               stored_book):
     rng = np.random.default_rng(seed)
     price = 100.0
     pop = tie_population(rng, n, price, tick or 0.0, near)
@@ -136,14 +140,27 @@ def test_fast_equals_reference(seed, n, nbars, model, tick, near, fund, funding_
     # small books so the impact matters: notional ~ n * 400 USD
     prm = make_prm(model, fund=fund, volume=float(n) * 2e3, depth=float(n) * 50.0, half_life=half_life, no_feedback=no_feedback,
                    max_rounds=max_rounds, dd_bar=dd[0], dd_ref=dd[1], dd_dir=dd[2])
+    depth = random_book(rng, bars, float(n) * 50.0) if stored_book else None
     lists = build_lists(pop, bucket)
-    fast = run_kernel(pop, bars, prm, lists=lists)
-    ref = run_kernel(pop, bars, prm, reference=True)
+    fast = run_kernel(pop, bars, prm, lists=lists, depth=depth)
+    ref = run_kernel(pop, bars, prm, reference=True, depth=depth)
     assert_same(fast, ref)
     check_invariants(pop, bars, fast)
     # again on the same, now partly sorted, lists, and into a workspace earlier runs left dirty
-    assert_same(run_kernel(pop, bars, prm, lists=lists, workspace=DIRTY_WS), ref)
-    assert_same(run_kernel(pop, bars, prm, reference=True, workspace=DIRTY_WS), ref)
+    assert_same(run_kernel(pop, bars, prm, lists=lists, workspace=DIRTY_WS, depth=depth), ref)
+    assert_same(run_kernel(pop, bars, prm, reference=True, workspace=DIRTY_WS, depth=depth), ref)
+
+
+def random_book(rng: np.random.Generator, bars: dict, one_pct: float) -> BookProfile:
+    """A stored-like book: snapshots every 30 s over the bars (some before them), cumulative
+    depth per side of about ``one_pct`` USD within 1 %, thinning and refilling at random."""
+    t0 = int(bars["ts"][0]) - 60_000
+    k = max(2, int((int(bars["ts"][-1]) + 120_000 - t0) // 30_000))
+    ts = t0 + 30_000 * np.arange(k, dtype=np.int64)
+    inc = rng.uniform(0.0, 2.0, (2, k, 5)) * one_pct
+    inc[rng.random((2, k, 5)) < 0.1] = 0.0  # empty stretches of the book
+    cum = np.cumsum(inc, axis=2)
+    return BookProfile(ts, book.LEVELS.copy(), cum[0], cum[1])
 
 
 def check_invariants(pop: dict, bars: dict, out: dict) -> None:
@@ -252,7 +269,9 @@ def test_stop_fires_before_liquidation_when_nearer():
     for ref in (False, True):
         out = run_kernel(pop, bars, make_prm("none"), reference=ref)
         assert list(out["exit_code"]) == [R.EXIT_STOPPED, R.EXIT_LIQUIDATED, R.EXIT_STOPPED, R.EXIT_LIQUIDATED]
-        assert list(out["fill"]) == [95.0, 90.0, 105.0, 110.0]
+        # the path jumps 100 -> 80 and 80 -> 120: each forced order fills at the first path
+        # price past its trigger, not at the trigger level (issue 11: fills after a gap)
+        assert list(out["fill"]) == [80.0, 80.0, 120.0, 120.0]
 
 
 def test_funding_moves_thresholds():
@@ -378,8 +397,8 @@ def test_replay_fills_pay_their_own_impact_but_do_not_move_the_path():
 
 @pytest.mark.parametrize("no_feedback", [False, True])
 def test_absurd_impact_parameters_keep_prices_finite(no_feedback):
-    """A linear book of $1 against millions of forced notional: the impact is capped
-    (records.MAX_IMPACT_LOG), so fills and prices stay finite and positive."""
+    """A linear book of $1 against millions of forced notional: the impact is bounded by the
+    book (records.MAX_BOOK_MOVE), so fills and prices stay finite and positive."""
     pop = synthetic_population(5000, price=100.0, seed=4)
     bars = make_bars(100 * np.exp(np.cumsum(np.full(40, -0.01))), 60_000)
     out = run_kernel(pop, bars, make_prm("linear", depth=1.0, half_life=float("inf"), no_feedback=no_feedback))
@@ -519,3 +538,147 @@ def test_each_liquidated_quantity_closed_once(seed, n, nbars, model, fund, no_fe
     assert_same(out, run_kernel(pop, bars, prm, reference=True))
     closed_once(pop, out)
     assert np.all(out["bar_i"][:, R.BI_FUND] >= 0) and out["stats"][R.ST_FUND_MIN] >= 0
+
+
+# ---- issue 11: fills after a gap, impact bounded by the book, resilience in wall-clock time ----
+def gap_book(rng: np.random.Generator, n_long: int, n_short: int) -> dict:
+    """Longs at entry 100 with leverage 2-50x (liquidation between bankruptcy and entry) and
+    shorts that a fall never triggers; random sizes and weights."""
+    n = n_long + n_short
+    pop = synthetic_population(n, price=100.0, seed=int(rng.integers(0, 2**31)), stop_share=0.0)
+    pop["side"][:] = np.r_[np.ones(n_long), -np.ones(n_short)].astype(np.int8)
+    pop["tier"][:] = 0
+    pop["venue"][:] = 0
+    pop["mmr"][:] = 0.004
+    pop["entry"][:] = 100.0
+    pop["qty"][:] = rng.uniform(0.1, 10.0, n)
+    lev = rng.uniform(2.0, 50.0, n)
+    pop["margin"][:] = 100.0 * pop["qty"] / lev
+    bk = 100.0 - pop["side"] * pop["margin"] / pop["qty"]
+    pop["liq_price"][:] = np.where(pop["side"] > 0, bk + rng.uniform(0.01, 0.9, n) * (100.0 - bk), 1e9)
+    pop["stop_price"][:] = np.nan
+    pop["weight"][:] = rng.uniform(0.5, 3.0, n).astype(np.float32)
+    return pop
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**31 - 1), n_long=st.integers(1, 60), n_short=st.integers(1, 30),
+       depth_of_gap=st.floats(0.05, 0.95), fund_share=st.sampled_from([0.0, 0.3, 0.999, 2.0]))
+def test_gap_through_bankruptcy_is_a_deficit_the_fund_pays(seed, n_long, n_short, depth_of_gap, fund_share):
+    """Issue 11: a forced order fills at the price the market reached. A path that jumps from 100
+    to below every long's bankruptcy price fills them all there; the fund pays exactly the per-
+    position deficits (bankruptcy - fill) x qty x weight, summed (fixed point, 1e-4 USD), and
+    never goes negative; when it cannot pay them all, the rest is handed to ADL."""
+    from backtest.margin import bankruptcy_linear_nb
+
+    rng = np.random.default_rng(seed)
+    pop = gap_book(rng, n_long, n_short)
+    longs = np.flatnonzero(pop["side"] > 0)
+    bk = np.array([bankruptcy_linear_nb(1, pop["entry"][i], pop["qty"][i], pop["margin"][i]) for i in longs])
+    gap = float(bk.min() * (1.0 - depth_of_gap))
+    qw = pop["qty"][longs] * pop["weight"][longs].astype(np.float64)
+    want = int(sum(np.floor(-(gap - b) * q * R.USD_SCALE + 0.5) for b, q in zip(bk, qw)))
+    fund = fund_share * want / R.USD_SCALE
+    bars = make_bars(np.array([100.0, gap, gap]), 60_000)
+    outs = [run_kernel(pop, bars, make_prm("none", fund=fund), reference=ref) for ref in (False, True)]
+    assert_same(*outs)
+    out = outs[0]
+    bi = out["bar_i"]
+    assert np.all(out["exit_code"][longs] != R.EXIT_NONE)
+    assert np.all(out["fill"][longs][out["exit_code"][longs] == R.EXIT_LIQUIDATED] == gap)
+    assert np.all(bi[:, R.BI_FUND] >= 0) and out["stats"][R.ST_FUND_MIN] >= 0
+    if fund_share >= 1.0:  # the fund covers every deficit, to the unit
+        assert bi[:, R.BI_DEFICIT].sum() == want
+        assert bi[-1, R.BI_FUND] == np.floor(fund * R.USD_SCALE + 0.5) - want
+        assert bi[:, R.BI_UNCOVERED].sum() == 0 and bi[:, R.BI_ADL_TAKEN].sum() == 0
+    else:  # it pays what it has; the rest is ADL's (taken over at the bankruptcy prices)
+        paid, unc = bi[:, R.BI_DEFICIT].sum(), bi[:, R.BI_UNCOVERED].sum()
+        assert abs(paid + unc - want) <= 2 * n_long
+        assert paid <= np.floor(fund * R.USD_SCALE + 0.5) + n_long
+        assert bi[:, R.BI_ADL_TAKEN].sum() > 0 and (bi[:, R.BI_ADL].sum() > 0 or out["stats"][R.ST_ADL_SHORTFALL] > 0)
+        closed_once(pop, out)
+
+
+def thin_book(one_pct: float) -> BookProfile:
+    """One snapshot, ``one_pct`` USD within 1 % on each side, the archive's levels to 5 %."""
+    row = one_pct * np.array([1.0, 1.5, 2.0, 2.5, 3.0])
+    return BookProfile(np.array([0], np.int64), book.LEVELS.copy(), row[None, :].copy(), row[None, :].copy())
+
+
+def test_book_reach_rule():
+    """The book bound's rule (book.book_reach): linear between the stored levels, beyond 5 % at
+    the stored range's mean density, at most records.MAX_BOOK_MOVE."""
+    p = thin_book(100.0)
+    assert book.book_reach(p, 0, -1, 50.0) == pytest.approx(0.005)
+    assert book.book_reach(p, 0, 1, 125.0) == pytest.approx(0.015)
+    assert book.book_reach(p, 0, -1, 300.0) == pytest.approx(0.05)
+    assert book.book_reach(p, 0, -1, 600.0) == pytest.approx(0.10)  # 300 more at 300 per 5 %
+    assert book.book_reach(p, 0, -1, 1e12) == R.MAX_BOOK_MOVE
+    empty = BookProfile(np.array([0], np.int64), book.LEVELS.copy(), np.zeros((1, 5)), np.zeros((1, 5)))
+    assert book.book_reach(empty, 0, 1, 1.0) == R.MAX_BOOK_MOVE
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**31 - 1), model=st.sampled_from(["sqrt", "linear"]), coef=st.sampled_from([1.0, 1e3]),
+       depth=st.sampled_from([1.0, 1e3, 1e9]), no_feedback=st.booleans(), half_life=st.sampled_from([1.0, float("inf")]))
+def test_impact_bounded_by_the_book(seed, model, coef, depth, no_feedback, half_life):
+    """Issue 11: impact_model linear took ETH from 3,425-4,022 to 1,072-52,020 on impact alone
+    (MAX_IMPACT_LOG = 10). At any coefficient the simulated path now stays within the range the
+    book can reach: within MAX_BOOK_MOVE of the observed path, and each path point's impact at
+    most the distance at which the book holds the run's whole forced notional."""
+    rng = np.random.default_rng(seed)
+    pop = synthetic_population(3000, price=100.0, seed=int(rng.integers(0, 2**31)))
+    bars = make_bars(100 * np.exp(np.cumsum(rng.normal(0, 0.03, 30))), 60_000, wig=0.01)
+    prof = thin_book(float(rng.choice([1e3, 1e5, 1e7])))
+    prm = make_prm(model, coef=coef, volume=depth, depth=depth, half_life=half_life, no_feedback=no_feedback)
+    outs = [run_kernel(pop, bars, prm, reference=ref, depth=prof) for ref in (False, True)]
+    assert_same(*outs)
+    out = outs[0]
+    bf = out["bar_f"]
+    eps = 1e-12
+    assert np.all(bf[:, R.BF_LOW] >= bars["low"] * (1 - R.MAX_BOOK_MOVE) * (1 - eps))
+    assert np.all(bf[:, R.BF_HIGH] <= bars["high"] * (1 + R.MAX_BOOK_MOVE) * (1 + eps))
+    total = out["round_units"].sum() / R.USD_SCALE
+    if half_life == 1.0:  # the book recovers (2**-20 per 20 s): each point's move is its own flow's
+        reach = max(book.book_reach(prof, 0, -1, total), book.book_reach(prof, 0, 1, total))
+        assert np.all(bf[:, R.BF_ENDO_MIN] >= np.log1p(-reach) - 1e-9)
+        assert np.all(bf[:, R.BF_ENDO_MAX] <= np.log1p(reach) + 1e-9)
+    check_invariants(pop, bars, out)
+
+
+def test_linear_impact_is_capped_where_the_book_holds_the_flow():
+    """One crash into a $1 linear book (a model impact of thousands of %): the path point's
+    move is exactly where the book's bids hold the forced flow, replay and cascade alike."""
+    pop = gap_book(np.random.default_rng(3), 50, 5)
+    bars = make_bars(np.array([100.0, 40.0, 40.0]), 60_000)
+    prof = thin_book(500.0)
+    for no_feedback in (True, False):
+        out = run_kernel(pop, bars, make_prm("linear", depth=1.0, max_rounds=0, no_feedback=no_feedback, half_life=float("inf")), depth=prof)
+        q = out["round_units"][0] / R.USD_SCALE
+        want = np.log1p(-book.book_reach(prof, 0, -1, q))
+        assert out["bar_f"][1, R.BF_ENDO_MIN] == pytest.approx(want, rel=1e-12)
+        if no_feedback:
+            assert out["bar_f"][1, R.BF_LOW] == 40.0  # replay: the path is not moved
+        else:
+            assert out["bar_f"][1, R.BF_LOW] == pytest.approx(40.0 * np.exp(want), rel=1e-12)
+
+
+@pytest.mark.parametrize("bar_ms", [60_000, 900_000])
+def test_resilience_in_wall_clock_time(bar_ms):
+    """Issue 11: the transient impact decays with a half-life in seconds of elapsed path time
+    (0.5 ** (elapsed s / half_life_s)), whatever the bar length; replay and cascade carry the
+    same impact (only the cascade moves the path)."""
+    pop = gap_book(np.random.default_rng(4), 1, 1)
+    bars = make_bars(np.array([100.0, 40.0, 40.0, 40.0]), bar_ms)
+    hl = 120.0
+    t_hit = bars["ts"][1] + (2 * (bar_ms - 1)) // 3  # the forced sell: bar 1's low
+    t_end = bars["ts"][2] + (3 * (bar_ms - 1)) // 3  # bar 2's close (a flat bar: E largest there)
+    endo = {}
+    for no_feedback in (True, False):
+        out = run_kernel(pop, bars, make_prm("sqrt", volume=1e3, max_rounds=0, half_life=hl, no_feedback=no_feedback, bar_ms=bar_ms))
+        e0 = out["bar_f"][1, R.BF_ENDO_MIN]
+        assert e0 < 0
+        want = e0 * 0.5 ** ((t_end - t_hit) / 1000.0 / hl)
+        assert out["bar_f"][2, R.BF_ENDO_MAX] == pytest.approx(want, rel=1e-9)
+        endo[no_feedback] = out["bar_f"][:, R.BF_ENDO_MIN:].copy()
+    assert np.array_equal(endo[True], endo[False])

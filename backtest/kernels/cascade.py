@@ -3,8 +3,11 @@
 ``simulate_nb`` walks the bars. Inside a bar the path is open -> high -> low -> close when the
 close is below the open, else open -> low -> high -> close (DESIGN §7). At each path point:
 
-1. the price is the exogenous point times ``exp(E)``, ``E`` the endogenous (impact) log offset,
-   which decays with the configured half-life between path points (a third of a bar apart);
+1. the price is the exogenous point times ``exp(E)``, ``E`` the endogenous (impact) log offset.
+   Book resilience is in wall-clock time: between two path points ``E`` decays by
+   ``0.5 ** (elapsed seconds / half_life_s)``, the elapsed time being that of the path (a third
+   of a bar between the points of a bar, 1 ms from a bar's close to the next bar's open, the
+   whole gap over missing bars), so the rule does not depend on the bar length;
 2. round 0 finds every open position whose liquidation threshold or stop the price crossed;
    their forced orders (sells for longs, buys for shorts) move the price by the impact model;
    round r+1 finds the positions the new price crosses, and so on until a round triggers
@@ -20,11 +23,20 @@ liquidation price becomes ``liq + F / (1 - side * mmr)`` and its bankruptcy pric
 so the list's order holds. Cross positions are treated like isolated ones with their allotted
 collateral (population simplification).
 
-Fills: the trigger level (clipped to the price the move started from), moved by the round's own
-impact when that impact goes against the position (forced sells fill lower, forced buys higher).
+Fills (:func:`_fill`): a forced order executes at the price the market actually reached - the
+round's price, the first path price past its trigger (after a gap through the trigger that is
+beyond it, not the trigger level) - then walks the book: moved by the round's own impact when that
+impact goes against the position (forced sells fill lower, forced buys higher).
 In replay the forced orders of a path point still walk the book, so their fills pay that impact,
-but the path is not moved and no further round follows. The impact of one path point, and the
-endogenous offset ``E``, are capped at ``MAX_IMPACT_LOG``. Liquidations pay the clearance fee out
+but the path is not moved and no further round follows.
+
+Impact bounded by the book: the square-root or linear model gives the log move of a path point's
+cumulative net flow ``Q``; it is capped at the distance at which the side walked (bids for forced
+sells, asks for forced buys) of the depth profile's snapshot at the path point holds ``Q``
+(:func:`book_reach_nb`; beyond the stored 5 % by :mod:`backtest.book`'s rule) and the
+endogenous offset ``E`` stays within ``log(1 -+ MAX_BOOK_MOVE)``. Replay and cascade compute the
+same impact and the same ``E`` (reported per bar in both modes); only in a cascade does it move the
+path. Liquidations pay the clearance fee out
 of what margin remains into the insurance fund; a fill beyond the bankruptcy price is a deficit
 the fund covers. Stops fire as market orders (taker fee, no clearance fee).
 
@@ -105,7 +117,7 @@ from backtest.records import (
     IMPACT_NONE,
     IMPACT_SQRT,
     LIST_LIQ,
-    MAX_IMPACT_LOG,
+    MAX_BOOK_MOVE,
     ST_ADL_SHORTFALL,
     ST_BARS_AT_MAX_ROUNDS,
     ST_DD_EXO,
@@ -134,12 +146,35 @@ def _crossed(s, p, thr):
 
 
 @njit(cache=True)
-def _impact(model, net_usd, coef, sigma, volume, depth):
+def book_reach_nb(depth, snap, side, q):
+    """Distance from mid (fraction) at which the cumulative depth of the side a flow of ``q`` USD
+    walks (``side`` +1 buys: asks, -1 sells: bids) in snapshot ``snap`` of ``depth``
+    (book.BookProfile) equals ``q``: linear between mid (0) and the stored levels; beyond the last
+    level at the mean density of the stored range (:mod:`backtest.book`); at most MAX_BOOK_MOVE."""
+    lv = depth.levels
+    prev_l = 0.0
+    prev_d = 0.0
+    for l in range(lv.shape[0]):
+        d = depth.ask_usd[snap, l] if side > 0 else depth.bid_usd[snap, l]
+        if d >= q and d > prev_d:
+            return min(prev_l + (lv[l] - prev_l) * (q - prev_d) / (d - prev_d), MAX_BOOK_MOVE)
+        if d > prev_d:
+            prev_d = d
+        prev_l = lv[l]
+    if prev_d > 0.0:
+        return min(prev_l + (q - prev_d) * prev_l / prev_d, MAX_BOOK_MOVE)
+    return MAX_BOOK_MOVE
+
+
+@njit(cache=True)
+def _impact(model, net_usd, coef, sigma, volume, depth_usd, depth, snap):
     """Log-price displacement caused by a cumulative net forced flow (USD, + = buys).
 
     Square-root law on the flow accumulated since round 0 of the path point (the cascade acts
     as one metaorder: each round adds the *increment* of the displacement, so the marginal
-    impact falls as the cascade grows); linear depth is additive.
+    impact falls as the cascade grows); linear depth is additive. Either is bounded by the book
+    (``depth``, snapshot ``snap``): the flow moves the price at most to the level at which the
+    side it walks holds it (:func:`book_reach_nb`).
     """
     if net_usd == 0.0 or model == IMPACT_NONE:
         return 0.0
@@ -147,9 +182,10 @@ def _impact(model, net_usd, coef, sigma, volume, depth):
     if model == IMPACT_SQRT:
         d = coef * sigma * np.sqrt(a / volume)
     else:  # IMPACT_LINEAR: |dP/P| = 1 % * Q / D, applied in log space
-        d = 0.01 * a / depth
-    d = min(d, MAX_IMPACT_LOG)
-    return d if net_usd > 0 else -d
+        d = 0.01 * a / depth_usd
+    if net_usd > 0:
+        return min(d, np.log1p(book_reach_nb(depth, snap, 1, a)))
+    return -min(d, -np.log1p(-book_reach_nb(depth, snap, -1, a)))
 
 
 # ---- trigger lists (fast mode) ---------------------------------------------------------------
@@ -340,31 +376,36 @@ def _trigger_lists(book, tl, ls, p, bound_l, bound_s, adl_done, ws, nt):
 
 # ---- one round: impact, fills, fund ------------------------------------------------------
 @njit(cache=True)
-def _fill(ws, jj, p_from, fac, F):
+def _fill(ws, jj, p_from, p_hit, fac, F):
     """Buffer slot ``jj``'s clipped trigger level, fill and remaining margin per unit of its
-    ``qty x weight`` (negative: a deficit) for a round whose price came from ``p_from`` and whose
-    impact factor is ``fac``: the level clipped to ``p_from``, moved by ``fac`` when that goes
-    against the position; bankruptcy price ``ws.t_bankruptcy + F``."""
+    ``qty x weight`` (negative: a deficit) for a round whose price moved from ``p_from`` to
+    ``p_hit`` (the first path price past the trigger) and whose impact factor is ``fac``.
+
+    The forced order executes at the price the market actually reached, ``p_hit`` (after a gap
+    through the trigger that is beyond it), then walks the book: moved by ``fac`` when that goes
+    against the position (forced sells fill lower, forced buys higher). The trigger level clipped
+    to ``p_from`` only times the exit (:func:`_time_exits`). Bankruptcy price
+    ``ws.t_bankruptcy + F``: a fill beyond it is a deficit."""
     s = ws.t_side[jj]
     lvl = ws.t_level[jj]
     if s > 0:
         lv = min(lvl, p_from)
-        f = lv * fac if fac < 1.0 else lv
+        f = p_hit * fac if fac < 1.0 else p_hit
     else:
         lv = max(lvl, p_from)
-        f = lv * fac if fac > 1.0 else lv
+        f = p_hit * fac if fac > 1.0 else p_hit
     return lv, f, s * (f - (ws.t_bankruptcy[jj] + F))
 
 
 @njit(cache=True)
-def _fund_share(ws, nt0, nt, p_from, fac, F, fund, clear_rate):
+def _fund_share(ws, nt0, nt, p_from, p_hit, fac, F, fund, clear_rate):
     """Share of each bankrupt position (slots ``[nt0, nt)`` with a deficit at impact factor
     ``fac``) that the fund (``fund`` units plus the round's clearance fees) can afford to close
     in the market. Returns ``(phi, uncovered units)``: ``(1.0, 0)`` when it covers every deficit."""
     fees = np.int64(0)
     deficit = np.int64(0)
     for jj in range(nt0, nt):
-        lv, f, rem = _fill(ws, jj, p_from, fac, F)
+        lv, f, rem = _fill(ws, jj, p_from, p_hit, fac, F)
         qw = ws.t_qw[jj]
         remaining = rem * qw
         if remaining < 0.0:
@@ -384,7 +425,7 @@ def _adl_flow(ws, nt0, nt, p_from, fac, F, phi, p):
     sell = np.int64(0)
     buy = np.int64(0)
     for jj in range(nt0, nt):
-        lv, f, rem = _fill(ws, jj, p_from, fac, F)
+        lv, f, rem = _fill(ws, jj, p_from, p, fac, F)
         if rem * ws.t_qw[jj] < 0.0:
             u = _u((1.0 - phi) * ws.t_qw[jj] * p)
             if ws.t_side[jj] > 0:
@@ -413,29 +454,32 @@ def _q(x, quantum):
 
 
 @njit(cache=True)
-def _round_impact(prm, qcum, imp_prev, p, E):
+def _round_impact(prm, depth, snap, qcum, imp_prev, p, E):
     """Price move of a round whose cumulative net forced flow at this path point is ``qcum``
-    (units, + = buys) after ``imp_prev`` so far. Returns ``(imp, dlog, fac, p_after, E)``: the
-    cumulative impact, this round's log move, its factor, the price after it (``p`` in replay:
-    the path is not moved) and the endogenous offset (kept within +-MAX_IMPACT_LOG)."""
-    imp = _impact(prm.impact_model, qcum / USD_SCALE, prm.impact_coef, prm.sigma, prm.volume_usd, prm.depth_usd)
+    (units, + = buys) after ``imp_prev`` so far, against snapshot ``snap`` of the book ``depth``.
+    Returns ``(imp, dlog, fac, p_after, E)``: the cumulative impact, this round's log move, its
+    factor, the price after it and the endogenous offset, kept within ``log(1 -+ MAX_BOOK_MOVE)``.
+    Both modes compute the same impact; in replay (``prm.no_feedback``) it sets the fills and the
+    offset but does not move the path (``p_after = p``)."""
+    imp = _impact(prm.impact_model, qcum / USD_SCALE, prm.impact_coef, prm.sigma, prm.volume_usd, prm.depth_usd, depth, snap)
     dlog = imp - imp_prev
+    e_hi = np.log1p(MAX_BOOK_MOVE)
+    e_lo = np.log1p(-MAX_BOOK_MOVE)
+    if E + dlog > e_hi:
+        dlog = max(e_hi - E, 0.0)
+    elif E + dlog < e_lo:
+        dlog = min(e_lo - E, 0.0)
+    fac = np.exp(dlog)
     if prm.no_feedback:  # replay: the orders walk the book, the observed path stays
-        fac = np.exp(dlog)
         p_after = p
     else:
-        if E + dlog > MAX_IMPACT_LOG:
-            dlog = MAX_IMPACT_LOG - E
-        elif E + dlog < -MAX_IMPACT_LOG:
-            dlog = -MAX_IMPACT_LOG - E
-        fac = np.exp(dlog)
         p_after = p * fac if dlog != 0.0 else p
-        E += dlog
+    E += dlog
     return imp, dlog, fac, p_after, E
 
 
 @njit(cache=True)
-def _settle_round(ws, nt0, nt, nx, j, r, p_from, fac, fac1, phi, t_pt, F, fund, prm, quantum):
+def _settle_round(ws, nt0, nt, nx, j, r, p_from, p_hit, fac, fac1, phi, t_pt, F, fund, prm, quantum):
     """Fill the positions in slots ``[nt0, nt)`` of the path point's buffer (round ``r``; price
     reached from ``p_from``; impact factor ``fac``), append their exit records from slot ``nx``
     (time ``t_pt`` until :func:`_time_exits` sets it), add bar ``j``'s liquidations, stops, fees
@@ -455,7 +499,7 @@ def _settle_round(ws, nt0, nt, nx, j, r, p_from, fac, fac1, phi, t_pt, F, fund, 
     q_l = np.int64(0)
     q_s = np.int64(0)
     for jj in range(nt0, nt):
-        lv, f, rem = _fill(ws, jj, p_from, fac, F)
+        lv, f, rem = _fill(ws, jj, p_from, p_hit, fac, F)
         ws.t_level[jj] = lv
         i = ws.t_pos[jj]
         s = ws.t_side[jj]
@@ -464,7 +508,7 @@ def _settle_round(ws, nt0, nt, nx, j, r, p_from, fac, fac1, phi, t_pt, F, fund, 
         qw = ws.t_qw[jj]
         share = 1.0
         if phi < 1.0:
-            rem1 = _fill(ws, jj, p_from, fac1, F)[2]
+            rem1 = _fill(ws, jj, p_from, p_hit, fac1, F)[2]
             if rem1 * qw < 0.0:
                 share = phi
         qm = share * qw  # closed in the market
@@ -653,9 +697,11 @@ def _drawdown(dd_dir, p_exo, p, peak_exo, peak_sim, dd_exo, dd_sim):
 
 
 @njit(cache=True)
-def simulate_nb(book, tl, path, prm, reference, ws):
+def simulate_nb(book, tl, path, depth, prm, reference, ws):
     """Run one symbol: ``book`` (records.Book), ``tl`` (records.TriggerLists; unused, may be
-    empty, when ``reference``), ``path`` (records.MarketPath), ``prm`` (records.KernelParams),
+    empty, when ``reference``), ``path`` (records.MarketPath), ``depth`` (book.BookProfile: the
+    order book forced orders walk, at least one snapshot; each path point uses the last snapshot
+    at or before its time, the first one before the series starts), ``prm`` (records.KernelParams),
     writing into ``ws`` (records.Workspace, at least as large as the run; every element the
     outputs cover is (re)initialised here). See the module docstring.
 
@@ -669,9 +715,9 @@ def simulate_nb(book, tl, path, prm, reference, ws):
     no_feedback = prm.no_feedback
     dd_bar = prm.dd_bar
     hl = prm.half_life_s
-    dseg = 1.0
-    if hl > 0.0 and np.isfinite(hl):
-        dseg = 0.5 ** ((bar_ms / 3000.0) / hl)
+    decays = hl > 0.0 and np.isfinite(hl)
+    n_snap = depth.ts.shape[0]
+    snap = 0
     op = path.open
     cl = path.close
 
@@ -695,6 +741,7 @@ def simulate_nb(book, tl, path, prm, reference, ws):
     F = 0.0
     E = 0.0
     p_prev = op[0] if nbars > 0 else 0.0
+    t_last = path.ts[0] if nbars > 0 else 0  # time of the last path point (impact decay)
     peak_exo = 0.0
     peak_sim = 0.0
     dd_exo = 0.0
@@ -730,12 +777,16 @@ def simulate_nb(book, tl, path, prm, reference, ws):
                 p_exo = path.high[j]
             else:
                 p_exo = path.low[j]
-            if k > 0 and E != 0.0:
-                E *= dseg
+            t_pt = path.ts[j] + (k * (bar_ms - 1)) // 3
+            if E != 0.0 and decays and t_pt > t_last:
+                # resilience in wall-clock time: half-life in seconds of elapsed path time
+                E *= 0.5 ** ((t_pt - t_last) / (1000.0 * hl))
                 if abs(E) < 1e-12:  # decayed away (and no denormals)
                     E = 0.0
-            t_pt = path.ts[j] + (k * (bar_ms - 1)) // 3
-            p = p_exo * np.exp(E) if E != 0.0 else p_exo
+            t_last = t_pt
+            while snap + 1 < n_snap and depth.ts[snap + 1] <= t_pt:
+                snap += 1
+            p = p_exo * np.exp(E) if (E != 0.0 and not no_feedback) else p_exo
             p_from = p_prev
             r = 0
             depth_pt = 0
@@ -757,9 +808,9 @@ def simulate_nb(book, tl, path, prm, reference, ws):
                 if r > 0:
                     depth_pt = r
                 qcum += buy - sell
-                imp, dlog, fac, p_after, E_r = _round_impact(prm, qcum, imp_prev, p, E)
+                imp, dlog, fac, p_after, E_r = _round_impact(prm, depth, snap, qcum, imp_prev, p, E)
                 fac1 = fac
-                phi, unc = _fund_share(ws, nt0, nt, p_from, fac1, F, fund, prm.clearance_rate)
+                phi, unc = _fund_share(ws, nt0, nt, p_from, p, fac1, F, fund, prm.clearance_rate)
                 if phi < 1.0:
                     # the fund cannot pay the deficits at these fills: ADL takes over the rest of
                     # the bankrupt quantity, which does not go into the book
@@ -769,11 +820,11 @@ def simulate_nb(book, tl, path, prm, reference, ws):
                     sell -= sell_a
                     buy -= buy_a
                     qcum += sell_a - buy_a
-                    imp, dlog, fac, p_after, E_r = _round_impact(prm, qcum, imp_prev, p, E)
+                    imp, dlog, fac, p_after, E_r = _round_impact(prm, depth, snap, qcum, imp_prev, p, E)
                     bar_i[j, BI_UNCOVERED] += unc
                 imp_prev = imp
                 E = E_r
-                nx, fund, q_l, q_s = _settle_round(ws, nt0, nt, nx, j, r, p_from, fac, fac1, phi, t_pt, F, fund, prm, quantum)
+                nx, fund, q_l, q_s = _settle_round(ws, nt0, nt, nx, j, r, p_from, p, fac, fac1, phi, t_pt, F, fund, prm, quantum)
                 nt0 = nt
                 q_long += q_l
                 q_short += q_s
