@@ -159,208 +159,6 @@ def now_ms() -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# file systems: local folder or S3
-# --------------------------------------------------------------------------------------------
-#: seconds to open a connection to an S3 endpoint, and to wait for each answer (assumption: a
-#: healthy endpoint answers a partition-sized GET or PUT in seconds); attempts per call. A
-#: stopped endpoint thus fails in about attempts x (connect + read) seconds, not minutes.
-#: ``$BACKTEST_S3_TIMEOUT`` (seconds) overrides the read timeout.
-S3_CONNECT_TIMEOUT_S = 5.0
-S3_READ_TIMEOUT_S = 20.0
-S3_ATTEMPTS = 2
-
-
-def s3_timeouts() -> tuple[float, float, int]:
-    """(connect timeout s, read timeout s, attempts) of every S3 call."""
-    raw = os.environ.get("BACKTEST_S3_TIMEOUT", "").strip()
-    if not raw:
-        return S3_CONNECT_TIMEOUT_S, S3_READ_TIMEOUT_S, S3_ATTEMPTS
-    try:
-        v = float(raw)
-    except ValueError:
-        v = -1.0
-    if not 0 < v < 86_400:
-        raise StoreError(f"BACKTEST_S3_TIMEOUT={raw!r} is not a number of seconds between 0 and 86400; e.g. BACKTEST_S3_TIMEOUT=20")
-    return min(S3_CONNECT_TIMEOUT_S, v), v, S3_ATTEMPTS
-
-
-class _LocalFS:
-    def __init__(self, root: str):
-        self.root = str(Path(root).expanduser())
-        p = Path(self.root)
-        if p.exists() and not p.is_dir():
-            raise StoreError(f"store path {self.root} is a file, not a folder; pass --store with a folder path")
-
-    def join(self, *parts: str) -> str:
-        return os.path.join(self.root, *parts)
-
-    def exists(self, path: str) -> bool:
-        return os.path.exists(path)
-
-    def list(self, prefix_parts: list[str], name: str) -> list[str]:
-        """Files called ``name`` below root/prefix_parts (prefix parts may be glob patterns; the
-        root is a path, never a pattern: ``/tmp/st[1]`` is the folder of that name)."""
-        import fnmatch
-
-        out = []
-        for dirpath, dirnames, filenames in os.walk(self.root):
-            rel = os.path.relpath(dirpath, self.root)
-            parts = [] if rel == "." else rel.split(os.sep)
-            k = min(len(parts), len(prefix_parts))
-            if not all(fnmatch.fnmatchcase(a, b) for a, b in zip(parts[:k], prefix_parts[:k])):
-                dirnames[:] = []
-                continue
-            if len(parts) >= len(prefix_parts) and name in filenames:
-                out.append(os.path.join(dirpath, name))
-        return sorted(out)
-
-    def leftover_tmp(self) -> list[str]:
-        """Temporary files a killed or failed writer left behind (``.NAME.PID.tmp``)."""
-        out = []
-        for dirpath, _dirs, filenames in os.walk(self.root):
-            out += [os.path.join(dirpath, f) for f in filenames if f.startswith(".") and f.endswith(".tmp")]
-        return sorted(out)
-
-    def remove(self, path: str) -> None:
-        os.unlink(path)
-
-    def lock(self):
-        from backtest.store_lock import LocalLock
-
-        if self._lock is None:
-            self._lock = LocalLock(self.root)
-        return self._lock
-
-    _lock = None
-
-    def read_bytes(self, path: str) -> bytes:
-        with open(path, "rb") as f:
-            return f.read()
-
-    def write_atomic(self, path: str, data: bytes) -> None:
-        """Write ``data`` atomically and durably (:func:`backtest.paths.write_atomic`)."""
-        from backtest.paths import write_atomic
-
-        d = os.path.dirname(path)
-        try:
-            os.makedirs(d, exist_ok=True)
-        except (FileExistsError, NotADirectoryError):
-            raise StoreError(f"cannot create folder {d}: a file stands in its way") from None
-        write_atomic(path, lambda tmp: tmp.write_bytes(data))
-
-    def scan_target(self, path: str) -> str:
-        return path
-
-    storage_options: dict | None = None
-
-
-class _S3FS:
-    """S3 (or S3-compatible) root via boto3; a PUT replaces an object atomically."""
-
-    def __init__(self, url: str):
-        m = re.match(r"^s3://([^/]+)/?(.*)$", url)
-        if not m:
-            raise StoreError(f"bad S3 URL {url!r}; use s3://bucket/prefix")
-        self.bucket, self.prefix = m.group(1), m.group(2).strip("/")
-        self.root = url.rstrip("/")
-        endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("BACKTEST_S3_ENDPOINT")
-        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-        self.storage_options = {"aws_region": region}
-        if endpoint:
-            self.storage_options["aws_endpoint_url"] = endpoint
-            if endpoint.startswith("http://"):
-                self.storage_options["aws_allow_http"] = "true"
-        for env, key in (("AWS_ACCESS_KEY_ID", "aws_access_key_id"), ("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key")):
-            if os.environ.get(env):
-                self.storage_options[key] = os.environ[env]
-        try:
-            import boto3
-        except ImportError:  # pragma: no cover - boto3 is a dependency
-            raise StoreError("an s3:// store needs boto3; pip install boto3") from None
-        from botocore.config import Config
-
-        # few, quick retries: an unreachable or silent endpoint must fail within seconds, not minutes
-        connect_s, read_s, attempts = s3_timeouts()
-        cfg = Config(connect_timeout=connect_s, read_timeout=read_s, retries={"max_attempts": attempts, "mode": "standard"})
-        self._s3 = boto3.client("s3", endpoint_url=endpoint, region_name=region, config=cfg)
-        # the same bounds for polars' own object-store reads (scan_parquet)
-        self.storage_options.update({"connect_timeout": f"{connect_s:g}s", "timeout": f"{read_s * attempts:g}s", "max_retries": attempts - 1})
-        self._lock = None
-
-    def _key(self, path: str) -> str:
-        return path[len(f"s3://{self.bucket}/"):]
-
-    def join(self, *parts: str) -> str:
-        return "/".join([self.root, *parts])
-
-    def _call(self, what: str, fn, /, **kw):
-        """Run one boto3 call; any failure becomes a one-line StoreError naming the store."""
-        try:
-            return fn(**kw)
-        except Exception as e:
-            raise self._error(what, e) from None
-
-    def _error(self, what: str, e: BaseException) -> StoreError:
-        return StoreError(f"S3 store {self.root}: cannot {what} ({_short(e)}); check the bucket, credentials and AWS_ENDPOINT_URL")
-
-    def exists(self, path: str) -> bool:
-        """True if the object exists; False only on a 404. Any other failure (403, 5xx, no
-        connection) raises: a merge-write must never take an unreadable object for a missing one."""
-        try:
-            self._s3.head_object(Bucket=self.bucket, Key=self._key(path))
-            return True
-        except Exception as e:
-            code = str(getattr(e, "response", {}).get("Error", {}).get("Code", ""))
-            if code in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise self._error(f"check {path}", e) from None
-
-    def list(self, prefix_parts: list[str], name: str) -> list[str]:
-        import fnmatch
-
-        literal = []
-        for part in prefix_parts:
-            if any(c in part for c in "*?["):
-                break
-            literal.append(part)
-        prefix = "/".join([p for p in [self.prefix, *literal] if p])
-        pattern = "/".join([p for p in [self.prefix, *prefix_parts] if p]) + "/*"
-        def keys() -> list[str]:
-            out = []
-            for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
-                for obj in page.get("Contents", []):
-                    key = obj["Key"]
-                    if key.rsplit("/", 1)[-1] == name and fnmatch.fnmatch(key, pattern):
-                        out.append(f"s3://{self.bucket}/{key}")
-            return out
-
-        return sorted(self._call("list objects", keys))
-
-    def read_bytes(self, path: str) -> bytes:
-        return self._call(f"read {path}", lambda: self._s3.get_object(Bucket=self.bucket, Key=self._key(path))["Body"].read())
-
-    def write_atomic(self, path: str, data: bytes) -> None:
-        self._call(f"write {path}", self._s3.put_object, Bucket=self.bucket, Key=self._key(path), Body=data)
-
-    def leftover_tmp(self) -> list[str]:
-        return []  # a PUT is atomic: S3 has no temporary files
-
-    def remove(self, path: str) -> None:
-        self._call(f"delete {path}", self._s3.delete_object, Bucket=self.bucket, Key=self._key(path))
-
-    def lock(self):
-        from backtest.store_lock import LOCK_NAME, S3Lock
-
-        if self._lock is None:
-            key = "/".join(p for p in (self.prefix, LOCK_NAME) if p)
-            self._lock = S3Lock(self._s3, self.bucket, key)
-        return self._lock
-
-    def scan_target(self, path: str) -> str:
-        return path
-
-
-# --------------------------------------------------------------------------------------------
 # the store
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -411,7 +209,9 @@ class Store:
             raise StoreError("the store path is empty; give --store a folder or s3://bucket/prefix (or omit it for the default store)")
         if must_exist and not root.startswith("s3://") and not Path(root).expanduser().exists():
             raise StoreError(f"store folder {root} does not exist; pass --store with an existing store (or omit it for the committed data/)")
-        self.fs = _S3FS(root) if root.startswith("s3://") else _LocalFS(root)
+        from backtest.store_fs import LocalFS, S3FS
+
+        self.fs = S3FS(root) if root.startswith("s3://") else LocalFS(root)
         self.root = self.fs.root
         #: files opened by the most recent :meth:`scan` (lets tests check partition pruning)
         self.last_scan_files: list[str] = []
@@ -473,7 +273,9 @@ class Store:
             df = pl.read_parquet(io.BytesIO(self.fs.read_bytes(path)))
         except Exception as e:  # corrupt, truncated, not parquet
             raise StoreError(f"partition {path} is unreadable ({_short(e)}); run 'backtest data verify' and move the file aside") from None
-        problem = _schema_problem(df, dataset)
+        from backtest.store_checks import schema_problem
+
+        problem = schema_problem(df, dataset)
         if problem:
             raise StoreError(f"partition {path} has a bad schema: {problem}")
         return df
@@ -727,9 +529,11 @@ class Store:
         Checks: readable Parquet, exact schema, no nulls in required columns, sorted unique
         keys, rows inside the month and symbol the path names; tier files parse as JSON.
         """
+        from backtest.store_checks import TMP_PROBLEM, content_problem, timeframe_problem
+
         problems: list[tuple[str, str]] = [(path, TMP_PROBLEM) for path in self.leftover_tmp()]
         for p in self.partitions():
-            tf_problem = _timeframe_problem(p)
+            tf_problem = timeframe_problem(p)
             if tf_problem:
                 problems.append((p.path, tf_problem))
                 continue
@@ -738,7 +542,7 @@ class Store:
             except StoreError as e:
                 problems.append((p.path, str(e).split(": ", 1)[-1] if "bad schema" in str(e) else "unreadable Parquet"))
                 continue
-            problem = _content_problem(df, p)
+            problem = content_problem(df, p)
             if problem:
                 problems.append((p.path, problem))
         for path in self.fs.list(["leverage_tiers"], "tiers.json"):
@@ -753,7 +557,9 @@ class Store:
     def leftover_tmp(self) -> list[str]:
         """Temporary files (``.NAME.PID.tmp``) left by a writer that was killed or failed before
         its rename; files of a writer still running on this machine are not listed."""
-        return [p for p in self.fs.leftover_tmp() if not _writer_alive(p)]
+        from backtest.store_checks import writer_alive
+
+        return [p for p in self.fs.leftover_tmp() if not writer_alive(p)]
 
     def remove_leftover_tmp(self) -> list[str]:
         """Delete :meth:`leftover_tmp` files (under the writer lock, so no running write loses
@@ -813,26 +619,6 @@ def _check_series(dataset: str | None, exchange: str | None, symbol: str | None,
         timeframe_ms(timeframe)
 
 
-TMP_PROBLEM = "temporary file left by an interrupted write; remove it with 'backtest data verify --remove-tmp'"
-
-
-def _writer_alive(path: str) -> bool:
-    """True if the pid in a ``.NAME.PID.tmp`` name is a running process on this machine."""
-    m = re.search(r"\.(\d+)\.tmp$", path)
-    if not m:
-        return False
-    pid = int(m.group(1))
-    if pid == os.getpid():
-        return False  # this process writes only under the lock, never while it verifies
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError, ValueError):
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
 def _stored_step(tf: str, root: str) -> int:
     """Bar length (ms) of a stored partition folder's ``timeframe=``; a bad one names the fix."""
     try:
@@ -840,18 +626,6 @@ def _stored_step(tf: str, root: str) -> int:
     except TimeframeError:
         raise StoreError(f"store {root} holds partitions under timeframe={tf}, which is not a valid timeframe; "
                          f"run 'backtest data verify --store {root}' and move them aside") from None
-
-
-def _timeframe_problem(p: Partition) -> str | None:
-    """A partition folder whose ``timeframe=`` cannot be the dataset's (e.g. ``0m``, or a bar
-    timeframe on funding)."""
-    if p.dataset in EVENT_DATASETS:
-        return None if p.timeframe == EVENT_TIMEFRAME else f"timeframe={p.timeframe}, but {p.dataset} is stored under timeframe={EVENT_TIMEFRAME}"
-    try:
-        timeframe_ms(p.timeframe)
-    except TimeframeError:
-        return f"timeframe={p.timeframe} is not a valid timeframe (a positive count and a unit up to one week, e.g. 1m, 1h)"
-    return None
 
 
 def _short(e: BaseException) -> str:
@@ -868,42 +642,6 @@ def _month_end_ms(y: int, m: int) -> int:
 
 def _dt_ms(v: Any) -> int:
     return int(v.timestamp() * 1000) if isinstance(v, datetime) else int(v)
-
-
-def _schema_problem(df: pl.DataFrame, dataset: str) -> str | None:
-    want = SCHEMAS[dataset]
-    have = dict(df.schema)
-    if list(have) != list(want):
-        return f"columns {list(have)}, expected {list(want)}"
-    for name, dt in want.items():
-        if have[name] != dt:
-            return f"column {name!r} is {have[name]}, expected {dt}"
-    return None
-
-
-def _content_problem(df: pl.DataFrame, p: Partition) -> str | None:
-    for col in REQUIRED[p.dataset]:
-        if df[col].null_count():
-            return f"null values in required column {col!r}"
-    key = KEYS[p.dataset]
-    if df.select(pl.struct(key).is_duplicated().any()).item():
-        return f"duplicate rows on {key}"
-    if not df.select(pl.struct(key) == pl.struct(key).sort()).to_series().all():
-        return "rows are not sorted by time"
-    if df.height and p.dataset in BAR_DATASETS:
-        step = timeframe_ms(p.timeframe)
-        off = df.filter(pl.col("ts").cast(pl.Int64) % step != 0).height
-        if off:
-            return f"{off} bars do not open on the timeframe={p.timeframe} grid"
-    if df.height:
-        years = df["ts"].dt.year().unique().to_list()
-        months = df["ts"].dt.month().unique().to_list()
-        if years != [p.year] or months != [p.month]:
-            return f"rows outside year={p.year} month={p.month:02d}"
-        syms = {safe_symbol(s) for s in df["symbol"].unique().to_list()}
-        if syms != {p.symbol_path}:
-            return f"symbols {sorted(syms)} do not match the path's symbol={p.symbol_path}"
-    return None
 
 
 def conform(df: pl.DataFrame, dataset: str) -> pl.DataFrame:
