@@ -193,9 +193,10 @@ def title_page(event, summary: dict, params: dict, provenance: list[str], *, ver
 
     # provenance and version
     fig.text(0.05, 0.213, "Data provenance", fontsize=12, fontweight="bold", va="top")
-    fig.text(0.05, 0.184, "\n".join(wrap(p, 150) for p in provenance[:9]), fontsize=7.2, va="top", family="DejaVu Sans Mono", linespacing=1.35)
+    # up to 9 lines end above the footer (6.8 pt x 1.25 lines on the page's height)
+    fig.text(0.05, 0.184, "\n".join(wrap(p, 150) for p in provenance[:9]), fontsize=6.8, va="top", family="DejaVu Sans Mono", linespacing=1.25)
     fig.text(
-        0.05, 0.03,
+        0.05, 0.012,
         f"cascade-backtest {version}  ·  report date {date_text}  ·  all times UTC  ·  money in USD, prices in USDT",
         fontsize=8, color=GREY,
     )
