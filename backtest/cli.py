@@ -287,7 +287,7 @@ def population(
     '{"10": 0.5, "20": 0.5}'), leverage_scale, oi_scale, open_interest_usd, isolated_share,
     cross_extra_collateral, cross_extra_sigma, leverage_size_slope, hedged_share, stop_share,
     stop_distance, size_tail_alpha, size_min_usd, size_max_usd, turnover_half_life_days, venue, survival_price, max_tries_factor
-    (defaults and their sources: backtest.population.PARAM_SOURCES).
+    (defaults and their sources: backtest.population_params.PARAM_SOURCES).
     """
     import polars as pl
 

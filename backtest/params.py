@@ -248,7 +248,7 @@ def load_config(path: str | os.PathLike | None, valid: list[str] | None = None) 
 
 
 def _param_names() -> list[str]:
-    from backtest.population import PopulationParams
+    from backtest.population_params import PopulationParams
     from backtest.simulate import SimParams
 
     return field_names(PopulationParams, SimParams)

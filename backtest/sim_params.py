@@ -119,7 +119,7 @@ class SimParams:
 
 def default_groups() -> list[Any]:
     """The parameter groups overrides resolve against: [PopulationParams(), SimParams()]."""
-    from backtest.population import PopulationParams
+    from backtest.population_params import PopulationParams
 
     return [PopulationParams(), SimParams()]
 

@@ -44,7 +44,7 @@ param_groups = default_groups
 def population_param_names() -> set[str]:
     """Names of the parameters that change the population (backtest.sim_api.SimulationAPI)."""
     from backtest.params import field_names
-    from backtest.population import PopulationParams
+    from backtest.population_params import PopulationParams
 
     return set(field_names(PopulationParams))
 
