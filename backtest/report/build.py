@@ -262,6 +262,8 @@ def _sens_range(sens) -> tuple[float, float] | None:
 def _observed(ev, prepared, replay) -> tuple[Any, str] | None:
     """Observed forced orders beside the replay's liquidations, per minute, with the feeds'
     caveats (:mod:`backtest.observed`); None when the store holds none for the event."""
+    import polars as pl
+
     from backtest import observed
 
     store = getattr(prepared, "store", None)
@@ -269,11 +271,11 @@ def _observed(ev, prepared, replay) -> tuple[Any, str] | None:
     if store is None or liqs is None:
         return None
     symbols = list(getattr(prepared, "symbols", ev.symbols))
-    seen = observed.observed_rows(store, ev.exchange, symbols, ev.start_ms, ev.end_ms)
-    symbols = [s for s in symbols if s in set(seen["symbol"].to_list())]  # compare where something was observed
-    frame = observed.observed_vs_simulated(store, ev.exchange, symbols, ev.start_ms, ev.end_ms, liqs)
-    if frame is None:
+    seen = observed.observed_rows(store, ev.exchange, symbols, ev.start_ms, ev.end_ms)  # read once
+    if seen.height == 0:
         return None
+    symbols = sorted(set(seen["symbol"].to_list()))  # compare where something was observed
+    frame = observed.per_minute(seen, liqs.filter(pl.col("symbol").is_in(symbols)), ev.start_ms, ev.end_ms)
     notes = observed.caveats(store, ev.exchange, symbols)
     return frame, " ".join(notes) or "observed totals are what the exchange published"
 
