@@ -571,17 +571,27 @@ def clearance_fee(venue: str, notional: float, remaining_margin: float | None = 
 
 @njit(cache=True, error_model="numpy")
 def adl_key_nb(venue, side, entry, mark, qty, margin):
-    """ADL ranking key (higher = deleveraged first) for one linear position.
+    """ADL ranking key (higher = deleveraged first) for one linear position; ``margin`` is its
+    collateral (USD, after funding), ``upnl = side * qty * (mark - entry)``, ``equity = margin +
+    upnl`` and ``effective leverage = |notional at mark| / equity`` (``mark value / (mark value -
+    bankruptcy value)``, the definition of Bybit's and BitMEX's ADL pages). Positions with no
+    equity left rank last (``-inf``).
 
-    Binance / Bybit / OKX / Gate: ``PnL% * effective leverage`` when in profit, ``PnL% /
-    effective leverage`` otherwise, with ``PnL% = upnl / margin`` (Binance FAQ "What Is
-    Auto-Deleveraging (ADL) and How Does It Work", https://www.binance.com/en/support/faq/360033525471:
-    traders are ranked by "unrealized PnL as a percentage of their collateral" times their
-    leverage) and ``effective leverage = mark value / (mark value - bankruptcy value)``
-    ``= |notional at mark| / (margin + upnl)`` (the definition Bybit's and BitMEX's ADL pages
-    use; the Binance FAQ gives the final formula only as an image). Hyperliquid: ``(mark / entry) * (notional / account value)``
-    for the opposite side, "ranked by unrealized pnl and leverage used" (Hyperliquid docs
-    "Auto-deleveraging"; the index as documented by HIP-3 venues).
+    - Binance / OKX / Gate: ``PnL% * effective leverage`` in profit, ``PnL% / effective leverage``
+      otherwise, with ``PnL% = upnl / margin`` (Binance FAQ "What Is Auto-Deleveraging (ADL) and
+      How Does It Work", https://www.binance.com/en/support/faq/360033525471: traders are ranked
+      by "unrealized PnL as a percentage of their collateral" times their leverage; the FAQ gives
+      the final formula only as an image). OKX and Gate publish the same profit-times-leverage
+      ordering without a formula; they use Binance's.
+    - Bybit: the same two cases with ``PnL% = (mark value - entry value) / |entry value|`` (the
+      position's price return, not its return on margin): Bybit help "Auto-Deleveraging (ADL)
+      Mechanism" (USDT and USDC contracts, 2024-09-06; "ranking is derived in order of highest
+      profit and effective leverage use"), the formula of BitMEX's ADL page that Bybit's older help
+      article quotes. In profit, Binance's key is Bybit's times the position's initial leverage,
+      so the two venues rank a book differently.
+    - Hyperliquid: ``(mark / entry) * (notional / account value)`` for longs (``entry / mark`` for
+      shorts), "ranked by unrealized pnl and leverage used" (Hyperliquid docs
+      "Auto-deleveraging"; the index as documented by HIP-3 venues).
     """
     upnl = side * qty * (mark - entry)
     equity = margin + upnl
@@ -593,7 +603,10 @@ def adl_key_nb(venue, side, entry, mark, qty, margin):
         return ratio * notional / equity
     if equity <= 0.0 or margin <= 0.0:
         return -np.inf
-    pnl_pct = upnl / margin
+    if venue == VENUE_BYBIT:
+        pnl_pct = side * (mark - entry) / entry
+    else:
+        pnl_pct = upnl / margin
     eff_lev = notional / equity
     if pnl_pct > 0:
         return pnl_pct * eff_lev

@@ -164,7 +164,8 @@ BI_LONG_ROWS = 13  # rows (not weighted) liquidated
 BI_SHORT_ROWS = 14
 BI_AT_MAX_ROUNDS = 15  # path points whose cascade was cut by max_rounds (last round still moved the price)
 BI_ADL_TAKEN = 16  # notional ADL took over from bankrupt positions, at their bankruptcy prices
-BI_SIZE = 17
+BI_ADL_RANKS = 17  # quintiles of the ADL ranking the bar's ADL closes reached (0 none, 1 top fifth only .. 5); not scaled
+BI_SIZE = 18
 
 #: per-bar float outputs
 BF_OPEN = 0  # simulated path (exogenous x endogenous impact)

@@ -41,14 +41,16 @@ TS = pl.Datetime("ms", "UTC")
 #: ``insurance_fund_usd`` its balance at the bar's end, ``uncovered_usd`` deficits it could not pay
 #: (their positions' share went to ADL), ``adl_taken_usd`` the notional ADL took over from those
 #: bankrupt positions (at their bankruptcy prices; it is not sold into the book), ``adl_usd`` the
-#: notional of the opposite positions ADL closed for it (at the bar's last price).
+#: notional of the opposite positions ADL closed for it (at the bar's last price), ``adl_ranks_hit``
+#: how deep into the side's ADL ranking those closes went, in fifths (0 none; 1 only the top 20 %,
+#: the five lights of Binance's ADL indicator and Bybit's ADL rank; 5 down to the bottom fifth).
 BARS_SCHEMA: dict[str, pl.DataType] = {
     "symbol": pl.String, "ts": TS, "open": pl.Float64, "high": pl.Float64, "low": pl.Float64, "close": pl.Float64,
     "sim_open": pl.Float64, "sim_high": pl.Float64, "sim_low": pl.Float64, "sim_close": pl.Float64,
     "long_liq_usd": pl.Float64, "short_liq_usd": pl.Float64, "long_liq_count": pl.Float64, "short_liq_count": pl.Float64,
     "long_stop_usd": pl.Float64, "short_stop_usd": pl.Float64, "adl_usd": pl.Float64, "insurance_fund_usd": pl.Float64,
     "deficit_usd": pl.Float64, "uncovered_usd": pl.Float64, "adl_taken_usd": pl.Float64, "clearance_fees_usd": pl.Float64,
-    "taker_fees_usd": pl.Float64, "rounds": pl.Int32, "cascades_at_max_rounds": pl.Int32, "endo_move_min_pct": pl.Float64, "endo_move_max_pct": pl.Float64,
+    "taker_fees_usd": pl.Float64, "rounds": pl.Int32, "cascades_at_max_rounds": pl.Int32, "adl_ranks_hit": pl.Int8, "endo_move_min_pct": pl.Float64, "endo_move_max_pct": pl.Float64,
     "funding_rate": pl.Float64, "price_source": pl.String,
 }
 #: one row per position that left the book (liquidated, stopped, ADL'd), by time then position
@@ -381,6 +383,7 @@ def bars_frame(s: str, d: SymbolRun) -> pl.DataFrame:
             **{name: bi[:, col] / S for name, col in _BAR_SCALED},
             "rounds": bi[:, R.BI_ROUNDS].astype(np.int32),
             "cascades_at_max_rounds": bi[:, R.BI_AT_MAX_ROUNDS].astype(np.int32),
+            "adl_ranks_hit": bi[:, R.BI_ADL_RANKS].astype(np.int8),
             "endo_move_min_pct": np.expm1(bf[:, R.BF_ENDO_MIN]) * 100.0,
             "endo_move_max_pct": np.expm1(bf[:, R.BF_ENDO_MAX]) * 100.0,
             "funding_rate": bars["funding_rate"],

@@ -51,6 +51,32 @@ def test_gap_deficits_paid_by_the_fund_and_adl_columns(prepared):
     # the bars where ADL took over are those where the fund could not pay
     took = nb["adl_taken_usd"].to_numpy() > 0
     assert np.all(nb["uncovered_usd"].to_numpy()[took] > 0)
+    # ranks hit: in every bar with ADL closes, 1..5 fifths of the ranking; none elsewhere
+    ranks = nb["adl_ranks_hit"].to_numpy()
+    closed = nb["adl_usd"].to_numpy() > 0
+    assert np.all((ranks >= 1) & (ranks <= 5) | ~closed) and np.all(ranks[~closed] == 0)
+    assert ranks.max() >= 1
+
+
+def test_bybit_positions_are_deleveraged_in_bybit_order():
+    """The kernel ranks each row by its venue's key: the same book under the Bybit rule closes a
+    different sequence of shorts than under Binance's when ADL must take over part of the longs."""
+    from backtest.engine import make_book, make_workspace
+    from backtest.kernels.cascade import _adl, _q, _quantum
+    from backtest.synthetic import synthetic_population
+
+    pop = synthetic_population(4000, price=100.0, seed=9)
+    picked = {}
+    for venue in (R.VENUE_BINANCE, R.VENUE_BYBIT):
+        pop["venue"][:] = venue
+        book = make_book(pop)
+        quantum = _quantum(book)
+        ws = make_workspace(pop["side"].size, 1, 0)
+        ws.alive[:] = True
+        _, _, nx, ranks = _adl(-1, _q(2e3, quantum), 92.0, 0.0, book, ws, 0, 0, quantum)
+        assert nx > 0 and ranks >= 1
+        picked[venue] = ws.x_pos[:nx].tolist()  # in ranking order
+    assert picked[R.VENUE_BINANCE] != picked[R.VENUE_BYBIT]
 
 
 @pytest.mark.parametrize("model", ["linear", "sqrt"])

@@ -352,7 +352,7 @@ def test_adl_partial_selection_matches_full_ranking():
         ws = make_workspace(n, 1, 0)
         ws.alive[:] = alive
         need = _q(units_qty, quantum)
-        closed, closed_q, nx = _adl(-1, need, p, F, book, ws, 0, 0, quantum)
+        closed, closed_q, nx, ranks = _adl(-1, need, p, F, book, ws, 0, 0, quantum)
         cand = np.flatnonzero(alive & (pop["side"] == -1))
         keys = np.array([-adl_key_nb(pop["venue"][i], -1, pop["entry"][i], p, pop["qty"][i], pop["margin"][i] + pop["qty"][i] * F) for i in cand])
         order = cand[np.argsort(keys, kind="mergesort")]
@@ -364,6 +364,8 @@ def test_adl_partial_selection_matches_full_ranking():
             k += 1
         assert list(ws.x_pos[:nx]) == list(order[:k])
         assert (closed, closed_q) == (usd, acc)
+        assert ranks == (5 * (k - 1)) // cand.size + 1  # quintiles of the ranking reached
+        assert 1 <= ranks <= 5 and (units_qty < 1e5 or ranks == 5)  # the last one reaches the bottom fifth
         assert np.all(ws.x_code[:nx] == R.EXIT_ADL) and np.all(ws.x_round[:nx] == -1) and np.all(ws.x_fill[:nx] == p)
         assert not ws.alive[order[:k]].any() and ws.alive[order[k:]].all()
 

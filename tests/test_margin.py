@@ -292,6 +292,23 @@ def test_adl_key_orders_profit_and_leverage():
     assert m.adl_rank_key("hyperliquid", -1, 100.0, 90.0, 10.0, 50.0) > m.adl_rank_key("hyperliquid", -1, 100.0, 90.0, 10.0, 500.0)
 
 
+@pytest.mark.parametrize("side,entry,mark,qty,margin", [(-1, 100.0, 90.0, 10.0, 50.0), (1, 80.0, 90.0, 3.0, 24.0), (-1, 150.0, 90.0, 10.0, 750.0)])
+def test_bybit_adl_key_ranks_price_return_binance_return_on_margin(side, entry, mark, qty, margin):
+    """In profit Bybit ranks by price return x effective leverage, Binance by return on margin x
+    effective leverage: Binance's key is Bybit's times entry value / margin (the initial leverage)."""
+    bybit = m.adl_rank_key("bybit", side, entry, mark, qty, margin)
+    binance = m.adl_rank_key("binance", side, entry, mark, qty, margin)
+    eff = qty * mark / (margin + side * qty * (mark - entry))
+    assert bybit == pytest.approx(side * (mark - entry) / entry * eff, rel=1e-12)
+    assert binance == pytest.approx(bybit * entry * qty / margin, rel=1e-12)
+    # a losing position: return divided by effective leverage, below every winner
+    loser = m.adl_rank_key("bybit", -side, entry, mark, qty, margin * 4)
+    assert loser < 0 < bybit
+    # two positions the venues order differently: a 20x short up 40 % and a 100x short up 1 %
+    a, b = (-1, 150.0, 90.0, 10.0, 75.0), (-1, 90.0 / 0.99, 90.0, 10.0, 9.0 / 0.99)
+    assert (m.adl_rank_key("bybit", *a) > m.adl_rank_key("bybit", *b)) != (m.adl_rank_key("binance", *a) > m.adl_rank_key("binance", *b))
+
+
 def test_bracket_boundaries_follow_binance_floor_cap():
     # notionalCap is inclusive: 50,000 of BTCUSDT is still bracket 1 (125x)
     assert m.tier_for_notional(SYNTH_TIERS, 50_000)[0] == 0

@@ -94,6 +94,7 @@ from backtest.records import (
     BF_LOW,
     BF_OPEN,
     BI_ADL,
+    BI_ADL_RANKS,
     BI_ADL_TAKEN,
     BI_AT_MAX_ROUNDS,
     BI_DEFICIT,
@@ -583,7 +584,7 @@ def _adl(target_side, units, p, F, book, ws, nx, t, quantum):
             idx[c] = i
             c += 1
     if c == 0:
-        return np.int64(0), np.int64(0), nx
+        return np.int64(0), np.int64(0), nx, 0
     K = 512
     while True:
         if K >= c:
@@ -627,16 +628,19 @@ def _adl(target_side, units, p, F, book, ws, nx, t, quantum):
             nx += 1
             closed += _u(qty[i] * np.float64(weight[i]) * p)
             closed_q += _q(qty[i] * np.float64(weight[i]), quantum)
-        return closed, closed_q, nx
+        return closed, closed_q, nx, (5 * last) // c + 1
 
 
 @njit(cache=True)
 def _deleverage(j, target_side, units, p, F, book, ws, nx, t, quantum):
     """ADL at bar ``j``'s end (time ``t``, price ``p``) against the quantity ``units`` (of
     ``quantum``) taken over from the other side's bankrupt positions. Returns ``(nx,
-    shortfall)``: the notional at ``p`` (USD units) of what no open position was left to cover."""
-    c, cq, nx = _adl(target_side, units, p, F, book, ws, nx, t, quantum)
+    shortfall)``: the notional at ``p`` (USD units) of what no open position was left to cover;
+    ``BI_ADL_RANKS`` keeps the deepest quintile of the ranking the bar's closes reached."""
+    c, cq, nx, ranks = _adl(target_side, units, p, F, book, ws, nx, t, quantum)
     ws.bar_i[j, BI_ADL] += c
+    if ranks > ws.bar_i[j, BI_ADL_RANKS]:
+        ws.bar_i[j, BI_ADL_RANKS] = ranks
     if cq < units:
         return nx, _u(np.float64(units - cq) * quantum * p)
     return nx, np.int64(0)
