@@ -41,7 +41,7 @@ BAR_COLS = {
     "open": "sim_open", "high": "sim_high", "low": "sim_low", "close": "sim_close",
     "obs_open": "open", "obs_high": "high", "obs_low": "low", "obs_close": "close",
     "long": "long_liq_usd", "short": "short_liq_usd", "rounds": "rounds", "endo": "endo_move_min_pct",
-    "adl": "adl_usd", "fund": "insurance_fund_usd",
+    "adl": "adl_usd", "fund": "insurance_fund_usd", "deficit": "deficit_usd", "ranks": "adl_ranks_hit",
 }
 #: ... of the ``heatmap`` frame (HEATMAP_SCHEMA; "n" is long_usd + short_usd)
 HEAT_COLS = {"ts": "ts", "symbol": "symbol", "plo": "price_lo", "phi": "price_hi", "n": "_n", "side": None}
@@ -610,7 +610,19 @@ def fund_page(bars: pl.DataFrame, summary: dict, title: str):
             ax0.legend(loc="lower left")
     else:
         ax0.text(0.5, 0.5, "the result has no insurance-fund column", transform=ax0.transAxes, ha="center")
-    ax0.set_title(f"insurance fund balance, stacked by symbol (sum of the symbols' minima {usd(summary.get('insurance_fund_min_usd'))})")
+    paid = ""
+    if c["deficit"] in bars.columns:
+        dper = bars.group_by(c["ts"]).agg(pl.col(c["deficit"]).fill_null(0).sum().alias("d")).sort(c["ts"])
+        paid = f"; it paid {usd(float(dper['d'].sum()))} of gap deficits"
+        if float(dper["d"].sum()) > 0:
+            ax0d = ax0.twinx()
+            ax0d.bar(_dt(dper[c["ts"]]), dper["d"].to_numpy(), width=_bar_width_days(_ms(dper[c["ts"]])), align="edge",
+                     color="#c0392b", alpha=0.7, label="deficits the fund paid per bar (right axis)")
+            ax0d.set_ylabel("deficits paid per bar (USD)")
+            usd_axis(ax0d)
+            ax0d.grid(False)
+            ax0d.legend(loc="lower right")
+    ax0.set_title(f"insurance fund balance, stacked by symbol (sum of the symbols' minima {usd(summary.get('insurance_fund_min_usd'))}{paid})")
     ax0.set_ylabel("fund balance (USD)")
     usd_axis(ax0)
     ax0.tick_params(labelbottom=False)
@@ -634,6 +646,11 @@ def fund_page(bars: pl.DataFrame, summary: dict, title: str):
         h1, l1 = ax1.get_legend_handles_labels()
         h2, l2 = ax1b.get_legend_handles_labels()
         ax1.legend(h1 + h2, l1 + l2, loc="upper left")
+        if c["ranks"] in bars.columns:
+            deepest = int(bars[c["ranks"]].fill_null(0).max() or 0)
+            if deepest:
+                ax1.text(0.99, 0.95, f"deepest ADL: the top {20 * deepest} % of the ranking ({deepest} of the 5 lights of Binance's and Bybit's ADL indicator)",
+                         transform=ax1.transAxes, ha="right", va="top", fontsize=8, color=GREY)
     else:
         ax1.text(0.5, 0.5, "the result has no ADL column", transform=ax1.transAxes, ha="center")
     ax1.set_title(f"auto-deleveraging: profitable opposite positions closed when the fund cannot cover a deficit (total {usd(summary.get('adl_notional_usd'))})")
