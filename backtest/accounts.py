@@ -186,15 +186,18 @@ def assign_accounts(
     return R.Accounts(row_account, row_offset, first, count, members, wallet, coll_asset, coll_amount, count.astype(np.int8))
 
 
-def account_rows(pops: Sequence[dict[str, np.ndarray]]) -> R.AccountRows:
-    """The account kernel's per-row arrays (records.AccountRows) of the concatenated populations."""
-    cat = lambda k: np.ascontiguousarray(np.concatenate([p[k] for p in pops])) if pops else np.empty(0)  # noqa: E731
-    sym = np.concatenate([np.full(len(p["side"]), s, np.int16) for s, p in enumerate(pops)]) if pops else np.empty(0, np.int16)
+def account_rows(pops: Sequence[dict[str, np.ndarray]], acc: R.Accounts) -> R.AccountRows:
+    """The account kernel's per-row arrays (records.AccountRows) of the concatenated populations,
+    in ``acc``'s member order (an account's rows contiguous: the kernel reads them in sequence)."""
+    m = acc.members
+    cat = lambda k: np.ascontiguousarray(np.concatenate([p[k] for p in pops])[m]) if pops else np.empty(0)  # noqa: E731
+    sym = np.concatenate([np.full(len(p["side"]), s, np.int16) for s, p in enumerate(pops)])[m] if pops else np.empty(0, np.int16)
     return R.AccountRows(sym, cat("side"), cat("entry"), cat("qty"), cat("mmr"), cat("maint_amount"), cat("weight"))
 
 
-def subset_accounts(acc: R.Accounts, keep: np.ndarray) -> R.Accounts:
-    """The accounts ``keep`` (bool per account) of ``acc``, renumbered; rows of the others become -1."""
+def subset_accounts(acc: R.Accounts, keep: np.ndarray, rows: R.AccountRows | None = None):
+    """The accounts ``keep`` (bool per account) of ``acc``, renumbered (rows of the others become
+    -1); with ``rows`` (member order), also the subset's rows: ``(accounts, rows)``."""
     ids = np.flatnonzero(keep)
     new_id = np.full(len(acc.first), -1, np.int32)
     new_id[ids] = np.arange(len(ids), dtype=np.int32)
@@ -202,10 +205,14 @@ def subset_accounts(acc: R.Accounts, keep: np.ndarray) -> R.Accounts:
     first = np.zeros(len(ids), np.int64)
     if len(ids):
         first[1:] = np.cumsum(count[:-1].astype(np.int64))
-    members = np.concatenate([acc.members[acc.first[a] : acc.first[a] + acc.count[a]] for a in ids]) if len(ids) else np.empty(0, np.int64)
+    slots = np.repeat(acc.first[ids], count) + (np.arange(int(count.sum())) - np.repeat(first, count))
+    members = acc.members[slots]
     row_account = np.where(acc.row_account >= 0, new_id[np.maximum(acc.row_account, 0)], -1).astype(np.int32)
-    return R.Accounts(row_account, acc.row_offset, first, count, members, acc.wallet_usd[ids].copy(), acc.coll_asset[ids].copy(),
-                      acc.coll_amount[ids].copy(), acc.n_symbols[ids].copy())
+    sub = R.Accounts(row_account, acc.row_offset, first, count, members, acc.wallet_usd[ids].copy(), acc.coll_asset[ids].copy(),
+                     acc.coll_amount[ids].copy(), acc.n_symbols[ids].copy())
+    if rows is None:
+        return sub
+    return sub, R.AccountRows(*(np.ascontiguousarray(a[slots]) for a in rows))
 
 
 # ------------------------------------------------------------------------------------------
@@ -244,15 +251,14 @@ def build_grid(points: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], coll
         px[s] = np.asarray(p, np.float64)[j]
         bar[s] = np.asarray(b, np.int32)[j]
     L = max(int(T).bit_length(), 1) if tables else 0
-    hi = np.empty((S, L, T if tables else 0))
-    lo = np.empty_like(hi)
+    tab = np.empty((S, T if tables else 0, L, 2), np.float32)
     if tables and T:
         from backtest.kernels.accounts import sparse_tables_nb
 
-        sparse_tables_nb(px, hi, lo)
+        sparse_tables_nb(px, tab)
     coll_series = np.array([-1, *range(len(points), S)], np.int64)
     haircut = np.array([0.0, *[float(h) for h in haircuts]], np.float64)
-    return R.GridPaths(ts, px, bar, hi, lo, coll_series, haircut, len(points))
+    return R.GridPaths(ts, px, bar, tab, coll_series, haircut, len(points))
 
 
 # ------------------------------------------------------------------------------------------

@@ -366,7 +366,9 @@ class Accounts(NamedTuple):
 
 
 class AccountRows(NamedTuple):
-    """The per-row arrays the account kernel reads (global rows, see :class:`Accounts`)."""
+    """The per-row arrays the account kernel reads, in member order: entry ``j`` is the row
+    ``Accounts.members[j]`` (an account's rows are contiguous; built by
+    :func:`backtest.accounts.account_rows`)."""
 
     sym: np.ndarray  # int16: symbol (series) index of the row
     side: np.ndarray  # int8: +1 long, -1 short
@@ -383,15 +385,16 @@ class GridPaths(NamedTuple):
     ``px[s, t]``: series ``s`` (symbols first, then collateral assets) at grid point ``t``, each
     symbol holding its last own path point between its points (quote currency; collateral in
     USD per unit). ``bar[s, t]``: the bar (of symbol ``s``'s own bars) of that point, for the
-    per-bar sums. ``hi[s, l, t]`` / ``lo[s, l, t]``: sparse tables, the max / min of ``px[s]``
-    over grid points ``[t, t + 2**l)`` (fast kernel; may be empty for the reference).
+    per-bar sums. ``tab[s, t, l, 0]`` / ``tab[s, t, l, 1]``: sparse tables, the max / min of
+    ``px[s]`` over grid points ``[t, t + 2**l)``, in float32 rounded outwards (a bound, never
+    inside the true range; fast kernel; may be empty for the reference). Levels of one point are
+    contiguous, so a binary-lifting query touches a few cache lines per point it visits.
     """
 
     ts: np.ndarray  # int64[T]: UTC ms, ascending, unique
     px: np.ndarray  # float64[S, T]
     bar: np.ndarray  # int32[S, T]
-    hi: np.ndarray  # float64[S, L, T]
-    lo: np.ndarray  # float64[S, L, T]
+    tab: np.ndarray  # float32[S, T, L, 2]
     coll_series: np.ndarray  # int64[n_assets]: series of each collateral asset code (-1: the settlement coin)
     haircut: np.ndarray  # float64[n_assets]: haircut of each asset (0 for the settlement coin)
     n_symbols: int  # series 0 .. n_symbols - 1 are symbols

@@ -75,7 +75,7 @@ def _event(seed, n_sym, n_rows, nbars, coll_share=0.0, shock=None, ties=False):
     coll = [collateral_series(shock, 0)] if coll_share > 0 else []
     pts = [path_points(b, BAR_MS) for b in bars]
     grid = build_grid(pts, coll, [0.1] * len(coll))
-    return pops, acc, account_rows(pops), grid, nbars
+    return pops, acc, account_rows(pops, acc), grid, nbars
 
 
 def _sorted_records(out):
@@ -145,7 +145,7 @@ def test_single_position_accounts_match_isolated_formula(seed, side, lev, mmr, c
            "weight": np.array([1.0], np.float32)}
     acc = assign_accounts([pop], [1.0], positions_per_account={1: 1.0}, seed=seed)
     grid = build_grid([path_points(bars, BAR_MS)])
-    out = run_accounts(acc, account_rows([pop]), grid, 50)
+    out = run_accounts(acc, account_rows([pop], acc), grid, 50)
     px = grid.px[0]
     if np.any(np.abs(px - lp) <= 1e-9 * lp):
         return  # a tie with the solved price: rounding decides
@@ -169,8 +169,8 @@ def test_collateral_drop_liquidates_accounts_whose_positions_did_not_move():
     shock = parse_collateral_shock("-0.35@1970-01-01T00:10:00Z")
     assert shock == (-0.35, 600_000)
     grid = build_grid([path_points(bars, BAR_MS)], [collateral_series(shock, 0)], [0.1])
-    out = run_accounts(acc, account_rows([pop]), grid, 30)
-    ref = run_accounts(acc, account_rows([pop]), grid, 30, reference=True)
+    out = run_accounts(acc, account_rows([pop], acc), grid, 30)
+    ref = run_accounts(acc, account_rows([pop], acc), grid, 30, reference=True)
     _assert_same(out, ref)
     held = acc.coll_asset == 1
     assert held.any() and (~held).any()
@@ -193,7 +193,7 @@ def test_contagion_from_another_symbol():
     acc = assign_accounts(pops, [1.0, 1.0], positions_per_account={2: 1.0}, seed=0)
     assert len(acc.first) == 1 and acc.count[0] == 2
     grid = build_grid([path_points(flat, BAR_MS), path_points(crash, BAR_MS)])
-    out = run_accounts(acc, account_rows(pops), grid, 10)
+    out = run_accounts(acc, account_rows(pops, acc), grid, 10)
     rec = dict(zip(out.x_row.tolist(), zip(out.x_contagion.tolist(), out.x_source.tolist())))
     assert rec == {0: (1, 1), 1: (0, 1)}  # row 0 (symbol 0): contagion from symbol 1; row 1: own market
     assert out.bar_i[0, 5, R.AB_CONTAGION] == 200 * R.USD_SCALE  # 1 x 2 x $100
@@ -210,9 +210,9 @@ def test_assignment_keeps_the_book():
     cross = np.concatenate([p["margin_mode"] == R.CROSS for p in pops])
     assert ((acc.row_account >= 0) == cross).all()
     assert np.isclose(acc.wallet_usd.sum(), np.concatenate([p["margin"] for p in pops])[cross].sum())
-    rows = account_rows(pops)
+    rows = account_rows(pops, acc)
     for a in range(len(acc.first)):
-        m = acc.members[acc.first[a] : acc.first[a] + acc.count[a]]
+        m = slice(acc.first[a], acc.first[a] + acc.count[a])
         assert len(set(rows.sym[m].tolist())) == acc.count[a]  # distinct symbols
     assert set(acc.count.tolist()) <= {1, 2}
     again = assign_accounts(pops, [3e9, 1e9], positions_per_account={1: 0.5, 2: 0.5}, seed=5)

@@ -24,10 +24,12 @@ liquidation):
   account's series (symbols and collateral) stays within a relative move ``d`` of its value at
   ``t``, equity falls by at most ``d x (sum notional + collateral value)`` and maintenance rises by
   at most ``d x sum(notional x mmr)``, so with ``d* = c / (sum notional x (1 + mmr) + collateral
-  value)`` no point inside that box can liquidate it. The box is shrunk by :data:`SAFETY` (floating
+  value)`` no point inside that box can liquidate it (the collateral term only for a
+  non-settlement asset: the settlement coin's value does not move). The box is shrunk by :data:`SAFETY` (floating
   rounding); accounts whose cushion is within :data:`TINY` of their scale are checked at the next
   grid point. The first grid point after ``t`` at which one of its series leaves its box comes from
-  the series' sparse tables of running max/min (binary lifting, O(log T) per series); the account
+  the series' sparse tables of running max/min (binary lifting, O(log T) per series; float32
+  rounded outwards, so a query can stop early - one extra check - never late); the account
   is put into the bucket of that grid index (a bucket queue: one linked list per grid point) and
   checked again there - liquidated or rescheduled.
 
@@ -74,7 +76,7 @@ def _u(x):
     return np.int64(np.floor(x * USD_SCALE + 0.5))
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def collateral_value_nb(acc, grid, a, t):
     """Collateral value of account ``a`` at grid point ``t``, USD (after haircut)."""
     code = acc.coll_asset[a]
@@ -84,7 +86,7 @@ def collateral_value_nb(acc, grid, a, t):
     return acc.coll_amount[a] * grid.px[s, t] * (1.0 - grid.haircut[code])
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def account_state_nb(acc, rows, grid, a, t):
     """``(equity, maintenance, sum notional x (1 + mmr), collateral value)`` of account ``a`` at
     grid point ``t`` (USD, one real account: rows unweighted), summed in member order."""
@@ -93,8 +95,7 @@ def account_state_nb(acc, rows, grid, a, t):
     mm = 0.0
     scale = 0.0
     f = acc.first[a]
-    for j in range(f, f + acc.count[a]):
-        i = acc.members[j]
+    for i in range(f, f + acc.count[a]):
         p = grid.px[rows.sym[i], t]
         eq += position_upnl_nb(rows.side[i], rows.qty[i], rows.entry[i], p)
         mm += position_maint_margin_nb(rows.qty[i], p, rows.mmr[i], rows.cum[i])
@@ -111,8 +112,7 @@ def _own_market_state(acc, rows, grid, a, t, own):
     eq = acc.wallet_usd[a] if s < 0 else acc.coll_amount[a] * grid.px[s, 0] * (1.0 - grid.haircut[code])
     mm = 0.0
     f = acc.first[a]
-    for j in range(f, f + acc.count[a]):
-        i = acc.members[j]
+    for i in range(f, f + acc.count[a]):
         si = rows.sym[i]
         p = grid.px[si, t] if si == own else grid.px[si, 0]
         eq += position_upnl_nb(rows.side[i], rows.qty[i], rows.entry[i], p)
@@ -128,8 +128,7 @@ def _source(acc, rows, grid, a, t, loss):
     for s in range(ns):
         loss[s] = 0.0
     f = acc.first[a]
-    for j in range(f, f + acc.count[a]):
-        i = acc.members[j]
+    for i in range(f, f + acc.count[a]):
         si = rows.sym[i]
         loss[si] += rows.side[i] * rows.qty[i] * (grid.px[si, 0] - grid.px[si, t])
     best = -1
@@ -155,11 +154,9 @@ def _liquidate(acc, rows, grid, a, t, eq, bar_i, x_row, x_grid, x_fill, x_cont, 
     src = _source(acc, rows, grid, a, t, loss)
     deficit = -eq if eq < 0.0 else 0.0
     tot = 0.0
-    for j in range(f, f + c):
-        i = acc.members[j]
+    for i in range(f, f + c):
         tot += rows.qty[i] * grid.px[rows.sym[i], t]
-    for j in range(f, f + c):
-        i = acc.members[j]
+    for i in range(f, f + c):
         s = rows.sym[i]
         p = grid.px[s, t]
         w = np.float64(rows.weight[i])
@@ -181,7 +178,7 @@ def _liquidate(acc, rows, grid, a, t, eq, bar_i, x_row, x_grid, x_fill, x_cont, 
             bar_i[s, b, AB_CONTAGION_ROWS] += 1
         else:
             bar_i[s, b, AB_OWN] += _u(usd)
-        x_row[nx] = i
+        x_row[nx] = acc.members[i]
         x_grid[nx] = t
         x_fill[nx] = p
         x_cont[nx] = 1 if cont else 0
@@ -190,40 +187,48 @@ def _liquidate(acc, rows, grid, a, t, eq, bar_i, x_row, x_grid, x_fill, x_cont, 
     return nx, deficit
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def first_exit_nb(grid, s, t, lo, hi):
     """First grid index after ``t`` at which series ``s`` leaves ``[lo, hi]`` (``T``: never), by
     binary lifting over its sparse tables."""
     T = grid.ts.shape[0]
-    L = grid.hi.shape[1]
     pos = t + 1
-    for l in range(L - 1, -1, -1):
-        step = 1 << l
-        if pos + step <= T and grid.hi[s, l, pos] <= hi and grid.lo[s, l, pos] >= lo:
-            pos += step
+    if pos >= T:
+        return T
+    tab = grid.tab
+    l = 0
+    rem = T - pos
+    while (2 << l) <= rem:
+        l += 1
+    while l >= 0:
+        if pos + (1 << l) <= T and tab[s, pos, l, 0] <= hi and tab[s, pos, l, 1] >= lo:
+            pos += 1 << l
+            if pos >= T:
+                return T
+        l -= 1
     return pos
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _next_check(acc, rows, grid, a, t, cushion, scale, coll):
     """Grid index at which account ``a`` (cushion ``cushion`` >= 0 at ``t``) must be checked next."""
     T = grid.ts.shape[0]
-    denom = scale + coll
-    if not (cushion > TINY * denom) or denom <= 0.0:
+    cs = grid.coll_series[acc.coll_asset[a]]
+    # the settlement coin's value does not move: only another asset's collateral joins the bound
+    denom = scale + coll if cs >= 0 else scale
+    if not (cushion > TINY * (scale + abs(coll))) or denom <= 0.0:
         return t + 1
     d = SAFETY * cushion / denom
     nxt = T
     f = acc.first[a]
-    for j in range(f, f + acc.count[a]):
-        s = rows.sym[acc.members[j]]
+    for i in range(f, f + acc.count[a]):
+        s = rows.sym[i]
         p = grid.px[s, t]
         e = first_exit_nb(grid, s, t, p * (1.0 - d), p * (1.0 + d))
         if e < nxt:
             nxt = e
             if nxt == t + 1:
                 return nxt
-    code = acc.coll_asset[a]
-    cs = grid.coll_series[code]
     if cs >= 0:
         p = grid.px[cs, t]
         e = first_exit_nb(grid, cs, t, p * (1.0 - d), p * (1.0 + d))
@@ -287,22 +292,27 @@ def run_accounts_nb(acc, rows, grid, nbars, reference, x_row, x_grid, x_fill, x_
     return nx, checks
 
 
+#: float32 tables are rounded outwards by this relative margin (above float32's half ulp, 6e-8):
+#: a table's max is never below, its min never above, the float64 prices it bounds (prices > 0)
+_OUT = 2.5e-7
+
+
 @njit(cache=True)
-def sparse_tables_nb(px, hi, lo):
-    """Fill ``hi[s, l, t]`` / ``lo[s, l, t]`` with the max / min of ``px[s, t : t + 2**l]`` (where
-    that range fits; other cells are left as they are and never read)."""
+def sparse_tables_nb(px, tab):
+    """Fill ``tab[s, t, l, 0]`` / ``tab[s, t, l, 1]`` with the max / min of ``px[s, t : t + 2**l]``
+    (float32, rounded outwards; where that range fits - other cells are never read)."""
     S, T = px.shape
-    L = hi.shape[1]
+    L = tab.shape[2]
     for s in range(S):
         for t in range(T):
-            hi[s, 0, t] = px[s, t]
-            lo[s, 0, t] = px[s, t]
+            tab[s, t, 0, 0] = np.float32(px[s, t] * (1.0 + _OUT))
+            tab[s, t, 0, 1] = np.float32(px[s, t] * (1.0 - _OUT))
         for l in range(1, L):
             h = 1 << (l - 1)
             for t in range(T - (1 << l) + 1):
-                a = hi[s, l - 1, t]
-                b = hi[s, l - 1, t + h]
-                hi[s, l, t] = a if a >= b else b
-                a = lo[s, l - 1, t]
-                b = lo[s, l - 1, t + h]
-                lo[s, l, t] = a if a <= b else b
+                a = tab[s, t, l - 1, 0]
+                b = tab[s, t + h, l - 1, 0]
+                tab[s, t, l, 0] = a if a >= b else b
+                a = tab[s, t, l - 1, 1]
+                b = tab[s, t + h, l - 1, 1]
+                tab[s, t, l, 1] = a if a <= b else b
