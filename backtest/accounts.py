@@ -252,13 +252,14 @@ def build_grid(points: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], coll
         bar[s] = np.asarray(b, np.int32)[j]
     L = max(int(T).bit_length(), 1) if tables else 0
     tab = np.empty((S, T if tables else 0, L, 2), np.float32)
+    suf = np.empty((S, T if tables else 0, 2), np.float32)
     if tables and T:
         from backtest.kernels.accounts import sparse_tables_nb
 
-        sparse_tables_nb(px, tab)
+        sparse_tables_nb(px, tab, suf)
     coll_series = np.array([-1, *range(len(points), S)], np.int64)
     haircut = np.array([0.0, *[float(h) for h in haircuts]], np.float64)
-    return R.GridPaths(ts, px, bar, tab, coll_series, haircut, len(points))
+    return R.GridPaths(ts, px, bar, tab, suf, coll_series, haircut, len(points))
 
 
 # ------------------------------------------------------------------------------------------

@@ -338,12 +338,13 @@ AB_LONG_LIQ = 0  # notional of liquidated longs, qty x weight x fill
 AB_SHORT_LIQ = 1
 AB_LONG_ROWS = 2  # rows liquidated (not weighted)
 AB_SHORT_ROWS = 3
-AB_LIQ_W = 4  # weighted count (real positions) x USD_SCALE
-AB_DEFICIT = 5  # the accounts' losses beyond their equity, split over their rows by notional (USD)
-AB_CONTAGION = 6  # notional of rows liquidated by another symbol's (or the collateral's) move
-AB_OWN = 7  # notional of rows their own symbol's move alone would have liquidated then
-AB_CONTAGION_ROWS = 8
-AB_SIZE = 9
+AB_LONG_W = 4  # weighted count (real positions) x USD_SCALE, longs
+AB_SHORT_W = 5
+AB_DEFICIT = 6  # the accounts' losses beyond their equity, split over their rows by notional (USD)
+AB_CONTAGION = 7  # notional of rows liquidated by another symbol's (or the collateral's) move
+AB_OWN = 8  # notional of rows their own symbol's move alone would have liquidated then
+AB_CONTAGION_ROWS = 9
+AB_SIZE = 10
 
 
 class Accounts(NamedTuple):
@@ -395,6 +396,7 @@ class GridPaths(NamedTuple):
     px: np.ndarray  # float64[S, T]
     bar: np.ndarray  # int32[S, T]
     tab: np.ndarray  # float32[S, T, L, 2]
+    suf: np.ndarray  # float32[S, T, 2]: max / min of px[s, t:] (rounded outwards): "never leaves the box" in one look
     coll_series: np.ndarray  # int64[n_assets]: series of each collateral asset code (-1: the settlement coin)
     haircut: np.ndarray  # float64[n_assets]: haircut of each asset (0 for the settlement coin)
     n_symbols: int  # series 0 .. n_symbols - 1 are symbols

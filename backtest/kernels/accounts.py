@@ -52,12 +52,13 @@ from backtest.records import (
     AB_CONTAGION,
     AB_CONTAGION_ROWS,
     AB_DEFICIT,
-    AB_LIQ_W,
+    AB_LONG_W,
     AB_LONG_LIQ,
     AB_LONG_ROWS,
     AB_OWN,
     AB_SHORT_LIQ,
     AB_SHORT_ROWS,
+    AB_SHORT_W,
     AB_SIZE,
     SOURCE_COLLATERAL,
     USD_SCALE,
@@ -165,10 +166,11 @@ def _liquidate(acc, rows, grid, a, t, eq, bar_i, x_row, x_grid, x_fill, x_cont, 
         if rows.side[i] > 0:
             bar_i[s, b, AB_LONG_LIQ] += _u(usd)
             bar_i[s, b, AB_LONG_ROWS] += 1
+            bar_i[s, b, AB_LONG_W] += _u(w)
         else:
             bar_i[s, b, AB_SHORT_LIQ] += _u(usd)
             bar_i[s, b, AB_SHORT_ROWS] += 1
-        bar_i[s, b, AB_LIQ_W] += _u(w)
+            bar_i[s, b, AB_SHORT_W] += _u(w)
         if deficit > 0.0 and tot > 0.0:
             bar_i[s, b, AB_DEFICIT] += _u(deficit * (rows.qty[i] * p / tot) * w)
         eq_own, mm_own = _own_market_state(acc, rows, grid, a, t, s)
@@ -189,23 +191,28 @@ def _liquidate(acc, rows, grid, a, t, eq, bar_i, x_row, x_grid, x_fill, x_cont, 
 
 @njit(cache=True, inline="always")
 def first_exit_nb(grid, s, t, lo, hi):
-    """First grid index after ``t`` at which series ``s`` leaves ``[lo, hi]`` (``T``: never), by
-    binary lifting over its sparse tables."""
+    """First grid index after ``t`` at which series ``s`` leaves ``[lo, hi]`` (``T``: never).
+
+    One look at the suffix bounds answers "never"; else an exponential search at ``t + 1`` (the
+    levels of one point are contiguous, and every account checked at ``t`` starts there: cache
+    lines shared by the whole bucket) finds the smallest power-of-two block that leaves the box,
+    and binary lifting inside it the first point that does - O(log distance)."""
     T = grid.ts.shape[0]
     pos = t + 1
     if pos >= T:
         return T
     tab = grid.tab
+    if grid.suf[s, pos, 0] <= hi and grid.suf[s, pos, 1] >= lo:
+        return T
     l = 0
-    rem = T - pos
-    while (2 << l) <= rem:
+    while pos + (1 << l) <= T and tab[s, pos, l, 0] <= hi and tab[s, pos, l, 1] >= lo:
         l += 1
-    while l >= 0:
-        if pos + (1 << l) <= T and tab[s, pos, l, 0] <= hi and tab[s, pos, l, 1] >= lo:
-            pos += 1 << l
-            if pos >= T:
-                return T
-        l -= 1
+    if l == 0:
+        return pos
+    pos += 1 << (l - 1)
+    for k in range(l - 2, -1, -1):
+        if pos + (1 << k) <= T and tab[s, pos, k, 0] <= hi and tab[s, pos, k, 1] >= lo:
+            pos += 1 << k
     return pos
 
 
@@ -298,12 +305,22 @@ _OUT = 2.5e-7
 
 
 @njit(cache=True)
-def sparse_tables_nb(px, tab):
+def sparse_tables_nb(px, tab, suf):
     """Fill ``tab[s, t, l, 0]`` / ``tab[s, t, l, 1]`` with the max / min of ``px[s, t : t + 2**l]``
-    (float32, rounded outwards; where that range fits - other cells are never read)."""
+    (where that range fits - other cells are never read) and ``suf[s, t]`` with those of
+    ``px[s, t:]`` (float32, rounded outwards)."""
     S, T = px.shape
     L = tab.shape[2]
     for s in range(S):
+        hi = -np.inf
+        lo = np.inf
+        for t in range(T - 1, -1, -1):
+            if px[s, t] > hi:
+                hi = px[s, t]
+            if px[s, t] < lo:
+                lo = px[s, t]
+            suf[s, t, 0] = np.float32(hi * (1.0 + _OUT))
+            suf[s, t, 1] = np.float32(lo * (1.0 - _OUT))
         for t in range(T):
             tab[s, t, 0, 0] = np.float32(px[s, t] * (1.0 + _OUT))
             tab[s, t, 0, 1] = np.float32(px[s, t] * (1.0 - _OUT))
