@@ -218,6 +218,10 @@ def subset_accounts(acc: R.Accounts, keep: np.ndarray, rows: R.AccountRows | Non
 # ------------------------------------------------------------------------------------------
 # the common grid
 # ------------------------------------------------------------------------------------------
+#: grid points per block of the fast kernel's tables (records.GridPaths; speed only)
+BLOCK = 64
+
+
 def path_points(bars: dict[str, np.ndarray], bar_ms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A symbol's path points as ``simulate_nb`` walks them: per bar open, then high and low (high
     first in a bar closing below its open, else low first), close, at ``ts + k * (bar_ms - 1) // 3``
@@ -250,16 +254,18 @@ def build_grid(points: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], coll
         j = np.maximum(j, 0)
         px[s] = np.asarray(p, np.float64)[j]
         bar[s] = np.asarray(b, np.int32)[j]
-    L = max(int(T).bit_length(), 1) if tables else 0
-    tab = np.empty((S, T if tables else 0, L, 2), np.float32)
-    suf = np.empty((S, T if tables else 0, 2), np.float32)
+    B = BLOCK
+    NB = -(-T // B) if tables else 0
+    LB = max(int(NB).bit_length(), 1) if tables else 0
+    suf = np.empty((S, T if tables else 0, 2))
+    blk = np.empty((S, NB, LB, 2))
     if tables and T:
         from backtest.kernels.accounts import sparse_tables_nb
 
-        sparse_tables_nb(px, tab, suf)
+        sparse_tables_nb(px, B, suf, blk)
     coll_series = np.array([-1, *range(len(points), S)], np.int64)
     haircut = np.array([0.0, *[float(h) for h in haircuts]], np.float64)
-    return R.GridPaths(ts, px, bar, tab, suf, coll_series, haircut, len(points))
+    return R.GridPaths(ts, px, bar, suf, blk, B, coll_series, haircut, len(points))
 
 
 # ------------------------------------------------------------------------------------------

@@ -386,17 +386,18 @@ class GridPaths(NamedTuple):
     ``px[s, t]``: series ``s`` (symbols first, then collateral assets) at grid point ``t``, each
     symbol holding its last own path point between its points (quote currency; collateral in
     USD per unit). ``bar[s, t]``: the bar (of symbol ``s``'s own bars) of that point, for the
-    per-bar sums. ``tab[s, t, l, 0]`` / ``tab[s, t, l, 1]``: sparse tables, the max / min of
-    ``px[s]`` over grid points ``[t, t + 2**l)``, in float32 rounded outwards (a bound, never
-    inside the true range; fast kernel; may be empty for the reference). Levels of one point are
-    contiguous, so a binary-lifting query touches a few cache lines per point it visits.
+    per-bar sums. Fast kernel only (may be empty for the reference): ``suf[s, t]`` the max / min
+    of ``px[s, t:]``; ``blk[s, b, l]`` a sparse table over blocks of ``block`` grid points: the
+    max / min of ``px[s]`` over blocks ``[b, b + 2**l)`` (levels of one block contiguous). A
+    query scans prices inside a block and lifts over blocks in the small table (cache-resident).
     """
 
     ts: np.ndarray  # int64[T]: UTC ms, ascending, unique
     px: np.ndarray  # float64[S, T]
     bar: np.ndarray  # int32[S, T]
-    tab: np.ndarray  # float32[S, T, L, 2]
-    suf: np.ndarray  # float32[S, T, 2]: max / min of px[s, t:] (rounded outwards): "never leaves the box" in one look
+    suf: np.ndarray  # float64[S, T, 2]: max, min of px[s, t:]
+    blk: np.ndarray  # float64[S, NB, LB, 2]: max, min over blocks [b, b + 2**l)
+    block: int  # grid points per block
     coll_series: np.ndarray  # int64[n_assets]: series of each collateral asset code (-1: the settlement coin)
     haircut: np.ndarray  # float64[n_assets]: haircut of each asset (0 for the settlement coin)
     n_symbols: int  # series 0 .. n_symbols - 1 are symbols

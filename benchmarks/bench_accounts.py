@@ -115,7 +115,7 @@ def main() -> None:
     same = (np.array_equal(np.sort(fast_sub.x_row), np.sort(ref.x_row)) and np.array_equal(fast_sub.acc_grid, ref.acc_grid)
             and np.array_equal(fast_sub.bar_i, ref.bar_i) and np.array_equal(fast_sub.acc_deficit, ref.acc_deficit))
     t_ref = t_ref_sub * A / len(sub.first)
-    grid_mb = sum(x.nbytes for x in (grid.ts, grid.px, grid.bar, grid.tab)) / 1e6
+    grid_mb = sum(x.nbytes for x in (grid.ts, grid.px, grid.bar, grid.suf, grid.blk)) / 1e6
     liq = int((fast.acc_grid >= 0).sum())
     cont = int(fast.x_contagion.sum())
     print(f"accounts: {n:,} positions in {A:,} accounts over {SYMBOLS} symbols x {POINTS:,} one-second path points (SYNTHETIC)")

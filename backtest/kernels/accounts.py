@@ -25,11 +25,15 @@ liquidation):
   ``t``, equity falls by at most ``d x (sum notional + collateral value)`` and maintenance rises by
   at most ``d x sum(notional x mmr)``, so with ``d* = c / (sum notional x (1 + mmr) + collateral
   value)`` no point inside that box can liquidate it (the collateral term only for a
-  non-settlement asset: the settlement coin's value does not move). The box is shrunk by :data:`SAFETY` (floating
+  non-settlement asset: the settlement coin's value does not move). The kernel uses the one-sided
+  form of the same bound: a long's cushion only falls as its price falls (by at most ``notional x
+  d``: its maintenance margin falls too, or stays at 0), a short's only as its price rises (by at
+  most ``notional x (1 + mmr) x d``), the collateral's as its price falls; so ``d*`` is the cushion
+  over the sum of those rates, and each series' box is open on its harmless side. The box is shrunk by :data:`SAFETY` (floating
   rounding); accounts whose cushion is within :data:`TINY` of their scale are checked at the next
   grid point. The first grid point after ``t`` at which one of its series leaves its box comes from
-  the series' sparse tables of running max/min (binary lifting, O(log T) per series; float32
-  rounded outwards, so a query can stop early - one extra check - never late); the account
+  the series' tables of running max/min (:func:`first_exit_nb`: suffix bounds, then a scan inside
+  a block of grid points and binary lifting over a sparse table of blocks - O(block + log T)); the account
   is put into the bucket of that grid index (a bucket queue: one linked list per grid point) and
   checked again there - liquidated or rescheduled.
 
@@ -100,7 +104,8 @@ def account_state_nb(acc, rows, grid, a, t):
         p = grid.px[rows.sym[i], t]
         eq += position_upnl_nb(rows.side[i], rows.qty[i], rows.entry[i], p)
         mm += position_maint_margin_nb(rows.qty[i], p, rows.mmr[i], rows.cum[i])
-        scale += rows.qty[i] * p * (1.0 + rows.mmr[i])
+        # how fast the cushion can fall per unit of relative adverse move (see the module docstring)
+        scale += rows.qty[i] * p * (1.0 + rows.mmr[i]) if rows.side[i] < 0 else rows.qty[i] * p
     return eq, mm, scale, coll
 
 
@@ -193,27 +198,38 @@ def _liquidate(acc, rows, grid, a, t, eq, bar_i, x_row, x_grid, x_fill, x_cont, 
 def first_exit_nb(grid, s, t, lo, hi):
     """First grid index after ``t`` at which series ``s`` leaves ``[lo, hi]`` (``T``: never).
 
-    One look at the suffix bounds answers "never"; else an exponential search at ``t + 1`` (the
-    levels of one point are contiguous, and every account checked at ``t`` starts there: cache
-    lines shared by the whole bucket) finds the smallest power-of-two block that leaves the box,
-    and binary lifting inside it the first point that does - O(log distance)."""
+    The suffix bounds answer "never" in one look; else the prices up to the end of ``t + 1``'s
+    block are scanned, then an exponential search and binary lifting over the block table find
+    the first block that leaves the box, and a scan of it the point: O(block + log blocks)."""
     T = grid.ts.shape[0]
     pos = t + 1
     if pos >= T:
         return T
-    tab = grid.tab
     if grid.suf[s, pos, 0] <= hi and grid.suf[s, pos, 1] >= lo:
         return T
+    px = grid.px
+    B = grid.block
+    end = min((pos // B + 1) * B, T)
+    for i in range(pos, end):
+        p = px[s, i]
+        if p > hi or p < lo:
+            return i
+    blk = grid.blk
+    NB = blk.shape[1]
+    b = end // B
     l = 0
-    while pos + (1 << l) <= T and tab[s, pos, l, 0] <= hi and tab[s, pos, l, 1] >= lo:
+    while b + (1 << l) <= NB and blk[s, b, l, 0] <= hi and blk[s, b, l, 1] >= lo:
         l += 1
-    if l == 0:
-        return pos
-    pos += 1 << (l - 1)
-    for k in range(l - 2, -1, -1):
-        if pos + (1 << k) <= T and tab[s, pos, k, 0] <= hi and tab[s, pos, k, 1] >= lo:
-            pos += 1 << k
-    return pos
+    if l > 0:
+        b += 1 << (l - 1)
+        for k in range(l - 2, -1, -1):
+            if b + (1 << k) <= NB and blk[s, b, k, 0] <= hi and blk[s, b, k, 1] >= lo:
+                b += 1 << k
+    for i in range(b * B, min((b + 1) * B, T)):
+        p = px[s, i]
+        if p > hi or p < lo:
+            return i
+    return T
 
 
 @njit(cache=True, inline="always")
@@ -231,14 +247,18 @@ def _next_check(acc, rows, grid, a, t, cushion, scale, coll):
     for i in range(f, f + acc.count[a]):
         s = rows.sym[i]
         p = grid.px[s, t]
-        e = first_exit_nb(grid, s, t, p * (1.0 - d), p * (1.0 + d))
+        # one-sided: a long only loses cushion as its price falls, a short as its price rises
+        if rows.side[i] > 0:
+            e = first_exit_nb(grid, s, t, p * (1.0 - d), np.inf)
+        else:
+            e = first_exit_nb(grid, s, t, -np.inf, p * (1.0 + d))
         if e < nxt:
             nxt = e
             if nxt == t + 1:
                 return nxt
     if cs >= 0:
         p = grid.px[cs, t]
-        e = first_exit_nb(grid, cs, t, p * (1.0 - d), p * (1.0 + d))
+        e = first_exit_nb(grid, cs, t, p * (1.0 - d), np.inf)
         if e < nxt:
             nxt = e
     return nxt
@@ -299,18 +319,13 @@ def run_accounts_nb(acc, rows, grid, nbars, reference, x_row, x_grid, x_fill, x_
     return nx, checks
 
 
-#: float32 tables are rounded outwards by this relative margin (above float32's half ulp, 6e-8):
-#: a table's max is never below, its min never above, the float64 prices it bounds (prices > 0)
-_OUT = 2.5e-7
-
-
 @njit(cache=True)
-def sparse_tables_nb(px, tab, suf):
-    """Fill ``tab[s, t, l, 0]`` / ``tab[s, t, l, 1]`` with the max / min of ``px[s, t : t + 2**l]``
-    (where that range fits - other cells are never read) and ``suf[s, t]`` with those of
-    ``px[s, t:]`` (float32, rounded outwards)."""
+def sparse_tables_nb(px, B, suf, blk):
+    """Fill ``suf[s, t]`` with the max / min of ``px[s, t:]`` and ``blk[s, b, l]`` with those over
+    blocks ``[b, b + 2**l)`` of ``B`` grid points (where that range fits - other cells are never read)."""
     S, T = px.shape
-    L = tab.shape[2]
+    NB = blk.shape[1]
+    L = blk.shape[2]
     for s in range(S):
         hi = -np.inf
         lo = np.inf
@@ -319,17 +334,24 @@ def sparse_tables_nb(px, tab, suf):
                 hi = px[s, t]
             if px[s, t] < lo:
                 lo = px[s, t]
-            suf[s, t, 0] = np.float32(hi * (1.0 + _OUT))
-            suf[s, t, 1] = np.float32(lo * (1.0 - _OUT))
-        for t in range(T):
-            tab[s, t, 0, 0] = np.float32(px[s, t] * (1.0 + _OUT))
-            tab[s, t, 0, 1] = np.float32(px[s, t] * (1.0 - _OUT))
+            suf[s, t, 0] = hi
+            suf[s, t, 1] = lo
+        for b in range(NB):
+            hi = -np.inf
+            lo = np.inf
+            for t in range(b * B, min((b + 1) * B, T)):
+                if px[s, t] > hi:
+                    hi = px[s, t]
+                if px[s, t] < lo:
+                    lo = px[s, t]
+            blk[s, b, 0, 0] = hi
+            blk[s, b, 0, 1] = lo
         for l in range(1, L):
             h = 1 << (l - 1)
-            for t in range(T - (1 << l) + 1):
-                a = tab[s, t, l - 1, 0]
-                b = tab[s, t + h, l - 1, 0]
-                tab[s, t, l, 0] = a if a >= b else b
-                a = tab[s, t, l - 1, 1]
-                b = tab[s, t + h, l - 1, 1]
-                tab[s, t, l, 1] = a if a <= b else b
+            for b in range(NB - (1 << l) + 1):
+                x = blk[s, b, l - 1, 0]
+                y = blk[s, b + h, l - 1, 0]
+                blk[s, b, l, 0] = x if x >= y else y
+                x = blk[s, b, l - 1, 1]
+                y = blk[s, b + h, l - 1, 1]
+                blk[s, b, l, 1] = x if x <= y else y
