@@ -17,6 +17,7 @@ def contagion_page(summary: Any, symbols: list[str], title: str):
     from backtest.report.figures import short_sym
 
     fig = new_figure()
+    fig.set_layout_engine("none")  # placed by hand (axes, text blocks and a table in figure fractions)
     fig.suptitle(title, fontsize=14, fontweight="bold")
     get = summary.get if hasattr(summary, "get") else (lambda k, d=None: getattr(summary, k, d))
     matrix = get("contagion_matrix_usd")
