@@ -69,7 +69,7 @@ from backtest.records import (
 )
 
 #: the fast kernel's box is this share of the bound ``d*`` (floating-point rounding margin)
-SAFETY = 0.9
+SAFETY = 0.99
 #: cushions below this share of the account's scale (collateral + notional) are re-checked at the
 #: next grid point (no box: rounding could matter there)
 TINY = 1e-9
