@@ -322,4 +322,7 @@ def run_accounts(acc: R.Accounts, rows: R.AccountRows, grid: R.GridPaths, nbars:
     acc_def = np.empty(A)
     bar_i = np.empty((grid.px.shape[0], max(int(nbars), 1), R.AB_SIZE), np.int64)
     nx, checks = run_accounts_nb(acc, rows, grid, int(nbars), bool(reference), x_row, x_grid, x_fill, x_cont, x_src, acc_grid, acc_def, bar_i)
-    return R.AccountOutputs(x_row[:nx], x_grid[:nx], x_fill[:nx], x_cont[:nx], x_src[:nx], acc_grid, acc_def, bar_i, int(checks))
+    # records in one canonical order (grid point, then row), whatever order the kernel visited the
+    # accounts in: sums over them then do not depend on the mode or the check schedule
+    o = np.lexsort((x_row[:nx], x_grid[:nx]))
+    return R.AccountOutputs(x_row[:nx][o], x_grid[:nx][o], x_fill[:nx][o], x_cont[:nx][o], x_src[:nx][o], acc_grid, acc_def, bar_i, int(checks))

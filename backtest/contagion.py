@@ -173,5 +173,4 @@ def summary_fields(run: EngineRun, liqs_by_symbol: dict[str, dict[str, np.ndarra
         "contagion_matrix_usd": matrix,
         "contagion_account_deficit_usd": float(run.out.bar_i[:, :, R.AB_DEFICIT].sum() / R.USD_SCALE),
         "contagion_engine_accounts": int(len(run.sub.first)),
-        "contagion_account_checks": int(run.out.checks),
     }

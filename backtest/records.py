@@ -406,7 +406,7 @@ class GridPaths(NamedTuple):
 class AccountOutputs(NamedTuple):
     """What one account-engine run returns (:func:`backtest.kernels.accounts.run_accounts_nb`).
 
-    Exit records (one per liquidated row; order depends on the mode: compare sorted), per account
+    Exit records (one per liquidated row, by grid point then row: the same in both modes), per account
     the grid index of its liquidation (-1: never) and its deficit (USD, before weights), and
     the per-symbol, per-bar sums ``bar_i[s, bar, AB_*]``.
     """

@@ -199,7 +199,7 @@ class Summary(_ByName):
     #: contagion rows; per account class (isolated, single_symbol_cross, multi_symbol_cross) accounts,
     #: positions liquidated (weighted), liquidated and contagion notional; source symbol -> liquidated
     #: symbol contagion notional; the account engine's deficits (USD, not charged to the fund); the
-    #: accounts it ran and the checks it made
+    #: accounts it ran (its account checks, a speed figure, are in timings_s)
     contagion_definition: str | None = None
     contagion_liquidated_usd: float | None = None
     contagion_own_market_usd: float | None = None
@@ -209,7 +209,6 @@ class Summary(_ByName):
     contagion_matrix_usd: dict | None = None
     contagion_account_deficit_usd: float | None = None
     contagion_engine_accounts: int | None = None
-    contagion_account_checks: int | None = None
 
     def keys(self) -> list[str]:
         return [k for k in super().keys() if not (k in _OPTIONAL_FIELDS and getattr(self, k) is None)]
@@ -229,7 +228,7 @@ class Summary(_ByName):
 #: summary fields written only when they have a value
 _OPTIONAL_FIELDS = ("observed_liquidated_usd", "observed_liquidated_note", "contagion_definition", "contagion_liquidated_usd",
                     "contagion_own_market_usd", "contagion_share", "contagion_rows", "contagion_by_class", "contagion_matrix_usd",
-                    "contagion_account_deficit_usd", "contagion_engine_accounts", "contagion_account_checks")
+                    "contagion_account_deficit_usd", "contagion_engine_accounts")
 #: the contagion_* keys of summary.json (issue 12)
 CONTAGION_KEYS = tuple(k for k in _OPTIONAL_FIELDS if k.startswith("contagion_"))
 

@@ -212,8 +212,9 @@ def simulate_prepared(
 
             per[s] = SymbolRun(out, bars, mk, full, fund, split, rows=pe.rows, accounts=symbol_part(acc_run, i, len(bars["ts"])))
     timings = {"sort_s": t_sort, "simulate_s": t_sim}
-    if acc_run is not None:
+    if acc_run is not None:  # the account engine's time and its account checks (speed figures)
         timings["accounts_s"] = t_acc
+        timings["account_checks"] = float(acc_run.out.checks)
     res = assemble(prepared, per, mode, shock, pop_params, sim, timings=timings, summary_only=summary_only, accounts=acc_run)
     if mode == "replay" and not summary_only:  # observed forced orders in the store, when there are any
         from backtest.observed import add_observed_total
