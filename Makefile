@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: env report test bench data clean
+.PHONY: env report test bench bench-accounts data clean
 
 env: $(STAMP)
 
@@ -23,6 +23,10 @@ test: env
 
 bench: env
 	for f in benchmarks/bench_*.py; do $(BIN)/python $$f || exit 1; done
+
+# issue 12: the account engine alone (5 M positions, ~2 M accounts, 5 symbols x 86,400 points)
+bench-accounts: env
+	$(BIN)/python benchmarks/bench_accounts.py
 
 data: env
 	$(BIN)/python scripts/build_data.py

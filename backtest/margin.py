@@ -205,6 +205,25 @@ def maintenance_margin_nb(notional, lo, hi, mmr, cum):
     return notional * mmr[t] - cum[t]
 
 
+@njit(cache=True, error_model="numpy")
+def position_maint_margin_nb(qty, mark, mmr, cum):
+    """Maintenance margin (USD) of one linear position at ``mark`` with its tier's rate ``mmr`` and
+    amount ``cum`` (Binance ``notional * MMR - cum``; Bybit / OKX / Gate / Hyperliquid take
+    ``cum`` 0 or their own deduction): ``qty * mark * mmr - cum``, never below 0. The tier is the
+    row's (``records.POPULATION_FIELDS`` ``tier``: for Binance the bracket at its liquidation
+    notional), held while the mark moves. Used by the cross-account engine
+    (:mod:`backtest.kernels.accounts`): an account is liquidated when its wallet plus the
+    unrealised PnL of its cross positions falls below the sum of these."""
+    m = qty * mark * mmr - cum
+    return m if m > 0.0 else 0.0
+
+
+@njit(cache=True, error_model="numpy")
+def position_upnl_nb(side, qty, entry, mark):
+    """Unrealised PnL (USD) of one linear position at ``mark``: ``side * qty * (mark - entry)``."""
+    return side * qty * (mark - entry)
+
+
 def tier_for_notional(tiers: Any, notional: float) -> tuple[int, float, float, float]:
     """``(index, mmr, cum, max_leverage)`` of the tier holding ``notional`` (ValueError if none)."""
     lo, hi, mmr, cum, lev = tier_arrays(tiers)

@@ -316,3 +316,108 @@ class ListState(NamedTuple):
     div: np.ndarray  # float64: 1 - side x mmr (liquidation lists): funding shift divisor
     shift: np.ndarray  # float64: funding shift of the list's levels, quote currency
     head: np.ndarray  # float64: trigger level (before the shift) at the pointer; NaN when done
+
+
+# --- accounts: cross margin shared across an event's symbols (issue 12) -------------------
+#: account id of a row that belongs to no shared account (isolated rows)
+NO_ACCOUNT: int = -1
+#: collateral asset code of the settlement coin (USDT for linear contracts: price 1, no haircut)
+COLLATERAL_SETTLEMENT: int = 0
+
+#: account classes (outputs: counts and notional per class)
+ACCOUNT_CLASS_ISOLATED: int = 0
+ACCOUNT_CLASS_SINGLE: int = 1  # a cross account with positions on one symbol only
+ACCOUNT_CLASS_MULTI: int = 2  # a cross account with positions on two or more symbols
+ACCOUNT_CLASS_NAMES = {ACCOUNT_CLASS_ISOLATED: "isolated", ACCOUNT_CLASS_SINGLE: "single_symbol_cross", ACCOUNT_CLASS_MULTI: "multi_symbol_cross"}
+
+#: source code of a contagion liquidation whose largest loss was the collateral's fall (not a symbol)
+SOURCE_COLLATERAL: int = -2
+
+#: per-bar integer accumulators of the account engine (units of 1/USD_SCALE USD, or of
+#: 1/USD_SCALE positions for the weighted counts; rows unscaled), per symbol and bar
+AB_LONG_LIQ = 0  # notional of liquidated longs, qty x weight x fill
+AB_SHORT_LIQ = 1
+AB_LONG_ROWS = 2  # rows liquidated (not weighted)
+AB_SHORT_ROWS = 3
+AB_LONG_W = 4  # weighted count (real positions) x USD_SCALE, longs
+AB_SHORT_W = 5
+AB_DEFICIT = 6  # the accounts' losses beyond their equity, split over their rows by notional (USD)
+AB_CONTAGION = 7  # notional of rows liquidated by another symbol's (or the collateral's) move
+AB_OWN = 8  # notional of rows their own symbol's move alone would have liquidated then
+AB_CONTAGION_ROWS = 9
+AB_SIZE = 10
+
+
+class Accounts(NamedTuple):
+    """Cross accounts over one event's symbols (built by :func:`backtest.accounts.assign_accounts`).
+
+    Rows are those of the event's per-symbol populations concatenated in symbol order (global
+    row ``g = row_offset[s] + i`` for row ``i`` of symbol ``s``). CSR layout: account ``a`` holds
+    the rows ``members[first[a] : first[a] + count[a]]``.
+    """
+
+    row_account: np.ndarray  # int32[n_rows]: account id of each row, NO_ACCOUNT (-1) for isolated rows
+    row_offset: np.ndarray  # int64[S + 1]: first global row of each symbol
+    first: np.ndarray  # int64[A]: first entry of the account in ``members``
+    count: np.ndarray  # int32[A]: rows of the account
+    members: np.ndarray  # int64[m]: global row indices, account by account
+    wallet_usd: np.ndarray  # float64[A]: wallet balance at the window start, USD (collateral value after haircut)
+    coll_asset: np.ndarray  # int16[A]: collateral asset code (COLLATERAL_SETTLEMENT or 1.. of the asset table)
+    coll_amount: np.ndarray  # float64[A]: collateral held, units of the asset (USD for the settlement coin)
+    n_symbols: np.ndarray  # int8[A]: distinct symbols of the account (its class: 1 single, >= 2 multi)
+
+
+class AccountRows(NamedTuple):
+    """The per-row arrays the account kernel reads, in member order: entry ``j`` is the row
+    ``Accounts.members[j]`` (an account's rows are contiguous; built by
+    :func:`backtest.accounts.account_rows`)."""
+
+    sym: np.ndarray  # int16: symbol (series) index of the row
+    side: np.ndarray  # int8: +1 long, -1 short
+    entry: np.ndarray  # float64: entry price, quote currency
+    qty: np.ndarray  # float64: base units (> 0)
+    mmr: np.ndarray  # float64: maintenance margin rate of its tier (fraction)
+    cum: np.ndarray  # float64: maintenance amount of its tier, USD
+    weight: np.ndarray  # float32: real positions the row stands for
+
+
+class GridPaths(NamedTuple):
+    """Prices of an event's symbols and collateral assets on one common time grid.
+
+    ``px[s, t]``: series ``s`` (symbols first, then collateral assets) at grid point ``t``, each
+    symbol holding its last own path point between its points (quote currency; collateral in
+    USD per unit). ``bar[s, t]``: the bar (of symbol ``s``'s own bars) of that point, for the
+    per-bar sums. Fast kernel only (may be empty for the reference): ``suf[s, t]`` the max / min
+    of ``px[s, t:]``; ``blk[s, b, l]`` a sparse table over blocks of ``block`` grid points: the
+    max / min of ``px[s]`` over blocks ``[b, b + 2**l)`` (levels of one block contiguous). A
+    query scans prices inside a block and lifts over blocks in the small table (cache-resident).
+    """
+
+    ts: np.ndarray  # int64[T]: UTC ms, ascending, unique
+    px: np.ndarray  # float64[S, T]
+    bar: np.ndarray  # int32[S, T]
+    suf: np.ndarray  # float64[S, T, 2]: max, min of px[s, t:]
+    blk: np.ndarray  # float64[S, NB, LB, 2]: max, min over blocks [b, b + 2**l)
+    block: int  # grid points per block
+    coll_series: np.ndarray  # int64[n_assets]: series of each collateral asset code (-1: the settlement coin)
+    haircut: np.ndarray  # float64[n_assets]: haircut of each asset (0 for the settlement coin)
+    n_symbols: int  # series 0 .. n_symbols - 1 are symbols
+
+
+class AccountOutputs(NamedTuple):
+    """What one account-engine run returns (:func:`backtest.kernels.accounts.run_accounts_nb`).
+
+    Exit records (one per liquidated row, by grid point then row: the same in both modes), per account
+    the grid index of its liquidation (-1: never) and its deficit (USD, before weights), and
+    the per-symbol, per-bar sums ``bar_i[s, bar, AB_*]``.
+    """
+
+    x_row: np.ndarray  # int64: global row
+    x_grid: np.ndarray  # int32: grid index of the liquidation
+    x_fill: np.ndarray  # float64: fill, the row's symbol at that grid point, quote currency
+    x_contagion: np.ndarray  # int8: 1 contagion, 0 own market
+    x_source: np.ndarray  # int16: symbol whose loss contributed most to the equity drop (SOURCE_COLLATERAL: the collateral)
+    acc_grid: np.ndarray  # int32[A]
+    acc_deficit: np.ndarray  # float64[A]: loss beyond equity of the account (one real account), USD
+    bar_i: np.ndarray  # int64[S, nbars, AB_SIZE]
+    checks: int  # account checks made (speed statistic)

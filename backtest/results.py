@@ -52,12 +52,18 @@ BARS_SCHEMA: dict[str, pl.DataType] = {
     "deficit_usd": pl.Float64, "uncovered_usd": pl.Float64, "adl_taken_usd": pl.Float64, "clearance_fees_usd": pl.Float64,
     "taker_fees_usd": pl.Float64, "rounds": pl.Int32, "cascades_at_max_rounds": pl.Int32, "adl_ranks_hit": pl.Int8, "endo_move_min_pct": pl.Float64, "endo_move_max_pct": pl.Float64,
     "funding_rate": pl.Float64, "price_source": pl.String,
+    # accounts (issue 12; backtest.contagion): notional liquidated by another symbol's or the collateral's move,
+    # by the own symbol's move (both engines), and the account engine's deficits (not charged to the fund)
+    "contagion_usd": pl.Float64, "own_market_usd": pl.Float64, "account_deficit_usd": pl.Float64,
 }
 #: one row per position that left the book (liquidated, stopped, ADL'd), by time then position
 LIQUIDATIONS_SCHEMA: dict[str, pl.DataType] = {
     "symbol": pl.String, "position": pl.Int64, "side": pl.Int8, "exit": pl.String, "ts": TS, "fill": pl.Float64,
     "round": pl.Int16, "qty": pl.Float64, "notional_usd": pl.Float64, "weight": pl.Float64, "leverage": pl.Float32,
     "margin_mode": pl.Int8, "entry": pl.Float64, "liq_price": pl.Float64,
+    # accounts (issue 12): the row's account (-1 isolated, or accounts off); contagion 1 when another symbol's (or the
+    # collateral's) move liquidated it; source: the symbol whose loss contributed most ("collateral"; null own-market)
+    "account": pl.Int64, "contagion": pl.Int8, "source": pl.String,
 }
 #: price ranges where open notional concentrates (see liqmap.clusters_frame), ranked by notional
 CLUSTERS_SCHEMA: dict[str, pl.DataType] = {
@@ -190,6 +196,21 @@ class Summary(_ByName):
     #: the feed is throttled; backtest.observed), only when the store holds any; omitted otherwise
     observed_liquidated_usd: float | None = None
     observed_liquidated_note: str | None = None
+    #: accounts (issue 12; backtest.contagion), only when the account engine ran (replay, accounts on):
+    #: the definition; notional liquidated by contagion and by own-market moves (USD); contagion's share;
+    #: contagion rows; per account class (isolated, single_symbol_cross, multi_symbol_cross) accounts,
+    #: positions liquidated (weighted), liquidated and contagion notional; source symbol -> liquidated
+    #: symbol contagion notional; the account engine's deficits (USD, not charged to the fund); the
+    #: accounts it ran (its account checks, a speed figure, are in timings_s)
+    contagion_definition: str | None = None
+    contagion_liquidated_usd: float | None = None
+    contagion_own_market_usd: float | None = None
+    contagion_share: float | None = None
+    contagion_rows: int | None = None
+    contagion_by_class: dict | None = None
+    contagion_matrix_usd: dict | None = None
+    contagion_account_deficit_usd: float | None = None
+    contagion_engine_accounts: int | None = None
 
     def keys(self) -> list[str]:
         return [k for k in super().keys() if not (k in _OPTIONAL_FIELDS and getattr(self, k) is None)]
@@ -207,7 +228,11 @@ class Summary(_ByName):
 
 
 #: summary fields written only when they have a value
-_OPTIONAL_FIELDS = ("observed_liquidated_usd", "observed_liquidated_note")
+_OPTIONAL_FIELDS = ("observed_liquidated_usd", "observed_liquidated_note", "contagion_definition", "contagion_liquidated_usd",
+                    "contagion_own_market_usd", "contagion_share", "contagion_rows", "contagion_by_class", "contagion_matrix_usd",
+                    "contagion_account_deficit_usd", "contagion_engine_accounts")
+#: the contagion_* keys of summary.json (issue 12)
+CONTAGION_KEYS = tuple(k for k in _OPTIONAL_FIELDS if k.startswith("contagion_"))
 
 
 #: scalar fields of the summary (the metrics a sweep keeps per combination, in summary order)
@@ -284,16 +309,31 @@ class SymbolRun:
     pop: Any  # the population entry (simulate.PopEntry: arrays, open notional, sources)
     fund0: float  # this symbol's share of the insurance fund at the start, USD
     split: tuple  # exit notional by kind (kernels.cascade.exit_split_nb)
+    #: accounts on (backtest.contagion): the full-population index of each row the kernel ran
+    #: (its ``x_pos`` index into this), and the account engine's part of this symbol
+    #: (contagion.symbol_part); None otherwise
+    rows: Any = None
+    accounts: Any = None
+
+
+def _engine_liqs(d: SymbolRun) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The account engine's liquidations of one symbol: (side, notional USD, UTC minute)."""
+    ap = d.accounts
+    a = d.pop.arrays
+    usd = a["qty"][ap["row"]] * a["weight"][ap["row"]].astype(np.float64) * ap["fill"]
+    return a["side"][ap["row"]], usd, ap["ts"] // 60_000
 
 
 def exit_totals(per: dict[str, SymbolRun]) -> dict:
     """Totals and the peak minute straight from the kernels' exit records (same in both paths).
 
-    ``per[symbol].split`` is the symbol's exit split (kernels.cascade.exit_split_nb)."""
+    ``per[symbol].split`` is the symbol's exit split (kernels.cascade.exit_split_nb); the account
+    engine's liquidations (``per[symbol].accounts``, accounts on) are added after the kernel's."""
     tot = {"long": 0.0, "short": 0.0, "stopped": 0.0, "adl": 0.0}
     from backtest.kernels.cascade import minute_sums_nb
 
     splits = []
+    extra = []
     for d in per.values():
         kind_usd, liq_usd, nl, ns, nst, na, nliq, mmin, mmax = d.split
         a, b, c = nl, nl + ns, nl + ns + nst
@@ -303,19 +343,26 @@ def exit_totals(per: dict[str, SymbolRun]) -> dict:
         tot["adl"] += float(np.sum(kind_usd[c : c + na]))
         if nliq:
             splits.append((d.out, liq_usd, nliq, mmin, mmax))
+        if d.accounts is not None and len(d.accounts["row"]):
+            side, usd, minute = _engine_liqs(d)
+            tot["long"] += float(np.sum(usd[side > 0]))
+            tot["short"] += float(np.sum(usd[side < 0]))
+            extra.append((minute, usd))
     tot["peak_minute"], tot["peak_usd"] = None, 0.0
-    if splits:
-        m0 = int(min(x[3] for x in splits))
-        m1 = int(max(x[4] for x in splits))
+    if splits or extra:
+        m0 = int(min([x[3] for x in splits] + [int(e[0].min()) for e in extra]))
+        m1 = int(max([x[4] for x in splits] + [int(e[0].max()) for e in extra]))
         if m1 - m0 < 50_000_000:  # minutes as bins, no sort; sums add in record order, as bincount
             u = None
             sums = np.zeros(m1 - m0 + 1)
             for out, liq_usd, _, _, _ in splits:
                 minute_sums_nb(out.x_code, out.x_ts, liq_usd, m0, sums)
+            for minute, usd in extra:
+                np.add.at(sums, minute - m0, usd)
         else:
-            m = np.concatenate([out.x_ts[out.x_code == R.EXIT_LIQUIDATED] // 60_000 for out, *_ in splits])
+            m = np.concatenate([out.x_ts[out.x_code == R.EXIT_LIQUIDATED] // 60_000 for out, *_ in splits] + [e[0] for e in extra])
             u, inv = np.unique(m, return_inverse=True)
-            sums = np.bincount(inv, weights=np.concatenate([x[1][: x[2]] for x in splits]))
+            sums = np.bincount(inv, weights=np.concatenate([x[1][: x[2]] for x in splits] + [e[1] for e in extra]))
         k = int(np.argmax(sums))  # first (earliest) of equal maxima
         from datetime import datetime, timezone
 
@@ -367,6 +414,13 @@ def bars_frame(s: str, d: SymbolRun) -> pl.DataFrame:
     S = R.USD_SCALE
     out, bars, mk = d.out, d.bars, d.market
     bi, bf = out.bar_i, out.bar_f
+    if d.accounts is not None:  # the account engine's liquidations join the kernel's columns
+        ab = d.accounts["bar_i"]
+        bi = bi.copy()
+        bi[:, R.BI_LONG_LIQ] += ab[:, R.AB_LONG_LIQ]
+        bi[:, R.BI_SHORT_LIQ] += ab[:, R.AB_SHORT_LIQ]
+        bi[:, R.BI_LONG_LIQ_W] += ab[:, R.AB_LONG_W]
+        bi[:, R.BI_SHORT_LIQ_W] += ab[:, R.AB_SHORT_W]
     n = len(bars["ts"])
     return pl.DataFrame(
         {
@@ -388,17 +442,37 @@ def bars_frame(s: str, d: SymbolRun) -> pl.DataFrame:
             "endo_move_max_pct": np.expm1(bf[:, R.BF_ENDO_MAX]) * 100.0,
             "funding_rate": bars["funding_rate"],
             "price_source": [mk.price_source] * n,
+            **_account_bar_columns(d, n),
         }
     ).with_columns(pl.col("ts").cast(pl.Int64).cast(TS))
 
 
-def liquidations_frame(s: str, d: SymbolRun) -> pl.DataFrame:
-    """The ``liquidations`` rows of one symbol (:data:`LIQUIDATIONS_SCHEMA`)."""
+def _account_bar_columns(d: SymbolRun, n: int) -> dict[str, np.ndarray]:
+    """The accounts' bar columns; with the account engine on, its liquidations are added to the
+    kernel's liquidation columns (records.AB_*)."""
+    z = np.zeros(n)
+    if d.accounts is None:
+        liq = d.out.bar_i[:, R.BI_LONG_LIQ] + d.out.bar_i[:, R.BI_SHORT_LIQ]
+        return {"contagion_usd": z, "own_market_usd": liq / R.USD_SCALE if n else z, "account_deficit_usd": z}
+    ab = d.accounts["bar_i"]
+    S = R.USD_SCALE
+    liq = d.out.bar_i[:, R.BI_LONG_LIQ] + d.out.bar_i[:, R.BI_SHORT_LIQ]
+    return {"contagion_usd": ab[:, R.AB_CONTAGION] / S, "own_market_usd": (liq + ab[:, R.AB_OWN]) / S,
+            "account_deficit_usd": ab[:, R.AB_DEFICIT] / S}
+
+
+def liquidations_frame(s: str, d: SymbolRun, symbols: list[str] | None = None) -> pl.DataFrame:
+    """The ``liquidations`` rows of one symbol (:data:`LIQUIDATIONS_SCHEMA`); ``symbols`` (the
+    run's, in order) names the contagion sources."""
     out, a = d.out, d.pop.arrays
     hit = out.x_pos.astype(np.int64)
+    if d.rows is not None:  # the kernel ran the rows the account engine left: back to population rows
+        hit = d.rows[hit]
     w = a["weight"][hit].astype(np.float64)
     fill = out.x_fill
-    return (
+    ap = d.accounts
+    account = ap["row_account"][hit].astype(np.int64) if ap is not None else np.full(hit.size, R.NO_ACCOUNT, np.int64)
+    df = (
         pl.DataFrame(
             {
                 "symbol": [s] * hit.size,
@@ -415,17 +489,36 @@ def liquidations_frame(s: str, d: SymbolRun) -> pl.DataFrame:
                 "margin_mode": a["margin_mode"][hit],
                 "entry": a["entry"][hit],
                 "liq_price": a["liq_price"][hit],
+                "account": account,
+                "contagion": np.zeros(hit.size, np.int8),
+                "source": pl.Series([None] * hit.size, dtype=pl.String),
             }
         )
         .with_columns(pl.col("ts").cast(pl.Int64).cast(TS))
-        .sort("ts", "position")  # records come by path point; order them by time, then position
     )
+    if ap is not None and len(ap["row"]):
+        r = ap["row"]
+        wr = a["weight"][r].astype(np.float64)
+        names = list(symbols or [])
+        src = [("collateral" if x == R.SOURCE_COLLATERAL else names[x]) if c else None for x, c in zip(ap["source"].tolist(), ap["contagion"].tolist())]
+        eng = pl.DataFrame(
+            {
+                "symbol": [s] * r.size, "position": r, "side": a["side"][r], "exit": ["liquidated"] * r.size, "ts": ap["ts"],
+                "fill": ap["fill"], "round": np.zeros(r.size, np.int16), "qty": a["qty"][r] * wr, "notional_usd": a["qty"][r] * wr * ap["fill"],
+                "weight": wr, "leverage": a["leverage"][r], "margin_mode": a["margin_mode"][r], "entry": a["entry"][r],
+                "liq_price": a["liq_price"][r], "account": ap["account"].astype(np.int64), "contagion": ap["contagion"].astype(np.int8),
+                "source": pl.Series(src, dtype=pl.String),
+            }
+        ).with_columns(pl.col("ts").cast(pl.Int64).cast(TS))
+        df = pl.concat([df, eng])
+    return df.sort("ts", "position")  # records come by path point; order them by time, then position
 
 
 def assemble(prep: Any, per: dict[str, SymbolRun], mode: str, shock: str | None, pop_params: Any, sim: Any, timings: dict,
-             summary_only: bool = False) -> SimResult:
+             summary_only: bool = False, accounts: Any = None) -> SimResult:
     """The :class:`SimResult` of a run from each symbol's :class:`SymbolRun`.
-    ``summary_only``: the frames stay empty (sweeps)."""
+    ``summary_only``: the frames stay empty (sweeps). ``accounts``: the account engine's run
+    (contagion.EngineRun) when accounts were on: the summary gets its ``contagion_*`` fields."""
     frames: dict[str, list[pl.DataFrame]] = {name: [] for name in FRAME_SCHEMAS}
     rounds_total = None
     per_symbol: dict[str, SymbolSummary] = {}
@@ -437,7 +530,7 @@ def assemble(prep: Any, per: dict[str, SymbolRun], mode: str, shock: str | None,
             continue
         bars, bf = d.bars, d.out.bar_f
         frames["bars"].append(bars_frame(s, d))
-        liqs = liquidations_frame(s, d)
+        liqs = liquidations_frame(s, d, list(prep.symbols))
         frames["liquidations"].append(liqs)
         p0 = float(bars["open"][0])
         lm = liq_map_frame(d.pop.arrays, s, p0, sim.bucket_pct)
@@ -447,10 +540,40 @@ def assemble(prep: Any, per: dict[str, SymbolRun], mode: str, shock: str | None,
         path_hi = float(np.max(bf[:, R.BF_HIGH])) if len(bars["ts"]) else p0
         frames["clusters"].append(clusters_frame(lm, liqs, p0, path_lo, path_hi, sim))
     summary = make_summary(prep, per_symbol, exit_totals(per), rounds_total, mode, shock, pop_params, sim, timings)
+    if accounts is not None:
+        from backtest.contagion import NOTE, summary_fields
+
+        for k, v in summary_fields(accounts, {s: _liq_arrays(d, list(prep.symbols)) for s, d in per.items()}).items():
+            setattr(summary, k, v)
+        summary.notes = [n for n in summary.notes if not n.startswith("cross positions are simulated")] + [NOTE]
     if summary_only:
         empty = pl.DataFrame()
         return SimResult(summary, empty, empty, empty, empty, empty)
     return SimResult(summary, **{name: pl.concat(fs) for name, fs in frames.items()})
+
+
+def _liq_arrays(d: SymbolRun, symbols: list[str]) -> dict[str, np.ndarray]:
+    """Every liquidation of one symbol (both engines) for contagion.summary_fields."""
+    out, a = d.out, d.pop.arrays
+    liq = out.x_code == R.EXIT_LIQUIDATED
+    hit = out.x_pos[liq].astype(np.int64)
+    if d.rows is not None:
+        hit = d.rows[hit]
+    ap = d.accounts
+    acc = ap["row_account"][hit].astype(np.int64)
+    usd = out.x_usd[liq]
+    w = a["weight"][hit].astype(np.float64)
+    cont = np.zeros(hit.size, np.int8)
+    src = np.full(hit.size, -1, np.int64)
+    if len(ap["row"]):
+        r = ap["row"]
+        acc = np.concatenate([acc, ap["account"].astype(np.int64)])
+        wr = a["weight"][r].astype(np.float64)
+        usd = np.concatenate([usd, a["qty"][r] * wr * ap["fill"]])
+        w = np.concatenate([w, wr])
+        cont = np.concatenate([cont, ap["contagion"]])
+        src = np.concatenate([src, ap["source"].astype(np.int64)])
+    return {"account": acc, "usd": usd, "weight": w, "contagion": cont, "source": src}
 
 
 def _add_padded(a: np.ndarray, b: np.ndarray) -> np.ndarray:

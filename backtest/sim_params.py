@@ -8,9 +8,10 @@ Every default names its source or says it is an assumption (a parameter for cali
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from backtest import accounts_params as AP
 from backtest import records as R
 from backtest.errors import ParamError
 from backtest.params import apply_overrides
@@ -83,6 +84,17 @@ class SimParams:
     cluster_range_pct: float = 0.3
     #: entries per lazily-sorted bucket of the fast kernel's trigger lists (speed only).
     sort_bucket_size: int = 1024
+    #: issue 12: cross rows of the event's symbols share accounts (backtest.accounts); replay only
+    #: (the account engine runs on the exogenous path). False = every row its own account.
+    accounts: bool = AP.DEFAULT_ACCOUNTS
+    #: positions (symbols) per cross account, k -> probability (backtest.accounts_params: for calibration)
+    positions_per_account: dict = field(default_factory=lambda: dict(AP.DEFAULT_POSITIONS_PER_ACCOUNT))
+    #: share of cross accounts holding a non-settlement collateral asset (for calibration)
+    collateral_share: float = AP.DEFAULT_COLLATERAL_SHARE
+    #: haircut of that asset (assumption, for calibration)
+    collateral_haircut: float = AP.DEFAULT_COLLATERAL_HAIRCUT
+    #: scenario: the collateral asset's price step, e.g. "-0.35@2025-10-10T21:00Z" ("" = none; not market data)
+    collateral_shock: str = ""
 
     def validate(self) -> None:
         if self.price_path not in ("anchored", "last", "mark"):
@@ -112,6 +124,24 @@ class SimParams:
                 raise ParamError(f"parameter {name!r} must be a number, got {getattr(self, name)!r}")
             if not ok or (isinstance(getattr(self, name), float) and math.isnan(getattr(self, name))):
                 raise ParamError(f"parameter {name!r} must be {what}, got {getattr(self, name)!r}")
+        if not isinstance(self.accounts, bool):
+            raise ParamError(f"parameter 'accounts' must be true or false, got {self.accounts!r}")
+        if isinstance(self.collateral_share, bool) or not 0.0 <= self.collateral_share <= 1.0:
+            raise ParamError(f"parameter 'collateral_share' must be between 0 and 1, got {self.collateral_share!r}")
+        if isinstance(self.collateral_haircut, bool) or not 0.0 <= self.collateral_haircut < 1.0:
+            raise ParamError(f"parameter 'collateral_haircut' must be in [0, 1), got {self.collateral_haircut!r}")
+        from backtest.accounts import parse_collateral_shock, positions_cdf
+        from backtest.errors import SimError
+
+        try:
+            if not isinstance(self.positions_per_account, dict):
+                raise SimError("x")
+            positions_cdf(self.positions_per_account)
+        except (SimError, TypeError, ValueError):
+            raise ParamError("parameter 'positions_per_account' must map 1, 2, ... to probabilities summing to 1, "
+                             "e.g. positions_per_account='{\"1\": 0.5, \"2\": 0.5}'") from None
+        if self.collateral_shock:
+            parse_collateral_shock(self.collateral_shock)
         from backtest.params import check_ranges
 
         check_ranges(self, SIM_PARAM_RANGES)

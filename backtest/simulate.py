@@ -15,8 +15,10 @@ the kernel parameters, the workspace) is :mod:`backtest.engine`. It is the :clas
 sweeps and the report run on.
 
 Simplifications (see also :mod:`backtest.kernels.cascade`): every position of the population is
-open at the start of the window; cross positions are treated like isolated ones with their
-allotted collateral; linear contracts only; one insurance fund split across the symbols by open
+open at the start of the window; in a cascade (and in replay with ``accounts=false``) cross
+positions are treated like isolated ones with their allotted collateral - in replay with accounts
+on (the default) the rows of accounts over several symbols are liquidated by the account engine
+(:mod:`backtest.contagion`); linear contracts only; one insurance fund split across the symbols by open
 notional; ADL runs at the end of each bar for what the fund could not cover.
 """
 
@@ -93,6 +95,9 @@ class Prepared:
     _pop_cache: dict = field(default_factory=dict, repr=False)
     #: per symbol: (book.BookProfile, note) its forced orders walk (engine.depth_profile), built once
     _depth_cache: dict = field(default_factory=dict, repr=False)
+    #: accounts (issue 12): the account engine's run and each symbol's remaining rows and their
+    #: trigger lists, per population and account parameters (backtest.contagion), one set kept
+    _acc_cache: dict = field(default_factory=dict, repr=False)
 
 
 def _store(store: Any):
@@ -173,11 +178,15 @@ def simulate_prepared(
     total_on = sum(p.open_notional_usd for p in pops.values()) or 1.0
     per: dict[str, SymbolRun] = {}
     t_sort = t_sim = 0.0
+    acc_run, t_acc = _accounts(prepared, pops, key, pop_params, sim, mode, progress)
     for i, s in enumerate(prepared.symbols):
         if progress:
             progress(f"simulating {s}", i, len(prepared.symbols))
         mk = prepared.markets[s]
         pe = pops[s]
+        full = pe
+        if acc_run is not None:  # the rows the account engine took leave the per-symbol kernel
+            pe = prepared._acc_cache[key, s]
         bars = mk.bars
         dd_bar, dd_ref, dd_dir = 0, 0.0, -1
         if shock_v is not None:
@@ -195,13 +204,60 @@ def simulate_prepared(
         out = run_kernel(pe.arrays, bars, prm, lists=pe.lists, workspace=ws, depth=prepared._depth_cache[s][0])
         t_sort += out.sort_s
         t_sim += out.sim_s
-        per[s] = SymbolRun(out, bars, mk, pe, fund, _exit_split(out, pe.arrays))
-    res = assemble(prepared, per, mode, shock, pop_params, sim, timings={"sort_s": t_sort, "simulate_s": t_sim}, summary_only=summary_only)
+        split = _exit_split(out, pe.arrays)
+        if acc_run is None:
+            per[s] = SymbolRun(out, bars, mk, pe, fund, split)
+        else:
+            from backtest.contagion import symbol_part
+
+            per[s] = SymbolRun(out, bars, mk, full, fund, split, rows=pe.rows, accounts=symbol_part(acc_run, i, len(bars["ts"])))
+    timings = {"sort_s": t_sort, "simulate_s": t_sim}
+    if acc_run is not None:  # the account engine's time and its account checks (speed figures)
+        timings["accounts_s"] = t_acc
+        timings["account_checks"] = float(acc_run.out.checks)
+    res = assemble(prepared, per, mode, shock, pop_params, sim, timings=timings, summary_only=summary_only, accounts=acc_run)
     if mode == "replay" and not summary_only:  # observed forced orders in the store, when there are any
         from backtest.observed import add_observed_total
 
         add_observed_total(res.summary, prepared.store, ev)
     return res
+
+
+@dataclass
+class _SubPop:
+    """A symbol's rows left to the per-symbol kernel when the account engine takes some."""
+
+    arrays: dict[str, np.ndarray]
+    open_notional_usd: float
+    rows: np.ndarray  # int64: their indices in the full population
+    lists: Any = None
+
+
+def _accounts(prepared: Prepared, pops: dict[str, PopEntry], key: str, pop_params: Any, sim: SimParams, mode: str, progress: Callable | None):
+    """The account engine's run (backtest.contagion) when accounts are on in replay, else None;
+    caches each symbol's remaining rows under ``prepared._acc_cache[key, symbol]``."""
+    import time
+
+    if mode != "replay" or not sim.accounts:
+        return None, 0.0
+    from backtest.contagion import account_key, run_engine
+
+    akey = account_key(key, sim)
+    hit = prepared._acc_cache.get("run")
+    if hit is not None and hit[0] == akey:
+        return hit[1], 0.0
+    if progress:
+        progress("accounts", 0, 1)
+    t0 = time.perf_counter()
+    run = run_engine(prepared.symbols, pops, prepared.markets, pop_params.seed, sim, prepared.event.start_ms)
+    prepared._acc_cache.clear()
+    prepared._acc_cache["run"] = (akey, run)
+    for s in prepared.symbols:
+        pe = pops[s]
+        keep = np.flatnonzero(~run.engine_rows[s])
+        arrays = {k: v[keep] for k, v in pe.arrays.items()} if len(keep) < len(pe.arrays["side"]) else pe.arrays
+        prepared._acc_cache[key, s] = _SubPop(arrays, pe.open_notional_usd, keep, pe.lists if arrays is pe.arrays else None)
+    return run, time.perf_counter() - t0
 
 
 def run_event(

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from backtest.results import FRAME_SCHEMAS, SCALAR_FIELDS, Summary, SymbolSummary, metrics
+from backtest.results import CONTAGION_KEYS, FRAME_SCHEMAS, SCALAR_FIELDS, Summary, SymbolSummary, metrics
 from backtest.simulate import prepare, simulate_prepared
 
 
@@ -28,7 +28,8 @@ def test_summary_is_typed_and_its_json_is_summary_json(run, tmp_path):
     s = run.summary
     assert isinstance(s, Summary) and isinstance(s.per_symbol["BTC/USDT:USDT"], SymbolSummary)
     assert s["liquidated_notional_usd"] == s.liquidated_notional_usd == s.get("liquidated_notional_usd") > 0
-    optional = {"observed_liquidated_usd", "observed_liquidated_note"}  # only when the store holds observed liquidations
+    # only when the store holds observed liquidations; contagion_*: only when the account engine ran (replay, accounts on)
+    optional = {"observed_liquidated_usd", "observed_liquidated_note", *CONTAGION_KEYS}
     assert set(s) == {f.name for f in dataclasses.fields(Summary)} - optional and "nope" not in s and s.get("nope", 1) == 1
     run.write(tmp_path / "o")
     text = (tmp_path / "o" / "summary.json").read_text()

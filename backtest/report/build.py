@@ -310,6 +310,8 @@ def _pages(ev, replay, cascade, params: dict, prov: list[str], sens, observed_fr
             "open positions by liquidation price before the event; clusters, and whether the path reached them",
             "insurance fund and auto-deleveraging (ADL)",
         ]
+        if replay.summary.get("contagion_matrix_usd") is not None:
+            contents.append("contagion: liquidations caused by another symbol's move through shared cross accounts")
         if sens is not None:
             contents.append("sensitivity: how the total moves with leverage, book depth and impact")
         if observed_frame is not None:
@@ -328,6 +330,10 @@ def _pages(ev, replay, cascade, params: dict, prov: list[str], sens, observed_fr
                                                                            bucket_ms=int(params["heatmap_minutes"]) * 60_000 if isinstance(params.get("heatmap_minutes"), int) else None)))
         pages.append(("05-liquidation-map", F.liqmap_page(cascade.liq_map, cascade.clusters, bars, symbols, f"{ev.id}: pre-event liquidation map and clusters")))
         pages.append(("06-insurance-adl", F.fund_page(bars, cascade.summary, f"{ev.id}: insurance fund and auto-deleveraging")))
+        if replay.summary.get("contagion_matrix_usd") is not None:  # accounts on (issue 12)
+            from backtest.report.contagion_page import contagion_page
+
+            pages.append(("06-contagion", contagion_page(replay.summary, symbols, f"{ev.id}: contagion between markets through shared cross accounts (replay)")))
         if observed_frame is not None:
             from backtest.observed import figure as observed_figure
 

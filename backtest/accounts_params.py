@@ -1,0 +1,33 @@
+"""Parameters of the accounts (issue 12): defaults with their sources, or marked for calibration.
+
+Used by :mod:`backtest.accounts` (assignment of cross rows to accounts, collateral assets) and
+the replay integration (:mod:`backtest.simulate`).
+"""
+
+from __future__ import annotations
+
+#: Positions (symbols) per cross account, k -> probability. No public venue statistic gives how
+#: many of an event's symbols one account trades at once; parameter for calibration (assumption:
+#: most accounts hold one or two of the event's symbols, a tail holds all five; mean 2.05).
+DEFAULT_POSITIONS_PER_ACCOUNT: dict[int, float] = {1: 0.45, 2: 0.25, 3: 0.15, 4: 0.08, 5: 0.07}
+
+#: Share of cross accounts whose collateral is a non-settlement asset (Binance Multi-Assets mode:
+#: BTC, BNB, ... as USDⓈ-M collateral). Parameter for calibration; 0 = every account holds USDT.
+DEFAULT_COLLATERAL_SHARE: float = 0.0
+
+#: Haircut of that asset: assumption (Binance values Multi-Assets collateral at a "collateral rate" below
+#: 100 %; the 5 % here is of that order, not read from its current table). Parameter for calibration.
+DEFAULT_COLLATERAL_HAIRCUT: float = 0.05
+
+#: Accounts switched on by default in replay (issue 12 "Done when": replay 2025-10-10 runs with
+#: accounts at defaults). See backtest.simulate.
+DEFAULT_ACCOUNTS: bool = True
+
+PARAM_SOURCES: dict[str, str] = {
+    "accounts": "on: cross rows of an event's symbols share accounts (issue 12); off: every row its own account (the "
+    "previous issue's model, bit for bit)",
+    "positions_per_account": "k -> probability of k of the event's symbols per cross account; parameter for calibration",
+    "collateral_share": "share of cross accounts holding a non-settlement collateral asset; parameter for calibration",
+    "collateral_haircut": "haircut of that asset (assumption of the order of Binance Multi-Assets collateral rates); for calibration",
+    "collateral_shock": "scenario: the collateral asset's price step, e.g. -0.35@2025-10-10T21:00Z (not market data)",
+}

@@ -1,0 +1,357 @@
+"""The cross-account engine: one pass over all of an event's symbols on a common time grid.
+
+An account (:class:`backtest.records.Accounts`) holds cross positions on one or more symbols and
+one collateral pool. At a grid point ``t`` its
+
+- equity = collateral value + sum of the unrealised PnL of its positions, each at its own
+  symbol's price at ``t`` (:func:`backtest.margin.position_upnl_nb`); the collateral value is the
+  wallet (USD) for the settlement coin, ``amount x price x (1 - haircut)`` for another asset;
+- maintenance = sum of its positions' maintenance margins at their marks, each with its row's tier
+  (:func:`backtest.margin.position_maint_margin_nb`).
+
+It is liquidated at the first grid point where equity < maintenance. Every cross position of the
+account goes then, at that grid point's price of its symbol (the first price past the trigger:
+after a gap, not the trigger level); the loss beyond the account's equity at those fills is its
+deficit (reported per bar, split over its rows by notional; not charged to an insurance fund).
+Venue rules and what is simplified: see :mod:`backtest.accounts`.
+
+Two implementations that agree bit for bit (they call the same :func:`account_state_nb` at the
+grid points they visit, and the fast one visits every point at which the reference could find a
+liquidation):
+
+- reference (``reference=True``): every live account checked at every grid point;
+- fast: a check at ``t`` gives the cushion ``c = equity - maintenance``. While every price of the
+  account's series (symbols and collateral) stays within a relative move ``d`` of its value at
+  ``t``, equity falls by at most ``d x (sum notional + collateral value)`` and maintenance rises by
+  at most ``d x sum(notional x mmr)``, so with ``d* = c / (sum notional x (1 + mmr) + collateral
+  value)`` no point inside that box can liquidate it (the collateral term only for a
+  non-settlement asset: the settlement coin's value does not move). The kernel uses the one-sided
+  form of the same bound: a long's cushion only falls as its price falls (by at most ``notional x
+  d``: its maintenance margin falls too, or stays at 0), a short's only as its price rises (by at
+  most ``notional x (1 + mmr) x d``), the collateral's as its price falls; so ``d*`` is the cushion
+  over the sum of those rates, and each series' box is open on its harmless side. The box is shrunk by :data:`SAFETY` (floating
+  rounding); accounts whose cushion is within :data:`TINY` of their scale are checked at the next
+  grid point. The first grid point after ``t`` at which one of its series leaves its box comes from
+  the series' tables of running max/min (:func:`first_exit_nb`: suffix bounds, then a scan inside
+  a block of grid points and binary lifting over a sparse table of blocks - O(block + log T)); the account
+  is put into the bucket of that grid index (a bucket queue: one linked list per grid point) and
+  checked again there - liquidated or rescheduled.
+
+Contagion (each liquidated row): the account is re-evaluated at the same grid point with every
+series other than the row's own symbol held at its window-start value (grid point 0): if that
+account would not be liquidated, the row's liquidation is contagion (caused by another symbol's or
+the collateral's move), else own-market. The source of an account's liquidation is the series whose
+loss contributed most to its equity drop since grid point 0 (a symbol index, or SOURCE_COLLATERAL).
+
+USD sums are kept in integers (1e-4 USD) so both modes give bit-identical per-bar outputs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from backtest.margin import position_maint_margin_nb, position_upnl_nb
+from backtest.records import (
+    AB_CONTAGION,
+    AB_CONTAGION_ROWS,
+    AB_DEFICIT,
+    AB_LONG_W,
+    AB_LONG_LIQ,
+    AB_LONG_ROWS,
+    AB_OWN,
+    AB_SHORT_LIQ,
+    AB_SHORT_ROWS,
+    AB_SHORT_W,
+    AB_SIZE,
+    SOURCE_COLLATERAL,
+    USD_SCALE,
+)
+
+#: the fast kernel's box is this share of the bound ``d*`` (floating-point rounding margin)
+SAFETY = 0.99
+#: cushions below this share of the account's scale (collateral + notional) are re-checked at the
+#: next grid point (no box: rounding could matter there)
+TINY = 1e-9
+
+
+@njit(cache=True)
+def _u(x):
+    """USD -> fixed-point units (round half up)."""
+    return np.int64(np.floor(x * USD_SCALE + 0.5))
+
+
+@njit(cache=True, inline="always")
+def collateral_value_nb(acc, grid, a, t):
+    """Collateral value of account ``a`` at grid point ``t``, USD (after haircut)."""
+    code = acc.coll_asset[a]
+    s = grid.coll_series[code]
+    if s < 0:
+        return acc.wallet_usd[a]
+    return acc.coll_amount[a] * grid.px[s, t] * (1.0 - grid.haircut[code])
+
+
+@njit(cache=True, inline="always")
+def account_state_nb(acc, rows, grid, a, t):
+    """``(equity, maintenance, sum notional x (1 + mmr), collateral value)`` of account ``a`` at
+    grid point ``t`` (USD, one real account: rows unweighted), summed in member order."""
+    coll = collateral_value_nb(acc, grid, a, t)
+    eq = coll
+    mm = 0.0
+    scale = 0.0
+    f = acc.first[a]
+    for i in range(f, f + acc.count[a]):
+        p = grid.px[rows.sym[i], t]
+        eq += position_upnl_nb(rows.side[i], rows.qty[i], rows.entry[i], p)
+        mm += position_maint_margin_nb(rows.qty[i], p, rows.mmr[i], rows.cum[i])
+        # how fast the cushion can fall per unit of relative adverse move (see the module docstring)
+        scale += rows.qty[i] * p * (1.0 + rows.mmr[i]) if rows.side[i] < 0 else rows.qty[i] * p
+    return eq, mm, scale, coll
+
+
+@njit(cache=True)
+def _own_market_state(acc, rows, grid, a, t, own):
+    """Equity and maintenance of account ``a`` at ``t`` with every series but symbol ``own`` at
+    its grid point 0 value (the counterfactual of the contagion definition)."""
+    code = acc.coll_asset[a]
+    s = grid.coll_series[code]
+    eq = acc.wallet_usd[a] if s < 0 else acc.coll_amount[a] * grid.px[s, 0] * (1.0 - grid.haircut[code])
+    mm = 0.0
+    f = acc.first[a]
+    for i in range(f, f + acc.count[a]):
+        si = rows.sym[i]
+        p = grid.px[si, t] if si == own else grid.px[si, 0]
+        eq += position_upnl_nb(rows.side[i], rows.qty[i], rows.entry[i], p)
+        mm += position_maint_margin_nb(rows.qty[i], p, rows.mmr[i], rows.cum[i])
+    return eq, mm
+
+
+@njit(cache=True)
+def _source(acc, rows, grid, a, t, loss):
+    """Series whose loss since grid point 0 contributed most to account ``a``'s equity drop at
+    ``t``: a symbol index, or SOURCE_COLLATERAL (``loss``: scratch, one slot per symbol)."""
+    ns = grid.n_symbols
+    for s in range(ns):
+        loss[s] = 0.0
+    f = acc.first[a]
+    for i in range(f, f + acc.count[a]):
+        si = rows.sym[i]
+        loss[si] += rows.side[i] * rows.qty[i] * (grid.px[si, 0] - grid.px[si, t])
+    best = -1
+    best_loss = -np.inf
+    for s in range(ns):
+        if loss[s] > best_loss:
+            best_loss = loss[s]
+            best = s
+    code = acc.coll_asset[a]
+    cs = grid.coll_series[code]
+    if cs >= 0:
+        cl = acc.coll_amount[a] * (grid.px[cs, 0] - grid.px[cs, t]) * (1.0 - grid.haircut[code])
+        if cl > best_loss:
+            best = SOURCE_COLLATERAL
+    return best
+
+
+@njit(cache=True)
+def _liquidate(acc, rows, grid, a, t, eq, bar_i, x_row, x_grid, x_fill, x_cont, x_src, nx, loss):
+    """Close every position of account ``a`` at grid point ``t``'s prices; records and per-bar sums."""
+    f = acc.first[a]
+    c = acc.count[a]
+    src = _source(acc, rows, grid, a, t, loss)
+    deficit = -eq if eq < 0.0 else 0.0
+    tot = 0.0
+    for i in range(f, f + c):
+        tot += rows.qty[i] * grid.px[rows.sym[i], t]
+    for i in range(f, f + c):
+        s = rows.sym[i]
+        p = grid.px[s, t]
+        w = np.float64(rows.weight[i])
+        usd = rows.qty[i] * w * p
+        b = grid.bar[s, t]
+        if rows.side[i] > 0:
+            bar_i[s, b, AB_LONG_LIQ] += _u(usd)
+            bar_i[s, b, AB_LONG_ROWS] += 1
+            bar_i[s, b, AB_LONG_W] += _u(w)
+        else:
+            bar_i[s, b, AB_SHORT_LIQ] += _u(usd)
+            bar_i[s, b, AB_SHORT_ROWS] += 1
+            bar_i[s, b, AB_SHORT_W] += _u(w)
+        if deficit > 0.0 and tot > 0.0:
+            bar_i[s, b, AB_DEFICIT] += _u(deficit * (rows.qty[i] * p / tot) * w)
+        eq_own, mm_own = _own_market_state(acc, rows, grid, a, t, s)
+        cont = not (eq_own < mm_own)
+        if cont:
+            bar_i[s, b, AB_CONTAGION] += _u(usd)
+            bar_i[s, b, AB_CONTAGION_ROWS] += 1
+        else:
+            bar_i[s, b, AB_OWN] += _u(usd)
+        x_row[nx] = acc.members[i]
+        x_grid[nx] = t
+        x_fill[nx] = p
+        x_cont[nx] = 1 if cont else 0
+        x_src[nx] = src
+        nx += 1
+    return nx, deficit
+
+
+@njit(cache=True, inline="always")
+def first_exit_nb(grid, s, t, lo, hi):
+    """First grid index after ``t`` at which series ``s`` leaves ``[lo, hi]`` (``T``: never).
+
+    The suffix bounds answer "never" in one look; else the prices up to the end of ``t + 1``'s
+    block are scanned, then an exponential search and binary lifting over the block table find
+    the first block that leaves the box, and a scan of it the point: O(block + log blocks)."""
+    T = grid.ts.shape[0]
+    pos = t + 1
+    if pos >= T:
+        return T
+    if grid.suf[s, pos, 0] <= hi and grid.suf[s, pos, 1] >= lo:
+        return T
+    px = grid.px
+    B = grid.block
+    end = min((pos // B + 1) * B, T)
+    for i in range(pos, end):
+        p = px[s, i]
+        if p > hi or p < lo:
+            return i
+    blk = grid.blk
+    NB = blk.shape[1]
+    b = end // B
+    l = 0
+    while b + (1 << l) <= NB and blk[s, b, l, 0] <= hi and blk[s, b, l, 1] >= lo:
+        l += 1
+    if l > 0:
+        b += 1 << (l - 1)
+        for k in range(l - 2, -1, -1):
+            if b + (1 << k) <= NB and blk[s, b, k, 0] <= hi and blk[s, b, k, 1] >= lo:
+                b += 1 << k
+    for i in range(b * B, min((b + 1) * B, T)):
+        p = px[s, i]
+        if p > hi or p < lo:
+            return i
+    return T
+
+
+@njit(cache=True, inline="always")
+def _next_check(acc, rows, grid, a, t, cushion, scale, coll):
+    """Grid index at which account ``a`` (cushion ``cushion`` >= 0 at ``t``) must be checked next."""
+    T = grid.ts.shape[0]
+    cs = grid.coll_series[acc.coll_asset[a]]
+    # the settlement coin's value does not move: only another asset's collateral joins the bound
+    denom = scale + coll if cs >= 0 else scale
+    if not (cushion > TINY * (scale + abs(coll))) or denom <= 0.0:
+        return t + 1
+    d = SAFETY * cushion / denom
+    nxt = T
+    f = acc.first[a]
+    for i in range(f, f + acc.count[a]):
+        s = rows.sym[i]
+        p = grid.px[s, t]
+        # one-sided: a long only loses cushion as its price falls, a short as its price rises
+        if rows.side[i] > 0:
+            e = first_exit_nb(grid, s, t, p * (1.0 - d), np.inf)
+        else:
+            e = first_exit_nb(grid, s, t, -np.inf, p * (1.0 + d))
+        if e < nxt:
+            nxt = e
+            if nxt == t + 1:
+                return nxt
+    if cs >= 0:
+        p = grid.px[cs, t]
+        e = first_exit_nb(grid, cs, t, p * (1.0 - d), np.inf)
+        if e < nxt:
+            nxt = e
+    return nxt
+
+
+@njit(cache=True)
+def run_accounts_nb(acc, rows, grid, nbars, reference, x_row, x_grid, x_fill, x_cont, x_src, acc_grid, acc_deficit, bar_i):
+    """Run every account of ``acc`` (records.Accounts) over ``grid`` (records.GridPaths) with the
+    rows ``rows`` (records.AccountRows). ``reference``: check every live account at every grid
+    point; else the bucket-queue kernel (module docstring). Writes exit records (``x_*``, at least
+    as long as the accounts' members), ``acc_grid`` / ``acc_deficit`` per account and
+    ``bar_i[s, bar, AB_*]`` (zeroed here); returns ``(n_records, checks)``."""
+    A = acc.first.shape[0]
+    T = grid.ts.shape[0]
+    bar_i[:, :, :] = 0
+    loss = np.empty(max(grid.n_symbols, 1))
+    nx = 0
+    checks = 0
+    for a in range(A):
+        acc_grid[a] = -1
+        acc_deficit[a] = 0.0
+    if T == 0:
+        return nx, checks
+    if reference:
+        alive = np.ones(A, np.bool_)
+        for t in range(T):
+            for a in range(A):
+                if not alive[a]:
+                    continue
+                checks += 1
+                eq, mm, scale, coll = account_state_nb(acc, rows, grid, a, t)
+                if eq < mm:
+                    alive[a] = False
+                    acc_grid[a] = t
+                    nx, acc_deficit[a] = _liquidate(acc, rows, grid, a, t, eq, bar_i, x_row, x_grid, x_fill, x_cont, x_src, nx, loss)
+        return nx, checks
+    head = np.full(T, -1, np.int32)
+    nxt = np.empty(A, np.int32)
+    # every account is checked at grid point 0: push in reverse so the list pops 0, 1, 2, ...
+    for a in range(A - 1, -1, -1):
+        nxt[a] = head[0]
+        head[0] = a
+    for t in range(T):
+        a = head[t]
+        while a >= 0:
+            after = nxt[a]
+            checks += 1
+            eq, mm, scale, coll = account_state_nb(acc, rows, grid, a, t)
+            if eq < mm:
+                acc_grid[a] = t
+                nx, acc_deficit[a] = _liquidate(acc, rows, grid, a, t, eq, bar_i, x_row, x_grid, x_fill, x_cont, x_src, nx, loss)
+            else:
+                k = _next_check(acc, rows, grid, a, t, eq - mm, scale, coll)
+                if k < T:
+                    nxt[a] = head[k]
+                    head[k] = a
+            a = after
+    return nx, checks
+
+
+@njit(cache=True)
+def sparse_tables_nb(px, B, suf, blk):
+    """Fill ``suf[s, t]`` with the max / min of ``px[s, t:]`` and ``blk[s, b, l]`` with those over
+    blocks ``[b, b + 2**l)`` of ``B`` grid points (where that range fits - other cells are never read)."""
+    S, T = px.shape
+    NB = blk.shape[1]
+    L = blk.shape[2]
+    for s in range(S):
+        hi = -np.inf
+        lo = np.inf
+        for t in range(T - 1, -1, -1):
+            if px[s, t] > hi:
+                hi = px[s, t]
+            if px[s, t] < lo:
+                lo = px[s, t]
+            suf[s, t, 0] = hi
+            suf[s, t, 1] = lo
+        for b in range(NB):
+            hi = -np.inf
+            lo = np.inf
+            for t in range(b * B, min((b + 1) * B, T)):
+                if px[s, t] > hi:
+                    hi = px[s, t]
+                if px[s, t] < lo:
+                    lo = px[s, t]
+            blk[s, b, 0, 0] = hi
+            blk[s, b, 0, 1] = lo
+        for l in range(1, L):
+            h = 1 << (l - 1)
+            for b in range(NB - (1 << l) + 1):
+                x = blk[s, b, l - 1, 0]
+                y = blk[s, b + h, l - 1, 0]
+                blk[s, b, l, 0] = x if x >= y else y
+                x = blk[s, b, l - 1, 1]
+                y = blk[s, b + h, l - 1, 1]
+                blk[s, b, l, 1] = x if x <= y else y
