@@ -654,10 +654,14 @@ def _venue_notes(prep: Any, venues: dict[str, VenueSummary]) -> list[str]:
             notes.append(f"{ex} has no bars in the store: its path is a PROXY, {v.path_proxy}'s bars for the same symbols "
                          f"(bars.parquet path_exchange = {v.path_proxy}); its prices on the day differed")
     pops = getattr(prep, "populations", {}) or {}
+    borrowed: dict[str, list[str]] = {}
     for k, pe in pops.items():
-        arrays_src = getattr(pe, "tiers_source", "")
-        if arrays_src.startswith("assumption"):
-            notes.append(f"{k}: leverage tiers {arrays_src}")
+        src = getattr(pe, "tiers_source", "")
+        if src.startswith("assumption"):
+            borrowed.setdefault(src, []).append(k.split("@")[0])
+    for src, syms in borrowed.items():
+        notes.append(f"leverage tiers, {src.removeprefix('assumption: ')}: an assumption, for {', '.join(syms)} "
+                     "(fetch the venue's own with backtest fetch or import them with backtest data import-tiers)")
     return notes
 
 

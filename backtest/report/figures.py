@@ -102,8 +102,11 @@ def side_sign(df: pl.DataFrame, col: str | None) -> pl.DataFrame:
 
 
 def short_sym(symbol: str) -> str:
-    """``BTC/USDT:USDT`` -> ``BTCUSDT``."""
-    return symbol.split(":")[0].replace("/", "") if symbol else "all"
+    """``BTC/USDT:USDT`` -> ``BTCUSDT``; a further venue's key ``BTC/USDT:USDT@bybit`` -> ``BTCUSDT@bybit``."""
+    if not symbol:
+        return "all"
+    sym, _, venue = symbol.partition("@")
+    return sym.split(":")[0].replace("/", "") + (f"@{venue}" if venue else "")
 
 
 def common_bucket_ms(bars: pl.DataFrame) -> int:
@@ -144,7 +147,9 @@ def title_page(event, summary: dict, params: dict, provenance: list[str], *, ver
     fig.text(0.05, 0.875, wrap(event.name, 95), fontsize=13, va="top")
     sub = (
         f"Event {event.id}  ·  {event.exchange}  ·  replay window {iso(event.start_ms)} → {iso(event.end_ms)}\n"
-        f"Symbols: {', '.join(event.symbols)}\n"
+        f"Symbols: {', '.join(event.symbols)}"
+        + "".join(f"; {v.exchange}: {len(v.symbols)}" + (" (PROXY bars)" if v.path_proxy else "") for v in getattr(event, "venues", ()))
+        + "\n"
         f"Population built over the lookback {iso(event.lookback_start_ms)} → {iso(event.start_ms)}"
     )
     fig.text(0.05, 0.815, sub, fontsize=9.5, va="top", color="#333333", linespacing=1.5)
@@ -399,10 +404,12 @@ def venue_page(event, replay: Any, cascade: Any, title: str):
         "source) but has no stored bars and no sourced per-coin open interest: it is not simulated here."
     )
     fig.text(0.04, 0.905, wrap(note, 165), fontsize=8.5, va="top", color="#333333", linespacing=1.4)
-    cols = ["venue", "margin rule", "symbols", "path", "open interest", "open notional", "replay liquidated", "cascade liquidated",
-            "long share (cascade)", "ADL (cascade)", "fund min (cascade)", "published, 24 h", "cascade ÷ published", "published figure and source"]
-    widths = [9, 8, 20, 9, 10, 8, 8, 8, 7, 7, 7, 8, 7, 34]
-    over, y = draw_table(fig, (0.04, 0.08, 0.92, 0.72), cols, venue_rows(event, replay, cascade), widths, fontsize=7.0)
+    fig.text(0.04, 0.775, "long share, ADL and fund minimum: cascade scenario. open interest: symbols whose level is sourced "
+             "(store or catalogue) or estimated (summary.json per_symbol.open_interest_source says how).", fontsize=7.5, va="top", color=GREY)
+    cols = ["venue", "margin rule", "symbols", "path", "open interest", "open notional", "replay liq.", "cascade liq.",
+            "long share", "ADL", "fund min", "published 24 h", "cascade ÷ pub.", "published figure and source"]
+    widths = [11, 7, 19, 8, 10, 9, 9, 9, 8, 8, 9, 10, 9, 30]
+    over, y = draw_table(fig, (0.04, 0.06, 0.92, 0.69), cols, venue_rows(event, replay, cascade), widths, fontsize=7.0)
     if over:
         fig.text(0.04, y - 0.008, f"(+{len(over)} venues more in summary.json, under venues)", fontsize=7, color=GREY, va="top")
     return fig
@@ -429,7 +436,8 @@ def comparison_pages(event, replay: dict | None, cascade: dict, path_lows: dict[
         if not event.figures:
             note += " The catalogue has no published liquidation figures for this event: only the observed lows are compared."
         fig.text(0.04, 0.905, wrap(note, 165), fontsize=8.5, va="top", color="#333333", linespacing=1.4)
-        rows, _ = draw_table(fig, (0.04, 0.05, 0.92, 0.79), cols, rows, widths, fontsize=7.6)
+        top = 0.79 - (0.04 if getattr(event, "venues", ()) else 0.0)  # the note is a line longer over several venues
+        rows, _ = draw_table(fig, (0.04, 0.05, 0.92, top), cols, rows, widths, fontsize=7.6)
         pages.append(fig)
         if not rows:
             break
