@@ -48,10 +48,26 @@ class Leg:
     exchange: str
     symbol: str
     path_exchange: str
+    #: the symbol whose bars drive it on ``path_exchange`` (the same coin on a proxy: proxy_symbol)
+    path_symbol: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.path_symbol:
+            object.__setattr__(self, "path_symbol", self.symbol)
 
     @property
     def proxy(self) -> bool:
         return self.path_exchange != self.exchange
+
+
+def proxy_symbol(symbol: str, candidates: "tuple[str, ...] | list[str]") -> str:
+    """The symbol of the same coin among ``candidates`` (the primary venue's symbols: a proxy's
+    bars are read for it), e.g. Hyperliquid's ``BTC/USDC:USDC`` -> ``BTC/USDT:USDT``; the symbol
+    itself when it is one of them or no candidate has its base coin."""
+    if symbol in candidates:
+        return symbol
+    base = symbol.split("/")[0]
+    return next((c for c in candidates if c.split("/")[0] == base), symbol)
 
 
 def leg_key(exchange: str, symbol: str, primary: str) -> str:
@@ -87,6 +103,12 @@ class Event:
     #: bars drive the venue when they are a proxy ("" otherwise), and the event's primary exchange
     path_exchange: str = ""
     primary_exchange: str = ""
+    #: (venue symbol, the proxy's symbol of the same coin) pairs of a proxied venue's view
+    path_symbols: tuple[tuple[str, str], ...] = ()
+
+    def path_symbol(self, symbol: str) -> str:
+        """The symbol whose bars drive ``symbol`` (itself, unless a proxy reads another one)."""
+        return dict(self.path_symbols).get(symbol, symbol)
 
     @property
     def exchanges(self) -> tuple[str, ...]:
@@ -99,7 +121,8 @@ class Event:
         keep = set(symbols) if symbols else None
         out = [Leg(s, self.exchange, s, self.exchange) for s in self.symbols if keep is None or s in keep]
         for v in self.venues:
-            out += [Leg(leg_key(v.exchange, s, self.exchange), v.exchange, s, v.path_proxy or v.exchange)
+            out += [Leg(leg_key(v.exchange, s, self.exchange), v.exchange, s, v.path_proxy or v.exchange,
+                        proxy_symbol(s, self.symbols) if v.path_proxy else s)
                     for s in v.symbols if keep is None or s in keep]
         return out
 
@@ -120,8 +143,9 @@ class Event:
             return self if not self.venues else replace(self, venues=(), primary_exchange=self.exchange)
         for v in self.venues:
             if v.exchange == exchange:
+                pairs = tuple((x, proxy_symbol(x, self.symbols)) for x in v.symbols) if v.path_proxy else ()
                 return replace(self, exchange=exchange, symbols=v.symbols, venues=(), path_exchange=v.path_proxy,
-                               primary_exchange=self.exchange)
+                               primary_exchange=self.exchange, path_symbols=pairs)
         raise EventError(f"exchange {exchange!r} is not a venue of event {self.id}; its venues: {', '.join(self.exchanges)}")
 
     @property

@@ -70,12 +70,13 @@ def _covers(df: pl.DataFrame, start: int, end: int, tf_ms: int) -> bool:
 
 
 def load_market(store: Any, exchange: str, symbol: str, start: int, end: int, lookback_start: int, price_path: str = "anchored",
-                funding_exchange: str | None = None) -> Market:
+                funding_exchange: str | None = None, funding_symbol: str | None = None) -> Market:
     """Read one symbol's path, funding and liquidity estimates for ``[start, end)``.
 
     ``exchange``: whose bars make the path; ``funding_exchange`` (default ``exchange``): whose
     stored funding is charged on it (a venue whose path is another exchange's bars, a proxy,
-    still pays its own funding, on its own schedule: each stored payment at its own time)."""
+    still pays its own funding, on its own schedule: each stored payment at its own time);
+    ``funding_symbol`` (default ``symbol``): the venue's own symbol for it."""
     chosen = None
     mk = store.read("mark", exchange=exchange, symbol=symbol, timeframe="1h", start=start, end=end)
     has_mark = _covers(mk, start, end, timeframe_ms("1h"))
@@ -106,7 +107,7 @@ def load_market(store: Any, exchange: str, symbol: str, start: int, end: int, lo
     n = ts.size
     vol_usd = volume_usd(df) if source == "last" else np.zeros(n)
     fr = np.zeros(n)
-    fund = store.read("funding", exchange=funding_exchange or exchange, symbol=symbol, timeframe="event", start=start, end=end)
+    fund = store.read("funding", exchange=funding_exchange or exchange, symbol=funding_symbol or symbol, timeframe="event", start=start, end=end)
     if fund.height:
         fts = fund["ts"].dt.epoch("ms").to_numpy()
         idx = np.searchsorted(ts, fts, side="left")

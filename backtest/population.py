@@ -499,7 +499,8 @@ def build_population(event: Any, symbol: str, params: PopulationParams | None = 
     # a venue without bars of its own (multi-venue events, events.Venue.path_proxy) runs on a
     # proxy exchange's bars; its open interest, tiers and long share stay its own
     path_ex = getattr(event, "path_exchange", "") or ex
-    bars = market_bars(st, path_ex, symbol, event.lookback_start_ms, event.start_ms)
+    path_sym = event.path_symbol(symbol) if hasattr(event, "path_symbol") else symbol
+    bars = market_bars(st, path_ex, path_sym, event.lookback_start_ms, event.start_ms)
     tiers, tiers_src = st.read_tiers(ex, symbol), f"store tiers ({ex})"
     primary = getattr(event, "primary_exchange", "") or ex
     if not tiers and primary != ex:
@@ -538,7 +539,7 @@ def build_population(event: Any, symbol: str, params: PopulationParams | None = 
     if p.survival_price == "last":
         survival = "last-price bars (survival_price=last)"
     else:
-        mk = mark_bars(st, path_ex, symbol, max(event.lookback_start_ms, int(bars["ts"][0])), event.start_ms)
+        mk = mark_bars(st, path_ex, path_sym, max(event.lookback_start_ms, int(bars["ts"][0])), event.start_ms)
         if mk is not None:
             # last-price bars before the mark series starts, mark bars from then on
             before = bars["ts"] + bars["dur"] <= mk["ts"][0]
@@ -571,7 +572,7 @@ def build_population(event: Any, symbol: str, params: PopulationParams | None = 
             "survival_path": survival,
             "venue": venue,
             "tiers_source": tiers_src,
-            **({"path_proxy": path_ex} if path_ex != ex else {}),
+            **({"path_proxy": f"{path_ex} {path_sym}"} if path_ex != ex else {}),
         }
     )
     return pop

@@ -76,7 +76,8 @@ def resolve_open_interest(store: Any, event: Any, symbol: str, params: Any, look
         if r is None:
             continue
         try:
-            ref_bars = market_bars(store, path_ex, ref, event.lookback_start_ms, event.start_ms)
+            ref_path = event.path_symbol(ref) if hasattr(event, "path_symbol") else ref
+            ref_bars = market_bars(store, path_ex, ref_path, event.lookback_start_ms, event.start_ms)
         except Exception:  # the reference has no bars on this venue: try the next one
             continue
         ref_vol = recent_volume(ref_bars, event.start_ms)
@@ -154,13 +155,16 @@ def _cross_venue_estimate(store: Any, event: Any, symbol: str, params: Any, bars
         return None
     if symbol not in getattr(event, "all_symbols", ()) and symbol not in getattr(event, "symbols", ()):
         return None
+    psym = event.path_symbol(symbol) if hasattr(event, "path_symbol") else symbol  # the same coin on the primary venue
     try:
-        pbars = market_bars(store, primary, symbol, event.lookback_start_ms, event.start_ms)
+        pbars = market_bars(store, primary, psym, event.lookback_start_ms, event.start_ms)
     except Exception:  # the primary venue has no bars for this symbol
         return None
-    view = dataclasses.replace(event, exchange=primary, path_exchange="", primary_exchange="")
+    view = dataclasses.replace(event, exchange=primary, path_exchange="", primary_exchange="", path_symbols=())
+    if psym not in view.symbols:
+        view = dataclasses.replace(view, symbols=(*view.symbols, psym))
     try:
-        level, src, _ = resolve_open_interest(store, view, symbol, params, recent_volume(pbars, event.start_ms))
+        level, src, _ = resolve_open_interest(store, view, psym, params, recent_volume(pbars, event.start_ms))
     except PopulationError:
         return None
     mine, theirs = daily_volume(bars, event.start_ms), daily_volume(pbars, event.start_ms)
@@ -169,7 +173,7 @@ def _cross_venue_estimate(store: Any, event: Any, symbol: str, params: Any, bars
     path_ex = getattr(event, "path_exchange", "") or event.exchange
     whose = f"{path_ex}'s bars (a proxy for {event.exchange})" if path_ex != event.exchange else event.exchange
     return level * mine / theirs, (
-        f"estimate: {primary} level ${level / 1e9:.2f}B ({src.removeprefix('estimate: ')}) x ratio of {symbol}'s daily traded "
+        f"estimate: {primary} {psym} level ${level / 1e9:.2f}B ({src.removeprefix('estimate: ')}) x ratio of {symbol}'s daily traded "
         f"notional on {whose} to {primary}'s over the last 7 days ({mine / theirs:.3f}); assumption: no published "
         f"{event.exchange} open interest, the same open-interest-to-volume ratio as on {primary}"
     ), None

@@ -147,8 +147,8 @@ def prepare(event_id: Any, overrides: dict | None = None, symbols: list[str] | N
     for i, leg in enumerate(legs):
         if progress:
             progress(f"loading {leg.key}", i, len(syms))
-        markets[leg.key] = load_market(st, leg.path_exchange, leg.symbol, ev.start_ms, ev.end_ms, ev.lookback_start_ms, sim.price_path,
-                                       funding_exchange=leg.exchange)
+        markets[leg.key] = load_market(st, leg.path_exchange, leg.path_symbol, ev.start_ms, ev.end_ms, ev.lookback_start_ms, sim.price_path,
+                                       funding_exchange=leg.exchange, funding_symbol=leg.symbol)
         pops[leg.key] = _build_population(ev, leg.symbol, pop_params, st, leg.exchange if getattr(ev, "venues", ()) else None)
     prep = Prepared(ev, syms, markets, pop_params, sim, pops, st, dict(overrides or {}), legs={leg.key: leg for leg in legs})
     prep._pop_cache[_pop_key(pop_params)] = pops
@@ -217,7 +217,7 @@ def simulate_prepared(
         ws = _summary_workspace(i) if summary_only else None
         if s not in prepared._depth_cache:
             leg = prepared.leg(s)
-            prepared._depth_cache[s] = depth_profile(prepared.store, leg.path_exchange, leg.symbol, mk, ev.start_ms, ev.end_ms)
+            prepared._depth_cache[s] = depth_profile(prepared.store, leg.path_exchange, leg.path_symbol, mk, ev.start_ms, ev.end_ms)
         out = run_kernel(pe.arrays, bars, prm, lists=pe.lists, workspace=ws, depth=prepared._depth_cache[s][0])
         t_sort += out.sort_s
         t_sim += out.sim_s
