@@ -84,7 +84,7 @@ VENUE_KEYS = ("exchange", "symbols", "path_proxy")
 
 def check_exchange(value: Any) -> str:
     if isinstance(value, list):
-        raise ValueError("exchange must be one ccxt exchange id; list further venues as venues = [{ exchange = \"bybit\", symbols = [...] }]")
+        raise ValueError("exchange must be one ccxt exchange id; for an event over several venues list the others as venues = [{ exchange = \"bybit\", symbols = [...] }]")
     if not isinstance(value, str):
         raise ValueError(f"exchange must be a ccxt exchange id such as binanceusdm, not {value!r}")
     known = known_exchanges()

@@ -483,6 +483,14 @@ def assemble(prep: Any, per: dict[str, SymbolRun], mode: str, shock: str | None,
         path_lo = float(np.min(bf[:, R.BF_LOW])) if len(bars["ts"]) else p0
         path_hi = float(np.max(bf[:, R.BF_HIGH])) if len(bars["ts"]) else p0
         frames["clusters"].append(_with_exchange(clusters_frame(lm, liqs, p0, path_lo, path_hi, sim), ex))
+    funded: dict[str, bool] = {}
+    for k, d in per.items():
+        ex = _leg(prep, k).exchange
+        funded[ex] = funded.get(ex, False) or bool(np.any(d.bars["funding_rate"] != 0.0))
+    try:
+        prep._funded = funded
+    except AttributeError:  # pragma: no cover - a read-only stand-in
+        pass
     summary = make_summary(prep, per_symbol, exit_totals(per), rounds_total, mode, shock, pop_params, sim, timings,
                            venues=venue_summaries(prep, per, per_symbol))
     if summary_only:
@@ -619,7 +627,7 @@ def make_summary(prep: Any, per_symbol: dict[str, SymbolSummary], tot: dict, rou
         published=_published(prep.event, total, long_share, tot["peak_usd"], venues or {}),
         timings_s=timings,
         params={**as_dict(pop_params), **as_dict(sim)},
-        notes=_notes(per_symbol, mode, shock, sim) + _venue_notes(prep, venues or {}),
+        notes=_notes(per_symbol, mode, shock, sim) + _venue_notes(prep, venues or {}, getattr(prep, "_funded", None)),
     )
 
 
@@ -638,8 +646,9 @@ def _published(ev: Any, total: float, long_share: float | None, peak: float, ven
     return out
 
 
-def _venue_notes(prep: Any, venues: dict[str, VenueSummary]) -> list[str]:
-    """Notes on a multi-venue run's assumptions (none for a single venue)."""
+def _venue_notes(prep: Any, venues: dict[str, VenueSummary], funded: dict[str, bool] | None = None) -> list[str]:
+    """Notes on a multi-venue run's assumptions (none for a single venue). ``funded``: venue ->
+    whether any funding payment fell in the window (from the store's funding of that venue)."""
     if len(venues) < 2:
         return []
     primary = next(iter(venues))
@@ -653,6 +662,10 @@ def _venue_notes(prep: Any, venues: dict[str, VenueSummary]) -> list[str]:
         if v.path_proxy:
             notes.append(f"{ex} has no bars in the store: its path is a PROXY, {v.path_proxy}'s bars for the same symbols "
                          f"(bars.parquet path_exchange = {v.path_proxy}); its prices on the day differed")
+    unfunded = [ex for ex, ok in (funded or {}).items() if not ok]
+    if unfunded:
+        notes.append(f"no funding payment stored in the window for {', '.join(unfunded)}: none charged there "
+                     "(download the venue's funding: Binance, Bybit and OKX settle every 8 h, Hyperliquid every hour)")
     pops = getattr(prep, "populations", {}) or {}
     borrowed: dict[str, list[str]] = {}
     for k, pe in pops.items():
