@@ -253,6 +253,8 @@ def fetch(
     ccxt_config: Optional[Path] = typer.Option(None, "--ccxt-config", help="JSON/TOML for the exchange (urls, apiKey/secret for tiers, "
                                                "archive_base_url, retry, page_limits), as for 'backtest download'."),
     json_out: bool = typer.Option(False, "--json", help="Print the closing table as JSON."),
+    venue: Optional[str] = typer.Option(None, "--venue", help="Fetch for this venue of a multi-venue event (its exchange id; "
+                                        "default the primary one). Each venue takes its own --ccxt-config."),
     events: Optional[Path] = EventsOpt,
     store: Optional[str] = StoreOpt,
 ) -> None:
@@ -268,6 +270,11 @@ def fetch(
     # a store that does not exist yet (fetch creates it) has no catalogue of its own: the committed one serves
     ev = resolve_event(event, events=events, window=window, exchange=exchange, symbols=symbol, store=None if new_store else store,
                        lookback=lookback)
+    if venue is not None:
+        ev = ev.venue_event(venue)  # EventError (one line) for an exchange the event does not span
+    elif getattr(ev, "venues", ()):
+        note(f"event {ev.id} spans {', '.join(ev.exchanges)}: fetching for {ev.exchange}; "
+             f"fetch the others with --venue EXCHANGE (each with its own --ccxt-config)")
     progress_on = sys.stderr.isatty() and not os.environ.get("BACKTEST_NO_PROGRESS")
     rep = run_fetch(ev, store=store, ccxt_config=ccxt_config, progress_on=progress_on)
     rows = rep.rows()

@@ -275,3 +275,27 @@ def test_hyperliquid_download_end_to_end_with_faults(tmp_path):
         srv.plan = lambda n, p: None
         assert run(*args).exit_code == 0
         assert not [q for p, q, f in srv.log if q.get("type") in ("candleSnapshot",)]
+
+
+def test_fetch_one_venue_of_a_multi_venue_event(tmp_path):
+    """``backtest fetch EVENT --venue bybit`` fetches the Bybit view of the event (its symbols,
+    its tiers) through the local fake Bybit; an exchange the event does not span is one line."""
+    from backtest.store import Store
+    from tests.fakes.exchange_server import FakeExchangeServer, every_other
+    from tests.fakes.fixtures import all_data
+    from tests.test_download import venue_config
+
+    ev = write(tmp_path, BASE.replace('["BTC/USDT:USDT", "ETH/USDT:USDT"]', '["BTC/USDT:USDT"]')
+               + 'lookback = ["2025-10-07T20:00:00Z", "2025-10-10T20:00:00Z"]\nvenues = [{ exchange = "bybit" }]\n')
+    with FakeExchangeServer(all_data()) as srv:
+        srv.plan = every_other(["429", "500", "cut"])
+        cfg = venue_config(tmp_path, srv, "bybit")
+        st = tmp_path / "st"
+        r = run("fetch", "mv", "--venue", "bybit", "--events", str(ev), "--store", str(st), "--ccxt-config", str(cfg), "--json")
+        assert r.exit_code == 0, r.output
+        out = json.loads(r.stdout[: r.stdout.rindex("}") + 1])
+        assert out["exchange"] == "bybit"
+        assert Store(st).read_tiers("bybit", "BTC/USDT:USDT")[0]["maintenanceMarginRate"] > 0
+        assert Store(st).scan("ohlcv", exchange="bybit", symbol="BTC/USDT:USDT", timeframe="1m").collect().height == 240
+    r = run("fetch", "mv", "--venue", "gate", "--events", str(ev), "--store", str(tmp_path / "st2"))
+    assert r.exit_code == 2 and "not a venue of event mv" in r.stderr and len(r.stderr.strip().splitlines()) == 1
