@@ -117,14 +117,14 @@ class Event:
 
     def legs(self, symbols: "list[str] | tuple[str, ...] | None" = None) -> list[Leg]:
         """Every (exchange, symbol) the event simulates, venue by venue (primary first), in
-        catalogue order; ``symbols``: keep only these symbols (on every venue holding them)."""
+        catalogue order; ``symbols``: keep only these results keys (:class:`Leg`: a bare symbol is
+        the primary venue's, ``SYMBOL@EXCHANGE`` a further venue's), in the event's order."""
         keep = set(symbols) if symbols else None
-        out = [Leg(s, self.exchange, s, self.exchange) for s in self.symbols if keep is None or s in keep]
+        out = [Leg(s, self.exchange, s, self.exchange) for s in self.symbols]
         for v in self.venues:
             out += [Leg(leg_key(v.exchange, s, self.exchange), v.exchange, s, v.path_proxy or v.exchange,
-                        proxy_symbol(s, self.symbols) if v.path_proxy else s)
-                    for s in v.symbols if keep is None or s in keep]
-        return out
+                        proxy_symbol(s, self.symbols) if v.path_proxy else s) for s in v.symbols]
+        return [x for x in out if keep is None or x.key in keep]
 
     @property
     def all_symbols(self) -> tuple[str, ...]:

@@ -128,10 +128,11 @@ def prepare(event_id: Any, overrides: dict | None = None, symbols: list[str] | N
     st = _store(store)
     ev = get_event(event_id, None if not isinstance(store, (str, Path)) else str(store))
     pop_params, sim = resolve_params(overrides)
-    every = list(getattr(ev, "all_symbols", ev.symbols))
+    every = [leg.key for leg in ev.legs()] if hasattr(ev, "legs") else list(ev.symbols)
     unknown = [s for s in (symbols or ()) if s not in every]
     if unknown:
-        raise SimError(f"symbol {unknown[0]!r} is not part of event {ev.id}; its symbols: {', '.join(every)}")
+        more = " (a further venue's symbol is SYMBOL@EXCHANGE)" if getattr(ev, "venues", ()) else ""
+        raise SimError(f"symbol {unknown[0]!r} is not part of event {ev.id}; its symbols: {', '.join(every)}{more}")
     legs = ev.legs(symbols) if hasattr(ev, "legs") else None
     if legs is None:  # an event-like object without venues (tests)
         from backtest.events import Leg

@@ -58,7 +58,7 @@ def test_venues_load_into_legs_and_venue_views(tmp_path):
                                      "ETH/USDT:USDT@okx", "BTC/USDC:USDC@hyperliquid"]
     hl = legs[-1]
     assert hl.proxy and (hl.path_exchange, hl.path_symbol) == ("binanceusdm", "BTC/USDT:USDT")
-    assert [x.key for x in ev.legs(["ETH/USDT:USDT"])] == ["ETH/USDT:USDT", "ETH/USDT:USDT@okx"]
+    assert [x.key for x in ev.legs(["ETH/USDT:USDT@okx", "ETH/USDT:USDT"])] == ["ETH/USDT:USDT", "ETH/USDT:USDT@okx"]
     by = ev.venue_event("bybit")
     assert (by.exchange, by.symbols, by.venues, by.primary_exchange, by.path_exchange) == ("bybit", ("BTC/USDT:USDT",), (), "binanceusdm", "")
     hv = ev.venue_event("hyperliquid")
@@ -192,10 +192,14 @@ def test_proxy_paths_are_labelled_everywhere(multi, tmp_path):
 def test_a_single_venue_run_has_one_venue_equal_to_its_total():
     from backtest.simulate import run_event
 
-    res = run_event("2025-10-10", mode="replay", overrides=SMALL, symbols=["BTC/USDT:USDT"], store=None)
+    res = run_event("2025-10-10", mode="replay", overrides=SMALL, symbols=["BTC/USDT:USDT", "BTC/USDT:USDT@okx"], store=None)
     s = res.summary
-    # --symbol BTC keeps BTC on every venue of the catalogue event
-    assert list(s.venues) == ["binanceusdm", "bybit", "okx"]
+    # a bare symbol is the primary venue's, SYMBOL@EXCHANGE a further venue's
+    assert list(s.venues) == ["binanceusdm", "okx"] and s.symbols == ["BTC/USDT:USDT", "BTC/USDT:USDT@okx"]
+    from backtest.errors import SimError
+
+    with pytest.raises(SimError, match="SYMBOL@EXCHANGE"):
+        run_event("2025-10-10", mode="replay", overrides=SMALL, symbols=["BTC/USDT:USDT@gate"])
     from backtest.event_file import build_event, event_table
 
     ev = build_event(event_table("one", exchange="binanceusdm", symbols=["BTC/USDT:USDT"], window="2025-10-10T20:00Z/2025-10-11T00:00Z"))
@@ -233,7 +237,7 @@ def test_targets_by_venue_scope(multi):
     fund = Figure(id="t/f", event="mv", what="fund", kind="lower_bound", metric="insurance_fund_used_usd", venues=("bybit",), target=1.0)
     v = s.venues["bybit"]
     assert simulated_value(s, fund) == pytest.approx(v.insurance_fund_start_usd - v.insurance_fund_min_usd)
-    syms = list(ev.all_symbols)
+    syms = [leg.key for leg in ev.legs()]
     assert usable(by, ev, syms) is None and usable(market, ev, syms) is None
     gate = Figure(id="t/g", event="mv", what="Gate", kind="lower_bound", metric="liquidated_notional_usd", venues=("gate",), target=1.0)
     assert "not simulated" in usable(gate, ev, syms)

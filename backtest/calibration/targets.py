@@ -112,11 +112,12 @@ def usable(fig: Figure, event: Any, symbols: Iterable[str]) -> str | None:
     exchanges = tuple(getattr(event, "exchanges", (event.exchange,)))
     if fig.venues and not ({"all", *exchanges} & set(fig.venues)):
         return f"venue {', '.join(fig.venues)} is not simulated ({', '.join(exchanges)})"
-    simulated = set(symbols)
-    if len(fig.venues) == 1 and fig.venues[0] in exchanges[1:]:
-        simulated &= set(next(v.symbols for v in event.venues if v.exchange == fig.venues[0]))
-    elif len(fig.venues) == 1 and fig.venues[0] == exchanges[0]:
-        simulated &= set(event.symbols)
+    # symbols: the run's results keys (a bare symbol on the primary venue, SYMBOL@EXCHANGE elsewhere)
+    on = [(k.partition("@")[0], k.partition("@")[2] or exchanges[0]) for k in symbols]
+    if len(fig.venues) == 1 and fig.venues[0] in exchanges:
+        simulated = {s for s, ex in on if ex == fig.venues[0]}
+    else:
+        simulated = {s for s, _ in on}
     missing = [s for s in fig.symbols if s not in simulated]
     if missing:
         return f"symbol {', '.join(missing)} is not simulated"
@@ -126,7 +127,7 @@ def usable(fig: Figure, event: Any, symbols: Iterable[str]) -> str | None:
 def event_targets(event: Any, symbols: Iterable[str] | None = None, figures: list[Figure] | None = None) -> list[Figure]:
     """The comparable figures of ``event`` a run over ``symbols`` (default: all its symbols) is scored on."""
     figs = load_figures() if figures is None else figures
-    syms = list(symbols or getattr(event, "all_symbols", event.symbols))
+    syms = list(symbols or ([leg.key for leg in event.legs()] if hasattr(event, "legs") else event.symbols))
     return [f for f in figs if f.event == event.id and usable(f, event, syms) is None]
 
 
