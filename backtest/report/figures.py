@@ -257,7 +257,9 @@ def appendix_page(summary: dict, params: dict, title: str):
                 usd(v.get("open_notional_usd")), _pct(v.get("sigma_daily")), usd(v.get("volume_daily_usd")),
             ))
         top = y - 0.065
-        over, y = draw_table(fig, (0.04, 0.1, 0.92, top - 0.1), cols, prow, [8, 27, 5, 5, 10, 22, 11, 7, 10], fontsize=7.0)
+        # a multi-venue run has more symbols and more notes: the table stops higher, the notes keep their room
+        floor = 0.27 if len(summary.get("venues") or {}) > 1 else 0.1
+        over, y = draw_table(fig, (0.04, floor, 0.92, top - floor), cols, prow, [8, 27, 5, 5, 10, 22, 11, 7, 10], fontsize=7.0)
         if over:
             fig.text(0.04, y - 0.008, f"(+{len(over)} symbols more in summary.json, under per_symbol)", fontsize=7, color=GREY, va="top")
             y -= 0.02
