@@ -467,6 +467,12 @@ def _estimated_suffix(s: Summary) -> str:
     return f"  (open interest of {n} of {total} symbols estimated: see notes in summary.json)" if n else ""
 
 
+def _proxy_text(s: Summary, key: str) -> str:
+    """", PROXY: binanceusdm bars" for a symbol whose path is another exchange's bars, else ""."""
+    v = s.per_symbol.get(key)
+    return f", PROXY: {v.path_exchange} bars" if v is not None and v.path_exchange and v.path_exchange != v.exchange else ""
+
+
 def _print_sim_summary(s: Summary, seconds: float, out: Path) -> None:
     import polars as pl
 
@@ -475,7 +481,7 @@ def _print_sim_summary(s: Summary, seconds: float, out: Path) -> None:
 
     rows = [
         ("event", f"{s.event} ({s.mode}{', shock ' + s.shock if s.shock else ''})"),
-        ("symbols", ", ".join(f"{k} ({'last→mark' if v.startswith('last-anchored') else v})" for k, v in s.price_source.items())),
+        ("symbols", ", ".join(f"{k} ({'last→mark' if v.startswith('last-anchored') else v}{_proxy_text(s, k)})" for k, v in s.price_source.items())),
         ("positions", f"{s.positions:,}"),
         ("open notional", usd(s.open_notional_usd) + _estimated_suffix(s)),
         ("liquidated", f"{usd(s.liquidated_notional_usd)}  (long {usd(s.long_liquidated_usd)}, short {usd(s.short_liquidated_usd)})"),
@@ -488,6 +494,11 @@ def _print_sim_summary(s: Summary, seconds: float, out: Path) -> None:
         ("insurance fund min", usd(s.insurance_fund_min_usd)),
         ("seed", str(s.seed)),
     ]
+    if len(s.venues) > 1:  # per venue: the same headline figures
+        for ex, v in s.venues.items():
+            rows.append((f"{ex}", f"liquidated {usd(v.liquidated_notional_usd)} of {usd(v.open_notional_usd)} open "
+                                  f"(long share {'-' if v.long_share is None else f'{v.long_share:.3f}'}), ADL {usd(v.adl_notional_usd)}, "
+                                  f"fund min {usd(v.insurance_fund_min_usd)}" + (f"; PROXY path: {v.path_proxy}'s bars" if v.path_proxy else "")))
     print_frame(pl.DataFrame({"metric": [r[0] for r in rows], "value": [r[1] for r in rows]}), "summary")
     typer.echo(f"wrote {out}/summary.json, bars, liquidations, clusters, liq_map, heatmap (.parquet) in {seconds:.1f} s")
 

@@ -57,6 +57,33 @@ def resolve_event(event: str, *, events: Optional[Path] = None, window: Optional
     return build_event(table)
 
 
+def venue_options(event_id: str, exchanges: List[str], proxies: List[str]) -> tuple[str, list[dict]]:
+    """The primary exchange and the further venues' tables of repeated ``--exchange EX[=SYM,...]``
+    and ``--path-proxy EX=PROXY`` options (validated when the event is parsed)."""
+    from backtest.errors import EventError
+
+    items = [(e.split("=", 1)[0].strip(), e.split("=", 1)[1] if "=" in e else None) for e in exchanges or ["binanceusdm"]]
+    proxy: dict[str, str] = {}
+    for p in proxies or []:
+        if "=" not in p:
+            raise EventError(f"event {event_id}: --path-proxy {p!r} must be EX=PROXY, e.g. hyperliquid=binanceusdm")
+        ex, px = (x.strip() for x in p.split("=", 1))
+        proxy[ex] = px
+    names = [ex for ex, _ in items]
+    stray = [ex for ex in proxy if ex not in names[1:]]
+    if stray:
+        raise EventError(f"event {event_id}: --path-proxy names {stray[0]!r}, which is not a further --exchange of the event (the primary one needs its own bars)")
+    venues = []
+    for ex, syms in items[1:]:
+        t: dict = {"exchange": ex}
+        if syms is not None:
+            t["symbols"] = [s.strip() for s in syms.split(",") if s.strip()]
+        if ex in proxy:
+            t["path_proxy"] = proxy[ex]
+        venues.append(t)
+    return items[0][0], venues
+
+
 # ------------------------------------------------------------------------------------------
 # events list / show / add
 # ------------------------------------------------------------------------------------------
@@ -72,7 +99,7 @@ def events_list(store: Optional[str] = StoreOpt, events: Optional[Path] = Events
         {
             "id": [e.id for e in evs],
             "name": [e.name for e in evs],
-            "exchange": [e.exchange for e in evs],
+            "exchange": [", ".join(e.exchanges) for e in evs],
             "symbols": [", ".join(e.symbols) for e in evs],
             "window (UTC)": [f"{e.start_iso} → {e.end_iso}" for e in evs],
             "from": [e.source + (" (replaces the catalogue's)" if e.overrides else "") for e in evs],
@@ -89,7 +116,11 @@ def events_show(event_id: str = typer.Argument(..., help="Event id, e.g. 2025-10
 
 def events_add(
     event_id: str = typer.Argument(..., help="New event id: a path-safe name, e.g. 2026-02-03-alt-crash."),
-    exchange: str = typer.Option("binanceusdm", "--exchange", help="ccxt exchange id."),
+    exchange: List[str] = typer.Option(["binanceusdm"], "--exchange",
+                                       help="ccxt exchange id; repeat it for an event over several venues (the first is the primary one). "
+                                            "EX=SYM,SYM gives that venue its own symbols (default: --symbols)."),
+    path_proxy: List[str] = typer.Option([], "--path-proxy",
+                                         help="EX=PROXY: venue EX has no bars of its own; its path is PROXY's bars (labelled as a proxy), e.g. hyperliquid=binanceusdm."),
     symbols: List[str] = typer.Option(..., "--symbols", "--symbol", help="ccxt symbols, comma-separated or repeated, e.g. BTC/USDT:USDT."),
     window: str = typer.Option(..., "--window", help="Replay window START/END, ISO-8601 with a zone, e.g. 2026-02-03T10:00Z/2026-02-03T16:00Z."),
     lookback: float = typer.Option(30.0, "--lookback", help="Days before the window over which populations are built (1 to 365)."),
@@ -109,7 +140,10 @@ def events_add(
     except ValueError as e:
         raise EventError(str(e)) from None
     syms = [s.strip() for item in symbols for s in item.split(",") if s.strip()]
-    table = event_table(event_id, exchange=exchange, symbols=syms, window=window, lookback_days=lookback, core=core, name=name)
+    primary, venues = venue_options(event_id, exchange, path_proxy)
+    if "=" in exchange[0]:
+        syms = [s.strip() for s in exchange[0].split("=", 1)[1].split(",") if s.strip()] or syms
+    table = event_table(event_id, exchange=primary, symbols=syms, window=window, lookback_days=lookback, core=core, name=name, venues=venues)
     path = user_events_path(events)
     for line in add_events(path, [table], replace=replace):
         typer.echo(line)
@@ -219,6 +253,8 @@ def fetch(
     ccxt_config: Optional[Path] = typer.Option(None, "--ccxt-config", help="JSON/TOML for the exchange (urls, apiKey/secret for tiers, "
                                                "archive_base_url, retry, page_limits), as for 'backtest download'."),
     json_out: bool = typer.Option(False, "--json", help="Print the closing table as JSON."),
+    venue: Optional[str] = typer.Option(None, "--venue", help="Fetch for this venue of a multi-venue event (its exchange id; "
+                                        "default the primary one). Each venue takes its own --ccxt-config."),
     events: Optional[Path] = EventsOpt,
     store: Optional[str] = StoreOpt,
 ) -> None:
@@ -234,6 +270,11 @@ def fetch(
     # a store that does not exist yet (fetch creates it) has no catalogue of its own: the committed one serves
     ev = resolve_event(event, events=events, window=window, exchange=exchange, symbols=symbol, store=None if new_store else store,
                        lookback=lookback)
+    if venue is not None:
+        ev = ev.venue_event(venue)  # EventError (one line) for an exchange the event does not span
+    elif getattr(ev, "venues", ()):
+        note(f"event {ev.id} spans {', '.join(ev.exchanges)}: fetching for {ev.exchange}; "
+             f"fetch the others with --venue EXCHANGE (each with its own --ccxt-config)")
     progress_on = sys.stderr.isatty() and not os.environ.get("BACKTEST_NO_PROGRESS")
     rep = run_fetch(ev, store=store, ccxt_config=ccxt_config, progress_on=progress_on)
     rows = rep.rows()

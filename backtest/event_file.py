@@ -8,8 +8,13 @@ key                 value
 ``id``              required; a path-safe name (letters, digits, ``.``, ``_``, ``-``; 1-64)
 ``slug``            optional path-safe name (default: the id)
 ``name``            optional text (default: the id)
-``exchange``        ccxt exchange id (default ``binanceusdm``); one venue per event for now
-``symbols``         required, non-empty list of ccxt symbols (``BTC/USDT:USDT``)
+``exchange``        ccxt exchange id of the primary venue (default ``binanceusdm``)
+``symbols``         required, non-empty list of ccxt symbols (``BTC/USDT:USDT``) on that venue
+``venues``          optional list of further venues the event spans, each a table
+                    ``{ exchange = "bybit", symbols = [...] }`` (symbols default to the event's),
+                    optionally ``path_proxy = "binanceusdm"``: the venue has no bars of its own and
+                    its population runs on that exchange's bars (labelled as a proxy in every
+                    output). An exchange appears once per event (the primary one not again).
 ``window``          required ``[start, end)``: ISO-8601 times with a zone (``Z`` or ``+hh:mm``)
                     or TOML offset date-times, or plain dates (00:00 UTC); start < end, up to
                     :data:`MAX_WINDOW_DAYS`
@@ -48,7 +53,7 @@ MAX_WINDOW_DAYS = 31
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 #: ccxt unified symbols: BASE/QUOTE (spot), BASE/QUOTE:SETTLE (perpetual), ...:SETTLE-YYMMDD (dated)
 SYMBOL_RE = re.compile(r"^[A-Za-z0-9]+/[A-Za-z0-9]+(:[A-Za-z0-9]+(-\d{6}(-[0-9.]+-[CP])?)?)?$")
-EVENT_KEYS = ("id", "slug", "name", "exchange", "symbols", "window", "lookback", "core_window", "figures", "pre_event_inputs", "observed")
+EVENT_KEYS = ("id", "slug", "name", "exchange", "symbols", "venues", "window", "lookback", "core_window", "figures", "pre_event_inputs", "observed")
 #: list-of-table fields: required keys, keys that must be numbers, keys that must be text
 TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
     "figures": (("what", "source"), ("value_usd", "value"), ("what", "source", "metric", "scope", "detail")),
@@ -74,9 +79,12 @@ def check_id(value: Any, field: str = "id") -> str:
     return value
 
 
+VENUE_KEYS = ("exchange", "symbols", "path_proxy")
+
+
 def check_exchange(value: Any) -> str:
     if isinstance(value, list):
-        raise ValueError("exchange must be one ccxt exchange id (events over several venues are not supported yet)")
+        raise ValueError("exchange must be one ccxt exchange id; for an event over several venues list the others as venues = [{ exchange = \"bybit\", symbols = [...] }]")
     if not isinstance(value, str):
         raise ValueError(f"exchange must be a ccxt exchange id such as binanceusdm, not {value!r}")
     known = known_exchanges()
@@ -97,6 +105,38 @@ def check_symbols(value: Any) -> tuple[str, ...]:
     if len(set(value)) != len(value):
         raise ValueError("symbols lists a symbol twice")
     return tuple(value)
+
+
+def check_venues(value: Any, primary: str, symbols: tuple[str, ...]) -> tuple:
+    """The event's further venues (:class:`~backtest.events.Venue`, in file order) from a list of
+    tables ``{exchange, symbols?, path_proxy?}``; ``symbols`` default to the event's."""
+    from backtest.events import Venue
+
+    if not isinstance(value, list):
+        raise ValueError("venues must be a list of tables, e.g. venues = [{ exchange = \"bybit\", symbols = [\"BTC/USDT:USDT\"] }]")
+    out: list = []
+    seen = {primary}
+    for i, t in enumerate(value, 1):
+        if not isinstance(t, dict):
+            raise ValueError(f"venues entry {i} must be a table {{ exchange = ..., symbols = [...] }}, not {t!r}")
+        unknown = [k for k in t if k not in VENUE_KEYS]
+        if unknown:
+            raise ValueError(f"venues entry {i}: unknown key {unknown[0]!r}; keys are {', '.join(VENUE_KEYS)}")
+        if "exchange" not in t:
+            raise ValueError(f"venues entry {i} has no exchange; add exchange = \"bybit\" (a ccxt id)")
+        try:
+            ex = check_exchange(t["exchange"])
+            syms = check_symbols(t["symbols"]) if "symbols" in t else symbols
+            proxy = check_exchange(t["path_proxy"]) if "path_proxy" in t else ""
+        except ValueError as e:
+            raise ValueError(f"venues entry {i}: {e}") from None
+        if ex in seen:
+            raise ValueError(f"venues entry {i}: exchange {ex} is already a venue of this event; list each exchange once")
+        if proxy == ex:
+            raise ValueError(f"venues entry {i}: path_proxy must be another exchange than {ex} (omit it to use {ex}'s own bars)")
+        seen.add(ex)
+        out.append(Venue(ex, syms, proxy))
+    return tuple(out)
 
 
 def time_ms(value: Any, field: str) -> int:
@@ -186,6 +226,8 @@ def parse_event(d: Any, source: str, index: int = 1):
         if "symbols" not in d:
             raise ValueError("symbols is missing; add e.g. symbols = [\"BTC/USDT:USDT\"]")
         symbols = check_symbols(d["symbols"])
+        field = "venues"
+        venues = check_venues(d["venues"], exchange, symbols) if "venues" in d else ()
         field = "window"
         if "window" not in d:
             raise ValueError("window is missing; add window = [\"START\", \"END\"] (ISO-8601 UTC)")
@@ -211,7 +253,7 @@ def parse_event(d: Any, source: str, index: int = 1):
     except ValueError as e:
         raise EventError(f"{where}: {field}: {e}") from None
     return Event(
-        id=d["id"], slug=d.get("slug", d["id"]), name=d.get("name", d["id"]), exchange=exchange, symbols=symbols,
+        id=d["id"], slug=d.get("slug", d["id"]), name=d.get("name", d["id"]), exchange=exchange, symbols=symbols, venues=venues,
         start_ms=start, end_ms=end, lookback_start_ms=lb, core_start_ms=core[0], core_end_ms=core[1],
         figures=tables["figures"], pre_event_inputs=tables["pre_event_inputs"], observed=tables["observed"], source=source,
     )
@@ -251,9 +293,11 @@ def event_table(
     core: Any = None,
     name: str | None = None,
     observed: list[dict] | None = None,
+    venues: list[dict] | None = None,
 ) -> dict[str, Any]:
     """The TOML table of a new event (times as ISO-8601 UTC strings); validated by :func:`parse_event`
-    when read back. ``window`` and ``core`` are ``"START/END"`` or ``[start, end]``."""
+    when read back. ``window`` and ``core`` are ``"START/END"`` or ``[start, end]``; ``venues``
+    the further venues as tables (``{"exchange": ..., "symbols": [...]}``, see the module table)."""
     try:
         start, end = check_span(window, "--window", text=True)
         days = check_lookback_days(lookback_days if lookback_days is not None else DEFAULT_LOOKBACK_DAYS)
@@ -269,6 +313,8 @@ def event_table(
         except ValueError as e:
             raise EventError(f"event {event_id}: {e}") from None
         d["core_window"] = [_iso(a), _iso(b)]
+    if venues:
+        d["venues"] = [dict(v) for v in venues]
     if observed:
         d["observed"] = observed
     return d

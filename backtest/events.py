@@ -26,6 +26,56 @@ from backtest.store import default_root, ms_to_iso
 
 
 @dataclass(frozen=True)
+class Venue:
+    """A further venue an event spans (``venues`` in an event file).
+
+    ``path_proxy``: the exchange whose bars stand in for this venue's (it has none of its own,
+    e.g. Hyperliquid); "" for the venue's own bars. Labelled as a proxy in every output."""
+
+    exchange: str
+    symbols: tuple[str, ...]
+    path_proxy: str = ""
+
+
+@dataclass(frozen=True)
+class Leg:
+    """One simulated (exchange, symbol) of an event. ``key`` names it in a run's results: the
+    bare symbol on the event's primary exchange (as for a single-venue event), else
+    ``SYMBOL@EXCHANGE``. ``path_exchange`` is the exchange whose bars drive it (its own, or a
+    proxy's)."""
+
+    key: str
+    exchange: str
+    symbol: str
+    path_exchange: str
+    #: the symbol whose bars drive it on ``path_exchange`` (the same coin on a proxy: proxy_symbol)
+    path_symbol: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.path_symbol:
+            object.__setattr__(self, "path_symbol", self.symbol)
+
+    @property
+    def proxy(self) -> bool:
+        return self.path_exchange != self.exchange
+
+
+def proxy_symbol(symbol: str, candidates: "tuple[str, ...] | list[str]") -> str:
+    """The symbol of the same coin among ``candidates`` (the primary venue's symbols: a proxy's
+    bars are read for it), e.g. Hyperliquid's ``BTC/USDC:USDC`` -> ``BTC/USDT:USDT``; the symbol
+    itself when it is one of them or no candidate has its base coin."""
+    if symbol in candidates:
+        return symbol
+    base = symbol.split("/")[0]
+    return next((c for c in candidates if c.split("/")[0] == base), symbol)
+
+
+def leg_key(exchange: str, symbol: str, primary: str) -> str:
+    """The results key of ``symbol`` on ``exchange`` in an event whose primary exchange is ``primary``."""
+    return symbol if exchange == primary else f"{symbol}@{exchange}"
+
+
+@dataclass(frozen=True)
 class Event:
     """One catalogued crash event. Times are UTC milliseconds."""
 
@@ -42,10 +92,61 @@ class Event:
     figures: tuple[dict, ...] = ()
     pre_event_inputs: tuple[dict, ...] = ()
     observed: tuple[dict, ...] = field(default=())
+    #: further venues (:class:`Venue`) beside the primary ``exchange``; () for a single venue
+    venues: tuple[Venue, ...] = ()
     #: where the event was defined: an event file's path, or "command line"
     source: str = ""
     #: the catalogue file whose event of the same id this one replaces ("" when none)
     overrides: str = ""
+
+    #: set on the per-venue view of a multi-venue event (:meth:`venue_event`): the exchange whose
+    #: bars drive the venue when they are a proxy ("" otherwise), and the event's primary exchange
+    path_exchange: str = ""
+    primary_exchange: str = ""
+    #: (venue symbol, the proxy's symbol of the same coin) pairs of a proxied venue's view
+    path_symbols: tuple[tuple[str, str], ...] = ()
+
+    def path_symbol(self, symbol: str) -> str:
+        """The symbol whose bars drive ``symbol`` (itself, unless a proxy reads another one)."""
+        return dict(self.path_symbols).get(symbol, symbol)
+
+    @property
+    def exchanges(self) -> tuple[str, ...]:
+        """Every exchange of the event, the primary one first."""
+        return (self.exchange, *(v.exchange for v in self.venues))
+
+    def legs(self, symbols: "list[str] | tuple[str, ...] | None" = None) -> list[Leg]:
+        """Every (exchange, symbol) the event simulates, venue by venue (primary first), in
+        catalogue order; ``symbols``: keep only these results keys (:class:`Leg`: a bare symbol is
+        the primary venue's, ``SYMBOL@EXCHANGE`` a further venue's), in the event's order."""
+        keep = set(symbols) if symbols else None
+        out = [Leg(s, self.exchange, s, self.exchange) for s in self.symbols]
+        for v in self.venues:
+            out += [Leg(leg_key(v.exchange, s, self.exchange), v.exchange, s, v.path_proxy or v.exchange,
+                        proxy_symbol(s, self.symbols) if v.path_proxy else s) for s in v.symbols]
+        return [x for x in out if keep is None or x.key in keep]
+
+    @property
+    def all_symbols(self) -> tuple[str, ...]:
+        """Every symbol on any venue (primary's first), once each."""
+        out = list(self.symbols)
+        for v in self.venues:
+            out += [s for s in v.symbols if s not in out]
+        return tuple(out)
+
+    def venue_event(self, exchange: str) -> "Event":
+        """This event as seen by one venue: its exchange and symbols, no further venues;
+        ``primary_exchange`` names the event's primary exchange (the reference of cross-venue
+        estimates) and ``path_exchange`` the proxy whose bars drive it, if any. The primary
+        exchange of a single-venue event returns the event itself."""
+        if exchange == self.exchange:
+            return self if not self.venues else replace(self, venues=(), primary_exchange=self.exchange)
+        for v in self.venues:
+            if v.exchange == exchange:
+                pairs = tuple((x, proxy_symbol(x, self.symbols)) for x in v.symbols) if v.path_proxy else ()
+                return replace(self, exchange=exchange, symbols=v.symbols, venues=(), path_exchange=v.path_proxy,
+                               primary_exchange=self.exchange, path_symbols=pairs)
+        raise EventError(f"exchange {exchange!r} is not a venue of event {self.id}; its venues: {', '.join(self.exchanges)}")
 
     @property
     def start_iso(self) -> str:
@@ -66,7 +167,7 @@ class Event:
         """The most recent published pre-event open interest for a symbol on this exchange."""
         exchange = exchange or self.exchange
         found = [
-            x for x in self.pre_event_inputs if x.get("symbol") == symbol and x.get("exchange", exchange) == exchange and "value_usd" in x
+            x for x in self.pre_event_inputs if x.get("symbol") == symbol and x.get("exchange", self.primary_exchange or self.exchange) == exchange and "value_usd" in x
         ]
         return found[-1] if found else None
 
@@ -77,6 +178,8 @@ class Event:
             f"  from:      {self.source}" + (f" (replaces the event of {self.overrides})" if self.overrides else ""),
             f"  exchange:  {self.exchange}",
             f"  symbols:   {', '.join(self.symbols)}",
+            *(f"  venue:     {v.exchange}: {', '.join(v.symbols)}" + (f" (bars: {v.path_proxy}'s, a proxy)" if v.path_proxy else "")
+              for v in self.venues),
             f"  window:    {self.start_iso} → {self.end_iso} (UTC)",
             f"  lookback:  {ms_to_iso(self.lookback_start_ms)} → {self.start_iso}",
         ]

@@ -148,6 +148,7 @@ def clusters_frame(liq_map: pl.DataFrame, liqs: pl.DataFrame, p0: float, path_lo
     """
     rows = []
     symbol = liq_map["symbol"][0] if liq_map.height else None
+    exchange = liq_map["exchange"][0] if liq_map.height and "exchange" in liq_map.columns else ""
     for side in ("long", "short"):
         m = liq_map.filter(pl.col("side") == side).sort("bucket")
         if m.height == 0:
@@ -181,5 +182,5 @@ def clusters_frame(liq_map: pl.DataFrame, liqs: pl.DataFrame, p0: float, path_lo
         reached = path_lo <= hi if side == "long" else path_hi >= lo
         mid = (lo + hi) / 2
         realised = float(lq.filter((pl.col("side") == sgn) & (pl.col("liq_price") >= lo) & (pl.col("liq_price") < hi))["notional_usd"].sum())
-        out.append((symbol, side, k + 1, lo, hi, notional, share, (mid / p0 - 1) * 100.0, bool(reached), realised))
+        out.append((symbol, exchange, side, k + 1, lo, hi, notional, share, (mid / p0 - 1) * 100.0, bool(reached), realised))
     return pl.DataFrame(out, schema=schema, orient="row")

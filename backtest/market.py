@@ -69,8 +69,14 @@ def _covers(df: pl.DataFrame, start: int, end: int, tf_ms: int) -> bool:
     return int(t[0]) <= start + tf_ms and int(t[-1]) >= end - 2 * tf_ms and df.height >= 0.8 * (end - start) / tf_ms
 
 
-def load_market(store: Any, exchange: str, symbol: str, start: int, end: int, lookback_start: int, price_path: str = "anchored") -> Market:
-    """Read one symbol's path, funding and liquidity estimates for ``[start, end)``."""
+def load_market(store: Any, exchange: str, symbol: str, start: int, end: int, lookback_start: int, price_path: str = "anchored",
+                funding_exchange: str | None = None, funding_symbol: str | None = None) -> Market:
+    """Read one symbol's path, funding and liquidity estimates for ``[start, end)``.
+
+    ``exchange``: whose bars make the path; ``funding_exchange`` (default ``exchange``): whose
+    stored funding is charged on it (a venue whose path is another exchange's bars, a proxy,
+    still pays its own funding, on its own schedule: each stored payment at its own time);
+    ``funding_symbol`` (default ``symbol``): the venue's own symbol for it."""
     chosen = None
     mk = store.read("mark", exchange=exchange, symbol=symbol, timeframe="1h", start=start, end=end)
     has_mark = _covers(mk, start, end, timeframe_ms("1h"))
@@ -101,7 +107,7 @@ def load_market(store: Any, exchange: str, symbol: str, start: int, end: int, lo
     n = ts.size
     vol_usd = volume_usd(df) if source == "last" else np.zeros(n)
     fr = np.zeros(n)
-    fund = store.read("funding", exchange=exchange, symbol=symbol, timeframe="event", start=start, end=end)
+    fund = store.read("funding", exchange=funding_exchange or exchange, symbol=funding_symbol or symbol, timeframe="event", start=start, end=end)
     if fund.height:
         fts = fund["ts"].dt.epoch("ms").to_numpy()
         idx = np.searchsorted(ts, fts, side="left")
@@ -142,11 +148,19 @@ def _anchor(fine: pl.DataFrame, mark: pl.DataFrame) -> pl.DataFrame:
 def _liquidity(store, exchange, symbol, lb_start, start, bars, tf_ms) -> tuple[float, float]:
     """Daily volatility of log returns and daily traded notional (USD) over the lookback."""
     hist = store.read("ohlcv", exchange=exchange, symbol=symbol, timeframe="1h", start=lb_start, end=start)
+    fine = _fine_lookback(store, exchange, symbol, lb_start, start) if hist.height < 48 else None
     if hist.height >= 48:
         c = hist["close"].to_numpy()
         r = np.diff(np.log(c))
         sigma = float(np.std(r) * math.sqrt(24))
         vday = float(np.sum(volume_usd(hist)) / (hist.height / 24.0))
+    elif fine is not None:
+        # no hourly bars stored over the lookback (e.g. Bybit's 5m only): the finest stored
+        # timeframe that covers two days of it, the same estimates at its bar length
+        df, per_day = fine
+        r = np.diff(np.log(df["close"].to_numpy()))
+        sigma = float(np.std(r) * math.sqrt(per_day))
+        vday = float(np.sum(volume_usd(df)) / (df.height / per_day))
     else:
         c = bars["close"]
         r = np.diff(np.log(c)) if c.size > 1 else np.zeros(1)
@@ -158,6 +172,17 @@ def _liquidity(store, exchange, symbol, lb_start, start, bars, tf_ms) -> tuple[f
     if not np.isfinite(vday) or vday <= 0:
         raise SimError(f"no traded volume for {symbol} before {_iso(start)}; set depth_usd_1pct and impact_model=linear")
     return sigma, vday
+
+
+def _fine_lookback(store: Any, exchange: str, symbol: str, lb_start: int, start: int) -> tuple[pl.DataFrame, float] | None:
+    """The finest stored last-price bars over the lookback that span at least two days, with
+    their bars per day; None when no timeframe does."""
+    for tf in FINE_TIMEFRAMES:
+        df = store.read("ohlcv", exchange=exchange, symbol=symbol, timeframe=tf, start=lb_start, end=start)
+        per_day = 86_400_000 / timeframe_ms(tf)
+        if df.height >= 2 * per_day:
+            return df, per_day
+    return None
 
 
 def market_bars(store: Any, exchange: str, symbol: str, start_ms: int, end_ms: int) -> dict[str, np.ndarray]:

@@ -496,12 +496,21 @@ def build_population(event: Any, symbol: str, params: PopulationParams | None = 
     if symbol not in tuple(event.symbols):
         raise PopulationError(f"{symbol} is not a symbol of event {event.id}; choose from {', '.join(event.symbols)}")
     ex = event.exchange
-    bars = market_bars(st, ex, symbol, event.lookback_start_ms, event.start_ms)
-    tiers = st.read_tiers(ex, symbol)
+    # a venue without bars of its own (multi-venue events, events.Venue.path_proxy) runs on a
+    # proxy exchange's bars; its open interest, tiers and long share stay its own
+    path_ex = getattr(event, "path_exchange", "") or ex
+    path_sym = event.path_symbol(symbol) if hasattr(event, "path_symbol") else symbol
+    bars = market_bars(st, path_ex, path_sym, event.lookback_start_ms, event.start_ms)
+    tiers, tiers_src = st.read_tiers(ex, symbol), f"store tiers ({ex})"
+    primary = getattr(event, "primary_exchange", "") or ex
+    if not tiers and primary != ex:
+        # assumption (labelled in the population's stats and the summary's notes): the primary
+        # exchange's tier table for the same symbol stands in for a venue with none stored
+        tiers, tiers_src = st.read_tiers(primary, symbol), f"assumption: {primary}'s tiers (none stored for {ex})"
     if not tiers:
-        raise PopulationError(f"the store has no leverage tiers for {ex} {symbol}; import them (backtest data import-tiers)")
+        raise PopulationError(f"the store has no leverage tiers for {ex} {symbol}; import them (backtest data import-tiers, or backtest fetch)")
     recent_vol = recent_volume(bars, event.start_ms)
-    oi_level, source, oi_points = resolve_open_interest(st, event, symbol, p, recent_vol)
+    oi_level, source, oi_points = resolve_open_interest(st, event, symbol, p, recent_vol, bars=bars)
     oi_series = None
     if oi_points is not None:
         # open interest as of each bar's end (last observation at or before it)
@@ -530,7 +539,7 @@ def build_population(event: Any, symbol: str, params: PopulationParams | None = 
     if p.survival_price == "last":
         survival = "last-price bars (survival_price=last)"
     else:
-        mk = mark_bars(st, ex, symbol, max(event.lookback_start_ms, int(bars["ts"][0])), event.start_ms)
+        mk = mark_bars(st, path_ex, path_sym, max(event.lookback_start_ms, int(bars["ts"][0])), event.start_ms)
         if mk is not None:
             # last-price bars before the mark series starts, mark bars from then on
             before = bars["ts"] + bars["dur"] <= mk["ts"][0]
@@ -562,6 +571,8 @@ def build_population(event: Any, symbol: str, params: PopulationParams | None = 
             "opening_weights": "open-interest increases" if oi_series is not None else "traded volume",
             "survival_path": survival,
             "venue": venue,
+            "tiers_source": tiers_src,
+            **({"path_proxy": f"{path_ex} {path_sym}"} if path_ex != ex else {}),
         }
     )
     return pop

@@ -43,12 +43,20 @@ def _catalogue_oi(event: Any, symbol: str, exchange: str) -> dict | None:
     return found[-1] if found else None
 
 
-def resolve_open_interest(store: Any, event: Any, symbol: str, params: Any, lookback_volume_usd: float) -> tuple[float, str, np.ndarray | None]:
+def resolve_open_interest(store: Any, event: Any, symbol: str, params: Any, lookback_volume_usd: float,
+                          bars: dict[str, np.ndarray] | None = None) -> tuple[float, str, np.ndarray | None]:
     """Target open interest (USD, before ``oi_scale``), where it came from, and the stored OI
-    points ``[[ts_ms...], [usd...]]`` when the store has them (else None)."""
+    points ``[[ts_ms...], [usd...]]`` when the store has them (else None).
+
+    Order: the parameter, the store, the catalogue, an estimate from a reference symbol of the
+    same venue, from another catalogued event, and - on a further venue of a multi-venue event
+    (``event.primary_exchange`` set), with ``bars`` the lookback bars the population is built on -
+    the primary venue's level for the symbol times the ratio of the two venues' daily traded
+    notional (:func:`_cross_venue_estimate`; a labelled assumption)."""
     if params.open_interest_usd is not None:
         return float(params.open_interest_usd), "open_interest_usd parameter", None
     ex = event.exchange
+    path_ex = getattr(event, "path_exchange", "") or ex
     oi = store.read("open_interest", exchange=ex, symbol=symbol, start=event.lookback_start_ms, end=event.start_ms)
     if oi.height:
         usd = oi["open_interest_usd"].to_numpy()
@@ -67,7 +75,11 @@ def resolve_open_interest(store: Any, event: Any, symbol: str, params: Any, look
         r = _catalogue_oi(event, ref, ex)
         if r is None:
             continue
-        ref_bars = market_bars(store, ex, ref, event.lookback_start_ms, event.start_ms)
+        try:
+            ref_path = event.path_symbol(ref) if hasattr(event, "path_symbol") else ref
+            ref_bars = market_bars(store, path_ex, ref_path, event.lookback_start_ms, event.start_ms)
+        except Exception:  # the reference has no bars on this venue: try the next one
+            continue
         ref_vol = recent_volume(ref_bars, event.start_ms)
         if ref_vol > 0 and lookback_volume_usd > 0:
             est = float(r["value_usd"]) * lookback_volume_usd / ref_vol
@@ -79,6 +91,9 @@ def resolve_open_interest(store: Any, event: Any, symbol: str, params: Any, look
     # estimate from another catalogued event's published level for this symbol: the same ratio of
     # open interest to the 7 days of traded notional before the event (a stated assumption)
     est = _estimate_from_other_event(store, event, symbol, ex, lookback_volume_usd)
+    if est is not None:
+        return est
+    est = _cross_venue_estimate(store, event, symbol, params, bars)
     if est is not None:
         return est
     raise PopulationError(
@@ -116,6 +131,52 @@ def _estimate_from_other_event(store: Any, event: Any, symbol: str, ex: str, loo
             f"x {symbol}'s 7 days before this event (${lookback_volume_usd / 1e9:.1f}B); assumes the same ratio"
         ), None
     return None
+
+
+def daily_volume(bars: dict[str, np.ndarray], as_of_ms: int, days: float = 7.0) -> float:
+    """Mean traded notional per day (USD) over the last ``days`` before ``as_of_ms``, over the
+    part of them the bars cover (a venue whose bars start later is not undercounted)."""
+    if bars is None or not len(bars["ts"]):
+        return 0.0
+    covered = min(days, (as_of_ms - int(bars["ts"][0])) / DAY_MS)
+    return recent_volume(bars, as_of_ms, days) / covered if covered > 0 else 0.0
+
+
+def _cross_venue_estimate(store: Any, event: Any, symbol: str, params: Any, bars: dict[str, np.ndarray] | None) -> tuple[float, str, None] | None:
+    """Open interest of ``symbol`` on a further venue of a multi-venue event whose own level is
+    not sourced: the primary venue's level for the symbol (its own source named) x this venue's
+    daily traded notional / the primary's over the last 7 days. Assumes the same
+    open-interest-to-volume ratio on both venues (labelled "estimate: ..."). None on a
+    single-venue event, or when the primary venue has no level or no bars for the symbol."""
+    import dataclasses
+
+    primary = getattr(event, "primary_exchange", "") or ""
+    if not primary or primary == event.exchange or bars is None or not dataclasses.is_dataclass(event):
+        return None
+    if symbol not in getattr(event, "all_symbols", ()) and symbol not in getattr(event, "symbols", ()):
+        return None
+    psym = event.path_symbol(symbol) if hasattr(event, "path_symbol") else symbol  # the same coin on the primary venue
+    try:
+        pbars = market_bars(store, primary, psym, event.lookback_start_ms, event.start_ms)
+    except Exception:  # the primary venue has no bars for this symbol
+        return None
+    view = dataclasses.replace(event, exchange=primary, path_exchange="", primary_exchange="", path_symbols=())
+    if psym not in view.symbols:
+        view = dataclasses.replace(view, symbols=(*view.symbols, psym))
+    try:
+        level, src, _ = resolve_open_interest(store, view, psym, params, recent_volume(pbars, event.start_ms))
+    except PopulationError:
+        return None
+    mine, theirs = daily_volume(bars, event.start_ms), daily_volume(pbars, event.start_ms)
+    if not (mine > 0 and theirs > 0):
+        return None
+    path_ex = getattr(event, "path_exchange", "") or event.exchange
+    whose = f"{path_ex}'s bars (a proxy for {event.exchange})" if path_ex != event.exchange else event.exchange
+    return level * mine / theirs, (
+        f"estimate: {primary} {psym} level ${level / 1e9:.2f}B ({src.removeprefix('estimate: ')}) x ratio of {symbol}'s daily traded "
+        f"notional on {whose} to {primary}'s over the last 7 days ({mine / theirs:.3f}); assumption: no published "
+        f"{event.exchange} open interest, the same open-interest-to-volume ratio as on {primary}"
+    ), None
 
 
 def recent_volume(bars: dict[str, np.ndarray], as_of_ms: int, days: float = 7.0) -> float:

@@ -44,21 +44,24 @@ TS = pl.Datetime("ms", "UTC")
 #: notional of the opposite positions ADL closed for it (at the bar's last price), ``adl_ranks_hit``
 #: how deep into the side's ADL ranking those closes went, in fifths (0 none; 1 only the top 20 %,
 #: the five lights of Binance's ADL indicator and Bybit's ADL rank; 5 down to the bottom fifth).
+#: ``exchange`` is the venue whose positions the row is about (a multi-venue event has one set of
+#: rows per venue and symbol); ``path_exchange`` the exchange whose bars drove it: the venue
+#: itself, or the proxy a venue without bars of its own runs on (events.Venue.path_proxy).
 BARS_SCHEMA: dict[str, pl.DataType] = {
-    "symbol": pl.String, "ts": TS, "open": pl.Float64, "high": pl.Float64, "low": pl.Float64, "close": pl.Float64,
+    "symbol": pl.String, "exchange": pl.String, "ts": TS, "open": pl.Float64, "high": pl.Float64, "low": pl.Float64, "close": pl.Float64,
     "sim_open": pl.Float64, "sim_high": pl.Float64, "sim_low": pl.Float64, "sim_close": pl.Float64,
     "long_liq_usd": pl.Float64, "short_liq_usd": pl.Float64, "long_liq_count": pl.Float64, "short_liq_count": pl.Float64,
     "long_stop_usd": pl.Float64, "short_stop_usd": pl.Float64, "adl_usd": pl.Float64, "insurance_fund_usd": pl.Float64,
     "deficit_usd": pl.Float64, "uncovered_usd": pl.Float64, "adl_taken_usd": pl.Float64, "clearance_fees_usd": pl.Float64,
     "taker_fees_usd": pl.Float64, "rounds": pl.Int32, "cascades_at_max_rounds": pl.Int32, "adl_ranks_hit": pl.Int8, "endo_move_min_pct": pl.Float64, "endo_move_max_pct": pl.Float64,
-    "funding_rate": pl.Float64, "price_source": pl.String,
+    "funding_rate": pl.Float64, "price_source": pl.String, "path_exchange": pl.String,
     # accounts (issue 12; backtest.contagion): notional liquidated by another symbol's or the collateral's move,
     # by the own symbol's move (both engines), and the account engine's deficits (not charged to the fund)
     "contagion_usd": pl.Float64, "own_market_usd": pl.Float64, "account_deficit_usd": pl.Float64,
 }
 #: one row per position that left the book (liquidated, stopped, ADL'd), by time then position
 LIQUIDATIONS_SCHEMA: dict[str, pl.DataType] = {
-    "symbol": pl.String, "position": pl.Int64, "side": pl.Int8, "exit": pl.String, "ts": TS, "fill": pl.Float64,
+    "symbol": pl.String, "exchange": pl.String, "position": pl.Int64, "side": pl.Int8, "exit": pl.String, "ts": TS, "fill": pl.Float64,
     "round": pl.Int16, "qty": pl.Float64, "notional_usd": pl.Float64, "weight": pl.Float64, "leverage": pl.Float32,
     "margin_mode": pl.Int8, "entry": pl.Float64, "liq_price": pl.Float64,
     # accounts (issue 12): the row's account (-1 isolated, or accounts off); contagion 1 when another symbol's (or the
@@ -67,18 +70,18 @@ LIQUIDATIONS_SCHEMA: dict[str, pl.DataType] = {
 }
 #: price ranges where open notional concentrates (see liqmap.clusters_frame), ranked by notional
 CLUSTERS_SCHEMA: dict[str, pl.DataType] = {
-    "symbol": pl.String, "side": pl.String, "rank": pl.Int32, "price_lo": pl.Float64, "price_hi": pl.Float64,
+    "symbol": pl.String, "exchange": pl.String, "side": pl.String, "rank": pl.Int32, "price_lo": pl.Float64, "price_hi": pl.Float64,
     "open_notional_usd": pl.Float64, "share": pl.Float64, "distance_pct": pl.Float64, "reached": pl.Boolean,
     "liquidated_usd": pl.Float64,
 }
 #: pre-event open notional by liquidation-price bucket and side (see liqmap.bucket_frame)
 LIQ_MAP_SCHEMA: dict[str, pl.DataType] = {
-    "symbol": pl.String, "side": pl.String, "bucket": pl.Int64, "price_lo": pl.Float64, "price_hi": pl.Float64,
+    "symbol": pl.String, "exchange": pl.String, "side": pl.String, "bucket": pl.Int64, "price_lo": pl.Float64, "price_hi": pl.Float64,
     "open_notional_usd": pl.Float64, "positions": pl.Float64,
 }
 #: realised liquidations by time bucket x fill-price bucket (see liqmap.heatmap_frame)
 HEATMAP_SCHEMA: dict[str, pl.DataType] = {
-    "symbol": pl.String, "ts": TS, "bucket": pl.Int64, "price_lo": pl.Float64, "price_hi": pl.Float64,
+    "symbol": pl.String, "exchange": pl.String, "ts": TS, "bucket": pl.Int64, "price_lo": pl.Float64, "price_hi": pl.Float64,
     "long_usd": pl.Float64, "short_usd": pl.Float64,
 }
 #: every output frame, by the name of its Parquet file
@@ -147,6 +150,32 @@ class SymbolSummary(_ByName):
     max_cascade_depth: int
     bars_at_max_rounds: int
     funding_index: float
+    exchange: str = ""  # the venue (ccxt id) whose positions these are
+    path_exchange: str = ""  # whose bars drove them: the venue, or a proxy exchange (labelled)
+
+
+@dataclass
+class VenueSummary(_ByName):
+    """One venue's outcome (``summary.json`` ``venues[EXCHANGE]``): the headline keys of the
+    event total over this venue's symbols. Notional USD, times ISO-8601 UTC."""
+
+    exchange: str
+    margin_rule: str  # the records.VENUES rule its population was built with
+    symbols: list[str]  # ccxt symbols
+    path_proxy: str | None  # the exchange whose bars stood in for this venue's (None: its own)
+    positions: int
+    open_notional_usd: float
+    liquidated_notional_usd: float
+    long_liquidated_usd: float
+    short_liquidated_usd: float
+    long_share: float | None
+    stopped_notional_usd: float
+    peak_minute: str | None
+    peak_minute_notional_usd: float
+    adl_notional_usd: float
+    insurance_fund_start_usd: float
+    insurance_fund_min_usd: float
+    open_interest_kinds: dict[str, str]  # symbol -> published, estimate, store, parameter
 
 
 @dataclass
@@ -188,6 +217,9 @@ class Summary(_ByName):
     seed: int | None
     price_source: dict[str, str]
     per_symbol: dict[str, SymbolSummary]
+    #: per venue (keyed by ccxt exchange id, the primary first): the same headline keys; the
+    #: top-level keys are their totals over venues
+    venues: dict[str, VenueSummary]
     published: list[PublishedFigure]
     timings_s: dict[str, float]
     params: dict[str, Any]
@@ -238,7 +270,7 @@ CONTAGION_KEYS = tuple(k for k in _OPTIONAL_FIELDS if k.startswith("contagion_")
 #: scalar fields of the summary (the metrics a sweep keeps per combination, in summary order)
 SCALAR_FIELDS = tuple(f.name for f in dataclasses.fields(Summary)
                       if f.name not in ("params", "symbols", "event", "seed", "round_notional_usd", "price_source",
-                                        "per_symbol", "published", "timings_s", "notes", *_OPTIONAL_FIELDS))
+                                        "per_symbol", "venues", "published", "timings_s", "notes", *_OPTIONAL_FIELDS))
 
 
 def metrics(summary: Any) -> dict[str, Any]:
@@ -372,7 +404,7 @@ def exit_totals(per: dict[str, SymbolRun]) -> dict:
     return tot
 
 
-def _symbol_summary(d: SymbolRun, mode: str) -> SymbolSummary:
+def _symbol_summary(d: SymbolRun, mode: str, leg: Any = None) -> SymbolSummary:
     out, bars, mk, pe = d.out, d.bars, d.market, d.pop
     st = out.stats
     amp = (st[R.ST_DD_SIM] - st[R.ST_DD_EXO]) / st[R.ST_DD_EXO] if mode == "cascade" and st[R.ST_DD_EXO] > 0 else 0.0
@@ -397,6 +429,8 @@ def _symbol_summary(d: SymbolRun, mode: str) -> SymbolSummary:
         max_cascade_depth=int(st[R.ST_MAX_DEPTH]),
         bars_at_max_rounds=int(st[R.ST_BARS_AT_MAX_ROUNDS]),
         funding_index=float(st[R.ST_FUNDING_INDEX]),
+        exchange=leg.exchange if leg is not None else "",
+        path_exchange=leg.path_exchange if leg is not None else "",
     )
 
 
@@ -409,8 +443,8 @@ _BAR_SCALED = (
 )
 
 
-def bars_frame(s: str, d: SymbolRun) -> pl.DataFrame:
-    """The ``bars`` rows of one symbol (:data:`BARS_SCHEMA`)."""
+def bars_frame(s: str, d: SymbolRun, exchange: str = "", path_exchange: str = "") -> pl.DataFrame:
+    """The ``bars`` rows of one symbol on one venue (:data:`BARS_SCHEMA`)."""
     S = R.USD_SCALE
     out, bars, mk = d.out, d.bars, d.market
     bi, bf = out.bar_i, out.bar_f
@@ -425,6 +459,7 @@ def bars_frame(s: str, d: SymbolRun) -> pl.DataFrame:
     return pl.DataFrame(
         {
             "symbol": [s] * n,
+            "exchange": [exchange] * n,
             "ts": bars["ts"],
             "open": bars["open"],
             "high": bars["high"],
@@ -442,8 +477,10 @@ def bars_frame(s: str, d: SymbolRun) -> pl.DataFrame:
             "endo_move_max_pct": np.expm1(bf[:, R.BF_ENDO_MAX]) * 100.0,
             "funding_rate": bars["funding_rate"],
             "price_source": [mk.price_source] * n,
+            "path_exchange": [path_exchange or exchange] * n,
             **_account_bar_columns(d, n),
-        }
+        },
+        schema_overrides={"symbol": pl.String, "exchange": pl.String, "price_source": pl.String, "path_exchange": pl.String},
     ).with_columns(pl.col("ts").cast(pl.Int64).cast(TS))
 
 
@@ -461,9 +498,9 @@ def _account_bar_columns(d: SymbolRun, n: int) -> dict[str, np.ndarray]:
             "account_deficit_usd": ab[:, R.AB_DEFICIT] / S}
 
 
-def liquidations_frame(s: str, d: SymbolRun, symbols: list[str] | None = None) -> pl.DataFrame:
-    """The ``liquidations`` rows of one symbol (:data:`LIQUIDATIONS_SCHEMA`); ``symbols`` (the
-    run's, in order) names the contagion sources."""
+def liquidations_frame(s: str, d: SymbolRun, exchange: str = "", symbols: list[str] | None = None) -> pl.DataFrame:
+    """The ``liquidations`` rows of one symbol on one venue (:data:`LIQUIDATIONS_SCHEMA`);
+    ``symbols`` (the run's results keys, in order) names the contagion sources."""
     out, a = d.out, d.pop.arrays
     hit = out.x_pos.astype(np.int64)
     if d.rows is not None:  # the kernel ran the rows the account engine left: back to population rows
@@ -475,7 +512,8 @@ def liquidations_frame(s: str, d: SymbolRun, symbols: list[str] | None = None) -
     df = (
         pl.DataFrame(
             {
-                "symbol": [s] * hit.size,
+                "symbol": pl.Series([s] * hit.size, dtype=pl.String),
+                "exchange": pl.Series([exchange] * hit.size, dtype=pl.String),
                 "position": hit,
                 "side": a["side"][hit],
                 "exit": pl.Series(out.x_code).replace_strict(R.EXIT_NAMES, return_dtype=pl.String),
@@ -503,7 +541,7 @@ def liquidations_frame(s: str, d: SymbolRun, symbols: list[str] | None = None) -
         src = [("collateral" if x == R.SOURCE_COLLATERAL else names[x]) if c else None for x, c in zip(ap["source"].tolist(), ap["contagion"].tolist())]
         eng = pl.DataFrame(
             {
-                "symbol": [s] * r.size, "position": r, "side": a["side"][r], "exit": ["liquidated"] * r.size, "ts": ap["ts"],
+                "symbol": [s] * r.size, "exchange": [exchange] * r.size, "position": r, "side": a["side"][r], "exit": ["liquidated"] * r.size, "ts": ap["ts"],
                 "fill": ap["fill"], "round": np.zeros(r.size, np.int16), "qty": a["qty"][r] * wr, "notional_usd": a["qty"][r] * wr * ap["fill"],
                 "weight": wr, "leverage": a["leverage"][r], "margin_mode": a["margin_mode"][r], "entry": a["entry"][r],
                 "liq_price": a["liq_price"][r], "account": ap["account"].astype(np.int64), "contagion": ap["contagion"].astype(np.int8),
@@ -523,27 +561,38 @@ def assemble(prep: Any, per: dict[str, SymbolRun], mode: str, shock: str | None,
     rounds_total = None
     per_symbol: dict[str, SymbolSummary] = {}
     for s, d in per.items():
+        leg = _leg(prep, s)
         ru = d.out.round_units
         rounds_total = ru.copy() if rounds_total is None else _add_padded(rounds_total, ru)
-        per_symbol[s] = _symbol_summary(d, mode)
+        per_symbol[s] = _symbol_summary(d, mode, leg)
         if summary_only:
             continue
         bars, bf = d.bars, d.out.bar_f
-        frames["bars"].append(bars_frame(s, d))
-        liqs = liquidations_frame(s, d, list(prep.symbols))
+        sym, ex = leg.symbol, leg.exchange
+        frames["bars"].append(bars_frame(sym, d, ex, leg.path_exchange))
+        liqs = liquidations_frame(sym, d, ex, accounts.symbols if accounts is not None else None)
         frames["liquidations"].append(liqs)
         p0 = float(bars["open"][0])
-        lm = liq_map_frame(d.pop.arrays, s, p0, sim.bucket_pct)
+        lm = _with_exchange(liq_map_frame(d.pop.arrays, sym, p0, sim.bucket_pct), ex)
         frames["liq_map"].append(lm)
-        frames["heatmap"].append(heatmap_frame(liqs, p0, sim.bucket_pct, sim.heatmap_minutes))
+        frames["heatmap"].append(_with_exchange(heatmap_frame(liqs, p0, sim.bucket_pct, sim.heatmap_minutes), ex))
         path_lo = float(np.min(bf[:, R.BF_LOW])) if len(bars["ts"]) else p0
         path_hi = float(np.max(bf[:, R.BF_HIGH])) if len(bars["ts"]) else p0
-        frames["clusters"].append(clusters_frame(lm, liqs, p0, path_lo, path_hi, sim))
-    summary = make_summary(prep, per_symbol, exit_totals(per), rounds_total, mode, shock, pop_params, sim, timings)
+        frames["clusters"].append(_with_exchange(clusters_frame(lm, liqs, p0, path_lo, path_hi, sim), ex))
+    funded: dict[str, bool] = {}
+    for k, d in per.items():
+        ex = _leg(prep, k).exchange
+        funded[ex] = funded.get(ex, False) or bool(np.any(d.bars["funding_rate"] != 0.0))
+    try:
+        prep._funded = funded
+    except AttributeError:  # pragma: no cover - a read-only stand-in
+        pass
+    summary = make_summary(prep, per_symbol, exit_totals(per), rounds_total, mode, shock, pop_params, sim, timings,
+                           venues=venue_summaries(prep, per, per_symbol))
     if accounts is not None:
         from backtest.contagion import NOTE, summary_fields
 
-        for k, v in summary_fields(accounts, {s: _liq_arrays(d, list(prep.symbols)) for s, d in per.items()}).items():
+        for k, v in summary_fields(accounts, {s: _liq_arrays(d, accounts.symbols) for s, d in per.items() if d.accounts is not None}).items():
             setattr(summary, k, v)
         summary.notes = [n for n in summary.notes if not n.startswith("cross positions are simulated")] + [NOTE]
     if summary_only:
@@ -576,6 +625,64 @@ def _liq_arrays(d: SymbolRun, symbols: list[str]) -> dict[str, np.ndarray]:
     return {"account": acc, "usd": usd, "weight": w, "contagion": cont, "source": src}
 
 
+def _leg(prep: Any, key: str) -> Any:
+    """The events.Leg of a results key (an object without legs: the event's primary exchange)."""
+    if hasattr(prep, "leg"):
+        return prep.leg(key)
+    from backtest.events import Leg
+
+    ex = getattr(prep.event, "exchange", "")
+    return Leg(key, ex, key, ex)
+
+
+def _with_exchange(df: pl.DataFrame, exchange: str) -> pl.DataFrame:
+    """``df`` with an ``exchange`` column right after ``symbol``."""
+    if "exchange" in df.columns:
+        df = df.drop("exchange")
+    cols = df.columns
+    df = df.with_columns(pl.lit(exchange, dtype=pl.String).alias("exchange"))
+    at = cols.index("symbol") + 1 if "symbol" in cols else 0
+    return df.select([*cols[:at], "exchange", *cols[at:]])
+
+
+def venue_summaries(prep: Any, per: dict[str, SymbolRun], per_symbol: dict[str, SymbolSummary]) -> dict[str, VenueSummary]:
+    """Each venue's :class:`VenueSummary` (primary exchange first), from its legs' runs."""
+    groups: dict[str, list[str]] = {}
+    for k in per:
+        groups.setdefault(_leg(prep, k).exchange, []).append(k)
+    out: dict[str, VenueSummary] = {}
+    for ex, keys in groups.items():
+        tot = exit_totals({k: per[k] for k in keys})
+        long_usd, short_usd = tot["long"], tot["short"]
+        total = long_usd + short_usd
+        legs = [_leg(prep, k) for k in keys]
+        proxy = next((leg.path_exchange for leg in legs if leg.path_exchange != leg.exchange), None)
+        rule = str(getattr(per[keys[0]].pop, "venue", "") or "")
+        if not rule:
+            code = per[keys[0]].pop.arrays["venue"]
+            rule = R.VENUE_NAMES.get(int(code[0]), "") if code.size else ""
+        out[ex] = VenueSummary(
+            exchange=ex,
+            margin_rule=rule,
+            symbols=[leg.symbol for leg in legs],
+            path_proxy=proxy,
+            positions=int(sum(per_symbol[k].positions for k in keys)),
+            open_notional_usd=float(sum(per_symbol[k].open_notional_usd for k in keys)),
+            liquidated_notional_usd=total,
+            long_liquidated_usd=long_usd,
+            short_liquidated_usd=short_usd,
+            long_share=long_usd / total if total > 0 else None,
+            stopped_notional_usd=tot["stopped"],
+            peak_minute=tot["peak_minute"],
+            peak_minute_notional_usd=tot["peak_usd"],
+            adl_notional_usd=tot["adl"],
+            insurance_fund_start_usd=float(sum(per[k].fund0 for k in keys)),
+            insurance_fund_min_usd=float(sum(per_symbol[k].insurance_fund_min_usd for k in keys)),
+            open_interest_kinds={leg.symbol: per_symbol[k].open_interest_kind for leg, k in zip(legs, keys)},
+        )
+    return out
+
+
 def _add_padded(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     n = max(a.size, b.size)
     out = np.zeros(n, np.int64)
@@ -606,7 +713,7 @@ def _notes(per_symbol: dict[str, SymbolSummary], mode: str, shock: str | None, s
 
 
 def make_summary(prep: Any, per_symbol: dict[str, SymbolSummary], tot: dict, rounds_total: Any, mode: str, shock: str | None,
-                 pop_params: Any, sim: Any, timings: dict) -> Summary:
+                 pop_params: Any, sim: Any, timings: dict, venues: dict[str, VenueSummary] | None = None) -> Summary:
     """The run's :class:`Summary` from the per-symbol summaries and the exit totals."""
     long_usd, short_usd = tot["long"], tot["short"]
     total = long_usd + short_usd
@@ -642,22 +749,59 @@ def make_summary(prep: Any, per_symbol: dict[str, SymbolSummary], tot: dict, rou
         seed=pop_params.seed,
         price_source={s: v.price_source for s, v in per_symbol.items()},
         per_symbol=per_symbol,
-        published=_published(prep.event, total, long_share, tot["peak_usd"]),
+        venues=venues or {},
+        published=_published(prep.event, total, long_share, tot["peak_usd"], venues or {}),
         timings_s=timings,
         params={**as_dict(pop_params), **as_dict(sim)},
-        notes=_notes(per_symbol, mode, shock, sim),
+        notes=_notes(per_symbol, mode, shock, sim) + _venue_notes(prep, venues or {}, getattr(prep, "_funded", None)),
     )
 
 
-def _published(ev: Any, total: float, long_share: float | None, peak: float) -> list[PublishedFigure]:
+def _published(ev: Any, total: float, long_share: float | None, peak: float, venues: dict[str, VenueSummary] | None = None) -> list[PublishedFigure]:
+    """The event's catalogued figures beside the simulated ones: a figure whose ``scope`` is one
+    of the run's venues (an exchange id) beside that venue's result, any other beside the total."""
     sim = {"liquidated_notional_usd": total, "long_share": long_share, "peak_minute_notional_usd": peak}
     out = []
     for f in getattr(ev, "figures", ()) or ():
         m = f.get("metric")
         if m in sim:
             pub = f.get("value_usd", f.get("value"))
-            out.append(PublishedFigure(metric=m, scope=f.get("scope"), published=pub, simulated=sim[m], source=f.get("source")))
+            v = (venues or {}).get(f.get("scope"))
+            simulated = v[m] if v is not None else sim[m]
+            out.append(PublishedFigure(metric=m, scope=f.get("scope"), published=pub, simulated=simulated, source=f.get("source")))
     return out
+
+
+def _venue_notes(prep: Any, venues: dict[str, VenueSummary], funded: dict[str, bool] | None = None) -> list[str]:
+    """Notes on a multi-venue run's assumptions (none for a single venue). ``funded``: venue ->
+    whether any funding payment fell in the window (from the store's funding of that venue)."""
+    if len(venues) < 2:
+        return []
+    primary = next(iter(venues))
+    notes = [
+        f"venues: {', '.join(venues)}; the top-level figures are totals over venues, venues[EXCHANGE] each venue's own; "
+        "each venue's population is built from its own open interest, tiers and margin rule, on its own bars and funding",
+        f"insurance fund of each venue other than {primary}: insurance_fund_usd x its open notional / {primary}'s "
+        "(assumption: no per-venue fund is catalogued); each venue's fund covers only its own positions",
+    ]
+    for ex, v in venues.items():
+        if v.path_proxy:
+            notes.append(f"{ex} has no bars in the store: its path is a PROXY, {v.path_proxy}'s bars for the same symbols "
+                         f"(bars.parquet path_exchange = {v.path_proxy}); its prices on the day differed")
+    unfunded = [ex for ex, ok in (funded or {}).items() if not ok]
+    if unfunded:
+        notes.append(f"no funding payment stored in the window for {', '.join(unfunded)}: none charged there "
+                     "(download the venue's funding: Binance, Bybit and OKX settle every 8 h, Hyperliquid every hour)")
+    pops = getattr(prep, "populations", {}) or {}
+    borrowed: dict[str, list[str]] = {}
+    for k, pe in pops.items():
+        src = getattr(pe, "tiers_source", "")
+        if src.startswith("assumption"):
+            borrowed.setdefault(src, []).append(k.split("@")[0])
+    for src, syms in borrowed.items():
+        notes.append(f"leverage tiers, {src.removeprefix('assumption: ')}: an assumption, for {', '.join(syms)} "
+                     "(fetch the venue's own with backtest fetch or import them with backtest data import-tiers)")
+    return notes
 
 
 def _estimate_notes(per_symbol: dict[str, Any]) -> list[str]:

@@ -63,14 +63,21 @@ class PopEntry:
     #: where the open-interest target came from (population.resolve_open_interest): "store ...",
     #: "event catalogue: ...", "estimate: ..." or "open_interest_usd parameter"
     oi_source: str = "unknown"
+    #: where the leverage tiers came from (population stats "tiers_source")
+    tiers_source: str = ""
 
 
-def _build_population(ev: Any, symbol: str, pop_params: Any, store: Any) -> PopEntry:
+def _build_population(ev: Any, symbol: str, pop_params: Any, store: Any, exchange: str | None = None) -> PopEntry:
+    """The population of ``symbol`` on ``exchange`` (default: the event's primary exchange), from
+    that venue's view of the event (events.Event.venue_event: its open interest, tiers, margin rule)."""
     from backtest.population import build_population
 
+    if exchange is not None and hasattr(ev, "venue_event"):
+        ev = ev.venue_event(exchange)
     pop = build_population(ev, symbol, pop_params, store=store)
     R.check_population(pop.arrays)
-    return PopEntry(pop.arrays, float(pop.open_notional_usd), "backtest.population", oi_source=str(pop.target_source))
+    return PopEntry(pop.arrays, float(pop.open_notional_usd), "backtest.population", oi_source=str(pop.target_source),
+                    tiers_source=str(pop.stats.get("tiers_source", "")))
 
 
 from backtest.engine import build_lists, depth_profile, exit_split as _exit_split, kernel_params, run_kernel, summary_workspace as _summary_workspace  # noqa: E402
@@ -84,6 +91,8 @@ class Prepared:
     """Market arrays and populations of one event, built once (for sweeps)."""
 
     event: Any
+    #: the results keys of the run's (exchange, symbol) legs (events.Leg.key: the bare symbol on
+    #: the primary exchange, SYMBOL@EXCHANGE on a further venue); markets and populations use them
     symbols: list[str]
     markets: dict[str, Market]
     pop_params: Any
@@ -98,6 +107,15 @@ class Prepared:
     #: accounts (issue 12): the account engine's run and each symbol's remaining rows and their
     #: trigger lists, per population and account parameters (backtest.contagion), one set kept
     _acc_cache: dict = field(default_factory=dict, repr=False)
+    #: results key -> events.Leg (exchange, symbol, the exchange whose bars drive it)
+    legs: dict = field(default_factory=dict)
+
+    def leg(self, key: str) -> Any:
+        """The events.Leg of a results key (a single-venue event's symbols: the primary exchange)."""
+        from backtest.events import Leg
+
+        ex = self.event.exchange
+        return self.legs.get(key) or Leg(key, ex, key, ex)
 
 
 def _store(store: Any):
@@ -115,22 +133,30 @@ def prepare(event_id: Any, overrides: dict | None = None, symbols: list[str] | N
     st = _store(store)
     ev = get_event(event_id, None if not isinstance(store, (str, Path)) else str(store))
     pop_params, sim = resolve_params(overrides)
-    syms = list(symbols) if symbols else list(ev.symbols)
-    unknown = [s for s in syms if s not in ev.symbols]
+    every = [leg.key for leg in ev.legs()] if hasattr(ev, "legs") else list(ev.symbols)
+    unknown = [s for s in (symbols or ()) if s not in every]
     if unknown:
-        raise SimError(f"symbol {unknown[0]!r} is not part of event {ev.id}; its symbols: {', '.join(ev.symbols)}")
+        more = " (a further venue's symbol is SYMBOL@EXCHANGE)" if getattr(ev, "venues", ()) else ""
+        raise SimError(f"symbol {unknown[0]!r} is not part of event {ev.id}; its symbols: {', '.join(every)}{more}")
+    legs = ev.legs(symbols) if hasattr(ev, "legs") else None
+    if legs is None:  # an event-like object without venues (tests)
+        from backtest.events import Leg
+
+        legs = [Leg(s, ev.exchange, s, ev.exchange) for s in (symbols or ev.symbols)]
+    syms = [leg.key for leg in legs]
     if pop_params is not None:  # before any bar is loaded or population built (backtest.resources)
         from backtest.resources import check_simulation
 
         check_simulation(pop_params.n_positions, len(syms), (ev.end_ms - ev.lookback_start_ms) // 60_000, what=f"event {ev.id}")
     markets: dict[str, Market] = {}
     pops: dict[str, PopEntry] = {}
-    for i, s in enumerate(syms):
+    for i, leg in enumerate(legs):
         if progress:
-            progress(f"loading {s}", i, len(syms))
-        markets[s] = load_market(st, ev.exchange, s, ev.start_ms, ev.end_ms, ev.lookback_start_ms, sim.price_path)
-        pops[s] = _build_population(ev, s, pop_params, st)
-    prep = Prepared(ev, syms, markets, pop_params, sim, pops, st, dict(overrides or {}))
+            progress(f"loading {leg.key}", i, len(syms))
+        markets[leg.key] = load_market(st, leg.path_exchange, leg.path_symbol, ev.start_ms, ev.end_ms, ev.lookback_start_ms, sim.price_path,
+                                       funding_exchange=leg.exchange, funding_symbol=leg.symbol)
+        pops[leg.key] = _build_population(ev, leg.symbol, pop_params, st, leg.exchange if getattr(ev, "venues", ()) else None)
+    prep = Prepared(ev, syms, markets, pop_params, sim, pops, st, dict(overrides or {}), legs={leg.key: leg for leg in legs})
     prep._pop_cache[_pop_key(pop_params)] = pops
     return prep
 
@@ -164,7 +190,7 @@ def simulate_prepared(
     key = _pop_key(pop_params)
     pops = prepared._pop_cache.get(key)
     if pops is None:
-        pops = {s: _build_population(ev, s, pop_params, prepared.store) for s in prepared.symbols}
+        pops = {k: _build_population(ev, prepared.leg(k).symbol, pop_params, prepared.store, _venue_arg(prepared, k)) for k in prepared.symbols}
         prepared._pop_cache.clear()  # keep one extra population set in memory at most
         prepared._pop_cache[_pop_key(prepared.pop_params)] = prepared.populations
         prepared._pop_cache[key] = pops
@@ -175,7 +201,7 @@ def simulate_prepared(
             from backtest.store import ms_to_iso
 
             raise SimError(f"shock time {ms_to_iso(shock_ms)} is outside the event window {ms_to_iso(ev.start_ms)} → {ms_to_iso(ev.end_ms)}")
-    total_on = sum(p.open_notional_usd for p in pops.values()) or 1.0
+    funds = venue_funds(prepared, pops, sim.insurance_fund_usd)
     per: dict[str, SymbolRun] = {}
     t_sort = t_sim = 0.0
     acc_run, t_acc = _accounts(prepared, pops, key, pop_params, sim, mode, progress)
@@ -185,14 +211,15 @@ def simulate_prepared(
         mk = prepared.markets[s]
         pe = pops[s]
         full = pe
-        if acc_run is not None:  # the rows the account engine took leave the per-symbol kernel
+        in_accounts = acc_run is not None and s in acc_run.symbols
+        if in_accounts:  # the rows the account engine took leave the per-symbol kernel
             pe = prepared._acc_cache[key, s]
         bars = mk.bars
         dd_bar, dd_ref, dd_dir = 0, 0.0, -1
         if shock_v is not None:
             bars, dd_bar, dd_ref = shocked_path(bars, shock_v, shock_ms)
             dd_dir = -1 if shock_v < 0 else 1
-        fund = sim.insurance_fund_usd * pe.open_notional_usd / total_on
+        fund = funds[s]
         prm = kernel_params(sim, mk, mode=mode, fund_usd=fund, dd_bar=dd_bar, dd_ref=dd_ref, dd_dir=dd_dir)
         if pe.lists is None or pe.lists.bucket_size != sim.sort_bucket_size:
             pe.lists = build_lists(pe.arrays, sim.sort_bucket_size)
@@ -200,17 +227,19 @@ def simulate_prepared(
         # reuse one workspace per symbol slot instead of faulting in fresh output memory each run
         ws = _summary_workspace(i) if summary_only else None
         if s not in prepared._depth_cache:
-            prepared._depth_cache[s] = depth_profile(prepared.store, ev.exchange, s, mk, ev.start_ms, ev.end_ms)
+            leg = prepared.leg(s)
+            prepared._depth_cache[s] = depth_profile(prepared.store, leg.path_exchange, leg.path_symbol, mk, ev.start_ms, ev.end_ms)
         out = run_kernel(pe.arrays, bars, prm, lists=pe.lists, workspace=ws, depth=prepared._depth_cache[s][0])
         t_sort += out.sort_s
         t_sim += out.sim_s
         split = _exit_split(out, pe.arrays)
-        if acc_run is None:
+        if not in_accounts:
             per[s] = SymbolRun(out, bars, mk, pe, fund, split)
         else:
             from backtest.contagion import symbol_part
 
-            per[s] = SymbolRun(out, bars, mk, full, fund, split, rows=pe.rows, accounts=symbol_part(acc_run, i, len(bars["ts"])))
+            k = acc_run.symbols.index(s)
+            per[s] = SymbolRun(out, bars, mk, full, fund, split, rows=pe.rows, accounts=symbol_part(acc_run, k, len(bars["ts"])))
     timings = {"sort_s": t_sort, "simulate_s": t_sim}
     if acc_run is not None:  # the account engine's time and its account checks (speed figures)
         timings["accounts_s"] = t_acc
@@ -235,7 +264,10 @@ class _SubPop:
 
 def _accounts(prepared: Prepared, pops: dict[str, PopEntry], key: str, pop_params: Any, sim: SimParams, mode: str, progress: Callable | None):
     """The account engine's run (backtest.contagion) when accounts are on in replay, else None;
-    caches each symbol's remaining rows under ``prepared._acc_cache[key, symbol]``."""
+    caches each symbol's remaining rows under ``prepared._acc_cache[key, symbol]``.
+
+    Accounts live on one exchange: in a multi-venue event they are built over the primary
+    venue's symbols only; the other venues' rows stay one account each (the per-symbol kernel)."""
     import time
 
     if mode != "replay" or not sim.accounts:
@@ -249,15 +281,46 @@ def _accounts(prepared: Prepared, pops: dict[str, PopEntry], key: str, pop_param
     if progress:
         progress("accounts", 0, 1)
     t0 = time.perf_counter()
-    run = run_engine(prepared.symbols, pops, prepared.markets, pop_params.seed, sim, prepared.event.start_ms)
+    syms = account_symbols(prepared)
+    run = run_engine(syms, pops, prepared.markets, pop_params.seed, sim, prepared.event.start_ms)
     prepared._acc_cache.clear()
     prepared._acc_cache["run"] = (akey, run)
-    for s in prepared.symbols:
+    for s in syms:
         pe = pops[s]
         keep = np.flatnonzero(~run.engine_rows[s])
         arrays = {k: v[keep] for k, v in pe.arrays.items()} if len(keep) < len(pe.arrays["side"]) else pe.arrays
         prepared._acc_cache[key, s] = _SubPop(arrays, pe.open_notional_usd, keep, pe.lists if arrays is pe.arrays else None)
     return run, time.perf_counter() - t0
+def _venue_arg(prepared: Prepared, key: str) -> str | None:
+    """The exchange to build ``key``'s population on: None (the event itself) for a single-venue event."""
+    return prepared.leg(key).exchange if getattr(prepared.event, "venues", ()) else None
+
+
+def account_symbols(prepared: Prepared) -> list[str]:
+    """The results keys whose rows can share accounts: the primary exchange's symbols."""
+    return [s for s in prepared.symbols if prepared.leg(s).exchange == prepared.event.exchange]
+
+
+def venue_funds(prepared: Prepared, pops: dict[str, PopEntry], fund_usd: float) -> dict[str, float]:
+    """Each leg's share of an insurance fund (USD), by results key.
+
+    One fund per venue, split across that venue's symbols by open notional (each exchange's fund
+    covers only its own positions). The primary venue's fund is ``fund_usd`` (the
+    ``insurance_fund_usd`` parameter, sourced for Binance: see sim_params); a further venue's is
+    ``fund_usd`` x its open notional / the primary venue's - an assumption (no per-venue fund is
+    catalogued), named in the summary's notes."""
+    by_venue: dict[str, float] = {}
+    for k in prepared.symbols:
+        ex = prepared.leg(k).exchange
+        by_venue[ex] = by_venue.get(ex, 0.0) + pops[k].open_notional_usd
+    primary = prepared.event.exchange
+    base = by_venue.get(primary) or 0.0
+    out = {}
+    for k in prepared.symbols:
+        ex = prepared.leg(k).exchange
+        venue_fund = fund_usd if ex == primary or base <= 0 else fund_usd * by_venue[ex] / base
+        out[k] = venue_fund * pops[k].open_notional_usd / (by_venue[ex] or 1.0)
+    return out
 
 
 def run_event(

@@ -9,7 +9,7 @@ is simulated, and one row per combination (its parameters + the summary metrics)
     event = "2025-10-10"          # required: an event id of the catalogue
     mode = "cascade"              # "cascade" (default: forced orders move the price) or "replay"
     # shock = "-5%@2025-10-10T21:00:00Z"   # optional exogenous shock (cascade mode)
-    # symbols = ["BTC/USDT:USDT"]          # optional subset of the event's symbols
+    # symbols = ["BTC/USDT:USDT"]          # optional subset of the event's symbols (a further venue's: "BTC/USDT:USDT@bybit")
 
     [base]                        # flat parameters applied to every combination (optional)
     seed = 7
@@ -229,9 +229,10 @@ def parse_sweep(raw: dict, *, source: str = "<sweep>", set_overrides: dict | Non
         _check_shock(shock, mode, ev, source)
     symbols = raw.get("symbols")
     if symbols is not None:
-        bad = [s for s in symbols if s not in ev.symbols]
+        keys = [leg.key for leg in ev.legs()] if hasattr(ev, "legs") else list(ev.symbols)
+        bad = [s for s in symbols if s not in keys]
         if bad:
-            raise SweepError(f"{source}: symbols {bad} are not symbols of event {ev.id} ({', '.join(ev.symbols)})")
+            raise SweepError(f"{source}: symbols {bad} are not symbols of event {ev.id} ({', '.join(keys)}; a further venue's is SYMBOL@EXCHANGE)")
     return SweepSpec(
         event=ev.id, mode=mode, shock=shock, symbols=list(symbols) if symbols else None,
         base=base, grid=grid, metric=metric, x=x, y=y, source=source,

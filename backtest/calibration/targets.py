@@ -49,19 +49,49 @@ def event_value(summary: dict, metric: str) -> float | None:
     raise KeyError(metric)
 
 
-def simulated_value(summary: dict, fig: Figure) -> float | None:
-    """The value of ``fig.metric`` in a run's summary, over the figure's symbols.
+def venue_result(summary: dict, fig: Figure) -> tuple[str, dict] | None:
+    """(exchange, ``summary['venues'][exchange]``) when ``fig`` is scoped to one venue of a
+    multi-venue run (its ``venues`` name that one exchange), else None (the event total)."""
+    venues = summary.get("venues") or {}
+    if len(venues) > 1 and len(fig.venues) == 1 and fig.venues[0] in venues:
+        return fig.venues[0], venues[fig.venues[0]]
+    return None
 
-    Event-wide when the figure's symbols are the run's symbols (or not given); for a subset, the
-    per-symbol entries must carry the metric (``summary['per_symbol'][s][metric]``, summed for
-    notionals): otherwise :class:`KeyError` (the summary cannot answer it; see :func:`usable`).
+
+def simulated_value(summary: dict, fig: Figure) -> float | None:
+    """The value of ``fig.metric`` in a run's summary, over the figure's venue and symbols.
+
+    A figure scoped to one venue of a multi-venue run (``venues = ["bybit"]``) compares with that
+    venue's result (``summary['venues']['bybit']``); any other with the event total. Venue- or
+    event-wide when the figure's symbols are the venue's (event's) symbols (or not given); for a
+    subset, the per-symbol entries must carry the metric (``summary['per_symbol'][s][metric]``,
+    summed for notionals): otherwise :class:`KeyError` (the summary cannot answer it; see
+    :func:`usable`). On a multi-venue run, a market-wide figure (``all``) compares with the total
+    over every venue once its symbols are all simulated somewhere.
     """
+    from backtest.events import leg_key
+
     syms = set(fig.symbols)
-    run = set(summary.get("symbols") or ())
-    if not syms or syms == run:
-        return event_value(summary, fig.metric)
+    venues = summary.get("venues") or {}
+    scoped = venue_result(summary, fig)
+    keys = list(fig.symbols)
+    if scoped is not None:
+        ex, v = scoped
+        if not syms or syms == set(v.get("symbols") or ()):
+            return event_value(v, fig.metric)
+        primary = next(iter(venues))
+        keys = [leg_key(ex, s, primary) for s in fig.symbols]
+    elif len(venues) > 1:
+        everywhere = {x for v in venues.values() for x in (v.get("symbols") or ())}
+        if syms <= everywhere:
+            return event_value(summary, fig.metric)
+        raise KeyError(fig.metric)
+    else:
+        run = set(summary.get("symbols") or ())
+        if not syms or syms == run:
+            return event_value(summary, fig.metric)
     per = summary.get("per_symbol") or {}
-    vals = [per.get(s, {}).get(fig.metric) for s in fig.symbols]
+    vals = [per.get(s, {}).get(fig.metric) for s in keys]
     if any(v is None for v in vals):
         raise KeyError(fig.metric)
     if len(vals) == 1:
@@ -74,14 +104,21 @@ def simulated_value(summary: dict, fig: Figure) -> float | None:
 def usable(fig: Figure, event: Any, symbols: Iterable[str]) -> str | None:
     """Why a comparable figure cannot be a target of a run of ``event`` over ``symbols``, or None.
 
-    Its venues must be the event's exchange (or ``all`` for market-wide shares and times) and its
-    symbols must be simulated.
+    Its venues must be one of the event's exchanges (or ``all`` for market-wide shares and times)
+    and its symbols must be simulated (on that venue, for a venue's figure).
     """
     if not fig.comparable:
         return "context"
-    if fig.venues and not ({"all", event.exchange} & set(fig.venues)):
-        return f"venue {', '.join(fig.venues)} is not simulated ({event.exchange})"
-    missing = [s for s in fig.symbols if s not in set(symbols)]
+    exchanges = tuple(getattr(event, "exchanges", (event.exchange,)))
+    if fig.venues and not ({"all", *exchanges} & set(fig.venues)):
+        return f"venue {', '.join(fig.venues)} is not simulated ({', '.join(exchanges)})"
+    # symbols: the run's results keys (a bare symbol on the primary venue, SYMBOL@EXCHANGE elsewhere)
+    on = [(k.partition("@")[0], k.partition("@")[2] or exchanges[0]) for k in symbols]
+    if len(fig.venues) == 1 and fig.venues[0] in exchanges:
+        simulated = {s for s, ex in on if ex == fig.venues[0]}
+    else:
+        simulated = {s for s, _ in on}
+    missing = [s for s in fig.symbols if s not in simulated]
     if missing:
         return f"symbol {', '.join(missing)} is not simulated"
     return None
@@ -90,7 +127,7 @@ def usable(fig: Figure, event: Any, symbols: Iterable[str]) -> str | None:
 def event_targets(event: Any, symbols: Iterable[str] | None = None, figures: list[Figure] | None = None) -> list[Figure]:
     """The comparable figures of ``event`` a run over ``symbols`` (default: all its symbols) is scored on."""
     figs = load_figures() if figures is None else figures
-    syms = list(symbols or event.symbols)
+    syms = list(symbols or ([leg.key for leg in event.legs()] if hasattr(event, "legs") else event.symbols))
     return [f for f in figs if f.event == event.id and usable(f, event, syms) is None]
 
 

@@ -292,19 +292,27 @@ def _pages(ev, replay, cascade, params: dict, prov: list[str], sens, observed_fr
 
     date = report_date(ev.end_ms)
     pages: list[tuple[str, Any]] = []
+    multi = bool(getattr(ev, "venues", ()))
+
+    def primary(df: pl.DataFrame) -> pl.DataFrame:
+        """The primary venue's rows: the per-symbol pages show one venue (the per-venue page all)."""
+        return df.filter(pl.col("exchange") == ev.exchange) if multi and "exchange" in df.columns else df
+
+    on = f" ({ev.exchange})" if multi else ""
     with matplotlib.rc_context(RC):
-        bars = cascade.bars
+        bars = primary(cascade.bars)
         symbols = F.symbol_order(bars, ev.symbols)
         lows: dict[str, tuple] = {}
         for k, res in enumerate((replay, cascade)):
             bc = F.BAR_COLS
             if bc["symbol"] and bc["low"]:
-                for s, lo in res.bars.group_by(bc["symbol"]).agg(pl.col(bc["low"]).min()).iter_rows():
+                for s, lo in primary(res.bars).group_by(bc["symbol"]).agg(pl.col(bc["low"]).min()).iter_rows():
                     pair = list(lows.get(F.short_sym(s), (None, None)))
                     pair[k] = lo
                     lows[F.short_sym(s)] = tuple(pair)
         contents = [
             "simulated totals against the published figures, with their sources",
+            *(["per venue: each venue's results beside its published liquidations"] if multi else []),
             "price path; liquidated notional per time bucket (longs up, shorts down); cascade rounds",
             "liquidation heatmaps: where (price) and when (time) positions were liquidated",
             "open positions by liquidation price before the event; clusters, and whether the path reached them",
@@ -324,16 +332,18 @@ def _pages(ev, replay, cascade, params: dict, prov: list[str], sens, observed_fr
                                                seed_positions=(sens or {}).get("positions") if isinstance((sens or {}).get("positions"), int) else None)))
         for i, fig in enumerate(F.comparison_pages(ev, replay.summary, cascade.summary, lows)):
             pages.append((f"02-published-figures{'-' + str(i + 1) if i else ''}", fig))
-        pages.append(("03-price-liquidations", F.price_page(bars, replay.bars, symbols, f"{ev.id}: price path, liquidations and cascade rounds (cascade scenario)")))
+        if multi:
+            pages.append(("02-venues", F.venue_page(ev, replay.summary, cascade.summary, f"{ev.id}: per venue, beside each venue's published liquidations")))
+        pages.append(("03-price-liquidations", F.price_page(bars, primary(replay.bars), symbols, f"{ev.id}{on}: price path, liquidations and cascade rounds (cascade scenario)")))
         for s in symbols[:2]:
-            pages.append((f"04-heatmap-{F.short_sym(s)}", F.heatmap_page(cascade.heatmap, bars, s, f"{ev.id}: liquidation heatmap, {F.short_sym(s)} (price × time)",
+            pages.append((f"04-heatmap-{F.short_sym(s)}", F.heatmap_page(primary(cascade.heatmap), bars, s, f"{ev.id}{on}: liquidation heatmap, {F.short_sym(s)} (price × time)",
                                                                            bucket_ms=int(params["heatmap_minutes"]) * 60_000 if isinstance(params.get("heatmap_minutes"), int) else None)))
-        pages.append(("05-liquidation-map", F.liqmap_page(cascade.liq_map, cascade.clusters, bars, symbols, f"{ev.id}: pre-event liquidation map and clusters")))
-        pages.append(("06-insurance-adl", F.fund_page(bars, cascade.summary, f"{ev.id}: insurance fund and auto-deleveraging")))
+        pages.append(("05-liquidation-map", F.liqmap_page(primary(cascade.liq_map), primary(cascade.clusters), bars, symbols, f"{ev.id}{on}: pre-event liquidation map and clusters")))
+        pages.append(("06-insurance-adl", F.fund_page(bars, F._venue_of(cascade.summary, ev.exchange) if multi else cascade.summary, f"{ev.id}{on}: insurance fund and auto-deleveraging")))
         if replay.summary.get("contagion_matrix_usd") is not None:  # accounts on (issue 12)
             from backtest.report.contagion_page import contagion_page
 
-            pages.append(("06-contagion", contagion_page(replay.summary, symbols, f"{ev.id}: contagion between markets through shared cross accounts (replay)")))
+            pages.append(("06-contagion", contagion_page(replay.summary, [s for s in symbols], f"{ev.id}{on}: contagion between markets through shared cross accounts (replay)")))
         if observed_frame is not None:
             from backtest.observed import figure as observed_figure
 

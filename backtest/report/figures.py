@@ -8,6 +8,7 @@ quote currency (USDT). Longs are red, shorts green.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -101,8 +102,11 @@ def side_sign(df: pl.DataFrame, col: str | None) -> pl.DataFrame:
 
 
 def short_sym(symbol: str) -> str:
-    """``BTC/USDT:USDT`` -> ``BTCUSDT``."""
-    return symbol.split(":")[0].replace("/", "") if symbol else "all"
+    """``BTC/USDT:USDT`` -> ``BTCUSDT``; a further venue's key ``BTC/USDT:USDT@bybit`` -> ``BTCUSDT@bybit``."""
+    if not symbol:
+        return "all"
+    sym, _, venue = symbol.partition("@")
+    return sym.split(":")[0].replace("/", "") + (f"@{venue}" if venue else "")
 
 
 def common_bucket_ms(bars: pl.DataFrame) -> int:
@@ -143,7 +147,9 @@ def title_page(event, summary: dict, params: dict, provenance: list[str], *, ver
     fig.text(0.05, 0.875, wrap(event.name, 95), fontsize=13, va="top")
     sub = (
         f"Event {event.id}  ·  {event.exchange}  ·  replay window {iso(event.start_ms)} → {iso(event.end_ms)}\n"
-        f"Symbols: {', '.join(event.symbols)}\n"
+        f"Symbols: {', '.join(event.symbols)}"
+        + "".join(f"; {v.exchange}: {len(v.symbols)}" + (" (PROXY bars)" if v.path_proxy else "") for v in getattr(event, "venues", ()))
+        + "\n"
         f"Population built over the lookback {iso(event.lookback_start_ms)} → {iso(event.start_ms)}"
     )
     fig.text(0.05, 0.815, sub, fontsize=9.5, va="top", color="#333333", linespacing=1.5)
@@ -251,7 +257,9 @@ def appendix_page(summary: dict, params: dict, title: str):
                 usd(v.get("open_notional_usd")), _pct(v.get("sigma_daily")), usd(v.get("volume_daily_usd")),
             ))
         top = y - 0.065
-        over, y = draw_table(fig, (0.04, 0.1, 0.92, top - 0.1), cols, prow, [8, 27, 5, 5, 10, 22, 11, 7, 10], fontsize=7.0)
+        # a multi-venue run has more symbols and more notes: the table stops higher, the notes keep their room
+        floor = 0.27 if len(summary.get("venues") or {}) > 1 else 0.1
+        over, y = draw_table(fig, (0.04, floor, 0.92, top - floor), cols, prow, [8, 27, 5, 5, 10, 22, 11, 7, 10], fontsize=7.0)
         if over:
             fig.text(0.04, y - 0.008, f"(+{len(over)} symbols more in summary.json, under per_symbol)", fontsize=7, color=GREY, va="top")
             y -= 0.02
@@ -317,8 +325,10 @@ def comparison_rows(event, replay: dict | None, cascade: dict, path_lows: dict[s
     for f in event.figures:
         metric = f.get("metric")
         pub = f.get("value_usd", f.get("value"))
-        r = replay.get(metric) if (replay and metric) else None
-        c = cascade.get(metric) if metric else None
+        # a figure scoped to one venue of a multi-venue run beside that venue's result
+        rv, cv = _venue_of(replay, f.get("scope")), _venue_of(cascade, f.get("scope"))
+        r = rv.get(metric) if (rv and metric) else None
+        c = cv.get(metric) if (cv and metric) else None
         ratio = "—"
         if metric and c is not None and pub:
             try:
@@ -345,6 +355,68 @@ def comparison_rows(event, replay: dict | None, cascade: dict, path_lows: dict[s
     return rows
 
 
+def _venue_of(summary: Any, scope: Any) -> Any:
+    """The venue's result in ``summary`` when ``scope`` names one venue of a multi-venue run, else
+    the summary itself (the event total)."""
+    if not summary:
+        return summary
+    venues = summary.get("venues") or {}
+    return venues[scope] if len(venues) > 1 and scope in venues else summary
+
+
+def venue_rows(event, replay: Any, cascade: Any) -> list[tuple]:
+    """One row per venue of a multi-venue run: its inputs and results (replay, cascade) beside
+    the venue's published liquidations (the event's figures whose ``scope`` is that exchange)."""
+    rows = []
+    venues = (cascade.get("venues") or {}) if cascade else {}
+    rvenues = (replay.get("venues") or {}) if replay else {}
+    for ex, v in venues.items():
+        r = rvenues.get(ex) or {}
+        fig = next((f for f in event.figures if f.get("scope") == ex and f.get("metric") == "liquidated_notional_usd"), None)
+        pub = fig.get("value_usd") if fig else None
+        kinds = v.get("open_interest_kinds") or {}
+        n_est = sum(k == "estimate" for k in kinds.values())
+        oi = f"{len(kinds) - n_est} sourced, {n_est} estimated" if kinds else "—"
+        path = f"PROXY: {v['path_proxy']}'s bars" if v.get("path_proxy") else "own bars"
+        ratio = "—"
+        if pub and v.get("liquidated_notional_usd") is not None:
+            ratio = f"{float(v['liquidated_notional_usd']) / float(pub):.2f}×"
+        src = (f"{fig.get('what', '')}; {fig.get('detail', '')}. Source: {fig.get('source', '')}" if fig else
+               "no published figure for this venue in the catalogue")
+        rows.append((
+            ex, v.get("margin_rule") or "—", f"{len(v.get('symbols') or [])}: {', '.join(short_sym(x) for x in v.get('symbols') or [])}",
+            path, oi, usd(v.get("open_notional_usd")), usd(r.get("liquidated_notional_usd")), usd(v.get("liquidated_notional_usd")),
+            _pct(v.get("long_share")), usd(v.get("adl_notional_usd")), usd(v.get("insurance_fund_min_usd")),
+            usd(pub) if pub else "—", ratio, src,
+        ))
+    return rows
+
+
+def venue_page(event, replay: Any, cascade: Any, title: str):
+    """Per-venue results of a multi-venue run beside each venue's published liquidations."""
+    fig = new_figure()
+    fig.set_layout_engine("none")
+    fig.text(0.04, 0.95, title, fontsize=15, fontweight="bold", va="top")
+    note = (
+        "Each venue is simulated with its own population (sized from its own open interest: stored, published, or an estimate "
+        "named in summary.json), its own margin rule, ADL ranking and funding, on its own bars (a proxy exchange's bars where it "
+        "has none, marked PROXY); each venue's insurance fund covers only its own positions. Published figures are CoinGlass "
+        "24-hour totals over ALL of a venue's symbols, the simulation holds a few symbols over 4 hours: a published figure is "
+        "an order of magnitude to compare with, not a target met or missed. Hyperliquid liquidated the most ($10.3B, same "
+        "source) but has no stored bars and no sourced per-coin open interest: it is not simulated here."
+    )
+    fig.text(0.04, 0.905, wrap(note, 165), fontsize=8.5, va="top", color="#333333", linespacing=1.4)
+    fig.text(0.04, 0.775, "long share, ADL and fund minimum: cascade scenario. open interest: symbols whose level is sourced "
+             "(store or catalogue) or estimated (summary.json per_symbol.open_interest_source says how).", fontsize=7.5, va="top", color=GREY)
+    cols = ["venue", "margin rule", "symbols", "path", "open interest", "open notional", "replay liq.", "cascade liq.",
+            "long share", "ADL", "fund min", "published 24 h", "cascade ÷ pub.", "published figure and source"]
+    widths = [11, 7, 19, 8, 10, 9, 9, 9, 8, 8, 9, 10, 9, 30]
+    over, y = draw_table(fig, (0.04, 0.06, 0.92, 0.69), cols, venue_rows(event, replay, cascade), widths, fontsize=7.0)
+    if over:
+        fig.text(0.04, y - 0.008, f"(+{len(over)} venues more in summary.json, under venues)", fontsize=7, color=GREY, va="top")
+    return fig
+
+
 def comparison_pages(event, replay: dict | None, cascade: dict, path_lows: dict[str, tuple]):
     rows = comparison_rows(event, replay, cascade, path_lows)
     cols = ["published figure", "replay", "cascade", "published", "cascade ÷ published", "scope", "detail and source"]
@@ -354,16 +426,20 @@ def comparison_pages(event, replay: dict | None, cascade: dict, path_lows: dict[
         fig = new_figure()
         fig.set_layout_engine("none")
         fig.text(0.04, 0.95, "Simulated against published figures" + (" (continued)" if pages else ""), fontsize=15, fontweight="bold", va="top")
+        venues_txt = "".join(f"; {v.exchange}, {len(v.symbols)} symbol(s)" + (f" on {v.path_proxy}'s bars (PROXY)" if v.path_proxy else "")
+                             for v in getattr(event, "venues", ()))
         note = (
-            f"Simulated: {event.exchange}, {len(event.symbols)} symbols ({', '.join(short_sym(s) for s in event.symbols)}), "
+            f"Simulated: {event.exchange}, {len(event.symbols)} symbols ({', '.join(short_sym(s) for s in event.symbols)}){venues_txt}, "
             f"{iso(event.start_ms)} → {iso(event.end_ms)}. Published figures are third-party aggregates quoted with their "
-            "sources; most cover all venues and 24 hours, so only rows scoped to the simulated exchange compare like for like. "
+            "sources; most cover all venues and 24 hours, so only rows scoped to a simulated exchange compare like for like "
+            "(a row scoped to one venue shows that venue's result; the others the total over venues). "
             "'replay' = observed price path without feedback; 'cascade' = forced orders move the price."
         )
         if not event.figures:
             note += " The catalogue has no published liquidation figures for this event: only the observed lows are compared."
         fig.text(0.04, 0.905, wrap(note, 165), fontsize=8.5, va="top", color="#333333", linespacing=1.4)
-        rows, _ = draw_table(fig, (0.04, 0.05, 0.92, 0.79), cols, rows, widths, fontsize=7.6)
+        top = 0.79 - (0.04 if getattr(event, "venues", ()) else 0.0)  # the note is a line longer over several venues
+        rows, _ = draw_table(fig, (0.04, 0.05, 0.92, top), cols, rows, widths, fontsize=7.6)
         pages.append(fig)
         if not rows:
             break

@@ -10,6 +10,16 @@ JSON error body), ``502``/``503`` (HTML body), ``504``, ``timeout`` (sleeps past
 timeout), ``cut`` (connection closed mid-body, Content-Length promising more), ``truncated``
 (half a JSON body with a matching Content-Length), ``badsymbol``.
 
+Hyperliquid speaks ``POST /info`` with a JSON body whose ``type`` names the request (as ccxt's
+``hyperliquid`` class sends it): ``metaAndAssetCtxs`` / ``spotMeta`` / ``spotMetaAndAssetCtxs`` /
+``perpDexs`` (markets), ``candleSnapshot`` (``req.coin``, ``req.interval``, ``req.startTime`` /
+``endTime`` in ms, inclusive, oldest first, at most 5000 candles: Hyperliquid's docs) and
+``fundingHistory`` (``coin``, ``startTime``, ``endTime``; oldest first, at most 500 rows). No
+Hyperliquid history is in shared/data: the candles are the real Binance rows in Hyperliquid's
+layout, and the hourly funding is SYNTHETIC (each Binance 8-hourly rate spread over its 8 hours),
+there only to exercise the wire format and paging. Its faults: 429 (Hyperliquid's rate limit, an
+HTTP 429 with a JSON ``null`` body), 500 and the generic ones.
+
 Gate v4 serves its USDT perpetual list and the public liquidation history ``liq_orders`` (rows
 under ``("gate", "liq_orders", "BTC_USDT")``, Gate's own layout, ``from``/``to`` in seconds: a
 millisecond value is refused as Gate refuses it).
@@ -50,7 +60,8 @@ class FakeExchangeServer:
 
     def __init__(self, data: dict[tuple[str, str, str], list], *, markets: dict[str, list[str]] | None = None):
         self.data = data
-        self.markets = markets or {"binance": ["BTCUSDT", "ETHUSDT"], "bybit": ["BTCUSDT"], "okx": ["BTC-USDT-SWAP"], "gate": ["BTC_USDT"]}
+        self.markets = markets or {"binance": ["BTCUSDT", "ETHUSDT"], "bybit": ["BTCUSDT"], "okx": ["BTC-USDT-SWAP"], "gate": ["BTC_USDT"],
+                                   "hyperliquid": ["BTC"]}
         self.plan: Callable[[int, str], str | None] = lambda n, path: None
         self.log: list[tuple[str, dict[str, str], str | None]] = []  # (path, query, fault)
         self.delay = 0.0  # seconds added to every data response (lets tests kill mid-run)
@@ -70,6 +81,14 @@ class FakeExchangeServer:
                     server._handle(self)
                 except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
                     self.close_connection = True
+
+            def do_POST(self):  # noqa: N802 - Hyperliquid's /info
+                n = int(self.headers.get("Content-Length") or 0)
+                try:
+                    self.body_json = json.loads(self.rfile.read(n) or b"null")
+                except ValueError:
+                    self.body_json = None
+                self.do_GET()
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
@@ -95,12 +114,15 @@ class FakeExchangeServer:
         with self._lock:
             self._n += 1
             n = self._n
+        body_json = getattr(h, "body_json", None)
+        if isinstance(body_json, dict):  # Hyperliquid: the request is the body; log it as the query
+            q = {**q, **{k: json.dumps(v) if isinstance(v, (dict, list)) else str(v) for k, v in body_json.items()}}
         fault = self.plan(n, u.path)
         self.log.append((u.path, q, fault))
         if fault:
             return self._fault(h, fault, u.path)
         try:
-            status, body = self._route(u.path, q)
+            status, body = self._route(u.path, q, body_json)
         except KeyError as e:
             status, body = 404, {"code": -1, "msg": f"not found {e}"}
         if self.delay and status == 200:
@@ -118,7 +140,10 @@ class FakeExchangeServer:
         h.wfile.flush()
 
     def _fault(self, h, fault: str, path: str) -> None:
-        venue = "bybit" if path.startswith("/v5/") else "okx" if path.startswith("/api/v5/") else "gate" if path.startswith("/api/v4/") else "binance"
+        venue = ("bybit" if path.startswith("/v5/") else "okx" if path.startswith("/api/v5/") else "gate" if path.startswith("/api/v4/")
+                 else "hyperliquid" if path == "/info" else "binance")
+        if venue == "hyperliquid" and fault in ("429", "418"):
+            return self._send(h, 429, b"null", headers={"Retry-After": "1"})
         if venue == "gate" and fault in ("429", "418", "500"):
             label, msg = ("TOO_MANY_REQUESTS", "Request Rate limit Exceeded") if fault != "500" else ("SERVER_ERROR", "Internal server error")
             body = json.dumps({"label": label, "message": msg}).encode()
@@ -152,7 +177,8 @@ class FakeExchangeServer:
         if fault == "auth":
             return self._send(h, 401, json.dumps({"code": -2015, "msg": "Invalid API-key, IP, or permissions for action."}).encode())
         try:
-            status, body = self._route(urlparse(h.path).path, {k: v[-1] for k, v in parse_qs(urlparse(h.path).query).items()})
+            status, body = self._route(urlparse(h.path).path, {k: v[-1] for k, v in parse_qs(urlparse(h.path).query).items()},
+                                       getattr(h, "body_json", None))
         except KeyError as e:
             status, body = 404, {"code": -1, "msg": f"not found {e}"}
         raw = json.dumps(body).encode()
@@ -171,7 +197,9 @@ class FakeExchangeServer:
         raise ValueError(f"unknown fault {fault}")
 
     # ---- routes ----------------------------------------------------------------------------
-    def _route(self, path: str, q: dict[str, str]) -> tuple[int, Any]:
+    def _route(self, path: str, q: dict[str, str], body: Any = None) -> tuple[int, Any]:
+        if path == "/info":
+            return self._hyperliquid(body if isinstance(body, dict) else {})
         if path in ("/sapi/v1/capital/config/getall", "/sapi/v1/margin/allPairs"):
             return 200, []  # what ccxt asks for when keys are set; nothing needed here
         if path == "/fapi/v1/leverageBracket":  # signed endpoint; the fake does not check signatures
@@ -320,6 +348,42 @@ class FakeExchangeServer:
 
 
     # Gate v4 -----------------------------------------------------------------------------------
+    def _hyperliquid(self, body: dict) -> tuple[int, Any]:
+        kind = body.get("type")
+        usdc = {"name": "USDC", "szDecimals": 8, "weiDecimals": 8, "index": 0, "tokenId": "0x6d1e7cde53ba9467b783cb7c530ce054",
+                "isCanonical": True, "evmContract": None, "fullName": None}
+        if kind == "spotMeta":
+            return 200, {"universe": [], "tokens": [usdc]}
+        if kind == "spotMetaAndAssetCtxs":
+            return 200, [{"universe": [], "tokens": [usdc]}, []]
+        if kind == "perpDexs":
+            return 200, [None]
+        if kind == "metaAndAssetCtxs":
+            coins = self.markets["hyperliquid"]
+            universe = [{"name": c, "szDecimals": 5, "maxLeverage": 40, "marginTableId": 56} for c in coins]
+            ctxs = [{"funding": "0.0000125", "openInterest": "30000.0", "prevDayPx": "121000.0", "dayNtlVlm": "3000000000.0",
+                     "premium": "0.0", "oraclePx": "121000.0", "markPx": "121000.0", "midPx": "121000.5",
+                     "impactPxs": ["121000.0", "121001.0"], "dayBaseVlm": "25000.0"} for _ in coins]
+            return 200, [{"universe": universe, "marginTables": []}, ctxs]
+        if kind == "candleSnapshot":
+            req = body.get("req") or {}
+            coin, tf = req.get("coin"), req.get("interval")
+            if coin not in self.markets["hyperliquid"]:
+                return 500, None  # Hyperliquid answers an unknown coin with a bare 500
+            rows = self.data.get(("binance", f"klines:{tf}", coin + "USDT"), [])  # same real bars, Hyperliquid layout
+            start, end = _int(req.get("startTime")), _int(req.get("endTime"))
+            sel = [r for r in rows if (start is None or r[0] >= start) and (end is None or r[0] <= end)][:5000]
+            step = TF_MS[tf]
+            return 200, [{"t": r[0], "T": r[0] + step - 1, "s": coin, "i": tf, "o": r[1], "c": r[4], "h": r[2], "l": r[3], "v": r[5], "n": r[8]}
+                         for r in sel]
+        if kind == "fundingHistory":
+            coin = body.get("coin")
+            rows = self.data.get(("hyperliquid", "funding", coin), [])
+            start, end = _int(body.get("startTime")), _int(body.get("endTime"))
+            sel = [r for r in rows if (start is None or r["time"] >= start) and (end is None or r["time"] <= end)][:500]
+            return 200, sel
+        return 422, f"Failed to deserialize the JSON body into the target type: unknown variant `{kind}`"
+
     def _gate(self, path: str, q: dict[str, str]) -> tuple[int, Any]:
         if path in ("/api/v4/spot/currencies", "/api/v4/wallet/currency_chains"):
             return 200, []

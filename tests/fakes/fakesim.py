@@ -69,7 +69,9 @@ def _frame(name: str, data: dict) -> pl.DataFrame:
     """A frame of the declared schema ``name`` (columns not given are zeros)."""
     schema = FRAME_SCHEMAS[name]
     n = len(next(iter(data.values())))
-    cols = {c: (data[c] if c in data else np.zeros(n)) for c in schema}
+    # the venue columns, when not given: the catalogue event's primary exchange
+    defaults = {"exchange": ["binanceusdm"] * n, "path_exchange": ["binanceusdm"] * n}
+    cols = {c: (data[c] if c in data else defaults.get(c, np.zeros(n))) for c in schema}
     return pl.DataFrame(cols).with_columns([pl.col(c).cast(t) for c, t in schema.items()]).select(list(schema))
 
 
@@ -203,7 +205,7 @@ def simulate_prepared(prepared, overrides=None, mode="cascade", shock=None, summ
         amplification=0.0 if mode == "replay" else float(p["impact_coef"]) * 0.3, branching_ratio=0.5, round_notional_usd=[total],
         adl_notional_usd=float(bars_df["adl_usd"].sum()), insurance_fund_min_usd=float(bars_df["insurance_fund_usd"].min()),
         insurance_fund_start_usd=fund, seed=int(p["seed"]), price_source={s: "last" for s in prepared.symbols},
-        per_symbol=per_symbol, published=[], timings_s={}, params=dict(p), notes=["FAKE simulation: never use its numbers"],
+        per_symbol=per_symbol, venues={}, published=[], timings_s={}, params=dict(p), notes=["FAKE simulation: never use its numbers"],
     )
     if summary_only:
         empty = pl.DataFrame()

@@ -113,6 +113,18 @@ def klines_1h(symbol: str) -> list[list]:
     return out
 
 
+def hyperliquid_funding_hourly() -> list[dict]:
+    """SYNTHETIC hourly funding in Hyperliquid's ``fundingHistory`` layout: each real Binance
+    8-hourly BTC rate spread evenly over the 8 hours it covers (Hyperliquid settles every hour);
+    only the wire format and paging are under test."""
+    out = []
+    for f in funding():
+        t, r = int(f["fundingTime"]), float(f["fundingRate"])
+        for k in range(8):
+            out.append({"coin": "BTC", "fundingRate": repr(r / 8), "premium": "0.0", "time": t + k * 3_600_000})
+    return out
+
+
 def all_data() -> dict:
     kl = klines_1m()
     mk = mark_1h()
@@ -128,4 +140,5 @@ def all_data() -> dict:
         ("binance", "brackets", "BTCUSDT"): brackets(),
         ("binance", "openInterestHist:5m", "BTCUSDT"): oi,
         ("binance", "globalLongShortAccountRatio:5m", "BTCUSDT"): lsr,
+        ("hyperliquid", "funding", "BTC"): hyperliquid_funding_hourly(),
     }
