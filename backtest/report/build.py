@@ -304,7 +304,7 @@ def _pages(ev, replay, cascade, params: dict, prov: list[str], sens, observed_fr
                     pair[k] = lo
                     lows[F.short_sym(s)] = tuple(pair)
         contents = [
-            "simulated totals against the published figures, with their sources",
+            "published figures by kind (point, lower bound, interval, context) with a verdict for each, and their sources",
             "price path; liquidated notional per time bucket (longs up, shorts down); cascade rounds",
             "liquidation heatmaps: where (price) and when (time) positions were liquidated",
             "open positions by liquidation price before the event; clusters, and whether the path reached them",
@@ -320,7 +320,9 @@ def _pages(ev, replay, cascade, params: dict, prov: list[str], sens, observed_fr
                                                contents=contents, liq_range=_sens_range(sens), seed_spread=_seed_spread(sens),
                                                n_seeds=len((sens or {}).get("seeds") or []),
                                                seed_positions=(sens or {}).get("positions") if isinstance((sens or {}).get("positions"), int) else None)))
-        for i, fig in enumerate(F.comparison_pages(ev, replay.summary, cascade.summary, lows)):
+        from backtest.report.calibration_pages import comparison_pages
+
+        for i, fig in enumerate(comparison_pages(ev, replay.summary, cascade.summary, lows)):
             pages.append((f"02-published-figures{'-' + str(i + 1) if i else ''}", fig))
         pages.append(("03-price-liquidations", F.price_page(bars, replay.bars, symbols, f"{ev.id}: price path, liquidations and cascade rounds (cascade scenario)")))
         for s in symbols[:2]:

@@ -309,68 +309,6 @@ def _metric_value(metric: str | None, v) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# page 2: simulated against published figures
-# ---------------------------------------------------------------------------------------------
-def comparison_rows(event, replay: dict | None, cascade: dict, path_lows: dict[str, tuple]) -> list[tuple]:
-    """Rows: figure, replay, cascade, published, sim/published, scope, source (with detail)."""
-    rows = []
-    for f in event.figures:
-        metric = f.get("metric")
-        pub = f.get("value_usd", f.get("value"))
-        r = replay.get(metric) if (replay and metric) else None
-        c = cascade.get(metric) if metric else None
-        ratio = "—"
-        if metric and c is not None and pub:
-            try:
-                ratio = f"{float(c) / float(pub):.2f}×"
-            except (TypeError, ValueError, ZeroDivisionError):
-                pass
-        what = f["what"] + ("" if metric else "  (context; not simulated)")
-        pub_text = _metric_value(metric or ("x_usd" if "value_usd" in f else None), pub) if pub is not None else "—"
-        src = f.get("source", "")
-        if f.get("detail"):
-            src = f"{f['detail']}. Source: {src}"
-        rows.append((what, _metric_value(metric, r) if metric else "—", _metric_value(metric, c) if metric else "—",
-                     pub_text, ratio, f.get("scope", "—"), src))
-    for o in event.observed:
-        sym = o.get("what", "").split("_")[0]
-        rlow, clow = path_lows.get(sym, (None, None))
-        when = o.get("time") or o.get("hour") or ""
-        rows.append((
-            f"{o['what']} (price, USDT)", f"{rlow:,.6g}" if rlow is not None else "—", f"{clow:,.6g}" if clow is not None else "—",
-            f"{o['value']:,.6g}", f"{clow / o['value']:.3f}×" if clow else "—", "committed data",
-            f"observed in the committed market data{(' at ' + when) if when else ''}; simulated = lowest price of the "
-            "simulated path (replay: observed path as the kernel walks it; cascade: with forced-order impact)",
-        ))
-    return rows
-
-
-def comparison_pages(event, replay: dict | None, cascade: dict, path_lows: dict[str, tuple]):
-    rows = comparison_rows(event, replay, cascade, path_lows)
-    cols = ["published figure", "replay", "cascade", "published", "cascade ÷ published", "scope", "detail and source"]
-    widths = [30, 10, 10, 10, 11, 11, 62]
-    pages = []
-    while True:
-        fig = new_figure()
-        fig.set_layout_engine("none")
-        fig.text(0.04, 0.95, "Simulated against published figures" + (" (continued)" if pages else ""), fontsize=15, fontweight="bold", va="top")
-        note = (
-            f"Simulated: {event.exchange}, {len(event.symbols)} symbols ({', '.join(short_sym(s) for s in event.symbols)}), "
-            f"{iso(event.start_ms)} → {iso(event.end_ms)}. Published figures are third-party aggregates quoted with their "
-            "sources; most cover all venues and 24 hours, so only rows scoped to the simulated exchange compare like for like. "
-            "'replay' = observed price path without feedback; 'cascade' = forced orders move the price."
-        )
-        if not event.figures:
-            note += " The catalogue has no published liquidation figures for this event: only the observed lows are compared."
-        fig.text(0.04, 0.905, wrap(note, 165), fontsize=8.5, va="top", color="#333333", linespacing=1.4)
-        rows, _ = draw_table(fig, (0.04, 0.05, 0.92, 0.79), cols, rows, widths, fontsize=7.6)
-        pages.append(fig)
-        if not rows:
-            break
-    return pages
-
-
-# ---------------------------------------------------------------------------------------------
 # page 3: price path, liquidations per bar, cascade rounds
 # ---------------------------------------------------------------------------------------------
 def price_page(bars: pl.DataFrame, replay_bars: pl.DataFrame | None, symbols: list[str], title: str):
