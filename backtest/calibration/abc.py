@@ -10,7 +10,8 @@ its sqlite history (``abc.db``; ``resume=True`` continues it with ``ABCSMC.load`
 
 Outputs in the run folder (:func:`write_outputs`): ``posterior.parquet`` (one row per particle of
 the last generation: the parameters and its weight), ``predictive.parquet`` (the accepted
-particles' simulated target values: the posterior predictive), ``params.toml`` (posterior
+particles' simulated target values and the events' headline figures, ``EVENT|metric``: the
+posterior predictive), ``params.toml`` (posterior
 medians, usable as ``--config``; a ``[calibration]`` table says how they were obtained),
 ``diagnostics.json`` (per generation: epsilon, evaluations, acceptance rate, effective sample
 size, distances), ``calibration.pdf`` and ``run.json`` (the request, checked on resume).
@@ -244,7 +245,10 @@ def _result(spec, priors, targets, history, seconds) -> CalibrationResult:
     df, w = history.get_distribution(m=0, t=t)
     post = pl.DataFrame({p.name: df[p.name].to_numpy(dtype=float) for p in priors}).with_columns(pl.Series("weight", np.asarray(w, float)))
     ws, stats = history.get_weighted_sum_stats_for_model(m=0, t=t)
-    pred = pl.DataFrame({f.id: [float(s.get(f.id, math.nan)) for s in stats] for f in targets}).with_columns(
+    ids = [f.id for f in targets]
+    # the targets, then the headline figures each sample recorded (EVENT|metric; model.PREDICTED)
+    ids += sorted({k for s in stats for k in s if "|" in k and k not in ids})
+    pred = pl.DataFrame({k: [float(s.get(k, math.nan)) for s in stats] for k in ids}, schema={k: pl.Float64 for k in ids}).with_columns(
         pl.Series("weight", np.asarray(ws, float)))
     wv = post["weight"].to_numpy()
     medians = {p.name: float(weighted_quantile(post[p.name].to_numpy(), wv, 0.5)[0]) for p in priors}
