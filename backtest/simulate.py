@@ -63,10 +63,20 @@ class PopEntry:
     oi_source: str = "unknown"
 
 
-def _build_population(ev: Any, symbol: str, pop_params: Any, store: Any) -> PopEntry:
-    from backtest.population import build_population
+def _build_population(ev: Any, symbol: str, pop_params: Any, store: Any, inputs_cache: dict | None = None) -> PopEntry:
+    """The population entry of ``symbol``; ``inputs_cache`` (a Prepared's) keeps the store-derived
+    inputs (:func:`backtest.population.population_inputs`) per symbol and input parameters, so a
+    rebuild for other population parameters only draws (the same population, bit for bit)."""
+    from backtest.population import PopulationParams, build_from_inputs, inputs_key, population_inputs
 
-    pop = build_population(ev, symbol, pop_params, store=store)
+    pop_params = pop_params or PopulationParams()
+    key = (symbol, inputs_key(pop_params))
+    inp = inputs_cache.get(key) if inputs_cache is not None else None
+    if inp is None:
+        inp = population_inputs(ev, symbol, pop_params, store)
+        if inputs_cache is not None:
+            inputs_cache[key] = inp
+    pop = build_from_inputs(inp, pop_params)
     R.check_population(pop.arrays)
     return PopEntry(pop.arrays, float(pop.open_notional_usd), "backtest.population", oi_source=str(pop.target_source))
 
@@ -93,6 +103,8 @@ class Prepared:
     _pop_cache: dict = field(default_factory=dict, repr=False)
     #: per symbol: (book.BookProfile, note) its forced orders walk (engine.depth_profile), built once
     _depth_cache: dict = field(default_factory=dict, repr=False)
+    #: per (symbol, population.inputs_key): the populations' store-derived inputs, read once
+    _inputs_cache: dict = field(default_factory=dict, repr=False)
 
 
 def _store(store: Any):
@@ -120,12 +132,13 @@ def prepare(event_id: Any, overrides: dict | None = None, symbols: list[str] | N
         check_simulation(pop_params.n_positions, len(syms), (ev.end_ms - ev.lookback_start_ms) // 60_000, what=f"event {ev.id}")
     markets: dict[str, Market] = {}
     pops: dict[str, PopEntry] = {}
+    inputs: dict = {}
     for i, s in enumerate(syms):
         if progress:
             progress(f"loading {s}", i, len(syms))
         markets[s] = load_market(st, ev.exchange, s, ev.start_ms, ev.end_ms, ev.lookback_start_ms, sim.price_path)
-        pops[s] = _build_population(ev, s, pop_params, st)
-    prep = Prepared(ev, syms, markets, pop_params, sim, pops, st, dict(overrides or {}))
+        pops[s] = _build_population(ev, s, pop_params, st, inputs)
+    prep = Prepared(ev, syms, markets, pop_params, sim, pops, st, dict(overrides or {}), _inputs_cache=inputs)
     prep._pop_cache[_pop_key(pop_params)] = pops
     return prep
 
@@ -159,7 +172,7 @@ def simulate_prepared(
     key = _pop_key(pop_params)
     pops = prepared._pop_cache.get(key)
     if pops is None:
-        pops = {s: _build_population(ev, s, pop_params, prepared.store) for s in prepared.symbols}
+        pops = {s: _build_population(ev, s, pop_params, prepared.store, prepared._inputs_cache) for s in prepared.symbols}
         prepared._pop_cache.clear()  # keep one extra population set in memory at most
         prepared._pop_cache[_pop_key(prepared.pop_params)] = prepared.populations
         prepared._pop_cache[key] = pops
