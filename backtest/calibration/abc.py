@@ -57,6 +57,9 @@ class CalibrationSpec:
     base: dict = field(default_factory=dict)  # further overrides for every event (--set)
     store: str | None = None
     symbols: list[str] | None = None  # a subset of the event's symbols (tests; default all)
+    #: an ad-hoc event (``--window`` with ``--exchange``/``--symbol``): its event table
+    #: (:func:`backtest.event_file.event_table`); ``events`` is then its id alone
+    adhoc: dict | None = None
 
     def identity(self) -> dict:
         """The fields a resumed run must share with the stored one."""
@@ -100,15 +103,24 @@ def model_for(spec: CalibrationSpec, figures: list[Figure] | None = None) -> Eve
     event has no target."""
     from backtest.events import get_event
 
-    figs = figures if figures is not None else load_figures(spec.targets_file)
+    adhoc = None
+    if spec.adhoc is not None:
+        from backtest.event_file import build_event
+
+        adhoc = build_event(spec.adhoc)
+        if list(spec.events) != [adhoc.id]:
+            raise CalibrationError(f"an ad-hoc --window event is calibrated alone: give one EVENT ({adhoc.id}), got {', '.join(spec.events)}")
+    # an ad-hoc event is in no catalogue: its figures (--targets) name it
+    figs = figures if figures is not None else load_figures(spec.targets_file, check_events=adhoc is None)
+    evs = [adhoc] if adhoc is not None else [get_event(e, spec.store) for e in spec.events]
     targets: dict[str, list[Figure]] = {}
     inputs: dict[str, dict] = {}
-    for e in spec.events:
-        ev = get_event(e, spec.store)
+    for ev in evs:
         targets[ev.id] = load_targets(ev, figs, spec.targets_file, spec.symbols)
         inputs[ev.id] = {k: v for k, v in event_inputs(ev, figs).items() if k not in spec.fit}
     base = {"n_positions": spec.n_positions, **spec.base}
-    return EventModel([get_event(e, spec.store).id for e in spec.events], targets, base, inputs, spec.mode, spec.store, spec.symbols)
+    return EventModel([ev.id for ev in evs], targets, base, inputs, spec.mode, spec.store, spec.symbols,
+                      event_objects={adhoc.id: adhoc} if adhoc is not None else {})
 
 
 class TargetDistance:
@@ -301,6 +313,8 @@ def provenance(res: CalibrationResult) -> dict:
         cmd += ["--targets", s.targets_file]
     for k, v in s.base.items():
         cmd += ["--set", f"{k}={v}"]
+    if s.adhoc is not None:
+        cmd += ["--window", "/".join(s.adhoc["window"]), "--exchange", s.adhoc["exchange"], *sum((["--symbol", x] for x in s.adhoc["symbols"]), [])]
     return {
         "events": s.events,
         "targets": [f.id for f in res.targets],

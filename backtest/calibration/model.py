@@ -54,6 +54,8 @@ class EventModel:
     mode: str = "replay"
     store: str | None = None
     symbols: list[str] | None = None  # a subset of each event's symbols (default all)
+    #: events that are in no catalogue (ad-hoc ``--window`` events), by id; pickled with the model
+    event_objects: dict[str, Any] = field(default_factory=dict)
 
     def _key(self, event: str) -> str:
         return json.dumps([event, {**self.base, **self.inputs.get(event, {})}, self.store, self.symbols], sort_keys=True, default=str)
@@ -65,7 +67,8 @@ class EventModel:
         if prep is None:
             from backtest.simulate import prepare
 
-            prep = _PREPARED[key] = prepare(event, {**self.base, **self.inputs.get(event, {})}, symbols=self.symbols, store=self.store)
+            prep = _PREPARED[key] = prepare(self.event_objects.get(event, event), {**self.base, **self.inputs.get(event, {})},
+                                            symbols=self.symbols, store=self.store)
         return prep
 
     def prepare_all(self) -> None:
