@@ -99,14 +99,14 @@ def comparison_rows(event, replay: dict | None, cascade: dict, path_lows: dict[s
     for f in event_figures(event, figures):
         if not f.comparable:
             value = f.published_text() if f.kind == "input" else _value_text(f.value)
-            context.append((_short(f.what, 48), _short(value, 100), _short(f.source, 26)))
+            context.append((_short(f.what, 80), _short(value, 240), _short(f.source, 90)))
             continue
         v = verdicts(f, event, {"replay": replay, "cascade": cascade})
         (rx, rv), (cx, cv) = v["replay"], v["cascade"]
         tally["held" if cv.ok else ("failed" if cv.ok is False else "not judged")] += 1
         src = f.source + (f" (basis: {f.basis})" if f.basis else "")
-        judged.append((_short(f.what, 58), KIND_TEXT[f.kind], f.published_text(), format_value(rx, f.metric), _mark(rv),
-                       format_value(cx, f.metric), _mark(cv), _scope_text(f), _short(src, 118)))
+        judged.append((_short(f.what, 90), KIND_TEXT[f.kind], f.published_text(), format_value(rx, f.metric), _mark(rv),
+                       format_value(cx, f.metric), _mark(cv), _scope_text(f), _short(src, 320)))
     for o in event.observed:
         sym = o.get("what", "").split("_")[0]
         rlow, clow = path_lows.get(sym, (None, None))
@@ -121,19 +121,16 @@ def comparison_rows(event, replay: dict | None, cascade: dict, path_lows: dict[s
 
 
 def comparison_pages(event, replay: dict | None, cascade: dict, path_lows: dict[str, tuple], figures: list | None = None):
-    """The comparison page(s): judged figures, then the context figures (listed, not judged).
-
-    Judged rows that do not fit continue on another page; context rows that do not fit are counted
-    on the page (they are all in ``data/published_figures.toml``)."""
+    """The comparison pages: the judged figures (continued on more pages if they do not fit), then
+    a page listing the context figures (not judged; rows that do not fit are counted on it)."""
     from backtest.report.common import GREY, draw_table, iso, new_figure, wrap
     from backtest.report.figures import short_sym
 
     judged, context, tally = comparison_rows(event, replay, cascade, path_lows, figures)
     cols = ["published figure", "kind", "published", "replay", "verdict", "cascade", "verdict", "scope", "source"]
-    widths = [31, 12, 13, 9, 11, 9, 11, 17, 72]
+    widths = [27, 13, 14, 9, 11, 9, 11, 17, 70]
     pages = []
     rows = judged
-    y = 0.82
     while True:
         fig = new_figure()
         fig.set_layout_engine("none")
@@ -143,38 +140,39 @@ def comparison_pages(event, replay: dict | None, cascade: dict, path_lows: dict[
             f"Simulated: {event.exchange}, {len(event.symbols)} symbols ({', '.join(short_sym(s) for s in event.symbols)}), "
             f"{iso(event.start_ms)} → {iso(event.end_ms)}. Each figure is judged by its kind (data/published_figures.toml): "
             "a lower bound is met or not, an interval covers the simulated value or not, a point holds it within its "
-            "uncertainty or not; context figures are listed, not judged. Published liquidation totals are lower bounds "
+            "uncertainty or not; context figures are listed on the next page, not judged. Published liquidation totals are lower bounds "
             "(venues publish at most one forced order per symbol per second). 'replay' = observed price path without "
             "feedback; 'cascade' = forced orders move the price; observed lows: simulated ÷ observed."
             + (f" Cascade: {tally['held']} of {n} judged figures hold." if n else " No figure of this event can be judged.")
         )
         fig.text(0.04, 0.912, wrap(note, 190), fontsize=7.8, va="top", color="#333333", linespacing=1.3)
         if rows:
-            rows, y = draw_table(fig, (0.04, 0.05, 0.92, 0.785), cols, rows, widths, fontsize=6.4)
+            rows, _ = draw_table(fig, (0.04, 0.05, 0.92, 0.785), cols, rows, widths, fontsize=6.9)
         pages.append(fig)
         if not rows:
             break
-    if context:
-        fig = pages[-1]
-        top = y - 0.022
-        fig.text(0.04, top, f"Context only: {len(context)} figures, listed, not judged (values abridged; in full in data/published_figures.toml)",
-                 fontsize=9, fontweight="bold", va="top")
+    if context:  # their own page: listed in full, not judged
+        fig = new_figure()
+        fig.set_layout_engine("none")
+        fig.text(0.04, 0.95, f"Published figures for context: {len(context)}, listed, not judged", fontsize=15, fontweight="bold", va="top")
+        fig.text(0.04, 0.905, wrap(
+            "Figures of this event in data/published_figures.toml that no simulated value compares with like for like "
+            "(other venues, all-venue totals, open interest of other vendors, timelines, statements): kind 'context'. "
+            "Values abridged; each figure's verbatim quote, window, scope and confidence are in the file.", 190),
+            fontsize=7.8, va="top", color="#333333", linespacing=1.3)
         half = (len(context) + 1) // 2
         over = []
-        yb = top
+        yb = 0.86
         for k, part in enumerate((context[:half], context[half:])):
-            if not part:
-                continue
-            if top - 0.06 <= 0.035:
-                over += part
-                continue
-            left, yk = draw_table(fig, (0.04 + k * 0.465, 0.03, 0.455, top - 0.02 - 0.03), ["figure", "published value", "source"],
-                                  part, [28, 62, 29], fontsize=5.2)
-            over += left
-            yb = min(yb, yk)
+            if part:
+                left, yk = draw_table(fig, (0.04 + k * 0.465, 0.03, 0.455, 0.83), ["figure", "published value", "source"],
+                                      part, [26, 56, 30], fontsize=6.2)
+                over += left
+                yb = min(yb, yk)
         if over:  # never silently
             fig.text(0.04, max(yb - 0.004, 0.012), f"(+{len(over)} more context figures in data/published_figures.toml)",
                      fontsize=6.5, color=GREY, va="top")
+        pages.append(fig)
     return pages
 
 
