@@ -63,7 +63,8 @@ class PopEntry:
     oi_source: str = "unknown"
 
 
-def _build_population(ev: Any, symbol: str, pop_params: Any, store: Any, inputs_cache: dict | None = None) -> PopEntry:
+def _build_population(ev: Any, symbol: str, pop_params: Any, store: Any, inputs_cache: dict | None = None,
+                      out: dict[str, np.ndarray] | None = None) -> PopEntry:
     """The population entry of ``symbol``; ``inputs_cache`` (a Prepared's) keeps the store-derived
     inputs (:func:`backtest.population.population_inputs`) per symbol and input parameters, so a
     rebuild for other population parameters only draws (the same population, bit for bit)."""
@@ -76,7 +77,9 @@ def _build_population(ev: Any, symbol: str, pop_params: Any, store: Any, inputs_
         inp = population_inputs(ev, symbol, pop_params, store)
         if inputs_cache is not None:
             inputs_cache[key] = inp
-    pop = build_from_inputs(inp, pop_params)
+    if out is not None and len(out["side"]) != pop_params.n_positions:
+        out = None
+    pop = build_from_inputs(inp, pop_params, out=out)
     R.check_population(pop.arrays)
     return PopEntry(pop.arrays, float(pop.open_notional_usd), "backtest.population", oi_source=str(pop.target_source))
 
@@ -105,6 +108,10 @@ class Prepared:
     _depth_cache: dict = field(default_factory=dict, repr=False)
     #: per (symbol, population.inputs_key): the populations' store-derived inputs, read once
     _inputs_cache: dict = field(default_factory=dict, repr=False)
+    #: a rebuild writes into the arrays of the population set it evicts from the cache (no fresh
+    #: memory to fault in per sample: calibrations, which keep no result of an earlier call; a
+    #: result of an earlier call that held those arrays would change under it)
+    reuse_buffers: bool = False
 
 
 def _store(store: Any):
@@ -172,7 +179,11 @@ def simulate_prepared(
     key = _pop_key(pop_params)
     pops = prepared._pop_cache.get(key)
     if pops is None:
-        pops = {s: _build_population(ev, s, pop_params, prepared.store, prepared._inputs_cache) for s in prepared.symbols}
+        spare = None
+        if prepared.reuse_buffers:  # the set this rebuild evicts: neither the prepared one nor the new one
+            spare = next((v for v in prepared._pop_cache.values() if v is not prepared.populations), None)
+        pops = {s: _build_population(ev, s, pop_params, prepared.store, prepared._inputs_cache,
+                                     out=spare[s].arrays if spare is not None and s in spare else None) for s in prepared.symbols}
         prepared._pop_cache.clear()  # keep one extra population set in memory at most
         prepared._pop_cache[_pop_key(prepared.pop_params)] = prepared.populations
         prepared._pop_cache[key] = pops

@@ -68,3 +68,31 @@ def test_excess_collateral_nodes_are_computed_once():
     assert excess_collateral_table(1.0, 0.0).tolist() == [1.0] * len(_extra_z())
     assert np.isclose(np.median(excess_collateral_table(2.0, 1.0)), 2.0)
     assert not dataclasses.is_dataclass(_extra_z())
+
+
+def test_rebuilds_into_evicted_buffers_give_the_same_summaries():
+    """With ``reuse_buffers`` (calibrations) a rebuild writes into the arrays of the population set
+    it evicts; every sample's summary is the one a fresh prepare gives."""
+    from backtest.simulate import prepare, simulate_prepared
+
+    base = {"n_positions": 5_000}
+    syms = ["BTC/USDT:USDT", SYMBOL]
+    samples = [{"leverage_scale": 1.4}, {"leverage_scale": 0.7, "seed": 2}, {"cross_extra_collateral": 2.5}, {"leverage_scale": 1.4},
+               {"n_positions": 3_000}, {}]
+    prep = prepare(EVENT, base, symbols=syms)
+    prep.reuse_buffers = True
+    before = {s: {k: v.copy() for k, v in prep.populations[s].arrays.items()} for s in syms}
+    seen_buffers = set()
+    for over in samples:
+        fast = simulate_prepared(prep, over, mode="replay", summary_only=True).summary.to_dict()
+        fresh = simulate_prepared(prepare(EVENT, {**base, **over}, symbols=syms), None, mode="replay", summary_only=True).summary.to_dict()
+        for d in (fast, fresh):
+            d.pop("timings_s", None)
+        assert fast == fresh, over
+        for v in prep._pop_cache.values():
+            seen_buffers.add(id(v[SYMBOL].arrays["entry"]))
+    # the prepared population itself is never written into
+    for s in syms:
+        for k, v in before[s].items():
+            assert v.tobytes() == prep.populations[s].arrays[k].tobytes()
+    assert len(seen_buffers) <= 4  # the prepared set, and few others reused (not one per sample)

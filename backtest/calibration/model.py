@@ -69,6 +69,7 @@ class EventModel:
 
             prep = _PREPARED[key] = prepare(self.event_objects.get(event, event), {**self.base, **self.inputs.get(event, {})},
                                             symbols=self.symbols, store=self.store)
+            prep.reuse_buffers = True  # samples keep only their statistics: rebuilds reuse the evicted arrays
         return prep
 
     def prepare_all(self) -> None:
