@@ -376,11 +376,10 @@ def fit_note(post: dict | None, event_id: str) -> str:
     fit_txt = "; ".join(f"{k} {fmt(m)} [{fmt(lo)}–{fmt(hi)}]" for k, (m, lo, hi) in fitted.items()) or "?"
     assumed = [p for p in PRIORS if p not in fitted]
     events = ", ".join(meta.get("events") or [event_id])
-    insample = " (in-sample: fitted on this event's own figures)" if list(meta.get("events") or []) == [event_id] else ""
+    insample = " (in-sample: its own figures)" if list(meta.get("events") or []) == [event_id] else ""
     return (
-        f"Posterior predictive: median [90 % band] of {post['particles']} particles, ABC-SMC on {events}{insample}, "
-        f"{len(meta.get('targets') or [])} targets, {meta.get('mode', '?')} mode, {meta.get('n_positions', 0):,} positions/symbol "
-        f"(data/calibration/posterior-{event_id}/). Fitted, posterior median [90 %]: {fit_txt}. Assumed with a prior, not "
-        f"fitted: {', '.join(assumed)}. All other parameters: sourced defaults (population_params.PARAM_SOURCES; last "
-        "page). 'this run': one run at the parameters shown (package defaults, not the fit)."
+        f"Predictive: {post['particles']} particles of ABC-SMC on {events}{insample}, {meta.get('mode', '?')}, "
+        f"{meta.get('n_positions', 0):,} positions/symbol (data/calibration/posterior-{event_id}/). Fitted, median [90 %]: "
+        f"{fit_txt}. Assumed with a prior, not fitted: {', '.join(assumed)}. Others: sourced defaults "
+        "(population_params.PARAM_SOURCES; last page)."
     )

@@ -178,8 +178,8 @@ def title_page(event, summary: dict, params: dict, provenance: list[str], *, ver
         over, _ = draw_table(fig, (0.05, 0.232, 0.42, 0.423), ["figure", "simulated"], lines, [30, 40], fontsize=8.5)
     else:
         rows3 = [(a, b, predictive.get(a, "")) for a, b in lines]
-        over, y_end = draw_table(fig, (0.05, 0.232, 0.46, 0.423), ["figure", "this run", "posterior predictive: median [90 %]"],
-                                 rows3, [27, 47, 34], fontsize=7.0)
+        over, y_end = draw_table(fig, (0.05, 0.232, 0.46, 0.423), ["figure", "this run (parameters shown)", "predictive median [90 %]"],
+                                 rows3, [33, 40, 36], fontsize=6.8)
     if over:  # never drop a headline silently
         fig.text(0.05, 0.226, f"(+{len(over)} more in summary.json)", fontsize=7, color=GREY, va="top")
     if fit_note:
