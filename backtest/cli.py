@@ -367,7 +367,7 @@ def report(
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file of parameters (top-level keys, or a 'params' table)."),
     set_: Optional[List[str]] = SetOpt,
     png_dir: Optional[Path] = typer.Option(None, "--png-dir", help="Folder for the PNGs (default: the PDF's path without .pdf); page PNGs of an earlier report there are replaced."),
-    no_sensitivity: bool = typer.Option(False, "--no-sensitivity", help="Skip the built-in sensitivity sweep page."),
+    no_sensitivity: bool = typer.Option(False, "--no-sensitivity", help="Skip the global-sensitivity page (Sobol indices) and the population-seed runs."),
     store: Optional[str] = StoreOpt,
     events: Optional[Path] = EventsOpt,
     window: Optional[str] = WindowOpt,

@@ -57,13 +57,31 @@ def _progress(label: str):
     return _P()
 
 
-def _spec(events, fit, targets, samples, generations, seed, mode, n_positions, set_, store):
+def _adhoc(events, window, exchange, symbols) -> dict | None:
+    """The event table of an ad-hoc ``--window`` event (as ``replay`` takes one), or None; the
+    checks and messages are the event resolution's (:func:`backtest.cli_events.resolve_event`)."""
+    from backtest.cli_events import resolve_event
+    from backtest.errors import EventError
+
+    if window is None:
+        if exchange is not None or symbols:
+            raise EventError("--exchange and --symbol describe an ad-hoc event: give it with --window START/END")
+        return None
+    if len(events) != 1:
+        raise EventError(f"--window names one ad-hoc event: give one EVENT id for it, got {len(events)}")
+    ev = resolve_event(events[0], window=window, exchange=exchange, symbols=symbols)
+    from backtest.event_file import event_table
+
+    return event_table(ev.id, exchange=ev.exchange, symbols=list(ev.symbols), window=window)
+
+
+def _spec(events, fit, targets, samples, generations, seed, mode, n_positions, set_, store, adhoc=None):
     from backtest.calibration.abc import CalibrationSpec
     from backtest.params import parse_set_options
 
     return CalibrationSpec(events=list(events), fit=list(fit or []), samples=samples, generations=generations, seed=seed,
                            mode=mode, n_positions=n_positions, targets_file=str(targets) if targets else None,
-                           base=parse_set_options(set_), store=store)
+                           base=parse_set_options(set_), store=store, adhoc=adhoc)
 
 
 def _run(label: str, fn, *args, mode: str, workers: int | None, interrupted: str | None = None, **kwargs):
@@ -101,12 +119,19 @@ def calibrate(
     out: Path = typer.Option(..., "--out", help="Run folder: abc.db, posterior/predictive.parquet, params.toml, diagnostics.json, calibration.pdf."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run stored in --out (its abc.db)."),
     store: Optional[str] = StoreOpt,
+    window: Optional[str] = typer.Option(None, "--window", help="Ad-hoc event window START/END (ISO-8601 with a zone, e.g. "
+                                         "2025-10-10T20:00Z/2025-10-11T00:00Z); needs --symbol and --targets naming EVENT."),
+    exchange: Optional[str] = typer.Option(None, "--exchange", help="ccxt exchange id of an ad-hoc --window event (default binanceusdm)."),
+    symbol: Optional[List[str]] = typer.Option(None, "--symbol", help="ccxt symbol of an ad-hoc --window event (repeatable)."),
 ) -> None:
     """Fit parameters to an event's published figures (ABC-SMC with pyabc); posterior, --config file, diagnostics, PDF."""
     from backtest.calibration.abc import calibrate as run, check_run_dir
 
+    adhoc = _adhoc(list(event), window, exchange, list(symbol or []))
+    if adhoc is not None and targets is None:
+        fail(f"an ad-hoc --window event has no published figures: give --targets FILE with figures whose event is {adhoc['id']!r}")
     check_run_dir(out, resume)  # a bad --out fails before any work
-    spec = _spec(event, fit, targets, samples, generations, seed, mode, n_positions, set_, store)
+    spec = _spec(event, fit, targets, samples, generations, seed, mode, n_positions, set_, store, adhoc)
 
     def go(spec, out, mode, **kw):  # the mode is the spec's
         return run(spec, out, **kw)

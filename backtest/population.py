@@ -216,13 +216,25 @@ def excess_collateral_table(median: float, sigma: float) -> np.ndarray:
     (the end nodes at half a step in, so draws are bounded by ``median * exp(±3.7 sigma)``);
     :func:`backtest.kernels.population_kernels.table_quantile` interpolates it. ``median = 0``
     gives no excess; ``sigma = 0`` the flat multiple ``median``."""
-    from statistics import NormalDist
+    return np.ascontiguousarray(float(median) * np.exp(float(sigma) * _extra_z()))
 
-    u = np.arange(EXTRA_NODES + 1, dtype=np.float64) / EXTRA_NODES
-    u[0], u[-1] = 0.5 / EXTRA_NODES, 1.0 - 0.5 / EXTRA_NODES
-    z = np.array([NormalDist().inv_cdf(float(x)) for x in u])
-    z[EXTRA_NODES // 2] = 0.0  # the median node exactly
-    return np.ascontiguousarray(float(median) * np.exp(float(sigma) * z))
+
+_EXTRA_Z: list[np.ndarray] = []
+
+
+def _extra_z() -> np.ndarray:
+    """Standard normal quantiles at the nodes of :func:`excess_collateral_table`, computed once
+    per process (4,097 inverse-CDF calls cost ~8 ms: once per population build before)."""
+    if not _EXTRA_Z:
+        from statistics import NormalDist
+
+        u = np.arange(EXTRA_NODES + 1, dtype=np.float64) / EXTRA_NODES
+        u[0], u[-1] = 0.5 / EXTRA_NODES, 1.0 - 0.5 / EXTRA_NODES
+        z = np.array([NormalDist().inv_cdf(float(x)) for x in u])
+        z[EXTRA_NODES // 2] = 0.0  # the median node exactly
+        z.setflags(write=False)
+        _EXTRA_Z.append(z)
+    return _EXTRA_Z[0]
 
 
 def opening_weights(ts: np.ndarray, volume_usd: np.ndarray, as_of_ms: int, half_life_days: float, oi_usd: np.ndarray | None = None) -> np.ndarray:
@@ -475,15 +487,48 @@ def path_extrema_from(
     return np.minimum(out_min, gmin), np.maximum(out_max, gmax)
 
 
-def build_population(event: Any, symbol: str, params: PopulationParams | None = None, store: Any = None) -> Population:
-    """Population of ``symbol`` at the start of ``event`` (an id or an ``Event``), from the store.
+#: the population parameters that change what :func:`population_inputs` reads or derives from the
+#: store; the others only change the draw (:func:`build_from_inputs`)
+INPUT_FIELDS = ("open_interest_usd", "long_share", "turnover_half_life_days", "venue", "survival_price")
 
-    Bars: the store's last-price bars over the event's lookback window (finest timeframe where
-    available). Open interest: ``params.open_interest_usd``, else the store, else the event
-    catalogue, else an estimate from a reference symbol (see :data:`PARAM_SOURCES`). Tiers: the
-    store's ccxt tiers for the exchange and symbol. Raises ``ValueError``/``UserError`` with one
-    clear line when something needed is missing.
-    """
+
+def inputs_key(params: PopulationParams) -> tuple:
+    """The values of :data:`INPUT_FIELDS`: two parameter sets with the same key share their inputs."""
+    return tuple(getattr(params, f) for f in INPUT_FIELDS)
+
+
+@dataclass
+class PopulationInputs:
+    """What :func:`build_population` reads and derives from the store for one (event, symbol),
+    before any random draw: the lookback bars, the tier table (``margin.tier_arrays``), the open
+    interest (USD, before ``oi_scale``) and its source, the long share and turnover half-life with
+    theirs, the venue and the survival path's extrema. Built once per event and :func:`inputs_key`
+    by :func:`population_inputs`; a calibration or sweep rebuilding populations per sample reuses it
+    (:func:`build_from_inputs` gives the same population, bit for bit, as a full build)."""
+
+    event: Any
+    symbol: str
+    key: tuple
+    bars: dict
+    tiers: tuple
+    oi_level: float
+    oi_source: str
+    oi_series: np.ndarray | None
+    long_share: float
+    long_share_source: str
+    half_life_days: float
+    half_life_source: str
+    venue: str
+    extrema: tuple[np.ndarray, np.ndarray] | None
+    survival: str
+    tiers_source: str = ""  # where the tier table came from (a borrowed one is an assumption)
+    path_proxy: str = ""  # "EXCHANGE SYMBOL" whose bars stand in for a venue without its own, else ""
+
+
+def population_inputs(event: Any, symbol: str, params: PopulationParams | None = None, store: Any = None) -> PopulationInputs:
+    """The store-derived inputs of ``symbol``'s population at the start of ``event`` (see
+    :func:`build_population` for where each comes from). Raises like it."""
+    from backtest import margin
     from backtest.store import Store
 
     p = params or PopulationParams()
@@ -516,9 +561,6 @@ def build_population(event: Any, symbol: str, params: PopulationParams | None = 
         # open interest as of each bar's end (last observation at or before it)
         k = np.searchsorted(oi_points[0], (bars["ts"] + bars["dur"]).astype(np.float64), side="right") - 1
         oi_series = np.where(k >= 0, oi_points[1][np.maximum(k, 0)], oi_points[1][0])
-    target = oi_level * p.oi_scale
-    if p.oi_scale != 1.0:
-        source += f"; x oi_scale {p.oi_scale:g}"
     if p.long_share is not None:
         ls, ls_src = p.long_share, "long_share parameter"
     else:
@@ -555,27 +597,58 @@ def build_population(event: Any, symbol: str, params: PopulationParams | None = 
             survival = f"mark-price bars ({mk['timeframe']})" + (
                 f" from {ms_to_iso(int(mk['ts'][0]))}, last-price bars before" if before.any() else ""
             )
+    return PopulationInputs(event, symbol, inputs_key(p), bars, margin.tier_arrays(tiers), float(oi_level), source, oi_series,
+                            ls, ls_src, hl, hl_src, venue, extrema, survival, tiers_src,
+                            f"{path_ex} {path_sym}" if path_ex != ex else "")
+
+
+def build_from_inputs(inputs: PopulationInputs, params: PopulationParams | None = None, out: dict[str, np.ndarray] | None = None) -> Population:
+    """The population of ``params`` over ``inputs`` (:func:`population_inputs` of parameters with the
+    same :func:`inputs_key`; else ``ValueError``): the random draw and the scaling only, no store
+    read. Equal, bit for bit, to :func:`build_population` with the same parameters."""
+    p = params or PopulationParams()
+    p.validate()
+    if inputs_key(p) != inputs.key:
+        raise ValueError(f"these inputs were read for {dict(zip(INPUT_FIELDS, inputs.key))}, not {dict(zip(INPUT_FIELDS, inputs_key(p)))}")
+    event, bars = inputs.event, inputs.bars
+    target = inputs.oi_level * p.oi_scale
+    source = inputs.oi_source
+    if p.oi_scale != 1.0:
+        source += f"; x oi_scale {p.oi_scale:g}"
     pop = synthesize(
         bars["ts"], bars["open"], bars["high"], bars["low"], bars["close"], bars["volume_usd"],
-        tiers=tiers, params=p, target_open_notional_usd=target, as_of_ms=event.start_ms, bar_ms=bars["dur"],
-        open_interest_usd=oi_series, long_share=ls, half_life_days=hl, venue=venue,
-        symbol=symbol, exchange=ex, event_id=event.id, target_source=source, path_extrema=extrema,
+        tiers=inputs.tiers, params=p, target_open_notional_usd=target, as_of_ms=event.start_ms, bar_ms=bars["dur"],
+        open_interest_usd=inputs.oi_series, long_share=inputs.long_share, half_life_days=inputs.half_life_days, venue=inputs.venue,
+        symbol=inputs.symbol, exchange=event.exchange, event_id=event.id, target_source=source, path_extrema=inputs.extrema, out=out,
     )
     pop.stats.update(
         {
-            "long_share_source": ls_src,
-            "turnover_half_life_source": hl_src,
+            "long_share_source": inputs.long_share_source,
+            "turnover_half_life_source": inputs.half_life_source,
             "timeframes": ",".join(bars["timeframes"]),
             "lookback_covered_days": (event.start_ms - int(bars["ts"][0])) / DAY_MS,
             "lookback_days": (event.start_ms - event.lookback_start_ms) / DAY_MS,
-            "opening_weights": "open-interest increases" if oi_series is not None else "traded volume",
-            "survival_path": survival,
-            "venue": venue,
-            "tiers_source": tiers_src,
-            **({"path_proxy": f"{path_ex} {path_sym}"} if path_ex != ex else {}),
+            "opening_weights": "open-interest increases" if inputs.oi_series is not None else "traded volume",
+            "survival_path": inputs.survival,
+            "venue": inputs.venue,
+            "tiers_source": inputs.tiers_source,
+            **({"path_proxy": inputs.path_proxy} if inputs.path_proxy else {}),
         }
     )
     return pop
+
+
+def build_population(event: Any, symbol: str, params: PopulationParams | None = None, store: Any = None) -> Population:
+    """Population of ``symbol`` at the start of ``event`` (an id or an ``Event``), from the store.
+
+    Bars: the store's last-price bars over the event's lookback window (finest timeframe where
+    available). Open interest: ``params.open_interest_usd``, else the store, else the event
+    catalogue, else an estimate from a reference symbol (see :data:`PARAM_SOURCES`). Tiers: the
+    store's ccxt tiers for the exchange and symbol. Raises ``ValueError``/``UserError`` with one
+    clear line when something needed is missing. The two steps, :func:`population_inputs` (store
+    reads) and :func:`build_from_inputs` (the draw), can be called apart to reuse the first.
+    """
+    return build_from_inputs(population_inputs(event, symbol, params, store), params)
 
 
 # ------------------------------------------------------------------------------------------

@@ -67,14 +67,27 @@ class PopEntry:
     tiers_source: str = ""
 
 
-def _build_population(ev: Any, symbol: str, pop_params: Any, store: Any, exchange: str | None = None) -> PopEntry:
-    """The population of ``symbol`` on ``exchange`` (default: the event's primary exchange), from
-    that venue's view of the event (events.Event.venue_event: its open interest, tiers, margin rule)."""
-    from backtest.population import build_population
+def _build_population(ev: Any, symbol: str, pop_params: Any, store: Any, exchange: str | None = None,
+                      inputs_cache: dict | None = None, out: dict[str, np.ndarray] | None = None) -> PopEntry:
+    """The population entry of ``symbol`` on ``exchange`` (default: the event's primary exchange),
+    from that venue's view of the event (events.Event.venue_event: its open interest, tiers,
+    margin rule). ``inputs_cache`` (a Prepared's) keeps the store-derived inputs
+    (:func:`backtest.population.population_inputs`) per venue, symbol and input parameters, so a
+    rebuild for other population parameters only draws (the same population, bit for bit)."""
+    from backtest.population import PopulationParams, build_from_inputs, inputs_key, population_inputs
 
     if exchange is not None and hasattr(ev, "venue_event"):
         ev = ev.venue_event(exchange)
-    pop = build_population(ev, symbol, pop_params, store=store)
+    pop_params = pop_params or PopulationParams()
+    key = (exchange, symbol, inputs_key(pop_params))
+    inp = inputs_cache.get(key) if inputs_cache is not None else None
+    if inp is None:
+        inp = population_inputs(ev, symbol, pop_params, store)
+        if inputs_cache is not None:
+            inputs_cache[key] = inp
+    if out is not None and len(out["side"]) != pop_params.n_positions:
+        out = None
+    pop = build_from_inputs(inp, pop_params, out=out)
     R.check_population(pop.arrays)
     return PopEntry(pop.arrays, float(pop.open_notional_usd), "backtest.population", oi_source=str(pop.target_source),
                     tiers_source=str(pop.stats.get("tiers_source", "")))
@@ -109,6 +122,12 @@ class Prepared:
     _acc_cache: dict = field(default_factory=dict, repr=False)
     #: results key -> events.Leg (exchange, symbol, the exchange whose bars drive it)
     legs: dict = field(default_factory=dict)
+    #: per (exchange, symbol, population.inputs_key): the populations' store-derived inputs, read once
+    _inputs_cache: dict = field(default_factory=dict, repr=False)
+    #: a rebuild writes into the arrays of the population set it evicts from the cache (no fresh
+    #: memory to fault in per sample: calibrations, which keep no result of an earlier call; a
+    #: result of an earlier call that held those arrays would change under it)
+    reuse_buffers: bool = False
 
     def leg(self, key: str) -> Any:
         """The events.Leg of a results key (a single-venue event's symbols: the primary exchange)."""
@@ -150,13 +169,15 @@ def prepare(event_id: Any, overrides: dict | None = None, symbols: list[str] | N
         check_simulation(pop_params.n_positions, len(syms), (ev.end_ms - ev.lookback_start_ms) // 60_000, what=f"event {ev.id}")
     markets: dict[str, Market] = {}
     pops: dict[str, PopEntry] = {}
+    inputs: dict = {}
     for i, leg in enumerate(legs):
         if progress:
             progress(f"loading {leg.key}", i, len(syms))
         markets[leg.key] = load_market(st, leg.path_exchange, leg.path_symbol, ev.start_ms, ev.end_ms, ev.lookback_start_ms, sim.price_path,
                                        funding_exchange=leg.exchange, funding_symbol=leg.symbol)
-        pops[leg.key] = _build_population(ev, leg.symbol, pop_params, st, leg.exchange if getattr(ev, "venues", ()) else None)
-    prep = Prepared(ev, syms, markets, pop_params, sim, pops, st, dict(overrides or {}), legs={leg.key: leg for leg in legs})
+        pops[leg.key] = _build_population(ev, leg.symbol, pop_params, st, leg.exchange if getattr(ev, "venues", ()) else None, inputs)
+    prep = Prepared(ev, syms, markets, pop_params, sim, pops, st, dict(overrides or {}), legs={leg.key: leg for leg in legs},
+                    _inputs_cache=inputs)
     prep._pop_cache[_pop_key(pop_params)] = pops
     return prep
 
@@ -190,7 +211,11 @@ def simulate_prepared(
     key = _pop_key(pop_params)
     pops = prepared._pop_cache.get(key)
     if pops is None:
-        pops = {k: _build_population(ev, prepared.leg(k).symbol, pop_params, prepared.store, _venue_arg(prepared, k)) for k in prepared.symbols}
+        spare = None
+        if prepared.reuse_buffers:  # the set this rebuild evicts: neither the prepared one nor the new one
+            spare = next((v for v in prepared._pop_cache.values() if v is not prepared.populations), None)
+        pops = {k: _build_population(ev, prepared.leg(k).symbol, pop_params, prepared.store, _venue_arg(prepared, k), prepared._inputs_cache,
+                                     out=spare[k].arrays if spare is not None and k in spare else None) for k in prepared.symbols}
         prepared._pop_cache.clear()  # keep one extra population set in memory at most
         prepared._pop_cache[_pop_key(prepared.pop_params)] = prepared.populations
         prepared._pop_cache[key] = pops

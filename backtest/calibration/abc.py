@@ -10,7 +10,8 @@ its sqlite history (``abc.db``; ``resume=True`` continues it with ``ABCSMC.load`
 
 Outputs in the run folder (:func:`write_outputs`): ``posterior.parquet`` (one row per particle of
 the last generation: the parameters and its weight), ``predictive.parquet`` (the accepted
-particles' simulated target values: the posterior predictive), ``params.toml`` (posterior
+particles' simulated target values and the events' headline figures, ``EVENT|metric``: the
+posterior predictive), ``params.toml`` (posterior
 medians, usable as ``--config``; a ``[calibration]`` table says how they were obtained),
 ``diagnostics.json`` (per generation: epsilon, evaluations, acceptance rate, effective sample
 size, distances), ``calibration.pdf`` and ``run.json`` (the request, checked on resume).
@@ -56,6 +57,9 @@ class CalibrationSpec:
     base: dict = field(default_factory=dict)  # further overrides for every event (--set)
     store: str | None = None
     symbols: list[str] | None = None  # a subset of the event's symbols (tests; default all)
+    #: an ad-hoc event (``--window`` with ``--exchange``/``--symbol``): its event table
+    #: (:func:`backtest.event_file.event_table`); ``events`` is then its id alone
+    adhoc: dict | None = None
 
     def identity(self) -> dict:
         """The fields a resumed run must share with the stored one."""
@@ -99,15 +103,24 @@ def model_for(spec: CalibrationSpec, figures: list[Figure] | None = None) -> Eve
     event has no target."""
     from backtest.events import get_event
 
-    figs = figures if figures is not None else load_figures(spec.targets_file)
+    adhoc = None
+    if spec.adhoc is not None:
+        from backtest.event_file import build_event
+
+        adhoc = build_event(spec.adhoc)
+        if list(spec.events) != [adhoc.id]:
+            raise CalibrationError(f"an ad-hoc --window event is calibrated alone: give one EVENT ({adhoc.id}), got {', '.join(spec.events)}")
+    # an ad-hoc event is in no catalogue: its figures (--targets) name it
+    figs = figures if figures is not None else load_figures(spec.targets_file, check_events=adhoc is None)
+    evs = [adhoc] if adhoc is not None else [get_event(e, spec.store) for e in spec.events]
     targets: dict[str, list[Figure]] = {}
     inputs: dict[str, dict] = {}
-    for e in spec.events:
-        ev = get_event(e, spec.store)
+    for ev in evs:
         targets[ev.id] = load_targets(ev, figs, spec.targets_file, spec.symbols)
         inputs[ev.id] = {k: v for k, v in event_inputs(ev, figs).items() if k not in spec.fit}
     base = {"n_positions": spec.n_positions, **spec.base}
-    return EventModel([get_event(e, spec.store).id for e in spec.events], targets, base, inputs, spec.mode, spec.store, spec.symbols)
+    return EventModel([ev.id for ev in evs], targets, base, inputs, spec.mode, spec.store, spec.symbols,
+                      event_objects={adhoc.id: adhoc} if adhoc is not None else {})
 
 
 class TargetDistance:
@@ -244,7 +257,10 @@ def _result(spec, priors, targets, history, seconds) -> CalibrationResult:
     df, w = history.get_distribution(m=0, t=t)
     post = pl.DataFrame({p.name: df[p.name].to_numpy(dtype=float) for p in priors}).with_columns(pl.Series("weight", np.asarray(w, float)))
     ws, stats = history.get_weighted_sum_stats_for_model(m=0, t=t)
-    pred = pl.DataFrame({f.id: [float(s.get(f.id, math.nan)) for s in stats] for f in targets}).with_columns(
+    ids = [f.id for f in targets]
+    # the targets, then the headline figures each sample recorded (EVENT|metric; model.PREDICTED)
+    ids += sorted({k for s in stats for k in s if "|" in k and k not in ids})
+    pred = pl.DataFrame({k: [float(s.get(k, math.nan)) for s in stats] for k in ids}, schema={k: pl.Float64 for k in ids}).with_columns(
         pl.Series("weight", np.asarray(ws, float)))
     wv = post["weight"].to_numpy()
     medians = {p.name: float(weighted_quantile(post[p.name].to_numpy(), wv, 0.5)[0]) for p in priors}
@@ -297,6 +313,8 @@ def provenance(res: CalibrationResult) -> dict:
         cmd += ["--targets", s.targets_file]
     for k, v in s.base.items():
         cmd += ["--set", f"{k}={v}"]
+    if s.adhoc is not None:
+        cmd += ["--window", "/".join(s.adhoc["window"]), "--exchange", s.adhoc["exchange"], *sum((["--symbol", x] for x in s.adhoc["symbols"]), [])]
     return {
         "events": s.events,
         "targets": [f.id for f in res.targets],

@@ -30,6 +30,15 @@ from backtest.errors import CalibrationError
 #: the kinds a figure can have
 KINDS = ("point", "lower_bound", "interval", "context", "input")
 
+#: how each kind is named on the report's comparison page
+KIND_TEXT = {
+    "point": "point ± uncertainty",
+    "lower_bound": "lower bound",
+    "interval": "interval",
+    "context": "context only",
+    "input": "input (pre-event level)",
+}
+
 #: summary metrics a figure can compare with, and their unit. ``peak_minute`` is the summary's
 #: ISO minute read as UTC ms; ``insurance_fund_used_usd`` is the fund's start minus its minimum;
 #: ``open_interest_change`` is the relative change of open interest over the window.

@@ -26,6 +26,16 @@ DEFAULT_N_POSITIONS = 200_000
 
 EXECUTORS = ("serial", "processes", "dask")
 
+#: headline figures recorded with every sample beside the targets (the posterior predictive the
+#: report's headline reads), keyed ``EVENT|metric`` (:func:`predicted_key`); not part of the distance
+PREDICTED = ("liquidated_notional_usd", "long_share", "peak_minute", "peak_minute_notional_usd", "adl_notional_usd",
+             "insurance_fund_used_usd")
+
+
+def predicted_key(event: str, metric: str) -> str:
+    """The statistic name of a headline figure of ``event`` in a sample (and predictive.parquet)."""
+    return f"{event}|{metric}"
+
 _PREPARED: dict[str, Any] = {}
 
 
@@ -44,6 +54,8 @@ class EventModel:
     mode: str = "replay"
     store: str | None = None
     symbols: list[str] | None = None  # a subset of each event's symbols (default all)
+    #: events that are in no catalogue (ad-hoc ``--window`` events), by id; pickled with the model
+    event_objects: dict[str, Any] = field(default_factory=dict)
 
     def _key(self, event: str) -> str:
         return json.dumps([event, {**self.base, **self.inputs.get(event, {})}, self.store, self.symbols], sort_keys=True, default=str)
@@ -55,7 +67,9 @@ class EventModel:
         if prep is None:
             from backtest.simulate import prepare
 
-            prep = _PREPARED[key] = prepare(event, {**self.base, **self.inputs.get(event, {})}, symbols=self.symbols, store=self.store)
+            prep = _PREPARED[key] = prepare(self.event_objects.get(event, event), {**self.base, **self.inputs.get(event, {})},
+                                            symbols=self.symbols, store=self.store)
+            prep.reuse_buffers = True  # samples keep only their statistics: rebuilds reuse the evicted arrays
         return prep
 
     def prepare_all(self) -> None:
@@ -70,6 +84,10 @@ class EventModel:
         return {ev: simulate_prepared(self.prepared(ev), over, mode=self.mode, summary_only=True).summary for ev in self.events}
 
     def stats(self, summaries: dict[str, dict]) -> dict[str, float]:
+        """{target id: value} of every event's targets, plus the event's headline figures
+        (:data:`PREDICTED`, keyed by :func:`predicted_key`); nan where the run gave none."""
+        from backtest.calibration.targets import event_value
+
         out: dict[str, float] = {}
         for ev, s in summaries.items():
             for f in self.targets.get(ev, []):
@@ -78,6 +96,9 @@ class EventModel:
                 except KeyError:
                     v = None
                 out[f.id] = math.nan if v is None else float(v)
+            for m in PREDICTED:
+                v = event_value(s, m)
+                out[predicted_key(ev, m)] = math.nan if v is None else float(v)
         return out
 
     def __call__(self, params: dict) -> dict[str, float]:

@@ -66,6 +66,52 @@ class SensitivityResult:
             "param", "max ST", *metrics)
 
 
+def _now_utc() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _version() -> str:
+    import backtest
+
+    return backtest.__version__
+
+
+def _command(event: str, priors: list[Prior], samples: int, n_positions: int, seed: int, mode: str, base: dict | None) -> str:
+    """The command that recomputes a result (``--param`` only when not every prior is varied)."""
+    import shlex
+
+    cmd = ["backtest", "sensitivity", event, "--samples", str(samples), "--n-positions", str(n_positions), "--seed", str(seed), "--mode", mode]
+    if [p.name for p in priors] != list(PRIORS):
+        cmd += sum((["--param", p.name] for p in priors), [])
+    for k, v in (base or {}).items():
+        cmd += ["--set", f"{k}={v}"]
+    return shlex.join(cmd + ["--out", "DIR"])
+
+
+def read_result(path: str | os.PathLike) -> dict | None:
+    """A written result (``sobol.json`` of :func:`run_sensitivity`, or the folder holding it) as
+    ``{"meta": {...}, "table": polars frame}``; None when the file does not exist. A file that is
+    not such a result raises :class:`CalibrationError` (one line)."""
+    import polars as pl
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / "sobol.json"
+    if not p.is_file():
+        return None
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+        rows = doc["indices"]
+        table = pl.DataFrame(rows, schema={"metric": pl.String, "param": pl.String, "S1": pl.Float64, "S1_conf": pl.Float64,
+                                           "ST": pl.Float64, "ST_conf": pl.Float64, "rank": pl.Int64})
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CalibrationError(f"{p} is not a Sobol result of 'backtest sensitivity' ({type(e).__name__}: {e})") from None
+    meta = {k: v for k, v in doc.items() if k != "indices"}
+    return {"meta": meta, "table": table, "path": p}
+
+
 def design(priors: list[Prior], n: int, seed: int) -> np.ndarray:
     """Saltelli/Sobol design in the unit cube: ``n x (D + 2)`` rows (first and total order)."""
     from SALib.sample import sobol as sobol_sample
@@ -150,6 +196,8 @@ def run_sensitivity(event: str, *, params: list[str] | None = None, samples: int
         write_atomic(files[0], lambda p: table.write_parquet(p))
         write_atomic(files[1], lambda p: runs.write_parquet(p))
         doc = {"event": ev.id, "runs": len(sets), "samples": samples, "seed": seed, "mode": mode, "n_positions": n_positions,
+               "computed_utc": _now_utc(), "command": _command(ev.id, priors, samples, n_positions, seed, mode, base),
+               "version": _version(),
                "priors": {p.name: {"shape": p.shape, "low": p.low, "high": p.high, "basis": p.basis} for p in priors},
                "indices": table.to_dicts(), "seconds": round(res.seconds, 3)}
         write_atomic(files[2], lambda p: p.write_text(json.dumps(doc, indent=2), encoding="utf-8"))

@@ -4,7 +4,10 @@ Pages (DESIGN §9): title with the scenario, the headline results, the parameter
 version and the data's provenance; simulated against published figures with their sources; the
 price path with liquidations per bar (long and short) and cascade rounds; the liquidation heatmap
 (price × time); the pre-event liquidation map with clusters marked; insurance fund and ADL;
-sensitivity from a small built-in sweep.
+global sensitivity (Sobol indices). The title's posterior predictive bands and the Sobol page are
+read from committed calibration results under ``data/calibration/`` (``posterior-EVENT/``,
+``sobol-EVENT/``; :mod:`backtest.report.calibration_pages`), so the report stays cheap; without
+them those places say how to make them.
 
 Reproducibility: the same inputs, parameters and seed give the same bytes. Fonts are the DejaVu
 fonts bundled with matplotlib, the PDF's CreationDate/ModDate come from ``$SOURCE_DATE_EPOCH``
@@ -25,12 +28,9 @@ from backtest.errors import UserError
 from backtest.progress import Progress
 from backtest.sim_api import SimulationAPI, simulation
 
-#: the built-in sensitivity sweep: (parameter, factors applied to its base value, fallback values)
-SENS_X = (("leverage_scale", (0.5, 1.0, 1.5), (0.5, 1.0, 1.5)), ("oi_scale", (0.5, 1.0, 1.5), (0.5, 1.0, 1.5)))
-SENS_Y = (("depth_multiplier", (0.5, 1.0, 2.0), (0.5, 1.0, 2.0)), ("impact_coef", (0.5, 1.0, 2.0), (0.25, 0.5, 1.0)))
-SENS_LINE = (("impact_coef", (0.0, 0.5, 1.0, 2.0, 4.0), (0.0, 0.25, 0.5, 1.0, 2.0)), ("depth_multiplier", (0.25, 0.5, 1.0, 2.0, 4.0), (0.25, 0.5, 1.0, 2.0, 4.0)))
+#: the metric whose population-sampling noise the title page gives
 SENS_METRIC = "liquidated_notional_usd"
-#: population size of the sensitivity runs (a sample of the same model; keeps the page cheap)
+#: population size of the seed runs (a sample of the same model; keeps them cheap)
 SENS_POSITIONS = 200_000
 #: extra population seeds run at the base parameters: the sampling noise of the synthetic book
 SENS_SEEDS = 4
@@ -104,15 +104,6 @@ def provenance_lines(event, store: str | None) -> tuple[list[str], str]:
     return lines, name
 
 
-def _sens_param(choices, params: dict, taken: set):
-    for name, factors, fallback in choices:
-        if name in params and name not in taken and isinstance(params[name], (int, float)) and not isinstance(params[name], bool):
-            b = float(params[name])
-            vals = [round(b * f, 10) for f in factors] if b > 0 else list(fallback)
-            return name, sorted(set(vals))
-    return None, []
-
-
 def build_report(
     event_id: str,
     out: str | os.PathLike | None = None,
@@ -175,7 +166,7 @@ def build_report(
         t = time.perf_counter()
         sens = None
         if sensitivity:
-            step("sensitivity sweep")
+            step("population seeds")
             sens = _sensitivity(simulate, prepared, overrides, params, step)
         advance()
         timings["sensitivity"] = time.perf_counter() - t
@@ -196,49 +187,34 @@ def build_report(
 
 
 def _sensitivity(simulate: SimulationAPI, prepared, overrides: dict, params: dict, step: Callable[[str], None]):
-    """The small built-in sweep of the sensitivity page, run by the sweep engine
-    (:func:`backtest.sweep.sweep_prepared`): cascade runs over a 3 × 3 grid of two parameters and a
-    line over a third, on a smaller sample of the same population model (``SENS_POSITIONS``
-    positions; open notional is matched all the same) to stay cheap."""
-    import polars as pl
-
+    """The population-seed runs behind the title page's sampling noise, by the sweep engine
+    (:func:`backtest.sweep.sweep_prepared`): cascade runs at the base parameters over
+    ``SENS_SEEDS + 1`` seeds, on a smaller sample of the same population model (``SENS_POSITIONS``
+    positions; open notional is matched all the same). The sensitivity page itself is global
+    (Sobol indices) and read from a committed result: :mod:`backtest.report.calibration_pages`."""
     from backtest.sweep import sweep_prepared
 
-    x, xs = _sens_param(SENS_X, params, set())
-    y, ys = _sens_param(SENS_Y, params, {x})
-    line, ls = _sens_param(SENS_LINE, params, {x, y})
-    if not (x and y):
-        return None
     small = dict(overrides)
     n_pos = params.get("n_positions")
     if isinstance(n_pos, int) and n_pos > SENS_POSITIONS:
         small["n_positions"] = SENS_POSITIONS
     base_seed = params.get("seed") if isinstance(params.get("seed"), int) else 0
     seeds = [base_seed + k for k in range(SENS_SEEDS + 1)]
-    grid = [{x: xv, y: yv} for xv in xs for yv in ys]  # x outermost: a population parameter is rebuilt once per value
-    line_combos = [{line: lv} for lv in ls]
-    n = len(grid) + len(line_combos) + len(seeds) + 1
+    n = len(seeds)
     done = 0
 
     def run(combos: list[dict], mode: str = "cascade") -> list[float]:
         nonlocal done
 
         def shown(_what: str, k: float, _total: float) -> None:
-            step(f"sensitivity sweep {done + min(int(k) + 1, len(combos))}/{n}")
+            step(f"population seeds {done + min(int(k) + 1, len(combos))}/{n}")
 
         ms = sweep_prepared(simulate.simulate_prepared, prepared, combos, mode=mode, base=small, progress=shown)
         done += len(combos)
         return [float(m[SENS_METRIC] or 0.0) for m in ms]
 
-    (replay_value,) = run([{}], mode="replay")
-    rows = [{**c, SENS_METRIC: v} for c, v in zip(grid, run(grid))]
-    lrows = [{**c, SENS_METRIC: v} for c, v in zip(line_combos, run(line_combos))]
     seed_values = run([{"seed": sd} for sd in seeds])
-    return {
-        "seeds": seeds, "seed_values": seed_values,
-        "x": x, "y": y, "line": line, "grid": pl.DataFrame(rows), "line_df": pl.DataFrame(lrows) if lrows else None,
-        "replay": replay_value, "positions": small.get("n_positions", n_pos),
-    }
+    return {"seeds": seeds, "seed_values": seed_values, "positions": small.get("n_positions", n_pos)}
 
 
 def _seed_spread(sens) -> float | None:
@@ -247,16 +223,6 @@ def _seed_spread(sens) -> float | None:
     if len(vals) < 2 or not sum(vals):
         return None
     return (max(vals) - min(vals)) / 2 / (sum(vals) / len(vals))
-
-
-def _sens_range(sens) -> tuple[float, float] | None:
-    """Lowest and highest ``SENS_METRIC`` over every cascade run of the sensitivity sweep."""
-    if sens is None:
-        return None
-    vals = list(sens["grid"][SENS_METRIC])
-    if sens.get("line_df") is not None:
-        vals += list(sens["line_df"][SENS_METRIC])
-    return (min(vals), max(vals)) if vals else None
 
 
 def _observed(ev, prepared, replay) -> tuple[Any, str] | None:
@@ -311,7 +277,7 @@ def _pages(ev, replay, cascade, params: dict, prov: list[str], sens, observed_fr
                     pair[k] = lo
                     lows[F.short_sym(s)] = tuple(pair)
         contents = [
-            "simulated totals against the published figures, with their sources",
+            "published figures by kind (point, lower bound, interval, context) with a verdict for each, and their sources",
             *(["per venue: each venue's results beside its published liquidations"] if multi else []),
             "price path; liquidated notional per time bucket (longs up, shorts down); cascade rounds",
             "liquidation heatmaps: where (price) and when (time) positions were liquidated",
@@ -321,16 +287,22 @@ def _pages(ev, replay, cascade, params: dict, prov: list[str], sens, observed_fr
         if replay.summary.get("contagion_matrix_usd") is not None:
             contents.append("contagion: liquidations caused by another symbol's move through shared cross accounts")
         if sens is not None:
-            contents.append("sensitivity: how the total moves with leverage, book depth and impact")
+            contents.append("global sensitivity: Sobol indices of the headline figures over every uncertain parameter, ranked")
         if observed_frame is not None:
             contents.append("observed forced orders beside the simulated liquidations, per minute")
         contents.append("every resolved parameter and each symbol's inputs (price source, bars, population)")
+        from backtest.report.calibration_pages import fit_note, headline_predictive, posterior_path, read_posterior
+
+        post = read_posterior(posterior_path(ev.id), ev.id)
         pages.append(("01-title", F.title_page(ev, cascade.summary, params, prov, version=backtest.__version__,
                                                date_text=date.strftime("%Y-%m-%d"), mode_note="(cascade scenario: forced orders move the price)",
-                                               contents=contents, liq_range=_sens_range(sens), seed_spread=_seed_spread(sens),
+                                               contents=contents, seed_spread=_seed_spread(sens),
+                                               predictive=headline_predictive(post), fit_note=fit_note(post, ev.id),
                                                n_seeds=len((sens or {}).get("seeds") or []),
                                                seed_positions=(sens or {}).get("positions") if isinstance((sens or {}).get("positions"), int) else None)))
-        for i, fig in enumerate(F.comparison_pages(ev, replay.summary, cascade.summary, lows)):
+        from backtest.report.calibration_pages import comparison_pages
+
+        for i, fig in enumerate(comparison_pages(ev, replay.summary, cascade.summary, lows)):
             pages.append((f"02-published-figures{'-' + str(i + 1) if i else ''}", fig))
         if multi:
             pages.append(("02-venues", F.venue_page(ev, replay.summary, cascade.summary, f"{ev.id}: per venue, beside each venue's published liquidations")))
@@ -350,11 +322,11 @@ def _pages(ev, replay, cascade, params: dict, prov: list[str], sens, observed_fr
             frame, caveat = observed_frame
             pages.append(("06-observed-liquidations", observed_figure(
                 frame, title=f"{ev.id}: observed forced orders beside the replay's liquidations, per minute ({', '.join(sorted(frame['symbol'].unique().to_list()))})", caveat=caveat)))
-        if sens is not None:
-            npos = f"{sens['positions']:,}-position populations" if isinstance(sens.get("positions"), int) else "the same population"
-            pages.append(("07-sensitivity", F.sensitivity_page(
-                sens["grid"], sens["x"], sens["y"], sens["line"], sens["line_df"], SENS_METRIC, params,
-                sens["replay"], f"{ev.id}: sensitivity (small built-in sweep on {npos})")))
+        if sens is not None:  # --no-sensitivity leaves out the page and the seed runs
+            from backtest.calibration.sensitivity import read_result
+            from backtest.report.calibration_pages import sobol_page, sobol_path
+
+            pages.append(("07-sensitivity", sobol_page(ev, read_result(sobol_path(ev.id)), f"{ev.id}: global sensitivity of the headline figures (Sobol indices)")))
         pages.append(("08-parameters-and-inputs", F.appendix_page(cascade.summary, params, f"{ev.id}: scenario parameters and inputs, in full")))
         # page footers: page numbers and what the page belongs to
         for k, (_name, fig) in enumerate(pages, 1):

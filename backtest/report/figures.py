@@ -134,9 +134,12 @@ def _per_symbol(bars, symbol):
 # ---------------------------------------------------------------------------------------------
 def title_page(event, summary: dict, params: dict, provenance: list[str], *, version: str, date_text: str, mode_note: str,
                contents: list[str] | None = None, liq_range: tuple[float, float] | None = None,
-               seed_spread: float | None = None, n_seeds: int = 0, seed_positions: int | None = None):
-    """``liq_range``: (lowest, highest) liquidated notional in USD over the sensitivity sweep, shown
+               seed_spread: float | None = None, n_seeds: int = 0, seed_positions: int | None = None,
+               predictive: dict[str, str] | None = None, fit_note: str | None = None):
+    """``liq_range``: (lowest, highest) liquidated notional in USD over a sweep, shown
     beside the headline figure so the reader sees how far the assumptions move it;
+    ``predictive``: headline label -> its posterior predictive 'median [90 % band]' (a third
+    column) and ``fit_note`` which parameters are fitted and which sourced (under the table);
     ``seed_spread``: half the range over ``n_seeds`` population seeds, relative (sampling noise),
     measured on ``seed_positions`` positions per symbol (an upper bound for larger populations)."""
     from backtest.results import estimated_open_interest
@@ -163,9 +166,9 @@ def title_page(event, summary: dict, params: dict, provenance: list[str], *, ver
          + (f"  ({n_est} of {n_symbols} symbols' open interest estimated)" if n_est else "")),
         ("liquidated notional", usd(s.get("liquidated_notional_usd"))
          + (f"  (sweep {usd(liq_range[0])}–{usd(liq_range[1])}" if liq_range else "")
-         + (f"; {n_seeds} seeds" + (f" at {seed_positions // 1000:,}k/symbol" if seed_positions else "") + f" ±{100 * seed_spread:.1f} %"
-            if liq_range and seed_spread is not None else "")
-         + (")" if liq_range else "")),
+         + (("; " if liq_range else "  (") + f"{n_seeds} seeds" + (f" at {seed_positions // 1000:,}k/symbol" if seed_positions else "")
+            + f" ±{100 * seed_spread:.1f} %" if seed_spread is not None else "")
+         + (")" if liq_range or seed_spread is not None else "")),
         ("  of which longs / shorts", f"{usd(s.get('long_liquidated_usd'))} / {usd(s.get('short_liquidated_usd'))}"),
         ("long share of liquidations", _pct(s.get("long_share"))),
         ("peak minute (UTC)", f"{str(s.get('peak_minute', '—')).replace('T', ' ')[:16]}  ({usd(s.get('peak_minute_notional_usd'), 1)})"),
@@ -177,9 +180,17 @@ def title_page(event, summary: dict, params: dict, provenance: list[str], *, ver
     ]
     fig.text(0.05, 0.70, "Headline results", fontsize=12, fontweight="bold", va="top")
     fig.text(0.05, 0.672, mode_note, fontsize=8, va="top", color=GREY)
-    over, _ = draw_table(fig, (0.05, 0.232, 0.42, 0.423), ["figure", "simulated"], lines, [30, 40], fontsize=8.5)
+    if predictive is None:
+        over, _ = draw_table(fig, (0.05, 0.232, 0.42, 0.423), ["figure", "simulated"], lines, [30, 40], fontsize=8.5)
+    else:
+        rows3 = [(a, b, predictive.get(a, "")) for a, b in lines]
+        over, y_end = draw_table(fig, (0.05, 0.232, 0.46, 0.423), ["figure", "this run (parameters shown)", "predictive median [90 %]"],
+                                 rows3, [33, 40, 36], fontsize=6.8)
     if over:  # never drop a headline silently
         fig.text(0.05, 0.226, f"(+{len(over)} more in summary.json)", fontsize=7, color=GREY, va="top")
+    if fit_note:
+        top = (y_end if predictive is not None else 0.232) - 0.006
+        draw_notes(fig, [fit_note], top=top, bottom=0.222, left=0.05, width=0.46)
 
     # scenario parameters: the main knobs here, every parameter on the appendix page
     fig.text(0.53, 0.70, "Scenario parameters", fontsize=12, fontweight="bold", va="top")
@@ -317,44 +328,8 @@ def _metric_value(metric: str | None, v) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# page 2: simulated against published figures
+# page: per venue (multi-venue runs)
 # ---------------------------------------------------------------------------------------------
-def comparison_rows(event, replay: dict | None, cascade: dict, path_lows: dict[str, tuple]) -> list[tuple]:
-    """Rows: figure, replay, cascade, published, sim/published, scope, source (with detail)."""
-    rows = []
-    for f in event.figures:
-        metric = f.get("metric")
-        pub = f.get("value_usd", f.get("value"))
-        # a figure scoped to one venue of a multi-venue run beside that venue's result
-        rv, cv = _venue_of(replay, f.get("scope")), _venue_of(cascade, f.get("scope"))
-        r = rv.get(metric) if (rv and metric) else None
-        c = cv.get(metric) if (cv and metric) else None
-        ratio = "—"
-        if metric and c is not None and pub:
-            try:
-                ratio = f"{float(c) / float(pub):.2f}×"
-            except (TypeError, ValueError, ZeroDivisionError):
-                pass
-        what = f["what"] + ("" if metric else "  (context; not simulated)")
-        pub_text = _metric_value(metric or ("x_usd" if "value_usd" in f else None), pub) if pub is not None else "—"
-        src = f.get("source", "")
-        if f.get("detail"):
-            src = f"{f['detail']}. Source: {src}"
-        rows.append((what, _metric_value(metric, r) if metric else "—", _metric_value(metric, c) if metric else "—",
-                     pub_text, ratio, f.get("scope", "—"), src))
-    for o in event.observed:
-        sym = o.get("what", "").split("_")[0]
-        rlow, clow = path_lows.get(sym, (None, None))
-        when = o.get("time") or o.get("hour") or ""
-        rows.append((
-            f"{o['what']} (price, USDT)", f"{rlow:,.6g}" if rlow is not None else "—", f"{clow:,.6g}" if clow is not None else "—",
-            f"{o['value']:,.6g}", f"{clow / o['value']:.3f}×" if clow else "—", "committed data",
-            f"observed in the committed market data{(' at ' + when) if when else ''}; simulated = lowest price of the "
-            "simulated path (replay: observed path as the kernel walks it; cascade: with forced-order impact)",
-        ))
-    return rows
-
-
 def _venue_of(summary: Any, scope: Any) -> Any:
     """The venue's result in ``summary`` when ``scope`` names one venue of a multi-venue run, else
     the summary itself (the event total)."""
@@ -415,35 +390,6 @@ def venue_page(event, replay: Any, cascade: Any, title: str):
     if over:
         fig.text(0.04, y - 0.008, f"(+{len(over)} venues more in summary.json, under venues)", fontsize=7, color=GREY, va="top")
     return fig
-
-
-def comparison_pages(event, replay: dict | None, cascade: dict, path_lows: dict[str, tuple]):
-    rows = comparison_rows(event, replay, cascade, path_lows)
-    cols = ["published figure", "replay", "cascade", "published", "cascade ÷ published", "scope", "detail and source"]
-    widths = [30, 10, 10, 10, 11, 11, 62]
-    pages = []
-    while True:
-        fig = new_figure()
-        fig.set_layout_engine("none")
-        fig.text(0.04, 0.95, "Simulated against published figures" + (" (continued)" if pages else ""), fontsize=15, fontweight="bold", va="top")
-        venues_txt = "".join(f"; {v.exchange}, {len(v.symbols)} symbol(s)" + (f" on {v.path_proxy}'s bars (PROXY)" if v.path_proxy else "")
-                             for v in getattr(event, "venues", ()))
-        note = (
-            f"Simulated: {event.exchange}, {len(event.symbols)} symbols ({', '.join(short_sym(s) for s in event.symbols)}){venues_txt}, "
-            f"{iso(event.start_ms)} → {iso(event.end_ms)}. Published figures are third-party aggregates quoted with their "
-            "sources; most cover all venues and 24 hours, so only rows scoped to a simulated exchange compare like for like "
-            "(a row scoped to one venue shows that venue's result; the others the total over venues). "
-            "'replay' = observed price path without feedback; 'cascade' = forced orders move the price."
-        )
-        if not event.figures:
-            note += " The catalogue has no published liquidation figures for this event: only the observed lows are compared."
-        fig.text(0.04, 0.905, wrap(note, 165), fontsize=8.5, va="top", color="#333333", linespacing=1.4)
-        top = 0.79 - (0.04 if getattr(event, "venues", ()) else 0.0)  # the note is a line longer over several venues
-        rows, _ = draw_table(fig, (0.04, 0.05, 0.92, top), cols, rows, widths, fontsize=7.6)
-        pages.append(fig)
-        if not rows:
-            break
-    return pages
 
 
 # ---------------------------------------------------------------------------------------------
@@ -782,41 +728,4 @@ def sweep_heatmap_figure(df: pl.DataFrame, x: str, y: str, metric: str, title: s
         cb.formatter = __import__("matplotlib.ticker", fromlist=["FuncFormatter"]).FuncFormatter(lambda v, _p: usd(v, 1))
         cb.update_ticks()
     ax.set_title(note or f"{metric_label(metric)} by {x} and {y}", fontsize=10, fontweight="normal")
-    return fig
-
-
-def sensitivity_page(df: pl.DataFrame, x: str, y: str, line_param: str | None, line_df: pl.DataFrame | None, metric: str,
-                     base: dict, replay_value: float | None, title: str):
-    """Left: cascade ``metric`` over ``x`` × ``y``; right: ``metric`` against ``line_param``
-    (cascade), with the replay (no feedback) level for reference."""
-    from matplotlib.ticker import FuncFormatter
-
-    fig = new_figure()
-    fig.suptitle(title, fontsize=14, fontweight="bold")
-    fig.get_layout_engine().set(wspace=0.12)
-    gs = fig.add_gridspec(1, 2, width_ratios=[1.15, 1])
-    ax0 = fig.add_subplot(gs[0])
-    im = heatmap_axes(ax0, df, x, y, metric)
-    cb = fig.colorbar(im, ax=ax0, shrink=0.9)
-    cb.set_label(metric_label(metric))
-    if metric.endswith("_usd"):
-        cb.formatter = FuncFormatter(lambda v, _p: usd(v, 1))
-        cb.update_ticks()
-    ax0.set_title(f"cascade: {metric_label(metric)}\nby {x} and {y} (other parameters at base)", fontsize=10)
-    ax1 = fig.add_subplot(gs[1])
-    if line_param and line_df is not None and line_df.height:
-        d = line_df.sort(line_param)
-        ax1.plot(d[line_param].to_numpy(), d[metric].to_numpy(), marker="o", color=LONG_C, label="cascade (with feedback)")
-        if replay_value is not None:
-            ax1.axhline(replay_value, color=GREY, ls="--", lw=1.2, label="replay (observed path, no feedback)")
-        if line_param in base and isinstance(base[line_param], (int, float)):
-            ax1.axvline(base[line_param], color=PRICE_C, ls=":", lw=1, label=f"base {line_param} = {fmt_value(base[line_param])}")
-        ax1.set_xlabel(line_param)
-        ax1.legend(loc="best")
-        ax1.set_title(f"{metric_label(metric)} against {line_param}\n(other parameters at base)", fontsize=10)
-        ax1.set_ylabel(metric_label(metric))
-        if metric.endswith("_usd"):
-            usd_axis(ax1)
-    else:
-        ax1.axis("off")
     return fig
