@@ -65,6 +65,7 @@ from backtest.timeframes import UNIT_MS
 from backtest.market import mark_bars, market_bars
 from backtest.population_inputs import long_share_from_store, recent_volume, resolve_open_interest, venue_for_exchange
 from backtest.records import (
+    NO_CLOSE,
     POPULATION_FIELDS,
     VENUES,
     check_population,
@@ -382,6 +383,7 @@ def synthesize(
         out["side"], out["margin_mode"], out["venue"], out["tier"], out["entry"], out["qty"], out["margin"],
         out["mmr"], out["maint_amount"], out["open_time"], out["stop_price"], out["liq_price"], out["leverage"],
     )
+    out["close_time"][:] = NO_CLOSE
     if written < n:
         raise PopulationError(
             f"only {written:,} of {n:,} positions survived the lookback path after {tried:,} candidates; "

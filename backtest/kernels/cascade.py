@@ -197,7 +197,7 @@ def _next_bucket(li, tl, ls, book):
     while tl.bucket_start[b + 1] == tl.bucket_start[b]:
         b += 1
     if not tl.bucket_sorted[b]:
-        sort_bucket(tl, book, tl.bucket_start[b], tl.bucket_start[b + 1], tl.kind[li], tl.side[li], tl.has_stops[li])
+        sort_bucket(tl, book, tl.bucket_start[b], tl.bucket_start[b + 1], tl.kind[li], tl.side[li], tl.has_stops[li], tl.has_closes[li])
         tl.bucket_sorted[b] = True
     ls.bucket[li] = b
     ls.bucket_end[li] = tl.bucket_start[b + 1]
@@ -217,11 +217,11 @@ def _head(li, tl, ls, book):
 
 
 @njit(cache=True)
-def _bounds(tl, ls):
-    """Highest long trigger and lowest short trigger over all lists' heads."""
+def _bounds(tl, ls, n_act):
+    """Highest long trigger and lowest short trigger over the heads of the active lists ``[0, n_act)``."""
     bl = -np.inf
     bs = np.inf
-    for li in range(tl.kind.shape[0]):
+    for li in range(n_act):
         lv = ls.head[li]
         if lv != lv:
             continue
@@ -238,7 +238,7 @@ def _bounds(tl, ls):
 def _list_state(book, tl):
     """Pointers at the start of every list (its first bucket sorted), no funding shift."""
     L = tl.kind.shape[0]
-    ls = ListState(np.empty(L, np.int64), np.empty(L, np.int64), np.empty(L, np.int64), np.ones(L), np.zeros(L), np.empty(L))
+    ls = ListState(np.empty(L, np.int64), np.empty(L, np.int64), np.empty(L, np.int64), np.ones(L), np.zeros(L), np.empty(L), np.zeros(L))
     for li in range(L):
         ls.ptr[li] = tl.start[li]
         ls.bucket_end[li] = tl.start[li]
@@ -265,9 +265,13 @@ def _push(ws, nt, i, s, lvl, code, qw, w, bk):
 
 
 @njit(cache=True)
-def _trigger_scan(book, p, F, ws, nt):
-    """Reference: test every open position against the price ``p`` (funding index ``F``).
+def _trigger_scan(book, p, F, ws, nt, t, t0):
+    """Reference: test every open position against the price ``p`` (funding index ``F``) at path
+    time ``t`` (UTC ms; ``t0``: the first bar's open).
 
+    A position is open while ``open_time <= t < close_time``; its funding counts from the
+    index at its first open path point (``ws.f0``; 0 for positions open by ``t0``): threshold
+    ``liq + (F - f0) / (1 - side * mmr)``, bankruptcy ``entry - side * margin / qty + F - f0``.
     A stop nearer than the liquidation threshold fires first. Appends the triggered positions to
     the path point's buffer (``ws.t_*``) from slot ``nt`` on, marks them dead; returns ``(end of
     the buffer, sell units, buy units)`` (forced notional at ``p``, 1/USD_SCALE USD).
@@ -279,8 +283,18 @@ def _trigger_scan(book, p, F, ws, nt):
     for i in range(side.shape[0]):
         if not alive[i]:
             continue
+        ot = book.open_time[i]
+        if ot > t or t >= book.close_time[i]:
+            continue
+        if ot <= t0:
+            f0 = 0.0
+        else:
+            f0 = ws.f0[i]
+            if f0 != f0:  # first path point at which it is open
+                f0 = F
+                ws.f0[i] = F
         s = side[i]
-        thr = book.liq[i] + F / (1.0 - np.float64(s) * book.mmr[i])
+        thr = book.liq[i] + (F - f0) / (1.0 - np.float64(s) * book.mmr[i])
         c_l = _crossed(s, p, thr)
         st = book.stop[i]
         c_s = st == st and _crossed(s, p, st)
@@ -299,7 +313,7 @@ def _trigger_scan(book, p, F, ws, nt):
         alive[i] = False
         w = np.float64(book.weight[i])
         qw = book.qty[i] * w
-        _push(ws, nt, i, s, lvl, code, qw, w, bankruptcy_base(s, book.entry[i], book.margin[i], book.qty[i]))
+        _push(ws, nt, i, s, lvl, code, qw, w, bankruptcy_base(s, book.entry[i], book.margin[i], book.qty[i]) - f0)
         nt += 1
         if s > 0:
             sell += _u(qw * p)
@@ -309,9 +323,11 @@ def _trigger_scan(book, p, F, ws, nt):
 
 
 @njit(cache=True)
-def _trigger_lists(book, tl, ls, p, bound_l, bound_s, adl_done, ws, nt):
-    """Fast: advance each list's pointer over the entries ``p`` crosses (the same positions, the
-    same levels and codes as :func:`_trigger_scan`, in list order). Lists whose side's nearest
+def _trigger_lists(book, tl, ls, p, bound_l, bound_s, adl_done, ws, nt, n_act, t):
+    """Fast: advance each active list's pointer (lists ``[0, n_act)``) over the entries ``p``
+    crosses at path time ``t`` (the same positions, the same levels and codes as
+    :func:`_trigger_scan`, in list order; entries closed voluntarily by ``t`` are passed over like
+    dead ones). Lists whose side's nearest
     trigger (``bound_l`` longs, ``bound_s`` shorts) ``p`` has not reached are skipped; the caller
     recomputes the bounds (:func:`_bounds`) afterwards. Returns what :func:`_trigger_scan` does.
     """
@@ -320,7 +336,7 @@ def _trigger_lists(book, tl, ls, p, bound_l, bound_s, adl_done, ws, nt):
     okey = tl.key
     sell = np.int64(0)
     buy = np.int64(0)
-    for li in range(tl.kind.shape[0]):
+    for li in range(n_act):
         kind = tl.kind[li]
         s = tl.side[li]
         if (s > 0 and p > bound_l) or (s < 0 and p < bound_s):
@@ -342,10 +358,14 @@ def _trigger_lists(book, tl, ls, p, bound_l, bound_s, adl_done, ws, nt):
         # phase 2: the positions behind them (independent loads, overlapped)
         # positions of lists without stops can only have left by ADL
         stops = tl.has_stops[li]
-        check = stops or kind != LIST_LIQ or adl_done
+        closes = tl.has_closes[li]
+        check = stops or kind != LIST_LIQ or adl_done or closes
+        f0 = ls.f0[li]
         for e in range(k0, kk):
             i = order[e]
             if check and not alive[i]:
+                continue
+            if closes and tl.close[e] <= t:
                 continue
             key = okey[e]
             lvl_key = -key if s > 0 else key
@@ -363,7 +383,7 @@ def _trigger_lists(book, tl, ls, p, bound_l, bound_s, adl_done, ws, nt):
                 lvl = lvl_key
             alive[i] = False
             qw = tl.qw[e]  # payload gathered in list order (sort_bucket)
-            _push(ws, nt, i, s, lvl, code, qw, np.float64(tl.weight[e]), tl.bankruptcy[e])
+            _push(ws, nt, i, s, lvl, code, qw, np.float64(tl.weight[e]), tl.bankruptcy[e] - f0)
             nt += 1
             if s > 0:
                 sell += _u(qw * p)
@@ -575,7 +595,7 @@ def _adl(target_side, units, p, F, book, ws, nx, t, quantum):
     idx = np.empty(n, np.int32)
     c = 0
     for i in range(n):
-        if alive[i] and side[i] == target_side:
+        if alive[i] and side[i] == target_side and book.open_time[i] <= t and t < book.close_time[i]:
             s = side[i]
             m_t = book.margin[i] - s * qty[i] * F
             k = -adl_key_nb(book.venue[i], s, book.entry[i], p, qty[i], m_t)
@@ -733,8 +753,15 @@ def simulate_nb(book, tl, path, depth, prm, reference, ws):
     stats[:] = 0.0
 
     ls = _list_state(book, tl)
+    # lists [0, n_act) are active: a list is activated at the first path point at or after its
+    # ``act`` time (the base lists at the first one), its funding counted from then
+    n_act = 0
+    n_lists = tl.kind.shape[0]
+    t0 = path.ts[0] if nbars > 0 else 0
+    if reference:
+        ws.f0[:n] = np.nan
     # fast mode skips a side whose nearest trigger the price has not reached
-    bound_l, bound_s = _bounds(tl, ls)
+    bound_l, bound_s = _bounds(tl, ls, n_act)
 
     fund = _u(prm.fund_usd)
     fund_min = fund
@@ -759,10 +786,10 @@ def simulate_nb(book, tl, path, depth, prm, reference, ws):
             bar_i[j, c] = 0
         if path.funding[j] != 0.0:
             F += path.funding[j] * p_prev
-            for li in range(tl.kind.shape[0]):
+            for li in range(n_act):
                 if tl.kind[li] == LIST_LIQ:
-                    ls.shift[li] = F / ls.div[li]
-            bound_l, bound_s = _bounds(tl, ls)
+                    ls.shift[li] = (F - ls.f0[li]) / ls.div[li]
+            bound_l, bound_s = _bounds(tl, ls, n_act)
         if j == dd_bar:
             ref = prm.dd_ref if prm.dd_ref > 0.0 else op[j]
             peak_exo = ref
@@ -784,6 +811,13 @@ def simulate_nb(book, tl, path, depth, prm, reference, ws):
                 if abs(E) < 1e-12:  # decayed away (and no denormals)
                     E = 0.0
             t_last = t_pt
+            if n_act < n_lists and tl.act[n_act] <= t_pt:
+                while n_act < n_lists and tl.act[n_act] <= t_pt:
+                    ls.f0[n_act] = 0.0 if tl.act[n_act] <= t0 else F
+                    if tl.kind[n_act] == LIST_LIQ:
+                        ls.shift[n_act] = (F - ls.f0[n_act]) / ls.div[n_act]
+                    n_act += 1
+                bound_l, bound_s = _bounds(tl, ls, n_act)
             while snap + 1 < n_snap and depth.ts[snap + 1] <= t_pt:
                 snap += 1
             p = p_exo * np.exp(E) if (E != 0.0 and not no_feedback) else p_exo
@@ -797,10 +831,10 @@ def simulate_nb(book, tl, path, depth, prm, reference, ws):
             while True:
                 # the only step in which the two modes differ: which positions this price triggers
                 if reference:
-                    nt, sell, buy = _trigger_scan(book, p, F, ws, nt0)
+                    nt, sell, buy = _trigger_scan(book, p, F, ws, nt0, t_pt, t0)
                 elif p <= bound_l or p >= bound_s:
-                    nt, sell, buy = _trigger_lists(book, tl, ls, p, bound_l, bound_s, adl_done, ws, nt0)
-                    bound_l, bound_s = _bounds(tl, ls)
+                    nt, sell, buy = _trigger_lists(book, tl, ls, p, bound_l, bound_s, adl_done, ws, nt0, n_act, t_pt)
+                    bound_l, bound_s = _bounds(tl, ls, n_act)
                 else:
                     nt, sell, buy = nt0, np.int64(0), np.int64(0)
                 if nt == nt0:
