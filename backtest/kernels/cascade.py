@@ -664,19 +664,20 @@ def _deleverage(j, target_side, units, p, F, book, ws, nx, t, quantum):
 
 # ---- path points -------------------------------------------------------------------------
 @njit(cache=True)
-def _time_exits(ws, nx0, nt, p0, p_end, t_prev, t_pt):
+def _time_exits(ws, nx0, nt, p0, p_end, t_prev, t_pt, open_time):
     """Times of a path point's exit records ``nx0 ...`` (one per buffer slot ``[0, nt)``, in
     order), all rounds alike: the path point's whole move - exogenous and endogenous - runs
     straight from ``p0`` (at ``t_prev``) to its final price ``p_end`` (at ``t_pt``), and an exit
     happens when that move passes its clipped trigger level (``ws.t_level``). Later rounds'
     levels lie beyond the price that triggered the earlier rounds, so their exits come later
-    within the same segment; no exit is later than ``t_pt``. Without a move: ``t_pt``.
+    within the same segment; no exit is later than ``t_pt``. Without a move: ``t_pt``. A position
+    that opened inside the segment (``open_time``, UTC ms) exits no earlier than it opened.
     """
     for q in range(nt):
         if p0 != p_end:
             frac = (p0 - ws.t_level[q]) / (p0 - p_end)
             frac = min(1.0, max(0.0, frac))
-            ws.x_ts[nx0 + q] = t_prev + np.int64(frac * (t_pt - t_prev))
+            ws.x_ts[nx0 + q] = max(t_prev + np.int64(frac * (t_pt - t_prev)), open_time[ws.t_pos[q]])
         else:
             ws.x_ts[nx0 + q] = t_pt
 
@@ -878,7 +879,7 @@ def simulate_nb(book, tl, path, depth, prm, reference, ws):
                 r += 1
             # ---- end of path point ------------------------------------------------------
             if nt0 > 0:
-                _time_exits(ws, nx0, nt0, p_prev, p, t_prev, t_pt)
+                _time_exits(ws, nx0, nt0, p_prev, p, t_prev, t_pt, book.open_time)
             if depth_pt > max_depth:
                 max_depth = depth_pt
             if depth_pt > bar_i[j, BI_ROUNDS]:
