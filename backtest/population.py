@@ -432,6 +432,158 @@ def synthesize(
 
 
 # ------------------------------------------------------------------------------------------
+# positions that open and close during the window (issue 11 point 5)
+# ------------------------------------------------------------------------------------------
+#: stream of the voluntary-close draws (row_uniforms), apart from the candidates' streams
+CLOSE_STREAM = 7
+
+
+def window_flows(
+    volume_usd: np.ndarray, params: PopulationParams, close: np.ndarray | None = None, oi_qty_end: np.ndarray | None = None, oi_qty_start: float = float("nan")
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per window bar, the notional (USD, the population's units: times ``oi_scale`` and
+    ``1 - hedged_share``) of positions opened and closed voluntarily, and whether the bar's net
+    flow follows an observed open-interest change.
+
+    Openings ``flow_turnover x volume``, closes ``close_rate x volume``. Where the open interest
+    at the bar's end and before it are known (``oi_qty_end``, base units, NaN where not;
+    ``oi_qty_start`` the level at the window start), openings minus closes equal its change times
+    the bar's close (``close``), the gross flow ``(flow_turnover + close_rate) x volume`` kept (or
+    raised to the net change when that is larger).
+    """
+    scale = params.oi_scale * (1.0 - params.hedged_share)
+    v = np.where(np.isfinite(volume_usd), np.maximum(volume_usd, 0.0), 0.0) * scale
+    opens = params.flow_turnover * v
+    closes = params.close_rate * v
+    follows = np.zeros(v.shape[0], np.bool_)
+    if params.flow_turnover == 0.0 and params.close_rate == 0.0:
+        return opens, closes, follows  # the flow is switched off
+    if oi_qty_end is not None and close is not None:
+        q = np.asarray(oi_qty_end, np.float64)
+        prev = np.r_[oi_qty_start, q[:-1]]
+        net = (q - prev) * np.asarray(close, np.float64) * scale
+        follows = np.isfinite(net)
+        gross = opens + closes
+        o = np.where(follows, np.maximum((gross + net) / 2.0, np.maximum(net, 0.0)), opens)
+        c = np.where(follows, o - net, closes)
+        opens, closes = o, np.maximum(c, 0.0)
+    return opens, closes, follows
+
+
+def add_window_flow(
+    pop: Population,
+    ts: np.ndarray,
+    dur: np.ndarray,
+    close: np.ndarray,
+    volume_usd: np.ndarray,
+    *,
+    tiers: Any,
+    params: PopulationParams,
+    long_share: float,
+    oi_qty_end: np.ndarray | None = None,
+    oi_qty_start: float = float("nan"),
+    venue: str = "binance",
+) -> Population:
+    """``pop`` (the positions open at the window start) plus the positions that open during the
+    window, and voluntary close times for all of them (:func:`window_flows` per bar).
+
+    Window bars: ``ts`` open times and ``dur`` durations (UTC ms), ``close`` prices (quote ccy),
+    ``volume_usd`` traded notional. A bar's openings happen at its close: entry = the close,
+    ``open_time`` = the bar's end (they can trigger from the next path point on). Their side:
+    long with probability ``long_share`` (the bars carry no taker buy/sell split), and the
+    weights of each bar's longs and shorts are set to exactly ``long_share`` / ``1 - long_share``
+    of its openings. Size, leverage (falling with size), margin mode, excess collateral and stops
+    are drawn as for the positions open before the window (:func:`synthesize_nb`, no survival
+    filter: they open at the bar's close). Voluntary closes: in bar ``j`` every open row closes
+    with the same probability ``closes_j / open notional_j`` (the open notional counted at entry,
+    liquidations not deducted), at the bar's end (``close_time``); rows opened in the window from
+    the bar after their opening. Randomness from ``params.seed`` on streams of its own.
+    """
+    from backtest import margin
+    from backtest.kernels.population_kernels import close_bars, guide_table, row_uniforms, synthesize_nb
+    from backtest.margin import TAKER_FEE
+
+    p = params
+    ts = np.ascontiguousarray(ts, np.int64)
+    ends = ts + np.ascontiguousarray(dur, np.int64)
+    close = np.ascontiguousarray(close, np.float64)
+    opens, closes, follows = window_flows(np.asarray(volume_usd, np.float64), p, close, oi_qty_end, oi_qty_start)
+    m = ts.shape[0]
+    a = pop.arrays
+    n0 = len(pop)
+    o_total = float(opens.sum())
+    stats = {"flow_bars": int(m), "flow_follows_open_interest_bars": int(follows.sum())}
+    if m == 0 or (o_total <= 0.0 and float(closes.sum()) <= 0.0):
+        pop.stats.update({**stats, "flow_rows": 0, "flow_opened_usd": 0.0, "flow_closed_usd": 0.0})
+        return pop
+    # --- openings ----------------------------------------------------------------------------
+    n_flow = 0
+    if o_total > 0.0 and pop.open_notional_usd > 0.0:
+        n_flow = int(min(p.n_positions, max(math.ceil(p.n_positions * o_total / pop.open_notional_usd), 50 * int((opens > 0).sum()))))
+    new = allocate_population(n_flow)
+    written = 0
+    if n_flow:
+        cdf = np.cumsum(opens) / o_total
+        cdf[-1] = 1.0
+        t_lo, t_hi, t_mmr, t_cum, t_lev = margin.tier_arrays(tiers)
+        lev_values, lev_cdf = _leverage_table(p.leverage_mix)
+        size_max = min(p.size_max_usd, float(t_hi[-1]) * (1 - 1e-12))
+        seed2 = int((p.seed * 0x9E3779B1 + 0x5F10F10) % (2**63))
+        written, _, _, _, _, _ = synthesize_nb(
+            n_flow, seed2, int(max(1000, 4 * n_flow)),
+            cdf, guide_table(cdf), ends, np.zeros(m, np.int64), close, close, np.full(m, np.inf), np.full(m, -np.inf),
+            0.5, lev_values, lev_cdf, float(p.leverage_scale), float(p.leverage_size_slope),
+            float(p.size_min_usd), float(size_max), float(p.size_tail_alpha),
+            float(p.isolated_share), excess_collateral_table(p.cross_extra_collateral, p.cross_extra_sigma),
+            float(p.stop_share), float(p.stop_distance),
+            VENUES[venue], float(TAKER_FEE[venue]), t_lo, t_hi, t_mmr, t_cum, t_lev,
+            new["side"], new["margin_mode"], new["venue"], new["tier"], new["entry"], new["qty"], new["margin"],
+            new["mmr"], new["maint_amount"], new["open_time"], new["stop_price"], new["liq_price"], new["leverage"],
+        )
+        new = {k: v[:written] for k, v in new.items()}
+        # weights: each bar's longs and shorts carry exactly long_share / 1 - long_share of its openings
+        jb = np.searchsorted(ends, new["open_time"])
+        notional = new["entry"] * new["qty"]
+        is_long = new["side"] > 0
+        sums_l = np.bincount(jb[is_long], weights=notional[is_long], minlength=m)
+        sums_s = np.bincount(jb[~is_long], weights=notional[~is_long], minlength=m)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            wl = np.where(sums_l > 0, opens * long_share / sums_l, 0.0)
+            ws_ = np.where(sums_s > 0, opens * (1.0 - long_share) / sums_s, 0.0)
+        new["weight"][:] = np.where(is_long, wl[jb], ws_[jb]).astype(np.float32)
+    else:
+        new = {k: v[:0] for k, v in new.items()}
+    placed = np.bincount(np.searchsorted(ends, new["open_time"]), weights=new["weight"].astype(np.float64) * new["entry"] * new["qty"], minlength=m)[:m]
+    # --- voluntary closes: one hazard per bar over every open row --------------------------
+    haz = np.zeros(m)
+    on = float(pop.open_notional_usd)
+    closed = 0.0
+    for j in range(m):
+        h = min(closes[j] / on, 1.0 - 1e-9) if on > 0 else 0.0
+        haz[j] = h
+        closed += h * on
+        on = on * (1.0 - h) + placed[j]
+    cum = np.cumsum(-np.log1p(-haz))
+    first = np.r_[np.zeros(n0, np.int64), np.searchsorted(ends, new["open_time"]) + 1]
+    u = row_uniforms(int(p.seed), n0 + written, CLOSE_STREAM)
+    jc = close_bars(u, first, cum)
+    out = {k: np.concatenate([a[k], new[k]]) if written else a[k] for k in POPULATION_FIELDS}
+    out["close_time"] = np.where(jc < m, ends[np.minimum(jc, m - 1)], NO_CLOSE).astype(np.int64)
+    check_population(out)
+    pop.arrays = out
+    pop.stats.update(
+        {
+            **stats,
+            "flow_rows": int(written),
+            "flow_opened_usd": float(placed.sum()),
+            "flow_closed_usd": float(closed),
+            "flow_long_share": float(long_share),
+        }
+    )
+    return pop
+
+
+# ------------------------------------------------------------------------------------------
 # from the store + event catalogue
 # ------------------------------------------------------------------------------------------
 
@@ -499,7 +651,9 @@ def build_population(event: Any, symbol: str, params: PopulationParams | None = 
         raise PopulationError(f"{symbol} is not a symbol of event {event.id}; choose from {', '.join(event.symbols)}")
     ex = event.exchange
     bars = market_bars(st, ex, symbol, event.lookback_start_ms, event.start_ms)
-    tiers = st.read_tiers(ex, symbol)
+    from backtest.population_inputs import tiers_for
+
+    tiers, tiers_src = tiers_for(st, ex, symbol)
     if not tiers:
         raise PopulationError(f"the store has no leverage tiers for {ex} {symbol}; import them (backtest data import-tiers)")
     recent_vol = recent_volume(bars, event.start_ms)
@@ -554,6 +708,25 @@ def build_population(event: Any, symbol: str, params: PopulationParams | None = 
         open_interest_usd=oi_series, long_share=ls, half_life_days=hl, venue=venue,
         symbol=symbol, exchange=ex, event_id=event.id, target_source=source, path_extrema=extrema,
     )
+    flow_src = "off (flow_turnover = close_rate = 0)"
+    if p.flow_turnover > 0.0 or p.close_rate > 0.0:
+        from backtest.population_inputs import open_interest_at
+
+        wb = market_bars(st, ex, symbol, event.start_ms, event.end_ms)
+        w_end = wb["ts"] + wb["dur"]
+        oi_end = open_interest_at(st, ex, symbol, w_end, "open_interest")
+        oi_start = open_interest_at(st, ex, symbol, np.array([event.start_ms], np.int64), "open_interest")
+        flow_ls = ls if p.long_share is not None or not ls_src.startswith("default") else 0.5
+        pop = add_window_flow(
+            pop, wb["ts"], wb["dur"], wb["close"], wb["volume_usd"], tiers=tiers, params=p, long_share=flow_ls,
+            oi_qty_end=oi_end, oi_qty_start=float(oi_start[0]) if oi_start is not None else float("nan"), venue=venue,
+        )
+        flow_src = (
+            f"in-window openings {p.flow_turnover:g} x and voluntary closes {p.close_rate:g} x traded notional per bar "
+            f"({','.join(wb['timeframes'])} bars)"
+            + ("; net flow = the store's open-interest change" if oi_end is not None else "")
+            + f"; long share of openings {flow_ls:.3f}"
+        )
     pop.stats.update(
         {
             "long_share_source": ls_src,
@@ -564,6 +737,8 @@ def build_population(event: Any, symbol: str, params: PopulationParams | None = 
             "opening_weights": "open-interest increases" if oi_series is not None else "traded volume",
             "survival_path": survival,
             "venue": venue,
+            "flow": flow_src,
+            "tiers": tiers_src,
         }
     )
     return pop
