@@ -42,6 +42,10 @@ TS = pl.Datetime("ms", "UTC")
 #: (their positions' share went to ADL), ``adl_taken_usd`` the notional ADL took over from those
 #: bankrupt positions (at their bankruptcy prices; it is not sold into the book), ``adl_usd`` the
 #: notional of the opposite positions ADL closed for it (at the bar's last price).
+#: Open interest (USD): ``open_interest_usd`` the simulated one - sum over the population's open
+#: positions of qty x weight x the bar's simulated close, after the bar's exits and flows
+#: (:func:`simulated_open_interest`; hedged holders, not in the population, are not counted);
+#: ``observed_open_interest_usd`` the store's series at the bar's end where it has one, else null.
 BARS_SCHEMA: dict[str, pl.DataType] = {
     "symbol": pl.String, "ts": TS, "open": pl.Float64, "high": pl.Float64, "low": pl.Float64, "close": pl.Float64,
     "sim_open": pl.Float64, "sim_high": pl.Float64, "sim_low": pl.Float64, "sim_close": pl.Float64,
@@ -50,6 +54,7 @@ BARS_SCHEMA: dict[str, pl.DataType] = {
     "deficit_usd": pl.Float64, "uncovered_usd": pl.Float64, "adl_taken_usd": pl.Float64, "clearance_fees_usd": pl.Float64,
     "taker_fees_usd": pl.Float64, "rounds": pl.Int32, "cascades_at_max_rounds": pl.Int32, "endo_move_min_pct": pl.Float64, "endo_move_max_pct": pl.Float64,
     "funding_rate": pl.Float64, "price_source": pl.String,
+    "open_interest_usd": pl.Float64, "observed_open_interest_usd": pl.Float64,
 }
 #: one row per position that left the book (liquidated, stopped, ADL'd), by time then position
 LIQUIDATIONS_SCHEMA: dict[str, pl.DataType] = {
@@ -360,12 +365,34 @@ _BAR_SCALED = (
 )
 
 
-def bars_frame(s: str, d: SymbolRun) -> pl.DataFrame:
-    """The ``bars`` rows of one symbol (:data:`BARS_SCHEMA`)."""
+def simulated_open_interest(arrays: dict[str, np.ndarray], x_pos: np.ndarray, x_ts: np.ndarray, ts: np.ndarray, bar_ms: int,
+                            close: np.ndarray) -> np.ndarray:
+    """Per bar, the simulated open interest (USD): qty x weight of the positions open at the bar's
+    end ``ts + bar_ms`` (UTC ms: opened by then, not closed voluntarily by then, no exit record
+    before it) times the bar's ``close``. One pass over the positions (a difference array)."""
+    n = len(ts)
+    if n == 0:
+        return np.zeros(0)
+    ends = np.asarray(ts, np.int64) + int(bar_ms)
+    qw = arrays["qty"] * arrays["weight"].astype(np.float64)
+    a = np.searchsorted(ends, arrays["open_time"], side="left")
+    b = np.searchsorted(ends, arrays["close_time"], side="left")
+    if len(x_pos):
+        b_x = np.searchsorted(ends, x_ts, side="right")
+        b[x_pos] = np.minimum(b[x_pos], b_x)
+    ok = a < b
+    d = np.bincount(a[ok], weights=qw[ok], minlength=n + 1)[: n + 1] - np.bincount(b[ok], weights=qw[ok], minlength=n + 1)[: n + 1]
+    return np.cumsum(d)[:n] * np.asarray(close, np.float64)
+
+
+def bars_frame(s: str, d: SymbolRun, observed_oi: np.ndarray | None = None) -> pl.DataFrame:
+    """The ``bars`` rows of one symbol (:data:`BARS_SCHEMA`); ``observed_oi`` the store's open
+    interest (USD) at each bar's end, None where it has none."""
     S = R.USD_SCALE
     out, bars, mk = d.out, d.bars, d.market
     bi, bf = out.bar_i, out.bar_f
     n = len(bars["ts"])
+    oi = simulated_open_interest(d.pop.arrays, out.x_pos, out.x_ts, bars["ts"], mk.bar_ms, bf[:, R.BF_CLOSE]) if n else np.zeros(0)
     return pl.DataFrame(
         {
             "symbol": [s] * n,
@@ -385,8 +412,10 @@ def bars_frame(s: str, d: SymbolRun) -> pl.DataFrame:
             "endo_move_max_pct": np.expm1(bf[:, R.BF_ENDO_MAX]) * 100.0,
             "funding_rate": bars["funding_rate"],
             "price_source": [mk.price_source] * n,
+            "open_interest_usd": oi,
+            "observed_open_interest_usd": pl.Series(observed_oi if observed_oi is not None else [None] * n, dtype=pl.Float64),
         }
-    ).with_columns(pl.col("ts").cast(pl.Int64).cast(TS))
+    ).with_columns(pl.col("ts").cast(pl.Int64).cast(TS), pl.col("observed_open_interest_usd").fill_nan(None))
 
 
 def liquidations_frame(s: str, d: SymbolRun) -> pl.DataFrame:
@@ -433,7 +462,12 @@ def assemble(prep: Any, per: dict[str, SymbolRun], mode: str, shock: str | None,
         if summary_only:
             continue
         bars, bf = d.bars, d.out.bar_f
-        frames["bars"].append(bars_frame(s, d))
+        obs_oi = None
+        if getattr(prep, "store", None) is not None and len(bars["ts"]):
+            from backtest.population_inputs import open_interest_at
+
+            obs_oi = open_interest_at(prep.store, prep.event.exchange, s, np.asarray(bars["ts"], np.int64) + d.market.bar_ms, "open_interest_usd")
+        frames["bars"].append(bars_frame(s, d, obs_oi))
         liqs = liquidations_frame(s, d)
         frames["liquidations"].append(liqs)
         p0 = float(bars["open"][0])
