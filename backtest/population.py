@@ -709,7 +709,9 @@ def build_population(event: Any, symbol: str, params: PopulationParams | None = 
         symbol=symbol, exchange=ex, event_id=event.id, target_source=source, path_extrema=extrema,
     )
     flow_src = "off (flow_turnover = close_rate = 0)"
-    if p.flow_turnover > 0.0 or p.close_rate > 0.0:
+    if getattr(event, "end_ms", None) is None:
+        flow_src = "off (the event has no window end)"
+    elif p.flow_turnover > 0.0 or p.close_rate > 0.0:
         from backtest.population_inputs import open_interest_at
 
         wb = market_bars(st, ex, symbol, event.start_ms, event.end_ms)
@@ -753,8 +755,13 @@ LEVERAGE_BUCKETS = (1, 2, 3, 5, 10, 20, 25, 50, 75, 100, 125)
 def population_summary(pop: Population) -> dict:
     """Headline figures: positions, open notional long/short, leverage histogram (notional
     share per leverage bucket), notional-weighted mean distance to liquidation from the
-    reference price, isolated and stop shares."""
+    reference price, isolated and stop shares - of the positions open at ``as_of_ms`` (the rows
+    that open during the window, :func:`add_window_flow`, are counted apart: ``window_rows``)."""
     a = pop.arrays
+    pre = a["open_time"] <= pop.as_of_ms
+    n_window = int(len(pop) - pre.sum())
+    if n_window:
+        a = {k: v[pre] for k, v in a.items()}
     w = a["weight"].astype(np.float64)
     notional = w * a["entry"] * a["qty"]
     total = float(notional.sum())
@@ -781,7 +788,8 @@ def population_summary(pop: Population) -> dict:
         "exchange": pop.exchange,
         "event": pop.event_id,
         "as_of_ms": pop.as_of_ms,
-        "rows": len(pop),
+        "rows": len(pop) - n_window,
+        "window_rows": n_window,
         "positions": float(w.sum()),
         "open_notional_usd": total,
         "long_notional_usd": float(notional[long_m].sum()),
