@@ -217,11 +217,39 @@ def _head(li, tl, ls, book):
 
 
 @njit(cache=True)
-def _bounds(tl, ls, n_act):
-    """Highest long trigger and lowest short trigger over the heads of the active lists ``[0, n_act)``."""
+def _cohorts(tl):
+    """List ranges of the cohorts: maximal runs of lists with the same activation time (lists are
+    ordered by it), ``coh[c] .. coh[c + 1]``; returns ``(coh, number of cohorts)``."""
+    L = tl.kind.shape[0]
+    coh = np.zeros(L + 1, np.int64)
+    c = 0
+    for li in range(L):
+        if li == 0 or tl.act[li] != tl.act[li - 1]:
+            coh[c] = li
+            c += 1
+    coh[c] = L
+    return coh, c
+
+
+@njit(cache=True)
+def _side_bounds(cbl, cbs, n_coh):
+    """Highest long and lowest short trigger over the active cohorts' bounds."""
     bl = -np.inf
     bs = np.inf
-    for li in range(n_act):
+    for c in range(n_coh):
+        if cbl[c] > bl:
+            bl = cbl[c]
+        if cbs[c] < bs:
+            bs = cbs[c]
+    return bl, bs
+
+
+@njit(cache=True)
+def _bounds(tl, ls, a, b):
+    """Highest long trigger and lowest short trigger over the heads of lists ``[a, b)``."""
+    bl = -np.inf
+    bs = np.inf
+    for li in range(a, b):
         lv = ls.head[li]
         if lv != lv:
             continue
@@ -323,74 +351,83 @@ def _trigger_scan(book, p, F, ws, nt, t, t0):
 
 
 @njit(cache=True)
-def _trigger_lists(book, tl, ls, p, bound_l, bound_s, adl_done, ws, nt, n_act, t):
-    """Fast: advance each active list's pointer (lists ``[0, n_act)``) over the entries ``p``
-    crosses at path time ``t`` (the same positions, the same levels and codes as
-    :func:`_trigger_scan`, in list order; entries closed voluntarily by ``t`` are passed over like
-    dead ones). Lists whose side's nearest
-    trigger (``bound_l`` longs, ``bound_s`` shorts) ``p`` has not reached are skipped; the caller
-    recomputes the bounds (:func:`_bounds`) afterwards. Returns what :func:`_trigger_scan` does.
+def _trigger_lists(book, tl, ls, p, coh, cbl, cbs, n_coh, adl_done, ws, nt, t):
+    """Fast: advance each active list's pointer (the lists of cohorts ``[0, n_coh)``, ``coh``
+    their list ranges) over the entries ``p`` crosses at path time ``t`` (the same positions, the
+    same levels and codes as :func:`_trigger_scan`, in list order; entries closed voluntarily by
+    ``t`` are passed over like dead ones). A cohort whose nearest long trigger (``cbl``) and
+    short trigger (``cbs``) ``p`` has not reached is skipped; the bounds of the cohorts entered
+    are recomputed here (:func:`_bounds`; one cohort of lists per opening time keeps this loop
+    short however many lists there are). Returns what :func:`_trigger_scan` does.
     """
     alive = ws.alive
     order = tl.order
     okey = tl.key
     sell = np.int64(0)
     buy = np.int64(0)
-    for li in range(n_act):
-        kind = tl.kind[li]
-        s = tl.side[li]
-        if (s > 0 and p > bound_l) or (s < 0 and p < bound_s):
+    for c in range(n_coh):
+        bound_l = cbl[c]
+        bound_s = cbs[c]
+        if p > bound_l and p < bound_s:
             continue
-        lend = tl.end[li]
-        k0 = ls.ptr[li]
-        kk = k0
-        sh = ls.shift[li] if kind == LIST_LIQ else 0.0
-        # phase 1: advance the pointer over the crossed entries (sequential reads)
-        while kk < lend:
-            if kk >= ls.bucket_end[li]:
-                _next_bucket(li, tl, ls, book)
-            key = okey[kk]
-            lvl_key = -key if s > 0 else key
-            thr = lvl_key + sh if kind == LIST_LIQ else lvl_key
-            if not _crossed(s, p, thr):
-                break
-            kk += 1
-        # phase 2: the positions behind them (independent loads, overlapped)
-        # positions of lists without stops can only have left by ADL
-        stops = tl.has_stops[li]
-        closes = tl.has_closes[li]
-        check = stops or kind != LIST_LIQ or adl_done or closes
-        f0 = ls.f0[li]
-        for e in range(k0, kk):
-            i = order[e]
-            if check and not alive[i]:
+        for li in range(coh[c], coh[c + 1]):
+            kind = tl.kind[li]
+            s = tl.side[li]
+            if (s > 0 and p > bound_l) or (s < 0 and p < bound_s):
                 continue
-            if closes and tl.close[e] <= t:
-                continue
-            key = okey[e]
-            lvl_key = -key if s > 0 else key
-            if kind == LIST_LIQ:
-                thr = lvl_key + sh
-                st = tl.stop[e] if stops else np.nan
-                if st == st and _crossed(s, p, st) and ((s > 0 and st > thr) or (s < 0 and st < thr)):
-                    code = EXIT_STOPPED
-                    lvl = st
+            lend = tl.end[li]
+            k0 = ls.ptr[li]
+            kk = k0
+            sh = ls.shift[li] if kind == LIST_LIQ else 0.0
+            # phase 1: advance the pointer over the crossed entries (sequential reads)
+            while kk < lend:
+                if kk >= ls.bucket_end[li]:
+                    _next_bucket(li, tl, ls, book)
+                key = okey[kk]
+                lvl_key = -key if s > 0 else key
+                thr = lvl_key + sh if kind == LIST_LIQ else lvl_key
+                if not _crossed(s, p, thr):
+                    break
+                kk += 1
+            # phase 2: the positions behind them (independent loads, overlapped)
+            # positions of lists without stops can only have left by ADL
+            stops = tl.has_stops[li]
+            closes = tl.has_closes[li]
+            check = stops or kind != LIST_LIQ or adl_done or closes
+            f0 = ls.f0[li]
+            for e in range(k0, kk):
+                i = order[e]
+                if check and not alive[i]:
+                    continue
+                if closes and tl.close[e] <= t:
+                    continue
+                key = okey[e]
+                lvl_key = -key if s > 0 else key
+                if kind == LIST_LIQ:
+                    thr = lvl_key + sh
+                    st = tl.stop[e] if stops else np.nan
+                    if st == st and _crossed(s, p, st) and ((s > 0 and st > thr) or (s < 0 and st < thr)):
+                        code = EXIT_STOPPED
+                        lvl = st
+                    else:
+                        code = EXIT_LIQUIDATED
+                        lvl = thr
                 else:
-                    code = EXIT_LIQUIDATED
-                    lvl = thr
-            else:
-                code = EXIT_STOPPED
-                lvl = lvl_key
-            alive[i] = False
-            qw = tl.qw[e]  # payload gathered in list order (sort_bucket)
-            _push(ws, nt, i, s, lvl, code, qw, np.float64(tl.weight[e]), tl.bankruptcy[e] - f0)
-            nt += 1
-            if s > 0:
-                sell += _u(qw * p)
-            else:
-                buy += _u(qw * p)
-        ls.ptr[li] = kk
-        ls.head[li] = _head(li, tl, ls, book)
+                    code = EXIT_STOPPED
+                    lvl = lvl_key
+                alive[i] = False
+                qw = tl.qw[e]  # payload gathered in list order (sort_bucket)
+                _push(ws, nt, i, s, lvl, code, qw, np.float64(tl.weight[e]), tl.bankruptcy[e] - f0)
+                nt += 1
+                if s > 0:
+                    sell += _u(qw * p)
+                else:
+                    buy += _u(qw * p)
+            ls.ptr[li] = kk
+            ls.head[li] = _head(li, tl, ls, book)
+        bl, bs = _bounds(tl, ls, coh[c], coh[c + 1])
+        cbl[c] = bl
+        cbs[c] = bs
     return nt, sell, buy
 
 
@@ -756,13 +793,17 @@ def simulate_nb(book, tl, path, depth, prm, reference, ws):
     ls = _list_state(book, tl)
     # lists [0, n_act) are active: a list is activated at the first path point at or after its
     # ``act`` time (the base lists at the first one), its funding counted from then
+    # (whole cohorts: the lists of one activation time, coh[c] .. coh[c + 1])
     n_act = 0
-    n_lists = tl.kind.shape[0]
+    coh, n_cohorts = _cohorts(tl)
+    n_coh = 0
+    cbl = np.full(max(n_cohorts, 1), -np.inf)  # per cohort: highest long trigger,
+    cbs = np.full(max(n_cohorts, 1), np.inf)  # lowest short trigger
     t0 = path.ts[0] if nbars > 0 else 0
     if reference:
         ws.f0[:n] = np.nan
     # fast mode skips a side whose nearest trigger the price has not reached
-    bound_l, bound_s = _bounds(tl, ls, n_act)
+    bound_l, bound_s = -np.inf, np.inf
 
     fund = _u(prm.fund_usd)
     fund_min = fund
@@ -790,7 +831,9 @@ def simulate_nb(book, tl, path, depth, prm, reference, ws):
             for li in range(n_act):
                 if tl.kind[li] == LIST_LIQ:
                     ls.shift[li] = (F - ls.f0[li]) / ls.div[li]
-            bound_l, bound_s = _bounds(tl, ls, n_act)
+            for c in range(n_coh):
+                cbl[c], cbs[c] = _bounds(tl, ls, coh[c], coh[c + 1])
+            bound_l, bound_s = _side_bounds(cbl, cbs, n_coh)
         if j == dd_bar:
             ref = prm.dd_ref if prm.dd_ref > 0.0 else op[j]
             peak_exo = ref
@@ -812,13 +855,17 @@ def simulate_nb(book, tl, path, depth, prm, reference, ws):
                 if abs(E) < 1e-12:  # decayed away (and no denormals)
                     E = 0.0
             t_last = t_pt
-            if n_act < n_lists and tl.act[n_act] <= t_pt:
-                while n_act < n_lists and tl.act[n_act] <= t_pt:
-                    ls.f0[n_act] = 0.0 if tl.act[n_act] <= t0 else F
-                    if tl.kind[n_act] == LIST_LIQ:
-                        ls.shift[n_act] = (F - ls.f0[n_act]) / ls.div[n_act]
-                    n_act += 1
-                bound_l, bound_s = _bounds(tl, ls, n_act)
+            if n_coh < n_cohorts and tl.act[coh[n_coh]] <= t_pt:
+                while n_coh < n_cohorts and tl.act[coh[n_coh]] <= t_pt:
+                    f0 = 0.0 if tl.act[coh[n_coh]] <= t0 else F
+                    for li in range(coh[n_coh], coh[n_coh + 1]):
+                        ls.f0[li] = f0
+                        if tl.kind[li] == LIST_LIQ:
+                            ls.shift[li] = (F - f0) / ls.div[li]
+                    cbl[n_coh], cbs[n_coh] = _bounds(tl, ls, coh[n_coh], coh[n_coh + 1])
+                    n_act = coh[n_coh + 1]
+                    n_coh += 1
+                bound_l, bound_s = _side_bounds(cbl, cbs, n_coh)
             while snap + 1 < n_snap and depth.ts[snap + 1] <= t_pt:
                 snap += 1
             p = p_exo * np.exp(E) if (E != 0.0 and not no_feedback) else p_exo
@@ -834,8 +881,8 @@ def simulate_nb(book, tl, path, depth, prm, reference, ws):
                 if reference:
                     nt, sell, buy = _trigger_scan(book, p, F, ws, nt0, t_pt, t0)
                 elif p <= bound_l or p >= bound_s:
-                    nt, sell, buy = _trigger_lists(book, tl, ls, p, bound_l, bound_s, adl_done, ws, nt0, n_act, t_pt)
-                    bound_l, bound_s = _bounds(tl, ls, n_act)
+                    nt, sell, buy = _trigger_lists(book, tl, ls, p, coh, cbl, cbs, n_coh, adl_done, ws, nt0, t_pt)
+                    bound_l, bound_s = _side_bounds(cbl, cbs, n_coh)
                 else:
                     nt, sell, buy = nt0, np.int64(0), np.int64(0)
                 if nt == nt0:
