@@ -11,7 +11,7 @@ Run: .venv/bin/python benchmarks/bench_kernels.py [--quick]
 Populations: the real 2025-10-10 BTC population built by backtest.population from the committed
 store, at the requested number of rows plus its in-window openings (synthetic ones if it cannot
 be built); paths: a seeded 1-second random walk (3 %/day) with a crash, funding settlements every
-8 hours, centred on the event start so the in-window openings and closes happen during them.
+8 hours, starting at the event start so the in-window openings and closes happen during them.
 """
 
 from __future__ import annotations
@@ -46,9 +46,9 @@ def make_path(nbars: int, bar_s: float, price: float = 100_000.0, seed: int = 1,
     wig = np.abs(rng.normal(0.0, sig / 2, nbars))
     h = np.maximum(o, c) * (1 + wig)
     lo = np.minimum(o, c) * (1 - wig)
-    # centred on the 2025-10-10 event start (20:00 UTC), so the population's in-window openings
-    # and closes (its second half) happen during the path
-    ts = (np.arange(nbars, dtype=np.int64) * int(bar_s * 1000)) + EVENT_START_MS - (nbars * int(bar_s * 1000)) // 2
+    # from the 2025-10-10 event start (20:00 UTC), so the population's in-window openings and
+    # closes (its first 4 hours) happen during the path
+    ts = (np.arange(nbars, dtype=np.int64) * int(bar_s * 1000)) + EVENT_START_MS
     fr = np.zeros(nbars)
     step = int(8 * 3600 / bar_s)
     if step > 0:
