@@ -16,6 +16,10 @@ close is below the open, else open -> low -> high -> close (DESIGN §7). At each
    (``KernelParams.no_feedback``: the impact sets the fills but does not move the price) and
    impact "none" have round 0 only.
 
+Positions open and close during the run (issue 11): a position can trigger, and be ADL'd, only
+while ``open_time <= t < close_time`` (path time ``t``, UTC ms); its funding counts from its
+first open path point (0 for positions open by the first bar's open).
+
 Thresholds move with funding: a settlement at rate ``f`` changes an isolated margin by
 ``-side * qty * f * price``; with ``F`` the cumulative index ``sum(f * price)`` a position's
 liquidation price becomes ``liq + F / (1 - side * mmr)`` and its bankruptcy price
@@ -71,7 +75,9 @@ built in :mod:`backtest.engine`. :func:`simulate_nb` walks bars and path points 
   :func:`_trigger_scan` (reference, ``reference=True``: test every open position every round)
   or :func:`_trigger_lists` (fast: one pointer per trigger list, see :mod:`.sorting`, advanced
   bucket by bucket by :func:`_next_bucket`; dead positions - stopped, ADL'd - skipped by
-  ``alive``); both put the round's triggered positions into the workspace's ``t_*`` buffer;
+  ``alive``, voluntarily closed ones by their ``close_time``; positions that open during the run
+  sit in a cohort of lists of their own opening time, activated at the first path point at or
+  after it, and whole cohorts are skipped by their nearest triggers); both put the round's triggered positions into the workspace's ``t_*`` buffer;
 - :func:`_round_impact` (the round's price move) and :func:`_settle_round` (fills, exit records,
   fees, deficits, insurance fund) - shared;
 - :func:`_deleverage` at each bar's end (ADL of what the fund could not cover) - shared.
