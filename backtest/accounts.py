@@ -143,9 +143,13 @@ def assign_accounts(
     collateral_share: float = 0.0,
     collateral_price0: float = 1.0,
     collateral_haircut: float = 0.0,
+    as_of_ms: int | None = None,
 ) -> R.Accounts:
     """Group the cross rows of an event's per-symbol populations ``pops`` (records' dicts of
-    arrays, in symbol order) into accounts (module docstring). ``oi_usd``: each symbol's open
+    arrays, in symbol order) into accounts (module docstring). With ``as_of_ms`` (the window
+    start, UTC ms) only rows open by then and never closed voluntarily (``close_time`` NO_CLOSE)
+    join accounts: the account engine holds every member open over the whole window, so rows
+    that open or close during it stay positions of their own (the per-symbol kernel). ``oi_usd``: each symbol's open
     interest (USD) weighting which symbols an account holds. A share ``collateral_share`` of the
     accounts (drawn with ``seed``) holds collateral asset 1 (price ``collateral_price0`` USD at
     the window start, haircut ``collateral_haircut``) worth their wallet after the haircut."""
@@ -157,7 +161,12 @@ def assign_accounts(
     parts = []
     cross_start = np.zeros(S + 1, np.int64)
     for s, p in enumerate(pops):
-        idx = np.flatnonzero(p["margin_mode"] == R.CROSS).astype(np.int64) + row_offset[s]
+        ok = p["margin_mode"] == R.CROSS
+        if as_of_ms is not None:
+            ok &= p["open_time"] <= as_of_ms
+            if "close_time" in p:
+                ok &= p["close_time"] == R.NO_CLOSE
+        idx = np.flatnonzero(ok).astype(np.int64) + row_offset[s]
         parts.append(idx[rng.permutation(len(idx))])
         cross_start[s + 1] = cross_start[s] + len(idx)
     cross_rows = np.concatenate(parts) if parts else np.empty(0, np.int64)

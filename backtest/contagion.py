@@ -84,7 +84,8 @@ def run_engine(symbols: list[str], pops: dict[str, Any], markets: dict[str, Any]
 
     arrays = [pops[s].arrays for s in symbols]
     acc = assign_accounts(arrays, [pops[s].open_notional_usd for s in symbols], positions_per_account=sim.positions_per_account,
-                          seed=int(seed), collateral_share=sim.collateral_share, collateral_haircut=sim.collateral_haircut)
+                          seed=int(seed), collateral_share=sim.collateral_share, collateral_haircut=sim.collateral_haircut,
+                          as_of_ms=int(start_ms))
     keep = (acc.n_symbols >= 2) | (acc.coll_asset != R.COLLATERAL_SETTLEMENT)
     sub, rows = subset_accounts(acc, keep, account_rows(arrays, acc))
     shock = parse_collateral_shock(sim.collateral_shock) if sim.collateral_shock else None

@@ -39,7 +39,10 @@ if TYPE_CHECKING:  # pragma: no cover
 # ---- contracts ---------------------------------------------------------------------------
 def make_book(pop: dict[str, np.ndarray]) -> R.Book:
     """The kernel's view of a population (records.POPULATION_FIELDS arrays)."""
-    return R.Book(pop["side"], pop["venue"], pop["entry"], pop["qty"], pop["margin"], pop["mmr"], pop["liq_price"], pop["stop_price"], pop["weight"])
+    return R.Book(
+        pop["side"], pop["venue"], pop["entry"], pop["qty"], pop["margin"], pop["mmr"], pop["liq_price"], pop["stop_price"], pop["weight"],
+        pop["open_time"], pop["close_time"],
+    )
 
 
 def make_market_path(bars: dict[str, np.ndarray]) -> R.MarketPath:
@@ -151,8 +154,12 @@ def depth_profile(store: Any, exchange: str, symbol: str, market: "Market", star
     return estimated_depth(0.0), "order-book depth unknown (no volume): a $1 book, impact at its cap"
 
 
-def _trigger_lists(order, okey, bstart, kind, side, start, end, first_bucket, n_buckets, has_stops, bucket_size: int) -> R.TriggerLists:
+_INT64_MIN = int(np.iinfo(np.int64).min)
+
+
+def _trigger_lists(order, okey, bstart, kind, side, start, end, first_bucket, n_buckets, has_stops, bucket_size: int, act=None, has_closes=None, base_max_open: int = _INT64_MIN) -> R.TriggerLists:
     m = len(order)
+    L = len(kind)
     return R.TriggerLists(
         order=order,
         key=okey,
@@ -171,23 +178,102 @@ def _trigger_lists(order, okey, bstart, kind, side, start, end, first_bucket, n_
         weight=np.empty(m, np.float32),
         bankruptcy=np.empty(m),
         stop=np.empty(m),
+        close=np.empty(m, np.int64),
+        act=np.full(L, _INT64_MIN, np.int64) if act is None else np.ascontiguousarray(act, np.int64),
+        has_closes=np.zeros(L, np.bool_) if has_closes is None else np.ascontiguousarray(has_closes, np.bool_),
         bucket_size=int(bucket_size),
+        base_max_open=int(base_max_open),
     )
 
 
-def build_lists(pop: dict[str, np.ndarray], bucket_size: int = 1024) -> R.TriggerLists:
-    """Trigger lists of a population (sorting step of the fast kernel, :mod:`backtest.kernels.sorting`).
-
-    Runs that share them (sweeps) sort each bucket once: the lists keep what was sorted.
-    """
+def _lists_of(pop: dict[str, np.ndarray], idx: np.ndarray | None, bucket_size: int) -> tuple:
+    """build_lists_nb on the rows ``idx`` of ``pop`` (all rows when None), ``order`` mapped back to
+    population indices; raises on a bad status."""
     from backtest.kernels.sorting import SORT_BAD_CODE, SORT_MIXED_MMR, build_lists_nb
 
-    *arrays, status = build_lists_nb(pop["side"], pop["venue"], pop["tier"], pop["mmr"], pop["liq_price"], pop["stop_price"], int(bucket_size))
+    cols = ("side", "venue", "tier", "mmr", "liq_price", "stop_price")
+    arrs = [pop[c] if idx is None else np.ascontiguousarray(pop[c][idx]) for c in cols]
+    *arrays, status = build_lists_nb(*arrs, int(bucket_size))
     if status == SORT_MIXED_MMR:
         raise ValueError("population has different maintenance rates within one (side, venue, tier) group")
     if status == SORT_BAD_CODE:
         raise ValueError("population has a side, venue or tier code out of range")
-    return _trigger_lists(*arrays, bucket_size)
+    if idx is not None:
+        arrays[0] = np.ascontiguousarray(idx[arrays[0]], dtype=np.int32)
+    return tuple(arrays)
+
+
+def _compact(order, okey, bstart, kind, side, start, end, first, nbk, has_stops):
+    """The same lists without the buckets of empty groups (build_lists_nb lays out a bucket pair
+    for every possible group): each list's buckets follow the previous list's, entries unchanged."""
+    parts = [bstart[f : f + n] for f, n in zip(first.tolist(), nbk.tolist())]
+    new_first = np.zeros(len(kind), np.int64)
+    if len(kind):
+        new_first[1:] = np.cumsum(nbk)[:-1]
+    tail = np.array([bstart[-1] if not len(kind) else end[-1]], np.int64)
+    nb = np.concatenate(parts + [tail]).astype(np.int64) if parts else np.zeros(1, np.int64)
+    return order, okey, nb, kind, side, start, end, new_first, nbk, has_stops
+
+
+def build_lists(pop: dict[str, np.ndarray], bucket_size: int = 1024, window_start_ms: int | None = None) -> R.TriggerLists:
+    """Trigger lists of a population (sorting step of the fast kernel, :mod:`backtest.kernels.sorting`).
+
+    Positions open by ``window_start_ms`` (UTC ms, the first bar's open; None: every position) go
+    into the base lists, active from the run's start; those opening after it get one cohort of lists per
+    distinct ``open_time``, activated at the first path point at or after that time (their
+    pointers start there: a level the price crossed before the position opened does not count).
+    Runs that share them (sweeps) sort each bucket once: the lists keep what was sorted.
+    """
+    ot = pop["open_time"]
+    closes = pop["close_time"] != R.NO_CLOSE
+    if window_start_ms is None or not np.any(ot > window_start_ms):
+        arrays = _lists_of(pop, None, bucket_size)
+        act = None
+        base_max = int(ot.max()) if len(ot) else _INT64_MIN
+    else:
+        late = ot > window_start_ms
+        base_idx = np.flatnonzero(~late)
+        times, inv = np.unique(ot[late], return_inverse=True)
+        late_idx = np.flatnonzero(late)
+        by = np.argsort(inv, kind="stable")
+        bounds = np.searchsorted(inv[by], np.arange(len(times) + 1))
+        groups = [(_INT64_MIN, base_idx)] + [(int(times[c]), late_idx[by[bounds[c] : bounds[c + 1]]]) for c in range(len(times))]
+        parts = []
+        for t_act, idx in groups:
+            if len(idx) == 0:
+                continue
+            a = _compact(*_lists_of(pop, idx.astype(np.int64), bucket_size))
+            parts.append((t_act, a))
+        m_off = 0
+        b_off = 0
+        cat: list[list] = [[] for _ in range(10)]
+        acts = []
+        for t_act, (order, okey, bst, kind, side, start, end, first, nbk, hs) in parts:
+            cat[0].append(order)
+            cat[1].append(okey)
+            cat[2].append(bst[:-1] + m_off)
+            cat[3].append(kind)
+            cat[4].append(side)
+            cat[5].append(start + m_off)
+            cat[6].append(end + m_off)
+            cat[7].append(first + b_off)
+            cat[8].append(nbk)
+            cat[9].append(hs)
+            acts.append(np.full(len(kind), t_act, np.int64))
+            m_off += len(order)
+            b_off += len(bst) - 1
+        cat[2].append(np.array([m_off], np.int64))
+        arrays = tuple(np.ascontiguousarray(np.concatenate(c)) for c in cat)
+        act = np.concatenate(acts)
+        base_max = int(ot[base_idx].max()) if len(base_idx) else _INT64_MIN
+    order, start, end = arrays[0], arrays[5], arrays[6]
+    if np.any(closes) and len(order):
+        c_ent = closes[order].astype(np.int64)
+        cs = np.concatenate([[0], np.cumsum(c_ent)])
+        has_closes = (cs[end] - cs[start]) > 0
+    else:
+        has_closes = None
+    return _trigger_lists(*arrays, bucket_size, act=act, has_closes=has_closes, base_max_open=base_max)
 
 
 def _no_lists() -> R.TriggerLists:
@@ -218,6 +304,7 @@ def make_workspace(n: int, nbars: int, max_rounds: int) -> R.Workspace:
         t_weight=np.empty(n),
         t_side=np.empty(n, np.int8),
         t_code=np.empty(n, np.int8),
+        f0=np.empty(n),
     )
 
 
@@ -301,7 +388,9 @@ def run_kernel(
     if reference:
         lists = _no_lists()
     elif lists is None:
-        lists = build_lists(pop, bucket_size)
+        lists = build_lists(pop, bucket_size, int(bars["ts"][0]) if len(bars["ts"]) else None)
+    if not reference and len(bars["ts"]) and lists.base_max_open > int(bars["ts"][0]):
+        raise ValueError("trigger lists hold positions opening inside the run in their base lists; build them with build_lists(pop, window_start_ms=<first bar time>)")
     t1 = time.perf_counter()
     n, nbars = len(pop["side"]), len(bars["ts"])
     ws = make_workspace(n, nbars, prm.max_rounds) if workspace is None else workspace.get(n, nbars, prm.max_rounds)

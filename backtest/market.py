@@ -163,10 +163,22 @@ def _liquidity(store, exchange, symbol, lb_start, start, bars, tf_ms) -> tuple[f
         vday = float(np.sum(volume_usd(df)) / (df.height / per_day))
     else:
         c = bars["close"]
+        vol = bars["volume_usd"]
+        step = tf_ms
+        if not np.any(vol > 0):
+            # the path carries no volume (mark bars) and no hourly bars are stored: the finest
+            # stored last-price bars of the lookback (e.g. 5m) give both figures
+            try:
+                lb = market_bars(store, exchange, symbol, lb_start, start)
+            except SimError:
+                lb = None
+            if lb is not None and lb["ts"].size > 1:
+                c, vol = lb["close"], lb["volume_usd"]
+                step = int(np.median(lb["dur"]))
         r = np.diff(np.log(c)) if c.size > 1 else np.zeros(1)
-        per_day = 86_400_000 / tf_ms
+        per_day = 86_400_000 / step
         sigma = float(np.std(r) * math.sqrt(per_day)) if r.size else 0.03
-        vday = float(np.sum(bars["volume_usd"]) / max(1e-9, c.size / per_day))
+        vday = float(np.sum(vol) / max(1e-9, c.size / per_day))
     if not np.isfinite(sigma) or sigma <= 0:
         sigma = 0.03  # assumption: typical BTC daily volatility when no history is stored
     if not np.isfinite(vday) or vday <= 0:

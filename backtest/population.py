@@ -65,6 +65,7 @@ from backtest.timeframes import UNIT_MS
 from backtest.market import mark_bars, market_bars
 from backtest.population_inputs import long_share_from_store, recent_volume, resolve_open_interest, venue_for_exchange
 from backtest.records import (
+    NO_CLOSE,
     POPULATION_FIELDS,
     VENUES,
     check_population,
@@ -394,6 +395,7 @@ def synthesize(
         out["side"], out["margin_mode"], out["venue"], out["tier"], out["entry"], out["qty"], out["margin"],
         out["mmr"], out["maint_amount"], out["open_time"], out["stop_price"], out["liq_price"], out["leverage"],
     )
+    out["close_time"][:] = NO_CLOSE
     if written < n:
         raise PopulationError(
             f"only {written:,} of {n:,} positions survived the lookback path after {tried:,} candidates; "
@@ -439,6 +441,158 @@ def synthesize(
         params=dataclasses.asdict(p),
         stats=stats,
     )
+
+
+# ------------------------------------------------------------------------------------------
+# positions that open and close during the window (issue 11 point 5)
+# ------------------------------------------------------------------------------------------
+#: stream of the voluntary-close draws (row_uniforms), apart from the candidates' streams
+CLOSE_STREAM = 7
+
+
+def window_flows(
+    volume_usd: np.ndarray, params: PopulationParams, close: np.ndarray | None = None, oi_qty_end: np.ndarray | None = None, oi_qty_start: float = float("nan")
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per window bar, the notional (USD, the population's units: times ``oi_scale`` and
+    ``1 - hedged_share``) of positions opened and closed voluntarily, and whether the bar's net
+    flow follows an observed open-interest change.
+
+    Openings ``flow_turnover x volume``, closes ``close_rate x volume``. Where the open interest
+    at the bar's end and before it are known (``oi_qty_end``, base units, NaN where not;
+    ``oi_qty_start`` the level at the window start), openings minus closes equal its change times
+    the bar's close (``close``), the gross flow ``(flow_turnover + close_rate) x volume`` kept (or
+    raised to the net change when that is larger).
+    """
+    scale = params.oi_scale * (1.0 - params.hedged_share)
+    v = np.where(np.isfinite(volume_usd), np.maximum(volume_usd, 0.0), 0.0) * scale
+    opens = params.flow_turnover * v
+    closes = params.close_rate * v
+    follows = np.zeros(v.shape[0], np.bool_)
+    if params.flow_turnover == 0.0 and params.close_rate == 0.0:
+        return opens, closes, follows  # the flow is switched off
+    if oi_qty_end is not None and close is not None:
+        q = np.asarray(oi_qty_end, np.float64)
+        prev = np.r_[oi_qty_start, q[:-1]]
+        net = (q - prev) * np.asarray(close, np.float64) * scale
+        follows = np.isfinite(net)
+        gross = opens + closes
+        o = np.where(follows, np.maximum((gross + net) / 2.0, np.maximum(net, 0.0)), opens)
+        c = np.where(follows, o - net, closes)
+        opens, closes = o, np.maximum(c, 0.0)
+    return opens, closes, follows
+
+
+def add_window_flow(
+    pop: Population,
+    ts: np.ndarray,
+    dur: np.ndarray,
+    close: np.ndarray,
+    volume_usd: np.ndarray,
+    *,
+    tiers: Any,
+    params: PopulationParams,
+    long_share: float,
+    oi_qty_end: np.ndarray | None = None,
+    oi_qty_start: float = float("nan"),
+    venue: str = "binance",
+) -> Population:
+    """``pop`` (the positions open at the window start) plus the positions that open during the
+    window, and voluntary close times for all of them (:func:`window_flows` per bar).
+
+    Window bars: ``ts`` open times and ``dur`` durations (UTC ms), ``close`` prices (quote ccy),
+    ``volume_usd`` traded notional. A bar's openings happen at its close: entry = the close,
+    ``open_time`` = the bar's end (they can trigger from the next path point on). Their side:
+    long with probability ``long_share`` (the bars carry no taker buy/sell split), and the
+    weights of each bar's longs and shorts are set to exactly ``long_share`` / ``1 - long_share``
+    of its openings. Size, leverage (falling with size), margin mode, excess collateral and stops
+    are drawn as for the positions open before the window (:func:`synthesize_nb`, no survival
+    filter: they open at the bar's close). Voluntary closes: in bar ``j`` every open row closes
+    with the same probability ``closes_j / open notional_j`` (the open notional counted at entry,
+    liquidations not deducted), at the bar's end (``close_time``); rows opened in the window from
+    the bar after their opening. Randomness from ``params.seed`` on streams of its own.
+    """
+    from backtest import margin
+    from backtest.kernels.population_kernels import close_bars, guide_table, row_uniforms, synthesize_nb
+    from backtest.margin import TAKER_FEE
+
+    p = params
+    ts = np.ascontiguousarray(ts, np.int64)
+    ends = ts + np.ascontiguousarray(dur, np.int64)
+    close = np.ascontiguousarray(close, np.float64)
+    opens, closes, follows = window_flows(np.asarray(volume_usd, np.float64), p, close, oi_qty_end, oi_qty_start)
+    m = ts.shape[0]
+    a = pop.arrays
+    n0 = len(pop)
+    o_total = float(opens.sum())
+    stats = {"flow_bars": int(m), "flow_follows_open_interest_bars": int(follows.sum())}
+    if m == 0 or (o_total <= 0.0 and float(closes.sum()) <= 0.0):
+        pop.stats.update({**stats, "flow_rows": 0, "flow_opened_usd": 0.0, "flow_closed_usd": 0.0})
+        return pop
+    # --- openings ----------------------------------------------------------------------------
+    n_flow = 0
+    if o_total > 0.0 and pop.open_notional_usd > 0.0:
+        n_flow = int(min(p.n_positions, max(math.ceil(p.n_positions * o_total / pop.open_notional_usd), 50 * int((opens > 0).sum()))))
+    new = allocate_population(n_flow)
+    written = 0
+    if n_flow:
+        cdf = np.cumsum(opens) / o_total
+        cdf[-1] = 1.0
+        t_lo, t_hi, t_mmr, t_cum, t_lev = margin.tier_arrays(tiers)
+        lev_values, lev_cdf = _leverage_table(p.leverage_mix)
+        size_max = min(p.size_max_usd, float(t_hi[-1]) * (1 - 1e-12))
+        seed2 = int((p.seed * 0x9E3779B1 + 0x5F10F10) % (2**63))
+        written, _, _, _, _, _ = synthesize_nb(
+            n_flow, seed2, int(max(1000, 4 * n_flow)),
+            cdf, guide_table(cdf), ends, np.zeros(m, np.int64), close, close, np.full(m, np.inf), np.full(m, -np.inf),
+            0.5, lev_values, lev_cdf, float(p.leverage_scale), float(p.leverage_size_slope),
+            float(p.size_min_usd), float(size_max), float(p.size_tail_alpha),
+            float(p.isolated_share), excess_collateral_table(p.cross_extra_collateral, p.cross_extra_sigma),
+            float(p.stop_share), float(p.stop_distance),
+            VENUES[venue], float(TAKER_FEE[venue]), t_lo, t_hi, t_mmr, t_cum, t_lev,
+            new["side"], new["margin_mode"], new["venue"], new["tier"], new["entry"], new["qty"], new["margin"],
+            new["mmr"], new["maint_amount"], new["open_time"], new["stop_price"], new["liq_price"], new["leverage"],
+        )
+        new = {k: v[:written] for k, v in new.items()}
+        # weights: each bar's longs and shorts carry exactly long_share / 1 - long_share of its openings
+        jb = np.searchsorted(ends, new["open_time"])
+        notional = new["entry"] * new["qty"]
+        is_long = new["side"] > 0
+        sums_l = np.bincount(jb[is_long], weights=notional[is_long], minlength=m)
+        sums_s = np.bincount(jb[~is_long], weights=notional[~is_long], minlength=m)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            wl = np.where(sums_l > 0, opens * long_share / sums_l, 0.0)
+            ws_ = np.where(sums_s > 0, opens * (1.0 - long_share) / sums_s, 0.0)
+        new["weight"][:] = np.where(is_long, wl[jb], ws_[jb]).astype(np.float32)
+    else:
+        new = {k: v[:0] for k, v in new.items()}
+    placed = np.bincount(np.searchsorted(ends, new["open_time"]), weights=new["weight"].astype(np.float64) * new["entry"] * new["qty"], minlength=m)[:m]
+    # --- voluntary closes: one hazard per bar over every open row --------------------------
+    haz = np.zeros(m)
+    on = float(pop.open_notional_usd)
+    closed = 0.0
+    for j in range(m):
+        h = min(closes[j] / on, 1.0 - 1e-9) if on > 0 else 0.0
+        haz[j] = h
+        closed += h * on
+        on = on * (1.0 - h) + placed[j]
+    cum = np.cumsum(-np.log1p(-haz))
+    first = np.r_[np.zeros(n0, np.int64), np.searchsorted(ends, new["open_time"]) + 1]
+    u = row_uniforms(int(p.seed), n0 + written, CLOSE_STREAM)
+    jc = close_bars(u, first, cum)
+    out = {k: np.concatenate([a[k], new[k]]) if written else a[k] for k in POPULATION_FIELDS}
+    out["close_time"] = np.where(jc < m, ends[np.minimum(jc, m - 1)], NO_CLOSE).astype(np.int64)
+    check_population(out)
+    pop.arrays = out
+    pop.stats.update(
+        {
+            **stats,
+            "flow_rows": int(written),
+            "flow_opened_usd": float(placed.sum()),
+            "flow_closed_usd": float(closed),
+            "flow_long_share": float(long_share),
+        }
+    )
+    return pop
 
 
 # ------------------------------------------------------------------------------------------
@@ -523,6 +677,9 @@ class PopulationInputs:
     survival: str
     tiers_source: str = ""  # where the tier table came from (a borrowed one is an assumption)
     path_proxy: str = ""  # "EXCHANGE SYMBOL" whose bars stand in for a venue without its own, else ""
+    #: the window's bars, the open interest (base units) at their ends (None where not stored) and
+    #: at the window start (NaN where not): the in-window flow's inputs; None without a window end
+    window: tuple | None = None
 
 
 def population_inputs(event: Any, symbol: str, params: PopulationParams | None = None, store: Any = None) -> PopulationInputs:
@@ -546,12 +703,15 @@ def population_inputs(event: Any, symbol: str, params: PopulationParams | None =
     path_ex = getattr(event, "path_exchange", "") or ex
     path_sym = event.path_symbol(symbol) if hasattr(event, "path_symbol") else symbol
     bars = market_bars(st, path_ex, path_sym, event.lookback_start_ms, event.start_ms)
-    tiers, tiers_src = st.read_tiers(ex, symbol), f"store tiers ({ex})"
+    from backtest.population_inputs import open_interest_at, tiers_for
+
+    tiers, tiers_src = tiers_for(st, ex, symbol)
     primary = getattr(event, "primary_exchange", "") or ex
     if not tiers and primary != ex:
         # assumption (labelled in the population's stats and the summary's notes): the primary
         # exchange's tier table for the same symbol stands in for a venue with none stored
-        tiers, tiers_src = st.read_tiers(primary, symbol), f"assumption: {primary}'s tiers (none stored for {ex})"
+        tiers, src = tiers_for(st, primary, symbol)
+        tiers_src = f"assumption: {primary}'s {src} (none stored for {ex})"
     if not tiers:
         raise PopulationError(f"the store has no leverage tiers for {ex} {symbol}; import them (backtest data import-tiers, or backtest fetch)")
     recent_vol = recent_volume(bars, event.start_ms)
@@ -597,9 +757,17 @@ def population_inputs(event: Any, symbol: str, params: PopulationParams | None =
             survival = f"mark-price bars ({mk['timeframe']})" + (
                 f" from {ms_to_iso(int(mk['ts'][0]))}, last-price bars before" if before.any() else ""
             )
+    window = None
+    if getattr(event, "end_ms", None) is not None:
+        # the window's bars (the flow of positions opening and closing during it) and the venue's
+        # open interest (base units) at their ends and at the window start, where stored
+        wb = market_bars(st, path_ex, path_sym, event.start_ms, event.end_ms)
+        oi_end = open_interest_at(st, ex, symbol, wb["ts"] + wb["dur"], "open_interest")
+        oi_start = open_interest_at(st, ex, symbol, np.array([event.start_ms], np.int64), "open_interest")
+        window = (wb, oi_end, float(oi_start[0]) if oi_start is not None else float("nan"))
     return PopulationInputs(event, symbol, inputs_key(p), bars, margin.tier_arrays(tiers), float(oi_level), source, oi_series,
                             ls, ls_src, hl, hl_src, venue, extrema, survival, tiers_src,
-                            f"{path_ex} {path_sym}" if path_ex != ex else "")
+                            f"{path_ex} {path_sym}" if path_ex != ex else "", window)
 
 
 def build_from_inputs(inputs: PopulationInputs, params: PopulationParams | None = None, out: dict[str, np.ndarray] | None = None) -> Population:
@@ -621,6 +789,23 @@ def build_from_inputs(inputs: PopulationInputs, params: PopulationParams | None 
         open_interest_usd=inputs.oi_series, long_share=inputs.long_share, half_life_days=inputs.half_life_days, venue=inputs.venue,
         symbol=inputs.symbol, exchange=event.exchange, event_id=event.id, target_source=source, path_extrema=inputs.extrema, out=out,
     )
+    flow_src = "off (flow_turnover = close_rate = 0)"
+    if getattr(event, "end_ms", None) is None:
+        flow_src = "off (the event has no window end)"
+    elif p.flow_turnover > 0.0 or p.close_rate > 0.0:
+        wb, oi_end, oi_start = inputs.window
+        ls, ls_src = inputs.long_share, inputs.long_share_source
+        flow_ls = ls if p.long_share is not None or not ls_src.startswith("default") else 0.5
+        pop = add_window_flow(
+            pop, wb["ts"], wb["dur"], wb["close"], wb["volume_usd"], tiers=inputs.tiers, params=p, long_share=flow_ls,
+            oi_qty_end=oi_end, oi_qty_start=oi_start, venue=inputs.venue,
+        )
+        flow_src = (
+            f"in-window openings {p.flow_turnover:g} x and voluntary closes {p.close_rate:g} x traded notional per bar "
+            f"({','.join(wb['timeframes'])} bars)"
+            + ("; net flow = the store's open-interest change" if oi_end is not None else "")
+            + f"; long share of openings {flow_ls:.3f}"
+        )
     pop.stats.update(
         {
             "long_share_source": inputs.long_share_source,
@@ -631,6 +816,7 @@ def build_from_inputs(inputs: PopulationInputs, params: PopulationParams | None 
             "opening_weights": "open-interest increases" if inputs.oi_series is not None else "traded volume",
             "survival_path": inputs.survival,
             "venue": inputs.venue,
+            "flow": flow_src,
             "tiers_source": inputs.tiers_source,
             **({"path_proxy": inputs.path_proxy} if inputs.path_proxy else {}),
         }
@@ -660,8 +846,13 @@ LEVERAGE_BUCKETS = (1, 2, 3, 5, 10, 20, 25, 50, 75, 100, 125)
 def population_summary(pop: Population) -> dict:
     """Headline figures: positions, open notional long/short, leverage histogram (notional
     share per leverage bucket), notional-weighted mean distance to liquidation from the
-    reference price, isolated and stop shares."""
+    reference price, isolated and stop shares - of the positions open at ``as_of_ms`` (the rows
+    that open during the window, :func:`add_window_flow`, are counted apart: ``window_rows``)."""
     a = pop.arrays
+    pre = a["open_time"] <= pop.as_of_ms
+    n_window = int(len(pop) - pre.sum())
+    if n_window:
+        a = {k: v[pre] for k, v in a.items()}
     w = a["weight"].astype(np.float64)
     notional = w * a["entry"] * a["qty"]
     total = float(notional.sum())
@@ -688,7 +879,8 @@ def population_summary(pop: Population) -> dict:
         "exchange": pop.exchange,
         "event": pop.event_id,
         "as_of_ms": pop.as_of_ms,
-        "rows": len(pop),
+        "rows": len(pop) - n_window,
+        "window_rows": n_window,
         "positions": float(w.sum()),
         "open_notional_usd": total,
         "long_notional_usd": float(notional[long_m].sum()),

@@ -23,6 +23,31 @@ from backtest.timeframes import UNIT_MS
 DAY_MS = UNIT_MS["d"]
 
 
+#: Stand-in tier tables for symbols whose own tiers are not in the store: (exchange, symbol) ->
+#: (the symbol whose tiers are used, why). An assumption, named in the population's stats.
+TIER_STANDINS: dict[tuple[str, str], tuple[str, str]] = {
+    ("binanceusdm", "HYPE/USDT:USDT"): (
+        "SOL/USDT:USDT",
+        "HYPEUSDT is not in the committed tiers file (freqtrade's of 2024-10, before Binance listed it); "
+        "SOLUSDT's tiers stand in (assumption)",
+    ),
+}
+
+
+def tiers_for(store: Any, exchange: str, symbol: str) -> tuple[Any, str]:
+    """The store's leverage tiers of ``symbol`` and a note on where they came from (its own, or a
+    :data:`TIER_STANDINS` stand-in); ``(None, "")`` when neither is stored."""
+    tiers = store.read_tiers(exchange, symbol)
+    if tiers:
+        return tiers, f"store tiers of {symbol}"
+    alt = TIER_STANDINS.get((exchange, symbol))
+    if alt is not None:
+        tiers = store.read_tiers(exchange, alt[0])
+        if tiers:
+            return tiers, alt[1]
+    return None, ""
+
+
 def venue_for_exchange(exchange: str) -> str:
     ex = exchange.lower()
     for v in VENUES:
@@ -195,3 +220,33 @@ def long_share_from_store(store: Any, exchange: str, symbol: str, start_ms: int,
             return None, ""
         v = float(r) / (1.0 + float(r))
     return float(v), f"store long/short account ratio at {df['ts'][-1]}"
+
+
+def open_interest_at(store: Any, exchange: str, symbol: str, times_ms: np.ndarray, column: str = "open_interest_usd") -> np.ndarray | None:
+    """The stored open interest (``column``: "open_interest" base units or "open_interest_usd")
+    as of each of ``times_ms`` (UTC ms): the last row whose state time is at or before it, NaN
+    before the first row or more than one step after the last; None when the store has no series.
+
+    State time: a row labelled T is the state at T + its timeframe (Binance's ``metrics`` files,
+    measured in data/PROVENANCE.md: the value of the row labelled T matches the close of the bar
+    opening at T).
+    """
+    from backtest.timeframes import timeframe_ms
+
+    t = np.asarray(times_ms, np.int64)
+    if t.size == 0:
+        return None
+    df = store.read("open_interest", exchange=exchange, symbol=symbol, start=int(t.min()) - DAY_MS, end=int(t.max()) + 1)
+    if df.height == 0 or column not in df.columns:
+        return None
+    df = df.sort("ts")
+    step = timeframe_ms(str(df["timeframe"][0])) if "timeframe" in df.columns and df["timeframe"][0] else 300_000
+    st = df["ts"].dt.epoch("ms").to_numpy().astype(np.int64) + step
+    v = df[column].cast(float).to_numpy().astype(np.float64)
+    k = np.searchsorted(st, t, side="right") - 1
+    out = np.where(k >= 0, v[np.maximum(k, 0)], np.nan)
+    stale = (k >= 0) & (t - st[np.maximum(k, 0)] > step)
+    out[stale] = np.nan
+    if not np.any(np.isfinite(out)):
+        return None
+    return out

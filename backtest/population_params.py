@@ -77,6 +77,14 @@ PARAM_SOURCES: dict[str, str] = {
     "triggers liquidations on it (Binance FAQ 'What is Mark Price'), wherever the store has mark bars running up "
     "to the event; before they start, and with 'last', on last-price bars, whose wicks are deeper",
     "max_tries_factor": "candidates tried per requested survivor before giving up",
+    "flow_turnover": "0.5, the share of each window bar's traded notional that opens leveraged positions (in the "
+    "population's units: times oi_scale and 1 - hedged_share); the same assumption as turnover_half_life_days (half "
+    "of traded volume opens positions); parameter for calibration (issue 13). With close_rate, 0 switches the "
+    "in-window flow off",
+    "close_rate": "0.5, the share of each window bar's traded notional that closes open positions voluntarily (the "
+    "same units): equal to flow_turnover, open interest is stationary in expectation where the store has no "
+    "open-interest series; where it has one, openings minus closes follow its change bar by bar and the two rates "
+    "set only the gross flow; parameter for calibration (issue 13)",
 }
 
 
@@ -100,6 +108,8 @@ PARAM_RANGES: dict[str, tuple[float, float, bool, str]] = {
     "size_max_usd": (1.0, 1e13, False, "USD"),
     "turnover_half_life_days": (0.0, 36500.0, True, "days"),
     "max_tries_factor": (0.0, 1e6, True, ""),
+    "flow_turnover": (0.0, 100.0, False, "x volume"),
+    "close_rate": (0.0, 100.0, False, "x volume"),
 }
 
 
@@ -128,6 +138,8 @@ class PopulationParams:
     venue: str = "auto"
     survival_price: str = "mark"
     max_tries_factor: float = 50.0
+    flow_turnover: float = 0.5
+    close_rate: float = 0.5
 
     def validate(self) -> None:
         """Raise ``ValueError`` (one line) for out-of-range values."""
@@ -170,6 +182,8 @@ class PopulationParams:
         pos("size_max_usd", self.size_max_usd)
         pos("turnover_half_life_days", self.turnover_half_life_days, allow_none=True)
         pos("max_tries_factor", self.max_tries_factor)
+        pos("flow_turnover", self.flow_turnover, strict=False)
+        pos("close_rate", self.close_rate, strict=False)
         if self.size_max_usd <= self.size_min_usd:
             raise ParamError(f"size_max_usd ({self.size_max_usd}) must exceed size_min_usd ({self.size_min_usd})")
         if self.survival_price not in ("mark", "last"):

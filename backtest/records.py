@@ -69,10 +69,13 @@ EXIT_NAMES = {EXIT_NONE: "open", EXIT_LIQUIDATED: "liquidated", EXIT_STOPPED: "s
 PRICE_MARK: int = 0  # the path is the exchange's mark price
 PRICE_LAST: int = 1  # no mark data: last traded price stands in (flagged in outputs)
 
+#: ``close_time`` of a position with no voluntary close (INT64 max)
+NO_CLOSE: int = int(np.iinfo(np.int64).max)
+
 # --- population: struct of arrays --------------------------------------------------------
 # One row per position. Field -> NumPy dtype. ``notional`` (USD at entry) is not stored: it is
 # ``entry * qty`` for linear contracts and ``qty * contract_size`` for inverse ones.
-# Bytes per position: 76 (target <= 100).
+# Bytes per position: 84 (target <= 100).
 POPULATION_FIELDS: dict[str, np.dtype] = {
     "side": np.dtype(np.int8),  # +1 long, -1 short
     "margin_mode": np.dtype(np.int8),  # ISOLATED or CROSS
@@ -84,6 +87,7 @@ POPULATION_FIELDS: dict[str, np.dtype] = {
     "mmr": np.dtype(np.float64),  # maintenance margin rate of its tier (fraction)
     "maint_amount": np.dtype(np.float64),  # maintenance amount ("cum"), USD
     "open_time": np.dtype(np.int64),  # UTC ms when the position opened
+    "close_time": np.dtype(np.int64),  # UTC ms of its voluntary close (in-window flow), NO_CLOSE for none
     "stop_price": np.dtype(np.float64),  # stop-loss trigger price, NaN for none
     "liq_price": np.dtype(np.float64),  # liquidation price at open (before funding), quote ccy
     "leverage": np.dtype(np.float32),  # initial leverage (notional / margin)
@@ -200,6 +204,8 @@ class Book(NamedTuple):
     liq: np.ndarray  # float64: liquidation price before funding, quote currency
     stop: np.ndarray  # float64: stop-loss trigger price, NaN for none
     weight: np.ndarray  # float32: real positions this row stands for (>= 0)
+    open_time: np.ndarray  # int64: UTC ms; the position can trigger at path times t >= open_time
+    close_time: np.ndarray  # int64: UTC ms of its voluntary close (NO_CLOSE: none); triggers only at t < close_time
 
 
 class MarketPath(NamedTuple):
@@ -241,7 +247,13 @@ class TriggerLists(NamedTuple):
     order); ``key`` and the payload (``qw``, ``weight``, ``bankruptcy``, ``stop``) are filled when
     the kernel first enters a bucket. Lists (one row per list, ``L`` of them): ``kind``
     (LIST_LIQ / LIST_STOP), ``side``, entries ``[start, end)``, buckets ``[first_bucket,
-    first_bucket + n_buckets)``, ``has_stops`` (liquidation lists whose members carry stops).
+    first_bucket + n_buckets)``, ``has_stops`` (liquidation lists whose members carry stops),
+    ``has_closes`` (members with a voluntary close), ``act`` (activation time: the list's
+    positions open at the first path point at or after it; INT64 min for the positions open
+    before the window, the "base" lists). Lists are ordered by ``act``: the base lists first,
+    then one cohort of lists per in-window opening time (:func:`backtest.engine.build_lists`).
+    ``base_max_open``: the latest ``open_time`` among the base lists' positions (INT64 min when
+    none); a run needs it before its first bar.
     """
 
     order: np.ndarray  # int32[m]: position index
@@ -259,7 +271,11 @@ class TriggerLists(NamedTuple):
     weight: np.ndarray  # float32[m]
     bankruptcy: np.ndarray  # float64[m]: bankruptcy price before funding, quote currency
     stop: np.ndarray  # float64[m]: stop price (liquidation lists whose members have stops)
+    close: np.ndarray  # int64[m]: voluntary close time, UTC ms (lists with closes)
+    act: np.ndarray  # int64[L]: activation time, UTC ms (INT64 min: open from the start)
+    has_closes: np.ndarray  # bool[L]
     bucket_size: int  # entries per bucket the layout aimed at
+    base_max_open: int  # latest open_time among the base lists' positions, UTC ms
 
 
 class Workspace(NamedTuple):
@@ -285,6 +301,7 @@ class Workspace(NamedTuple):
     t_weight: np.ndarray  # float64[n]: weight,
     t_side: np.ndarray  # int8[n]: side,
     t_code: np.ndarray  # int8[n]: EXIT_LIQUIDATED or EXIT_STOPPED
+    f0: np.ndarray  # float64[n]: reference scan only - funding index when the position opened (NaN: not yet)
 
 
 class RunOutputs(NamedTuple):
@@ -316,6 +333,7 @@ class ListState(NamedTuple):
     div: np.ndarray  # float64: 1 - side x mmr (liquidation lists): funding shift divisor
     shift: np.ndarray  # float64: funding shift of the list's levels, quote currency
     head: np.ndarray  # float64: trigger level (before the shift) at the pointer; NaN when done
+    f0: np.ndarray  # float64: funding index when the list was activated (0 for lists open from the start)
 
 
 # --- accounts: cross margin shared across an event's symbols (issue 12) -------------------

@@ -47,6 +47,10 @@ TS = pl.Datetime("ms", "UTC")
 #: ``exchange`` is the venue whose positions the row is about (a multi-venue event has one set of
 #: rows per venue and symbol); ``path_exchange`` the exchange whose bars drove it: the venue
 #: itself, or the proxy a venue without bars of its own runs on (events.Venue.path_proxy).
+#: Open interest (USD): ``open_interest_usd`` the simulated one - sum over the population's open
+#: positions of qty x weight x the bar's simulated close, after the bar's exits and flows
+#: (:func:`simulated_open_interest`; hedged holders, not in the population, are not counted);
+#: ``observed_open_interest_usd`` the store's series at the bar's end where it has one, else null.
 BARS_SCHEMA: dict[str, pl.DataType] = {
     "symbol": pl.String, "exchange": pl.String, "ts": TS, "open": pl.Float64, "high": pl.Float64, "low": pl.Float64, "close": pl.Float64,
     "sim_open": pl.Float64, "sim_high": pl.Float64, "sim_low": pl.Float64, "sim_close": pl.Float64,
@@ -55,6 +59,7 @@ BARS_SCHEMA: dict[str, pl.DataType] = {
     "deficit_usd": pl.Float64, "uncovered_usd": pl.Float64, "adl_taken_usd": pl.Float64, "clearance_fees_usd": pl.Float64,
     "taker_fees_usd": pl.Float64, "rounds": pl.Int32, "cascades_at_max_rounds": pl.Int32, "adl_ranks_hit": pl.Int8, "endo_move_min_pct": pl.Float64, "endo_move_max_pct": pl.Float64,
     "funding_rate": pl.Float64, "price_source": pl.String, "path_exchange": pl.String,
+    "open_interest_usd": pl.Float64, "observed_open_interest_usd": pl.Float64,
     # accounts (issue 12; backtest.contagion): notional liquidated by another symbol's or the collateral's move,
     # by the own symbol's move (both engines), and the account engine's deficits (not charged to the fund)
     "contagion_usd": pl.Float64, "own_market_usd": pl.Float64, "account_deficit_usd": pl.Float64,
@@ -443,8 +448,42 @@ _BAR_SCALED = (
 )
 
 
-def bars_frame(s: str, d: SymbolRun, exchange: str = "", path_exchange: str = "") -> pl.DataFrame:
-    """The ``bars`` rows of one symbol on one venue (:data:`BARS_SCHEMA`)."""
+def simulated_open_interest(arrays: dict[str, np.ndarray], x_pos: np.ndarray, x_ts: np.ndarray, ts: np.ndarray, bar_ms: int,
+                            close: np.ndarray) -> np.ndarray:
+    """Per bar, the simulated open interest (USD): qty x weight of the positions open at the bar's
+    end ``ts + bar_ms`` (UTC ms: opened by then, not closed voluntarily by then, no exit record
+    before it) times the bar's ``close``. One pass over the positions (a difference array)."""
+    n = len(ts)
+    if n == 0:
+        return np.zeros(0)
+    ends = np.asarray(ts, np.int64) + int(bar_ms)
+    qw = arrays["qty"] * arrays["weight"].astype(np.float64)
+    a = np.searchsorted(ends, arrays["open_time"], side="left")
+    b = np.searchsorted(ends, arrays["close_time"], side="left")
+    if len(x_pos):
+        b_x = np.searchsorted(ends, x_ts, side="right")
+        b[x_pos] = np.minimum(b[x_pos], b_x)
+    ok = a < b
+    d = np.bincount(a[ok], weights=qw[ok], minlength=n + 1)[: n + 1] - np.bincount(b[ok], weights=qw[ok], minlength=n + 1)[: n + 1]
+    return np.cumsum(d)[:n] * np.asarray(close, np.float64)
+
+
+def _exits_by_row(d: SymbolRun) -> tuple[np.ndarray, np.ndarray]:
+    """Every exit of one symbol as (population row, time UTC ms): the per-symbol kernel's (its
+    rows mapped back to the population's where the account engine took some) and the engine's."""
+    x_pos, x_ts = d.out.x_pos.astype(np.int64), d.out.x_ts
+    if d.rows is not None:
+        x_pos = d.rows[x_pos]
+    ap = d.accounts
+    if ap is not None and len(ap["row"]):
+        x_pos = np.concatenate([x_pos, ap["row"].astype(np.int64)])
+        x_ts = np.concatenate([x_ts, ap["ts"].astype(np.int64)])
+    return x_pos, x_ts
+
+
+def bars_frame(s: str, d: SymbolRun, exchange: str = "", path_exchange: str = "", observed_oi: np.ndarray | None = None) -> pl.DataFrame:
+    """The ``bars`` rows of one symbol on one venue (:data:`BARS_SCHEMA`); ``observed_oi`` the
+    store's open interest (USD) at each bar's end, None where it has none."""
     S = R.USD_SCALE
     out, bars, mk = d.out, d.bars, d.market
     bi, bf = out.bar_i, out.bar_f
@@ -456,6 +495,7 @@ def bars_frame(s: str, d: SymbolRun, exchange: str = "", path_exchange: str = ""
         bi[:, R.BI_LONG_LIQ_W] += ab[:, R.AB_LONG_W]
         bi[:, R.BI_SHORT_LIQ_W] += ab[:, R.AB_SHORT_W]
     n = len(bars["ts"])
+    oi = simulated_open_interest(d.pop.arrays, *_exits_by_row(d), bars["ts"], mk.bar_ms, bf[:, R.BF_CLOSE]) if n else np.zeros(0)
     return pl.DataFrame(
         {
             "symbol": [s] * n,
@@ -478,10 +518,12 @@ def bars_frame(s: str, d: SymbolRun, exchange: str = "", path_exchange: str = ""
             "funding_rate": bars["funding_rate"],
             "price_source": [mk.price_source] * n,
             "path_exchange": [path_exchange or exchange] * n,
+            "open_interest_usd": oi,
+            "observed_open_interest_usd": pl.Series(observed_oi if observed_oi is not None else [None] * n, dtype=pl.Float64),
             **_account_bar_columns(d, n),
         },
         schema_overrides={"symbol": pl.String, "exchange": pl.String, "price_source": pl.String, "path_exchange": pl.String},
-    ).with_columns(pl.col("ts").cast(pl.Int64).cast(TS))
+    ).with_columns(pl.col("ts").cast(pl.Int64).cast(TS), pl.col("observed_open_interest_usd").fill_nan(None))
 
 
 def _account_bar_columns(d: SymbolRun, n: int) -> dict[str, np.ndarray]:
@@ -569,7 +611,12 @@ def assemble(prep: Any, per: dict[str, SymbolRun], mode: str, shock: str | None,
             continue
         bars, bf = d.bars, d.out.bar_f
         sym, ex = leg.symbol, leg.exchange
-        frames["bars"].append(bars_frame(sym, d, ex, leg.path_exchange))
+        obs_oi = None
+        if getattr(prep, "store", None) is not None and len(bars["ts"]):
+            from backtest.population_inputs import open_interest_at
+
+            obs_oi = open_interest_at(prep.store, ex, sym, np.asarray(bars["ts"], np.int64) + d.market.bar_ms, "open_interest_usd")
+        frames["bars"].append(bars_frame(sym, d, ex, leg.path_exchange, obs_oi))
         liqs = liquidations_frame(sym, d, ex, accounts.symbols if accounts is not None else None)
         frames["liquidations"].append(liqs)
         p0 = float(bars["open"][0])

@@ -14,11 +14,13 @@ heatmap and clusters in :mod:`backtest.liqmap`. This module orchestrates (``prep
 the kernel parameters, the workspace) is :mod:`backtest.engine`. It is the :class:`backtest.sim_api.SimulationAPI` that
 sweeps and the report run on.
 
-Simplifications (see also :mod:`backtest.kernels.cascade`): every position of the population is
-open at the start of the window; in a cascade (and in replay with ``accounts=false``) cross
+Simplifications (see also :mod:`backtest.kernels.cascade`): the population holds the positions
+open at the start of the window and those that open during it (at a bar's close, in proportion to
+its traded volume; :func:`backtest.population.add_window_flow`), each open from ``open_time`` to
+its voluntary ``close_time``; in a cascade (and in replay with ``accounts=false``) cross
 positions are treated like isolated ones with their allotted collateral - in replay with accounts
-on (the default) the rows of accounts over several symbols are liquidated by the account engine
-(:mod:`backtest.contagion`); linear contracts only; one insurance fund split across the symbols by open
+on (the default) the rows of accounts over several symbols, among the positions open at the
+window start, are liquidated by the account engine (:mod:`backtest.contagion`); linear contracts only; one insurance fund split across the symbols by open
 notional; ADL runs at the end of each bar for what the fund could not cover.
 """
 
@@ -246,8 +248,9 @@ def simulate_prepared(
             dd_dir = -1 if shock_v < 0 else 1
         fund = funds[s]
         prm = kernel_params(sim, mk, mode=mode, fund_usd=fund, dd_bar=dd_bar, dd_ref=dd_ref, dd_dir=dd_dir)
-        if pe.lists is None or pe.lists.bucket_size != sim.sort_bucket_size:
-            pe.lists = build_lists(pe.arrays, sim.sort_bucket_size)
+        if pe.lists is None or pe.lists.bucket_size != sim.sort_bucket_size or (len(bars["ts"]) and pe.lists.base_max_open > int(bars["ts"][0])):
+            # positions opening inside the window get their own cohorts of lists (engine.build_lists)
+            pe.lists = build_lists(pe.arrays, sim.sort_bucket_size, int(bars["ts"][0]) if len(bars["ts"]) else None)
         # summary-only runs (sweeps) drop the kernel's outputs once the summary is made: they
         # reuse one workspace per symbol slot instead of faulting in fresh output memory each run
         ws = _summary_workspace(i) if summary_only else None

@@ -69,6 +69,7 @@ def synthetic_population(
     pop["mmr"][:] = mmr
     pop["maint_amount"][:] = cum
     pop["open_time"][:] = 0
+    pop["close_time"][:] = R.NO_CLOSE
     pop["stop_price"][:] = stop
     pop["liq_price"][:] = liq
     pop["leverage"][:] = lev.astype(np.float32)

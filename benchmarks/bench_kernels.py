@@ -9,8 +9,9 @@ Targets:
 
 Run: .venv/bin/python benchmarks/bench_kernels.py [--quick]
 Populations: the real 2025-10-10 BTC population built by backtest.population from the committed
-store, at the requested number of rows (synthetic ones if it cannot be built); paths: a seeded
-1-second random walk (3 %/day) with a crash, funding settlements every 8 hours.
+store, at the requested number of rows plus its in-window openings (synthetic ones if it cannot
+be built); paths: a seeded 1-second random walk (3 %/day) with a crash, funding settlements every
+8 hours, starting at the event start so the in-window openings and closes happen during them.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from backtest import records as R  # noqa: E402
 from backtest.engine import build_lists, per_position_arrays, run_kernel  # noqa: E402
 
 
+EVENT_START_MS = 1_760_126_400_000  # 2025-10-10T20:00Z
+
+
 def make_path(nbars: int, bar_s: float, price: float = 100_000.0, seed: int = 1, crash: float = -0.08) -> dict[str, np.ndarray]:
     """Random walk (3 %/day) with a crash of ``crash`` over 1 % of the bars, partial rebound."""
     rng = np.random.default_rng(seed)
@@ -42,7 +46,9 @@ def make_path(nbars: int, bar_s: float, price: float = 100_000.0, seed: int = 1,
     wig = np.abs(rng.normal(0.0, sig / 2, nbars))
     h = np.maximum(o, c) * (1 + wig)
     lo = np.minimum(o, c) * (1 - wig)
-    ts = (np.arange(nbars, dtype=np.int64) * int(bar_s * 1000)) + 1_760_000_000_000
+    # from the 2025-10-10 event start (20:00 UTC), so the population's in-window openings and
+    # closes (its first 4 hours) happen during the path
+    ts = (np.arange(nbars, dtype=np.int64) * int(bar_s * 1000)) + EVENT_START_MS
     fr = np.zeros(nbars)
     step = int(8 * 3600 / bar_s)
     if step > 0:
@@ -84,7 +90,8 @@ def population(n: int, seed: int) -> tuple[dict, str, float]:
         from backtest.population import PopulationParams, build_population
 
         pop = build_population(get_event("2025-10-10"), "BTC/USDT:USDT", PopulationParams(n_positions=n, seed=seed))
-        return pop.arrays, "2025-10-10 BTC/USDT:USDT (backtest.population, committed store)", 121_000.0
+        extra = f" + {pop.stats.get('flow_rows', 0):,} in-window rows" if pop.stats.get("flow_rows") else ""
+        return pop.arrays, f"2025-10-10 BTC/USDT:USDT (backtest.population, committed store){extra}", 121_000.0
     except Exception as e:  # pragma: no cover - fallback
         from backtest.synthetic import synthetic_population
 
@@ -113,7 +120,7 @@ def main() -> None:
         best = None
         for _ in range(reps):
             t = time.perf_counter()
-            lists = build_lists(pop)
+            lists = build_lists(pop, window_start_ms=int(bars["ts"][0]))
             t1 = time.perf_counter()
             out = run_kernel(pop, bars, prm, lists=lists)
             t2 = time.perf_counter()
@@ -151,7 +158,7 @@ def main() -> None:
     t = time.perf_counter()
     ref = run_kernel(pop, bars, prm, reference=True)
     ref_s = time.perf_counter() - t
-    a, b = per_position_arrays(out, n), per_position_arrays(ref, n)
+    a, b = per_position_arrays(out, len(pop["side"])), per_position_arrays(ref, len(pop["side"]))
     same = all(np.array_equal(a[k], b[k], equal_nan=True) for k in a) and all(
         np.array_equal(getattr(out, k), getattr(ref, k), equal_nan=True) for k in ("bar_i", "bar_f", "round_units", "stats")
     )

@@ -5,7 +5,7 @@ Prints, for each case: wall time of the whole build (fresh memory), of the numba
 of a rebuild into reused buffers (``out=``), the candidates drawn, and the peak memory per
 position (tracemalloc: every NumPy allocation made during the build, divided by the rows).
 Also prints this machine's cost of touching fresh memory, which bounds any build that must
-hand back 76 bytes per position.
+hand back 84 bytes per position (records.POPULATION_BYTES_PER_ROW).
 
 Cases: the real 2025-10-10 BTCUSDT lookback from the committed store (Binance bars, tiers and
 catalogue OI), and a synthetic 30-day 1-minute random walk (43,200 bars; labelled synthetic).

@@ -151,6 +151,107 @@ def test_fast_equals_reference(seed, n, nbars, model, tick, near, fund, funding_
     assert_same(run_kernel(pop, bars, prm, reference=True, workspace=DIRTY_WS, depth=depth), ref)
 
 
+def add_flow(rng: np.random.Generator, pop: dict, bars: dict, bar_ms: int = 60_000) -> dict:
+    """Positions that open and close during the run (issue 11 point 5): a random share opens at
+    bar boundaries, path-point times or any millisecond (some at the first bar's open), another
+    closes voluntarily at random times (some before they would trigger, some after they open)."""
+    n = pop["side"].size
+    t0 = int(bars["ts"][0])
+    t1 = int(bars["ts"][-1]) + bar_ms
+    ot = pop["open_time"].copy()
+    ct = pop["close_time"].copy()
+    late = rng.random(n) < rng.uniform(0.0, 0.8)
+    kind = rng.integers(0, 4, n)
+    nb = bars["ts"].size
+    j = rng.integers(0, nb, n)
+    k = rng.integers(0, 4, n)
+    ot_late = np.where(kind == 0, bars["ts"][j], np.where(kind == 1, bars["ts"][j] + (k * (bar_ms - 1)) // 3,
+                       np.where(kind == 2, rng.integers(t0, t1, n), t0)))
+    ot[late] = ot_late[late]
+    closes = rng.random(n) < rng.uniform(0.0, 0.6)
+    ct_new = np.maximum(ot + 1, rng.integers(t0, t1 + 1, n))
+    ct_new = np.where(rng.random(n) < 0.3, bars["ts"][rng.integers(0, nb, n)], ct_new)  # on path points, or before opening
+    ct[closes] = ct_new[closes]
+    pop = dict(pop)
+    pop["open_time"] = ot.astype(np.int64)
+    pop["close_time"] = ct.astype(np.int64)
+    return pop
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    n=st.integers(1, 400),
+    nbars=st.integers(1, 40),
+    model=st.sampled_from(["none", "sqrt", "linear"]),
+    tick=st.sampled_from([None, 0.5, 5.0]),
+    fund=st.sampled_from([0.0, 50.0, 1e12]),
+    funding_every=st.sampled_from([0, 1, 3]),
+    bucket=st.sampled_from([1, 4, 256]),
+    no_feedback=st.booleans(),
+    max_rounds=st.sampled_from([1, 50]),
+    stored_book=st.booleans(),
+)
+def test_fast_equals_reference_with_flow(seed, n, nbars, model, tick, fund, funding_every, bucket, no_feedback, max_rounds, stored_book):
+    """In-window openings and voluntary closes: the fast kernel (one cohort of lists per opening
+    time) equals the reference scan bit for bit; no position exits outside [open_time, close_time)."""
+    rng = np.random.default_rng(seed)
+    price = 100.0
+    pop = tie_population(rng, n, price, tick or 0.0, bool(rng.random() < 0.5))
+    closes = path_through(rng, pop, price, nbars)
+    bars = make_bars(closes, 60_000, wig=float(rng.uniform(0, 0.01)), funding_every=funding_every, rate=float(rng.choice([1e-4, -3e-4, 0.01])))
+    pop = add_flow(rng, pop, bars)
+    prm = make_prm(model, fund=fund, volume=float(n) * 2e3, depth=float(n) * 50.0, no_feedback=no_feedback, max_rounds=max_rounds)
+    depth = random_book(rng, bars, float(n) * 50.0) if stored_book else None
+    lists = build_lists(pop, bucket, window_start_ms=int(bars["ts"][0]))
+    fast = run_kernel(pop, bars, prm, lists=lists, depth=depth)
+    ref = run_kernel(pop, bars, prm, reference=True, depth=depth)
+    assert_same(fast, ref)
+    check_invariants(pop, bars, fast)
+    hit = fast["exit_code"] != R.EXIT_NONE
+    # forced exits happen while the position is open (ADL at a bar's last millisecond included)
+    assert np.all(fast["exit_ts"][hit] >= pop["open_time"][hit])
+    assert np.all(fast["exit_ts"][hit] < pop["close_time"][hit])
+    assert_same(run_kernel(pop, bars, prm, lists=lists, workspace=DIRTY_WS, depth=depth), ref)
+    assert_same(run_kernel(pop, bars, prm, reference=True, workspace=DIRTY_WS, depth=depth), ref)
+
+
+def test_flow_off_is_todays_kernel_and_base_lists_must_predate_the_run():
+    """No in-window flow: the lists and results are those of a population without the fields'
+    new values; lists built without the window start refuse a population that opens inside it."""
+    rng = np.random.default_rng(11)
+    pop = synthetic_population(3000, price=100.0, seed=11)
+    bars = make_bars(100 * np.exp(np.cumsum(rng.normal(-0.003, 0.01, 120))), 60_000, wig=0.003)
+    prm = make_prm("sqrt", fund=1e3, volume=5e6)
+    a = run_kernel(pop, bars, prm, lists=build_lists(pop))
+    b = run_kernel(pop, bars, prm, lists=build_lists(pop, window_start_ms=int(bars["ts"][0])))
+    assert_same(a, b)
+    late = add_flow(rng, pop, bars)
+    with pytest.raises(ValueError, match="window_start_ms"):
+        _run_kernel(late, bars, prm, lists=build_lists(late))
+
+
+def test_shorts_opened_on_the_way_down_are_liquidated_on_the_rebound():
+    """A short opened at the low (20x) is liquidated when the price recovers 5 %; the same short
+    opened after the rebound is not; one closed voluntarily before the rebound is not either."""
+    pop = synthetic_population(3, price=100.0, seed=2)
+    bars = make_bars(np.r_[np.linspace(100, 80, 20), np.linspace(80, 90, 20)], 60_000)
+    for k in pop:
+        pop[k] = pop[k].copy()
+    pop["side"][:] = -1
+    pop["entry"][:] = 80.0
+    pop["qty"][:] = 1.0
+    pop["margin"][:] = 4.0
+    pop["stop_price"][:] = np.nan
+    pop["liq_price"][:] = 83.6
+    pop["entry"][1], pop["liq_price"][1] = 90.0, 94.05  # opened at the top of the rebound
+    pop["open_time"][:] = [bars["ts"][19], bars["ts"][39], bars["ts"][19]]
+    pop["close_time"][:] = [R.NO_CLOSE, R.NO_CLOSE, bars["ts"][21]]
+    lists = build_lists(pop, window_start_ms=int(bars["ts"][0]))
+    for out in (run_kernel(pop, bars, make_prm("none"), lists=lists), run_kernel(pop, bars, make_prm("none"), reference=True)):
+        assert list(out["exit_code"]) == [R.EXIT_LIQUIDATED, R.EXIT_NONE, R.EXIT_NONE]
+
+
 def random_book(rng: np.random.Generator, bars: dict, one_pct: float) -> BookProfile:
     """A stored-like book: snapshots every 30 s over the bars (some before them), cumulative
     depth per side of about ``one_pct`` USD within 1 %, thinning and refilling at random."""

@@ -631,3 +631,94 @@ def test_leverage_falls_with_size_at_defaults():
     fb, ft = _deciles(flat["entry"] * flat["qty"])
     fl = flat["leverage"].astype(np.float64)
     assert fl[ft].mean() > 0.8 * fl[fb].mean()  # without the slope only the tier caps act
+
+
+# ------------------------------------------------------------------------------------------
+# in-window flow (issue 11 point 5)
+# ------------------------------------------------------------------------------------------
+def _window(n=48, seed=4):
+    rng = np.random.default_rng(seed)
+    ts0 = synthetic_bars()[0][-1] + HOUR
+    ts = ts0 + np.arange(n, dtype=np.int64) * 300_000
+    close = 100_000 * np.exp(np.cumsum(rng.normal(-0.002, 0.004, n)))
+    vol = rng.uniform(1e8, 5e8, n)
+    return ts, np.full(n, 300_000, np.int64), close, vol
+
+
+def _with_flow(params, **kw):
+    from backtest.population import add_window_flow
+
+    pop = build(params)
+    ts, dur, close, vol = _window()
+    return pop, add_window_flow(pop, ts, dur, close, vol, tiers=btc_tiers(), params=params, long_share=0.4, **kw), (ts, dur, close, vol)
+
+
+def test_window_flow_opens_in_proportion_to_volume_at_the_close_and_closes_voluntarily():
+    from backtest.records import NO_CLOSE
+
+    p = PopulationParams(n_positions=20_000, flow_turnover=0.3, close_rate=0.2)
+    n0 = 20_000
+    _, pop, (ts, dur, close, vol) = _with_flow(p)
+    a = pop.arrays
+    check_population(a)
+    late = np.arange(len(pop)) >= n0
+    assert late.sum() == pop.stats["flow_rows"] > 0
+    ends = ts + dur
+    # openings: at a bar's close, at its close price, notional per bar = flow_turnover x volume x (1 - hedged)
+    j = np.searchsorted(ends, a["open_time"][late])
+    assert np.array_equal(ends[j], a["open_time"][late])
+    assert np.array_equal(a["entry"][late], close[j])
+    notional = a["weight"][late].astype(np.float64) * a["entry"][late] * a["qty"][late]
+    per_bar = np.bincount(j, weights=notional, minlength=len(ts))
+    np.testing.assert_allclose(per_bar, 0.3 * vol * 0.8, rtol=1e-5)
+    longs = np.bincount(j[a["side"][late] > 0], weights=notional[a["side"][late] > 0], minlength=len(ts))
+    np.testing.assert_allclose(longs / per_bar, 0.4, rtol=1e-5)
+    # leverage falls with size for in-window positions too
+    big = a["entry"][late] * a["qty"][late] > 1e6
+    small = a["entry"][late] * a["qty"][late] < 2e4
+    assert a["leverage"][late][big].mean() < a["leverage"][late][small].mean()
+    # voluntary closes: at a bar's end, after the opening; roughly close_rate x volume in notional
+    ct = a["close_time"]
+    closed = ct != NO_CLOSE
+    assert closed.any() and np.all(ct[closed] > a["open_time"][closed])
+    assert np.all(np.isin(ct[closed], ends))
+    assert pop.stats["flow_closed_usd"] == pytest.approx(0.2 * vol.sum() * 0.8, rel=1e-6)
+
+
+def test_window_flow_off_leaves_the_population_as_it_was():
+    from backtest.records import NO_CLOSE
+
+    p = PopulationParams(n_positions=20_000, flow_turnover=0.0, close_rate=0.0)
+    before = build(p)
+    ref = {k: v.copy() for k, v in before.arrays.items()}
+    _, pop, _ = _with_flow(p)
+    assert len(pop) == 20_000
+    for k in ref:
+        assert np.array_equal(pop.arrays[k], ref[k], equal_nan=True), k
+    assert np.all(pop.arrays["close_time"] == NO_CLOSE)
+
+
+def test_window_flow_net_follows_the_observed_open_interest_change():
+    from backtest.population import window_flows
+
+    p = PopulationParams(flow_turnover=0.1, close_rate=0.1)
+    vol = np.full(5, 1e8)
+    close = np.full(5, 10.0)
+    q = np.array([1e6, 1.5e6, 0.5e6, np.nan, 0.5e6])  # contracts at each bar's end
+    o, c, follows = window_flows(vol, p, close, q, 1e6)
+    scale = 0.8
+    net = np.array([0.0, 0.5e6, -1e6, np.nan, np.nan]) * 10.0 * scale
+    assert list(follows) == [True, True, True, False, False]
+    np.testing.assert_allclose((o - c)[:3], net[:3])
+    assert np.all(o >= 0) and np.all(c >= 0)
+    # bars without an observation fall back to the volume rule
+    np.testing.assert_allclose(o[3:], 0.1 * 1e8 * scale)
+
+
+def test_2025_10_10_hype_population_follows_its_open_interest():
+    from backtest.population import build_population
+
+    pop = build_population("2025-10-10", "HYPE/USDT:USDT", PopulationParams(n_positions=20_000, seed=2))
+    assert pop.stats["flow_follows_open_interest_bars"] == pop.stats["flow_bars"] == 48
+    assert pop.stats["flow_rows"] > 0 and "SOLUSDT" in pop.stats["tiers"]
+    assert (pop.arrays["open_time"] > pop.as_of_ms).sum() == pop.stats["flow_rows"]

@@ -16,6 +16,10 @@ close is below the open, else open -> low -> high -> close (DESIGN §7). At each
    (``KernelParams.no_feedback``: the impact sets the fills but does not move the price) and
    impact "none" have round 0 only.
 
+Positions open and close during the run (issue 11): a position can trigger, and be ADL'd, only
+while ``open_time <= t < close_time`` (path time ``t``, UTC ms); its funding counts from its
+first open path point (0 for positions open by the first bar's open).
+
 Thresholds move with funding: a settlement at rate ``f`` changes an isolated margin by
 ``-side * qty * f * price``; with ``F`` the cumulative index ``sum(f * price)`` a position's
 liquidation price becomes ``liq + F / (1 - side * mmr)`` and its bankruptcy price
@@ -71,7 +75,9 @@ built in :mod:`backtest.engine`. :func:`simulate_nb` walks bars and path points 
   :func:`_trigger_scan` (reference, ``reference=True``: test every open position every round)
   or :func:`_trigger_lists` (fast: one pointer per trigger list, see :mod:`.sorting`, advanced
   bucket by bucket by :func:`_next_bucket`; dead positions - stopped, ADL'd - skipped by
-  ``alive``); both put the round's triggered positions into the workspace's ``t_*`` buffer;
+  ``alive``, voluntarily closed ones by their ``close_time``; positions that open during the run
+  sit in a cohort of lists of their own opening time, activated at the first path point at or
+  after it, and whole cohorts are skipped by their nearest triggers); both put the round's triggered positions into the workspace's ``t_*`` buffer;
 - :func:`_round_impact` (the round's price move) and :func:`_settle_round` (fills, exit records,
   fees, deficits, insurance fund) - shared;
 - :func:`_deleverage` at each bar's end (ADL of what the fund could not cover) - shared.
@@ -198,7 +204,7 @@ def _next_bucket(li, tl, ls, book):
     while tl.bucket_start[b + 1] == tl.bucket_start[b]:
         b += 1
     if not tl.bucket_sorted[b]:
-        sort_bucket(tl, book, tl.bucket_start[b], tl.bucket_start[b + 1], tl.kind[li], tl.side[li], tl.has_stops[li])
+        sort_bucket(tl, book, tl.bucket_start[b], tl.bucket_start[b + 1], tl.kind[li], tl.side[li], tl.has_stops[li], tl.has_closes[li])
         tl.bucket_sorted[b] = True
     ls.bucket[li] = b
     ls.bucket_end[li] = tl.bucket_start[b + 1]
@@ -218,11 +224,39 @@ def _head(li, tl, ls, book):
 
 
 @njit(cache=True)
-def _bounds(tl, ls):
-    """Highest long trigger and lowest short trigger over all lists' heads."""
+def _cohorts(tl):
+    """List ranges of the cohorts: maximal runs of lists with the same activation time (lists are
+    ordered by it), ``coh[c] .. coh[c + 1]``; returns ``(coh, number of cohorts)``."""
+    L = tl.kind.shape[0]
+    coh = np.zeros(L + 1, np.int64)
+    c = 0
+    for li in range(L):
+        if li == 0 or tl.act[li] != tl.act[li - 1]:
+            coh[c] = li
+            c += 1
+    coh[c] = L
+    return coh, c
+
+
+@njit(cache=True)
+def _side_bounds(cbl, cbs, n_coh):
+    """Highest long and lowest short trigger over the active cohorts' bounds."""
     bl = -np.inf
     bs = np.inf
-    for li in range(tl.kind.shape[0]):
+    for c in range(n_coh):
+        if cbl[c] > bl:
+            bl = cbl[c]
+        if cbs[c] < bs:
+            bs = cbs[c]
+    return bl, bs
+
+
+@njit(cache=True)
+def _bounds(tl, ls, a, b):
+    """Highest long trigger and lowest short trigger over the heads of lists ``[a, b)``."""
+    bl = -np.inf
+    bs = np.inf
+    for li in range(a, b):
         lv = ls.head[li]
         if lv != lv:
             continue
@@ -239,7 +273,7 @@ def _bounds(tl, ls):
 def _list_state(book, tl):
     """Pointers at the start of every list (its first bucket sorted), no funding shift."""
     L = tl.kind.shape[0]
-    ls = ListState(np.empty(L, np.int64), np.empty(L, np.int64), np.empty(L, np.int64), np.ones(L), np.zeros(L), np.empty(L))
+    ls = ListState(np.empty(L, np.int64), np.empty(L, np.int64), np.empty(L, np.int64), np.ones(L), np.zeros(L), np.empty(L), np.zeros(L))
     for li in range(L):
         ls.ptr[li] = tl.start[li]
         ls.bucket_end[li] = tl.start[li]
@@ -266,9 +300,13 @@ def _push(ws, nt, i, s, lvl, code, qw, w, bk):
 
 
 @njit(cache=True)
-def _trigger_scan(book, p, F, ws, nt):
-    """Reference: test every open position against the price ``p`` (funding index ``F``).
+def _trigger_scan(book, p, F, ws, nt, t, t0):
+    """Reference: test every open position against the price ``p`` (funding index ``F``) at path
+    time ``t`` (UTC ms; ``t0``: the first bar's open).
 
+    A position is open while ``open_time <= t < close_time``; its funding counts from the
+    index at its first open path point (``ws.f0``; 0 for positions open by ``t0``): threshold
+    ``liq + (F - f0) / (1 - side * mmr)``, bankruptcy ``entry - side * margin / qty + F - f0``.
     A stop nearer than the liquidation threshold fires first. Appends the triggered positions to
     the path point's buffer (``ws.t_*``) from slot ``nt`` on, marks them dead; returns ``(end of
     the buffer, sell units, buy units)`` (forced notional at ``p``, 1/USD_SCALE USD).
@@ -280,8 +318,18 @@ def _trigger_scan(book, p, F, ws, nt):
     for i in range(side.shape[0]):
         if not alive[i]:
             continue
+        ot = book.open_time[i]
+        if ot > t or t >= book.close_time[i]:
+            continue
+        if ot <= t0:
+            f0 = 0.0
+        else:
+            f0 = ws.f0[i]
+            if f0 != f0:  # first path point at which it is open
+                f0 = F
+                ws.f0[i] = F
         s = side[i]
-        thr = book.liq[i] + F / (1.0 - np.float64(s) * book.mmr[i])
+        thr = book.liq[i] + (F - f0) / (1.0 - np.float64(s) * book.mmr[i])
         c_l = _crossed(s, p, thr)
         st = book.stop[i]
         c_s = st == st and _crossed(s, p, st)
@@ -300,7 +348,7 @@ def _trigger_scan(book, p, F, ws, nt):
         alive[i] = False
         w = np.float64(book.weight[i])
         qw = book.qty[i] * w
-        _push(ws, nt, i, s, lvl, code, qw, w, bankruptcy_base(s, book.entry[i], book.margin[i], book.qty[i]))
+        _push(ws, nt, i, s, lvl, code, qw, w, bankruptcy_base(s, book.entry[i], book.margin[i], book.qty[i]) - f0)
         nt += 1
         if s > 0:
             sell += _u(qw * p)
@@ -310,68 +358,83 @@ def _trigger_scan(book, p, F, ws, nt):
 
 
 @njit(cache=True)
-def _trigger_lists(book, tl, ls, p, bound_l, bound_s, adl_done, ws, nt):
-    """Fast: advance each list's pointer over the entries ``p`` crosses (the same positions, the
-    same levels and codes as :func:`_trigger_scan`, in list order). Lists whose side's nearest
-    trigger (``bound_l`` longs, ``bound_s`` shorts) ``p`` has not reached are skipped; the caller
-    recomputes the bounds (:func:`_bounds`) afterwards. Returns what :func:`_trigger_scan` does.
+def _trigger_lists(book, tl, ls, p, coh, cbl, cbs, n_coh, adl_done, ws, nt, t):
+    """Fast: advance each active list's pointer (the lists of cohorts ``[0, n_coh)``, ``coh``
+    their list ranges) over the entries ``p`` crosses at path time ``t`` (the same positions, the
+    same levels and codes as :func:`_trigger_scan`, in list order; entries closed voluntarily by
+    ``t`` are passed over like dead ones). A cohort whose nearest long trigger (``cbl``) and
+    short trigger (``cbs``) ``p`` has not reached is skipped; the bounds of the cohorts entered
+    are recomputed here (:func:`_bounds`; one cohort of lists per opening time keeps this loop
+    short however many lists there are). Returns what :func:`_trigger_scan` does.
     """
     alive = ws.alive
     order = tl.order
     okey = tl.key
     sell = np.int64(0)
     buy = np.int64(0)
-    for li in range(tl.kind.shape[0]):
-        kind = tl.kind[li]
-        s = tl.side[li]
-        if (s > 0 and p > bound_l) or (s < 0 and p < bound_s):
+    for c in range(n_coh):
+        bound_l = cbl[c]
+        bound_s = cbs[c]
+        if p > bound_l and p < bound_s:
             continue
-        lend = tl.end[li]
-        k0 = ls.ptr[li]
-        kk = k0
-        sh = ls.shift[li] if kind == LIST_LIQ else 0.0
-        # phase 1: advance the pointer over the crossed entries (sequential reads)
-        while kk < lend:
-            if kk >= ls.bucket_end[li]:
-                _next_bucket(li, tl, ls, book)
-            key = okey[kk]
-            lvl_key = -key if s > 0 else key
-            thr = lvl_key + sh if kind == LIST_LIQ else lvl_key
-            if not _crossed(s, p, thr):
-                break
-            kk += 1
-        # phase 2: the positions behind them (independent loads, overlapped)
-        # positions of lists without stops can only have left by ADL
-        stops = tl.has_stops[li]
-        check = stops or kind != LIST_LIQ or adl_done
-        for e in range(k0, kk):
-            i = order[e]
-            if check and not alive[i]:
+        for li in range(coh[c], coh[c + 1]):
+            kind = tl.kind[li]
+            s = tl.side[li]
+            if (s > 0 and p > bound_l) or (s < 0 and p < bound_s):
                 continue
-            key = okey[e]
-            lvl_key = -key if s > 0 else key
-            if kind == LIST_LIQ:
-                thr = lvl_key + sh
-                st = tl.stop[e] if stops else np.nan
-                if st == st and _crossed(s, p, st) and ((s > 0 and st > thr) or (s < 0 and st < thr)):
-                    code = EXIT_STOPPED
-                    lvl = st
+            lend = tl.end[li]
+            k0 = ls.ptr[li]
+            kk = k0
+            sh = ls.shift[li] if kind == LIST_LIQ else 0.0
+            # phase 1: advance the pointer over the crossed entries (sequential reads)
+            while kk < lend:
+                if kk >= ls.bucket_end[li]:
+                    _next_bucket(li, tl, ls, book)
+                key = okey[kk]
+                lvl_key = -key if s > 0 else key
+                thr = lvl_key + sh if kind == LIST_LIQ else lvl_key
+                if not _crossed(s, p, thr):
+                    break
+                kk += 1
+            # phase 2: the positions behind them (independent loads, overlapped)
+            # positions of lists without stops can only have left by ADL
+            stops = tl.has_stops[li]
+            closes = tl.has_closes[li]
+            check = stops or kind != LIST_LIQ or adl_done or closes
+            f0 = ls.f0[li]
+            for e in range(k0, kk):
+                i = order[e]
+                if check and not alive[i]:
+                    continue
+                if closes and tl.close[e] <= t:
+                    continue
+                key = okey[e]
+                lvl_key = -key if s > 0 else key
+                if kind == LIST_LIQ:
+                    thr = lvl_key + sh
+                    st = tl.stop[e] if stops else np.nan
+                    if st == st and _crossed(s, p, st) and ((s > 0 and st > thr) or (s < 0 and st < thr)):
+                        code = EXIT_STOPPED
+                        lvl = st
+                    else:
+                        code = EXIT_LIQUIDATED
+                        lvl = thr
                 else:
-                    code = EXIT_LIQUIDATED
-                    lvl = thr
-            else:
-                code = EXIT_STOPPED
-                lvl = lvl_key
-            alive[i] = False
-            qw = tl.qw[e]  # payload gathered in list order (sort_bucket)
-            _push(ws, nt, i, s, lvl, code, qw, np.float64(tl.weight[e]), tl.bankruptcy[e])
-            nt += 1
-            if s > 0:
-                sell += _u(qw * p)
-            else:
-                buy += _u(qw * p)
-        ls.ptr[li] = kk
-        ls.head[li] = _head(li, tl, ls, book)
+                    code = EXIT_STOPPED
+                    lvl = lvl_key
+                alive[i] = False
+                qw = tl.qw[e]  # payload gathered in list order (sort_bucket)
+                _push(ws, nt, i, s, lvl, code, qw, np.float64(tl.weight[e]), tl.bankruptcy[e] - f0)
+                nt += 1
+                if s > 0:
+                    sell += _u(qw * p)
+                else:
+                    buy += _u(qw * p)
+            ls.ptr[li] = kk
+            ls.head[li] = _head(li, tl, ls, book)
+        bl, bs = _bounds(tl, ls, coh[c], coh[c + 1])
+        cbl[c] = bl
+        cbs[c] = bs
     return nt, sell, buy
 
 
@@ -576,7 +639,7 @@ def _adl(target_side, units, p, F, book, ws, nx, t, quantum):
     idx = np.empty(n, np.int32)
     c = 0
     for i in range(n):
-        if alive[i] and side[i] == target_side:
+        if alive[i] and side[i] == target_side and book.open_time[i] <= t and t < book.close_time[i]:
             s = side[i]
             m_t = book.margin[i] - s * qty[i] * F
             k = -adl_key_nb(book.venue[i], s, book.entry[i], p, qty[i], m_t)
@@ -648,19 +711,20 @@ def _deleverage(j, target_side, units, p, F, book, ws, nx, t, quantum):
 
 # ---- path points -------------------------------------------------------------------------
 @njit(cache=True)
-def _time_exits(ws, nx0, nt, p0, p_end, t_prev, t_pt):
+def _time_exits(ws, nx0, nt, p0, p_end, t_prev, t_pt, open_time):
     """Times of a path point's exit records ``nx0 ...`` (one per buffer slot ``[0, nt)``, in
     order), all rounds alike: the path point's whole move - exogenous and endogenous - runs
     straight from ``p0`` (at ``t_prev``) to its final price ``p_end`` (at ``t_pt``), and an exit
     happens when that move passes its clipped trigger level (``ws.t_level``). Later rounds'
     levels lie beyond the price that triggered the earlier rounds, so their exits come later
-    within the same segment; no exit is later than ``t_pt``. Without a move: ``t_pt``.
+    within the same segment; no exit is later than ``t_pt``. Without a move: ``t_pt``. A position
+    that opened inside the segment (``open_time``, UTC ms) exits no earlier than it opened.
     """
     for q in range(nt):
         if p0 != p_end:
             frac = (p0 - ws.t_level[q]) / (p0 - p_end)
             frac = min(1.0, max(0.0, frac))
-            ws.x_ts[nx0 + q] = t_prev + np.int64(frac * (t_pt - t_prev))
+            ws.x_ts[nx0 + q] = max(t_prev + np.int64(frac * (t_pt - t_prev)), open_time[ws.t_pos[q]])
         else:
             ws.x_ts[nx0 + q] = t_pt
 
@@ -737,8 +801,19 @@ def simulate_nb(book, tl, path, depth, prm, reference, ws):
     stats[:] = 0.0
 
     ls = _list_state(book, tl)
+    # lists [0, n_act) are active: a list is activated at the first path point at or after its
+    # ``act`` time (the base lists at the first one), its funding counted from then
+    # (whole cohorts: the lists of one activation time, coh[c] .. coh[c + 1])
+    n_act = 0
+    coh, n_cohorts = _cohorts(tl)
+    n_coh = 0
+    cbl = np.full(max(n_cohorts, 1), -np.inf)  # per cohort: highest long trigger,
+    cbs = np.full(max(n_cohorts, 1), np.inf)  # lowest short trigger
+    t0 = path.ts[0] if nbars > 0 else 0
+    if reference:
+        ws.f0[:n] = np.nan
     # fast mode skips a side whose nearest trigger the price has not reached
-    bound_l, bound_s = _bounds(tl, ls)
+    bound_l, bound_s = -np.inf, np.inf
 
     fund = _u(prm.fund_usd)
     fund_min = fund
@@ -763,10 +838,12 @@ def simulate_nb(book, tl, path, depth, prm, reference, ws):
             bar_i[j, c] = 0
         if path.funding[j] != 0.0:
             F += path.funding[j] * p_prev
-            for li in range(tl.kind.shape[0]):
+            for li in range(n_act):
                 if tl.kind[li] == LIST_LIQ:
-                    ls.shift[li] = F / ls.div[li]
-            bound_l, bound_s = _bounds(tl, ls)
+                    ls.shift[li] = (F - ls.f0[li]) / ls.div[li]
+            for c in range(n_coh):
+                cbl[c], cbs[c] = _bounds(tl, ls, coh[c], coh[c + 1])
+            bound_l, bound_s = _side_bounds(cbl, cbs, n_coh)
         if j == dd_bar:
             ref = prm.dd_ref if prm.dd_ref > 0.0 else op[j]
             peak_exo = ref
@@ -788,6 +865,17 @@ def simulate_nb(book, tl, path, depth, prm, reference, ws):
                 if abs(E) < 1e-12:  # decayed away (and no denormals)
                     E = 0.0
             t_last = t_pt
+            if n_coh < n_cohorts and tl.act[coh[n_coh]] <= t_pt:
+                while n_coh < n_cohorts and tl.act[coh[n_coh]] <= t_pt:
+                    f0 = 0.0 if tl.act[coh[n_coh]] <= t0 else F
+                    for li in range(coh[n_coh], coh[n_coh + 1]):
+                        ls.f0[li] = f0
+                        if tl.kind[li] == LIST_LIQ:
+                            ls.shift[li] = (F - f0) / ls.div[li]
+                    cbl[n_coh], cbs[n_coh] = _bounds(tl, ls, coh[n_coh], coh[n_coh + 1])
+                    n_act = coh[n_coh + 1]
+                    n_coh += 1
+                bound_l, bound_s = _side_bounds(cbl, cbs, n_coh)
             while snap + 1 < n_snap and depth.ts[snap + 1] <= t_pt:
                 snap += 1
             p = p_exo * np.exp(E) if (E != 0.0 and not no_feedback) else p_exo
@@ -801,10 +889,10 @@ def simulate_nb(book, tl, path, depth, prm, reference, ws):
             while True:
                 # the only step in which the two modes differ: which positions this price triggers
                 if reference:
-                    nt, sell, buy = _trigger_scan(book, p, F, ws, nt0)
+                    nt, sell, buy = _trigger_scan(book, p, F, ws, nt0, t_pt, t0)
                 elif p <= bound_l or p >= bound_s:
-                    nt, sell, buy = _trigger_lists(book, tl, ls, p, bound_l, bound_s, adl_done, ws, nt0)
-                    bound_l, bound_s = _bounds(tl, ls)
+                    nt, sell, buy = _trigger_lists(book, tl, ls, p, coh, cbl, cbs, n_coh, adl_done, ws, nt0, t_pt)
+                    bound_l, bound_s = _side_bounds(cbl, cbs, n_coh)
                 else:
                     nt, sell, buy = nt0, np.int64(0), np.int64(0)
                 if nt == nt0:
@@ -848,7 +936,7 @@ def simulate_nb(book, tl, path, depth, prm, reference, ws):
                 r += 1
             # ---- end of path point ------------------------------------------------------
             if nt0 > 0:
-                _time_exits(ws, nx0, nt0, p_prev, p, t_prev, t_pt)
+                _time_exits(ws, nx0, nt0, p_prev, p, t_prev, t_pt, book.open_time)
             if depth_pt > max_depth:
                 max_depth = depth_pt
             if depth_pt > bar_i[j, BI_ROUNDS]:

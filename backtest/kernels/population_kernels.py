@@ -345,3 +345,41 @@ def side_notionals(side, entry, qty):
         else:
             b += v
     return a, b
+
+
+@njit(cache=True, error_model="numpy")
+def row_uniforms(seed, n, stream):
+    """``n`` uniforms in (0, 1), the i-th a SplitMix64 hash of ``(seed, i, stream)`` (counter-based:
+    the same seed gives the same draws whatever else is drawn)."""
+    key = seed_key(seed)
+    out = np.empty(n)
+    for i in range(n):
+        out[i] = uniform(key, i, stream)
+    return out
+
+
+@njit(cache=True, error_model="numpy")
+def close_bars(u, first_bar, cum_hazard):
+    """Bar of each row's voluntary close: the first bar ``j >= first_bar[i]`` at which the
+    cumulative hazard since ``first_bar[i]`` reaches the row's exponential draw ``-log(u[i])``
+    (``cum_hazard[j]`` = hazard of bars ``0..j``); ``len(cum_hazard)`` when it never closes."""
+    n = u.shape[0]
+    m = cum_hazard.shape[0]
+    out = np.empty(n, np.int64)
+    for i in range(n):
+        a = first_bar[i]
+        if a >= m:
+            out[i] = m
+            continue
+        base = cum_hazard[a - 1] if a > 0 else 0.0
+        target = base - np.log(u[i])
+        lo = a
+        hi = m
+        while lo < hi:  # first j in [a, m) with cum_hazard[j] >= target
+            mid = (lo + hi) // 2
+            if cum_hazard[mid] >= target:
+                hi = mid
+            else:
+                lo = mid + 1
+        out[i] = lo
+    return out

@@ -208,7 +208,7 @@ def _bucket(k, lo, scale, nreg, boff):
 
 
 @njit(cache=True)
-def sort_bucket(tl, book, s, e, kind, side, has_stops):
+def sort_bucket(tl, book, s, e, kind, side, has_stops, has_closes):
     """Fill the keys of entries ``[s, e)`` of ``tl`` (a :class:`~backtest.records.TriggerLists`;
     one list: ``kind``, ``side``), sort them by key, and gather what the kernel reads of each
     triggered position (from ``book``, a :class:`~backtest.records.Book`) in list order.
@@ -219,7 +219,8 @@ def sort_bucket(tl, book, s, e, kind, side, has_stops):
     a few entries; big ones - clustered keys - are sorted with ``argsort``): linear time on the
     near-uniform keys of a bucket. Ties may come in any order (they trigger together).
     The payload - ``qw`` = qty x weight, ``weight``, ``bankruptcy`` = the bankruptcy price before
-    funding, ``stop`` (liquidation lists whose members have stops) - is computed with
+    funding, ``stop`` (liquidation lists whose members have stops), ``close`` (the voluntary close
+    time, lists whose members have one) - is computed with
     the same expressions as from the population arrays, so the kernel reads it sequentially
     instead of gathering it position by position, once per bucket however many runs share the
     lists.
@@ -287,6 +288,8 @@ def sort_bucket(tl, book, s, e, kind, side, has_stops):
         tl.bankruptcy[j] = bankruptcy_base(side, book.entry[i], book.margin[i], qty[i])
         if has_stops:
             tl.stop[j] = stop[i]
+        if has_closes:
+            tl.close[j] = book.close_time[i]
 
 
 @njit(cache=True)

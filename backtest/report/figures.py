@@ -614,12 +614,15 @@ def liqmap_page(liq_map: pl.DataFrame, clusters: pl.DataFrame | None, bars: pl.D
 # page 6: insurance fund and ADL
 # ---------------------------------------------------------------------------------------------
 def fund_page(bars: pl.DataFrame, summary: dict, title: str):
-    """Insurance fund over time (stacked by the symbols' shares) and ADL per bar."""
+    """Insurance fund over time (stacked by the symbols' shares), ADL per bar, and the simulated
+    open interest beside the observed one (each as a share of its window-start level)."""
     c = BAR_COLS
     fig = new_figure()
     fig.suptitle(title, fontsize=14, fontweight="bold")
-    ax0 = fig.add_subplot(2, 1, 1)
-    ax1 = fig.add_subplot(2, 1, 2, sharex=ax0)
+    gs = fig.add_gridspec(3, 1, height_ratios=[3, 3, 2])
+    ax0 = fig.add_subplot(gs[0])
+    ax1 = fig.add_subplot(gs[1], sharex=ax0)
+    ax2 = fig.add_subplot(gs[2], sharex=ax0)
     if c["fund"]:
         if c["symbol"]:
             wide = bars.pivot(on=c["symbol"], index=c["ts"], values=c["fund"], aggregate_function="first").sort(c["ts"]).fill_null(strategy="forward")
@@ -678,8 +681,39 @@ def fund_page(bars: pl.DataFrame, summary: dict, title: str):
     ax1.set_title(f"auto-deleveraging: profitable opposite positions closed when the fund cannot cover a deficit (total {usd(summary.get('adl_notional_usd'))})")
     ax1.set_ylabel("ADL notional per bar (USD)")
     usd_axis(ax1)
-    time_axis(ax1)
+    ax1.tick_params(labelbottom=False)
+    open_interest_axes(ax2, bars)
+    time_axis(ax2)
     return fig
+
+
+def open_interest_axes(ax, bars: pl.DataFrame) -> None:
+    """Simulated open interest (``open_interest_usd``, solid) beside the observed series
+    (``observed_open_interest_usd``, dashed) per symbol, each as % of its first bar's value:
+    the symbols with an observed series, else every symbol's simulated one."""
+    c = BAR_COLS
+    if "open_interest_usd" not in bars.columns or not c["symbol"]:
+        ax.text(0.5, 0.5, "the result has no open-interest column", transform=ax.transAxes, ha="center")
+        return
+    obs_col = "observed_open_interest_usd" if "observed_open_interest_usd" in bars.columns else None
+    with_obs = [] if obs_col is None else bars.filter(pl.col(obs_col).is_not_null())[c["symbol"]].unique().sort().to_list()
+    shown = with_obs or symbol_order(bars)
+    for k, sym in enumerate(shown):
+        b = bars.filter(pl.col(c["symbol"]) == sym).sort(c["ts"])
+        t = _dt(b[c["ts"]])
+        color = f"C{k % 10}"
+        for col, ls_, lab in (("open_interest_usd", "-", "simulated"), (obs_col, "--", "observed")):
+            if col is None or (col == obs_col and sym not in with_obs):
+                continue
+            v = b[col].cast(pl.Float64).fill_null(np.nan).to_numpy()
+            fin = np.flatnonzero(np.isfinite(v) & (v > 0))
+            if fin.size:
+                ax.plot(t, 100.0 * v / v[fin[0]], color=color, ls=ls_, lw=1.1, label=f"{short_sym(sym)} {lab}")
+    ax.axhline(100.0, color=GREY, lw=0.6)
+    ax.set_ylabel("% of window start")
+    ax.set_title("open interest: simulated (positions open after each bar's exits, openings and closes) "
+                 + ("beside the observed series (dashed)" if with_obs else "(no observed series in the store)"), fontsize=9)
+    ax.legend(loc="lower left", ncol=min(6, 2 * max(1, len(shown))), fontsize=7)
 
 
 # ---------------------------------------------------------------------------------------------
