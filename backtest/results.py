@@ -471,7 +471,11 @@ def assemble(prep: Any, per: dict[str, SymbolRun], mode: str, shock: str | None,
         liqs = liquidations_frame(s, d)
         frames["liquidations"].append(liqs)
         p0 = float(bars["open"][0])
-        lm = liq_map_frame(d.pop.arrays, s, p0, sim.bucket_pct)
+        arr = d.pop.arrays
+        late = arr["open_time"] > int(bars["ts"][0])
+        if late.any():  # the map is of the book before the event: not the positions opening during it
+            arr = {k: v[~late] for k, v in arr.items()}
+        lm = liq_map_frame(arr, s, p0, sim.bucket_pct)
         frames["liq_map"].append(lm)
         frames["heatmap"].append(heatmap_frame(liqs, p0, sim.bucket_pct, sim.heatmap_minutes))
         path_lo = float(np.min(bf[:, R.BF_LOW])) if len(bars["ts"]) else p0
