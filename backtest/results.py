@@ -620,7 +620,11 @@ def assemble(prep: Any, per: dict[str, SymbolRun], mode: str, shock: str | None,
         liqs = liquidations_frame(sym, d, ex, accounts.symbols if accounts is not None else None)
         frames["liquidations"].append(liqs)
         p0 = float(bars["open"][0])
-        lm = _with_exchange(liq_map_frame(d.pop.arrays, sym, p0, sim.bucket_pct), ex)
+        arr = d.pop.arrays
+        late = arr["open_time"] > int(bars["ts"][0])
+        if late.any():  # the map is of the book before the event: not the positions opening during it
+            arr = {k: v[~late] for k, v in arr.items()}
+        lm = _with_exchange(liq_map_frame(arr, sym, p0, sim.bucket_pct), ex)
         frames["liq_map"].append(lm)
         frames["heatmap"].append(_with_exchange(heatmap_frame(liqs, p0, sim.bucket_pct, sim.heatmap_minutes), ex))
         path_lo = float(np.min(bf[:, R.BF_LOW])) if len(bars["ts"]) else p0

@@ -43,9 +43,9 @@ def test_events_with_committed_data_have_targets():
     ev = get_event("2025-10-10")
     ids = [f.id for f in event_targets(ev, None, figs)]
     assert "2025-10-10/binance-liquidations-5sym" in ids and "2025-10-10/peak-minute" in ids
-    # HYPE is not simulated today: its open-interest figure waits for it
+    # HYPE is simulated since issue 11 point 5: its open-interest figure is usable (without HYPE not)
     hype = next(f for f in figs if f.id == "2025-10-10/hype-open-interest-change")
-    assert usable(hype, ev, ev.symbols) and usable(hype, ev, [*ev.symbols, "HYPE/USDT:USDT"]) is None
+    assert usable(hype, ev, ev.symbols) is None and usable(hype, ev, [s for s in ev.symbols if not s.startswith("HYPE/")])
     assert event_inputs(get_event("2020-03-12"), figs) == {"insurance_fund_usd": pytest.approx(12.864e6)}
 
 
