@@ -216,7 +216,10 @@ def subset_accounts(acc: R.Accounts, keep: np.ndarray, rows: R.AccountRows | Non
         first[1:] = np.cumsum(count[:-1].astype(np.int64))
     slots = np.repeat(acc.first[ids], count) + (np.arange(int(count.sum())) - np.repeat(first, count))
     members = acc.members[slots]
-    row_account = np.where(acc.row_account >= 0, new_id[np.maximum(acc.row_account, 0)], -1).astype(np.int32)
+    if len(new_id):
+        row_account = np.where(acc.row_account >= 0, new_id[np.maximum(acc.row_account, 0)], -1).astype(np.int32)
+    else:  # no account at all (every row isolated)
+        row_account = np.full(len(acc.row_account), R.NO_ACCOUNT, np.int32)
     sub = R.Accounts(row_account, acc.row_offset, first, count, members, acc.wallet_usd[ids].copy(), acc.coll_asset[ids].copy(),
                      acc.coll_amount[ids].copy(), acc.n_symbols[ids].copy())
     if rows is None:
