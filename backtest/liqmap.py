@@ -53,7 +53,9 @@ def liq_map_at(
     ``arrays`` is the population the run used (``records.POPULATION_FIELDS``),
     ``liquidations`` the run's per-position exits for this symbol (columns ``position``, ``ts``),
     ``bars`` its bars for this symbol, ``bucket_usd`` the bucket width in quote currency.
-    Columns: symbol, side, bucket, price_lo, price_hi, open_notional_usd, positions.
+    Columns: symbol, side, bucket, price_lo, price_hi, open_notional_usd, positions. Only
+    positions open at ``t`` count: opened by then (``open_time <= t``), not closed voluntarily
+    (``close_time > t``) and with no exit record before ``t``.
     """
     if bucket_usd <= 0:
         raise ValueError("bucket_usd must be > 0")
@@ -67,6 +69,9 @@ def liq_map_at(
     shift = funding_index(bars, t) / (1.0 - side * arrays["mmr"])
     liq = arrays["liq_price"] + shift
     ok = ~gone & np.isfinite(arrays["liq_price"]) & (arrays["liq_price"] > 0) & (liq > 0)
+    ok &= arrays["open_time"] <= t
+    if "close_time" in arrays:
+        ok &= arrays["close_time"] > t
     return bucket_frame(arrays, ok, liq, symbol, bucket_usd)
 
 

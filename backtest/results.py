@@ -157,6 +157,14 @@ class SymbolSummary(_ByName):
     funding_index: float
     exchange: str = ""  # the venue (ccxt id) whose positions these are
     path_exchange: str = ""  # whose bars drove them: the venue, or a proxy exchange (labelled)
+    liquidated_notional_usd: float = 0.0  # longs + shorts liquidated (both engines), USD at the fills
+    long_liquidated_usd: float = 0.0
+    short_liquidated_usd: float = 0.0
+    adl_notional_usd: float = 0.0
+    #: simulated open interest (results.simulated_open_interest) at its lowest bar end in the window,
+    #: relative to the window start (a fraction, <= 0; None without bars): what an observed change
+    #: of open interest to the crash's trough (a figure of metric open_interest_change) compares with
+    open_interest_change: float | None = None
 
 
 @dataclass
@@ -361,6 +369,21 @@ def _engine_liqs(d: SymbolRun) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return a["side"][ap["row"]], usd, ap["ts"] // 60_000
 
 
+def _add_totals(tot: dict, d: SymbolRun) -> dict:
+    """Add one symbol's liquidated long / short, stopped and ADL notional (USD, both engines) to ``tot``."""
+    kind_usd, _liq, nl, ns, nst, na, _n, _m0, _m1 = d.split
+    a, b, c = nl, nl + ns, nl + ns + nst
+    tot["long"] += float(np.sum(kind_usd[:a]))
+    tot["short"] += float(np.sum(kind_usd[a:b]))
+    tot["stopped"] += float(np.sum(kind_usd[b:c]))
+    tot["adl"] += float(np.sum(kind_usd[c : c + na]))
+    if d.accounts is not None and len(d.accounts["row"]):
+        side, usd, _minute = _engine_liqs(d)
+        tot["long"] += float(np.sum(usd[side > 0]))
+        tot["short"] += float(np.sum(usd[side < 0]))
+    return tot
+
+
 def exit_totals(per: dict[str, SymbolRun]) -> dict:
     """Totals and the peak minute straight from the kernels' exit records (same in both paths).
 
@@ -372,18 +395,12 @@ def exit_totals(per: dict[str, SymbolRun]) -> dict:
     splits = []
     extra = []
     for d in per.values():
+        _add_totals(tot, d)
         kind_usd, liq_usd, nl, ns, nst, na, nliq, mmin, mmax = d.split
-        a, b, c = nl, nl + ns, nl + ns + nst
-        tot["long"] += float(np.sum(kind_usd[:a]))
-        tot["short"] += float(np.sum(kind_usd[a:b]))
-        tot["stopped"] += float(np.sum(kind_usd[b:c]))
-        tot["adl"] += float(np.sum(kind_usd[c : c + na]))
         if nliq:
             splits.append((d.out, liq_usd, nliq, mmin, mmax))
         if d.accounts is not None and len(d.accounts["row"]):
-            side, usd, minute = _engine_liqs(d)
-            tot["long"] += float(np.sum(usd[side > 0]))
-            tot["short"] += float(np.sum(usd[side < 0]))
+            _side, usd, minute = _engine_liqs(d)
             extra.append((minute, usd))
     tot["peak_minute"], tot["peak_usd"] = None, 0.0
     if splits or extra:
@@ -413,6 +430,16 @@ def _symbol_summary(d: SymbolRun, mode: str, leg: Any = None) -> SymbolSummary:
     out, bars, mk, pe = d.out, d.bars, d.market, d.pop
     st = out.stats
     amp = (st[R.ST_DD_SIM] - st[R.ST_DD_EXO]) / st[R.ST_DD_EXO] if mode == "cascade" and st[R.ST_DD_EXO] > 0 else 0.0
+    tot = _add_totals({"long": 0.0, "short": 0.0, "stopped": 0.0, "adl": 0.0}, d)
+    oi_change = None
+    n = len(bars["ts"])
+    if n:
+        a = pe.arrays
+        qw0 = a["qty"] * a["weight"].astype(np.float64)
+        t0 = int(bars["ts"][0])
+        start = float(np.sum(qw0[(a["open_time"] <= t0) & (a["close_time"] > t0)])) * float(bars["open"][0])
+        oi = simulated_open_interest(a, *_exits_by_row(d), bars["ts"], mk.bar_ms, out.bar_f[:, R.BF_CLOSE])
+        oi_change = float(oi.min() / start - 1.0) if start > 0 else None
     return SymbolSummary(
         price_source=mk.price_source,
         timeframe=mk.timeframe,
@@ -436,6 +463,11 @@ def _symbol_summary(d: SymbolRun, mode: str, leg: Any = None) -> SymbolSummary:
         funding_index=float(st[R.ST_FUNDING_INDEX]),
         exchange=leg.exchange if leg is not None else "",
         path_exchange=leg.path_exchange if leg is not None else "",
+        liquidated_notional_usd=tot["long"] + tot["short"],
+        long_liquidated_usd=tot["long"],
+        short_liquidated_usd=tot["short"],
+        adl_notional_usd=tot["adl"],
+        open_interest_change=oi_change,
     )
 
 

@@ -32,17 +32,25 @@ def test_map_after_the_crash_lost_exactly_what_left(run):
     a = prep.populations[SYM].arrays
     at_end = event_liq_map_at(prep, res, SYM, "2025-10-10T23:59:00Z")
     pre = res.liq_map.filter(pl.col("symbol") == SYM)
+    t_end = 1760140740000  # 2025-10-10T23:59:00Z
     liqs = res.liquidations.filter((pl.col("symbol") == SYM) & (pl.col("ts") < pl.datetime(2025, 10, 10, 23, 59, time_zone="UTC")))
     pos = liqs["position"].to_numpy()
-    can_liq = np.isfinite(a["liq_price"][pos]) & (a["liq_price"][pos] > 0)
-    left = float(np.sum((a["entry"] * a["qty"] * a["weight"].astype(np.float64))[pos][can_liq]))
+    usd = a["entry"] * a["qty"] * a["weight"].astype(np.float64)
+    can = np.isfinite(a["liq_price"]) & (a["liq_price"] > 0)
+    pre_rows = a["open_time"] <= int(res.bars["ts"].cast(pl.Int64).min())
+    exited = np.zeros(len(usd), bool)
+    exited[pos] = True
+    left = float(np.sum(usd[can & pre_rows & exited]))  # pre-event rows that exited by then
+    closed = float(np.sum(usd[can & pre_rows & ~exited & (a["close_time"] <= t_end)]))  # ... closed voluntarily
+    opened = float(np.sum(usd[can & ~pre_rows & ~exited & (a["open_time"] <= t_end) & (a["close_time"] > t_end)]))  # in-window rows still open
     assert left > 0
     # no funding settles inside 20:00-24:00 for BTC, so the rest of the map is unchanged
-    assert at_end["open_notional_usd"].sum() == pytest.approx(pre["open_notional_usd"].sum() - left, rel=1e-9)
-    # the long clusters the path reached are gone: nothing is left above the path's low
+    assert at_end["open_notional_usd"].sum() == pytest.approx(pre["open_notional_usd"].sum() - left - closed + opened, rel=1e-9)
+    # the long clusters the path reached are gone: no pre-event long still open has its liquidation
+    # price above the path's low (longs opened later, after the low, may)
     low = float(res.bars.filter(pl.col("symbol") == SYM)["sim_low"].min())
-    longs = at_end.filter((pl.col("side") == "long") & (pl.col("price_lo") > low))
-    assert longs["open_notional_usd"].sum() == pytest.approx(0.0, abs=1.0)
+    still = can & pre_rows & ~exited & (a["close_time"] > t_end) & (a["side"] > 0)
+    assert still.any() and not np.any(a["liq_price"][still] > low)
 
 
 def test_funding_shifts_the_map(run):

@@ -720,5 +720,5 @@ def test_2025_10_10_hype_population_follows_its_open_interest():
 
     pop = build_population("2025-10-10", "HYPE/USDT:USDT", PopulationParams(n_positions=20_000, seed=2))
     assert pop.stats["flow_follows_open_interest_bars"] == pop.stats["flow_bars"] == 48
-    assert pop.stats["flow_rows"] > 0 and "SOLUSDT" in pop.stats["tiers"]
+    assert pop.stats["flow_rows"] > 0 and "SOLUSDT" in pop.stats["tiers_source"]
     assert (pop.arrays["open_time"] > pop.as_of_ms).sum() == pop.stats["flow_rows"]

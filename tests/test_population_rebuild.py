@@ -72,10 +72,12 @@ def test_excess_collateral_nodes_are_computed_once():
 
 def test_rebuilds_into_evicted_buffers_give_the_same_summaries():
     """With ``reuse_buffers`` (calibrations) a rebuild writes into the arrays of the population set
-    it evicts; every sample's summary is the one a fresh prepare gives."""
+    it evicts; every sample's summary is the one a fresh prepare gives. The reuse needs
+    populations of ``n_positions`` rows: with the in-window flow on (the default) the rows that
+    open during the window are appended, the arrays are new, and only the equality holds."""
     from backtest.simulate import prepare, simulate_prepared
 
-    base = {"n_positions": 5_000}
+    base = {"n_positions": 5_000, "flow_turnover": 0.0, "close_rate": 0.0}
     syms = ["BTC/USDT:USDT", SYMBOL]
     samples = [{"leverage_scale": 1.4}, {"leverage_scale": 0.7, "seed": 2}, {"cross_extra_collateral": 2.5}, {"leverage_scale": 1.4},
                {"n_positions": 3_000}, {}]

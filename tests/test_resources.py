@@ -23,7 +23,8 @@ def test_estimate_counts_population_rows_and_workspace():
     with pytest.raises(ResourceError) as e:
         est.check(available=24 * 2**30, force=False)
     msg = str(e.value)
-    assert "91.3 GiB" in msg and "24.0 GiB available" in msg and "--force" in msg and "\n" not in msg
+    gib = 5 * 10**8 * (POPULATION_BYTES_PER_ROW + R.KERNEL_WORKSPACE_BYTES_PER_POSITION) / 2**30
+    assert f"{gib:.1f} GiB" in msg and "24.0 GiB available" in msg and "--force" in msg and "\n" not in msg
     est.check(available=24 * 2**30, force=True)  # insisting skips the check
     R.simulation_estimate(10**6, 5).check(available=24 * 2**30, force=False)
     R.simulation_estimate(10**8, 5).check(available=None, force=False) if R.available_bytes() is None else None
