@@ -828,7 +828,9 @@ def make_summary(prep: Any, per_symbol: dict[str, SymbolSummary], tot: dict, rou
         round_notional_usd=[float(x) for x in ru],
         adl_notional_usd=tot["adl"],
         insurance_fund_min_usd=float(sum(v.insurance_fund_min_usd for v in per_symbol.values())),
-        insurance_fund_start_usd=float(sim.insurance_fund_usd),
+        # over every venue's fund (each venue's own; one venue: the insurance_fund_usd parameter)
+        insurance_fund_start_usd=float(sum(v.insurance_fund_start_usd for v in venues.values())) if venues and len(venues) > 1
+        else float(sim.insurance_fund_usd),
         seed=pop_params.seed,
         price_source={s: v.price_source for s, v in per_symbol.items()},
         per_symbol=per_symbol,
