@@ -224,8 +224,12 @@ def test_targets_by_venue_scope(multi):
     assert simulated_value(s, by) == s.venues["bybit"].liquidated_notional_usd
     one = Figure(id="t/bybit-btc", event="mv", what="Bybit BTC", kind="lower_bound", metric="liquidated_notional_usd", venues=("bybit",),
                  symbols=("BTC/USDT:USDT",), target=1e9)
-    with pytest.raises(KeyError):  # per-symbol entries carry no liquidated notional: the summary cannot answer it
-        simulated_value(s, one)
+    # a venue's symbol: its per-symbol entry (keyed SYMBOL@EXCHANGE) carries the liquidated notional
+    assert simulated_value(s, one) == s.per_symbol["BTC/USDT:USDT@bybit"].liquidated_notional_usd
+    share = Figure(id="t/bybit-btc-share", event="mv", what="Bybit BTC long share", kind="interval", metric="long_share", venues=("bybit",),
+                   symbols=("BTC/USDT:USDT",), low=0.5, high=1)
+    with pytest.raises(KeyError):  # per-symbol entries carry no long share: the summary cannot answer it
+        simulated_value(s, share)
     okx_share = Figure(id="t/okx", event="mv", what="OKX long share", kind="interval", metric="long_share", venues=("okx",), low=0.5, high=1)
     assert simulated_value(s, okx_share) == s.venues["okx"].long_share
     binance = Figure(id="t/b", event="mv", what="Binance", kind="lower_bound", metric="liquidated_notional_usd", venues=("binanceusdm",),
