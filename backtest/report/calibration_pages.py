@@ -137,7 +137,10 @@ def comparison_pages(event, replay: dict | None, cascade: dict, path_lows: dict[
         fig.text(0.04, 0.95, "Simulated against published figures" + (" (continued)" if pages else ""), fontsize=15, fontweight="bold", va="top")
         n = tally["held"] + tally["failed"]
         note = (
-            f"Simulated: {event.exchange}, {len(event.symbols)} symbols ({', '.join(short_sym(s) for s in event.symbols)}), "
+            f"Simulated: {event.exchange}, {len(event.symbols)} symbols ({', '.join(short_sym(s) for s in event.symbols)})"
+            + "".join(f"; {v.exchange}, {len(v.symbols)} symbol(s)" + (f" on {v.path_proxy}'s bars (PROXY)" if v.path_proxy else "")
+                      for v in getattr(event, "venues", ()))
+            + ", "
             f"{iso(event.start_ms)} → {iso(event.end_ms)}. Each figure is judged by its kind (data/published_figures.toml): "
             "a lower bound is met or not, an interval covers the simulated value or not, a point holds it within its "
             "uncertainty or not; context figures are listed on the next page, not judged. Published liquidation totals are lower bounds "

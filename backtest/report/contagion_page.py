@@ -53,8 +53,9 @@ def contagion_page(summary: Any, symbols: list[str], title: str):
         f"non-settlement-collateral accounts run by the account engine.", 52), va="top", fontsize=9)
     fig.text(0.66, 0.62, wrap("Definition: " + str(get("contagion_definition") or ""), 60), va="top", fontsize=7.5, color="#555555")
     classes = get("contagion_by_class") or {}
-    rows = [[name.replace("_", " "), f"{int(v.get('accounts', 0)):,}", f"{float(v.get('positions_liquidated', 0.0)):,.0f}",
+    label = {"isolated": "isolated (and cross rows opening or closing in the window: one account each)"}
+    rows = [[label.get(name, name.replace("_", " ")), f"{int(v.get('accounts', 0)):,}", f"{float(v.get('positions_liquidated', 0.0)):,.0f}",
              usd(v.get("liquidated_usd")), usd(v.get("contagion_usd"))] for name, v in classes.items()]
     draw_table(fig, (0.09, 0.06, 0.82, 0.28), ["account class", "accounts (rows for isolated)", "positions liquidated (weighted)",
-                                                 "liquidated", "of which contagion"], rows, [22, 22, 24, 14, 16], fontsize=9)
+                                                 "liquidated", "of which contagion"], rows, [30, 18, 22, 12, 14], fontsize=9)
     return fig
