@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -360,6 +361,15 @@ class SymbolRun:
     rows: Any = None
     accounts: Any = None
 
+    @cached_property
+    def open_interest_usd(self) -> np.ndarray:
+        """Simulated open interest per bar (USD, :func:`simulated_open_interest` at the simulated
+        close), computed once for the summary and the bars frame."""
+        if not len(self.bars["ts"]):
+            return np.zeros(0)
+        return simulated_open_interest(self.pop.arrays, *_exits_by_row(self), self.bars["ts"], self.market.bar_ms,
+                                       self.out.bar_f[:, R.BF_CLOSE])
+
 
 def _engine_liqs(d: SymbolRun) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The account engine's liquidations of one symbol: (side, notional USD, UTC minute)."""
@@ -438,7 +448,7 @@ def _symbol_summary(d: SymbolRun, mode: str, leg: Any = None) -> SymbolSummary:
         qw0 = a["qty"] * a["weight"].astype(np.float64)
         t0 = int(bars["ts"][0])
         start = float(np.sum(qw0[(a["open_time"] <= t0) & (a["close_time"] > t0)])) * float(bars["open"][0])
-        oi = simulated_open_interest(a, *_exits_by_row(d), bars["ts"], mk.bar_ms, out.bar_f[:, R.BF_CLOSE])
+        oi = d.open_interest_usd
         oi_change = float(oi.min() / start - 1.0) if start > 0 else None
     return SymbolSummary(
         price_source=mk.price_source,
@@ -527,7 +537,7 @@ def bars_frame(s: str, d: SymbolRun, exchange: str = "", path_exchange: str = ""
         bi[:, R.BI_LONG_LIQ_W] += ab[:, R.AB_LONG_W]
         bi[:, R.BI_SHORT_LIQ_W] += ab[:, R.AB_SHORT_W]
     n = len(bars["ts"])
-    oi = simulated_open_interest(d.pop.arrays, *_exits_by_row(d), bars["ts"], mk.bar_ms, bf[:, R.BF_CLOSE]) if n else np.zeros(0)
+    oi = d.open_interest_usd
     return pl.DataFrame(
         {
             "symbol": [s] * n,
