@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: env report test bench bench-accounts data clean
+.PHONY: env report test bench bench-accounts data refit-defaults clean
 
 env: $(STAMP)
 
@@ -27,6 +27,11 @@ bench: env
 # issue 12: the account engine alone (5 M positions, ~2 M accounts, 5 symbols x 86,400 points)
 bench-accounts: env
 	$(BIN)/python benchmarks/bench_accounts.py
+
+# issue 13: refit the package's fitted defaults over the training events (data/calibration/defaults.toml,
+# backtest/fitted_defaults.py); then re-bless the golden outputs
+refit-defaults: env
+	$(BIN)/python scripts/refit_defaults.py
 
 data: env
 	$(BIN)/python scripts/build_data.py

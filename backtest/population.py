@@ -77,12 +77,14 @@ DAY_MS = UNIT_MS["d"]
 #: the parameters live in their own module; re-exported here, where populations are built
 from backtest.population_params import (  # noqa: E402,F401
     DEFAULT_LEVERAGE_MIX,
+    FALLBACK_LONG_SHARE,
     MAX_POSITIONS,
     MAX_SEED,
     PARAM_RANGES,
     PARAM_SOURCES,
     PopulationParams,
 )
+from backtest.fitted_defaults import FITTED  # noqa: E402
 
 @dataclass
 class Population:
@@ -335,7 +337,7 @@ def synthesize(
     ``open_interest_usd`` optional OI per bar (then openings follow its increases);
     ``tiers`` a ccxt tier list (or :func:`backtest.margin.tier_arrays` output).
     ``long_share`` / ``half_life_days`` override the parameters (used by :func:`build_population`
-    after resolving them from the store; without either, 0.6 and 2 days). ``out`` may pass preallocated population arrays of
+    after resolving them from the store; without either, population_params.FALLBACK_LONG_SHARE and 2 days). ``out`` may pass preallocated population arrays of
     ``n_positions`` rows (e.g. reused across a sweep) to skip the allocation.
     ``path_extrema = (after_min, after_max)`` gives, per bar, the lowest and highest price of
     the survival path after that bar (e.g. from mark prices, see :func:`path_extrema_from`);
@@ -360,7 +362,7 @@ def synthesize(
         raise PopulationError(f"target open notional must be a positive number, got {target_open_notional_usd}")
     ls = p.long_share if long_share is None else long_share
     if ls is None:
-        ls = 0.6
+        ls = FALLBACK_LONG_SHARE
     hl = half_life_days if half_life_days is not None else (p.turnover_half_life_days or 2.0)
 
     cdf, guide = _opening_cdf(ts, vol, as_of_ms, hl, open_interest_usd)
@@ -726,7 +728,7 @@ def population_inputs(event: Any, symbol: str, params: PopulationParams | None =
     else:
         ls, ls_src = long_share_from_store(st, ex, symbol, event.lookback_start_ms, event.start_ms)
         if ls is None:
-            ls, ls_src = 0.6, "default 0.6 (no long/short ratio in the store; assumption)"
+            ls, ls_src = FALLBACK_LONG_SHARE, f"default {FALLBACK_LONG_SHARE:.3g} (no long/short ratio in the store; {'fitted' if 'long_share' in FITTED else 'assumption'})"
     if p.turnover_half_life_days is not None:
         hl, hl_src = p.turnover_half_life_days, "turnover_half_life_days parameter"
     else:

@@ -12,7 +12,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backtest.errors import ParamError
+from backtest.fitted_defaults import FITTED, FITTED_AT
 from backtest.records import VENUES
+
+
+def fitted_or(name: str, assumed: float) -> float:
+    """The package default of ``name``: its fitted posterior median (:data:`backtest.fitted_defaults.FITTED`,
+    issue 13) when the committed fit covers it, else ``assumed`` (the sourced or assumed value)."""
+    return float(FITTED.get(name, assumed))
+
+
+def _src(name: str, text: str) -> str:
+    """``text`` (the basis of an assumed default) prefixed by how the default was fitted, if it was."""
+    if name not in FITTED:
+        return text
+    return (f"fitted: {FITTED[name]:.4g}, the posterior median of the ABC-SMC fit over the training events in "
+            f"data/calibration/defaults.toml ({FITTED_AT}; refit: make refit-defaults). Before the fit: " + text)
+
+
+#: the long share for a symbol without a stored long/short ratio (a stored ratio is sourced and wins)
+FALLBACK_LONG_SHARE: float = fitted_or("long_share", 0.6)
 
 
 #: Leverage mix (leverage -> share of positions). Source / assumption: Binance opens USDⓈ-M
@@ -36,19 +55,19 @@ DEFAULT_LEVERAGE_MIX: dict[float, float] = {
 PARAM_SOURCES: dict[str, str] = {
     "seed": "any integer; the same seed gives the same population",
     "n_positions": "rows simulated (not real positions: 'weight' carries the count); 1 M keeps the build well under a second",
-    "long_share": "None = the store's long/short account ratio at the event start; without one 0.6 (assumption: "
+    "long_share": _src("long_share", "None = the store's long/short account ratio at the event start; without one 0.6 (assumption: "
     "retail accounts lean long; Binance's BTCUSDT global long/short account ratio usually sits between 1 and 2.5, "
-    "i.e. a long share of 0.5-0.7)",
+    "i.e. a long share of 0.5-0.7)"),
     "leverage_mix": "Binance's default leverage is 20x (Binance FAQ); the rest of the spread over 2-125x is an assumption",
-    "leverage_scale": "1.0 = the mix as given (sweep parameter)",
-    "oi_scale": "1.0 = open notional equals the open-interest level (see the module docstring's convention)",
+    "leverage_scale": _src("leverage_scale", "1.0 = the mix as given (sweep parameter)"),
+    "oi_scale": _src("oi_scale", "1.0 = open notional equals the open-interest level (see the module docstring's convention)"),
     "open_interest_usd": "None = the store's open interest at the event start, else the catalogue's pre-event level; "
     "for symbols without one, the catalogue level of the exchange's reference symbol (BTC) times the ratio of the "
     "symbols' traded notional over the lookback (assumption: similar open-interest-to-volume ratios)",
-    "isolated_share": "0.3, assumption: Binance's default margin mode is cross (Binance FAQ 'Cross vs isolated margin'), "
-    "so most positions are cross",
-    "cross_extra_collateral": "1.0, the median excess collateral of a cross position as a multiple of its initial "
-    "margin (free wallet balance behind it); calibrated: parameter for calibration (issue 13)",
+    "isolated_share": _src("isolated_share", "0.3, assumption: Binance's default margin mode is cross (Binance FAQ 'Cross vs isolated margin'), "
+    "so most positions are cross"),
+    "cross_extra_collateral": _src("cross_extra_collateral", "1.0, the median excess collateral of a cross position as a multiple of its initial "
+    "margin (free wallet balance behind it); calibrated: parameter for calibration (issue 13)"),
     "cross_extra_sigma": "1.0, the log-standard deviation of that multiple (lognormal: most cross accounts hold "
     "a fraction to a few times the margin, a few hold much more); calibrated: parameter for calibration (issue 13)",
     "leverage_size_slope": "0.2: leverage falls with size as (notional / size_min_usd) ** -slope (a $1M position "
@@ -58,7 +77,7 @@ PARAM_SOURCES: dict[str, str] = {
     "hedged_share": "0.2, the share of open interest held by hedged or market-making holders (basis trades, "
     "delta-neutral books) whom a price move alone does not liquidate: they count in open interest but are not "
     "in the liquidatable population; calibrated: parameter for calibration (issue 13)",
-    "stop_share": "0.25, assumption: a quarter of positions carry a stop-loss",
+    "stop_share": _src("stop_share", "0.25, assumption: a quarter of positions carry a stop-loss"),
     "stop_distance": "0.03, assumption: mean stop distance 3 % of entry (exponential), capped at 90 % of the distance "
     "to liquidation",
     "size_tail_alpha": "1.5: the tail exponent of trade sizes in financial markets (Gabaix, Gopikrishnan, Plerou, "
@@ -121,15 +140,15 @@ class PopulationParams:
     n_positions: int = 1_000_000
     long_share: float | None = None
     leverage_mix: dict = field(default_factory=lambda: dict(DEFAULT_LEVERAGE_MIX))
-    leverage_scale: float = 1.0
-    oi_scale: float = 1.0
+    leverage_scale: float = fitted_or("leverage_scale", 1.0)
+    oi_scale: float = fitted_or("oi_scale", 1.0)
     open_interest_usd: float | None = None
-    isolated_share: float = 0.3
-    cross_extra_collateral: float = 1.0
+    isolated_share: float = fitted_or("isolated_share", 0.3)
+    cross_extra_collateral: float = fitted_or("cross_extra_collateral", 1.0)
     cross_extra_sigma: float = 1.0
     leverage_size_slope: float = 0.2
     hedged_share: float = 0.2
-    stop_share: float = 0.25
+    stop_share: float = fitted_or("stop_share", 0.25)
     stop_distance: float = 0.03
     size_tail_alpha: float = 1.5
     size_min_usd: float = 4000.0

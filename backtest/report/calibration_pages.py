@@ -364,15 +364,30 @@ def headline_predictive(post: dict | None) -> dict[str, str]:
     return {label: _band_text(m, post["bands"][m]) for label, m in HEADLINE_ROWS.items() if m in post["bands"]}
 
 
+def defaults_note() -> str:
+    """Which package defaults are fitted, on what (backtest.fitted_defaults), or that none is."""
+    from backtest.fitted_defaults import FITTED, FITTED_AT
+
+    if not FITTED:
+        return " The package defaults are sourced or assumed: none is fitted yet."
+    names = ", ".join(f"{k} {v:.3g}" for k, v in FITTED.items())
+    return (f" The one-run figures use the package defaults, of which {names} are posterior medians of a fit over the "
+            f"training events (data/calibration/defaults.toml, {FITTED_AT})")
+
+
 def fit_note(post: dict | None, event_id: str) -> str:
     """Which parameters are fitted (with their posterior) and which are assumed or sourced; or, without
     a posterior, that there is none and how to make it."""
     from backtest.calibration.priors import PRIORS
+    from backtest.fitted_defaults import FITTED, FITTED_EVENTS
 
+    dn = defaults_note()
+    if FITTED:
+        dn += ", out of sample for this event." if event_id not in FITTED_EVENTS else ", this event among them."
     if post is None:
         return (f"No posterior for {event_id} in data/calibration/posterior-{event_id}/: the figures are one run at the "
                 f"parameters shown, not fitted. Make one with: {posterior_make_command(event_id)}. Every parameter is "
-                "sourced or assumed (sources: population_params.PARAM_SOURCES, calibration/priors.py).")
+                "sourced or assumed (sources: population_params.PARAM_SOURCES, calibration/priors.py)." + dn)
     meta = post["meta"]
     fitted = post["fitted"]
     fmt = lambda v: f"{v:.3g}"  # noqa: E731
@@ -384,5 +399,5 @@ def fit_note(post: dict | None, event_id: str) -> str:
         f"Predictive: {post['particles']} particles of ABC-SMC on {events}{insample}, {meta.get('mode', '?')}, "
         f"{meta.get('n_positions', 0):,} positions/symbol (data/calibration/posterior-{event_id}/). Fitted, median [90 %]: "
         f"{fit_txt}. Assumed with a prior, not fitted: {', '.join(assumed)}. Others: sourced defaults "
-        "(population_params.PARAM_SOURCES; last page)."
+        "(population_params.PARAM_SOURCES; last page)." + dn
     )
