@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from backtest import margin
 from backtest.params import ParamError, apply_overrides
+from backtest.population_params import FALLBACK_LONG_SHARE
 from backtest.population import (
     DEFAULT_LEVERAGE_MIX,
     PARAM_SOURCES,
@@ -74,7 +75,8 @@ def test_contract_fields_dtypes_and_target():
     assert pop.open_notional_usd == pytest.approx(15e9 * (1 - PopulationParams().hedged_share), rel=1e-6)
     assert pop.open_notional_usd + pop.hedged_notional_usd == pytest.approx(15e9, rel=1e-6)
     assert pop.open_notional_usd == pytest.approx(open_notional(pop.arrays), rel=1e-12)
-    assert open_notional(pop.arrays, 1) / pop.open_notional_usd == pytest.approx(0.6, rel=1e-6)
+    # no stored long/short ratio: the fallback long share (fitted: population_params.FALLBACK_LONG_SHARE)
+    assert open_notional(pop.arrays, 1) / pop.open_notional_usd == pytest.approx(FALLBACK_LONG_SHARE, rel=1e-6)
     a = pop.arrays
     assert np.all(a["qty"] > 0) and np.all(a["weight"] > 0)
     assert set(np.unique(a["side"])) == {-1, 1}
@@ -118,7 +120,7 @@ def test_liq_prices_match_margin_module_and_tiers_at_liq_notional():
 
 
 def test_leverage_margin_and_stop_rules():
-    p = PopulationParams(n_positions=40_000, seed=5, cross_extra_sigma=0.0)
+    p = PopulationParams(n_positions=40_000, seed=5, cross_extra_sigma=0.0, cross_extra_collateral=1.0, leverage_scale=1.0)
     a = build(p).arrays
     notional = a["entry"] * a["qty"]
     lo, hi, rate, cum, lev = margin.tier_arrays(btc_tiers())
@@ -184,7 +186,7 @@ def test_leverage_scale_and_mix():
     base = build(PopulationParams(n_positions=20_000)).arrays["leverage"].mean()
     scaled = build(PopulationParams(n_positions=20_000, leverage_scale=2.0)).arrays["leverage"].mean()
     assert scaled > base
-    only10 = build(PopulationParams(n_positions=5_000, leverage_mix={10: 1.0}, leverage_size_slope=0.0)).arrays["leverage"]
+    only10 = build(PopulationParams(n_positions=5_000, leverage_mix={10: 1.0}, leverage_size_slope=0.0, leverage_scale=1.0)).arrays["leverage"]
     assert np.all(only10 == 10)
 
 
@@ -281,7 +283,7 @@ def test_2025_10_10_population_from_committed_store():
     for k in POPULATION_FIELDS:
         assert np.array_equal(pop.arrays[k], again.arrays[k], equal_nan=True), k
     s = population_summary(pop)
-    assert s["long_share"] == pytest.approx(0.6, rel=1e-6)
+    assert s["long_share"] == pytest.approx(FALLBACK_LONG_SHARE, rel=1e-6)
     assert 0 < s["mean_distance_to_liquidation"] < 1
     # an alt without a catalogue level gets a labelled estimate
     eth = build_population("2025-10-10", "ETH/USDT:USDT", PopulationParams(n_positions=20_000))
