@@ -81,29 +81,13 @@ def build_lists_nb(side, venue, tier, mmr, liq, stop, bucket_size):
             continue  # pass 2 reports it
         g = _gid(s, v, stop[i], tier[i])
         cs[g] += 1
-        k = _key(s, liq[i])
-        if np.isfinite(k):
-            lo[g] = min(lo[g], k)
-            hi[g] = max(hi[g], k)
+        _widen(lo, hi, g, _key(s, liq[i]))
         st = stop[i]
         if st == st:
             gs = G_STOP_LONG if s > 0 else G_STOP_SHORT
             cs[gs] += 1
-            k = _key(s, st)
-            if np.isfinite(k):
-                lo[gs] = min(lo[gs], k)
-                hi[gs] = max(hi[gs], k)
-    nreg = np.zeros(G, np.int64)
-    scale = np.zeros(G)
-    boff = np.zeros(G, np.int64)
-    nb_total = 0
-    for g in range(G):
-        nr = max(np.int64(1), cs[g] * stride // bucket_size)
-        nreg[g] = nr
-        if hi[g] > lo[g]:
-            scale[g] = nr / (hi[g] - lo[g])
-        boff[g] = nb_total
-        nb_total += nr + 1  # + the "never" bucket
+            _widen(lo, hi, gs, _key(s, st))
+    nreg, scale, boff, nb_total = _bucket_layout(cs, lo, hi, stride, bucket_size)
     # pass 2: check the codes and rates, count every bucket
     cnt = np.zeros(G, np.int64)
     gm = np.full(G, np.nan)
@@ -147,13 +131,7 @@ def build_lists_nb(side, venue, tier, mmr, liq, stop, bucket_size):
     for g in range(G):
         if cnt[g] == 0:
             continue
-        if g >= N_GROUPS:
-            kind[li] = LIST_STOP
-            lside[li] = 1 if g == G_STOP_LONG else -1
-        else:
-            kind[li] = LIST_LIQ
-            lside[li] = 1 if g >= N_VENUE_SLOTS * 2 * 256 else -1
-            has_stops[li] = (g // 256) % 2 == 1  # members have stops
+        kind[li], lside[li], has_stops[li] = _group_list(g)
         lstart[li] = bcount[boff[g]]
         lend[li] = bcount[boff[g] + nreg[g] + 1]
         first[li] = boff[g]
@@ -187,6 +165,42 @@ def _no_lists(status):
     """The empty result of :func:`build_lists_nb` with an error ``status``."""
     z = np.empty(0, np.int64)
     return (np.empty(0, np.int32), np.empty(0), np.zeros(1, np.int64), z, z, z, z, z, z, np.empty(0, np.bool_), status)
+
+
+@njit(cache=True)
+def _widen(lo, hi, g, k):
+    """Widen group ``g``'s key range ``[lo[g], hi[g]]`` to a finite key ``k``."""
+    if np.isfinite(k):
+        lo[g] = min(lo[g], k)
+        hi[g] = max(hi[g], k)
+
+
+@njit(cache=True)
+def _bucket_layout(cs, lo, hi, stride, bucket_size):
+    """Per group (sampled counts ``cs`` at ``stride``, key ranges ``lo``/``hi``): its regular
+    bucket count, key scale and first bucket, and the bucket total (each group also gets a
+    last, "never triggers" bucket)."""
+    G = cs.shape[0]
+    nreg = np.zeros(G, np.int64)
+    scale = np.zeros(G)
+    boff = np.zeros(G, np.int64)
+    nb_total = 0
+    for g in range(G):
+        nr = max(np.int64(1), cs[g] * stride // bucket_size)
+        nreg[g] = nr
+        if hi[g] > lo[g]:
+            scale[g] = nr / (hi[g] - lo[g])
+        boff[g] = nb_total
+        nb_total += nr + 1  # + the "never" bucket
+    return nreg, scale, boff, nb_total
+
+
+@njit(cache=True)
+def _group_list(g):
+    """(kind, side, members have stops) of the list of group id ``g``."""
+    if g >= N_GROUPS:
+        return LIST_STOP, 1 if g == G_STOP_LONG else -1, False
+    return LIST_LIQ, 1 if g >= N_VENUE_SLOTS * 2 * 256 else -1, (g // 256) % 2 == 1
 
 
 @njit(cache=True)
@@ -402,28 +416,12 @@ def build_cohort_lists_nb(side, venue, tier, mmr, liq, stop, rows, cstart, bucke
             s = side[i]
             r = rg[t]
             cs[r] += 1
-            x = _key(s, liq[i])
-            if np.isfinite(x):
-                lo[r] = min(lo[r], x)
-                hi[r] = max(hi[r], x)
+            _widen(lo, hi, r, _key(s, liq[i]))
             r = rs[t]
             if r >= 0:
                 cs[r] += 1
-                x = _key(s, stop[i])
-                if np.isfinite(x):
-                    lo[r] = min(lo[r], x)
-                    hi[r] = max(hi[r], x)
-        nreg = np.zeros(u, np.int64)
-        scale = np.zeros(u)
-        boff = np.zeros(u, np.int64)
-        nb_total = 0
-        for r in range(u):
-            nr = max(np.int64(1), cs[r] * stride // bucket_size)
-            nreg[r] = nr
-            if hi[r] > lo[r]:
-                scale[r] = nr / (hi[r] - lo[r])
-            boff[r] = nb_total
-            nb_total += nr + 1
+                _widen(lo, hi, r, _key(s, stop[i]))
+        nreg, scale, boff, nb_total = _bucket_layout(cs, lo, hi, stride, bucket_size)
         # pass 2: the rates, every bucket's count
         cnt = np.zeros(u, np.int64)
         gm = np.full(u, np.nan)
@@ -447,14 +445,7 @@ def build_cohort_lists_nb(side, venue, tier, mmr, liq, stop, rows, cstart, bucke
         for r in range(u):
             g = ug[r]
             q = l_off + r
-            if g >= N_GROUPS:
-                kind[q] = LIST_STOP
-                lside[q] = 1 if g == G_STOP_LONG else -1
-                hs[q] = False
-            else:
-                kind[q] = LIST_LIQ
-                lside[q] = 1 if g >= N_VENUE_SLOTS * 2 * 256 else -1
-                hs[q] = (g // 256) % 2 == 1
+            kind[q], lside[q], hs[q] = _group_list(g)
             lstart[q] = bcount[boff[r]] + m_off
             lend[q] = bcount[boff[r] + nreg[r] + 1] + m_off
             first[q] = b_off + boff[r]
