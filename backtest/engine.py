@@ -189,18 +189,36 @@ def _trigger_lists(order, okey, bstart, kind, side, start, end, first_bucket, n_
 def _lists_of(pop: dict[str, np.ndarray], idx: np.ndarray | None, bucket_size: int) -> tuple:
     """build_lists_nb on the rows ``idx`` of ``pop`` (all rows when None), ``order`` mapped back to
     population indices; raises on a bad status."""
-    from backtest.kernels.sorting import SORT_BAD_CODE, SORT_MIXED_MMR, build_lists_nb
+    from backtest.kernels.sorting import build_lists_nb
 
     cols = ("side", "venue", "tier", "mmr", "liq_price", "stop_price")
     arrs = [pop[c] if idx is None else np.ascontiguousarray(pop[c][idx]) for c in cols]
     *arrays, status = build_lists_nb(*arrs, int(bucket_size))
+    _check_status(status)
+    if idx is not None:
+        arrays[0] = np.ascontiguousarray(idx[arrays[0]], dtype=np.int32)
+    return tuple(arrays)
+
+
+def _cohort_lists_of(pop: dict[str, np.ndarray], rows: np.ndarray, cstart: np.ndarray, bucket_size: int) -> tuple[tuple, np.ndarray]:
+    """The lists of each cohort ``rows[cstart[c]:cstart[c + 1]]`` of ``pop``, compacted and
+    concatenated (sorting.build_cohort_lists_nb: the same arrays as :func:`_lists_of` and
+    :func:`_compact` per cohort, concatenated), and each list's cohort; raises on a bad status."""
+    from backtest.kernels.sorting import build_cohort_lists_nb
+
+    cols = ("side", "venue", "tier", "mmr", "liq_price", "stop_price")
+    *arrays, coh, status = build_cohort_lists_nb(*(pop[c] for c in cols), rows, cstart, int(bucket_size))
+    _check_status(status)
+    return tuple(arrays), coh
+
+
+def _check_status(status: int) -> None:
+    from backtest.kernels.sorting import SORT_BAD_CODE, SORT_MIXED_MMR
+
     if status == SORT_MIXED_MMR:
         raise ValueError("population has different maintenance rates within one (side, venue, tier) group")
     if status == SORT_BAD_CODE:
         raise ValueError("population has a side, venue or tier code out of range")
-    if idx is not None:
-        arrays[0] = np.ascontiguousarray(idx[arrays[0]], dtype=np.int32)
-    return tuple(arrays)
 
 
 def _compact(order, okey, bstart, kind, side, start, end, first, nbk, has_stops):
@@ -213,6 +231,24 @@ def _compact(order, okey, bstart, kind, side, start, end, first, nbk, has_stops)
     tail = np.array([bstart[-1] if not len(kind) else end[-1]], np.int64)
     nb = np.concatenate(parts + [tail]).astype(np.int64) if parts else np.zeros(1, np.int64)
     return order, okey, nb, kind, side, start, end, new_first, nbk, has_stops
+
+
+def cohort_lists_reference(pop: dict[str, np.ndarray], rows: np.ndarray, cstart: np.ndarray, bucket_size: int) -> tuple[tuple, np.ndarray]:
+    """What :func:`_cohort_lists_of` returns, one :func:`_lists_of` and :func:`_compact` per
+    cohort, concatenated in Python (the reference the tests compare it with, bit for bit)."""
+    cat: list[list] = [[] for _ in range(10)]
+    coh = []
+    m_off = b_off = 0
+    for c in range(len(cstart) - 1):
+        idx = np.asarray(rows[cstart[c] : cstart[c + 1]], np.int64)
+        order, okey, bst, kind, side, start, end, first, nbk, hs = _compact(*_lists_of(pop, idx, bucket_size))
+        for j, x in enumerate((order, okey, bst[:-1] + m_off, kind, side, start + m_off, end + m_off, first + b_off, nbk, hs)):
+            cat[j].append(x)
+        coh.append(np.full(len(kind), c, np.int64))
+        m_off += len(order)
+        b_off += len(bst) - 1
+    cat[2].append(np.array([m_off], np.int64))
+    return tuple(np.ascontiguousarray(np.concatenate(c)) for c in cat), np.concatenate(coh) if coh else np.empty(0, np.int64)
 
 
 def build_lists(pop: dict[str, np.ndarray], bucket_size: int = 1024, window_start_ms: int | None = None) -> R.TriggerLists:
@@ -233,38 +269,20 @@ def build_lists(pop: dict[str, np.ndarray], bucket_size: int = 1024, window_star
     else:
         late = ot > window_start_ms
         base_idx = np.flatnonzero(~late)
-        times, inv = np.unique(ot[late], return_inverse=True)
         late_idx = np.flatnonzero(late)
-        by = np.argsort(inv, kind="stable")
-        bounds = np.searchsorted(inv[by], np.arange(len(times) + 1))
-        groups = [(_INT64_MIN, base_idx)] + [(int(times[c]), late_idx[by[bounds[c] : bounds[c + 1]]]) for c in range(len(times))]
-        parts = []
-        for t_act, idx in groups:
-            if len(idx) == 0:
-                continue
-            a = _compact(*_lists_of(pop, idx.astype(np.int64), bucket_size))
-            parts.append((t_act, a))
-        m_off = 0
-        b_off = 0
-        cat: list[list] = [[] for _ in range(10)]
-        acts = []
-        for t_act, (order, okey, bst, kind, side, start, end, first, nbk, hs) in parts:
-            cat[0].append(order)
-            cat[1].append(okey)
-            cat[2].append(bst[:-1] + m_off)
-            cat[3].append(kind)
-            cat[4].append(side)
-            cat[5].append(start + m_off)
-            cat[6].append(end + m_off)
-            cat[7].append(first + b_off)
-            cat[8].append(nbk)
-            cat[9].append(hs)
-            acts.append(np.full(len(kind), t_act, np.int64))
-            m_off += len(order)
-            b_off += len(bst) - 1
-        cat[2].append(np.array([m_off], np.int64))
-        arrays = tuple(np.ascontiguousarray(np.concatenate(c)) for c in cat)
-        act = np.concatenate(acts)
+        # cohorts: the base rows, then the late rows by opening time (stable: row order within one)
+        by = np.argsort(ot[late_idx], kind="stable")
+        late_idx = late_idx[by]
+        lt = ot[late_idx]
+        cut = np.flatnonzero(lt[1:] != lt[:-1]) + 1
+        times = lt[np.r_[0, cut]]
+        rows = np.concatenate([base_idx, late_idx]).astype(np.int64)
+        cstart = np.r_[0, len(base_idx) + np.r_[0, cut], len(rows)].astype(np.int64)
+        t_acts = np.r_[_INT64_MIN, times].astype(np.int64)
+        if len(base_idx) == 0:  # no base cohort
+            cstart, t_acts = cstart[1:], t_acts[1:]
+        arrays, coh = _cohort_lists_of(pop, rows, cstart, bucket_size)
+        act = t_acts[coh]
         base_max = int(ot[base_idx].max()) if len(base_idx) else _INT64_MIN
     order, start, end = arrays[0], arrays[5], arrays[6]
     if np.any(closes) and len(order):

@@ -497,9 +497,15 @@ def add_window_flow(
     oi_qty_end: np.ndarray | None = None,
     oi_qty_start: float = float("nan"),
     venue: str = "binance",
+    buffer: dict[str, np.ndarray] | None = None,
 ) -> Population:
     """``pop`` (the positions open at the window start) plus the positions that open during the
     window, and voluntary close times for all of them (:func:`window_flows` per bar).
+
+    ``buffer``: population arrays of at least ``len(pop) + params.n_positions`` rows whose first
+    ``len(pop)`` rows are ``pop``'s arrays (:func:`build_from_inputs` draws ``pop`` into it): the
+    openings are drawn into the rows after them and the result is its leading rows (no copy);
+    without it, the openings go to fresh arrays and the result is the concatenation (the same values).
 
     Window bars: ``ts`` open times and ``dur`` durations (UTC ms), ``close`` prices (quote ccy),
     ``volume_usd`` traded notional. A bar's openings happen at its close: entry = the close,
@@ -534,7 +540,12 @@ def add_window_flow(
     n_flow = 0
     if o_total > 0.0 and pop.open_notional_usd > 0.0:
         n_flow = int(min(p.n_positions, max(math.ceil(p.n_positions * o_total / pop.open_notional_usd), 50 * int((opens > 0).sum()))))
-    new = allocate_population(n_flow)
+    if buffer is not None:
+        if len(buffer["side"]) < n0 + n_flow or not np.shares_memory(buffer["side"][:1], a["side"][:1]):
+            raise ValueError("buffer must hold pop's arrays in its first rows and room for the openings after them")
+        new = {k: buffer[k][n0 : n0 + n_flow] for k in POPULATION_FIELDS}
+    else:
+        new = allocate_population(n_flow)
     written = 0
     if n_flow:
         cdf = np.cumsum(opens) / o_total
@@ -556,7 +567,7 @@ def add_window_flow(
         )
         new = {k: v[:written] for k, v in new.items()}
         # weights: each bar's longs and shorts carry exactly long_share / 1 - long_share of its openings
-        jb = np.searchsorted(ends, new["open_time"])
+        jb = np.searchsorted(ends, new["open_time"])  # each row's opening bar (its open_time is the bar's end)
         notional = new["entry"] * new["qty"]
         is_long = new["side"] > 0
         sums_l = np.bincount(jb[is_long], weights=notional[is_long], minlength=m)
@@ -567,7 +578,8 @@ def add_window_flow(
         new["weight"][:] = np.where(is_long, wl[jb], ws_[jb]).astype(np.float32)
     else:
         new = {k: v[:0] for k, v in new.items()}
-    placed = np.bincount(np.searchsorted(ends, new["open_time"]), weights=new["weight"].astype(np.float64) * new["entry"] * new["qty"], minlength=m)[:m]
+        jb = np.zeros(0, np.int64)
+    placed = np.bincount(jb, weights=new["weight"].astype(np.float64) * new["entry"] * new["qty"], minlength=m)[:m]
     # --- voluntary closes: one hazard per bar over every open row --------------------------
     haz = np.zeros(m)
     on = float(pop.open_notional_usd)
@@ -578,10 +590,13 @@ def add_window_flow(
         closed += h * on
         on = on * (1.0 - h) + placed[j]
     cum = np.cumsum(-np.log1p(-haz))
-    first = np.r_[np.zeros(n0, np.int64), np.searchsorted(ends, new["open_time"]) + 1]
+    first = np.r_[np.zeros(n0, np.int64), jb + 1]
     u = row_uniforms(int(p.seed), n0 + written, CLOSE_STREAM)
     jc = close_bars(u, first, cum)
-    out = {k: np.concatenate([a[k], new[k]]) if written else a[k] for k in POPULATION_FIELDS}
+    if buffer is not None:  # the openings already follow pop's rows
+        out = {k: buffer[k][: n0 + written] if written else a[k] for k in POPULATION_FIELDS}
+    else:
+        out = {k: np.concatenate([a[k], new[k]]) if written else a[k] for k in POPULATION_FIELDS}
     out["close_time"] = np.where(jc < m, ends[np.minimum(jc, m - 1)], NO_CLOSE).astype(np.int64)
     check_population(out)
     pop.arrays = out
@@ -785,6 +800,11 @@ def build_from_inputs(inputs: PopulationInputs, params: PopulationParams | None 
     source = inputs.oi_source
     if p.oi_scale != 1.0:
         source += f"; x oi_scale {p.oi_scale:g}"
+    flow_on = getattr(event, "end_ms", None) is not None and (p.flow_turnover > 0.0 or p.close_rate > 0.0)
+    buffer = None
+    if flow_on and out is None:  # room for the in-window openings after the draw: no concatenation
+        buffer = allocate_population(2 * p.n_positions)
+        out = {k: v[: p.n_positions] for k, v in buffer.items()}
     pop = synthesize(
         bars["ts"], bars["open"], bars["high"], bars["low"], bars["close"], bars["volume_usd"],
         tiers=inputs.tiers, params=p, target_open_notional_usd=target, as_of_ms=event.start_ms, bar_ms=bars["dur"],
@@ -800,7 +820,7 @@ def build_from_inputs(inputs: PopulationInputs, params: PopulationParams | None 
         flow_ls = ls if p.long_share is not None or not ls_src.startswith("default") else 0.5
         pop = add_window_flow(
             pop, wb["ts"], wb["dur"], wb["close"], wb["volume_usd"], tiers=inputs.tiers, params=p, long_share=flow_ls,
-            oi_qty_end=oi_end, oi_qty_start=oi_start, venue=inputs.venue,
+            oi_qty_end=oi_end, oi_qty_start=oi_start, venue=inputs.venue, buffer=buffer,
         )
         flow_src = (
             f"in-window openings {p.flow_turnover:g} x and voluntary closes {p.close_rate:g} x traded notional per bar "

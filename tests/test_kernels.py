@@ -785,3 +785,38 @@ def test_resilience_in_wall_clock_time(bar_ms):
         assert out["bar_f"][2, R.BF_ENDO_MAX] == pytest.approx(want, rel=1e-9)
         endo[no_feedback] = out["bar_f"][:, R.BF_ENDO_MIN:].copy()
     assert np.array_equal(endo[True], endo[False])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(1, 400), nbars=st.integers(1, 40), bucket=st.sampled_from([1, 4, 256]),
+       no_base=st.booleans())
+def test_cohort_lists_in_one_call_equal_one_call_per_cohort(seed, n, nbars, bucket, no_base):
+    """engine.build_lists lays out every opening cohort's lists in one kernel call
+    (sorting.build_cohort_lists_nb): the same arrays, bit for bit, as one build_lists_nb and
+    compaction per cohort (engine.cohort_lists_reference)."""
+    from backtest.engine import _cohort_lists_of, cohort_lists_reference
+
+    rng = np.random.default_rng(seed)
+    pop = tie_population(rng, n, 100.0, 0.5, bool(rng.random() < 0.5))
+    bars = make_bars(path_through(rng, pop, 100.0, nbars), 60_000)
+    pop = add_flow(rng, pop, bars)
+    if no_base:  # every row opens in the window
+        pop = {k: v[pop["open_time"] > int(bars["ts"][0])] for k, v in pop.items()}
+    ot = pop["open_time"]
+    late = np.flatnonzero(ot > int(bars["ts"][0]))
+    late = late[np.argsort(ot[late], kind="stable")]
+    base = np.flatnonzero(ot <= int(bars["ts"][0]))
+    rows = np.concatenate([base, late]).astype(np.int64)
+    if not len(rows):
+        return  # no cohort (build_lists never asks)
+    cut = np.flatnonzero(np.diff(ot[late]) != 0) + 1
+    cstart = np.unique(np.r_[0, len(base) + np.r_[0, cut], len(rows)]).astype(np.int64)
+    fast, fc = _cohort_lists_of(pop, rows, cstart, bucket)
+    ref, rc = cohort_lists_reference(pop, rows, cstart, bucket)
+    np.testing.assert_array_equal(fc, rc)
+    for j, (a, b) in enumerate(zip(fast, ref)):
+        if j == 1:  # the keys: filled per bucket by the kernel
+            assert a.shape == b.shape
+            continue
+        assert a.dtype == b.dtype, j
+        np.testing.assert_array_equal(a, b)

@@ -81,29 +81,13 @@ def build_lists_nb(side, venue, tier, mmr, liq, stop, bucket_size):
             continue  # pass 2 reports it
         g = _gid(s, v, stop[i], tier[i])
         cs[g] += 1
-        k = _key(s, liq[i])
-        if np.isfinite(k):
-            lo[g] = min(lo[g], k)
-            hi[g] = max(hi[g], k)
+        _widen(lo, hi, g, _key(s, liq[i]))
         st = stop[i]
         if st == st:
             gs = G_STOP_LONG if s > 0 else G_STOP_SHORT
             cs[gs] += 1
-            k = _key(s, st)
-            if np.isfinite(k):
-                lo[gs] = min(lo[gs], k)
-                hi[gs] = max(hi[gs], k)
-    nreg = np.zeros(G, np.int64)
-    scale = np.zeros(G)
-    boff = np.zeros(G, np.int64)
-    nb_total = 0
-    for g in range(G):
-        nr = max(np.int64(1), cs[g] * stride // bucket_size)
-        nreg[g] = nr
-        if hi[g] > lo[g]:
-            scale[g] = nr / (hi[g] - lo[g])
-        boff[g] = nb_total
-        nb_total += nr + 1  # + the "never" bucket
+            _widen(lo, hi, gs, _key(s, st))
+    nreg, scale, boff, nb_total = _bucket_layout(cs, lo, hi, stride, bucket_size)
     # pass 2: check the codes and rates, count every bucket
     cnt = np.zeros(G, np.int64)
     gm = np.full(G, np.nan)
@@ -147,13 +131,7 @@ def build_lists_nb(side, venue, tier, mmr, liq, stop, bucket_size):
     for g in range(G):
         if cnt[g] == 0:
             continue
-        if g >= N_GROUPS:
-            kind[li] = LIST_STOP
-            lside[li] = 1 if g == G_STOP_LONG else -1
-        else:
-            kind[li] = LIST_LIQ
-            lside[li] = 1 if g >= N_VENUE_SLOTS * 2 * 256 else -1
-            has_stops[li] = (g // 256) % 2 == 1  # members have stops
+        kind[li], lside[li], has_stops[li] = _group_list(g)
         lstart[li] = bcount[boff[g]]
         lend[li] = bcount[boff[g] + nreg[g] + 1]
         first[li] = boff[g]
@@ -187,6 +165,42 @@ def _no_lists(status):
     """The empty result of :func:`build_lists_nb` with an error ``status``."""
     z = np.empty(0, np.int64)
     return (np.empty(0, np.int32), np.empty(0), np.zeros(1, np.int64), z, z, z, z, z, z, np.empty(0, np.bool_), status)
+
+
+@njit(cache=True)
+def _widen(lo, hi, g, k):
+    """Widen group ``g``'s key range ``[lo[g], hi[g]]`` to a finite key ``k``."""
+    if np.isfinite(k):
+        lo[g] = min(lo[g], k)
+        hi[g] = max(hi[g], k)
+
+
+@njit(cache=True)
+def _bucket_layout(cs, lo, hi, stride, bucket_size):
+    """Per group (sampled counts ``cs`` at ``stride``, key ranges ``lo``/``hi``): its regular
+    bucket count, key scale and first bucket, and the bucket total (each group also gets a
+    last, "never triggers" bucket)."""
+    G = cs.shape[0]
+    nreg = np.zeros(G, np.int64)
+    scale = np.zeros(G)
+    boff = np.zeros(G, np.int64)
+    nb_total = 0
+    for g in range(G):
+        nr = max(np.int64(1), cs[g] * stride // bucket_size)
+        nreg[g] = nr
+        if hi[g] > lo[g]:
+            scale[g] = nr / (hi[g] - lo[g])
+        boff[g] = nb_total
+        nb_total += nr + 1  # + the "never" bucket
+    return nreg, scale, boff, nb_total
+
+
+@njit(cache=True)
+def _group_list(g):
+    """(kind, side, members have stops) of the list of group id ``g``."""
+    if g >= N_GROUPS:
+        return LIST_STOP, 1 if g == G_STOP_LONG else -1, False
+    return LIST_LIQ, 1 if g >= N_VENUE_SLOTS * 2 * 256 else -1, (g // 256) % 2 == 1
 
 
 @njit(cache=True)
@@ -312,3 +326,182 @@ def _sort_range(order, okey, s, e):
     oo = order[s:e][idx]
     okey[s:e] = ko
     order[s:e] = oo
+
+
+@njit(cache=True)
+def build_cohort_lists_nb(side, venue, tier, mmr, liq, stop, rows, cstart, bucket_size):
+    """:func:`build_lists_nb` on each cohort of rows, its buckets compacted and the cohorts
+    concatenated, in one call (the layout :func:`backtest.engine.build_lists` assembles).
+
+    Cohort ``c`` is the population rows ``rows[cstart[c]:cstart[c + 1]]`` (int64 indices, in the
+    order :func:`build_lists_nb` would see them; cohorts may not be empty). Each cohort's lists
+    keep only the buckets of their own groups, in list order; entries, buckets and lists of cohort
+    ``c`` follow those of ``c - 1``. Returns ``(order, okey, bstart, kind, side, start, end,
+    first_bucket, n_buckets, has_stops, cohort, status)``: the fields of :func:`build_lists_nb`
+    (``order`` holding population rows) plus ``cohort`` (int64, one per list: its cohort);
+    ``status`` is the first failing cohort's (then the arrays are empty).
+
+    The same arithmetic as :func:`build_lists_nb` (same sample stride, ranges, bucket counts and
+    placement), but over the groups a cohort has rather than all :data:`N_GROUPS` (a cohort of
+    in-window openings is a few hundred rows in a handful of groups): the cost is linear in the
+    rows, not in cohorts x groups. Tests compare it with one ``build_lists_nb`` per cohort.
+    """
+    nc = cstart.shape[0] - 1
+    n = rows.shape[0]
+    G = N_GROUPS + 2
+    # upper bounds: a row is in at most two lists (its group's and its side's stop list); a
+    # cohort of k rows has at most 2 k lists of n_regular + 1 buckets each, n_regular <= 1 + the
+    # group's sampled count x stride / bucket_size (at most 4 k entries over the cohort)
+    m_cap = 2 * n
+    l_cap = 2 * n
+    b_cap = 8 * n + 1
+    order = np.empty(m_cap, np.int32)
+    bst = np.empty(b_cap + 1, np.int64)
+    kind = np.empty(l_cap, np.int64)
+    lside = np.empty(l_cap, np.int64)
+    lstart = np.empty(l_cap, np.int64)
+    lend = np.empty(l_cap, np.int64)
+    first = np.empty(l_cap, np.int64)
+    nbk = np.empty(l_cap, np.int64)
+    hs = np.empty(l_cap, np.bool_)
+    coh = np.empty(l_cap, np.int64)
+    gmap = np.full(G, -1, np.int64)  # group id -> its rank among the cohort's groups
+    rg = np.empty(n, np.int64)  # per row of a cohort: its liquidation group's rank
+    rs = np.empty(n, np.int64)  # its stop list's rank (-1: no stop)
+    used = np.empty(min(G, 2 * n + 2), np.int64)
+    # the rows' fields in cohort order, gathered once: every pass below reads them sequentially
+    side, venue, tier, mmr, liq, stop = _gather6(side, venue, tier, mmr, liq, stop, rows)
+    m_off = 0
+    b_off = 0
+    l_off = 0
+    for c in range(nc):
+        a0 = cstart[c]
+        k = cstart[c + 1] - a0
+        # the cohort's groups, ascending (the order build_lists_nb lays its lists in)
+        u = 0
+        for t in range(k):
+            i = a0 + t
+            s = side[i]
+            v = venue[i]
+            if (s != 1 and s != -1) or v < 0 or v >= N_VENUE_SLOTS:
+                return _no_cohort_lists(SORT_BAD_CODE)
+            g = _gid(s, v, stop[i], tier[i])
+            if gmap[g] < 0:
+                gmap[g] = 0
+                used[u] = g
+                u += 1
+            st = stop[i]
+            if st == st:
+                gs = G_STOP_LONG if s > 0 else G_STOP_SHORT
+                if gmap[gs] < 0:
+                    gmap[gs] = 0
+                    used[u] = gs
+                    u += 1
+        ug = np.sort(used[:u])
+        for r in range(u):
+            gmap[ug[r]] = r
+        for t in range(k):
+            i = a0 + t
+            s = side[i]
+            rg[t] = gmap[_gid(s, venue[i], stop[i], tier[i])]
+            st = stop[i]
+            rs[t] = gmap[G_STOP_LONG if s > 0 else G_STOP_SHORT] if st == st else -1
+        # pass 1, on the same sample as build_lists_nb: key ranges and sizes per group
+        stride = max(np.int64(1), k // 65536)
+        cs = np.zeros(u, np.int64)
+        lo = np.full(u, np.inf)
+        hi = np.full(u, -np.inf)
+        for t in range(0, k, stride):
+            i = a0 + t
+            s = side[i]
+            r = rg[t]
+            cs[r] += 1
+            _widen(lo, hi, r, _key(s, liq[i]))
+            r = rs[t]
+            if r >= 0:
+                cs[r] += 1
+                _widen(lo, hi, r, _key(s, stop[i]))
+        nreg, scale, boff, nb_total = _bucket_layout(cs, lo, hi, stride, bucket_size)
+        # pass 2: the rates, every bucket's count
+        cnt = np.zeros(u, np.int64)
+        gm = np.full(u, np.nan)
+        bcount = np.zeros(nb_total + 1, np.int64)
+        for t in range(k):
+            i = a0 + t
+            s = side[i]
+            r = rg[t]
+            cnt[r] += 1
+            if cnt[r] == 1:
+                gm[r] = mmr[i]
+            elif mmr[i] != gm[r] and not (mmr[i] != mmr[i] and gm[r] != gm[r]):
+                return _no_cohort_lists(SORT_MIXED_MMR)
+            bcount[_bucket(_key(s, liq[i]), lo[r], scale[r], nreg[r], boff[r]) + 1] += 1
+            r = rs[t]
+            if r >= 0:
+                cnt[r] += 1
+                bcount[_bucket(_key(s, stop[i]), lo[r], scale[r], nreg[r], boff[r]) + 1] += 1
+        for b in range(nb_total):
+            bcount[b + 1] += bcount[b]
+        for r in range(u):
+            g = ug[r]
+            q = l_off + r
+            kind[q], lside[q], hs[q] = _group_list(g)
+            lstart[q] = bcount[boff[r]] + m_off
+            lend[q] = bcount[boff[r] + nreg[r] + 1] + m_off
+            first[q] = b_off + boff[r]
+            nbk[q] = nreg[r] + 1
+            coh[q] = c
+        for b in range(nb_total):
+            bst[b_off + b] = bcount[b] + m_off
+        pos = bcount[:-1].copy()
+        for t in range(k):
+            i = a0 + t
+            s = side[i]
+            r = rg[t]
+            b = _bucket(_key(s, liq[i]), lo[r], scale[r], nreg[r], boff[r])
+            p = pos[b]
+            pos[b] = p + 1
+            order[m_off + p] = np.int32(rows[i])
+            r = rs[t]
+            if r >= 0:
+                b = _bucket(_key(s, stop[i]), lo[r], scale[r], nreg[r], boff[r])
+                p = pos[b]
+                pos[b] = p + 1
+                order[m_off + p] = np.int32(rows[i])
+        for r in range(u):
+            gmap[ug[r]] = -1
+        l_off += u
+        b_off += nb_total
+        m_off += bcount[nb_total]
+    bst[b_off] = m_off
+    return (order[:m_off].copy(), np.empty(m_off), bst[: b_off + 1].copy(), kind[:l_off].copy(), lside[:l_off].copy(),
+            lstart[:l_off].copy(), lend[:l_off].copy(), first[:l_off].copy(), nbk[:l_off].copy(), hs[:l_off].copy(),
+            coh[:l_off].copy(), SORT_OK)
+
+
+@njit(cache=True)
+def _no_cohort_lists(status):
+    """The empty result of :func:`build_cohort_lists_nb` with an error ``status``."""
+    z = np.empty(0, np.int64)
+    return (np.empty(0, np.int32), np.empty(0), np.zeros(1, np.int64), z, z, z, z, z, z, np.empty(0, np.bool_), z, status)
+
+
+@njit(cache=True)
+def _gather6(a, b, c, d, e, f, rows):
+    """The six columns at ``rows``, in one pass (fancy indexing makes six)."""
+    n = rows.shape[0]
+    a2 = np.empty(n, a.dtype)
+    b2 = np.empty(n, b.dtype)
+    c2 = np.empty(n, c.dtype)
+    d2 = np.empty(n, d.dtype)
+    e2 = np.empty(n, e.dtype)
+    f2 = np.empty(n, f.dtype)
+    for t in range(n):
+        i = rows[t]
+        a2[t] = a[i]
+        b2[t] = b[i]
+        c2[t] = c[i]
+        d2[t] = d[i]
+        e2[t] = e[i]
+        f2[t] = f[i]
+    return a2, b2, c2, d2, e2, f2
