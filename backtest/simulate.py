@@ -248,8 +248,7 @@ def simulate_prepared(
 
             k = acc_run.symbols.index(s)
             per[s] = SymbolRun(out, bars, prepared.markets[s], full, fund, split, rows=pe.rows, accounts=symbol_part(acc_run, k, len(bars["ts"])))
-    t_sort = sum(v[0].sort_s for v in kr.values()) + ctx.t_sort
-    t_sim = sum(v[0].sim_s for v in kr.values()) + ctx.t_sim
+    t_sort, t_sim = ctx.t_sort, ctx.t_sim
     timings = {"sort_s": t_sort, "simulate_s": t_sim}
     if acc_run is not None:  # the account engine's time and its account checks (speed figures)
         timings["accounts_s"] = t_acc
@@ -287,20 +286,25 @@ class _Ctx:
     funds: dict[str, float]
     summary_only: bool
     progress: Callable | None
-    t_sort: float = 0.0  # of the kernel passes before the last (the last one's are in its outputs)
+    t_sort: float = 0.0  # the kernel runs' times (s), over every pass
     t_sim: float = 0.0
     engine_runs: int = 0
 
 
-def _run_symbols(ctx: _Ctx, aset: Any, ext: dict | None) -> dict[str, tuple]:
+def _run_symbols(ctx: _Ctx, aset: Any, ext: dict | None, prev: dict | None = None, only: set | None = None) -> dict[str, tuple]:
     """One pass of the per-symbol kernels: per results key ``(KernelRun, bars, the population
     entry the kernel ran, the full population entry, fund share)``; with ``aset`` (the account
     engine's accounts) the rows it holds leave the kernel; ``ext``: per symbol the engine's
-    external flow, fund draws and fees (contagion.engine_flows), None for none."""
+    external flow, fund draws and fees (contagion.engine_flows), None for none. With ``only``,
+    the symbols outside it keep their run of ``prev`` (their inputs did not change: the kernel is
+    deterministic). The kernels' times add to ``ctx.t_sort`` / ``ctx.t_sim``."""
     prepared, sim = ctx.prepared, ctx.sim
     ev = prepared.event
     res = {}
     for i, s in enumerate(prepared.symbols):
+        if only is not None and s not in only:
+            res[s] = prev[s]
+            continue
         if ctx.progress:
             ctx.progress(f"simulating {s}", i, len(prepared.symbols))
         mk = prepared.markets[s]
@@ -325,6 +329,8 @@ def _run_symbols(ctx: _Ctx, aset: Any, ext: dict | None) -> dict[str, tuple]:
             prepared._depth_cache[s] = depth_profile(prepared.store, leg.path_exchange, leg.path_symbol, mk, ev.start_ms, ev.end_ms)
         x = ext.get(s) if ext is not None else None
         out = run_kernel(pe.arrays, bars, prm, lists=pe.lists, workspace=ws, depth=prepared._depth_cache[s][0], ext=x)
+        ctx.t_sort += out.sort_s
+        ctx.t_sim += out.sim_s
         res[s] = (out, bars, pe, full, fund)
     return res
 
@@ -376,10 +382,6 @@ def _coupled(ctx: _Ctx, aset: Any) -> tuple[dict[str, tuple], Any, float]:
         t_eng += time.perf_counter() - t0
         return pr
 
-    def keep_time(kr: dict) -> None:
-        ctx.t_sort += sum(v[0].sort_s for v in kr.values())
-        ctx.t_sim += sum(v[0].sim_s for v in kr.values())
-
     if not len(aset.sub.first):  # no account the engine runs: one pass, nothing external
         kr = _run_symbols(ctx, aset, None)
         run = engine(observed_points(syms, prepared.markets))
@@ -399,22 +401,24 @@ def _coupled(ctx: _Ctx, aset: Any) -> tuple[dict[str, tuple], Any, float]:
         bars_of = {s: prepared.markets[s].bars for s in syms}
     else:
         kr = _run_symbols(ctx, aset, None)
-        keep_time(kr)
         pts = {s: kr[s][0].bar_pt.copy() for s in syms}
         bars_of = {s: kr[s][1] for s in syms}
         run = engine([sim_points(bars_of[s], prepared.markets[s].bar_ms, pts[s]) for s in syms])
     pricing = price(run, pts, bars_of)
     it = 0
     residual = None
+    kr_prev, ext_prev = (kr, None) if ctx.mode == "cascade" else (None, None)
     while True:
-        kr = _run_symbols(ctx, aset, pricing.ext)
+        # a pass re-runs only the symbols whose external inputs changed (the first: every symbol)
+        only = None if kr_prev is None else {s for s in syms if ext_prev is None or not _same_ext(pricing.ext[s], ext_prev[s])}
+        kr = _run_symbols(ctx, aset, pricing.ext, kr_prev, only)
         it += 1
         new = {s: kr[s][0].bar_pt.copy() for s in syms}
         residual = path_residual(new, pts)
         if residual <= CONTAGION_TOL or it >= sim.account_iterations:
             break
-        keep_time(kr)
         pts = new
+        kr_prev, ext_prev = kr, pricing.ext
         if ctx.mode == "cascade":
             run = engine([sim_points(bars_of[s], prepared.markets[s].bar_ms, pts[s]) for s in syms])
         pricing = price(run, pts, bars_of)
@@ -423,6 +427,11 @@ def _coupled(ctx: _Ctx, aset: Any) -> tuple[dict[str, tuple], Any, float]:
     run.residual = residual
     run.converged = bool(residual <= CONTAGION_TOL)
     return kr, run, t_eng
+
+
+def _same_ext(a: tuple, b: tuple) -> bool:
+    """Whether two symbols' external inputs (contagion.engine_flows) are equal, bit for bit."""
+    return all(np.array_equal(x, y) for x, y in zip(a, b))
 
 
 def _accounts(prepared: Prepared, pops: dict[str, PopEntry], key: str, pop_params: Any, sim: SimParams, progress: Callable | None):
