@@ -1,31 +1,55 @@
-"""Accounts in ``backtest replay`` (issue 12): which rows the account engine takes, its run, and
-the contagion figures of the summary.
+"""Accounts in ``backtest replay`` and ``backtest cascade`` (issue 12): which rows the account
+engine takes, its runs, how its liquidations reach the per-symbol kernels, and the contagion
+figures of the summary.
 
-Replay runs on the exogenous path (forced orders do not move it), so an account engine over the
-symbols' exogenous mark paths gives exact liquidation times for that path. :func:`run_engine`
+1. :func:`account_set` groups the cross rows of the event's populations into accounts
+   (:func:`backtest.accounts.assign_accounts`) and gives the account engine
+   (:mod:`backtest.kernels.accounts`) every account whose liquidation depends on more than its
+   own row: accounts over two or more symbols, and accounts holding a non-settlement collateral
+   asset. Every other row - isolated rows and single-symbol accounts in the settlement coin, whose
+   account is the row itself - goes through the per-symbol kernel as before
+   (:func:`backtest.engine.run_kernel`); with accounts off, or no such account, the results are
+   those of the previous issue bit for bit;
+2. :func:`run_on` runs the engine on the common grid (:func:`backtest.accounts.build_grid`) of the
+   symbols' path points: the observed ones in replay (:func:`observed_points`), the per-symbol
+   kernels' simulated ones in a cascade (:func:`sim_points`);
+3. :func:`engine_flows` (the one place that turns the engine's exit records into kernel inputs)
+   prices its liquidations at the kernels' path points and makes each symbol's external forced
+   flow, fund draws and clearance fees per path point (records.MarketPath ``ext_*``).
 
-1. groups the cross rows of the event's populations into accounts (:func:`backtest.accounts.assign_accounts`);
-2. gives the account engine (:mod:`backtest.kernels.accounts`) every account whose liquidation
-   depends on more than its own row: accounts over two or more symbols, and accounts holding a
-   non-settlement collateral asset. Every other row - isolated rows and single-symbol accounts in
-   the settlement coin, whose account is the row itself - goes through the per-symbol kernel as
-   before (:func:`backtest.engine.run_kernel`, unchanged); with accounts off, or no such account,
-   the results are those of the previous issue bit for bit;
-3. runs the engine on the common grid of the symbols' path points (:func:`backtest.accounts.build_grid`).
+Coupling (:func:`backtest.simulate._coupled`, a deterministic fixed point; a joint multi-symbol
+kernel would be a rewrite). Cascade: pass 0 runs the per-symbol kernels without the engine's
+rows; the engine runs on their simulated path points; its liquidations enter each symbol's kernel
+as an external flow in round 0 of their path point (signed USD: an account long's liquidation
+sells), so they move the price through the same impact model and book bound, and the per-symbol
+rows feel them (their fills, and the rounds they trigger); the kernels run again, the engine runs
+on the new path, and so on until no path point moves by more than :data:`CONTAGION_TOL`
+(relative: its price, its round-0 price, its round-0 fill) or after ``account_iterations`` passes
+(``summary.json``: ``contagion_iterations``, ``contagion_residual``, ``contagion_converged``).
+Replay: the path does not move, the engine runs once on the observed path; its flow walks the
+book (fills) without moving the path, and the passes only settle its fills and fund draws.
+
+The engine's rows pay like every other row (both modes): each fills as a round-0 row of its
+path point (the point's round-0 price moved by the round-0 impact of the point's whole forced
+flow, the engine's included, when that goes against it); at those fills the account's equity is
+either a deficit, drawn from the fund of each row's symbol at the row's path point (split over the
+account's rows by notional), or the remaining margin, of which the clearance fee goes into the
+fund. A deficit the fund cannot cover is counted as ``uncovered_usd`` (records.BI_UNCOVERED); it is
+NOT handed to ADL (the per-symbol ADL step takes over bankrupt positions of its own rows only).
 
 Contagion (definition; ``summary.json`` ``contagion_definition``): a liquidated row is contagion
 when its account would not have been liquidated at that grid point by its own symbol's move alone,
 i.e. with every other symbol's price and the collateral's price held at their window-start values;
-else own-market. Rows of the per-symbol kernel are own-market by construction. The source of a
-contagion liquidation is the symbol (or the collateral) whose loss since the window start
+else own-market. Rows of the per-symbol kernel are own-market by construction (also when another
+symbol's account liquidation moved their price: the contagion split is by account). The source of
+a contagion liquidation is the symbol (or the collateral) whose loss since the window start
 contributed most to the account's equity drop.
 
-Simplified (and said so in the summary's notes): the engine's rows pay no impact on their fills
-(the grid point's price), pay no clearance fee, get no funding, and their stop-losses are not
-simulated (an account's rows leave only by its liquidation); their deficits (losses beyond the
-account's equity) are reported (``account_deficit_usd`` per bar, ``contagion_account_deficit_usd``)
-but not charged to the insurance fund and not handed to ADL; the per-symbol kernels' fund and ADL
-see only their own rows.
+Simplified (and said so in the summary's notes): the engine closes whole accounts at the grid
+point (see :mod:`backtest.accounts` for the venues' procedures); it triggers on the path points of
+the pass before (which hold the impact of the engine's flow at that point too); its rows get no
+funding and their stop-losses are not simulated (an account's rows leave only by its liquidation);
+an engine liquidation goes to its symbol's last own path point at or before the grid time.
 """
 
 from __future__ import annotations
@@ -50,8 +74,11 @@ CONTAGION_DEFINITION = (
 )
 NOTE = (
     "accounts (issue 12): rows of accounts over several symbols (or holding a non-settlement collateral) are liquidated by "
-    "the account engine on the exogenous paths, whole accounts at the grid point's prices (no impact, no clearance fee, no "
-    "funding, no stop-losses); their deficits are reported (contagion_account_deficit_usd), not charged to the insurance fund or ADL"
+    "the account engine, whole accounts at a grid point of the symbols' path points (observed in replay, simulated in a "
+    "cascade, coupled with the per-symbol kernels by a fixed point: contagion_iterations, contagion_residual); their "
+    "forced orders enter their path point's round 0 (in a cascade they move the price), they fill at its impact, their "
+    "deficits are drawn from the symbol's fund (what it cannot cover is uncovered, not handed to ADL) and their clearance "
+    "fees paid into it; no funding, no stop-losses"
 )
 
 

@@ -14,14 +14,26 @@ heatmap and clusters in :mod:`backtest.liqmap`. This module orchestrates (``prep
 the kernel parameters, the workspace) is :mod:`backtest.engine`. It is the :class:`backtest.sim_api.SimulationAPI` that
 sweeps and the report run on.
 
-Simplifications (see also :mod:`backtest.kernels.cascade`): the population holds the positions
-open at the start of the window and those that open during it (at a bar's close, in proportion to
-its traded volume; :func:`backtest.population.add_window_flow`), each open from ``open_time`` to
-its voluntary ``close_time``; in a cascade (and in replay with ``accounts=false``) cross
-positions are treated like isolated ones with their allotted collateral - in replay with accounts
-on (the default) the rows of accounts over several symbols, among the positions open at the
-window start, are liquidated by the account engine (:mod:`backtest.contagion`); linear contracts only; one insurance fund split across the symbols by open
-notional; ADL runs at the end of each bar for what the fund could not cover.
+Accounts (issue 12, on at defaults; :mod:`backtest.contagion`): the rows of accounts over several
+symbols of the primary venue (or holding a non-settlement collateral), among the positions open at
+the window start, are liquidated by the account engine, the rest by the per-symbol kernels.
+:func:`_coupled` couples the two by a deterministic fixed point: in a cascade the engine runs on
+the kernels' simulated path points and its liquidations enter each symbol's kernel as an external
+forced flow (round 0 of their path point: it moves the price through the impact model, and the
+kernel's rows feel it), fund draws (its deficits) and clearance fees, pass after pass until no
+path point moves by more than ``contagion.CONTAGION_TOL`` or ``account_iterations`` passes
+(``summary.json`` ``contagion_iterations`` / ``contagion_residual`` / ``contagion_converged``); in
+replay the engine runs once on the observed path and its flow sets fills, fees and fund draws
+without moving the path. A pass re-runs only the symbols whose external inputs changed.
+
+Simplifications (see also :mod:`backtest.kernels.cascade` and :mod:`backtest.contagion`): the
+population holds the positions open at the start of the window and those that open during it (at
+a bar's close, in proportion to its traded volume; :func:`backtest.population.add_window_flow`),
+each open from ``open_time`` to its voluntary ``close_time``; cross positions outside the engine
+are treated like isolated ones with their allotted collateral; linear contracts only; one
+insurance fund per venue split across its symbols by open notional (the engine's deficits drawn
+from the fund of each row's symbol); ADL runs at the end of each bar for what the fund could not
+cover of the kernel's own rows (an engine deficit the fund cannot cover is counted uncovered).
 """
 
 from __future__ import annotations

@@ -16,6 +16,18 @@ close is below the open, else open -> low -> high -> close (DESIGN §7). At each
    (``KernelParams.no_feedback``: the impact sets the fills but does not move the price) and
    impact "none" have round 0 only.
 
+External forced flow (issue 12: the account engine's liquidations, :mod:`backtest.contagion`;
+``MarketPath.ext_flow`` / ``ext_fund`` / ``ext_fee``, USD per path point, zeros by default -
+which give the kernel's results without them bit for bit): at a path point, first the external
+clearance fees are paid into the fund and the external deficits drawn from it (what it cannot
+cover: ``BI_UNCOVERED``; not handed to ADL); then the external flow (signed, + buys) joins round
+0's cumulative flow, so it moves the price through the same impact model and book bound (in a
+cascade; in replay it only sets the fills), the round-0 rows fill at that impact and later rounds
+follow from the moved price - a round 0 with external flow runs even if no row triggers. Per path
+point the kernel reports its final price, its round-0 price and round-0 impact factor
+(``RunOutputs.bar_pt``, records.PT_*): the account engine's next pass runs on the prices, and its
+rows fill at the round-0 price and factor like a round-0 row.
+
 Positions open and close during the run (issue 11): a position can trigger, and be ADL'd, only
 while ``open_time <= t < close_time`` (path time ``t``, UTC ms); its funding counts from its
 first open path point (0 for positions open by the first bar's open).
