@@ -39,7 +39,7 @@ cover of the kernel's own rows (an engine deficit the fund cannot cover is count
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -406,10 +406,10 @@ def _coupled(ctx: _Ctx, aset: Any) -> tuple[dict[str, tuple], Any, float]:
     if ctx.mode == "replay":
         hit = prepared._acc_cache.get("replay_run")
         if hit is not None and hit[0] is aset:
-            run = hit[1]
+            run = replace(hit[1])  # the cached run stays unpriced (this call prices its copy)
         else:
             run = engine(observed_points(syms, prepared.markets))
-            prepared._acc_cache["replay_run"] = (aset, run)
+            prepared._acc_cache["replay_run"] = (aset, replace(run))
         obs = observed_points(syms, prepared.markets)
         pts = {s: observed_bar_pt(p) for s, p in zip(syms, obs)}
         bars_of = {s: prepared.markets[s].bars for s in syms}

@@ -224,3 +224,16 @@ def test_cli_cascade_has_the_contagion_keys(tmp_path):
     assert s["contagion_converged"] in (True, False) and s["contagion_residual"] >= 0
     liq = pl.read_parquet(out / "liquidations.parquet")
     assert (liq["account"] >= 0).any() and (liq["contagion"] == 1).any()
+
+
+def test_a_cached_engine_run_gives_the_same_replay(synthetic):
+    """Replay keeps the engine's run (the observed path) from call to call: each call prices its own copy."""
+    prep, _cas, rep = synthetic
+    again = simulate_prepared(prep, mode="replay", summary_only=True).summary
+    other = simulate_prepared(prep, {"impact_model": "none"}, mode="replay", summary_only=True).summary
+    back = simulate_prepared(prep, mode="replay", summary_only=True).summary
+    assert again.timings_s["account_engine_runs"] == 0.0  # cached
+    for s in (again, back):
+        assert s.contagion_account_deficit_usd == rep.summary.contagion_account_deficit_usd
+        assert s.liquidated_notional_usd == rep.summary.liquidated_notional_usd
+    assert other.contagion_account_deficit_usd != rep.summary.contagion_account_deficit_usd  # no impact: fills at the price reached
