@@ -175,6 +175,10 @@ def test_a_fund_too_small_leaves_the_rest_uncovered():
     bars = res.bars
     assert res.summary.insurance_fund_min_usd == 0.0
     assert float(bars["uncovered_usd"].sum()) > 0.5 * res.summary.contagion_account_deficit_usd
+    # the fund pays what it holds (deficit_usd), the rest is uncovered: together the engine's deficits
+    paid_and_not = float(bars["deficit_usd"].sum() + bars["uncovered_usd"].sum())
+    assert paid_and_not == pytest.approx(res.summary.contagion_account_deficit_usd, rel=1e-6, abs=1.0)
+    assert float(bars["deficit_usd"].sum()) <= 1000.0 + float(bars["clearance_fees_usd"].sum()) + 1e-6
 
 
 def test_the_coupling_converges_on_the_synthetic_event(synthetic):

@@ -637,17 +637,16 @@ def _settle_round(ws, nt0, nt, nx, j, r, p_from, p_hit, fac, fac1, phi, t_pt, F,
 
 @njit(cache=True)
 def _ext_fund(bar_i, j, fund, fee, deficit):
-    """Pay the external flow's clearance fees (``fee`` units) into the fund (``fund`` units) and
-    its deficits (``deficit`` units) out of it at a path point of bar ``j``, as :func:`_settle_round`
-    does for a round's own (what the fund cannot cover: ``BI_UNCOVERED``; it is not handed to
-    ADL); returns the fund."""
+    """Pay the external flow's clearance fees (``fee`` units) into the fund (``fund`` units), then
+    its deficits (``deficit`` units) out of it, at a path point of bar ``j``: what the fund pays
+    is ``BI_DEFICIT``, what it cannot cover ``BI_UNCOVERED`` (not handed to ADL: the fund never
+    goes negative); returns the fund."""
     bar_i[j, BI_FUND_IN] += fee
-    bar_i[j, BI_DEFICIT] += deficit
-    fund += fee - deficit
-    if fund < 0:
-        bar_i[j, BI_UNCOVERED] += -fund
-        fund = np.int64(0)
-    return fund
+    fund += fee
+    paid = deficit if deficit <= fund else fund
+    bar_i[j, BI_DEFICIT] += paid
+    bar_i[j, BI_UNCOVERED] += deficit - paid
+    return fund - paid
 
 
 # ---- auto-deleveraging ---------------------------------------------------------------------
