@@ -63,7 +63,7 @@ BARS_SCHEMA: dict[str, pl.DataType] = {
     "open_interest_usd": pl.Float64, "observed_open_interest_usd": pl.Float64,
     # accounts (issue 12; backtest.contagion): notional liquidated by another symbol's or the collateral's move,
     # by the own symbol's move (both engines), and the account engine's deficits (at its fills; charged to the
-    # symbol's fund, so also in deficit_usd)
+    # symbol's fund: what it paid is also in deficit_usd, the rest in uncovered_usd)
     "contagion_usd": pl.Float64, "own_market_usd": pl.Float64, "account_deficit_usd": pl.Float64,
 }
 #: one row per position that left the book (liquidated, stopped, ADL'd), by time then position
