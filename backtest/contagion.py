@@ -1,31 +1,55 @@
-"""Accounts in ``backtest replay`` (issue 12): which rows the account engine takes, its run, and
-the contagion figures of the summary.
+"""Accounts in ``backtest replay`` and ``backtest cascade`` (issue 12): which rows the account
+engine takes, its runs, how its liquidations reach the per-symbol kernels, and the contagion
+figures of the summary.
 
-Replay runs on the exogenous path (forced orders do not move it), so an account engine over the
-symbols' exogenous mark paths gives exact liquidation times for that path. :func:`run_engine`
+1. :func:`account_set` groups the cross rows of the event's populations into accounts
+   (:func:`backtest.accounts.assign_accounts`) and gives the account engine
+   (:mod:`backtest.kernels.accounts`) every account whose liquidation depends on more than its
+   own row: accounts over two or more symbols, and accounts holding a non-settlement collateral
+   asset. Every other row - isolated rows and single-symbol accounts in the settlement coin, whose
+   account is the row itself - goes through the per-symbol kernel as before
+   (:func:`backtest.engine.run_kernel`); with accounts off, or no such account, the results are
+   those of the previous issue bit for bit;
+2. :func:`run_on` runs the engine on the common grid (:func:`backtest.accounts.build_grid`) of the
+   symbols' path points: the observed ones in replay (:func:`observed_points`), the per-symbol
+   kernels' simulated ones in a cascade (:func:`sim_points`);
+3. :func:`engine_flows` (the one place that turns the engine's exit records into kernel inputs)
+   prices its liquidations at the kernels' path points and makes each symbol's external forced
+   flow, fund draws and clearance fees per path point (records.MarketPath ``ext_*``).
 
-1. groups the cross rows of the event's populations into accounts (:func:`backtest.accounts.assign_accounts`);
-2. gives the account engine (:mod:`backtest.kernels.accounts`) every account whose liquidation
-   depends on more than its own row: accounts over two or more symbols, and accounts holding a
-   non-settlement collateral asset. Every other row - isolated rows and single-symbol accounts in
-   the settlement coin, whose account is the row itself - goes through the per-symbol kernel as
-   before (:func:`backtest.engine.run_kernel`, unchanged); with accounts off, or no such account,
-   the results are those of the previous issue bit for bit;
-3. runs the engine on the common grid of the symbols' path points (:func:`backtest.accounts.build_grid`).
+Coupling (:func:`backtest.simulate._coupled`, a deterministic fixed point; a joint multi-symbol
+kernel would be a rewrite). Cascade: pass 0 runs the per-symbol kernels without the engine's
+rows; the engine runs on their simulated path points; its liquidations enter each symbol's kernel
+as an external flow in round 0 of their path point (signed USD: an account long's liquidation
+sells), so they move the price through the same impact model and book bound, and the per-symbol
+rows feel them (their fills, and the rounds they trigger); the kernels run again, the engine runs
+on the new path, and so on until no path point moves by more than :data:`CONTAGION_TOL`
+(relative: its price, its round-0 price, its round-0 fill) or after ``account_iterations`` passes
+(``summary.json``: ``contagion_iterations``, ``contagion_residual``, ``contagion_converged``).
+Replay: the path does not move, the engine runs once on the observed path; its flow walks the
+book (fills) without moving the path, and the passes only settle its fills and fund draws.
+
+The engine's rows pay like every other row (both modes): each fills as a round-0 row of its
+path point (the point's round-0 price moved by the round-0 impact of the point's whole forced
+flow, the engine's included, when that goes against it); at those fills the account's equity is
+either a deficit, drawn from the fund of each row's symbol at the row's path point (split over the
+account's rows by notional), or the remaining margin, of which the clearance fee goes into the
+fund. A deficit the fund cannot cover is counted as ``uncovered_usd`` (records.BI_UNCOVERED); it is
+NOT handed to ADL (the per-symbol ADL step takes over bankrupt positions of its own rows only).
 
 Contagion (definition; ``summary.json`` ``contagion_definition``): a liquidated row is contagion
 when its account would not have been liquidated at that grid point by its own symbol's move alone,
 i.e. with every other symbol's price and the collateral's price held at their window-start values;
-else own-market. Rows of the per-symbol kernel are own-market by construction. The source of a
-contagion liquidation is the symbol (or the collateral) whose loss since the window start
+else own-market. Rows of the per-symbol kernel are own-market by construction (also when another
+symbol's account liquidation moved their price: the contagion split is by account). The source of
+a contagion liquidation is the symbol (or the collateral) whose loss since the window start
 contributed most to the account's equity drop.
 
-Simplified (and said so in the summary's notes): the engine's rows pay no impact on their fills
-(the grid point's price), pay no clearance fee, get no funding, and their stop-losses are not
-simulated (an account's rows leave only by its liquidation); their deficits (losses beyond the
-account's equity) are reported (``account_deficit_usd`` per bar, ``contagion_account_deficit_usd``)
-but not charged to the insurance fund and not handed to ADL; the per-symbol kernels' fund and ADL
-see only their own rows.
+Simplified (and said so in the summary's notes): the engine closes whole accounts at the grid
+point (see :mod:`backtest.accounts` for the venues' procedures); it triggers on the path points of
+the pass before (which hold the impact of the engine's flow at that point too); its rows get no
+funding and their stop-losses are not simulated (an account's rows leave only by its liquidation);
+an engine liquidation goes to its symbol's last own path point at or before the grid time.
 """
 
 from __future__ import annotations
@@ -38,6 +62,10 @@ import numpy as np
 
 from backtest import records as R
 
+#: the coupling of the account engine with the per-symbol kernels stops when no path point moves
+#: by more than this (relative) from one pass to the next (a numerical choice: far below any price tick)
+CONTAGION_TOL = 1e-9
+
 #: the definition written into summary.json
 CONTAGION_DEFINITION = (
     "a liquidation is contagion when the account would not have been liquidated at that time by its own symbol's move "
@@ -46,22 +74,60 @@ CONTAGION_DEFINITION = (
 )
 NOTE = (
     "accounts (issue 12): rows of accounts over several symbols (or holding a non-settlement collateral) are liquidated by "
-    "the account engine on the exogenous paths, whole accounts at the grid point's prices (no impact, no clearance fee, no "
-    "funding, no stop-losses); their deficits are reported (contagion_account_deficit_usd), not charged to the insurance fund or ADL"
+    "the account engine, whole accounts at a grid point of the symbols' path points (observed in replay, simulated in a "
+    "cascade, coupled with the per-symbol kernels by a fixed point: contagion_iterations, contagion_residual); their "
+    "forced orders enter their path point's round 0 (in a cascade they move the price), they fill at its impact, their "
+    "deficits are drawn from the symbol's fund (what it cannot cover is uncovered, not handed to ADL) and their clearance "
+    "fees paid into it; no funding, no stop-losses"
 )
 
 
 @dataclass
-class EngineRun:
-    """One replay's account-engine run: the accounts, which rows it took, its outputs."""
+class AccountSet:
+    """The accounts of one population set and which of them the engine runs (independent of the
+    path: built once per population and account parameters)."""
 
     acc: R.Accounts  # every account of the event (single- and multi-symbol)
-    sub: R.Accounts  # the accounts the engine ran (renumbered)
+    sub: R.Accounts  # the accounts the engine runs (renumbered)
     sub_ids: np.ndarray  # int64: their ids in ``acc``
-    out: R.AccountOutputs
-    grid_ts: np.ndarray  # int64: the grid's times, UTC ms
+    rows: R.AccountRows  # the engine's rows, in ``sub``'s member order
     engine_rows: dict[str, np.ndarray]  # symbol -> bool per local row: taken by the engine
     symbols: list[str]
+
+
+@dataclass
+class Pricing:
+    """The engine's liquidations priced at the per-symbol kernels' path points (:func:`engine_flows`):
+    per exit record (``AccountOutputs`` order), and the external inputs of each symbol's kernel."""
+
+    fill: np.ndarray  # float64: fill, quote currency (the point's round-0 price moved by its round-0 impact when against the row)
+    usd: np.ndarray  # float64: notional closed, qty x weight x fill (x_share of it where the engine closes part)
+    deficit_usd: np.ndarray  # float64: the row's part of its account's deficit at those fills, weighted
+    fee_usd: np.ndarray  # float64: the row's part of its account's clearance fee, weighted
+    bar: np.ndarray  # int64: bar of the row's symbol
+    side: np.ndarray  # int8: +1 long, -1 short
+    ext: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]  # symbol -> (ext_flow, ext_fund, ext_fee), records.MarketPath
+
+
+@dataclass
+class EngineRun:
+    """One account-engine run: the accounts, which rows it took, its outputs, and (once priced
+    against the kernels' paths) its fills, deficits and the coupling's iterations."""
+
+    acc: R.Accounts
+    sub: R.Accounts
+    sub_ids: np.ndarray
+    out: R.AccountOutputs
+    grid_ts: np.ndarray  # int64: the grid's times, UTC ms
+    engine_rows: dict[str, np.ndarray]
+    symbols: list[str]
+    grid: Any = None  # records.GridPaths the engine ran on
+    priced: Pricing | None = None
+    #: kernel passes with the engine's external flow, the last residual (largest relative move of
+    #: a path point between the last two passes) and whether it fell to CONTAGION_TOL
+    iterations: int = 0
+    residual: float | None = None
+    converged: bool | None = None
 
 
 def account_key(pop_key: str, sim: Any) -> str:
@@ -69,18 +135,9 @@ def account_key(pop_key: str, sim: Any) -> str:
                       sort_keys=True, default=str)
 
 
-def run_engine(symbols: list[str], pops: dict[str, Any], markets: dict[str, Any], seed: int, sim: Any, start_ms: int) -> EngineRun:
-    """Assign accounts, pick the engine's accounts and run the engine (module docstring)."""
-    from backtest.accounts import (
-        account_rows,
-        assign_accounts,
-        build_grid,
-        collateral_series,
-        parse_collateral_shock,
-        path_points,
-        run_accounts,
-        subset_accounts,
-    )
+def account_set(symbols: list[str], pops: dict[str, Any], seed: int, sim: Any, start_ms: int) -> AccountSet:
+    """Assign accounts and pick the engine's (module docstring, steps 1 and 2)."""
+    from backtest.accounts import account_rows, assign_accounts, subset_accounts
 
     arrays = [pops[s].arrays for s in symbols]
     acc = assign_accounts(arrays, [pops[s].open_notional_usd for s in symbols], positions_per_account=sim.positions_per_account,
@@ -88,11 +145,6 @@ def run_engine(symbols: list[str], pops: dict[str, Any], markets: dict[str, Any]
                           as_of_ms=int(start_ms))
     keep = (acc.n_symbols >= 2) | (acc.coll_asset != R.COLLATERAL_SETTLEMENT)
     sub, rows = subset_accounts(acc, keep, account_rows(arrays, acc))
-    shock = parse_collateral_shock(sim.collateral_shock) if sim.collateral_shock else None
-    coll = [collateral_series(shock, start_ms)]
-    grid = build_grid([path_points(markets[s].bars, markets[s].bar_ms) for s in symbols], coll, [sim.collateral_haircut])
-    nbars = max((len(markets[s].bars["ts"]) for s in symbols), default=1)
-    out = run_accounts(sub, rows, grid, nbars)
     engine_rows = {}
     for k, s in enumerate(symbols):
         lo, hi = int(acc.row_offset[k]), int(acc.row_offset[k + 1])
@@ -100,23 +152,197 @@ def run_engine(symbols: list[str], pops: dict[str, Any], markets: dict[str, Any]
         mask = np.zeros(hi - lo, np.bool_)
         mask[m] = True
         engine_rows[s] = mask
-    return EngineRun(acc, sub, np.flatnonzero(keep), out, grid.ts, engine_rows, list(symbols))
+    return AccountSet(acc, sub, np.flatnonzero(keep), rows, engine_rows, list(symbols))
+
+
+def run_on(aset: AccountSet, points: list[tuple[np.ndarray, np.ndarray, np.ndarray]], sim: Any, start_ms: int, nbars: int) -> EngineRun:
+    """Run the engine over the symbols' path points ``points`` (:func:`backtest.accounts.path_points`
+    of the observed bars in replay, :func:`sim_points` of the kernels' simulated path in a cascade)."""
+    from backtest.accounts import build_grid, collateral_series, parse_collateral_shock, run_accounts
+
+    shock = parse_collateral_shock(sim.collateral_shock) if sim.collateral_shock else None
+    grid = build_grid(points, [collateral_series(shock, start_ms)], [sim.collateral_haircut])
+    out = run_accounts(aset.sub, aset.rows, grid, nbars)
+    return EngineRun(aset.acc, aset.sub, aset.sub_ids, out, grid.ts, aset.engine_rows, aset.symbols, grid=grid)
+
+
+def run_engine(symbols: list[str], pops: dict[str, Any], markets: dict[str, Any], seed: int, sim: Any, start_ms: int) -> EngineRun:
+    """Assign accounts, pick the engine's accounts and run the engine on the observed paths."""
+    aset = account_set(symbols, pops, seed, sim, start_ms)
+    nbars = max((len(markets[s].bars["ts"]) for s in symbols), default=1)
+    return run_on(aset, observed_points(symbols, markets), sim, start_ms, nbars)
+
+
+def observed_points(symbols: list[str], markets: dict[str, Any]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Each symbol's observed path points (:func:`backtest.accounts.path_points`)."""
+    from backtest.accounts import path_points
+
+    return [path_points(markets[s].bars, markets[s].bar_ms) for s in symbols]
+
+
+def sim_points(bars: dict[str, np.ndarray], bar_ms: int, bar_pt: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A symbol's simulated path points: the times and bars of :func:`backtest.accounts.path_points`,
+    the prices the kernel reached there (``bar_pt[:, :, PT_PRICE]``, records.RunOutputs)."""
+    from backtest.accounts import path_points
+
+    t, _px, b = path_points(bars, bar_ms)
+    return t, np.ascontiguousarray(bar_pt[:, :, R.PT_PRICE]).ravel(), b
+
+
+def observed_bar_pt(points: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    """``bar_pt`` (records.PT_*) of a path no forced flow touched: every point at its observed
+    price, round-0 factor 1 (what the engine's fills start from in replay)."""
+    _t, px, _b = points
+    n = len(px) // R.PATH_POINTS
+    pt = np.empty((n, R.PATH_POINTS, R.PT_SIZE))
+    pt[:, :, R.PT_PRICE] = px.reshape(n, R.PATH_POINTS)
+    pt[:, :, R.PT_HIT] = px.reshape(n, R.PATH_POINTS)
+    pt[:, :, R.PT_FAC] = 1.0
+    return pt
+
+
+def path_residual(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
+    """Largest relative move of a path point between two passes (``bar_pt`` per symbol): of its
+    price, its round-0 price or the round-0 fill (price x factor)."""
+    worst = 0.0
+    for s, x in a.items():
+        y = b[s]
+        if not x.size:
+            continue
+        fx = x[:, :, R.PT_HIT] * x[:, :, R.PT_FAC]
+        fy = y[:, :, R.PT_HIT] * y[:, :, R.PT_FAC]
+        for u, v in ((x[:, :, R.PT_PRICE], y[:, :, R.PT_PRICE]), (x[:, :, R.PT_HIT], y[:, :, R.PT_HIT]), (fx, fy)):
+            d = np.abs(u - v) / np.maximum(np.abs(v), 1e-300)
+            worst = max(worst, float(np.max(d)))
+    return worst
+
+
+def engine_flows(run: EngineRun, pops: dict[str, Any], bar_pt: dict[str, np.ndarray], point_ts: dict[str, np.ndarray],
+                 clearance_rate: float) -> Pricing:
+    """The engine's liquidations as each symbol's external forced flow (the one place that turns
+    the engine's exit records into kernel inputs; records.MarketPath ``ext_*``).
+
+    Each exit record (row ``g``, grid point ``t``) goes to its symbol's last own path point at or
+    before ``grid_ts[t]`` (the point whose price the engine saw). There, with ``bar_pt`` the
+    symbol's kernel outputs of the pass before (records.PT_*):
+
+    - flow: ``-side x qty x weight x PT_HIT`` USD (a long's liquidation sells), in round 0 of the point;
+    - fill: as a round-0 row of the point - ``PT_HIT x PT_FAC`` when that impact goes against the
+      row (forced sells fill lower, forced buys higher), else ``PT_HIT``;
+    - the account's equity at its rows' fills, ``collateral (at t) + sum side x qty x (fill - entry)``
+      (one prototype real account, rows unweighted, as the engine): below 0 it is the deficit the
+      fund pays; else the clearance fee ``min(equity, clearance_rate x sum qty x fill)`` is paid
+      into the fund; either is split over the account's rows by notional at the fills and
+      weighted by each row's weight (as the engine splits deficits), and charged at the row's point.
+
+    A per-record share ``x_share`` of the outputs (partial liquidation), when the engine gives one,
+    scales the closed quantity. Funding of the engine's rows stays out."""
+    out, acc, sub = run.out, run.acc, run.sub
+    syms = run.symbols
+    g = out.x_row
+    m = len(g)
+    sidx = (np.searchsorted(acc.row_offset, g, side="right") - 1).astype(np.int64)
+    share = getattr(out, "x_share", None)
+    side = np.empty(m, np.int8)
+    qty = np.empty(m)
+    entry = np.empty(m)
+    w = np.empty(m)
+    hit = np.empty(m)
+    fac = np.empty(m)
+    pt = np.empty(m, np.int64)
+    ext = {}
+    for k, s in enumerate(syms):
+        sel = sidx == k
+        loc = g[sel] - acc.row_offset[k]
+        a = pops[s].arrays
+        side[sel] = a["side"][loc]
+        qty[sel] = a["qty"][loc]
+        entry[sel] = a["entry"][loc]
+        w[sel] = a["weight"][loc].astype(np.float64)
+        i = np.maximum(np.searchsorted(point_ts[s], run.grid_ts[out.x_grid[sel]], side="right") - 1, 0)
+        flat = bar_pt[s].reshape(-1, R.PT_SIZE)
+        hit[sel] = flat[i, R.PT_HIT]
+        fac[sel] = flat[i, R.PT_FAC]
+        pt[sel] = i
+    if share is not None:
+        qty = qty * np.asarray(share, np.float64)
+    against = ((side > 0) & (fac < 1.0)) | ((side < 0) & (fac > 1.0))
+    fill = np.where(against, hit * fac, hit)
+    # accounts at their fills (one prototype real account, rows unweighted)
+    a_of = sub.row_account[g].astype(np.int64)
+    A = len(sub.first)
+    t_acc = np.zeros(A, np.int64)
+    t_acc[a_of] = out.x_grid
+    code = sub.coll_asset
+    coll = sub.wallet_usd.copy()
+    if A and run.grid is not None:
+        cs = run.grid.coll_series[code]
+        other = cs >= 0
+        if other.any():
+            coll[other] = (sub.coll_amount[other] * run.grid.px[cs[other], t_acc[other]] * (1.0 - run.grid.haircut[code[other]]))
+    upnl = side * qty * (fill - entry)
+    notional = qty * fill
+    eq = coll + np.bincount(a_of, weights=upnl, minlength=A)
+    tot = np.bincount(a_of, weights=notional, minlength=A)
+    deficit = np.where(eq < 0.0, -eq, 0.0)
+    fee = np.where(eq > 0.0, np.minimum(eq, float(clearance_rate) * tot), 0.0)
+    part = np.where(tot[a_of] > 0.0, notional / np.where(tot[a_of] > 0.0, tot[a_of], 1.0), 0.0) * w
+    row_def = deficit[a_of] * part
+    row_fee = fee[a_of] * part
+    usd = notional * w
+    flow = -side * qty * w * hit
+    for k, s in enumerate(syms):
+        nb = bar_pt[s].shape[0]
+        sel = sidx == k
+        f = np.zeros(nb * R.PATH_POINTS)
+        d = np.zeros(nb * R.PATH_POINTS)
+        c = np.zeros(nb * R.PATH_POINTS)
+        np.add.at(f, pt[sel], flow[sel])
+        np.add.at(d, pt[sel], row_def[sel])
+        np.add.at(c, pt[sel], row_fee[sel])
+        ext[s] = (f.reshape(nb, R.PATH_POINTS), d.reshape(nb, R.PATH_POINTS), c.reshape(nb, R.PATH_POINTS))
+    return Pricing(fill, usd, row_def, row_fee, pt // R.PATH_POINTS, side, ext)
+
+
+def _units(x: np.ndarray) -> np.ndarray:
+    """USD -> fixed-point units (records.USD_SCALE, round half up), per element."""
+    return np.floor(np.asarray(x, np.float64) * R.USD_SCALE + 0.5).astype(np.int64)
 
 
 def symbol_part(run: EngineRun, k: int, nbars: int) -> dict[str, Any]:
-    """What the frames of symbol ``k`` need: its records (local rows), per-bar sums, accounts of its rows."""
+    """What the frames of symbol ``k`` need: its records (local rows), per-bar sums, accounts of its
+    rows. Once priced (:func:`engine_flows`), the fills, notional and deficits are those at the
+    kernel's path points (the per-bar sums rebuilt from them), else the grid point's prices."""
     acc, out = run.acc, run.out
     lo, hi = int(acc.row_offset[k]), int(acc.row_offset[k + 1])
     sel = (out.x_row >= lo) & (out.x_row < hi)
     sub_acc = run.sub.row_account[out.x_row[sel]]
+    bar_i = out.bar_i[k, :nbars]
+    fill = out.x_fill[sel]
+    pr = run.priced
+    if pr is not None:
+        fill = pr.fill[sel]
+        bar_i = bar_i.copy()
+        b = pr.bar[sel]
+        u = _units(pr.usd[sel])
+        cont = out.x_contagion[sel] == 1
+        is_long = pr.side[sel] > 0
+        for col in (R.AB_LONG_LIQ, R.AB_SHORT_LIQ, R.AB_CONTAGION, R.AB_OWN, R.AB_DEFICIT):
+            bar_i[:, col] = 0
+        np.add.at(bar_i[:, R.AB_LONG_LIQ], b[is_long], u[is_long])
+        np.add.at(bar_i[:, R.AB_SHORT_LIQ], b[~is_long], u[~is_long])
+        np.add.at(bar_i[:, R.AB_CONTAGION], b[cont], u[cont])
+        np.add.at(bar_i[:, R.AB_OWN], b[~cont], u[~cont])
+        np.add.at(bar_i[:, R.AB_DEFICIT], b, _units(pr.deficit_usd[sel]))
     return {
         "row": (out.x_row[sel] - lo).astype(np.int64),
         "ts": run.grid_ts[out.x_grid[sel]],
-        "fill": out.x_fill[sel],
+        "fill": fill,
+        "usd": pr.usd[sel] if pr is not None else None,
         "contagion": out.x_contagion[sel],
         "source": out.x_source[sel],
         "account": run.sub_ids[sub_acc],
-        "bar_i": out.bar_i[k, :nbars],
+        "bar_i": bar_i,
         "row_account": acc.row_account[lo:hi],
     }
 
@@ -172,6 +398,11 @@ def summary_fields(run: EngineRun, liqs_by_symbol: dict[str, dict[str, np.ndarra
         "contagion_rows": cont_rows,
         "contagion_by_class": classes,
         "contagion_matrix_usd": matrix,
-        "contagion_account_deficit_usd": float(run.out.bar_i[:, :, R.AB_DEFICIT].sum() / R.USD_SCALE),
+        "contagion_account_deficit_usd": float(run.priced.deficit_usd.sum()) if run.priced is not None
+        else float(run.out.bar_i[:, :, R.AB_DEFICIT].sum() / R.USD_SCALE),
+        "contagion_account_fees_usd": float(run.priced.fee_usd.sum()) if run.priced is not None else 0.0,
         "contagion_engine_accounts": int(len(run.sub.first)),
+        "contagion_iterations": int(run.iterations),
+        "contagion_residual": None if run.residual is None else float(run.residual),
+        "contagion_converged": run.converged,
     }

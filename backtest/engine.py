@@ -45,9 +45,19 @@ def make_book(pop: dict[str, np.ndarray]) -> R.Book:
     )
 
 
-def make_market_path(bars: dict[str, np.ndarray]) -> R.MarketPath:
-    """The kernel's view of one symbol's bars (records.BAR_FIELDS arrays)."""
-    return R.MarketPath(bars["ts"], bars["open"], bars["high"], bars["low"], bars["close"], bars["funding_rate"])
+def make_market_path(bars: dict[str, np.ndarray], ext: tuple | None = None) -> R.MarketPath:
+    """The kernel's view of one symbol's bars (records.BAR_FIELDS arrays). ``ext``: the external
+    forced flow, fund draws and fees per path point ``(ext_flow, ext_fund, ext_fee)`` (USD,
+    float64[nbars, records.PATH_POINTS] each; records.MarketPath), None for none (zeros)."""
+    n = len(bars["ts"])
+    if ext is None:
+        z = np.zeros((n, R.PATH_POINTS))
+        ext = (z, z, z)
+    flow, fund, fee = (np.ascontiguousarray(a, np.float64) for a in ext)
+    for a in (flow, fund, fee):
+        if a.shape != (n, R.PATH_POINTS):
+            raise ValueError(f"external flow arrays must have shape ({n}, {R.PATH_POINTS}), got {a.shape}")
+    return R.MarketPath(bars["ts"], bars["open"], bars["high"], bars["low"], bars["close"], bars["funding_rate"], flow, fund, fee)
 
 
 def make_kernel_params(
@@ -323,6 +333,7 @@ def make_workspace(n: int, nbars: int, max_rounds: int) -> R.Workspace:
         t_side=np.empty(n, np.int8),
         t_code=np.empty(n, np.int8),
         f0=np.empty(n),
+        bar_pt=np.empty((nbars, R.PATH_POINTS, R.PT_SIZE)),
     )
 
 
@@ -384,6 +395,7 @@ def run_kernel(
     per_position: bool = False,
     workspace: ReusedWorkspace | None = None,
     depth: Any = None,
+    ext: tuple | None = None,
 ) -> KernelRun:
     """Run the kernel on plain arrays (a population and bars as records' dicts of arrays).
 
@@ -399,6 +411,9 @@ def run_kernel(
 
     ``depth`` (book.BookProfile): the book forced orders walk (:func:`depth_profile`); None: the
     estimate from the run's effective daily volume ``prm.volume_usd`` (:func:`estimated_depth`).
+
+    ``ext``: external forced flow, fund draws and fees per path point (:func:`make_market_path`;
+    the account engine's, backtest.contagion); None: none.
     """
     from backtest.kernels.cascade import simulate_nb
 
@@ -414,7 +429,7 @@ def run_kernel(
     ws = make_workspace(n, nbars, prm.max_rounds) if workspace is None else workspace.get(n, nbars, prm.max_rounds)
     if depth is None:
         depth = estimated_depth(prm.volume_usd)
-    out = simulate_nb(make_book(pop), lists, make_market_path(bars), depth, prm, bool(reference), ws)
+    out = simulate_nb(make_book(pop), lists, make_market_path(bars, ext), depth, prm, bool(reference), ws)
     t2 = time.perf_counter()
     run = KernelRun(*out, sort_s=t1 - t0, sim_s=t2 - t1, lists=lists)
     if per_position:

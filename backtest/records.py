@@ -180,6 +180,14 @@ BF_ENDO_MIN = 4  # most negative endogenous log move in the bar
 BF_ENDO_MAX = 5
 BF_SIZE = 6
 
+#: path points per bar (open, then high and low in the order of DESIGN §7, close)
+PATH_POINTS = 4
+#: per path point float outputs (RunOutputs.bar_pt[j, k, PT_*])
+PT_PRICE = 0  # simulated price after every round of the point, quote currency
+PT_HIT = 1  # the price its round 0 saw (before the point's own impact), quote currency
+PT_FAC = 2  # round 0's impact factor (1.0: no flow): round-0 forced sells fill at PT_HIT x PT_FAC when < 1, buys when > 1
+PT_SIZE = 3
+
 #: run statistics (float64)
 ST_DD_EXO = 0
 ST_DD_SIM = 1
@@ -217,6 +225,13 @@ class MarketPath(NamedTuple):
     low: np.ndarray
     close: np.ndarray
     funding: np.ndarray  # float64: funding rate settled at the bar's open (0 otherwise)
+    #: external forced flow per path point (bar j, point k = 0 open .. 3 close, in the kernel's
+    #: walking order; float64[nbars, PATH_POINTS]): the account engine's liquidations (issue 12;
+    #: backtest.contagion.engine_flows). Zeros (engine.make_market_path's default) give the
+    #: kernel's results without it, bit for bit.
+    ext_flow: np.ndarray  # signed USD at the point's round-0 price (+ buys, - sells): enters the point's round-0 cumulative flow
+    ext_fund: np.ndarray  # USD >= 0: deficits drawn from the fund at the point (BI_DEFICIT; what it cannot cover: BI_UNCOVERED)
+    ext_fee: np.ndarray  # USD >= 0: clearance fees paid into the fund at the point (BI_FUND_IN)
 
 
 class KernelParams(NamedTuple):
@@ -302,6 +317,7 @@ class Workspace(NamedTuple):
     t_side: np.ndarray  # int8[n]: side,
     t_code: np.ndarray  # int8[n]: EXIT_LIQUIDATED or EXIT_STOPPED
     f0: np.ndarray  # float64[n]: reference scan only - funding index when the position opened (NaN: not yet)
+    bar_pt: np.ndarray  # float64[nbars, PATH_POINTS, PT_SIZE]: per path point outputs
 
 
 class RunOutputs(NamedTuple):
@@ -309,7 +325,7 @@ class RunOutputs(NamedTuple):
 
     Exit records (``x_*``, one per exit, in time order; within a round the order depends on the
     mode) and the per-bar (``bar_i``: BI_*, ``bar_f``: BF_*) and run (``round_units``, ``stats``:
-    ST_*) outputs.
+    ST_*) outputs, and per path point ``bar_pt`` (PT_*).
     """
 
     x_pos: np.ndarray
@@ -322,6 +338,7 @@ class RunOutputs(NamedTuple):
     round_units: np.ndarray
     stats: np.ndarray
     x_usd: np.ndarray
+    bar_pt: np.ndarray  # float64[nbars, PATH_POINTS, PT_SIZE]: each path point's price, round-0 price and factor
 
 
 class ListState(NamedTuple):

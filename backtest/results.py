@@ -62,7 +62,8 @@ BARS_SCHEMA: dict[str, pl.DataType] = {
     "funding_rate": pl.Float64, "price_source": pl.String, "path_exchange": pl.String,
     "open_interest_usd": pl.Float64, "observed_open_interest_usd": pl.Float64,
     # accounts (issue 12; backtest.contagion): notional liquidated by another symbol's or the collateral's move,
-    # by the own symbol's move (both engines), and the account engine's deficits (not charged to the fund)
+    # by the own symbol's move (both engines), and the account engine's deficits (at its fills; charged to the
+    # symbol's fund: what it paid is also in deficit_usd, the rest in uncovered_usd)
     "contagion_usd": pl.Float64, "own_market_usd": pl.Float64, "account_deficit_usd": pl.Float64,
 }
 #: one row per position that left the book (liquidated, stopped, ADL'd), by time then position
@@ -246,8 +247,8 @@ class Summary(_ByName):
     #: the definition; notional liquidated by contagion and by own-market moves (USD); contagion's share;
     #: contagion rows; per account class (isolated, single_symbol_cross, multi_symbol_cross) accounts,
     #: positions liquidated (weighted), liquidated and contagion notional; source symbol -> liquidated
-    #: symbol contagion notional; the account engine's deficits (USD, not charged to the fund); the
-    #: accounts it ran (its account checks, a speed figure, are in timings_s)
+    #: symbol contagion notional; the account engine's deficits (USD, at its fills; charged to the
+    #: fund of each row's symbol); the accounts it ran (its account checks, a speed figure, are in timings_s)
     contagion_definition: str | None = None
     contagion_liquidated_usd: float | None = None
     contagion_own_market_usd: float | None = None
@@ -257,6 +258,13 @@ class Summary(_ByName):
     contagion_matrix_usd: dict | None = None
     contagion_account_deficit_usd: float | None = None
     contagion_engine_accounts: int | None = None
+    #: the account engine's clearance fees paid into the fund (USD); the coupling of the engine with
+    #: the per-symbol kernels: kernel passes with its external flow, the last pass's residual (largest
+    #: relative move of a path point from the pass before) and whether it fell to contagion.CONTAGION_TOL
+    contagion_account_fees_usd: float | None = None
+    contagion_iterations: int | None = None
+    contagion_residual: float | None = None
+    contagion_converged: bool | None = None
 
     def keys(self) -> list[str]:
         return [k for k in super().keys() if not (k in _OPTIONAL_FIELDS and getattr(self, k) is None)]
@@ -276,7 +284,8 @@ class Summary(_ByName):
 #: summary fields written only when they have a value
 _OPTIONAL_FIELDS = ("observed_liquidated_usd", "observed_liquidated_note", "contagion_definition", "contagion_liquidated_usd",
                     "contagion_own_market_usd", "contagion_share", "contagion_rows", "contagion_by_class", "contagion_matrix_usd",
-                    "contagion_account_deficit_usd", "contagion_engine_accounts")
+                    "contagion_account_deficit_usd", "contagion_engine_accounts", "contagion_account_fees_usd", "contagion_iterations",
+                    "contagion_residual", "contagion_converged")
 #: the contagion_* keys of summary.json (issue 12)
 CONTAGION_KEYS = tuple(k for k in _OPTIONAL_FIELDS if k.startswith("contagion_"))
 
@@ -375,8 +384,15 @@ def _engine_liqs(d: SymbolRun) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The account engine's liquidations of one symbol: (side, notional USD, UTC minute)."""
     ap = d.accounts
     a = d.pop.arrays
-    usd = a["qty"][ap["row"]] * a["weight"][ap["row"]].astype(np.float64) * ap["fill"]
-    return a["side"][ap["row"]], usd, ap["ts"] // 60_000
+    return a["side"][ap["row"]], _engine_usd(d), ap["ts"] // 60_000
+
+
+def _engine_usd(d: SymbolRun) -> np.ndarray:
+    """Notional (USD at the fills) of the account engine's liquidations of one symbol."""
+    ap, a = d.accounts, d.pop.arrays
+    if ap.get("usd") is not None:
+        return ap["usd"]
+    return a["qty"][ap["row"]] * a["weight"][ap["row"]].astype(np.float64) * ap["fill"]
 
 
 def _add_totals(tot: dict, d: SymbolRun) -> dict:
@@ -626,7 +642,7 @@ def liquidations_frame(s: str, d: SymbolRun, exchange: str = "", symbols: list[s
         eng = pl.DataFrame(
             {
                 "symbol": [s] * r.size, "exchange": [exchange] * r.size, "position": r, "side": a["side"][r], "exit": ["liquidated"] * r.size, "ts": ap["ts"],
-                "fill": ap["fill"], "round": np.zeros(r.size, np.int16), "qty": a["qty"][r] * wr, "notional_usd": a["qty"][r] * wr * ap["fill"],
+                "fill": ap["fill"], "round": np.zeros(r.size, np.int16), "qty": a["qty"][r] * wr, "notional_usd": _engine_usd(d),
                 "weight": wr, "leverage": a["leverage"][r], "margin_mode": a["margin_mode"][r], "entry": a["entry"][r],
                 "liq_price": a["liq_price"][r], "account": ap["account"].astype(np.int64), "contagion": ap["contagion"].astype(np.int8),
                 "source": pl.Series(src, dtype=pl.String),
@@ -711,7 +727,7 @@ def _liq_arrays(d: SymbolRun, symbols: list[str]) -> dict[str, np.ndarray]:
         r = ap["row"]
         acc = np.concatenate([acc, ap["account"].astype(np.int64)])
         wr = a["weight"][r].astype(np.float64)
-        usd = np.concatenate([usd, a["qty"][r] * wr * ap["fill"]])
+        usd = np.concatenate([usd, _engine_usd(d)])
         w = np.concatenate([w, wr])
         cont = np.concatenate([cont, ap["contagion"]])
         src = np.concatenate([src, ap["source"].astype(np.int64)])

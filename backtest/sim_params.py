@@ -84,8 +84,9 @@ class SimParams:
     cluster_range_pct: float = 0.3
     #: entries per lazily-sorted bucket of the fast kernel's trigger lists (speed only).
     sort_bucket_size: int = 1024
-    #: issue 12: cross rows of the event's symbols share accounts (backtest.accounts); replay only
-    #: (the account engine runs on the exogenous path). False = every row its own account.
+    #: issue 12: cross rows of the event's symbols share accounts (backtest.accounts), in replay and
+    #: in a cascade (backtest.simulate couples the account engine with the per-symbol kernels).
+    #: False = every row its own account.
     accounts: bool = AP.DEFAULT_ACCOUNTS
     #: positions (symbols) per cross account, k -> probability (backtest.accounts_params: for calibration)
     positions_per_account: dict = field(default_factory=lambda: dict(AP.DEFAULT_POSITIONS_PER_ACCOUNT))
@@ -95,6 +96,11 @@ class SimParams:
     collateral_haircut: float = AP.DEFAULT_COLLATERAL_HAIRCUT
     #: scenario: the collateral asset's price step, e.g. "-0.35@2025-10-10T21:00Z" ("" = none; not market data)
     collateral_shock: str = ""
+    #: kernel passes with the account engine's external flow, at most (the fixed-point coupling of
+    #: backtest.simulate; it stops earlier once no path point moves by more than
+    #: contagion.CONTAGION_TOL). A numerical choice, not a market parameter: 5 passes settle the
+    #: 2025-10-10 cascade (summary.json contagion_residual says how far the last one was from settled).
+    account_iterations: int = 8
 
     def validate(self) -> None:
         if self.price_path not in ("anchored", "last", "mark"):
@@ -116,6 +122,7 @@ class SimParams:
             ("cluster_min_share", 0 < self.cluster_min_share < 1, "in (0, 1)"),
             ("cluster_range_pct", 0 < self.cluster_range_pct <= 1, "in (0, 1]"),
             ("sort_bucket_size", self.sort_bucket_size >= 1, ">= 1"),
+            ("account_iterations", 1 <= self.account_iterations <= 100, "in [1, 100]"),
         ]
         if self.depth_usd_1pct is not None:
             checks.append(("depth_usd_1pct", self.depth_usd_1pct > 0, "> 0 (or auto to derive it from volume)"))

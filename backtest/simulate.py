@@ -14,20 +14,32 @@ heatmap and clusters in :mod:`backtest.liqmap`. This module orchestrates (``prep
 the kernel parameters, the workspace) is :mod:`backtest.engine`. It is the :class:`backtest.sim_api.SimulationAPI` that
 sweeps and the report run on.
 
-Simplifications (see also :mod:`backtest.kernels.cascade`): the population holds the positions
-open at the start of the window and those that open during it (at a bar's close, in proportion to
-its traded volume; :func:`backtest.population.add_window_flow`), each open from ``open_time`` to
-its voluntary ``close_time``; in a cascade (and in replay with ``accounts=false``) cross
-positions are treated like isolated ones with their allotted collateral - in replay with accounts
-on (the default) the rows of accounts over several symbols, among the positions open at the
-window start, are liquidated by the account engine (:mod:`backtest.contagion`); linear contracts only; one insurance fund split across the symbols by open
-notional; ADL runs at the end of each bar for what the fund could not cover.
+Accounts (issue 12, on at defaults; :mod:`backtest.contagion`): the rows of accounts over several
+symbols of the primary venue (or holding a non-settlement collateral), among the positions open at
+the window start, are liquidated by the account engine, the rest by the per-symbol kernels.
+:func:`_coupled` couples the two by a deterministic fixed point: in a cascade the engine runs on
+the kernels' simulated path points and its liquidations enter each symbol's kernel as an external
+forced flow (round 0 of their path point: it moves the price through the impact model, and the
+kernel's rows feel it), fund draws (its deficits) and clearance fees, pass after pass until no
+path point moves by more than ``contagion.CONTAGION_TOL`` or ``account_iterations`` passes
+(``summary.json`` ``contagion_iterations`` / ``contagion_residual`` / ``contagion_converged``); in
+replay the engine runs once on the observed path and its flow sets fills, fees and fund draws
+without moving the path. A pass re-runs only the symbols whose external inputs changed.
+
+Simplifications (see also :mod:`backtest.kernels.cascade` and :mod:`backtest.contagion`): the
+population holds the positions open at the start of the window and those that open during it (at
+a bar's close, in proportion to its traded volume; :func:`backtest.population.add_window_flow`),
+each open from ``open_time`` to its voluntary ``close_time``; cross positions outside the engine
+are treated like isolated ones with their allotted collateral; linear contracts only; one
+insurance fund per venue split across its symbols by open notional (the engine's deficits drawn
+from the fund of each row's symbol); ADL runs at the end of each bar for what the fund could not
+cover of the kernel's own rows (an engine deficit the fund cannot cover is counted uncovered).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -229,49 +241,33 @@ def simulate_prepared(
 
             raise SimError(f"shock time {ms_to_iso(shock_ms)} is outside the event window {ms_to_iso(ev.start_ms)} → {ms_to_iso(ev.end_ms)}")
     funds = venue_funds(prepared, pops, sim.insurance_fund_usd)
+    aset, t_acc = _accounts(prepared, pops, key, pop_params, sim, progress)
+    ctx = _Ctx(prepared, pops, key, sim, mode, shock_v, shock_ms, funds, summary_only, progress)
+    acc_run = None
+    t_eng = 0.0
+    if aset is None:
+        kr = _run_symbols(ctx, None, None)
+    else:
+        kr, acc_run, t_eng = _coupled(ctx, aset)
     per: dict[str, SymbolRun] = {}
-    t_sort = t_sim = 0.0
-    acc_run, t_acc = _accounts(prepared, pops, key, pop_params, sim, mode, progress)
-    for i, s in enumerate(prepared.symbols):
-        if progress:
-            progress(f"simulating {s}", i, len(prepared.symbols))
-        mk = prepared.markets[s]
-        pe = pops[s]
-        full = pe
-        in_accounts = acc_run is not None and s in acc_run.symbols
-        if in_accounts:  # the rows the account engine took leave the per-symbol kernel
-            pe = prepared._acc_cache[key, s]
-        bars = mk.bars
-        dd_bar, dd_ref, dd_dir = 0, 0.0, -1
-        if shock_v is not None:
-            bars, dd_bar, dd_ref = shocked_path(bars, shock_v, shock_ms)
-            dd_dir = -1 if shock_v < 0 else 1
-        fund = funds[s]
-        prm = kernel_params(sim, mk, mode=mode, fund_usd=fund, dd_bar=dd_bar, dd_ref=dd_ref, dd_dir=dd_dir)
-        if pe.lists is None or pe.lists.bucket_size != sim.sort_bucket_size or (len(bars["ts"]) and pe.lists.base_max_open > int(bars["ts"][0])):
-            # positions opening inside the window get their own cohorts of lists (engine.build_lists)
-            pe.lists = build_lists(pe.arrays, sim.sort_bucket_size, int(bars["ts"][0]) if len(bars["ts"]) else None)
-        # summary-only runs (sweeps) drop the kernel's outputs once the summary is made: they
-        # reuse one workspace per symbol slot instead of faulting in fresh output memory each run
-        ws = _summary_workspace(i) if summary_only else None
-        if s not in prepared._depth_cache:
-            leg = prepared.leg(s)
-            prepared._depth_cache[s] = depth_profile(prepared.store, leg.path_exchange, leg.path_symbol, mk, ev.start_ms, ev.end_ms)
-        out = run_kernel(pe.arrays, bars, prm, lists=pe.lists, workspace=ws, depth=prepared._depth_cache[s][0])
-        t_sort += out.sort_s
-        t_sim += out.sim_s
+    for s in prepared.symbols:
+        out, bars, pe, full, fund = kr[s]
         split = _exit_split(out, pe.arrays)
-        if not in_accounts:
-            per[s] = SymbolRun(out, bars, mk, pe, fund, split)
+        if acc_run is None or s not in acc_run.symbols:
+            per[s] = SymbolRun(out, bars, prepared.markets[s], pe, fund, split)
         else:
             from backtest.contagion import symbol_part
 
             k = acc_run.symbols.index(s)
-            per[s] = SymbolRun(out, bars, mk, full, fund, split, rows=pe.rows, accounts=symbol_part(acc_run, k, len(bars["ts"])))
+            per[s] = SymbolRun(out, bars, prepared.markets[s], full, fund, split, rows=pe.rows, accounts=symbol_part(acc_run, k, len(bars["ts"])))
+    t_sort, t_sim = ctx.t_sort, ctx.t_sim
     timings = {"sort_s": t_sort, "simulate_s": t_sim}
     if acc_run is not None:  # the account engine's time and its account checks (speed figures)
-        timings["accounts_s"] = t_acc
+        # accounts_s: the assignment (0 when cached) plus every engine run and pricing
+        timings["accounts_s"] = t_acc + t_eng
+        timings["account_assign_s"] = t_acc
         timings["account_checks"] = float(acc_run.out.checks)
+        timings["account_engine_runs"] = float(ctx.engine_runs)
     res = assemble(prepared, per, mode, shock, pop_params, sim, timings=timings, summary_only=summary_only, accounts=acc_run)
     if mode == "replay" and not summary_only:  # observed forced orders in the store, when there are any
         from backtest.observed import add_observed_total
@@ -290,35 +286,199 @@ class _SubPop:
     lists: Any = None
 
 
-def _accounts(prepared: Prepared, pops: dict[str, PopEntry], key: str, pop_params: Any, sim: SimParams, mode: str, progress: Callable | None):
-    """The account engine's run (backtest.contagion) when accounts are on in replay, else None;
-    caches each symbol's remaining rows under ``prepared._acc_cache[key, symbol]``.
+@dataclass
+class _Ctx:
+    """One simulate_prepared call's inputs to the per-symbol kernel runs (and their timings)."""
+
+    prepared: Prepared
+    pops: dict[str, PopEntry]
+    key: str
+    sim: SimParams
+    mode: str
+    shock_v: float | None
+    shock_ms: int | None
+    funds: dict[str, float]
+    summary_only: bool
+    progress: Callable | None
+    t_sort: float = 0.0  # the kernel runs' times (s), over every pass
+    t_sim: float = 0.0
+    engine_runs: int = 0
+
+
+def _run_symbols(ctx: _Ctx, aset: Any, ext: dict | None, prev: dict | None = None, only: set | None = None) -> dict[str, tuple]:
+    """One pass of the per-symbol kernels: per results key ``(KernelRun, bars, the population
+    entry the kernel ran, the full population entry, fund share)``; with ``aset`` (the account
+    engine's accounts) the rows it holds leave the kernel; ``ext``: per symbol the engine's
+    external flow, fund draws and fees (contagion.engine_flows), None for none. With ``only``,
+    the symbols outside it keep their run of ``prev`` (their inputs did not change: the kernel is
+    deterministic). The kernels' times add to ``ctx.t_sort`` / ``ctx.t_sim``."""
+    prepared, sim = ctx.prepared, ctx.sim
+    ev = prepared.event
+    res = {}
+    for i, s in enumerate(prepared.symbols):
+        if only is not None and s not in only:
+            res[s] = prev[s]
+            continue
+        if ctx.progress:
+            ctx.progress(f"simulating {s}", i, len(prepared.symbols))
+        mk = prepared.markets[s]
+        pe = full = ctx.pops[s]
+        if aset is not None and s in aset.symbols:  # the rows the account engine took leave the per-symbol kernel
+            pe = prepared._acc_cache[ctx.key, s]
+        bars = mk.bars
+        dd_bar, dd_ref, dd_dir = 0, 0.0, -1
+        if ctx.shock_v is not None:
+            bars, dd_bar, dd_ref = shocked_path(bars, ctx.shock_v, ctx.shock_ms)
+            dd_dir = -1 if ctx.shock_v < 0 else 1
+        fund = ctx.funds[s]
+        prm = kernel_params(sim, mk, mode=ctx.mode, fund_usd=fund, dd_bar=dd_bar, dd_ref=dd_ref, dd_dir=dd_dir)
+        if pe.lists is None or pe.lists.bucket_size != sim.sort_bucket_size or (len(bars["ts"]) and pe.lists.base_max_open > int(bars["ts"][0])):
+            # positions opening inside the window get their own cohorts of lists (engine.build_lists)
+            pe.lists = build_lists(pe.arrays, sim.sort_bucket_size, int(bars["ts"][0]) if len(bars["ts"]) else None)
+        # summary-only runs (sweeps) drop the kernel's outputs once the summary is made: they
+        # reuse one workspace per symbol slot instead of faulting in fresh output memory each run
+        ws = _summary_workspace(i) if ctx.summary_only else None
+        if s not in prepared._depth_cache:
+            leg = prepared.leg(s)
+            prepared._depth_cache[s] = depth_profile(prepared.store, leg.path_exchange, leg.path_symbol, mk, ev.start_ms, ev.end_ms)
+        x = ext.get(s) if ext is not None else None
+        out = run_kernel(pe.arrays, bars, prm, lists=pe.lists, workspace=ws, depth=prepared._depth_cache[s][0], ext=x)
+        ctx.t_sort += out.sort_s
+        ctx.t_sim += out.sim_s
+        res[s] = (out, bars, pe, full, fund)
+    return res
+
+
+def _coupled(ctx: _Ctx, aset: Any) -> tuple[dict[str, tuple], Any, float]:
+    """The per-symbol kernels and the account engine coupled by a fixed point (module docstring):
+    returns the last kernel pass, the engine's run priced at it (contagion.EngineRun) and the
+    engine's time (s).
+
+    Cascade: pass 0 runs the kernels without the engine's rows; then, until no path point moves
+    by more than contagion.CONTAGION_TOL (relative) or ``account_iterations`` passes with the
+    engine's flow: the engine runs on the last pass's simulated path points, its liquidations
+    become each symbol's external flow, fund draws and fees (contagion.engine_flows, priced at
+    the last pass's points), and the kernels run again with them. Replay: the path does not move,
+    so the engine runs once, on the observed points; the passes only settle its fills (the first
+    priced at the observed points without impact)."""
+    import time
+
+    from backtest.contagion import CONTAGION_TOL, engine_flows, observed_bar_pt, observed_points, path_residual, run_on, sim_points
+
+    prepared, sim = ctx.prepared, ctx.sim
+    syms = aset.symbols
+    start = prepared.event.start_ms
+    nbars = max((len(prepared.markets[s].bars["ts"]) for s in syms), default=1)
+    t_eng = 0.0
+    point_ts = {}
+
+    def points_ts(s: str, bars: dict) -> np.ndarray:
+        if s not in point_ts:
+            from backtest.accounts import path_points
+
+            point_ts[s] = path_points(bars, prepared.markets[s].bar_ms)[0]
+        return point_ts[s]
+
+    def engine(points: list) -> Any:
+        nonlocal t_eng
+        if ctx.progress:
+            ctx.progress("accounts", 0, 1)
+        t0 = time.perf_counter()
+        run = run_on(aset, points, sim, start, nbars)
+        t_eng += time.perf_counter() - t0
+        ctx.engine_runs += 1
+        return run
+
+    def price(run: Any, pts: dict, kr_bars: dict) -> Any:
+        nonlocal t_eng
+        t0 = time.perf_counter()
+        pr = engine_flows(run, ctx.pops, pts, {s: points_ts(s, kr_bars[s]) for s in syms}, sim.clearance_fee_rate)
+        t_eng += time.perf_counter() - t0
+        return pr
+
+    if not len(aset.sub.first):  # no account the engine runs: one pass, nothing external
+        kr = _run_symbols(ctx, aset, None)
+        run = engine(observed_points(syms, prepared.markets))
+        pts = {s: kr[s][0].bar_pt for s in syms}
+        run.priced = price(run, pts, {s: kr[s][1] for s in syms})
+        run.iterations, run.residual, run.converged = 0, 0.0, True
+        return kr, run, t_eng
+    if ctx.mode == "replay":
+        hit = prepared._acc_cache.get("replay_run")
+        if hit is not None and hit[0] is aset:
+            run = replace(hit[1])  # the cached run stays unpriced (this call prices its copy)
+        else:
+            run = engine(observed_points(syms, prepared.markets))
+            prepared._acc_cache["replay_run"] = (aset, replace(run))
+        obs = observed_points(syms, prepared.markets)
+        pts = {s: observed_bar_pt(p) for s, p in zip(syms, obs)}
+        bars_of = {s: prepared.markets[s].bars for s in syms}
+    else:
+        kr = _run_symbols(ctx, aset, None)
+        pts = {s: kr[s][0].bar_pt.copy() for s in syms}
+        bars_of = {s: kr[s][1] for s in syms}
+        run = engine([sim_points(bars_of[s], prepared.markets[s].bar_ms, pts[s]) for s in syms])
+    pricing = price(run, pts, bars_of)
+    it = 0
+    residual = None
+    kr_prev, ext_prev = (kr, None) if ctx.mode == "cascade" else (None, None)
+    while True:
+        # a pass re-runs only the symbols whose external inputs changed (the first: every symbol)
+        only = None if kr_prev is None else {s for s in syms if ext_prev is None or not _same_ext(pricing.ext[s], ext_prev[s])}
+        kr = _run_symbols(ctx, aset, pricing.ext, kr_prev, only)
+        it += 1
+        new = {s: kr[s][0].bar_pt.copy() for s in syms}
+        residual = path_residual(new, pts)
+        if residual <= CONTAGION_TOL or it >= sim.account_iterations:
+            break
+        pts = new
+        kr_prev, ext_prev = kr, pricing.ext
+        if ctx.mode == "cascade":
+            run = engine([sim_points(bars_of[s], prepared.markets[s].bar_ms, pts[s]) for s in syms])
+        pricing = price(run, pts, bars_of)
+    run.priced = pricing
+    run.iterations = it
+    run.residual = residual
+    run.converged = bool(residual <= CONTAGION_TOL)
+    return kr, run, t_eng
+
+
+def _same_ext(a: tuple, b: tuple) -> bool:
+    """Whether two symbols' external inputs (contagion.engine_flows) are equal, bit for bit."""
+    return all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def _accounts(prepared: Prepared, pops: dict[str, PopEntry], key: str, pop_params: Any, sim: SimParams, progress: Callable | None):
+    """The accounts the engine runs (contagion.AccountSet) when accounts are on, else None, and
+    the time taken (s); caches each symbol's remaining rows under ``prepared._acc_cache[key, symbol]``.
 
     Accounts live on one exchange: in a multi-venue event they are built over the primary
     venue's symbols only; the other venues' rows stay one account each (the per-symbol kernel)."""
     import time
 
-    if mode != "replay" or not sim.accounts:
+    if not sim.accounts:
         return None, 0.0
-    from backtest.contagion import account_key, run_engine
+    from backtest.contagion import account_key, account_set
 
     akey = account_key(key, sim)
-    hit = prepared._acc_cache.get("run")
+    hit = prepared._acc_cache.get("accounts")
     if hit is not None and hit[0] == akey:
         return hit[1], 0.0
     if progress:
         progress("accounts", 0, 1)
     t0 = time.perf_counter()
     syms = account_symbols(prepared)
-    run = run_engine(syms, pops, prepared.markets, pop_params.seed, sim, prepared.event.start_ms)
+    aset = account_set(syms, pops, pop_params.seed, sim, prepared.event.start_ms)
     prepared._acc_cache.clear()
-    prepared._acc_cache["run"] = (akey, run)
+    prepared._acc_cache["accounts"] = (akey, aset)
     for s in syms:
         pe = pops[s]
-        keep = np.flatnonzero(~run.engine_rows[s])
+        keep = np.flatnonzero(~aset.engine_rows[s])
         arrays = {k: v[keep] for k, v in pe.arrays.items()} if len(keep) < len(pe.arrays["side"]) else pe.arrays
         prepared._acc_cache[key, s] = _SubPop(arrays, pe.open_notional_usd, keep, pe.lists if arrays is pe.arrays else None)
-    return run, time.perf_counter() - t0
+    return aset, time.perf_counter() - t0
+
+
 def _venue_arg(prepared: Prepared, key: str) -> str | None:
     """The exchange to build ``key``'s population on: None (the event itself) for a single-venue event."""
     return prepared.leg(key).exchange if getattr(prepared.event, "venues", ()) else None

@@ -1,5 +1,4 @@
-"""Accounts off (or a cascade, where every row stays its own account) give the per-symbol model's
-outputs bit for bit (issue 12): ``tests/golden/pre_accounts.json`` (first a copy of ``golden.json``
+"""Accounts off (replay and cascade) give the per-symbol model's outputs bit for bit (issue 12): ``tests/golden/pre_accounts.json`` (first a copy of ``golden.json``
 before accounts existed; re-written by ``tests.golden.make_pre_accounts`` with each intended
 change of the per-symbol model) less the new parameters, columns and ``contagion_*`` keys; and a
 replay with accounts on but every position isolated equals one with accounts off."""

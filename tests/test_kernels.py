@@ -129,9 +129,12 @@ def path_through(rng: np.random.Generator, pop: dict, price: float, nbars: int) 
     max_rounds=st.sampled_from([1, 3, 50]),
     dd=st.sampled_from([(0, 0.0, -1), (1, 0.0, 1), (3, 101.0, -1)]),
     stored_book=st.booleans(),
+    external=st.booleans(),
 )
 def test_fast_equals_reference(seed, n, nbars, model, tick, near, fund, funding_every, half_life, bucket, no_feedback, max_rounds, dd,
-                               stored_book):
+                               stored_book, external):
+    """``external``: random external forced flow, fund draws and fees at random path points (the
+    account engine's, records.MarketPath ``ext_*``)."""
     rng = np.random.default_rng(seed)
     price = 100.0
     pop = tie_population(rng, n, price, tick or 0.0, near)
@@ -141,14 +144,28 @@ def test_fast_equals_reference(seed, n, nbars, model, tick, near, fund, funding_
     prm = make_prm(model, fund=fund, volume=float(n) * 2e3, depth=float(n) * 50.0, half_life=half_life, no_feedback=no_feedback,
                    max_rounds=max_rounds, dd_bar=dd[0], dd_ref=dd[1], dd_dir=dd[2])
     depth = random_book(rng, bars, float(n) * 50.0) if stored_book else None
+    ext = random_external(rng, nbars, float(n) * 400.0) if external else None
     lists = build_lists(pop, bucket)
-    fast = run_kernel(pop, bars, prm, lists=lists, depth=depth)
-    ref = run_kernel(pop, bars, prm, reference=True, depth=depth)
+    fast = run_kernel(pop, bars, prm, lists=lists, depth=depth, ext=ext)
+    ref = run_kernel(pop, bars, prm, reference=True, depth=depth, ext=ext)
     assert_same(fast, ref)
-    check_invariants(pop, bars, fast)
+    assert np.array_equal(fast["bar_pt"], ref["bar_pt"])
+    if ext is None:
+        check_invariants(pop, bars, fast)
     # again on the same, now partly sorted, lists, and into a workspace earlier runs left dirty
-    assert_same(run_kernel(pop, bars, prm, lists=lists, workspace=DIRTY_WS, depth=depth), ref)
-    assert_same(run_kernel(pop, bars, prm, reference=True, workspace=DIRTY_WS, depth=depth), ref)
+    assert_same(run_kernel(pop, bars, prm, lists=lists, workspace=DIRTY_WS, depth=depth, ext=ext), ref)
+    assert_same(run_kernel(pop, bars, prm, reference=True, workspace=DIRTY_WS, depth=depth, ext=ext), ref)
+
+
+def random_external(rng: np.random.Generator, nbars: int, scale: float) -> tuple:
+    """External flow (signed USD, up to ``scale``), fund draws and fees at a random share of the
+    path points, zero elsewhere (records.MarketPath ``ext_*``)."""
+    shape = (nbars, R.PATH_POINTS)
+    on = rng.random(shape) < rng.uniform(0.05, 0.6)
+    flow = np.where(on, rng.uniform(-1.0, 0.3, shape) * scale, 0.0)
+    draw = np.where(on & (rng.random(shape) < 0.5), rng.uniform(0.0, 0.05, shape) * scale, 0.0)
+    fee = np.where(on & (rng.random(shape) < 0.5), rng.uniform(0.0, 0.01, shape) * scale, 0.0)
+    return flow, draw, fee
 
 
 def add_flow(rng: np.random.Generator, pop: dict, bars: dict, bar_ms: int = 60_000) -> dict:

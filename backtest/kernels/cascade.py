@@ -16,6 +16,18 @@ close is below the open, else open -> low -> high -> close (DESIGN §7). At each
    (``KernelParams.no_feedback``: the impact sets the fills but does not move the price) and
    impact "none" have round 0 only.
 
+External forced flow (issue 12: the account engine's liquidations, :mod:`backtest.contagion`;
+``MarketPath.ext_flow`` / ``ext_fund`` / ``ext_fee``, USD per path point, zeros by default -
+which give the kernel's results without them bit for bit): at a path point, first the external
+clearance fees are paid into the fund and the external deficits drawn from it (what it cannot
+cover: ``BI_UNCOVERED``; not handed to ADL); then the external flow (signed, + buys) joins round
+0's cumulative flow, so it moves the price through the same impact model and book bound (in a
+cascade; in replay it only sets the fills), the round-0 rows fill at that impact and later rounds
+follow from the moved price - a round 0 with external flow runs even if no row triggers. Per path
+point the kernel reports its final price, its round-0 price and round-0 impact factor
+(``RunOutputs.bar_pt``, records.PT_*): the account engine's next pass runs on the prices, and its
+rows fill at the round-0 price and factor like a round-0 row.
+
 Positions open and close during the run (issue 11): a position can trigger, and be ADL'd, only
 while ``open_time <= t < close_time`` (path time ``t``, UTC ms); its funding counts from its
 first open path point (0 for positions open by the first bar's open).
@@ -125,6 +137,9 @@ from backtest.records import (
     IMPACT_SQRT,
     LIST_LIQ,
     MAX_BOOK_MOVE,
+    PT_FAC,
+    PT_HIT,
+    PT_PRICE,
     ST_ADL_SHORTFALL,
     ST_BARS_AT_MAX_ROUNDS,
     ST_DD_EXO,
@@ -620,6 +635,20 @@ def _settle_round(ws, nt0, nt, nx, j, r, p_from, p_hit, fac, fac1, phi, t_pt, F,
     return nx, fund, q_l, q_s
 
 
+@njit(cache=True)
+def _ext_fund(bar_i, j, fund, fee, deficit):
+    """Pay the external flow's clearance fees (``fee`` units) into the fund (``fund`` units), then
+    its deficits (``deficit`` units) out of it, at a path point of bar ``j``: what the fund pays
+    is ``BI_DEFICIT``, what it cannot cover ``BI_UNCOVERED`` (not handed to ADL: the fund never
+    goes negative); returns the fund."""
+    bar_i[j, BI_FUND_IN] += fee
+    fund += fee
+    paid = deficit if deficit <= fund else fund
+    bar_i[j, BI_DEFICIT] += paid
+    bar_i[j, BI_UNCOVERED] += deficit - paid
+    return fund - paid
+
+
 # ---- auto-deleveraging ---------------------------------------------------------------------
 @njit(cache=True)
 def _adl(target_side, units, p, F, book, ws, nx, t, quantum):
@@ -879,6 +908,17 @@ def simulate_nb(book, tl, path, depth, prm, reference, ws):
             while snap + 1 < n_snap and depth.ts[snap + 1] <= t_pt:
                 snap += 1
             p = p_exo * np.exp(E) if (E != 0.0 and not no_feedback) else p_exo
+            # external forced flow at this point (the account engine's liquidations): its fees and
+            # deficits go into / out of the fund first, its notional joins round 0's flow
+            ext_u = np.int64(0)
+            if path.ext_flow[j, k] != 0.0:
+                ext_u = _u(path.ext_flow[j, k])
+            if path.ext_fund[j, k] != 0.0 or path.ext_fee[j, k] != 0.0:
+                fund = _ext_fund(bar_i, j, fund, _u(path.ext_fee[j, k]), _u(path.ext_fund[j, k]))
+                if fund < fund_min:
+                    fund_min = fund
+            p_hit0 = p
+            fac0 = 1.0
             p_from = p_prev
             r = 0
             depth_pt = 0
@@ -895,11 +935,13 @@ def simulate_nb(book, tl, path, depth, prm, reference, ws):
                     bound_l, bound_s = _side_bounds(cbl, cbs, n_coh)
                 else:
                     nt, sell, buy = nt0, np.int64(0), np.int64(0)
-                if nt == nt0:
+                if nt == nt0 and (r > 0 or ext_u == 0):
                     break
                 if r > 0:
                     depth_pt = r
                 qcum += buy - sell
+                if r == 0:
+                    qcum += ext_u
                 imp, dlog, fac, p_after, E_r = _round_impact(prm, depth, snap, qcum, imp_prev, p, E)
                 fac1 = fac
                 phi, unc = _fund_share(ws, nt0, nt, p_from, p, fac1, F, fund, prm.clearance_rate)
@@ -916,6 +958,8 @@ def simulate_nb(book, tl, path, depth, prm, reference, ws):
                     bar_i[j, BI_UNCOVERED] += unc
                 imp_prev = imp
                 E = E_r
+                if r == 0:
+                    fac0 = fac
                 nx, fund, q_l, q_s = _settle_round(ws, nt0, nt, nx, j, r, p_from, p, fac, fac1, phi, t_pt, F, fund, prm, quantum)
                 nt0 = nt
                 q_long += q_l
@@ -942,6 +986,9 @@ def simulate_nb(book, tl, path, depth, prm, reference, ws):
             if depth_pt > bar_i[j, BI_ROUNDS]:
                 bar_i[j, BI_ROUNDS] = depth_pt
             _record_point(bar_f, j, k, p, E)
+            ws.bar_pt[j, k, PT_PRICE] = p
+            ws.bar_pt[j, k, PT_HIT] = p_hit0
+            ws.bar_pt[j, k, PT_FAC] = fac0
             if j >= dd_bar:
                 peak_exo, peak_sim, dd_exo, dd_sim = _drawdown(prm.dd_dir, p_exo, p, peak_exo, peak_sim, dd_exo, dd_sim)
             p_prev = p
@@ -967,7 +1014,8 @@ def simulate_nb(book, tl, path, depth, prm, reference, ws):
     stats[ST_ADL_SHORTFALL] = shortfall / USD_SCALE
     stats[ST_FUNDING_INDEX] = F
     stats[ST_BARS_AT_MAX_ROUNDS] = bars_cut
-    return RunOutputs(ws.x_pos[:nx], ws.x_ts[:nx], ws.x_fill[:nx], ws.x_round[:nx], ws.x_code[:nx], bar_i, bar_f, round_units, stats, ws.x_usd[:nx])
+    return RunOutputs(ws.x_pos[:nx], ws.x_ts[:nx], ws.x_fill[:nx], ws.x_round[:nx], ws.x_code[:nx], bar_i, bar_f, round_units, stats, ws.x_usd[:nx],
+                      ws.bar_pt[:nbars])
 
 
 @njit(cache=True)

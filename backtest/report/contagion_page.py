@@ -49,7 +49,7 @@ def contagion_page(summary: Any, symbols: list[str], title: str):
     fig.text(0.66, 0.86, wrap(
         f"contagion {usd(cont)} of {usd(cont + own)} liquidated ({'n/a' if share is None else f'{100 * share:.1f} %'}); "
         f"own-market {usd(own)}; account-engine deficits {usd(get('contagion_account_deficit_usd'))} "
-        f"(reported, not charged to the insurance fund); {get('contagion_engine_accounts') or 0:,} multi-symbol or "
+        f"(charged to the insurance fund of each row's symbol); {get('contagion_engine_accounts') or 0:,} multi-symbol or "
         f"non-settlement-collateral accounts run by the account engine.", 52), va="top", fontsize=9)
     fig.text(0.66, 0.62, wrap("Definition: " + str(get("contagion_definition") or ""), 60), va="top", fontsize=7.5, color="#555555")
     classes = get("contagion_by_class") or {}
