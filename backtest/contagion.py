@@ -46,8 +46,9 @@ CONTAGION_DEFINITION = (
 )
 NOTE = (
     "accounts (issue 12): rows of accounts over several symbols (or holding a non-settlement collateral) are liquidated by "
-    "the account engine on the exogenous paths, whole accounts at the grid point's prices (no impact, no clearance fee, no "
-    "funding, no stop-losses); their deficits are reported (contagion_account_deficit_usd), not charged to the insurance fund or ADL"
+    "the account engine on the exogenous paths at the grid point's prices, each venue's procedure (Binance / Gate whole "
+    "accounts, Bybit / OKX tier steps, Hyperliquid 20 % of large positions then the rest after 30 s; no impact, no clearance "
+    "fee, no funding, no stop-losses); their deficits are reported (contagion_account_deficit_usd), not charged to the insurance fund or ADL"
 )
 
 
@@ -115,6 +116,7 @@ def symbol_part(run: EngineRun, k: int, nbars: int) -> dict[str, Any]:
         "fill": out.x_fill[sel],
         "contagion": out.x_contagion[sel],
         "source": out.x_source[sel],
+        "share": out.x_share[sel],  # the exit's share of the row's quantity (partial liquidations: < 1)
         "account": run.sub_ids[sub_acc],
         "bar_i": out.bar_i[k, :nbars],
         "row_account": acc.row_account[lo:hi],
@@ -132,8 +134,9 @@ def _class_of(acc: R.Accounts, account: np.ndarray) -> np.ndarray:
 def summary_fields(run: EngineRun, liqs_by_symbol: dict[str, dict[str, np.ndarray]]) -> dict[str, Any]:
     """The ``contagion_*`` fields of ``summary.json``.
 
-    ``liqs_by_symbol[s]``: every liquidation of symbol ``s`` (both engines) as arrays ``account``
-    (-1 isolated), ``usd`` (notional at the fill), ``weight``, ``contagion`` (0/1), ``source``
+    ``liqs_by_symbol[s]``: every liquidation (exit) of symbol ``s`` (both engines) as arrays ``account``
+    (-1 isolated), ``usd`` (notional at the fill, by the exit's quantity share), ``weight`` (real
+    positions, times the exit's share: a row liquidated in parts counts once in all), ``contagion`` (0/1), ``source``
     (symbol index, SOURCE_COLLATERAL, or -1 for own-market rows of the per-symbol kernel)."""
     acc = run.acc
     names = run.symbols

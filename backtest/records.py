@@ -397,6 +397,40 @@ class AccountRows(NamedTuple):
     mmr: np.ndarray  # float64: maintenance margin rate of its tier (fraction)
     cum: np.ndarray  # float64: maintenance amount of its tier, USD
     weight: np.ndarray  # float32: real positions the row stands for
+    venue: np.ndarray  # int8: VENUE_* code of the row (an account's procedure: its first row's venue)
+    tier: np.ndarray  # uint8: the row's maintenance tier index (0-based; ``mmr``/``cum`` are that tier's)
+
+
+class LiqRules(NamedTuple):
+    """What each venue's cross-liquidation procedure needs (built by
+    :func:`backtest.accounts.liq_rules`; sources in :mod:`backtest.accounts_params`).
+
+    Tier tables per symbol (series) ``s`` and tier ``k`` (0-based, the rows' ``tier``):
+    ``tier_floor[s, k]`` the notional floor of tier ``k`` (USD; the cap of tier ``k - 1``),
+    ``tier_mmr`` / ``tier_cum`` its rate and maintenance amount; NaN where unknown (a procedure
+    never lowers a row into or across an unknown tier: it liquidates instead)."""
+
+    tier_floor: np.ndarray  # float64[S, K]
+    tier_mmr: np.ndarray  # float64[S, K]
+    tier_cum: np.ndarray  # float64[S, K]
+    partial: bool  # False: every venue's account goes whole at its trigger (the issue-12 first model)
+    hl_partial_usd: float  # Hyperliquid: positions above this notional (USD) are liquidated in part first
+    hl_partial_share: float  # ... by this share of the position
+    hl_cooldown_ms: int  # ... then this cooldown (UTC ms) before the whole remaining position goes
+    hl_backstop: float  # ... unless equity < this x maintenance (backstop: the whole account at once)
+
+
+class AccountState(NamedTuple):
+    """The account engine's mutable state (member order / account order; the kernel
+    (re)initialises it from :class:`AccountRows` at the start of a run)."""
+
+    qty: np.ndarray  # float64[m]: quantity still open (base units)
+    mmr: np.ndarray  # float64[m]: current tier's rate (a procedure may lower the tier)
+    cum: np.ndarray  # float64[m]: current tier's maintenance amount, USD
+    tier: np.ndarray  # int64[m]: current tier index
+    realized: np.ndarray  # float64[A]: PnL realised by partial closes, USD (joins the equity)
+    phase: np.ndarray  # int8[A]: 0 untouched, 1 partly liquidated (Hyperliquid: next trigger takes the rest)
+    cool_until: np.ndarray  # int64[A]: UTC ms until which a Hyperliquid cooldown holds (backstop threshold only)
 
 
 class GridPaths(NamedTuple):
@@ -425,8 +459,9 @@ class GridPaths(NamedTuple):
 class AccountOutputs(NamedTuple):
     """What one account-engine run returns (:func:`backtest.kernels.accounts.run_accounts_nb`).
 
-    Exit records (one per liquidated row, by grid point then row: the same in both modes), per account
-    the grid index of its liquidation (-1: never) and its deficit (USD, before weights), and
+    Exit records (one per exit of a row - a row partly liquidated has several - by grid point then
+    row, a row's exits at one grid point in procedure order: the same in both modes), per account
+    the grid index of its first liquidation, partial or whole (-1: never) and its deficit (USD, before weights), and
     the per-symbol, per-bar sums ``bar_i[s, bar, AB_*]``.
     """
 
@@ -435,6 +470,9 @@ class AccountOutputs(NamedTuple):
     x_fill: np.ndarray  # float64: fill, the row's symbol at that grid point, quote currency
     x_contagion: np.ndarray  # int8: 1 contagion, 0 own market
     x_source: np.ndarray  # int16: symbol whose loss contributed most to the equity drop (SOURCE_COLLATERAL: the collateral)
+    #: float64: the exit's share of the row's quantity (1.0 = the whole row; a partial liquidation
+    #: gives a row several exits whose shares sum to at most 1); notional = qty x share x weight x fill
+    x_share: np.ndarray
     acc_grid: np.ndarray  # int32[A]
     acc_deficit: np.ndarray  # float64[A]: loss beyond equity of the account (one real account), USD
     bar_i: np.ndarray  # int64[S, nbars, AB_SIZE]

@@ -367,15 +367,16 @@ class SymbolRun:
         close), computed once for the summary and the bars frame."""
         if not len(self.bars["ts"]):
             return np.zeros(0)
-        return simulated_open_interest(self.pop.arrays, *_exits_by_row(self), self.bars["ts"], self.market.bar_ms,
-                                       self.out.bar_f[:, R.BF_CLOSE])
+        x_pos, x_ts, x_share = _exits_by_row(self)
+        return simulated_open_interest(self.pop.arrays, x_pos, x_ts, self.bars["ts"], self.market.bar_ms,
+                                       self.out.bar_f[:, R.BF_CLOSE], x_share=x_share)
 
 
 def _engine_liqs(d: SymbolRun) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The account engine's liquidations of one symbol: (side, notional USD, UTC minute)."""
     ap = d.accounts
     a = d.pop.arrays
-    usd = a["qty"][ap["row"]] * a["weight"][ap["row"]].astype(np.float64) * ap["fill"]
+    usd = a["qty"][ap["row"]] * ap["share"] * a["weight"][ap["row"]].astype(np.float64) * ap["fill"]
     return a["side"][ap["row"]], usd, ap["ts"] // 60_000
 
 
@@ -491,10 +492,12 @@ _BAR_SCALED = (
 
 
 def simulated_open_interest(arrays: dict[str, np.ndarray], x_pos: np.ndarray, x_ts: np.ndarray, ts: np.ndarray, bar_ms: int,
-                            close: np.ndarray) -> np.ndarray:
+                            close: np.ndarray, x_share: np.ndarray | None = None) -> np.ndarray:
     """Per bar, the simulated open interest (USD): qty x weight of the positions open at the bar's
     end ``ts + bar_ms`` (UTC ms: opened by then, not closed voluntarily by then, no exit record
-    before it) times the bar's ``close``. One pass over the positions (a difference array)."""
+    before it) times the bar's ``close``. One pass over the positions (a difference array).
+    ``x_share`` (per exit record, 1.0 = the whole row): a row with a partial exit (the account
+    engine's partial liquidations) leaves by its exits' shares, each at its exit's time."""
     n = len(ts)
     if n == 0:
         return np.zeros(0)
@@ -502,25 +505,39 @@ def simulated_open_interest(arrays: dict[str, np.ndarray], x_pos: np.ndarray, x_
     qw = arrays["qty"] * arrays["weight"].astype(np.float64)
     a = np.searchsorted(ends, arrays["open_time"], side="left")
     b = np.searchsorted(ends, arrays["close_time"], side="left")
+    part = None
     if len(x_pos):
         b_x = np.searchsorted(ends, x_ts, side="right")
-        b[x_pos] = np.minimum(b[x_pos], b_x)
+        whole = np.ones(len(x_pos), np.bool_)
+        if x_share is not None and (x_share < 1.0).any():
+            partial_rows = np.zeros(len(qw), np.bool_)
+            partial_rows[x_pos[x_share < 1.0]] = True
+            whole = ~partial_rows[x_pos]
+            px, pb, ps = x_pos[~whole], b_x[~whole], x_share[~whole]
+            keep = (a[px] < pb) & (pb < b[px])  # exits while the row is open (a voluntary close takes what is left)
+            part = np.bincount(pb[keep], weights=qw[px[keep]] * ps[keep], minlength=n + 1)[: n + 1]
+        b[x_pos[whole]] = np.minimum(b[x_pos[whole]], b_x[whole])
     ok = a < b
     d = np.bincount(a[ok], weights=qw[ok], minlength=n + 1)[: n + 1] - np.bincount(b[ok], weights=qw[ok], minlength=n + 1)[: n + 1]
+    if part is not None:
+        d = d - part
     return np.cumsum(d)[:n] * np.asarray(close, np.float64)
 
 
-def _exits_by_row(d: SymbolRun) -> tuple[np.ndarray, np.ndarray]:
-    """Every exit of one symbol as (population row, time UTC ms): the per-symbol kernel's (its
-    rows mapped back to the population's where the account engine took some) and the engine's."""
+def _exits_by_row(d: SymbolRun) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Every exit of one symbol as (population row, time UTC ms, quantity share or None for all
+    whole): the per-symbol kernel's (its rows mapped back to the population's where the account
+    engine took some) and the engine's (a partial liquidation: its share of the row)."""
     x_pos, x_ts = d.out.x_pos.astype(np.int64), d.out.x_ts
     if d.rows is not None:
         x_pos = d.rows[x_pos]
     ap = d.accounts
     if ap is not None and len(ap["row"]):
+        x_share = np.concatenate([np.ones(len(x_pos)), ap["share"]])
         x_pos = np.concatenate([x_pos, ap["row"].astype(np.int64)])
         x_ts = np.concatenate([x_ts, ap["ts"].astype(np.int64)])
-    return x_pos, x_ts
+        return x_pos, x_ts, x_share
+    return x_pos, x_ts, None
 
 
 def bars_frame(s: str, d: SymbolRun, exchange: str = "", path_exchange: str = "", observed_oi: np.ndarray | None = None) -> pl.DataFrame:
@@ -623,10 +640,11 @@ def liquidations_frame(s: str, d: SymbolRun, exchange: str = "", symbols: list[s
         wr = a["weight"][r].astype(np.float64)
         names = list(symbols or [])
         src = [("collateral" if x == R.SOURCE_COLLATERAL else names[x]) if c else None for x, c in zip(ap["source"].tolist(), ap["contagion"].tolist())]
+        qr = a["qty"][r] * ap["share"] * wr  # a partial liquidation's exit: its share of the row
         eng = pl.DataFrame(
             {
                 "symbol": [s] * r.size, "exchange": [exchange] * r.size, "position": r, "side": a["side"][r], "exit": ["liquidated"] * r.size, "ts": ap["ts"],
-                "fill": ap["fill"], "round": np.zeros(r.size, np.int16), "qty": a["qty"][r] * wr, "notional_usd": a["qty"][r] * wr * ap["fill"],
+                "fill": ap["fill"], "round": np.zeros(r.size, np.int16), "qty": qr, "notional_usd": qr * ap["fill"],
                 "weight": wr, "leverage": a["leverage"][r], "margin_mode": a["margin_mode"][r], "entry": a["entry"][r],
                 "liq_price": a["liq_price"][r], "account": ap["account"].astype(np.int64), "contagion": ap["contagion"].astype(np.int8),
                 "source": pl.Series(src, dtype=pl.String),
@@ -710,7 +728,7 @@ def _liq_arrays(d: SymbolRun, symbols: list[str]) -> dict[str, np.ndarray]:
     if len(ap["row"]):
         r = ap["row"]
         acc = np.concatenate([acc, ap["account"].astype(np.int64)])
-        wr = a["weight"][r].astype(np.float64)
+        wr = a["weight"][r].astype(np.float64) * ap["share"]  # a partial exit counts its share of the row
         usd = np.concatenate([usd, a["qty"][r] * wr * ap["fill"]])
         w = np.concatenate([w, wr])
         cont = np.concatenate([cont, ap["contagion"]])

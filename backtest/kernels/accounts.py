@@ -9,11 +9,28 @@ one collateral pool. At a grid point ``t`` its
 - maintenance = sum of its positions' maintenance margins at their marks, each with its row's tier
   (:func:`backtest.margin.position_maint_margin_nb`).
 
-It is liquidated at the first grid point where equity < maintenance. Every cross position of the
-account goes then, at that grid point's price of its symbol (the first price past the trigger:
-after a gap, not the trigger level); the loss beyond the account's equity at those fills is its
-deficit (reported per bar, split over its rows by notional; not charged to an insurance fund).
-Venue rules and what is simplified: see :mod:`backtest.accounts`.
+It is liquidated at the first grid point where equity < maintenance, by its venue's procedure
+(:func:`liquidate_nb`, the one helper of both modes; the venue is its first row's ``venue``; every
+fill at that grid point's price of the row's symbol: the first price past the trigger, after a gap
+not the trigger level; a partial close realises its PnL into the equity, which it leaves unchanged,
+and lowers the maintenance margin):
+
+- Binance, Gate (and any venue with ``LiqRules.partial`` off): every position of the account at once;
+- Bybit: while equity < maintenance, the open position with the largest maintenance margin among
+  those above their first tier goes one tier down: its notional is cut to the lower tier's cap
+  (an exit) or, already below it, only its tier is lowered; the account is re-checked at the same
+  grid point after each step; when no position can be lowered, what is left goes at once;
+- OKX: the same with two tiers per step for positions at the third tier or above; if equity is
+  below the maintenance margin at every position's first-tier rate, the account goes at once;
+- Hyperliquid: at the first trigger, positions above ``hl_partial_usd`` lose ``hl_partial_share``
+  of their size, the others go whole; a cooldown of ``hl_cooldown_ms`` follows, during which only
+  equity < ``hl_backstop`` x maintenance (the backstop) liquidates - then everything left at once;
+  after the cooldown the next trigger takes everything left.
+
+A partly liquidated account stays open and is checked at later grid points as any other. Each
+exit carries its share of the row's quantity (``x_share``). The loss beyond the account's equity at
+its final close is its deficit (reported per bar, split over the rows closed then by notional; not
+charged to an insurance fund). Sources of each rule and what is simplified: :mod:`backtest.accounts`.
 
 Two implementations that agree bit for bit (they call the same :func:`account_state_nb` at the
 grid points they visit, and the fast one visits every point at which the reference could find a
@@ -29,7 +46,10 @@ liquidation):
   form of the same bound: a long's cushion only falls as its price falls (by at most ``notional x
   d``: its maintenance margin falls too, or stays at 0), a short's only as its price rises (by at
   most ``notional x (1 + mmr) x d``), the collateral's as its price falls; so ``d*`` is the cushion
-  over the sum of those rates, and each series' box is open on its harmless side. The box is shrunk by :data:`SAFETY` (floating
+  over the sum of those rates, and each series' box is open on its harmless side. With a
+  threshold below 1 (a Hyperliquid cooldown: ``eq < hl_backstop x mm``) the cushion is
+  ``eq - hl_backstop x mm`` and the same rates bound its fall; the cooldown's end (the threshold
+  back to 1) is a check point of its own. The box is shrunk by :data:`SAFETY` (floating
   rounding); accounts whose cushion is within :data:`TINY` of their scale are checked at the next
   grid point. The first grid point after ``t`` at which one of its series leaves its box comes from
   the series' tables of running max/min (:func:`first_exit_nb`: suffix bounds, then a scan inside
@@ -37,7 +57,7 @@ liquidation):
   is put into the bucket of that grid index (a bucket queue: one linked list per grid point) and
   checked again there - liquidated or rescheduled.
 
-Contagion (each liquidated row): the account is re-evaluated at the same grid point with every
+Contagion (each exit, on the account's state before the procedure step that makes it): the account is re-evaluated at the same grid point with every
 series other than the row's own symbol held at its window-start value (grid point 0): if that
 account would not be liquidated, the row's liquidation is contagion (caused by another symbol's or
 the collateral's move), else own-market. The source of an account's liquidation is the series whose
@@ -66,6 +86,9 @@ from backtest.records import (
     AB_SIZE,
     SOURCE_COLLATERAL,
     USD_SCALE,
+    VENUE_BYBIT,
+    VENUE_HYPERLIQUID,
+    VENUE_OKX,
 )
 
 #: the fast kernel's box is this share of the bound ``d*`` (floating-point rounding margin)
@@ -94,7 +117,8 @@ def collateral_value_nb(acc, grid, a, t):
 @njit(cache=True, inline="always")
 def account_state_nb(acc, rows, grid, a, t):
     """``(equity, maintenance, sum notional x (1 + mmr), collateral value)`` of account ``a`` at
-    grid point ``t`` (USD, one real account: rows unweighted), summed in member order."""
+    grid point ``t`` with its rows as given (no partial close yet; USD, one real account: rows
+    unweighted), summed in member order."""
     coll = collateral_value_nb(acc, grid, a, t)
     eq = coll
     mm = 0.0
@@ -109,25 +133,60 @@ def account_state_nb(acc, rows, grid, a, t):
     return eq, mm, scale, coll
 
 
+@njit(cache=True, inline="always")
+def state_nb(acc, rows, st, grid, a, t):
+    """:func:`account_state_nb` with the engine's state ``st`` (records.AccountState): the rows'
+    open quantities and current tiers, plus the PnL the account's partial closes realised. With
+    no partial close the sums are those of :func:`account_state_nb` bit for bit."""
+    coll = collateral_value_nb(acc, grid, a, t)
+    eq = coll + st.realized[a]
+    mm = 0.0
+    scale = 0.0
+    f = acc.first[a]
+    for i in range(f, f + acc.count[a]):
+        q = st.qty[i]
+        if q <= 0.0:
+            continue
+        p = grid.px[rows.sym[i], t]
+        eq += position_upnl_nb(rows.side[i], q, rows.entry[i], p)
+        mm += position_maint_margin_nb(q, p, st.mmr[i], st.cum[i])
+        scale += q * p * (1.0 + st.mmr[i]) if rows.side[i] < 0 else q * p
+    return eq, mm, scale, coll
+
+
+@njit(cache=True, inline="always")
+def threshold_nb(st, grid, rules, a, t):
+    """Share of the maintenance margin below which account ``a`` is liquidated at ``t``: 1, or
+    Hyperliquid's backstop share during the cooldown after a partial liquidation."""
+    if st.phase[a] == 1 and grid.ts[t] < st.cool_until[a]:
+        return rules.hl_backstop
+    return 1.0
+
+
 @njit(cache=True)
-def _own_market_state(acc, rows, grid, a, t, own):
+def _own_market_state(acc, rows, st, grid, a, t, own):
     """Equity and maintenance of account ``a`` at ``t`` with every series but symbol ``own`` at
-    its grid point 0 value (the counterfactual of the contagion definition)."""
+    its grid point 0 value (the counterfactual of the contagion definition; open quantities and
+    realised PnL as they stand)."""
     code = acc.coll_asset[a]
     s = grid.coll_series[code]
     eq = acc.wallet_usd[a] if s < 0 else acc.coll_amount[a] * grid.px[s, 0] * (1.0 - grid.haircut[code])
+    eq += st.realized[a]
     mm = 0.0
     f = acc.first[a]
     for i in range(f, f + acc.count[a]):
+        q = st.qty[i]
+        if q <= 0.0:
+            continue
         si = rows.sym[i]
         p = grid.px[si, t] if si == own else grid.px[si, 0]
-        eq += position_upnl_nb(rows.side[i], rows.qty[i], rows.entry[i], p)
-        mm += position_maint_margin_nb(rows.qty[i], p, rows.mmr[i], rows.cum[i])
+        eq += position_upnl_nb(rows.side[i], q, rows.entry[i], p)
+        mm += position_maint_margin_nb(q, p, st.mmr[i], st.cum[i])
     return eq, mm
 
 
 @njit(cache=True)
-def _source(acc, rows, grid, a, t, loss):
+def _source(acc, rows, st, grid, a, t, loss):
     """Series whose loss since grid point 0 contributed most to account ``a``'s equity drop at
     ``t``: a symbol index, or SOURCE_COLLATERAL (``loss``: scratch, one slot per symbol)."""
     ns = grid.n_symbols
@@ -136,7 +195,7 @@ def _source(acc, rows, grid, a, t, loss):
     f = acc.first[a]
     for i in range(f, f + acc.count[a]):
         si = rows.sym[i]
-        loss[si] += rows.side[i] * rows.qty[i] * (grid.px[si, 0] - grid.px[si, t])
+        loss[si] += rows.side[i] * st.qty[i] * (grid.px[si, 0] - grid.px[si, t])
     best = -1
     best_loss = -np.inf
     for s in range(ns):
@@ -153,45 +212,197 @@ def _source(acc, rows, grid, a, t, loss):
 
 
 @njit(cache=True)
-def _liquidate(acc, rows, grid, a, t, eq, bar_i, x_row, x_grid, x_fill, x_cont, x_src, nx, loss):
-    """Close every position of account ``a`` at grid point ``t``'s prices; records and per-bar sums."""
+def _mark(acc, rows, st, grid, a, t, xs, nx, loss):
+    """Contagion flag and source of every open row of account ``a`` at ``t``, on the state before
+    the step's exits (written into the next record slots, member order, for :func:`_exit`)."""
+    x_cont, x_src = xs[3], xs[4]
+    src = _source(acc, rows, st, grid, a, t, loss)
+    j = nx
+    f = acc.first[a]
+    for i in range(f, f + acc.count[a]):
+        if st.qty[i] <= 0.0:
+            continue
+        eq_own, mm_own = _own_market_state(acc, rows, st, grid, a, t, rows.sym[i])
+        x_cont[j] = 0 if eq_own < mm_own else 1
+        x_src[j] = src
+        j += 1
+
+
+@njit(cache=True)
+def _exit(acc, rows, st, grid, a, t, i, q, deficit_usd, bar_i, xs, nx, loss):
+    """Close quantity ``q`` of member ``i`` (account ``a``) at grid point ``t``'s price: one exit
+    record (its contagion flag and source already in slot ``nx``: :func:`_mark`), the per-bar sums
+    (notional by share), the realised PnL; ``deficit_usd`` (one real account) is this exit's part
+    of the account's deficit. Returns the record count."""
+    x_row, x_grid, x_fill, x_cont, x_src, x_share = xs
+    s = rows.sym[i]
+    p = grid.px[s, t]
+    cont = x_cont[nx] == 1
+    w = np.float64(rows.weight[i])
+    q_open = st.qty[i]
+    whole = not q < q_open
+    if whole:
+        q = q_open
+    share = q / rows.qty[i]
+    usd = q * w * p
+    b = grid.bar[s, t]
+    if rows.side[i] > 0:
+        bar_i[s, b, AB_LONG_LIQ] += _u(usd)
+        bar_i[s, b, AB_LONG_ROWS] += 1
+        bar_i[s, b, AB_LONG_W] += _u(w * share)
+    else:
+        bar_i[s, b, AB_SHORT_LIQ] += _u(usd)
+        bar_i[s, b, AB_SHORT_ROWS] += 1
+        bar_i[s, b, AB_SHORT_W] += _u(w * share)
+    if deficit_usd > 0.0:
+        bar_i[s, b, AB_DEFICIT] += _u(deficit_usd * w)
+    if cont:
+        bar_i[s, b, AB_CONTAGION] += _u(usd)
+        bar_i[s, b, AB_CONTAGION_ROWS] += 1
+    else:
+        bar_i[s, b, AB_OWN] += _u(usd)
+    x_row[nx] = acc.members[i]
+    x_grid[nx] = t
+    x_fill[nx] = p
+    x_share[nx] = share
+    st.realized[a] += position_upnl_nb(rows.side[i], q, rows.entry[i], p)
+    st.qty[i] = 0.0 if whole else q_open - q
+    return nx + 1
+
+
+@njit(cache=True)
+def _close_all(acc, rows, st, grid, a, t, eq, bar_i, xs, nx, loss):
+    """Close every open position of account ``a`` at ``t`` (equity ``eq``); returns
+    ``(records, deficit)``: the loss beyond the equity, split over the rows by notional."""
     f = acc.first[a]
     c = acc.count[a]
-    src = _source(acc, rows, grid, a, t, loss)
     deficit = -eq if eq < 0.0 else 0.0
+    _mark(acc, rows, st, grid, a, t, xs, nx, loss)
     tot = 0.0
     for i in range(f, f + c):
-        tot += rows.qty[i] * grid.px[rows.sym[i], t]
+        if st.qty[i] > 0.0:
+            tot += st.qty[i] * grid.px[rows.sym[i], t]
     for i in range(f, f + c):
-        s = rows.sym[i]
-        p = grid.px[s, t]
-        w = np.float64(rows.weight[i])
-        usd = rows.qty[i] * w * p
-        b = grid.bar[s, t]
-        if rows.side[i] > 0:
-            bar_i[s, b, AB_LONG_LIQ] += _u(usd)
-            bar_i[s, b, AB_LONG_ROWS] += 1
-            bar_i[s, b, AB_LONG_W] += _u(w)
-        else:
-            bar_i[s, b, AB_SHORT_LIQ] += _u(usd)
-            bar_i[s, b, AB_SHORT_ROWS] += 1
-            bar_i[s, b, AB_SHORT_W] += _u(w)
-        if deficit > 0.0 and tot > 0.0:
-            bar_i[s, b, AB_DEFICIT] += _u(deficit * (rows.qty[i] * p / tot) * w)
-        eq_own, mm_own = _own_market_state(acc, rows, grid, a, t, s)
-        cont = not (eq_own < mm_own)
-        if cont:
-            bar_i[s, b, AB_CONTAGION] += _u(usd)
-            bar_i[s, b, AB_CONTAGION_ROWS] += 1
-        else:
-            bar_i[s, b, AB_OWN] += _u(usd)
-        x_row[nx] = acc.members[i]
-        x_grid[nx] = t
-        x_fill[nx] = p
-        x_cont[nx] = 1 if cont else 0
-        x_src[nx] = src
-        nx += 1
+        q = st.qty[i]
+        if q <= 0.0:
+            continue
+        part = deficit * (q * grid.px[rows.sym[i], t] / tot) if deficit > 0.0 and tot > 0.0 else 0.0
+        nx = _exit(acc, rows, st, grid, a, t, i, q, part, bar_i, xs, nx, loss)
+        st.qty[i] = 0.0
     return nx, deficit
+
+
+@njit(cache=True)
+def _lower_tier(acc, rows, st, grid, rules, a, t, steps, min_tier, bar_i, xs, nx, loss):
+    """Bybit / OKX step: among the account's open positions at tier >= ``min_tier`` whose tier
+    ``steps`` lower is known, take the one with the largest maintenance margin (ties: the first
+    member), move it ``steps`` tiers down and cut its notional to that tier's cap (the floor of
+    the tier above it) if it is above (an exit), else only lower the tier (no exit). Returns
+    ``(records, done)``; ``done`` False when no position could be lowered."""
+    f = acc.first[a]
+    best = -1
+    best_mm = -1.0
+    for i in range(f, f + acc.count[a]):
+        q = st.qty[i]
+        k = st.tier[i]
+        if q <= 0.0 or k < min_tier or k - steps < 0:
+            continue
+        s = rows.sym[i]
+        j = k - steps
+        if j + 1 >= rules.tier_floor.shape[1]:
+            continue
+        if np.isnan(rules.tier_floor[s, j + 1]) or np.isnan(rules.tier_mmr[s, j]) or np.isnan(rules.tier_cum[s, j]):
+            continue
+        m = position_maint_margin_nb(q, grid.px[s, t], st.mmr[i], st.cum[i])
+        if m > best_mm:
+            best_mm = m
+            best = i
+    if best < 0:
+        return nx, False
+    i = best
+    s = rows.sym[i]
+    j = st.tier[i] - steps
+    p = grid.px[s, t]
+    cap = rules.tier_floor[s, j + 1]
+    if st.qty[i] * p > cap:
+        q_new = cap / p
+        # the flags of the account's open rows before the cut: row i's sits at its member rank
+        _mark(acc, rows, st, grid, a, t, xs, nx, loss)
+        r = 0
+        for k in range(acc.first[a], i):
+            if st.qty[k] > 0.0:
+                r += 1
+        xs[3][nx] = xs[3][nx + r]
+        xs[4][nx] = xs[4][nx + r]
+        nx = _exit(acc, rows, st, grid, a, t, i, st.qty[i] - q_new, 0.0, bar_i, xs, nx, loss)
+    st.tier[i] = j
+    st.mmr[i] = rules.tier_mmr[s, j]
+    st.cum[i] = rules.tier_cum[s, j]
+    return nx, True
+
+
+@njit(cache=True)
+def _tier0_maintenance(acc, rows, st, grid, rules, a, t):
+    """The account's maintenance margin with every open position at its symbol's first tier
+    (OKX: below it, the account is liquidated whole); NaN when a first tier is unknown."""
+    mm = 0.0
+    f = acc.first[a]
+    for i in range(f, f + acc.count[a]):
+        q = st.qty[i]
+        if q <= 0.0:
+            continue
+        s = rows.sym[i]
+        if rules.tier_mmr.shape[1] == 0 or np.isnan(rules.tier_mmr[s, 0]):
+            return np.nan
+        mm += position_maint_margin_nb(q, grid.px[s, t], rules.tier_mmr[s, 0], rules.tier_cum[s, 0])
+    return mm
+
+
+@njit(cache=True)
+def liquidate_nb(acc, rows, st, grid, rules, a, t, eq, mm, bar_i, xs, nx, loss):
+    """Account ``a`` is below its threshold at ``t`` (equity ``eq``, maintenance ``mm``): run its
+    venue's procedure (module docstring), re-checking the account at ``t`` after each partial
+    step. The one helper of both modes. Returns ``(records, closed, deficit)``: ``closed`` when
+    no position is left open."""
+    venue = rows.venue[acc.first[a]]
+    if rules.partial and venue == VENUE_HYPERLIQUID and st.phase[a] == 0:
+        st.phase[a] = 1
+        st.cool_until[a] = grid.ts[t] + rules.hl_cooldown_ms
+        any_left = False
+        _mark(acc, rows, st, grid, a, t, xs, nx, loss)
+        f = acc.first[a]
+        for i in range(f, f + acc.count[a]):
+            q = st.qty[i]
+            if q <= 0.0:
+                continue
+            if q * grid.px[rows.sym[i], t] > rules.hl_partial_usd:
+                nx = _exit(acc, rows, st, grid, a, t, i, q * rules.hl_partial_share, 0.0, bar_i, xs, nx, loss)
+                any_left = True
+            else:
+                nx = _exit(acc, rows, st, grid, a, t, i, q, 0.0, bar_i, xs, nx, loss)
+        if not any_left:
+            return nx, True, 0.0
+        eq, mm, _s, _c = state_nb(acc, rows, st, grid, a, t)
+        if not eq < rules.hl_backstop * mm:
+            return nx, False, 0.0
+        # backstop: the liquidator vault takes over every remaining cross position
+    elif rules.partial and (venue == VENUE_BYBIT or venue == VENUE_OKX):
+        steps = 1 if venue == VENUE_BYBIT else 2
+        min_tier = 1 if venue == VENUE_BYBIT else 2
+        while eq < mm:
+            if venue == VENUE_OKX:
+                mm0 = _tier0_maintenance(acc, rows, st, grid, rules, a, t)
+                if not eq >= mm0:
+                    break
+            nx, done = _lower_tier(acc, rows, st, grid, rules, a, t, steps, min_tier, bar_i, xs, nx, loss)
+            if not done:
+                break
+            eq, mm, _s, _c = state_nb(acc, rows, st, grid, a, t)
+        if not eq < mm:
+            st.phase[a] = 1
+            return nx, False, 0.0
+    nx, deficit = _close_all(acc, rows, st, grid, a, t, eq, bar_i, xs, nx, loss)
+    return nx, True, deficit
 
 
 @njit(cache=True, inline="always")
@@ -233,7 +444,7 @@ def first_exit_nb(grid, s, t, lo, hi):
 
 
 @njit(cache=True, inline="always")
-def _next_check(acc, rows, grid, a, t, cushion, scale, coll):
+def _next_check(acc, rows, st, grid, a, t, cushion, scale, coll):
     """Grid index at which account ``a`` (cushion ``cushion`` >= 0 at ``t``) must be checked next."""
     T = grid.ts.shape[0]
     cs = grid.coll_series[acc.coll_asset[a]]
@@ -243,8 +454,15 @@ def _next_check(acc, rows, grid, a, t, cushion, scale, coll):
         return t + 1
     d = SAFETY * cushion / denom
     nxt = T
+    # a cooldown's end raises the threshold back to the maintenance margin: check there at the latest
+    if st.phase[a] == 1 and grid.ts[t] < st.cool_until[a]:
+        nxt = np.searchsorted(grid.ts, st.cool_until[a])
+        if nxt <= t + 1:
+            return t + 1
     f = acc.first[a]
     for i in range(f, f + acc.count[a]):
+        if st.qty[i] <= 0.0:
+            continue
         s = rows.sym[i]
         p = grid.px[s, t]
         # one-sided: a long only loses cushion as its price falls, a short as its price rises
@@ -265,18 +483,34 @@ def _next_check(acc, rows, grid, a, t, cushion, scale, coll):
 
 
 @njit(cache=True)
-def run_accounts_nb(acc, rows, grid, nbars, reference, x_row, x_grid, x_fill, x_cont, x_src, acc_grid, acc_deficit, bar_i):
+def _init_state(acc, rows, st):
+    for i in range(rows.qty.shape[0]):
+        st.qty[i] = rows.qty[i]
+        st.mmr[i] = rows.mmr[i]
+        st.cum[i] = rows.cum[i]
+        st.tier[i] = rows.tier[i]
+    for a in range(acc.first.shape[0]):
+        st.realized[a] = 0.0
+        st.phase[a] = 0
+        st.cool_until[a] = 0
+
+
+@njit(cache=True)
+def run_accounts_nb(acc, rows, grid, rules, st, nbars, reference, xs, acc_grid, acc_deficit, bar_i):
     """Run every account of ``acc`` (records.Accounts) over ``grid`` (records.GridPaths) with the
-    rows ``rows`` (records.AccountRows). ``reference``: check every live account at every grid
-    point; else the bucket-queue kernel (module docstring). Writes exit records (``x_*``, at least
-    as long as the accounts' members), ``acc_grid`` / ``acc_deficit`` per account and
-    ``bar_i[s, bar, AB_*]`` (zeroed here); returns ``(n_records, checks)``."""
+    rows ``rows`` (records.AccountRows), the venue rules ``rules`` (records.LiqRules) and the
+    state ``st`` (records.AccountState, initialised here). ``reference``: check every live
+    account at every grid point; else the bucket-queue kernel (module docstring). Writes exit
+    records ``xs = (x_row, x_grid, x_fill, x_cont, x_src, x_share)`` (long enough for every
+    exit), ``acc_grid`` / ``acc_deficit`` per account and ``bar_i[s, bar, AB_*]`` (zeroed here);
+    returns ``(n_records, checks)``."""
     A = acc.first.shape[0]
     T = grid.ts.shape[0]
     bar_i[:, :, :] = 0
     loss = np.empty(max(grid.n_symbols, 1))
     nx = 0
     checks = 0
+    _init_state(acc, rows, st)
     for a in range(A):
         acc_grid[a] = -1
         acc_deficit[a] = 0.0
@@ -289,11 +523,12 @@ def run_accounts_nb(acc, rows, grid, nbars, reference, x_row, x_grid, x_fill, x_
                 if not alive[a]:
                     continue
                 checks += 1
-                eq, mm, scale, coll = account_state_nb(acc, rows, grid, a, t)
-                if eq < mm:
-                    alive[a] = False
-                    acc_grid[a] = t
-                    nx, acc_deficit[a] = _liquidate(acc, rows, grid, a, t, eq, bar_i, x_row, x_grid, x_fill, x_cont, x_src, nx, loss)
+                eq, mm, scale, coll = state_nb(acc, rows, st, grid, a, t)
+                if eq < threshold_nb(st, grid, rules, a, t) * mm:
+                    if acc_grid[a] < 0:
+                        acc_grid[a] = t
+                    nx, closed, acc_deficit[a] = liquidate_nb(acc, rows, st, grid, rules, a, t, eq, mm, bar_i, xs, nx, loss)
+                    alive[a] = not closed
         return nx, checks
     head = np.full(T, -1, np.int32)
     nxt = np.empty(A, np.int32)
@@ -306,12 +541,18 @@ def run_accounts_nb(acc, rows, grid, nbars, reference, x_row, x_grid, x_fill, x_
         while a >= 0:
             after = nxt[a]
             checks += 1
-            eq, mm, scale, coll = account_state_nb(acc, rows, grid, a, t)
-            if eq < mm:
-                acc_grid[a] = t
-                nx, acc_deficit[a] = _liquidate(acc, rows, grid, a, t, eq, bar_i, x_row, x_grid, x_fill, x_cont, x_src, nx, loss)
-            else:
-                k = _next_check(acc, rows, grid, a, t, eq - mm, scale, coll)
+            eq, mm, scale, coll = state_nb(acc, rows, st, grid, a, t)
+            thr = threshold_nb(st, grid, rules, a, t)
+            closed = False
+            if eq < thr * mm:
+                if acc_grid[a] < 0:
+                    acc_grid[a] = t
+                nx, closed, acc_deficit[a] = liquidate_nb(acc, rows, st, grid, rules, a, t, eq, mm, bar_i, xs, nx, loss)
+                if not closed:  # partly liquidated, still open: its state after the procedure
+                    eq, mm, scale, coll = state_nb(acc, rows, st, grid, a, t)
+                    thr = threshold_nb(st, grid, rules, a, t)
+            if not closed:
+                k = _next_check(acc, rows, st, grid, a, t, eq - thr * mm, scale, coll)
                 if k < T:
                     nxt[a] = head[k]
                     head[k] = a
