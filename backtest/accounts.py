@@ -336,6 +336,64 @@ def parse_collateral_shock(text: str) -> tuple[float, int]:
         raise SimError(f"cannot read the time of collateral_shock {text!r}; give ISO-8601 UTC, e.g. -0.35@2025-10-10T21:00Z") from None
 
 
+def check_collateral_asset(asset: Any) -> str:
+    """The collateral asset's code (upper case), or a SimError naming the known ones."""
+    from backtest.accounts_params import COLLATERAL_ASSETS
+
+    name = str(asset or "").strip().upper()
+    if name not in COLLATERAL_ASSETS:
+        raise SimError(f"unknown collateral_asset {asset!r}; give one of {', '.join(COLLATERAL_ASSETS)} (e.g. --set collateral_asset=BTC)")
+    return name
+
+
+def collateral_path(asset: str, shock: tuple[float, int] | None, start_ms: int, end_ms: int | None = None, *,
+                    markets: dict[str, Any] | None = None, store: Any = None, exchange: str | None = None,
+                    ) -> tuple[tuple[np.ndarray, np.ndarray], str]:
+    """The collateral asset's price path (USD per unit, ``(times UTC ms, prices)`` step path for
+    :func:`build_grid`) and where it came from.
+
+    1. the event's own ``ASSET/USDT:USDT`` market (``markets``, already read from the store: the
+       primary venue's mark or last bars), its path points (:func:`path_points`);
+    2. else the store's bars of that perpetual on ``exchange`` (``store``, ``end_ms`` given);
+    3. else a constant price 1 (the value is then the scenario's alone).
+
+    A perpetual's price stands in for the spot asset (a proxy, said in the source). The scenario
+    ``shock`` applies on top: the price times ``1 + shock`` from the shock's time on."""
+    asset = check_collateral_asset(asset)
+    sym = f"{asset}/USDT:USDT"
+    mk = (markets or {}).get(sym)
+    source = ""
+    if mk is None and store is not None and exchange and end_ms is not None:
+        from backtest.market import load_market
+
+        try:
+            mk = load_market(store, exchange, sym, int(start_ms), int(end_ms), int(start_ms))
+        except Exception:  # noqa: BLE001 - no stored series for the asset: the constant path below
+            mk = None
+        if mk is not None and not len(mk.bars["ts"]):
+            mk = None
+    if mk is not None:
+        t, p, _b = path_points(mk.bars, mk.bar_ms)
+        source = (f"store: {exchange + ' ' if exchange else ''}{sym} {mk.price_source} price ({mk.timeframe} bars), "
+                  f"the perpetual as a proxy for spot {asset}")
+        t, p = np.asarray(t, np.int64), np.asarray(p, np.float64).copy()
+    else:
+        t, p = np.array([int(start_ms)], np.int64), np.array([1.0])
+        source = f"constant: no store series for {sym} (the collateral's value moves by the scenario only)"
+    if shock is not None:
+        v, ts = shock
+        if ts > t[-1]:
+            t, p = np.append(t, ts), np.append(p, p[-1])
+        elif ts < t[0]:
+            t, p = np.insert(t, 0, ts), np.insert(p, 0, p[0])
+        elif not (t == ts).any():
+            k = int(np.searchsorted(t, ts))
+            t, p = np.insert(t, k, ts), np.insert(p, k, p[k - 1])
+        p[t >= ts] *= 1.0 + v
+        source += f"; scenario collateral_shock {v:+.0%} from {ts} ms on"
+    return (t, p), source
+
+
 def collateral_series(shock: tuple[float, int] | None, start_ms: int, price0: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Step price path of the collateral asset (USD per unit): ``price0`` from ``start_ms``, times
     ``1 + shock`` from the shock's time on (scenario, not market data)."""

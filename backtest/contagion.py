@@ -63,37 +63,56 @@ class EngineRun:
     grid_ts: np.ndarray  # int64: the grid's times, UTC ms
     engine_rows: dict[str, np.ndarray]  # symbol -> bool per local row: taken by the engine
     symbols: list[str]
+    #: where the non-settlement collateral asset's price path came from (accounts.collateral_path)
+    collateral_source: str = ""
+    #: accounts holding that asset (0: the path did not matter)
+    collateral_accounts: int = 0
 
 
 def account_key(pop_key: str, sim: Any) -> str:
-    return json.dumps([pop_key, sim.positions_per_account, sim.collateral_share, sim.collateral_haircut, sim.collateral_shock],
-                      sort_keys=True, default=str)
+    return json.dumps([pop_key, sim.positions_per_account, sim.collateral_share, sim.collateral_haircut, sim.collateral_shock,
+                       getattr(sim, "partial_liquidation", True), getattr(sim, "collateral_asset", "BTC")], sort_keys=True, default=str)
 
 
-def run_engine(symbols: list[str], pops: dict[str, Any], markets: dict[str, Any], seed: int, sim: Any, start_ms: int) -> EngineRun:
-    """Assign accounts, pick the engine's accounts and run the engine (module docstring)."""
+def run_engine(symbols: list[str], pops: dict[str, Any], markets: dict[str, Any], seed: int, sim: Any, start_ms: int, *,
+               store: Any = None, exchange: str | None = None, end_ms: int | None = None) -> EngineRun:
+    """Assign accounts, pick the engine's accounts and run the engine (module docstring).
+
+    The collateral asset's price path (:func:`backtest.accounts.collateral_path`): the event's own
+    ``ASSET/USDT:USDT`` market when it is one of ``symbols``, else the store's (``store``,
+    ``exchange``, ``end_ms`` given), else constant; the venue procedures use the symbols' tier
+    tables as the rows carry them (:func:`backtest.accounts.tiers_from_rows`)."""
     from backtest.accounts import (
         account_rows,
         assign_accounts,
         build_grid,
-        collateral_series,
+        collateral_path,
+        liq_rules,
         parse_collateral_shock,
         path_points,
         run_accounts,
         subset_accounts,
+        tiers_from_rows,
     )
+    from backtest import accounts_params as AP
 
     arrays = [pops[s].arrays for s in symbols]
+    shock = parse_collateral_shock(sim.collateral_shock) if sim.collateral_shock else None
+    coll_path, coll_src = collateral_path(getattr(sim, "collateral_asset", AP.DEFAULT_COLLATERAL_ASSET), shock, int(start_ms), end_ms,
+                                          markets={s: markets[s] for s in symbols}, store=store, exchange=exchange)
+    # the asset's price at the window start (its last point at or before it): the accounts hold
+    # as much of it as their wallet is worth after the haircut then
+    k0 = max(int(np.searchsorted(coll_path[0], int(start_ms), side="right")) - 1, 0)
+    price0 = float(coll_path[1][k0]) / (1.0 + shock[0]) if shock is not None and coll_path[0][k0] >= shock[1] else float(coll_path[1][k0])
     acc = assign_accounts(arrays, [pops[s].open_notional_usd for s in symbols], positions_per_account=sim.positions_per_account,
-                          seed=int(seed), collateral_share=sim.collateral_share, collateral_haircut=sim.collateral_haircut,
-                          as_of_ms=int(start_ms))
+                          seed=int(seed), collateral_share=sim.collateral_share, collateral_price0=price0,
+                          collateral_haircut=sim.collateral_haircut, as_of_ms=int(start_ms))
     keep = (acc.n_symbols >= 2) | (acc.coll_asset != R.COLLATERAL_SETTLEMENT)
     sub, rows = subset_accounts(acc, keep, account_rows(arrays, acc))
-    shock = parse_collateral_shock(sim.collateral_shock) if sim.collateral_shock else None
-    coll = [collateral_series(shock, start_ms)]
-    grid = build_grid([path_points(markets[s].bars, markets[s].bar_ms) for s in symbols], coll, [sim.collateral_haircut])
+    grid = build_grid([path_points(markets[s].bars, markets[s].bar_ms) for s in symbols], [coll_path], [sim.collateral_haircut])
     nbars = max((len(markets[s].bars["ts"]) for s in symbols), default=1)
-    out = run_accounts(sub, rows, grid, nbars)
+    rules = liq_rules(grid.px.shape[0], tiers_from_rows(arrays), partial=bool(getattr(sim, "partial_liquidation", True)))
+    out = run_accounts(sub, rows, grid, nbars, rules=rules)
     engine_rows = {}
     for k, s in enumerate(symbols):
         lo, hi = int(acc.row_offset[k]), int(acc.row_offset[k + 1])
@@ -101,7 +120,17 @@ def run_engine(symbols: list[str], pops: dict[str, Any], markets: dict[str, Any]
         mask = np.zeros(hi - lo, np.bool_)
         mask[m] = True
         engine_rows[s] = mask
-    return EngineRun(acc, sub, np.flatnonzero(keep), out, grid.ts, engine_rows, list(symbols))
+    return EngineRun(acc, sub, np.flatnonzero(keep), out, grid.ts, engine_rows, list(symbols), coll_src,
+                     int((acc.coll_asset != R.COLLATERAL_SETTLEMENT).sum()))
+
+
+def notes(run: EngineRun) -> list[str]:
+    """The summary notes of an engine run: :data:`NOTE`, and where the collateral's price came
+    from when some account holds it (a perpetual standing in for the spot asset is a proxy)."""
+    out = [NOTE]
+    if run.collateral_accounts:
+        out.append(f"collateral asset of {run.collateral_accounts:,} accounts: {run.collateral_source}")
+    return out
 
 
 def symbol_part(run: EngineRun, k: int, nbars: int) -> dict[str, Any]:
@@ -177,4 +206,5 @@ def summary_fields(run: EngineRun, liqs_by_symbol: dict[str, dict[str, np.ndarra
         "contagion_matrix_usd": matrix,
         "contagion_account_deficit_usd": float(run.out.bar_i[:, :, R.AB_DEFICIT].sum() / R.USD_SCALE),
         "contagion_engine_accounts": int(len(run.sub.first)),
+        "contagion_collateral_source": run.collateral_source,
     }

@@ -257,6 +257,8 @@ class Summary(_ByName):
     contagion_matrix_usd: dict | None = None
     contagion_account_deficit_usd: float | None = None
     contagion_engine_accounts: int | None = None
+    #: where the non-settlement collateral asset's price path came from (store proxy or constant)
+    contagion_collateral_source: str | None = None
 
     def keys(self) -> list[str]:
         return [k for k in super().keys() if not (k in _OPTIONAL_FIELDS and getattr(self, k) is None)]
@@ -276,7 +278,7 @@ class Summary(_ByName):
 #: summary fields written only when they have a value
 _OPTIONAL_FIELDS = ("observed_liquidated_usd", "observed_liquidated_note", "contagion_definition", "contagion_liquidated_usd",
                     "contagion_own_market_usd", "contagion_share", "contagion_rows", "contagion_by_class", "contagion_matrix_usd",
-                    "contagion_account_deficit_usd", "contagion_engine_accounts")
+                    "contagion_account_deficit_usd", "contagion_engine_accounts", "contagion_collateral_source")
 #: the contagion_* keys of summary.json (issue 12)
 CONTAGION_KEYS = tuple(k for k in _OPTIONAL_FIELDS if k.startswith("contagion_"))
 
@@ -701,11 +703,11 @@ def assemble(prep: Any, per: dict[str, SymbolRun], mode: str, shock: str | None,
     summary = make_summary(prep, per_symbol, exit_totals(per), rounds_total, mode, shock, pop_params, sim, timings,
                            venues=venue_summaries(prep, per, per_symbol))
     if accounts is not None:
-        from backtest.contagion import NOTE, summary_fields
+        from backtest.contagion import notes, summary_fields
 
         for k, v in summary_fields(accounts, {s: _liq_arrays(d, accounts.symbols) for s, d in per.items() if d.accounts is not None}).items():
             setattr(summary, k, v)
-        summary.notes = [n for n in summary.notes if not n.startswith("cross positions are simulated")] + [NOTE]
+        summary.notes = [n for n in summary.notes if not n.startswith("cross positions are simulated")] + notes(accounts)
     if summary_only:
         empty = pl.DataFrame()
         return SimResult(summary, empty, empty, empty, empty, empty)

@@ -360,3 +360,51 @@ def test_hyperliquid_twenty_percent_then_the_rest_after_the_cooldown():
     small = _one(R.VENUE_HYPERLIQUID, 500.0, 100.0, 975.0, 0, mmr=0.01, cum=0.0)  # $50k: whole at once
     out, _ = _run_one(small, _steps([(100, 100, 100, 100), (99, 99, 99, 99)]), rules)
     assert out.x_share.tolist() == [1.0]
+
+
+def test_collateral_price_from_a_synthetic_store_liquidates_accounts_on_a_flat_symbol(tmp_path):
+    """A SYNTHETIC store holds BTC/USDT:USDT 1m bars falling 40 % over the window; the accounts'
+    positions sit on a flat symbol. The collateral path comes from the store (the perpetual as a
+    proxy, said in the source), the accounts holding BTC are liquidated by the collateral's fall
+    alone, the others are not; a scenario shock applies on top of the stored path."""
+    import polars as pl
+
+    from backtest.accounts import check_collateral_asset, collateral_path
+    from backtest.store import Store
+
+    n = 60
+    t0 = 1_700_000_040_000 - 1_700_000_040_000 % 60_000
+    ts = t0 + np.arange(n, dtype=np.int64) * 60_000
+    close = 50_000.0 * np.linspace(1.0, 0.6, n)
+    open_ = np.r_[close[0], close[:-1]]
+    st_ = Store(tmp_path / "st")
+    st_.write("ohlcv", pl.DataFrame({"ts": ts, "symbol": "BTC/USDT:USDT", "open": open_, "high": np.maximum(open_, close),
+                                     "low": np.minimum(open_, close), "close": close, "volume": np.full(n, 1e3)}),
+              exchange="binanceusdm", timeframe="1m")
+    (t, p), src = collateral_path("btc", None, int(ts[0]), int(ts[-1]) + 60_000, store=st_, exchange="binanceusdm")
+    assert src.startswith("store: binanceusdm BTC/USDT:USDT") and "proxy" in src
+    assert p[0] == pytest.approx(50_000.0) and p[-1] == pytest.approx(close[-1])
+    (_t, pc), src_c = collateral_path("ETH", None, int(ts[0]), int(ts[-1]) + 60_000, store=st_, exchange="binanceusdm")
+    assert src_c.startswith("constant") and (pc == 1.0).all()
+    (_t, ps), src_s = collateral_path("BTC", (-0.5, int(ts[30])), int(ts[0]), int(ts[-1]) + 60_000, store=st_, exchange="binanceusdm")
+    assert "scenario" in src_s and ps[-1] == pytest.approx(0.5 * close[-1])
+    with pytest.raises(SimError, match="unknown collateral_asset 'FOO'; give one of BTC"):
+        check_collateral_asset("FOO")
+
+    rng = np.random.default_rng(5)
+    flat = {"ts": ts, **{k: np.full(n, 100.0) for k in ("open", "high", "low", "close")}}
+    pop = _pop(rng, 300, 100.0, cross_share=1.0)
+    pop["entry"][:] = 100.0
+    pop["margin"] = pop["entry"] * pop["qty"] / 40.0  # 40x, mmr 2 %: a 40 % fall of the collateral is fatal
+    pop["mmr"][:] = 0.02
+    pop["maint_amount"][:] = 0.0
+    acc = assign_accounts([pop], [1.0], positions_per_account={1: 1.0}, seed=2, collateral_share=0.5, collateral_price0=p[0],
+                          collateral_haircut=0.1)
+    grid = build_grid([path_points(flat, BAR_MS)], [(t, p)], [0.1])
+    rows = account_rows([pop], acc)
+    out = run_accounts(acc, rows, grid, n)
+    _assert_same(out, run_accounts(acc, rows, grid, n, reference=True))
+    held = acc.coll_asset == 1
+    assert held.any() and (~held).any()
+    assert (out.acc_grid[held] >= 0).all() and (out.acc_grid[~held] == -1).all()
+    assert (out.x_contagion == 1).all() and (out.x_source == R.SOURCE_COLLATERAL).all()
