@@ -374,8 +374,8 @@ def collateral_path(asset: str, shock: tuple[float, int] | None, start_ms: int, 
             mk = None
     if mk is not None:
         t, p, _b = path_points(mk.bars, mk.bar_ms)
-        source = (f"store: {exchange + ' ' if exchange else ''}{sym} {mk.price_source} price ({mk.timeframe} bars), "
-                  f"the perpetual as a proxy for spot {asset}")
+        where = exchange if exchange else "the event's primary venue"
+        source = f"store: {where} {sym} {mk.price_source} price ({mk.timeframe} bars), the perpetual as a proxy for spot {asset}"
         t, p = np.asarray(t, np.int64), np.asarray(p, np.float64).copy()
     else:
         t, p = np.array([int(start_ms)], np.int64), np.array([1.0])
