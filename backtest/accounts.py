@@ -299,15 +299,30 @@ def build_grid(points: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], coll
     B = BLOCK
     NB = -(-T // B) if tables else 0
     LB = max(int(NB).bit_length(), 1) if tables else 0
-    suf = np.empty((S, T if tables else 0, 2))
-    blk = np.empty((S, NB, LB, 2))
+    suf = np.empty((2, S, NB + 1 if tables else 0))
+    blk = np.empty((2, S, NB, LB))
     if tables and T:
         from backtest.kernels.accounts import sparse_tables_nb
 
         sparse_tables_nb(px, B, suf, blk)
     coll_series = np.array([-1, *range(len(points), S)], np.int64)
     haircut = np.array([0.0, *[float(h) for h in haircuts]], np.float64)
-    return R.GridPaths(ts, px, bar, suf, blk, B, coll_series, haircut, len(points))
+    return R.GridPaths(ts, px, bar, suf, blk, B, coll_series, haircut, len(points), box_weights(px))
+
+
+def box_weights(px: np.ndarray) -> np.ndarray:
+    """Each series' weight in the fast kernel's boxes: the RMS relative move per grid step (a
+    series that moves more gets more of an account's cushion), floored at 1e-3 of the largest
+    (a flat series still gets a box); speed only - the results do not depend on it."""
+    S, T = px.shape
+    if T < 2:
+        return np.ones(S)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.diff(np.log(np.where(px > 0, px, np.nan)), axis=1)
+    w = np.sqrt(np.nanmean(r * r, axis=1)) if r.size else np.zeros(S)
+    w = np.where(np.isfinite(w), w, 0.0)
+    top = float(w.max()) if len(w) else 0.0
+    return np.maximum(w, 1e-3 * top) if top > 0 else np.ones(S)
 
 
 # ------------------------------------------------------------------------------------------
@@ -478,7 +493,7 @@ def run_accounts(acc: R.Accounts, rows: R.AccountRows, grid: R.GridPaths, nbars:
     A = len(acc.first)
     cap = exit_capacity(acc, rows, rules)
     xs = (np.empty(cap, np.int64), np.empty(cap, np.int32), np.empty(cap), np.empty(cap, np.int8), np.empty(cap, np.int16), np.empty(cap))
-    st = R.AccountState(np.empty(m), np.empty(m), np.empty(m), np.empty(m, np.int64), np.empty(A), np.empty(A, np.int8), np.empty(A, np.int64))
+    st = R.AccountState(np.empty((m, 8)), np.empty((A, 8)))
     acc_grid = np.empty(A, np.int32)
     acc_def = np.empty(A)
     bar_i = np.empty((grid.px.shape[0], max(int(nbars), 1), R.AB_SIZE), np.int64)

@@ -420,17 +420,28 @@ class LiqRules(NamedTuple):
     hl_backstop: float  # ... unless equity < this x maintenance (backstop: the whole account at once)
 
 
-class AccountState(NamedTuple):
-    """The account engine's mutable state (member order / account order; the kernel
-    (re)initialises it from :class:`AccountRows` at the start of a run)."""
+#: columns of the account engine's packed per-row state (AccountState.row, float64)
+RS_ENTRY, RS_QTY, RS_MMR, RS_CUM, RS_SIDE, RS_SYM, RS_TIER = 0, 1, 2, 3, 4, 5, 6
+#: columns of its packed per-account state (AccountState.acc, float64)
+AS_FIRST, AS_COUNT, AS_CSER, AS_CVAL, AS_HC, AS_REAL, AS_PHASE, AS_COOL = 0, 1, 2, 3, 4, 5, 6, 7
 
-    qty: np.ndarray  # float64[m]: quantity still open (base units)
-    mmr: np.ndarray  # float64[m]: current tier's rate (a procedure may lower the tier)
-    cum: np.ndarray  # float64[m]: current tier's maintenance amount, USD
-    tier: np.ndarray  # int64[m]: current tier index
-    realized: np.ndarray  # float64[A]: PnL realised by partial closes, USD (joins the equity)
-    phase: np.ndarray  # int8[A]: 0 untouched, 1 partly liquidated (Hyperliquid: next trigger takes the rest)
-    cool_until: np.ndarray  # int64[A]: UTC ms until which a Hyperliquid cooldown holds (backstop threshold only)
+
+class AccountState(NamedTuple):
+    """The account engine's working state, packed so that a check reads one 64-byte record per
+    account and per row (the kernel (re)initialises it from Accounts / AccountRows at the start
+    of a run; integers held as float64 are exact).
+
+    ``row[i]`` (member order): RS_ENTRY entry price; RS_QTY quantity still open (base units); RS_MMR /
+    RS_CUM the current tier's rate and maintenance amount (a procedure may lower the tier); RS_SIDE
+    +1 / -1; RS_SYM the symbol; RS_TIER the current tier index. ``acc[a]``: AS_FIRST / AS_COUNT its
+    members; AS_CSER its collateral's series (-1: the settlement coin); AS_CVAL the wallet (USD) or
+    the asset amount; AS_HC 1 - haircut; AS_REAL PnL realised by partial closes (USD, joins the
+    equity); AS_PHASE 0 untouched, 1 partly liquidated; AS_COOL UTC ms until which a Hyperliquid
+    cooldown holds (backstop threshold only).
+    """
+
+    row: np.ndarray  # float64[m, 8]
+    acc: np.ndarray  # float64[A, 8]
 
 
 class GridPaths(NamedTuple):
@@ -439,21 +450,25 @@ class GridPaths(NamedTuple):
     ``px[s, t]``: series ``s`` (symbols first, then collateral assets) at grid point ``t``, each
     symbol holding its last own path point between its points (quote currency; collateral in
     USD per unit). ``bar[s, t]``: the bar (of symbol ``s``'s own bars) of that point, for the
-    per-bar sums. Fast kernel only (may be empty for the reference): ``suf[s, t]`` the max / min
-    of ``px[s, t:]``; ``blk[s, b, l]`` a sparse table over blocks of ``block`` grid points: the
-    max / min of ``px[s]`` over blocks ``[b, b + 2**l)`` (levels of one block contiguous). A
-    query scans prices inside a block and lifts over blocks in the small table (cache-resident).
+    per-bar sums. Fast kernel only (may be empty for the reference): ``suf[0 / 1, s, b]`` the max /
+    min of ``px[s]`` from block ``b`` on; ``blk[0 / 1, s, b, l]`` a sparse table over blocks of
+    ``block`` grid points: the max / min of ``px[s]`` over blocks ``[b, b + 2**l)`` (levels of one
+    block contiguous; a one-sided query reads one kind only). A query scans prices inside at most
+    two blocks and lifts over blocks in the small tables (cache-resident).
     """
 
     ts: np.ndarray  # int64[T]: UTC ms, ascending, unique
     px: np.ndarray  # float64[S, T]
     bar: np.ndarray  # int32[S, T]
-    suf: np.ndarray  # float64[S, T, 2]: max, min of px[s, t:]
-    blk: np.ndarray  # float64[S, NB, LB, 2]: max, min over blocks [b, b + 2**l)
+    suf: np.ndarray  # float64[2, S, NB + 1]: max, min of px[s] from block b on
+    blk: np.ndarray  # float64[2, S, NB, LB]: max, min over blocks [b, b + 2**l)
     block: int  # grid points per block
     coll_series: np.ndarray  # int64[n_assets]: series of each collateral asset code (-1: the settlement coin)
     haircut: np.ndarray  # float64[n_assets]: haircut of each asset (0 for the settlement coin)
     n_symbols: int  # series 0 .. n_symbols - 1 are symbols
+    #: float64[S]: each series' share of a fast-kernel box, its typical relative move per grid step
+    #: (speed only: any positive weights give the same results)
+    box_w: np.ndarray
 
 
 class AccountOutputs(NamedTuple):

@@ -84,6 +84,21 @@ from backtest.records import (
     AB_SHORT_ROWS,
     AB_SHORT_W,
     AB_SIZE,
+    AS_COOL,
+    AS_COUNT,
+    AS_CSER,
+    AS_CVAL,
+    AS_FIRST,
+    AS_HC,
+    AS_PHASE,
+    AS_REAL,
+    RS_CUM,
+    RS_ENTRY,
+    RS_MMR,
+    RS_QTY,
+    RS_SIDE,
+    RS_SYM,
+    RS_TIER,
     SOURCE_COLLATERAL,
     USD_SCALE,
     VENUE_BYBIT,
@@ -134,23 +149,32 @@ def account_state_nb(acc, rows, grid, a, t):
 
 
 @njit(cache=True, inline="always")
+def _coll_nb(st, grid, a, t):
+    """:func:`collateral_value_nb` from the packed state (the same product, the same bits)."""
+    cs = np.int64(st.acc[a, AS_CSER])
+    if cs < 0:
+        return st.acc[a, AS_CVAL]
+    return st.acc[a, AS_CVAL] * grid.px[cs, t] * st.acc[a, AS_HC]
+
+
+@njit(cache=True, inline="always")
 def state_nb(acc, rows, st, grid, a, t):
     """:func:`account_state_nb` with the engine's state ``st`` (records.AccountState): the rows'
     open quantities and current tiers, plus the PnL the account's partial closes realised. With
     no partial close the sums are those of :func:`account_state_nb` bit for bit."""
-    coll = collateral_value_nb(acc, grid, a, t)
-    eq = coll + st.realized[a]
+    coll = _coll_nb(st, grid, a, t)
+    eq = coll + st.acc[a, AS_REAL]
     mm = 0.0
     scale = 0.0
-    f = acc.first[a]
-    for i in range(f, f + acc.count[a]):
-        q = st.qty[i]
+    f = np.int64(st.acc[a, AS_FIRST])
+    for i in range(f, f + np.int64(st.acc[a, AS_COUNT])):
+        q = st.row[i, RS_QTY]
         if q <= 0.0:
             continue
-        p = grid.px[rows.sym[i], t]
-        eq += position_upnl_nb(rows.side[i], q, rows.entry[i], p)
-        mm += position_maint_margin_nb(q, p, st.mmr[i], st.cum[i])
-        scale += q * p * (1.0 + st.mmr[i]) if rows.side[i] < 0 else q * p
+        p = grid.px[np.int64(st.row[i, RS_SYM]), t]
+        eq += position_upnl_nb(st.row[i, RS_SIDE], q, st.row[i, RS_ENTRY], p)
+        mm += position_maint_margin_nb(q, p, st.row[i, RS_MMR], st.row[i, RS_CUM])
+        scale += q * p * (1.0 + st.row[i, RS_MMR]) if st.row[i, RS_SIDE] < 0 else q * p
     return eq, mm, scale, coll
 
 
@@ -158,7 +182,7 @@ def state_nb(acc, rows, st, grid, a, t):
 def threshold_nb(st, grid, rules, a, t):
     """Share of the maintenance margin below which account ``a`` is liquidated at ``t``: 1, or
     Hyperliquid's backstop share during the cooldown after a partial liquidation."""
-    if st.phase[a] == 1 and grid.ts[t] < st.cool_until[a]:
+    if st.acc[a, AS_PHASE] == 1 and grid.ts[t] < st.acc[a, AS_COOL]:
         return rules.hl_backstop
     return 1.0
 
@@ -168,20 +192,18 @@ def _own_market_state(acc, rows, st, grid, a, t, own):
     """Equity and maintenance of account ``a`` at ``t`` with every series but symbol ``own`` at
     its grid point 0 value (the counterfactual of the contagion definition; open quantities and
     realised PnL as they stand)."""
-    code = acc.coll_asset[a]
-    s = grid.coll_series[code]
-    eq = acc.wallet_usd[a] if s < 0 else acc.coll_amount[a] * grid.px[s, 0] * (1.0 - grid.haircut[code])
-    eq += st.realized[a]
+    eq = _coll_nb(st, grid, a, 0)
+    eq += st.acc[a, AS_REAL]
     mm = 0.0
-    f = acc.first[a]
-    for i in range(f, f + acc.count[a]):
-        q = st.qty[i]
+    f = np.int64(st.acc[a, AS_FIRST])
+    for i in range(f, f + np.int64(st.acc[a, AS_COUNT])):
+        q = st.row[i, RS_QTY]
         if q <= 0.0:
             continue
-        si = rows.sym[i]
+        si = np.int64(st.row[i, RS_SYM])
         p = grid.px[si, t] if si == own else grid.px[si, 0]
-        eq += position_upnl_nb(rows.side[i], q, rows.entry[i], p)
-        mm += position_maint_margin_nb(q, p, st.mmr[i], st.cum[i])
+        eq += position_upnl_nb(st.row[i, RS_SIDE], q, st.row[i, RS_ENTRY], p)
+        mm += position_maint_margin_nb(q, p, st.row[i, RS_MMR], st.row[i, RS_CUM])
     return eq, mm
 
 
@@ -192,20 +214,19 @@ def _source(acc, rows, st, grid, a, t, loss):
     ns = grid.n_symbols
     for s in range(ns):
         loss[s] = 0.0
-    f = acc.first[a]
-    for i in range(f, f + acc.count[a]):
-        si = rows.sym[i]
-        loss[si] += rows.side[i] * st.qty[i] * (grid.px[si, 0] - grid.px[si, t])
+    f = np.int64(st.acc[a, AS_FIRST])
+    for i in range(f, f + np.int64(st.acc[a, AS_COUNT])):
+        si = np.int64(st.row[i, RS_SYM])
+        loss[si] += st.row[i, RS_SIDE] * st.row[i, RS_QTY] * (grid.px[si, 0] - grid.px[si, t])
     best = -1
     best_loss = -np.inf
     for s in range(ns):
         if loss[s] > best_loss:
             best_loss = loss[s]
             best = s
-    code = acc.coll_asset[a]
-    cs = grid.coll_series[code]
+    cs = np.int64(st.acc[a, AS_CSER])
     if cs >= 0:
-        cl = acc.coll_amount[a] * (grid.px[cs, 0] - grid.px[cs, t]) * (1.0 - grid.haircut[code])
+        cl = st.acc[a, AS_CVAL] * (grid.px[cs, 0] - grid.px[cs, t]) * st.acc[a, AS_HC]
         if cl > best_loss:
             best = SOURCE_COLLATERAL
     return best
@@ -218,11 +239,11 @@ def _mark(acc, rows, st, grid, a, t, xs, nx, loss):
     x_cont, x_src = xs[3], xs[4]
     src = _source(acc, rows, st, grid, a, t, loss)
     j = nx
-    f = acc.first[a]
-    for i in range(f, f + acc.count[a]):
-        if st.qty[i] <= 0.0:
+    f = np.int64(st.acc[a, AS_FIRST])
+    for i in range(f, f + np.int64(st.acc[a, AS_COUNT])):
+        if st.row[i, RS_QTY] <= 0.0:
             continue
-        eq_own, mm_own = _own_market_state(acc, rows, st, grid, a, t, rows.sym[i])
+        eq_own, mm_own = _own_market_state(acc, rows, st, grid, a, t, np.int64(st.row[i, RS_SYM]))
         x_cont[j] = 0 if eq_own < mm_own else 1
         x_src[j] = src
         j += 1
@@ -235,18 +256,18 @@ def _exit(acc, rows, st, grid, a, t, i, q, deficit_usd, bar_i, xs, nx, loss):
     (notional by share), the realised PnL; ``deficit_usd`` (one real account) is this exit's part
     of the account's deficit. Returns the record count."""
     x_row, x_grid, x_fill, x_cont, x_src, x_share = xs
-    s = rows.sym[i]
+    s = np.int64(st.row[i, RS_SYM])
     p = grid.px[s, t]
     cont = x_cont[nx] == 1
     w = np.float64(rows.weight[i])
-    q_open = st.qty[i]
+    q_open = st.row[i, RS_QTY]
     whole = not q < q_open
     if whole:
         q = q_open
     share = q / rows.qty[i]
     usd = q * w * p
     b = grid.bar[s, t]
-    if rows.side[i] > 0:
+    if st.row[i, RS_SIDE] > 0:
         bar_i[s, b, AB_LONG_LIQ] += _u(usd)
         bar_i[s, b, AB_LONG_ROWS] += 1
         bar_i[s, b, AB_LONG_W] += _u(w * share)
@@ -265,8 +286,8 @@ def _exit(acc, rows, st, grid, a, t, i, q, deficit_usd, bar_i, xs, nx, loss):
     x_grid[nx] = t
     x_fill[nx] = p
     x_share[nx] = share
-    st.realized[a] += position_upnl_nb(rows.side[i], q, rows.entry[i], p)
-    st.qty[i] = 0.0 if whole else q_open - q
+    st.acc[a, AS_REAL] += position_upnl_nb(st.row[i, RS_SIDE], q, st.row[i, RS_ENTRY], p)
+    st.row[i, RS_QTY] = 0.0 if whole else q_open - q
     return nx + 1
 
 
@@ -274,21 +295,21 @@ def _exit(acc, rows, st, grid, a, t, i, q, deficit_usd, bar_i, xs, nx, loss):
 def _close_all(acc, rows, st, grid, a, t, eq, bar_i, xs, nx, loss):
     """Close every open position of account ``a`` at ``t`` (equity ``eq``); returns
     ``(records, deficit)``: the loss beyond the equity, split over the rows by notional."""
-    f = acc.first[a]
-    c = acc.count[a]
+    f = np.int64(st.acc[a, AS_FIRST])
+    c = np.int64(st.acc[a, AS_COUNT])
     deficit = -eq if eq < 0.0 else 0.0
     _mark(acc, rows, st, grid, a, t, xs, nx, loss)
     tot = 0.0
     for i in range(f, f + c):
-        if st.qty[i] > 0.0:
-            tot += st.qty[i] * grid.px[rows.sym[i], t]
+        if st.row[i, RS_QTY] > 0.0:
+            tot += st.row[i, RS_QTY] * grid.px[np.int64(st.row[i, RS_SYM]), t]
     for i in range(f, f + c):
-        q = st.qty[i]
+        q = st.row[i, RS_QTY]
         if q <= 0.0:
             continue
-        part = deficit * (q * grid.px[rows.sym[i], t] / tot) if deficit > 0.0 and tot > 0.0 else 0.0
+        part = deficit * (q * grid.px[np.int64(st.row[i, RS_SYM]), t] / tot) if deficit > 0.0 and tot > 0.0 else 0.0
         nx = _exit(acc, rows, st, grid, a, t, i, q, part, bar_i, xs, nx, loss)
-        st.qty[i] = 0.0
+        st.row[i, RS_QTY] = 0.0
     return nx, deficit
 
 
@@ -299,45 +320,45 @@ def _lower_tier(acc, rows, st, grid, rules, a, t, steps, min_tier, bar_i, xs, nx
     member), move it ``steps`` tiers down and cut its notional to that tier's cap (the floor of
     the tier above it) if it is above (an exit), else only lower the tier (no exit). Returns
     ``(records, done)``; ``done`` False when no position could be lowered."""
-    f = acc.first[a]
+    f = np.int64(st.acc[a, AS_FIRST])
     best = -1
     best_mm = -1.0
-    for i in range(f, f + acc.count[a]):
-        q = st.qty[i]
-        k = st.tier[i]
+    for i in range(f, f + np.int64(st.acc[a, AS_COUNT])):
+        q = st.row[i, RS_QTY]
+        k = np.int64(st.row[i, RS_TIER])
         if q <= 0.0 or k < min_tier or k - steps < 0:
             continue
-        s = rows.sym[i]
+        s = np.int64(st.row[i, RS_SYM])
         j = k - steps
         if j + 1 >= rules.tier_floor.shape[1]:
             continue
         if np.isnan(rules.tier_floor[s, j + 1]) or np.isnan(rules.tier_mmr[s, j]) or np.isnan(rules.tier_cum[s, j]):
             continue
-        m = position_maint_margin_nb(q, grid.px[s, t], st.mmr[i], st.cum[i])
+        m = position_maint_margin_nb(q, grid.px[s, t], st.row[i, RS_MMR], st.row[i, RS_CUM])
         if m > best_mm:
             best_mm = m
             best = i
     if best < 0:
         return nx, False
     i = best
-    s = rows.sym[i]
-    j = st.tier[i] - steps
+    s = np.int64(st.row[i, RS_SYM])
+    j = np.int64(st.row[i, RS_TIER]) - steps
     p = grid.px[s, t]
     cap = rules.tier_floor[s, j + 1]
-    if st.qty[i] * p > cap:
+    if st.row[i, RS_QTY] * p > cap:
         q_new = cap / p
         # the flags of the account's open rows before the cut: row i's sits at its member rank
         _mark(acc, rows, st, grid, a, t, xs, nx, loss)
         r = 0
-        for k in range(acc.first[a], i):
-            if st.qty[k] > 0.0:
+        for k in range(np.int64(st.acc[a, AS_FIRST]), i):
+            if st.row[k, RS_QTY] > 0.0:
                 r += 1
         xs[3][nx] = xs[3][nx + r]
         xs[4][nx] = xs[4][nx + r]
-        nx = _exit(acc, rows, st, grid, a, t, i, st.qty[i] - q_new, 0.0, bar_i, xs, nx, loss)
-    st.tier[i] = j
-    st.mmr[i] = rules.tier_mmr[s, j]
-    st.cum[i] = rules.tier_cum[s, j]
+        nx = _exit(acc, rows, st, grid, a, t, i, st.row[i, RS_QTY] - q_new, 0.0, bar_i, xs, nx, loss)
+    st.row[i, RS_TIER] = j
+    st.row[i, RS_MMR] = rules.tier_mmr[s, j]
+    st.row[i, RS_CUM] = rules.tier_cum[s, j]
     return nx, True
 
 
@@ -346,12 +367,12 @@ def _tier0_maintenance(acc, rows, st, grid, rules, a, t):
     """The account's maintenance margin with every open position at its symbol's first tier
     (OKX: below it, the account is liquidated whole); NaN when a first tier is unknown."""
     mm = 0.0
-    f = acc.first[a]
-    for i in range(f, f + acc.count[a]):
-        q = st.qty[i]
+    f = np.int64(st.acc[a, AS_FIRST])
+    for i in range(f, f + np.int64(st.acc[a, AS_COUNT])):
+        q = st.row[i, RS_QTY]
         if q <= 0.0:
             continue
-        s = rows.sym[i]
+        s = np.int64(st.row[i, RS_SYM])
         if rules.tier_mmr.shape[1] == 0 or np.isnan(rules.tier_mmr[s, 0]):
             return np.nan
         mm += position_maint_margin_nb(q, grid.px[s, t], rules.tier_mmr[s, 0], rules.tier_cum[s, 0])
@@ -364,18 +385,18 @@ def liquidate_nb(acc, rows, st, grid, rules, a, t, eq, mm, bar_i, xs, nx, loss):
     venue's procedure (module docstring), re-checking the account at ``t`` after each partial
     step. The one helper of both modes. Returns ``(records, closed, deficit)``: ``closed`` when
     no position is left open."""
-    venue = rows.venue[acc.first[a]]
-    if rules.partial and venue == VENUE_HYPERLIQUID and st.phase[a] == 0:
-        st.phase[a] = 1
-        st.cool_until[a] = grid.ts[t] + rules.hl_cooldown_ms
+    venue = rows.venue[np.int64(st.acc[a, AS_FIRST])]
+    if rules.partial and venue == VENUE_HYPERLIQUID and st.acc[a, AS_PHASE] == 0:
+        st.acc[a, AS_PHASE] = 1
+        st.acc[a, AS_COOL] = grid.ts[t] + rules.hl_cooldown_ms
         any_left = False
         _mark(acc, rows, st, grid, a, t, xs, nx, loss)
-        f = acc.first[a]
-        for i in range(f, f + acc.count[a]):
-            q = st.qty[i]
+        f = np.int64(st.acc[a, AS_FIRST])
+        for i in range(f, f + np.int64(st.acc[a, AS_COUNT])):
+            q = st.row[i, RS_QTY]
             if q <= 0.0:
                 continue
-            if q * grid.px[rows.sym[i], t] > rules.hl_partial_usd:
+            if q * grid.px[np.int64(st.row[i, RS_SYM]), t] > rules.hl_partial_usd:
                 nx = _exit(acc, rows, st, grid, a, t, i, q * rules.hl_partial_share, 0.0, bar_i, xs, nx, loss)
                 any_left = True
             else:
@@ -399,100 +420,150 @@ def liquidate_nb(acc, rows, st, grid, rules, a, t, eq, mm, bar_i, xs, nx, loss):
                 break
             eq, mm, _s, _c = state_nb(acc, rows, st, grid, a, t)
         if not eq < mm:
-            st.phase[a] = 1
+            st.acc[a, AS_PHASE] = 1
             return nx, False, 0.0
     nx, deficit = _close_all(acc, rows, st, grid, a, t, eq, bar_i, xs, nx, loss)
     return nx, True, deficit
 
 
 @njit(cache=True, inline="always")
-def first_exit_nb(grid, s, t, lo, hi):
-    """First grid index after ``t`` at which series ``s`` leaves ``[lo, hi]`` (``T``: never).
+def _beyond(p, k, x):
+    """``p`` is beyond the bound ``x`` on side ``k`` (0: above, 1: below)."""
+    return p > x if k == 0 else p < x
 
-    The suffix bounds answer "never" in one look; else the prices up to the end of ``t + 1``'s
-    block are scanned, then an exponential search and binary lifting over the block table find
-    the first block that leaves the box, and a scan of it the point: O(block + log blocks)."""
+
+@njit(cache=True, inline="always")
+def first_out_nb(grid, s, t, k, x):
+    """First grid index after ``t`` at which series ``s`` is beyond ``x`` on side ``k`` (0: above
+    ``x``, 1: below it); ``T``: never.
+
+    The block of ``t + 1``: its max / min (level 0 of the block table) says whether the rest of it
+    must be scanned; then the suffix bound from the next block on answers "never" in one look
+    (a table of one value per block: cache-resident); else an exponential search and binary
+    lifting over the block table find the first block beyond ``x``, and a scan of it the point:
+    O(block + log blocks), the prices read only in the two blocks scanned."""
     T = grid.ts.shape[0]
     pos = t + 1
     if pos >= T:
         return T
-    if grid.suf[s, pos, 0] <= hi and grid.suf[s, pos, 1] >= lo:
-        return T
     px = grid.px
-    B = grid.block
-    end = min((pos // B + 1) * B, T)
-    for i in range(pos, end):
-        p = px[s, i]
-        if p > hi or p < lo:
-            return i
     blk = grid.blk
-    NB = blk.shape[1]
-    b = end // B
+    B = grid.block
+    NB = blk.shape[2]
+    b = pos // B
+    if _beyond(blk[k, s, b, 0], k, x):
+        for i in range(pos, min((b + 1) * B, T)):
+            if _beyond(px[s, i], k, x):
+                return i
+    b += 1
+    if b >= NB or not _beyond(grid.suf[k, s, b], k, x):
+        return T
     l = 0
-    while b + (1 << l) <= NB and blk[s, b, l, 0] <= hi and blk[s, b, l, 1] >= lo:
+    while b + (1 << l) <= NB and not _beyond(blk[k, s, b, l], k, x):
         l += 1
     if l > 0:
         b += 1 << (l - 1)
-        for k in range(l - 2, -1, -1):
-            if b + (1 << k) <= NB and blk[s, b, k, 0] <= hi and blk[s, b, k, 1] >= lo:
-                b += 1 << k
+        for j in range(l - 2, -1, -1):
+            if b + (1 << j) <= NB and not _beyond(blk[k, s, b, j], k, x):
+                b += 1 << j
     for i in range(b * B, min((b + 1) * B, T)):
-        p = px[s, i]
-        if p > hi or p < lo:
+        if _beyond(px[s, i], k, x):
             return i
     return T
+
+
+@njit(cache=True, inline="always")
+def first_exit_nb(grid, s, t, lo, hi):
+    """First grid index after ``t`` at which series ``s`` leaves ``[lo, hi]`` (``T``: never); one
+    side infinite (the kernel's one-sided boxes) is one :func:`first_out_nb` query."""
+    if hi == np.inf:
+        return first_out_nb(grid, s, t, 1, lo)
+    if lo == -np.inf:
+        return first_out_nb(grid, s, t, 0, hi)
+    a = first_out_nb(grid, s, t, 0, hi)
+    b = first_out_nb(grid, s, t, 1, lo)
+    return a if a < b else b
 
 
 @njit(cache=True, inline="always")
 def _next_check(acc, rows, st, grid, a, t, cushion, scale, coll):
     """Grid index at which account ``a`` (cushion ``cushion`` >= 0 at ``t``) must be checked next."""
     T = grid.ts.shape[0]
-    cs = grid.coll_series[acc.coll_asset[a]]
+    cs = np.int64(st.acc[a, AS_CSER])
     # the settlement coin's value does not move: only another asset's collateral joins the bound
-    denom = scale + coll if cs >= 0 else scale
-    if not (cushion > TINY * (scale + abs(coll))) or denom <= 0.0:
+    if not (cushion > TINY * (scale + abs(coll))) or not (scale + coll if cs >= 0 else scale) > 0.0:
         return t + 1
-    d = SAFETY * cushion / denom
     nxt = T
     # a cooldown's end raises the threshold back to the maintenance margin: check there at the latest
-    if st.phase[a] == 1 and grid.ts[t] < st.cool_until[a]:
-        nxt = np.searchsorted(grid.ts, st.cool_until[a])
+    if st.acc[a, AS_PHASE] == 1 and grid.ts[t] < st.acc[a, AS_COOL]:
+        nxt = np.searchsorted(grid.ts, np.int64(st.acc[a, AS_COOL]))
         if nxt <= t + 1:
             return t + 1
-    f = acc.first[a]
-    for i in range(f, f + acc.count[a]):
-        if st.qty[i] <= 0.0:
+    # the cushion is shared out over the series in proportion to rate x typical move (box_w): the
+    # relative move allowed to series s is d x box_w[s] with sum(rate x d x box_w) = SAFETY x cushion
+    f = np.int64(st.acc[a, AS_FIRST])
+    c = np.int64(st.acc[a, AS_COUNT])
+    bw = grid.box_w
+    den = 0.0
+    for i in range(f, f + c):
+        q = st.row[i, RS_QTY]
+        if q <= 0.0:
             continue
-        s = rows.sym[i]
+        s = np.int64(st.row[i, RS_SYM])
+        p = grid.px[s, t]
+        r = q * p * (1.0 + st.row[i, RS_MMR]) if st.row[i, RS_SIDE] < 0 else q * p
+        den += r * bw[s]
+    if cs >= 0:
+        den += coll * bw[cs]
+    if not den > 0.0:
+        return t + 1
+    d = SAFETY * cushion / den
+    for i in range(f, f + c):
+        if st.row[i, RS_QTY] <= 0.0:
+            continue
+        s = np.int64(st.row[i, RS_SYM])
         p = grid.px[s, t]
         # one-sided: a long only loses cushion as its price falls, a short as its price rises
-        if rows.side[i] > 0:
-            e = first_exit_nb(grid, s, t, p * (1.0 - d), np.inf)
+        if st.row[i, RS_SIDE] > 0:
+            e = first_out_nb(grid, s, t, 1, p * (1.0 - d * bw[s]))
         else:
-            e = first_exit_nb(grid, s, t, -np.inf, p * (1.0 + d))
+            e = first_out_nb(grid, s, t, 0, p * (1.0 + d * bw[s]))
         if e < nxt:
             nxt = e
             if nxt == t + 1:
                 return nxt
     if cs >= 0:
         p = grid.px[cs, t]
-        e = first_exit_nb(grid, cs, t, p * (1.0 - d), np.inf)
+        e = first_out_nb(grid, cs, t, 1, p * (1.0 - d * bw[cs]))
         if e < nxt:
             nxt = e
     return nxt
 
 
 @njit(cache=True)
-def _init_state(acc, rows, st):
+def _init_state(acc, rows, grid, st):
+    """Pack what a check reads into ``st`` (records.AccountState): one 64-byte record per row and
+    per account, so that a check touches a few cache lines (the accounts come in queue order)."""
     for i in range(rows.qty.shape[0]):
-        st.qty[i] = rows.qty[i]
-        st.mmr[i] = rows.mmr[i]
-        st.cum[i] = rows.cum[i]
-        st.tier[i] = rows.tier[i]
+        st.row[i, RS_ENTRY] = rows.entry[i]
+        st.row[i, RS_QTY] = rows.qty[i]
+        st.row[i, RS_MMR] = rows.mmr[i]
+        st.row[i, RS_CUM] = rows.cum[i]
+        st.row[i, RS_SIDE] = rows.side[i]
+        st.row[i, RS_SYM] = rows.sym[i]
+        st.row[i, RS_TIER] = rows.tier[i]
+        st.row[i, 7] = 0.0
     for a in range(acc.first.shape[0]):
-        st.realized[a] = 0.0
-        st.phase[a] = 0
-        st.cool_until[a] = 0
+        code = acc.coll_asset[a]
+        cs = grid.coll_series[code]
+        st.acc[a, AS_FIRST] = acc.first[a]
+        st.acc[a, AS_COUNT] = acc.count[a]
+        st.acc[a, AS_CSER] = cs
+        st.acc[a, AS_CVAL] = acc.wallet_usd[a] if cs < 0 else acc.coll_amount[a]
+        st.acc[a, AS_HC] = 1.0 - grid.haircut[code]
+        st.acc[a, AS_REAL] = 0.0
+        st.acc[a, AS_PHASE] = 0.0
+        st.acc[a, AS_COOL] = 0.0
 
 
 @njit(cache=True)
@@ -510,7 +581,7 @@ def run_accounts_nb(acc, rows, grid, rules, st, nbars, reference, xs, acc_grid, 
     loss = np.empty(max(grid.n_symbols, 1))
     nx = 0
     checks = 0
-    _init_state(acc, rows, st)
+    _init_state(acc, rows, grid, st)
     for a in range(A):
         acc_grid[a] = -1
         acc_deficit[a] = 0.0
@@ -562,21 +633,13 @@ def run_accounts_nb(acc, rows, grid, rules, st, nbars, reference, xs, acc_grid, 
 
 @njit(cache=True)
 def sparse_tables_nb(px, B, suf, blk):
-    """Fill ``suf[s, t]`` with the max / min of ``px[s, t:]`` and ``blk[s, b, l]`` with those over
-    blocks ``[b, b + 2**l)`` of ``B`` grid points (where that range fits - other cells are never read)."""
+    """Fill ``blk[0 / 1, s, b, l]`` with the max / min of ``px[s]`` over blocks ``[b, b + 2**l)``
+    of ``B`` grid points (where that range fits - other cells are never read) and ``suf[0 / 1, s, b]``
+    with the max / min of ``px[s]`` from block ``b`` on (``b = NB``: none, -inf / +inf)."""
     S, T = px.shape
-    NB = blk.shape[1]
-    L = blk.shape[2]
+    NB = blk.shape[2]
+    L = blk.shape[3]
     for s in range(S):
-        hi = -np.inf
-        lo = np.inf
-        for t in range(T - 1, -1, -1):
-            if px[s, t] > hi:
-                hi = px[s, t]
-            if px[s, t] < lo:
-                lo = px[s, t]
-            suf[s, t, 0] = hi
-            suf[s, t, 1] = lo
         for b in range(NB):
             hi = -np.inf
             lo = np.inf
@@ -585,14 +648,23 @@ def sparse_tables_nb(px, B, suf, blk):
                     hi = px[s, t]
                 if px[s, t] < lo:
                     lo = px[s, t]
-            blk[s, b, 0, 0] = hi
-            blk[s, b, 0, 1] = lo
+            blk[0, s, b, 0] = hi
+            blk[1, s, b, 0] = lo
+        suf[0, s, NB] = -np.inf
+        suf[1, s, NB] = np.inf
+        for b in range(NB - 1, -1, -1):
+            x = blk[0, s, b, 0]
+            y = suf[0, s, b + 1]
+            suf[0, s, b] = x if x >= y else y
+            x = blk[1, s, b, 0]
+            y = suf[1, s, b + 1]
+            suf[1, s, b] = x if x <= y else y
         for l in range(1, L):
             h = 1 << (l - 1)
             for b in range(NB - (1 << l) + 1):
-                x = blk[s, b, l - 1, 0]
-                y = blk[s, b + h, l - 1, 0]
-                blk[s, b, l, 0] = x if x >= y else y
-                x = blk[s, b, l - 1, 1]
-                y = blk[s, b + h, l - 1, 1]
-                blk[s, b, l, 1] = x if x <= y else y
+                x = blk[0, s, b, l - 1]
+                y = blk[0, s, b + h, l - 1]
+                blk[0, s, b, l] = x if x >= y else y
+                x = blk[1, s, b, l - 1]
+                y = blk[1, s, b + h, l - 1]
+                blk[1, s, b, l] = x if x <= y else y
