@@ -501,5 +501,8 @@ def run_accounts(acc: R.Accounts, rows: R.AccountRows, grid: R.GridPaths, nbars:
     # records in one canonical order (grid point, then row; a row's exits at one point in procedure
     # order: the sort is stable), whatever order the kernel visited the accounts in: sums over them
     # then do not depend on the mode or the check schedule
-    o = np.lexsort((xs[0][:nx], xs[1][:nx]))
+    # (both modes write the records grid point by grid point: one stable sort on grid x rows + row)
+    x_row, x_grid = xs[0][:nx], xs[1][:nx]
+    n_rows = int(acc.row_offset[-1]) + 1 if len(acc.row_offset) else 1
+    o = np.argsort(x_grid.astype(np.int64) * n_rows + x_row, kind="stable") if n_rows < 2**31 else np.lexsort((x_row, x_grid))
     return R.AccountOutputs(*(x[:nx][o] for x in xs), acc_grid, acc_def, bar_i, int(checks))

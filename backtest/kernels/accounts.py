@@ -32,9 +32,10 @@ exit carries its share of the row's quantity (``x_share``). The loss beyond the 
 its final close is its deficit (reported per bar, split over the rows closed then by notional; not
 charged to an insurance fund). Sources of each rule and what is simplified: :mod:`backtest.accounts`.
 
-Two implementations that agree bit for bit (they call the same :func:`account_state_nb` at the
-grid points they visit, and the fast one visits every point at which the reference could find a
-liquidation):
+Two implementations that agree bit for bit (they call the same :func:`state_nb` - the sums of
+:func:`account_state_nb` on the packed state, records.AccountState - and the same
+:func:`liquidate_nb` at the grid points they visit, and the fast one visits every point at which
+the reference could find a liquidation):
 
 - reference (``reference=True``): every live account checked at every grid point;
 - fast: a check at ``t`` gives the cushion ``c = equity - maintenance``. While every price of the
@@ -46,14 +47,18 @@ liquidation):
   form of the same bound: a long's cushion only falls as its price falls (by at most ``notional x
   d``: its maintenance margin falls too, or stays at 0), a short's only as its price rises (by at
   most ``notional x (1 + mmr) x d``), the collateral's as its price falls; so ``d*`` is the cushion
-  over the sum of those rates, and each series' box is open on its harmless side. With a
+  over the sum of those rates, and each series' box is open on its harmless side. The cushion is
+  shared out over the series by weight: series ``s`` may move ``d x box_w[s]`` with
+  ``d = c / sum(rate x box_w)`` (``GridPaths.box_w``, each series' typical move per grid point:
+  any positive weights keep the bound, these make a volatile symbol's box wider). With a
   threshold below 1 (a Hyperliquid cooldown: ``eq < hl_backstop x mm``) the cushion is
   ``eq - hl_backstop x mm`` and the same rates bound its fall; the cooldown's end (the threshold
   back to 1) is a check point of its own. The box is shrunk by :data:`SAFETY` (floating
   rounding); accounts whose cushion is within :data:`TINY` of their scale are checked at the next
   grid point. The first grid point after ``t`` at which one of its series leaves its box comes from
-  the series' tables of running max/min (:func:`first_exit_nb`: suffix bounds, then a scan inside
-  a block of grid points and binary lifting over a sparse table of blocks - O(block + log T)); the account
+  the series' tables of running max/min (:func:`first_out_nb`, one side per query: the block's own
+  bound decides a scan of its rest, a per-block suffix bound answers "never", else binary lifting
+  over a sparse table of blocks and a scan of the block found - O(block + log T)); the account
   is put into the bucket of that grid index (a bucket queue: one linked list per grid point) and
   checked again there - liquidated or rescheduled.
 
