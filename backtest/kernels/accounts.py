@@ -164,12 +164,12 @@ def _coll_nb(acc, grid, a, t):
 
 
 @njit(cache=True, inline="always")
-def _sums_nb(acc, rows, st, grid, a, t, own):
-    """``(equity, maintenance, scale, collateral value)`` of account ``a`` on its open rows:
-    ``own < 0`` every series at ``t``; else symbol ``own`` at ``t`` and every other series (the
-    collateral too) at grid point 0. Summed in member order."""
+def state_nb(acc, rows, st, grid, a, t):
+    """:func:`account_state_nb` with the engine's state ``st`` (records.AccountState): the rows'
+    open quantities and current tiers, plus the PnL the account's partial closes realised. With
+    no partial close the sums are those of :func:`account_state_nb` bit for bit."""
     R = st.row if st.acc[a, AS_MOD] != 0.0 else rows.pack
-    coll = _coll_nb(acc, grid, a, t if own < 0 else 0)
+    coll = _coll_nb(acc, grid, a, t)
     eq = coll + st.acc[a, AS_REAL]
     mm = 0.0
     scale = 0.0
@@ -178,21 +178,11 @@ def _sums_nb(acc, rows, st, grid, a, t, own):
         q = R[i, RS_QTY]
         if q <= 0.0:
             continue
-        si = np.int64(R[i, RS_SYM])
-        p = grid.px[si, t] if own < 0 or si == own else grid.px[si, 0]
+        p = grid.px[np.int64(R[i, RS_SYM]), t]
         eq += position_upnl_nb(R[i, RS_SIDE], q, R[i, RS_ENTRY], p)
         mm += position_maint_margin_nb(q, p, R[i, RS_MMR], R[i, RS_CUM])
-        # how fast the cushion can fall per unit of relative adverse move (see the module docstring)
         scale += q * p * (1.0 + R[i, RS_MMR]) if R[i, RS_SIDE] < 0 else q * p
     return eq, mm, scale, coll
-
-
-@njit(cache=True, inline="always")
-def state_nb(acc, rows, st, grid, a, t):
-    """:func:`account_state_nb` with the engine's state ``st`` (records.AccountState): the rows'
-    open quantities and current tiers, plus the PnL the account's partial closes realised. With
-    no partial close the sums are those of :func:`account_state_nb` bit for bit."""
-    return _sums_nb(acc, rows, st, grid, a, t, -1)
 
 
 @njit(cache=True, inline="always")
@@ -209,7 +199,19 @@ def _own_market_state(acc, rows, st, grid, a, t, own):
     """Equity and maintenance of account ``a`` at ``t`` with every series but symbol ``own`` at
     its grid point 0 value (the counterfactual of the contagion definition; open quantities and
     realised PnL as they stand)."""
-    eq, mm, _scale, _coll = _sums_nb(acc, rows, st, grid, a, t, own)
+    R = st.row if st.acc[a, AS_MOD] != 0.0 else rows.pack
+    eq = _coll_nb(acc, grid, a, 0)
+    eq += st.acc[a, AS_REAL]
+    mm = 0.0
+    f = np.int64(acc.pack[a, AP_FIRST])
+    for i in range(f, f + np.int64(acc.pack[a, AP_COUNT])):
+        q = R[i, RS_QTY]
+        if q <= 0.0:
+            continue
+        si = np.int64(R[i, RS_SYM])
+        p = grid.px[si, t] if si == own else grid.px[si, 0]
+        eq += position_upnl_nb(R[i, RS_SIDE], q, R[i, RS_ENTRY], p)
+        mm += position_maint_margin_nb(q, p, R[i, RS_MMR], R[i, RS_CUM])
     return eq, mm
 
 
