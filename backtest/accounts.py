@@ -218,18 +218,7 @@ def assign_accounts(
         pick = rng.random(A) < float(collateral_share)
         coll_asset[pick] = 1
         coll_amount[pick] = wallet[pick] / (float(collateral_price0) * (1.0 - float(collateral_haircut)))
-    return R.Accounts(row_account, row_offset, first, count, members, wallet, coll_asset, coll_amount, count.astype(np.int8),
-                      pack_accounts(first, count, coll_asset, wallet, coll_amount))
-
-
-def pack_accounts(first: np.ndarray, count: np.ndarray, coll_asset: np.ndarray, wallet: np.ndarray, coll_amount: np.ndarray) -> np.ndarray:
-    """records.Accounts.pack: one record per account (AP_* columns)."""
-    pk = np.empty((len(first), 4))
-    pk[:, R.AP_FIRST] = first
-    pk[:, R.AP_COUNT] = count
-    pk[:, R.AP_CODE] = coll_asset
-    pk[:, R.AP_CVAL] = np.where(coll_asset == R.COLLATERAL_SETTLEMENT, wallet, coll_amount)
-    return pk
+    return R.Accounts(row_account, row_offset, first, count, members, wallet, coll_asset, coll_amount, count.astype(np.int8))
 
 
 def account_rows(pops: Sequence[dict[str, np.ndarray]], acc: R.Accounts) -> R.AccountRows:
@@ -241,12 +230,8 @@ def account_rows(pops: Sequence[dict[str, np.ndarray]], acc: R.Accounts) -> R.Ac
     # a population without venue / tier fields (hand-made test books): Binance rules, tier 0 (said here, not market data)
     opt = lambda k, dt, v: (np.ascontiguousarray(np.concatenate([p[k] if k in p else np.full(len(p["side"]), v, dt)  # noqa: E731
                                                                  for p in pops]).astype(dt)[m]) if pops else np.empty(0, dt))
-    side, entry, qty, mmr, cum, tier = cat("side"), cat("entry"), cat("qty"), cat("mmr"), cat("maint_amount"), opt("tier", np.uint8, 0)
-    pk = np.zeros((len(sym), 8))
-    for col, v in ((R.RS_ENTRY, entry), (R.RS_QTY, qty), (R.RS_MMR, mmr), (R.RS_CUM, cum), (R.RS_SIDE, side), (R.RS_SYM, sym),
-                   (R.RS_TIER, tier)):
-        pk[:, col] = v
-    return R.AccountRows(sym, side, entry, qty, mmr, cum, cat("weight"), opt("venue", np.int8, R.VENUE_BINANCE), tier, pk)
+    return R.AccountRows(sym, cat("side"), cat("entry"), cat("qty"), cat("mmr"), cat("maint_amount"), cat("weight"),
+                         opt("venue", np.int8, R.VENUE_BINANCE), opt("tier", np.uint8, 0))
 
 
 def subset_accounts(acc: R.Accounts, keep: np.ndarray, rows: R.AccountRows | None = None):
@@ -265,9 +250,8 @@ def subset_accounts(acc: R.Accounts, keep: np.ndarray, rows: R.AccountRows | Non
         row_account = np.where(acc.row_account >= 0, new_id[np.maximum(acc.row_account, 0)], -1).astype(np.int32)
     else:  # no account at all (every row isolated)
         row_account = np.full(len(acc.row_account), R.NO_ACCOUNT, np.int32)
-    wallet, code, amount = acc.wallet_usd[ids].copy(), acc.coll_asset[ids].copy(), acc.coll_amount[ids].copy()
-    sub = R.Accounts(row_account, acc.row_offset, first, count, members, wallet, code, amount, acc.n_symbols[ids].copy(),
-                     pack_accounts(first, count, code, wallet, amount))
+    sub = R.Accounts(row_account, acc.row_offset, first, count, members, acc.wallet_usd[ids].copy(), acc.coll_asset[ids].copy(),
+                     acc.coll_amount[ids].copy(), acc.n_symbols[ids].copy())
     if rows is None:
         return sub
     return sub, R.AccountRows(*(np.ascontiguousarray(a[slots]) for a in rows))
@@ -509,7 +493,7 @@ def run_accounts(acc: R.Accounts, rows: R.AccountRows, grid: R.GridPaths, nbars:
     A = len(acc.first)
     cap = exit_capacity(acc, rows, rules)
     xs = (np.empty(cap, np.int64), np.empty(cap, np.int32), np.empty(cap), np.empty(cap, np.int8), np.empty(cap, np.int16), np.empty(cap))
-    st = R.AccountState(np.empty((m, 8)), np.zeros((A, 4)))  # rows copied on write; accounts zero
+    st = R.AccountState(np.empty((m, 8)), np.empty((A, 8)))
     acc_grid = np.empty(A, np.int32)
     acc_def = np.empty(A)
     bar_i = np.empty((grid.px.shape[0], max(int(nbars), 1), R.AB_SIZE), np.int64)

@@ -383,9 +383,6 @@ class Accounts(NamedTuple):
     coll_asset: np.ndarray  # int16[A]: collateral asset code (COLLATERAL_SETTLEMENT or 1.. of the asset table)
     coll_amount: np.ndarray  # float64[A]: collateral held, units of the asset (USD for the settlement coin)
     n_symbols: np.ndarray  # int8[A]: distinct symbols of the account (its class: 1 single, >= 2 multi)
-    #: float64[A, 4]: what the account engine reads per check, one record (AP_* columns: first,
-    #: count, collateral code, wallet USD or asset amount; integers exact in float64)
-    pack: np.ndarray
 
 
 class AccountRows(NamedTuple):
@@ -402,8 +399,6 @@ class AccountRows(NamedTuple):
     weight: np.ndarray  # float32: real positions the row stands for
     venue: np.ndarray  # int8: VENUE_* code of the row (an account's procedure: its first row's venue)
     tier: np.ndarray  # uint8: the row's maintenance tier index (0-based; ``mmr``/``cum`` are that tier's)
-    #: float64[m, 8]: the same rows packed for the engine's reads, one 64-byte record each (RS_* columns)
-    pack: np.ndarray
 
 
 class LiqRules(NamedTuple):
@@ -425,25 +420,28 @@ class LiqRules(NamedTuple):
     hl_backstop: float  # ... unless equity < this x maintenance (backstop: the whole account at once)
 
 
-#: columns of AccountRows.pack (and of AccountState.row, its mutable copy; float64)
+#: columns of the account engine's packed per-row state (AccountState.row, float64)
 RS_ENTRY, RS_QTY, RS_MMR, RS_CUM, RS_SIDE, RS_SYM, RS_TIER = 0, 1, 2, 3, 4, 5, 6
-#: columns of Accounts.pack (float64)
-AP_FIRST, AP_COUNT, AP_CODE, AP_CVAL = 0, 1, 2, 3
-#: columns of AccountState.acc (float64)
-AS_REAL, AS_PHASE, AS_COOL, AS_MOD = 0, 1, 2, 3
+#: columns of its packed per-account state (AccountState.acc, float64)
+AS_FIRST, AS_COUNT, AS_CSER, AS_CVAL, AS_HC, AS_REAL, AS_PHASE, AS_COOL = 0, 1, 2, 3, 4, 5, 6, 7
 
 
 class AccountState(NamedTuple):
-    """The account engine's mutable state, copy on write: an account's rows are read from
-    ``AccountRows.pack`` until a venue procedure first changes them (partial closes, tier steps),
-    then from its copy in ``row`` (written then, member order; untouched memory otherwise).
-    ``acc[a]`` (zero at the start of a run): AS_REAL PnL realised by partial closes (USD, joins
-    the equity); AS_PHASE 0 untouched, 1 partly liquidated; AS_COOL UTC ms until which a
-    Hyperliquid cooldown holds (backstop threshold only); AS_MOD 1 once its rows live in ``row``.
+    """The account engine's working state, packed so that a check reads one 64-byte record per
+    account and per row (the kernel (re)initialises it from Accounts / AccountRows at the start
+    of a run; integers held as float64 are exact).
+
+    ``row[i]`` (member order): RS_ENTRY entry price; RS_QTY quantity still open (base units); RS_MMR /
+    RS_CUM the current tier's rate and maintenance amount (a procedure may lower the tier); RS_SIDE
+    +1 / -1; RS_SYM the symbol; RS_TIER the current tier index. ``acc[a]``: AS_FIRST / AS_COUNT its
+    members; AS_CSER its collateral's series (-1: the settlement coin); AS_CVAL the wallet (USD) or
+    the asset amount; AS_HC 1 - haircut; AS_REAL PnL realised by partial closes (USD, joins the
+    equity); AS_PHASE 0 untouched, 1 partly liquidated; AS_COOL UTC ms until which a Hyperliquid
+    cooldown holds (backstop threshold only).
     """
 
-    row: np.ndarray  # float64[m, 8]: RS_* columns, the copies
-    acc: np.ndarray  # float64[A, 4]: AS_* columns
+    row: np.ndarray  # float64[m, 8]
+    acc: np.ndarray  # float64[A, 8]
 
 
 class GridPaths(NamedTuple):

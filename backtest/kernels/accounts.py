@@ -89,12 +89,12 @@ from backtest.records import (
     AB_SHORT_ROWS,
     AB_SHORT_W,
     AB_SIZE,
-    AP_CODE,
-    AP_COUNT,
-    AP_CVAL,
-    AP_FIRST,
     AS_COOL,
-    AS_MOD,
+    AS_COUNT,
+    AS_CSER,
+    AS_CVAL,
+    AS_FIRST,
+    AS_HC,
     AS_PHASE,
     AS_REAL,
     RS_CUM,
@@ -154,13 +154,12 @@ def account_state_nb(acc, rows, grid, a, t):
 
 
 @njit(cache=True, inline="always")
-def _coll_nb(acc, grid, a, t):
-    """:func:`collateral_value_nb` from the account's record (the same product, the same bits)."""
-    code = np.int64(acc.pack[a, AP_CODE])
-    cs = grid.coll_series[code]
+def _coll_nb(st, grid, a, t):
+    """:func:`collateral_value_nb` from the packed state (the same product, the same bits)."""
+    cs = np.int64(st.acc[a, AS_CSER])
     if cs < 0:
-        return acc.pack[a, AP_CVAL]
-    return acc.pack[a, AP_CVAL] * grid.px[cs, t] * (1.0 - grid.haircut[code])
+        return st.acc[a, AS_CVAL]
+    return st.acc[a, AS_CVAL] * grid.px[cs, t] * st.acc[a, AS_HC]
 
 
 @njit(cache=True, inline="always")
@@ -168,20 +167,19 @@ def state_nb(acc, rows, st, grid, a, t):
     """:func:`account_state_nb` with the engine's state ``st`` (records.AccountState): the rows'
     open quantities and current tiers, plus the PnL the account's partial closes realised. With
     no partial close the sums are those of :func:`account_state_nb` bit for bit."""
-    R = st.row if st.acc[a, AS_MOD] != 0.0 else rows.pack
-    coll = _coll_nb(acc, grid, a, t)
+    coll = _coll_nb(st, grid, a, t)
     eq = coll + st.acc[a, AS_REAL]
     mm = 0.0
     scale = 0.0
-    f = np.int64(acc.pack[a, AP_FIRST])
-    for i in range(f, f + np.int64(acc.pack[a, AP_COUNT])):
-        q = R[i, RS_QTY]
+    f = np.int64(st.acc[a, AS_FIRST])
+    for i in range(f, f + np.int64(st.acc[a, AS_COUNT])):
+        q = st.row[i, RS_QTY]
         if q <= 0.0:
             continue
-        p = grid.px[np.int64(R[i, RS_SYM]), t]
-        eq += position_upnl_nb(R[i, RS_SIDE], q, R[i, RS_ENTRY], p)
-        mm += position_maint_margin_nb(q, p, R[i, RS_MMR], R[i, RS_CUM])
-        scale += q * p * (1.0 + R[i, RS_MMR]) if R[i, RS_SIDE] < 0 else q * p
+        p = grid.px[np.int64(st.row[i, RS_SYM]), t]
+        eq += position_upnl_nb(st.row[i, RS_SIDE], q, st.row[i, RS_ENTRY], p)
+        mm += position_maint_margin_nb(q, p, st.row[i, RS_MMR], st.row[i, RS_CUM])
+        scale += q * p * (1.0 + st.row[i, RS_MMR]) if st.row[i, RS_SIDE] < 0 else q * p
     return eq, mm, scale, coll
 
 
@@ -199,19 +197,18 @@ def _own_market_state(acc, rows, st, grid, a, t, own):
     """Equity and maintenance of account ``a`` at ``t`` with every series but symbol ``own`` at
     its grid point 0 value (the counterfactual of the contagion definition; open quantities and
     realised PnL as they stand)."""
-    R = st.row if st.acc[a, AS_MOD] != 0.0 else rows.pack
-    eq = _coll_nb(acc, grid, a, 0)
+    eq = _coll_nb(st, grid, a, 0)
     eq += st.acc[a, AS_REAL]
     mm = 0.0
-    f = np.int64(acc.pack[a, AP_FIRST])
-    for i in range(f, f + np.int64(acc.pack[a, AP_COUNT])):
-        q = R[i, RS_QTY]
+    f = np.int64(st.acc[a, AS_FIRST])
+    for i in range(f, f + np.int64(st.acc[a, AS_COUNT])):
+        q = st.row[i, RS_QTY]
         if q <= 0.0:
             continue
-        si = np.int64(R[i, RS_SYM])
+        si = np.int64(st.row[i, RS_SYM])
         p = grid.px[si, t] if si == own else grid.px[si, 0]
-        eq += position_upnl_nb(R[i, RS_SIDE], q, R[i, RS_ENTRY], p)
-        mm += position_maint_margin_nb(q, p, R[i, RS_MMR], R[i, RS_CUM])
+        eq += position_upnl_nb(st.row[i, RS_SIDE], q, st.row[i, RS_ENTRY], p)
+        mm += position_maint_margin_nb(q, p, st.row[i, RS_MMR], st.row[i, RS_CUM])
     return eq, mm
 
 
@@ -219,24 +216,22 @@ def _own_market_state(acc, rows, st, grid, a, t, own):
 def _source(acc, rows, st, grid, a, t, loss):
     """Series whose loss since grid point 0 contributed most to account ``a``'s equity drop at
     ``t``: a symbol index, or SOURCE_COLLATERAL (``loss``: scratch, one slot per symbol)."""
-    R = st.row if st.acc[a, AS_MOD] != 0.0 else rows.pack
     ns = grid.n_symbols
     for s in range(ns):
         loss[s] = 0.0
-    f = np.int64(acc.pack[a, AP_FIRST])
-    for i in range(f, f + np.int64(acc.pack[a, AP_COUNT])):
-        si = np.int64(R[i, RS_SYM])
-        loss[si] += R[i, RS_SIDE] * R[i, RS_QTY] * (grid.px[si, 0] - grid.px[si, t])
+    f = np.int64(st.acc[a, AS_FIRST])
+    for i in range(f, f + np.int64(st.acc[a, AS_COUNT])):
+        si = np.int64(st.row[i, RS_SYM])
+        loss[si] += st.row[i, RS_SIDE] * st.row[i, RS_QTY] * (grid.px[si, 0] - grid.px[si, t])
     best = -1
     best_loss = -np.inf
     for s in range(ns):
         if loss[s] > best_loss:
             best_loss = loss[s]
             best = s
-    code = np.int64(acc.pack[a, AP_CODE])
-    cs = grid.coll_series[code]
+    cs = np.int64(st.acc[a, AS_CSER])
     if cs >= 0:
-        cl = acc.pack[a, AP_CVAL] * (grid.px[cs, 0] - grid.px[cs, t]) * (1.0 - grid.haircut[code])
+        cl = st.acc[a, AS_CVAL] * (grid.px[cs, 0] - grid.px[cs, t]) * st.acc[a, AS_HC]
         if cl > best_loss:
             best = SOURCE_COLLATERAL
     return best
@@ -246,15 +241,14 @@ def _source(acc, rows, st, grid, a, t, loss):
 def _mark(acc, rows, st, grid, a, t, xs, nx, loss):
     """Contagion flag and source of every open row of account ``a`` at ``t``, on the state before
     the step's exits (written into the next record slots, member order, for :func:`_exit`)."""
-    R = st.row if st.acc[a, AS_MOD] != 0.0 else rows.pack
     x_cont, x_src = xs[3], xs[4]
     src = _source(acc, rows, st, grid, a, t, loss)
     j = nx
-    f = np.int64(acc.pack[a, AP_FIRST])
-    for i in range(f, f + np.int64(acc.pack[a, AP_COUNT])):
-        if R[i, RS_QTY] <= 0.0:
+    f = np.int64(st.acc[a, AS_FIRST])
+    for i in range(f, f + np.int64(st.acc[a, AS_COUNT])):
+        if st.row[i, RS_QTY] <= 0.0:
             continue
-        eq_own, mm_own = _own_market_state(acc, rows, st, grid, a, t, np.int64(R[i, RS_SYM]))
+        eq_own, mm_own = _own_market_state(acc, rows, st, grid, a, t, np.int64(st.row[i, RS_SYM]))
         x_cont[j] = 0 if eq_own < mm_own else 1
         x_src[j] = src
         j += 1
@@ -266,20 +260,19 @@ def _exit(acc, rows, st, grid, a, t, i, q, deficit_usd, bar_i, xs, nx, loss):
     record (its contagion flag and source already in slot ``nx``: :func:`_mark`), the per-bar sums
     (notional by share), the realised PnL; ``deficit_usd`` (one real account) is this exit's part
     of the account's deficit. Returns the record count."""
-    R = st.row if st.acc[a, AS_MOD] != 0.0 else rows.pack
     x_row, x_grid, x_fill, x_cont, x_src, x_share = xs
-    s = np.int64(R[i, RS_SYM])
+    s = np.int64(st.row[i, RS_SYM])
     p = grid.px[s, t]
     cont = x_cont[nx] == 1
     w = np.float64(rows.weight[i])
-    q_open = R[i, RS_QTY]
+    q_open = st.row[i, RS_QTY]
     whole = not q < q_open
     if whole:
         q = q_open
     share = q / rows.qty[i]
     usd = q * w * p
     b = grid.bar[s, t]
-    if R[i, RS_SIDE] > 0:
+    if st.row[i, RS_SIDE] > 0:
         bar_i[s, b, AB_LONG_LIQ] += _u(usd)
         bar_i[s, b, AB_LONG_ROWS] += 1
         bar_i[s, b, AB_LONG_W] += _u(w * share)
@@ -298,9 +291,8 @@ def _exit(acc, rows, st, grid, a, t, i, q, deficit_usd, bar_i, xs, nx, loss):
     x_grid[nx] = t
     x_fill[nx] = p
     x_share[nx] = share
-    if st.acc[a, AS_MOD] != 0.0:  # else a whole close of an untouched account: it is gone, nothing to keep
-        st.acc[a, AS_REAL] += position_upnl_nb(R[i, RS_SIDE], q, R[i, RS_ENTRY], p)
-        R[i, RS_QTY] = 0.0 if whole else q_open - q
+    st.acc[a, AS_REAL] += position_upnl_nb(st.row[i, RS_SIDE], q, st.row[i, RS_ENTRY], p)
+    st.row[i, RS_QTY] = 0.0 if whole else q_open - q
     return nx + 1
 
 
@@ -308,21 +300,21 @@ def _exit(acc, rows, st, grid, a, t, i, q, deficit_usd, bar_i, xs, nx, loss):
 def _close_all(acc, rows, st, grid, a, t, eq, bar_i, xs, nx, loss):
     """Close every open position of account ``a`` at ``t`` (equity ``eq``); returns
     ``(records, deficit)``: the loss beyond the equity, split over the rows by notional."""
-    R = st.row if st.acc[a, AS_MOD] != 0.0 else rows.pack
-    f = np.int64(acc.pack[a, AP_FIRST])
-    c = np.int64(acc.pack[a, AP_COUNT])
+    f = np.int64(st.acc[a, AS_FIRST])
+    c = np.int64(st.acc[a, AS_COUNT])
     deficit = -eq if eq < 0.0 else 0.0
     _mark(acc, rows, st, grid, a, t, xs, nx, loss)
     tot = 0.0
     for i in range(f, f + c):
-        if R[i, RS_QTY] > 0.0:
-            tot += R[i, RS_QTY] * grid.px[np.int64(R[i, RS_SYM]), t]
+        if st.row[i, RS_QTY] > 0.0:
+            tot += st.row[i, RS_QTY] * grid.px[np.int64(st.row[i, RS_SYM]), t]
     for i in range(f, f + c):
-        q = R[i, RS_QTY]
+        q = st.row[i, RS_QTY]
         if q <= 0.0:
             continue
-        part = deficit * (q * grid.px[np.int64(R[i, RS_SYM]), t] / tot) if deficit > 0.0 and tot > 0.0 else 0.0
+        part = deficit * (q * grid.px[np.int64(st.row[i, RS_SYM]), t] / tot) if deficit > 0.0 and tot > 0.0 else 0.0
         nx = _exit(acc, rows, st, grid, a, t, i, q, part, bar_i, xs, nx, loss)
+        st.row[i, RS_QTY] = 0.0
     return nx, deficit
 
 
@@ -333,46 +325,45 @@ def _lower_tier(acc, rows, st, grid, rules, a, t, steps, min_tier, bar_i, xs, nx
     member), move it ``steps`` tiers down and cut its notional to that tier's cap (the floor of
     the tier above it) if it is above (an exit), else only lower the tier (no exit). Returns
     ``(records, done)``; ``done`` False when no position could be lowered."""
-    R = st.row if st.acc[a, AS_MOD] != 0.0 else rows.pack
-    f = np.int64(acc.pack[a, AP_FIRST])
+    f = np.int64(st.acc[a, AS_FIRST])
     best = -1
     best_mm = -1.0
-    for i in range(f, f + np.int64(acc.pack[a, AP_COUNT])):
-        q = R[i, RS_QTY]
-        k = np.int64(R[i, RS_TIER])
+    for i in range(f, f + np.int64(st.acc[a, AS_COUNT])):
+        q = st.row[i, RS_QTY]
+        k = np.int64(st.row[i, RS_TIER])
         if q <= 0.0 or k < min_tier or k - steps < 0:
             continue
-        s = np.int64(R[i, RS_SYM])
+        s = np.int64(st.row[i, RS_SYM])
         j = k - steps
         if j + 1 >= rules.tier_floor.shape[1]:
             continue
         if np.isnan(rules.tier_floor[s, j + 1]) or np.isnan(rules.tier_mmr[s, j]) or np.isnan(rules.tier_cum[s, j]):
             continue
-        m = position_maint_margin_nb(q, grid.px[s, t], R[i, RS_MMR], R[i, RS_CUM])
+        m = position_maint_margin_nb(q, grid.px[s, t], st.row[i, RS_MMR], st.row[i, RS_CUM])
         if m > best_mm:
             best_mm = m
             best = i
     if best < 0:
         return nx, False
     i = best
-    s = np.int64(R[i, RS_SYM])
-    j = np.int64(R[i, RS_TIER]) - steps
+    s = np.int64(st.row[i, RS_SYM])
+    j = np.int64(st.row[i, RS_TIER]) - steps
     p = grid.px[s, t]
     cap = rules.tier_floor[s, j + 1]
-    if R[i, RS_QTY] * p > cap:
+    if st.row[i, RS_QTY] * p > cap:
         q_new = cap / p
         # the flags of the account's open rows before the cut: row i's sits at its member rank
         _mark(acc, rows, st, grid, a, t, xs, nx, loss)
         r = 0
-        for k in range(np.int64(acc.pack[a, AP_FIRST]), i):
-            if R[k, RS_QTY] > 0.0:
+        for k in range(np.int64(st.acc[a, AS_FIRST]), i):
+            if st.row[k, RS_QTY] > 0.0:
                 r += 1
         xs[3][nx] = xs[3][nx + r]
         xs[4][nx] = xs[4][nx + r]
-        nx = _exit(acc, rows, st, grid, a, t, i, R[i, RS_QTY] - q_new, 0.0, bar_i, xs, nx, loss)
-    R[i, RS_TIER] = j
-    R[i, RS_MMR] = rules.tier_mmr[s, j]
-    R[i, RS_CUM] = rules.tier_cum[s, j]
+        nx = _exit(acc, rows, st, grid, a, t, i, st.row[i, RS_QTY] - q_new, 0.0, bar_i, xs, nx, loss)
+    st.row[i, RS_TIER] = j
+    st.row[i, RS_MMR] = rules.tier_mmr[s, j]
+    st.row[i, RS_CUM] = rules.tier_cum[s, j]
     return nx, True
 
 
@@ -380,14 +371,13 @@ def _lower_tier(acc, rows, st, grid, rules, a, t, steps, min_tier, bar_i, xs, nx
 def _tier0_maintenance(acc, rows, st, grid, rules, a, t):
     """The account's maintenance margin with every open position at its symbol's first tier
     (OKX: below it, the account is liquidated whole); NaN when a first tier is unknown."""
-    R = st.row if st.acc[a, AS_MOD] != 0.0 else rows.pack
     mm = 0.0
-    f = np.int64(acc.pack[a, AP_FIRST])
-    for i in range(f, f + np.int64(acc.pack[a, AP_COUNT])):
-        q = R[i, RS_QTY]
+    f = np.int64(st.acc[a, AS_FIRST])
+    for i in range(f, f + np.int64(st.acc[a, AS_COUNT])):
+        q = st.row[i, RS_QTY]
         if q <= 0.0:
             continue
-        s = np.int64(R[i, RS_SYM])
+        s = np.int64(st.row[i, RS_SYM])
         if rules.tier_mmr.shape[1] == 0 or np.isnan(rules.tier_mmr[s, 0]):
             return np.nan
         mm += position_maint_margin_nb(q, grid.px[s, t], rules.tier_mmr[s, 0], rules.tier_cum[s, 0])
@@ -400,26 +390,18 @@ def liquidate_nb(acc, rows, st, grid, rules, a, t, eq, mm, bar_i, xs, nx, loss):
     venue's procedure (module docstring), re-checking the account at ``t`` after each partial
     step. The one helper of both modes. Returns ``(records, closed, deficit)``: ``closed`` when
     no position is left open."""
-    venue = rows.venue[np.int64(acc.pack[a, AP_FIRST])]
-    if rules.partial and (venue == VENUE_BYBIT or venue == VENUE_OKX or venue == VENUE_HYPERLIQUID) and st.acc[a, AS_MOD] == 0.0:
-        # a procedure may change the rows: from now on they live in the mutable copy
-        f = np.int64(acc.pack[a, AP_FIRST])
-        for i in range(f, f + np.int64(acc.pack[a, AP_COUNT])):
-            for j in range(8):
-                st.row[i, j] = rows.pack[i, j]
-        st.acc[a, AS_MOD] = 1.0
-    R = st.row if st.acc[a, AS_MOD] != 0.0 else rows.pack
+    venue = rows.venue[np.int64(st.acc[a, AS_FIRST])]
     if rules.partial and venue == VENUE_HYPERLIQUID and st.acc[a, AS_PHASE] == 0:
         st.acc[a, AS_PHASE] = 1
         st.acc[a, AS_COOL] = grid.ts[t] + rules.hl_cooldown_ms
         any_left = False
         _mark(acc, rows, st, grid, a, t, xs, nx, loss)
-        f = np.int64(acc.pack[a, AP_FIRST])
-        for i in range(f, f + np.int64(acc.pack[a, AP_COUNT])):
-            q = R[i, RS_QTY]
+        f = np.int64(st.acc[a, AS_FIRST])
+        for i in range(f, f + np.int64(st.acc[a, AS_COUNT])):
+            q = st.row[i, RS_QTY]
             if q <= 0.0:
                 continue
-            if q * grid.px[np.int64(R[i, RS_SYM]), t] > rules.hl_partial_usd:
+            if q * grid.px[np.int64(st.row[i, RS_SYM]), t] > rules.hl_partial_usd:
                 nx = _exit(acc, rows, st, grid, a, t, i, q * rules.hl_partial_share, 0.0, bar_i, xs, nx, loss)
                 any_left = True
             else:
@@ -511,9 +493,8 @@ def first_exit_nb(grid, s, t, lo, hi):
 @njit(cache=True, inline="always")
 def _next_check(acc, rows, st, grid, a, t, cushion, scale, coll):
     """Grid index at which account ``a`` (cushion ``cushion`` >= 0 at ``t``) must be checked next."""
-    R = st.row if st.acc[a, AS_MOD] != 0.0 else rows.pack
     T = grid.ts.shape[0]
-    cs = grid.coll_series[np.int64(acc.pack[a, AP_CODE])]
+    cs = np.int64(st.acc[a, AS_CSER])
     # the settlement coin's value does not move: only another asset's collateral joins the bound
     if not (cushion > TINY * (scale + abs(coll))) or not (scale + coll if cs >= 0 else scale) > 0.0:
         return t + 1
@@ -525,17 +506,17 @@ def _next_check(acc, rows, st, grid, a, t, cushion, scale, coll):
             return t + 1
     # the cushion is shared out over the series in proportion to rate x typical move (box_w): the
     # relative move allowed to series s is d x box_w[s] with sum(rate x d x box_w) = SAFETY x cushion
-    f = np.int64(acc.pack[a, AP_FIRST])
-    c = np.int64(acc.pack[a, AP_COUNT])
+    f = np.int64(st.acc[a, AS_FIRST])
+    c = np.int64(st.acc[a, AS_COUNT])
     bw = grid.box_w
     den = 0.0
     for i in range(f, f + c):
-        q = R[i, RS_QTY]
+        q = st.row[i, RS_QTY]
         if q <= 0.0:
             continue
-        s = np.int64(R[i, RS_SYM])
+        s = np.int64(st.row[i, RS_SYM])
         p = grid.px[s, t]
-        r = q * p * (1.0 + R[i, RS_MMR]) if R[i, RS_SIDE] < 0 else q * p
+        r = q * p * (1.0 + st.row[i, RS_MMR]) if st.row[i, RS_SIDE] < 0 else q * p
         den += r * bw[s]
     if cs >= 0:
         den += coll * bw[cs]
@@ -543,12 +524,12 @@ def _next_check(acc, rows, st, grid, a, t, cushion, scale, coll):
         return t + 1
     d = SAFETY * cushion / den
     for i in range(f, f + c):
-        if R[i, RS_QTY] <= 0.0:
+        if st.row[i, RS_QTY] <= 0.0:
             continue
-        s = np.int64(R[i, RS_SYM])
+        s = np.int64(st.row[i, RS_SYM])
         p = grid.px[s, t]
         # one-sided: a long only loses cushion as its price falls, a short as its price rises
-        if R[i, RS_SIDE] > 0:
+        if st.row[i, RS_SIDE] > 0:
             e = first_out_nb(grid, s, t, 1, p * (1.0 - d * bw[s]))
         else:
             e = first_out_nb(grid, s, t, 0, p * (1.0 + d * bw[s]))
@@ -565,10 +546,36 @@ def _next_check(acc, rows, st, grid, a, t, cushion, scale, coll):
 
 
 @njit(cache=True)
+def _init_state(acc, rows, grid, st):
+    """Pack what a check reads into ``st`` (records.AccountState): one 64-byte record per row and
+    per account, so that a check touches a few cache lines (the accounts come in queue order)."""
+    for i in range(rows.qty.shape[0]):
+        st.row[i, RS_ENTRY] = rows.entry[i]
+        st.row[i, RS_QTY] = rows.qty[i]
+        st.row[i, RS_MMR] = rows.mmr[i]
+        st.row[i, RS_CUM] = rows.cum[i]
+        st.row[i, RS_SIDE] = rows.side[i]
+        st.row[i, RS_SYM] = rows.sym[i]
+        st.row[i, RS_TIER] = rows.tier[i]
+        st.row[i, 7] = 0.0
+    for a in range(acc.first.shape[0]):
+        code = acc.coll_asset[a]
+        cs = grid.coll_series[code]
+        st.acc[a, AS_FIRST] = acc.first[a]
+        st.acc[a, AS_COUNT] = acc.count[a]
+        st.acc[a, AS_CSER] = cs
+        st.acc[a, AS_CVAL] = acc.wallet_usd[a] if cs < 0 else acc.coll_amount[a]
+        st.acc[a, AS_HC] = 1.0 - grid.haircut[code]
+        st.acc[a, AS_REAL] = 0.0
+        st.acc[a, AS_PHASE] = 0.0
+        st.acc[a, AS_COOL] = 0.0
+
+
+@njit(cache=True)
 def run_accounts_nb(acc, rows, grid, rules, st, nbars, reference, xs, acc_grid, acc_deficit, bar_i):
     """Run every account of ``acc`` (records.Accounts) over ``grid`` (records.GridPaths) with the
     rows ``rows`` (records.AccountRows), the venue rules ``rules`` (records.LiqRules) and the
-    state ``st`` (records.AccountState: ``acc`` zero, ``row`` any - written before it is read). ``reference``: check every live
+    state ``st`` (records.AccountState, initialised here). ``reference``: check every live
     account at every grid point; else the bucket-queue kernel (module docstring). Writes exit
     records ``xs = (x_row, x_grid, x_fill, x_cont, x_src, x_share)`` (long enough for every
     exit), ``acc_grid`` / ``acc_deficit`` per account and ``bar_i[s, bar, AB_*]`` (zeroed here);
@@ -579,6 +586,7 @@ def run_accounts_nb(acc, rows, grid, rules, st, nbars, reference, xs, acc_grid, 
     loss = np.empty(max(grid.n_symbols, 1))
     nx = 0
     checks = 0
+    _init_state(acc, rows, grid, st)
     for a in range(A):
         acc_grid[a] = -1
         acc_deficit[a] = 0.0
