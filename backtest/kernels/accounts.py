@@ -163,11 +163,11 @@ def _coll_nb(st, grid, a, t):
 
 
 @njit(cache=True, inline="always")
-def state_nb(acc, rows, st, grid, a, t):
-    """:func:`account_state_nb` with the engine's state ``st`` (records.AccountState): the rows'
-    open quantities and current tiers, plus the PnL the account's partial closes realised. With
-    no partial close the sums are those of :func:`account_state_nb` bit for bit."""
-    coll = _coll_nb(st, grid, a, t)
+def _sums_nb(acc, rows, st, grid, a, t, own):
+    """``(equity, maintenance, scale, collateral value)`` of account ``a`` on its open rows:
+    ``own < 0`` every series at ``t``; else symbol ``own`` at ``t`` and every other series (the
+    collateral too) at grid point 0. Summed in member order."""
+    coll = _coll_nb(st, grid, a, t if own < 0 else 0)
     eq = coll + st.acc[a, AS_REAL]
     mm = 0.0
     scale = 0.0
@@ -176,11 +176,21 @@ def state_nb(acc, rows, st, grid, a, t):
         q = st.row[i, RS_QTY]
         if q <= 0.0:
             continue
-        p = grid.px[np.int64(st.row[i, RS_SYM]), t]
+        si = np.int64(st.row[i, RS_SYM])
+        p = grid.px[si, t] if own < 0 or si == own else grid.px[si, 0]
         eq += position_upnl_nb(st.row[i, RS_SIDE], q, st.row[i, RS_ENTRY], p)
         mm += position_maint_margin_nb(q, p, st.row[i, RS_MMR], st.row[i, RS_CUM])
+        # how fast the cushion can fall per unit of relative adverse move (see the module docstring)
         scale += q * p * (1.0 + st.row[i, RS_MMR]) if st.row[i, RS_SIDE] < 0 else q * p
     return eq, mm, scale, coll
+
+
+@njit(cache=True, inline="always")
+def state_nb(acc, rows, st, grid, a, t):
+    """:func:`account_state_nb` with the engine's state ``st`` (records.AccountState): the rows'
+    open quantities and current tiers, plus the PnL the account's partial closes realised. With
+    no partial close the sums are those of :func:`account_state_nb` bit for bit."""
+    return _sums_nb(acc, rows, st, grid, a, t, -1)
 
 
 @njit(cache=True, inline="always")
@@ -197,18 +207,7 @@ def _own_market_state(acc, rows, st, grid, a, t, own):
     """Equity and maintenance of account ``a`` at ``t`` with every series but symbol ``own`` at
     its grid point 0 value (the counterfactual of the contagion definition; open quantities and
     realised PnL as they stand)."""
-    eq = _coll_nb(st, grid, a, 0)
-    eq += st.acc[a, AS_REAL]
-    mm = 0.0
-    f = np.int64(st.acc[a, AS_FIRST])
-    for i in range(f, f + np.int64(st.acc[a, AS_COUNT])):
-        q = st.row[i, RS_QTY]
-        if q <= 0.0:
-            continue
-        si = np.int64(st.row[i, RS_SYM])
-        p = grid.px[si, t] if si == own else grid.px[si, 0]
-        eq += position_upnl_nb(st.row[i, RS_SIDE], q, st.row[i, RS_ENTRY], p)
-        mm += position_maint_margin_nb(q, p, st.row[i, RS_MMR], st.row[i, RS_CUM])
+    eq, mm, _scale, _coll = _sums_nb(acc, rows, st, grid, a, t, own)
     return eq, mm
 
 
