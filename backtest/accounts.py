@@ -25,31 +25,60 @@ prototype's deficit is split over its rows by notional and weighted by each row'
 
 Cross liquidation per venue (:mod:`backtest.kernels.accounts`): an account is liquidated when its
 equity (collateral value + unrealised PnL of all its cross positions, each at its own symbol's
-mark) falls below the sum of their maintenance margins (``margin.position_maint_margin_nb``, the
-row's tier held). What each venue does then, and what is simplified:
+mark, + PnL realised by earlier partial closes) falls below the sum of their maintenance margins
+(``margin.position_maint_margin_nb``, the row's tier held until a procedure lowers it). Then each
+venue's documented procedure (``records.LiqRules``; ``partial_liquidation=false`` turns them all
+into whole-account liquidation):
 
-- Binance USDⓈ-M cross: "all cross positions under the same margin asset share the same asset cross
-  margin balance"; on liquidation the engine takes over the account's positions (cancels orders,
-  closes the positions at the bankruptcy price, what remains goes to the insurance fund). Modelled:
-  every position of the account is closed at the grid point's prices (as Binance).
-- Bybit Unified Trading Account, cross margin: liquidation is triggered when the account's
-  maintenance margin rate (MM / equity) reaches 100 %; Bybit then cancels orders, repays
-  liabilities, and reduces positions step by step (lowering risk-limit tiers, partial closes by
-  FillOrKill orders) until the rate falls back below 100 %, and only then takes over what remains
-  (Bybit help centre "Trading Rules: Liquidation Process (Unified Trading Account)"). Simplified:
-  full liquidation of the account at the trigger.
-- Hyperliquid cross: liquidation when account equity < maintenance margin (half the initial margin
-  at max leverage); market liquidation orders go to the book; for positions above 100k USDC only
-  20 % is sent at first, then a 30-second cooldown after which the whole remaining position goes;
-  when equity falls below 2/3 of maintenance, the backstop (liquidator vault) takes over all cross
-  positions and their margin (Hyperliquid docs "Liquidations"). Simplified: full liquidation at the
-  trigger (no 20 % step, no cooldown, no backstop threshold).
-- OKX / Gate rows use their rows' rates like Binance (fees in the maintenance rate not added).
+- Binance USDⓈ-M cross ("Liquidation Protocols", binance.com/en/support/faq/360033525271):
+  cross positions under one margin asset share its cross margin balance; Binance uses "Smart
+  Liquidation" to avoid full liquidation when possible: it cancels the orders, then tries to reduce
+  the margin level with one large Immediate-or-Cancel order and stops once the account is margin
+  compliant, else closes the positions at the bankruptcy price (the IOC step as restated by
+  docs.traderwagon.com "Liquidation Protocol"); "users who hold relatively smaller positions will
+  almost always be fully liquidated". The size
+  of that order is not documented: modelled as the whole account at the trigger (as the docs say of
+  small holders; a choice for the large ones).
+- Bybit Unified Trading Account, cross margin ("Trading Rules: Liquidation Process (Unified Trading
+  Account)", bybit.com/en/help-center/article/UTA-Trading-Rules, and "Liquidation Process"
+  id=000001098): triggered when the account's maintenance margin rate reaches 100 %; for
+  positions above the lowest risk limit it lowers the risk limit (keeping the position), then sends
+  a FillOrKill order for the difference between the position value and the lower risk limit that
+  meets the margin requirement, and if the position still cannot avoid liquidation it is taken
+  over whole (paraphrased). Modelled: one tier step per re-check, the cut to
+  the lower tier's cap; which position first is not documented for several: the one with the
+  largest maintenance margin (a choice).
+- OKX cross ("Tiered maintenance margin ratio rules", okx.com/help/v-tiered-maintenance-margin-ratio-rules,
+  and its forced-liquidation pages): liquidation when the margin ratio falls to 100 %; for
+  positions at tier 3 or above whose ratio is still above tier 1's requirement, the system
+  reduces the position by two tiers and repeats while needed (as restated by mirrors of OKX's
+  help pages; paraphrased); below tier 1's requirement (or in
+  tier 1-2) the whole position goes. Modelled per account: two tier steps per re-check for
+  positions at tier 3+ (0-based index >= 2), largest maintenance margin first (a choice); the
+  whole account when its equity is below the maintenance margin at every position's first-tier
+  rate. The liquidation fee in OKX's requirement is not added.
+- Hyperliquid cross ("Liquidations", hyperliquid.gitbook.io/hyperliquid-docs/trading/liquidations):
+  liquidation when account equity < maintenance margin (half the initial margin at max leverage);
+  market orders for the full positions; below 2/3 of the maintenance margin the backstop
+  (liquidator vault) takes over all cross positions and margin. Partial liquidation: for positions
+  above 100k USDC only 20 % is sent at first, then a 30-second cooldown, after which every order
+  is for the whole remaining position (the Hyperliquid docs' rule as restated by docs built on it:
+  docs.hyena.trade/trading/liquidation, cortex-vigil.com/wiki/liquidations; paraphrased). Modelled as said
+  (constants in :mod:`backtest.accounts_params`); the vault's retained maintenance margin is not.
+- Gate: not looked up; whole accounts like Binance (a choice).
+
+Tier tables: given per symbol (:func:`liq_rules`) or rebuilt from the rows' ``tier``/``mmr``/
+``maint_amount`` (:func:`tiers_from_rows`: every populated tier's rate, floors from the continuity
+of the maintenance margin); a tier nobody holds is unknown and never entered (the account goes
+whole instead).
 
 Other simplifications: funding during the window is not applied to accounts (the per-symbol
-kernel applies it to isolated rows); account deficits are reported per bar, not charged to the
-insurance fund and not handed to ADL; the account engine runs on the exogenous path (replay), where
-liquidations do not move the price, so its liquidation times are exact for that path.
+kernel applies it to isolated rows). The engine's own deficits (at the grid point's prices) are
+per bar in its outputs; the simulation prices its exits again at the per-symbol kernels' path
+points and charges those deficits to the symbol's insurance fund (not handed to ADL), its
+clearance fees into it (backtest.contagion.engine_flows). In replay the engine runs on the
+observed path; in a cascade on the kernels' simulated path, coupled by a fixed point
+(backtest.simulate).
 """
 
 from __future__ import annotations
@@ -201,7 +230,11 @@ def account_rows(pops: Sequence[dict[str, np.ndarray]], acc: R.Accounts) -> R.Ac
     m = acc.members
     cat = lambda k: np.ascontiguousarray(np.concatenate([p[k] for p in pops])[m]) if pops else np.empty(0)  # noqa: E731
     sym = np.concatenate([np.full(len(p["side"]), s, np.int16) for s, p in enumerate(pops)])[m] if pops else np.empty(0, np.int16)
-    return R.AccountRows(sym, cat("side"), cat("entry"), cat("qty"), cat("mmr"), cat("maint_amount"), cat("weight"))
+    # a population without venue / tier fields (hand-made test books): Binance rules, tier 0 (said here, not market data)
+    opt = lambda k, dt, v: (np.ascontiguousarray(np.concatenate([p[k] if k in p else np.full(len(p["side"]), v, dt)  # noqa: E731
+                                                                 for p in pops]).astype(dt)[m]) if pops else np.empty(0, dt))
+    return R.AccountRows(sym, cat("side"), cat("entry"), cat("qty"), cat("mmr"), cat("maint_amount"), cat("weight"),
+                         opt("venue", np.int8, R.VENUE_BINANCE), opt("tier", np.uint8, 0))
 
 
 def subset_accounts(acc: R.Accounts, keep: np.ndarray, rows: R.AccountRows | None = None):
@@ -269,15 +302,30 @@ def build_grid(points: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], coll
     B = BLOCK
     NB = -(-T // B) if tables else 0
     LB = max(int(NB).bit_length(), 1) if tables else 0
-    suf = np.empty((S, T if tables else 0, 2))
-    blk = np.empty((S, NB, LB, 2))
+    suf = np.empty((2, S, NB + 1 if tables else 0))
+    blk = np.empty((2, S, NB, LB))
     if tables and T:
         from backtest.kernels.accounts import sparse_tables_nb
 
         sparse_tables_nb(px, B, suf, blk)
     coll_series = np.array([-1, *range(len(points), S)], np.int64)
     haircut = np.array([0.0, *[float(h) for h in haircuts]], np.float64)
-    return R.GridPaths(ts, px, bar, suf, blk, B, coll_series, haircut, len(points))
+    return R.GridPaths(ts, px, bar, suf, blk, B, coll_series, haircut, len(points), box_weights(px))
+
+
+def box_weights(px: np.ndarray) -> np.ndarray:
+    """Each series' weight in the fast kernel's boxes: the RMS relative move per grid step (a
+    series that moves more gets more of an account's cushion), floored at 1e-3 of the largest
+    (a flat series still gets a box); speed only - the results do not depend on it."""
+    S, T = px.shape
+    if T < 2:
+        return np.ones(S)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.diff(np.log(np.where(px > 0, px, np.nan)), axis=1)
+    w = np.sqrt(np.nanmean(r * r, axis=1)) if r.size else np.zeros(S)
+    w = np.where(np.isfinite(w), w, 0.0)
+    top = float(w.max()) if len(w) else 0.0
+    return np.maximum(w, 1e-3 * top) if top > 0 else np.ones(S)
 
 
 # ------------------------------------------------------------------------------------------
@@ -306,6 +354,64 @@ def parse_collateral_shock(text: str) -> tuple[float, int]:
         raise SimError(f"cannot read the time of collateral_shock {text!r}; give ISO-8601 UTC, e.g. -0.35@2025-10-10T21:00Z") from None
 
 
+def check_collateral_asset(asset: Any) -> str:
+    """The collateral asset's code (upper case), or a SimError naming the known ones."""
+    from backtest.accounts_params import COLLATERAL_ASSETS
+
+    name = str(asset or "").strip().upper()
+    if name not in COLLATERAL_ASSETS:
+        raise SimError(f"unknown collateral_asset {asset!r}; give one of {', '.join(COLLATERAL_ASSETS)} (e.g. --set collateral_asset=BTC)")
+    return name
+
+
+def collateral_path(asset: str, shock: tuple[float, int] | None, start_ms: int, end_ms: int | None = None, *,
+                    markets: dict[str, Any] | None = None, store: Any = None, exchange: str | None = None,
+                    ) -> tuple[tuple[np.ndarray, np.ndarray], str]:
+    """The collateral asset's price path (USD per unit, ``(times UTC ms, prices)`` step path for
+    :func:`build_grid`) and where it came from.
+
+    1. the event's own ``ASSET/USDT:USDT`` market (``markets``, already read from the store: the
+       primary venue's mark or last bars), its path points (:func:`path_points`);
+    2. else the store's bars of that perpetual on ``exchange`` (``store``, ``end_ms`` given);
+    3. else a constant price 1 (the value is then the scenario's alone).
+
+    A perpetual's price stands in for the spot asset (a proxy, said in the source). The scenario
+    ``shock`` applies on top: the price times ``1 + shock`` from the shock's time on."""
+    asset = check_collateral_asset(asset)
+    sym = f"{asset}/USDT:USDT"
+    mk = (markets or {}).get(sym)
+    source = ""
+    if mk is None and store is not None and exchange and end_ms is not None:
+        from backtest.market import load_market
+
+        try:
+            mk = load_market(store, exchange, sym, int(start_ms), int(end_ms), int(start_ms))
+        except Exception:  # noqa: BLE001 - no stored series for the asset: the constant path below
+            mk = None
+        if mk is not None and not len(mk.bars["ts"]):
+            mk = None
+    if mk is not None:
+        t, p, _b = path_points(mk.bars, mk.bar_ms)
+        where = exchange if exchange else "the event's primary venue"
+        source = f"store: {where} {sym} {mk.price_source} price ({mk.timeframe} bars), the perpetual as a proxy for spot {asset}"
+        t, p = np.asarray(t, np.int64), np.asarray(p, np.float64).copy()
+    else:
+        t, p = np.array([int(start_ms)], np.int64), np.array([1.0])
+        source = f"constant: no store series for {sym} (the collateral's value moves by the scenario only)"
+    if shock is not None:
+        v, ts = shock
+        if ts > t[-1]:
+            t, p = np.append(t, ts), np.append(p, p[-1])
+        elif ts < t[0]:
+            t, p = np.insert(t, 0, ts), np.insert(p, 0, p[0])
+        elif not (t == ts).any():
+            k = int(np.searchsorted(t, ts))
+            t, p = np.insert(t, k, ts), np.insert(p, k, p[k - 1])
+        p[t >= ts] *= 1.0 + v
+        source += f"; scenario collateral_shock {v:+.0%} from {ts} ms on"
+    return (t, p), source
+
+
 def collateral_series(shock: tuple[float, int] | None, start_ms: int, price0: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Step price path of the collateral asset (USD per unit): ``price0`` from ``start_ms``, times
     ``1 + shock`` from the shock's time on (scenario, not market data)."""
@@ -316,25 +422,90 @@ def collateral_series(shock: tuple[float, int] | None, start_ms: int, price0: fl
 
 
 # ------------------------------------------------------------------------------------------
+# venue rules
+# ------------------------------------------------------------------------------------------
+def tiers_from_rows(pops: Sequence[dict[str, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per symbol, ``(floor, mmr, cum)`` of tiers 0..K-1 as the rows carry them (``tier``, ``mmr``,
+    ``maint_amount``), NaN where no row is in a tier. The floor of tier ``k`` comes from the
+    continuity of ``notional x mmr - cum`` at it (:func:`backtest.margin.tier_arrays` derives
+    ``cum`` that way, Binance publishes it that way): ``(cum_k - cum_{k-1}) / (mmr_k - mmr_{k-1})``,
+    NaN when tier ``k - 1`` is unknown or both rates are equal. For a run without the tier tables
+    (:func:`liq_rules` takes them when given)."""
+    out = []
+    for p in pops:
+        tier = np.asarray(p["tier"], np.int64) if "tier" in p else np.zeros(len(p["side"]), np.int64)
+        K = int(tier.max()) + 1 if len(tier) else 1
+        mmr = np.full(K, np.nan)
+        cum = np.full(K, np.nan)
+        # one row per tier (the last one in row order: every row of a tier carries its tier's rate)
+        mmr[tier] = np.asarray(p["mmr"], np.float64)
+        cum[tier] = np.asarray(p["maint_amount"], np.float64)
+        floor = np.full(K, np.nan)
+        floor[0] = 0.0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            f = (cum[1:] - cum[:-1]) / (mmr[1:] - mmr[:-1])
+        floor[1:] = np.where(np.isfinite(f) & (f > 0), f, np.nan)
+        out.append((floor, mmr, cum))
+    return out
+
+
+def liq_rules(n_series: int, tiers: Sequence[tuple] | None = None, *, partial: bool = True) -> R.LiqRules:
+    """The venue rules of a run (records.LiqRules): the symbols' tier tables, given per symbol
+    either as :func:`backtest.margin.tier_arrays` output ``(floor, cap, mmr, cum, lev)`` or as
+    ``(floor, mmr, cum)`` (:func:`tiers_from_rows`), padded to ``n_series`` rows (collateral series
+    have none); Hyperliquid's partial-liquidation constants from :mod:`backtest.accounts_params`."""
+    from backtest import accounts_params as AP
+
+    tiers = list(tiers or [])
+    K = max([len(t[0]) for t in tiers] + [1])
+    fl, mr, cu = (np.full((max(n_series, 1), K), np.nan) for _ in range(3))
+    for s, t in enumerate(tiers):
+        floor, mmr, cum = (t[0], t[2], t[3]) if len(t) == 5 else t
+        n = len(floor)
+        fl[s, :n], mr[s, :n], cu[s, :n] = floor, mmr, cum
+    return R.LiqRules(fl, mr, cu, bool(partial), float(AP.HL_PARTIAL_USD), float(AP.HL_PARTIAL_SHARE), int(AP.HL_COOLDOWN_MS),
+                      float(AP.HL_BACKSTOP))
+
+
+def exit_capacity(acc: R.Accounts, rows: R.AccountRows, rules: R.LiqRules) -> int:
+    """Exit records a run can write at most: one per row whose account goes whole; up to its tier
+    + 2 for a Bybit / OKX row (one cut per tier step, the last close), 2 for a Hyperliquid row;
+    plus the largest account (the kernel writes a step's flags ahead of its exits)."""
+    slack = int(acc.count.max()) if len(acc.count) else 0
+    if not rules.partial or not len(rows.venue):
+        return len(acc.members) + slack
+    v = rows.venue
+    per = np.where((v == R.VENUE_BYBIT) | (v == R.VENUE_OKX), rows.tier.astype(np.int64) + 2, np.where(v == R.VENUE_HYPERLIQUID, 2, 1))
+    return int(per.sum()) + slack
+
+
+# ------------------------------------------------------------------------------------------
 # running
 # ------------------------------------------------------------------------------------------
-def run_accounts(acc: R.Accounts, rows: R.AccountRows, grid: R.GridPaths, nbars: int, *, reference: bool = False) -> R.AccountOutputs:
+def run_accounts(acc: R.Accounts, rows: R.AccountRows, grid: R.GridPaths, nbars: int, *, reference: bool = False,
+                 rules: R.LiqRules | None = None) -> R.AccountOutputs:
     """Run the account engine (:func:`backtest.kernels.accounts.run_accounts_nb`); ``nbars``: the
-    largest bar count of the symbols (per-bar sums ``bar_i[s, bar, AB_*]``)."""
+    largest bar count of the symbols (per-bar sums ``bar_i[s, bar, AB_*]``); ``rules``: the venue
+    procedures (:func:`liq_rules`; default: on, tier tables from the rows, :func:`tiers_from_rows`
+    is not needed there - without tables a Bybit / OKX account cannot lower a tier and goes whole)."""
     from backtest.kernels.accounts import run_accounts_nb
 
+    if rules is None:
+        rules = liq_rules(grid.px.shape[0])
     m = len(acc.members)
     A = len(acc.first)
-    x_row = np.empty(m, np.int64)
-    x_grid = np.empty(m, np.int32)
-    x_fill = np.empty(m)
-    x_cont = np.empty(m, np.int8)
-    x_src = np.empty(m, np.int16)
+    cap = exit_capacity(acc, rows, rules)
+    xs = (np.empty(cap, np.int64), np.empty(cap, np.int32), np.empty(cap), np.empty(cap, np.int8), np.empty(cap, np.int16), np.empty(cap))
+    st = R.AccountState(np.empty((m, 8)), np.empty((A, 8)))
     acc_grid = np.empty(A, np.int32)
     acc_def = np.empty(A)
     bar_i = np.empty((grid.px.shape[0], max(int(nbars), 1), R.AB_SIZE), np.int64)
-    nx, checks = run_accounts_nb(acc, rows, grid, int(nbars), bool(reference), x_row, x_grid, x_fill, x_cont, x_src, acc_grid, acc_def, bar_i)
-    # records in one canonical order (grid point, then row), whatever order the kernel visited the
-    # accounts in: sums over them then do not depend on the mode or the check schedule
-    o = np.lexsort((x_row[:nx], x_grid[:nx]))
-    return R.AccountOutputs(x_row[:nx][o], x_grid[:nx][o], x_fill[:nx][o], x_cont[:nx][o], x_src[:nx][o], acc_grid, acc_def, bar_i, int(checks))
+    nx, checks = run_accounts_nb(acc, rows, grid, rules, st, int(nbars), bool(reference), xs, acc_grid, acc_def, bar_i)
+    # records in one canonical order (grid point, then row; a row's exits at one point in procedure
+    # order: the sort is stable), whatever order the kernel visited the accounts in: sums over them
+    # then do not depend on the mode or the check schedule
+    # (both modes write the records grid point by grid point: one stable sort on grid x rows + row)
+    x_row, x_grid = xs[0][:nx], xs[1][:nx]
+    n_rows = int(acc.row_offset[-1]) + 1 if len(acc.row_offset) else 1
+    o = np.argsort(x_grid.astype(np.int64) * n_rows + x_row, kind="stable") if n_rows < 2**31 else np.lexsort((x_row, x_grid))
+    return R.AccountOutputs(*(x[:nx][o] for x in xs), acc_grid, acc_def, bar_i, int(checks))

@@ -74,11 +74,12 @@ CONTAGION_DEFINITION = (
 )
 NOTE = (
     "accounts (issue 12): rows of accounts over several symbols (or holding a non-settlement collateral) are liquidated by "
-    "the account engine, whole accounts at a grid point of the symbols' path points (observed in replay, simulated in a "
-    "cascade, coupled with the per-symbol kernels by a fixed point: contagion_iterations, contagion_residual); their "
-    "forced orders enter their path point's round 0 (in a cascade they move the price), they fill at its impact, their "
-    "deficits are drawn from the symbol's fund (what it cannot cover is uncovered, not handed to ADL) and their clearance "
-    "fees paid into it; no funding, no stop-losses"
+    "the account engine at a grid point of the symbols' path points (observed in replay, simulated in a cascade, coupled "
+    "with the per-symbol kernels by a fixed point: contagion_iterations, contagion_residual), each venue's procedure "
+    "(Binance / Gate whole accounts, Bybit / OKX tier steps, Hyperliquid 20 % of large positions then the rest after 30 s); "
+    "their forced orders enter their path point's round 0 (in a cascade they move the price), they fill at its impact, "
+    "their deficits are drawn from the symbol's fund (what it cannot cover is uncovered, not handed to ADL) and their "
+    "clearance fees paid into it; no funding, no stop-losses"
 )
 
 
@@ -93,6 +94,14 @@ class AccountSet:
     rows: R.AccountRows  # the engine's rows, in ``sub``'s member order
     engine_rows: dict[str, np.ndarray]  # symbol -> bool per local row: taken by the engine
     symbols: list[str]
+    #: where the non-settlement collateral asset's price path came from (accounts.collateral_path)
+    collateral_source: str = ""
+    #: accounts holding that asset (0: the path did not matter)
+    collateral_accounts: int = 0
+    #: the collateral asset's price path (times UTC ms, prices USD): accounts.collateral_path
+    coll_path: Any = None
+    #: the symbols' tier tables as the rows carry them (accounts.tiers_from_rows), for the venue procedures
+    tiers: Any = None
 
 
 @dataclass
@@ -128,21 +137,40 @@ class EngineRun:
     iterations: int = 0
     residual: float | None = None
     converged: bool | None = None
+    #: where the non-settlement collateral asset's price path came from (accounts.collateral_path)
+    collateral_source: str = ""
+    #: accounts holding that asset (0: the path did not matter)
+    collateral_accounts: int = 0
 
 
 def account_key(pop_key: str, sim: Any) -> str:
-    return json.dumps([pop_key, sim.positions_per_account, sim.collateral_share, sim.collateral_haircut, sim.collateral_shock],
-                      sort_keys=True, default=str)
+    return json.dumps([pop_key, sim.positions_per_account, sim.collateral_share, sim.collateral_haircut, sim.collateral_shock,
+                       getattr(sim, "partial_liquidation", True), getattr(sim, "collateral_asset", "BTC")], sort_keys=True, default=str)
 
 
-def account_set(symbols: list[str], pops: dict[str, Any], seed: int, sim: Any, start_ms: int) -> AccountSet:
-    """Assign accounts and pick the engine's (module docstring, steps 1 and 2)."""
-    from backtest.accounts import account_rows, assign_accounts, subset_accounts
+def account_set(symbols: list[str], pops: dict[str, Any], markets: dict[str, Any], seed: int, sim: Any, start_ms: int, *,
+                store: Any = None, exchange: str | None = None, end_ms: int | None = None) -> AccountSet:
+    """Assign accounts and pick the engine's (module docstring, steps 1 and 2).
+
+    The collateral asset's price path (:func:`backtest.accounts.collateral_path`): the event's own
+    ``ASSET/USDT:USDT`` market when it is one of ``symbols`` (its observed bars, also in a cascade),
+    else the store's (``store``, ``exchange``, ``end_ms`` given), else constant; the venue
+    procedures use the symbols' tier tables as the rows carry them
+    (:func:`backtest.accounts.tiers_from_rows`)."""
+    from backtest.accounts import account_rows, assign_accounts, collateral_path, parse_collateral_shock, subset_accounts, tiers_from_rows
+    from backtest import accounts_params as AP
 
     arrays = [pops[s].arrays for s in symbols]
+    shock = parse_collateral_shock(sim.collateral_shock) if sim.collateral_shock else None
+    coll_path, coll_src = collateral_path(getattr(sim, "collateral_asset", AP.DEFAULT_COLLATERAL_ASSET), shock, int(start_ms), end_ms,
+                                          markets={s: markets[s] for s in symbols}, store=store, exchange=exchange)
+    # the asset's price at the window start (its last point at or before it): the accounts hold
+    # as much of it as their wallet is worth after the haircut then
+    k0 = max(int(np.searchsorted(coll_path[0], int(start_ms), side="right")) - 1, 0)
+    price0 = float(coll_path[1][k0]) / (1.0 + shock[0]) if shock is not None and coll_path[0][k0] >= shock[1] else float(coll_path[1][k0])
     acc = assign_accounts(arrays, [pops[s].open_notional_usd for s in symbols], positions_per_account=sim.positions_per_account,
-                          seed=int(seed), collateral_share=sim.collateral_share, collateral_haircut=sim.collateral_haircut,
-                          as_of_ms=int(start_ms))
+                          seed=int(seed), collateral_share=sim.collateral_share, collateral_price0=price0,
+                          collateral_haircut=sim.collateral_haircut, as_of_ms=int(start_ms))
     keep = (acc.n_symbols >= 2) | (acc.coll_asset != R.COLLATERAL_SETTLEMENT)
     sub, rows = subset_accounts(acc, keep, account_rows(arrays, acc))
     engine_rows = {}
@@ -152,23 +180,27 @@ def account_set(symbols: list[str], pops: dict[str, Any], seed: int, sim: Any, s
         mask = np.zeros(hi - lo, np.bool_)
         mask[m] = True
         engine_rows[s] = mask
-    return AccountSet(acc, sub, np.flatnonzero(keep), rows, engine_rows, list(symbols))
+    return AccountSet(acc, sub, np.flatnonzero(keep), rows, engine_rows, list(symbols), coll_src,
+                      int((acc.coll_asset != R.COLLATERAL_SETTLEMENT).sum()), coll_path, tiers_from_rows(arrays))
 
 
 def run_on(aset: AccountSet, points: list[tuple[np.ndarray, np.ndarray, np.ndarray]], sim: Any, start_ms: int, nbars: int) -> EngineRun:
     """Run the engine over the symbols' path points ``points`` (:func:`backtest.accounts.path_points`
-    of the observed bars in replay, :func:`sim_points` of the kernels' simulated path in a cascade)."""
-    from backtest.accounts import build_grid, collateral_series, parse_collateral_shock, run_accounts
+    of the observed bars in replay, :func:`sim_points` of the kernels' simulated path in a cascade),
+    each venue's procedure (:func:`backtest.accounts.liq_rules`; ``partial_liquidation=false``: whole accounts)."""
+    from backtest.accounts import build_grid, liq_rules, run_accounts
 
-    shock = parse_collateral_shock(sim.collateral_shock) if sim.collateral_shock else None
-    grid = build_grid(points, [collateral_series(shock, start_ms)], [sim.collateral_haircut])
-    out = run_accounts(aset.sub, aset.rows, grid, nbars)
-    return EngineRun(aset.acc, aset.sub, aset.sub_ids, out, grid.ts, aset.engine_rows, aset.symbols, grid=grid)
+    grid = build_grid(points, [aset.coll_path], [sim.collateral_haircut])
+    rules = liq_rules(grid.px.shape[0], aset.tiers, partial=bool(getattr(sim, "partial_liquidation", True)))
+    out = run_accounts(aset.sub, aset.rows, grid, nbars, rules=rules)
+    return EngineRun(aset.acc, aset.sub, aset.sub_ids, out, grid.ts, aset.engine_rows, aset.symbols, grid=grid,
+                     collateral_source=aset.collateral_source, collateral_accounts=aset.collateral_accounts)
 
 
-def run_engine(symbols: list[str], pops: dict[str, Any], markets: dict[str, Any], seed: int, sim: Any, start_ms: int) -> EngineRun:
+def run_engine(symbols: list[str], pops: dict[str, Any], markets: dict[str, Any], seed: int, sim: Any, start_ms: int, *,
+               store: Any = None, exchange: str | None = None, end_ms: int | None = None) -> EngineRun:
     """Assign accounts, pick the engine's accounts and run the engine on the observed paths."""
-    aset = account_set(symbols, pops, seed, sim, start_ms)
+    aset = account_set(symbols, pops, markets, seed, sim, start_ms, store=store, exchange=exchange, end_ms=end_ms)
     nbars = max((len(markets[s].bars["ts"]) for s in symbols), default=1)
     return run_on(aset, observed_points(symbols, markets), sim, start_ms, nbars)
 
@@ -309,6 +341,15 @@ def _units(x: np.ndarray) -> np.ndarray:
     return np.floor(np.asarray(x, np.float64) * R.USD_SCALE + 0.5).astype(np.int64)
 
 
+def notes(run: EngineRun) -> list[str]:
+    """The summary notes of an engine run: :data:`NOTE`, and where the collateral's price came
+    from when some account holds it (a perpetual standing in for the spot asset is a proxy)."""
+    out = [NOTE]
+    if run.collateral_accounts:
+        out.append(f"collateral asset of {run.collateral_accounts:,} accounts: {run.collateral_source}")
+    return out
+
+
 def symbol_part(run: EngineRun, k: int, nbars: int) -> dict[str, Any]:
     """What the frames of symbol ``k`` need: its records (local rows), per-bar sums, accounts of its
     rows. Once priced (:func:`engine_flows`), the fills, notional and deficits are those at the
@@ -341,6 +382,7 @@ def symbol_part(run: EngineRun, k: int, nbars: int) -> dict[str, Any]:
         "usd": pr.usd[sel] if pr is not None else None,
         "contagion": out.x_contagion[sel],
         "source": out.x_source[sel],
+        "share": out.x_share[sel],  # the exit's share of the row's quantity (partial liquidations: < 1)
         "account": run.sub_ids[sub_acc],
         "bar_i": bar_i,
         "row_account": acc.row_account[lo:hi],
@@ -358,8 +400,9 @@ def _class_of(acc: R.Accounts, account: np.ndarray) -> np.ndarray:
 def summary_fields(run: EngineRun, liqs_by_symbol: dict[str, dict[str, np.ndarray]]) -> dict[str, Any]:
     """The ``contagion_*`` fields of ``summary.json``.
 
-    ``liqs_by_symbol[s]``: every liquidation of symbol ``s`` (both engines) as arrays ``account``
-    (-1 isolated), ``usd`` (notional at the fill), ``weight``, ``contagion`` (0/1), ``source``
+    ``liqs_by_symbol[s]``: every liquidation (exit) of symbol ``s`` (both engines) as arrays ``account``
+    (-1 isolated), ``usd`` (notional at the fill, by the exit's quantity share), ``weight`` (real
+    positions, times the exit's share: a row liquidated in parts counts once in all), ``contagion`` (0/1), ``source``
     (symbol index, SOURCE_COLLATERAL, or -1 for own-market rows of the per-symbol kernel)."""
     acc = run.acc
     names = run.symbols
@@ -405,4 +448,5 @@ def summary_fields(run: EngineRun, liqs_by_symbol: dict[str, dict[str, np.ndarra
         "contagion_iterations": int(run.iterations),
         "contagion_residual": None if run.residual is None else float(run.residual),
         "contagion_converged": run.converged,
+        "contagion_collateral_source": run.collateral_source,
     }

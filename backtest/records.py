@@ -414,6 +414,51 @@ class AccountRows(NamedTuple):
     mmr: np.ndarray  # float64: maintenance margin rate of its tier (fraction)
     cum: np.ndarray  # float64: maintenance amount of its tier, USD
     weight: np.ndarray  # float32: real positions the row stands for
+    venue: np.ndarray  # int8: VENUE_* code of the row (an account's procedure: its first row's venue)
+    tier: np.ndarray  # uint8: the row's maintenance tier index (0-based; ``mmr``/``cum`` are that tier's)
+
+
+class LiqRules(NamedTuple):
+    """What each venue's cross-liquidation procedure needs (built by
+    :func:`backtest.accounts.liq_rules`; sources in :mod:`backtest.accounts_params`).
+
+    Tier tables per symbol (series) ``s`` and tier ``k`` (0-based, the rows' ``tier``):
+    ``tier_floor[s, k]`` the notional floor of tier ``k`` (USD; the cap of tier ``k - 1``),
+    ``tier_mmr`` / ``tier_cum`` its rate and maintenance amount; NaN where unknown (a procedure
+    never lowers a row into or across an unknown tier: it liquidates instead)."""
+
+    tier_floor: np.ndarray  # float64[S, K]
+    tier_mmr: np.ndarray  # float64[S, K]
+    tier_cum: np.ndarray  # float64[S, K]
+    partial: bool  # False: every venue's account goes whole at its trigger (the issue-12 first model)
+    hl_partial_usd: float  # Hyperliquid: positions above this notional (USD) are liquidated in part first
+    hl_partial_share: float  # ... by this share of the position
+    hl_cooldown_ms: int  # ... then this cooldown (UTC ms) before the whole remaining position goes
+    hl_backstop: float  # ... unless equity < this x maintenance (backstop: the whole account at once)
+
+
+#: columns of the account engine's packed per-row state (AccountState.row, float64)
+RS_ENTRY, RS_QTY, RS_MMR, RS_CUM, RS_SIDE, RS_SYM, RS_TIER = 0, 1, 2, 3, 4, 5, 6
+#: columns of its packed per-account state (AccountState.acc, float64)
+AS_FIRST, AS_COUNT, AS_CSER, AS_CVAL, AS_HC, AS_REAL, AS_PHASE, AS_COOL = 0, 1, 2, 3, 4, 5, 6, 7
+
+
+class AccountState(NamedTuple):
+    """The account engine's working state, packed so that a check reads one 64-byte record per
+    account and per row (the kernel (re)initialises it from Accounts / AccountRows at the start
+    of a run; integers held as float64 are exact).
+
+    ``row[i]`` (member order): RS_ENTRY entry price; RS_QTY quantity still open (base units); RS_MMR /
+    RS_CUM the current tier's rate and maintenance amount (a procedure may lower the tier); RS_SIDE
+    +1 / -1; RS_SYM the symbol; RS_TIER the current tier index. ``acc[a]``: AS_FIRST / AS_COUNT its
+    members; AS_CSER its collateral's series (-1: the settlement coin); AS_CVAL the wallet (USD) or
+    the asset amount; AS_HC 1 - haircut; AS_REAL PnL realised by partial closes (USD, joins the
+    equity); AS_PHASE 0 untouched, 1 partly liquidated; AS_COOL UTC ms until which a Hyperliquid
+    cooldown holds (backstop threshold only).
+    """
+
+    row: np.ndarray  # float64[m, 8]
+    acc: np.ndarray  # float64[A, 8]
 
 
 class GridPaths(NamedTuple):
@@ -422,28 +467,33 @@ class GridPaths(NamedTuple):
     ``px[s, t]``: series ``s`` (symbols first, then collateral assets) at grid point ``t``, each
     symbol holding its last own path point between its points (quote currency; collateral in
     USD per unit). ``bar[s, t]``: the bar (of symbol ``s``'s own bars) of that point, for the
-    per-bar sums. Fast kernel only (may be empty for the reference): ``suf[s, t]`` the max / min
-    of ``px[s, t:]``; ``blk[s, b, l]`` a sparse table over blocks of ``block`` grid points: the
-    max / min of ``px[s]`` over blocks ``[b, b + 2**l)`` (levels of one block contiguous). A
-    query scans prices inside a block and lifts over blocks in the small table (cache-resident).
+    per-bar sums. Fast kernel only (may be empty for the reference): ``suf[0 / 1, s, b]`` the max /
+    min of ``px[s]`` from block ``b`` on; ``blk[0 / 1, s, b, l]`` a sparse table over blocks of
+    ``block`` grid points: the max / min of ``px[s]`` over blocks ``[b, b + 2**l)`` (levels of one
+    block contiguous; a one-sided query reads one kind only). A query scans prices inside at most
+    two blocks and lifts over blocks in the small tables (cache-resident).
     """
 
     ts: np.ndarray  # int64[T]: UTC ms, ascending, unique
     px: np.ndarray  # float64[S, T]
     bar: np.ndarray  # int32[S, T]
-    suf: np.ndarray  # float64[S, T, 2]: max, min of px[s, t:]
-    blk: np.ndarray  # float64[S, NB, LB, 2]: max, min over blocks [b, b + 2**l)
+    suf: np.ndarray  # float64[2, S, NB + 1]: max, min of px[s] from block b on
+    blk: np.ndarray  # float64[2, S, NB, LB]: max, min over blocks [b, b + 2**l)
     block: int  # grid points per block
     coll_series: np.ndarray  # int64[n_assets]: series of each collateral asset code (-1: the settlement coin)
     haircut: np.ndarray  # float64[n_assets]: haircut of each asset (0 for the settlement coin)
     n_symbols: int  # series 0 .. n_symbols - 1 are symbols
+    #: float64[S]: each series' share of a fast-kernel box, its typical relative move per grid step
+    #: (speed only: any positive weights give the same results)
+    box_w: np.ndarray
 
 
 class AccountOutputs(NamedTuple):
     """What one account-engine run returns (:func:`backtest.kernels.accounts.run_accounts_nb`).
 
-    Exit records (one per liquidated row, by grid point then row: the same in both modes), per account
-    the grid index of its liquidation (-1: never) and its deficit (USD, before weights), and
+    Exit records (one per exit of a row - a row partly liquidated has several - by grid point then
+    row, a row's exits at one grid point in procedure order: the same in both modes), per account
+    the grid index of its first liquidation, partial or whole (-1: never) and its deficit (USD, before weights), and
     the per-symbol, per-bar sums ``bar_i[s, bar, AB_*]``.
     """
 
@@ -452,6 +502,9 @@ class AccountOutputs(NamedTuple):
     x_fill: np.ndarray  # float64: fill, the row's symbol at that grid point, quote currency
     x_contagion: np.ndarray  # int8: 1 contagion, 0 own market
     x_source: np.ndarray  # int16: symbol whose loss contributed most to the equity drop (SOURCE_COLLATERAL: the collateral)
+    #: float64: the exit's share of the row's quantity (1.0 = the whole row; a partial liquidation
+    #: gives a row several exits whose shares sum to at most 1); notional = qty x share x weight x fill
+    x_share: np.ndarray
     acc_grid: np.ndarray  # int32[A]
     acc_deficit: np.ndarray  # float64[A]: loss beyond equity of the account (one real account), USD
     bar_i: np.ndarray  # int64[S, nbars, AB_SIZE]

@@ -265,6 +265,8 @@ class Summary(_ByName):
     contagion_iterations: int | None = None
     contagion_residual: float | None = None
     contagion_converged: bool | None = None
+    #: where the non-settlement collateral asset's price path came from (store proxy or constant)
+    contagion_collateral_source: str | None = None
 
     def keys(self) -> list[str]:
         return [k for k in super().keys() if not (k in _OPTIONAL_FIELDS and getattr(self, k) is None)]
@@ -285,7 +287,7 @@ class Summary(_ByName):
 _OPTIONAL_FIELDS = ("observed_liquidated_usd", "observed_liquidated_note", "contagion_definition", "contagion_liquidated_usd",
                     "contagion_own_market_usd", "contagion_share", "contagion_rows", "contagion_by_class", "contagion_matrix_usd",
                     "contagion_account_deficit_usd", "contagion_engine_accounts", "contagion_account_fees_usd", "contagion_iterations",
-                    "contagion_residual", "contagion_converged")
+                    "contagion_residual", "contagion_converged", "contagion_collateral_source")
 #: the contagion_* keys of summary.json (issue 12)
 CONTAGION_KEYS = tuple(k for k in _OPTIONAL_FIELDS if k.startswith("contagion_"))
 
@@ -376,8 +378,9 @@ class SymbolRun:
         close), computed once for the summary and the bars frame."""
         if not len(self.bars["ts"]):
             return np.zeros(0)
-        return simulated_open_interest(self.pop.arrays, *_exits_by_row(self), self.bars["ts"], self.market.bar_ms,
-                                       self.out.bar_f[:, R.BF_CLOSE])
+        x_pos, x_ts, x_share = _exits_by_row(self)
+        return simulated_open_interest(self.pop.arrays, x_pos, x_ts, self.bars["ts"], self.market.bar_ms,
+                                       self.out.bar_f[:, R.BF_CLOSE], x_share=x_share)
 
 
 def _engine_liqs(d: SymbolRun) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -392,7 +395,7 @@ def _engine_usd(d: SymbolRun) -> np.ndarray:
     ap, a = d.accounts, d.pop.arrays
     if ap.get("usd") is not None:
         return ap["usd"]
-    return a["qty"][ap["row"]] * a["weight"][ap["row"]].astype(np.float64) * ap["fill"]
+    return a["qty"][ap["row"]] * ap["share"] * a["weight"][ap["row"]].astype(np.float64) * ap["fill"]
 
 
 def _add_totals(tot: dict, d: SymbolRun) -> dict:
@@ -507,10 +510,12 @@ _BAR_SCALED = (
 
 
 def simulated_open_interest(arrays: dict[str, np.ndarray], x_pos: np.ndarray, x_ts: np.ndarray, ts: np.ndarray, bar_ms: int,
-                            close: np.ndarray) -> np.ndarray:
+                            close: np.ndarray, x_share: np.ndarray | None = None) -> np.ndarray:
     """Per bar, the simulated open interest (USD): qty x weight of the positions open at the bar's
     end ``ts + bar_ms`` (UTC ms: opened by then, not closed voluntarily by then, no exit record
-    before it) times the bar's ``close``. One pass over the positions (a difference array)."""
+    before it) times the bar's ``close``. One pass over the positions (a difference array).
+    ``x_share`` (per exit record, 1.0 = the whole row): a row with a partial exit (the account
+    engine's partial liquidations) leaves by its exits' shares, each at its exit's time."""
     n = len(ts)
     if n == 0:
         return np.zeros(0)
@@ -518,25 +523,39 @@ def simulated_open_interest(arrays: dict[str, np.ndarray], x_pos: np.ndarray, x_
     qw = arrays["qty"] * arrays["weight"].astype(np.float64)
     a = np.searchsorted(ends, arrays["open_time"], side="left")
     b = np.searchsorted(ends, arrays["close_time"], side="left")
+    part = None
     if len(x_pos):
         b_x = np.searchsorted(ends, x_ts, side="right")
-        b[x_pos] = np.minimum(b[x_pos], b_x)
+        whole = np.ones(len(x_pos), np.bool_)
+        if x_share is not None and (x_share < 1.0).any():
+            partial_rows = np.zeros(len(qw), np.bool_)
+            partial_rows[x_pos[x_share < 1.0]] = True
+            whole = ~partial_rows[x_pos]
+            px, pb, ps = x_pos[~whole], b_x[~whole], x_share[~whole]
+            keep = (a[px] < pb) & (pb < b[px])  # exits while the row is open (a voluntary close takes what is left)
+            part = np.bincount(pb[keep], weights=qw[px[keep]] * ps[keep], minlength=n + 1)[: n + 1]
+        b[x_pos[whole]] = np.minimum(b[x_pos[whole]], b_x[whole])
     ok = a < b
     d = np.bincount(a[ok], weights=qw[ok], minlength=n + 1)[: n + 1] - np.bincount(b[ok], weights=qw[ok], minlength=n + 1)[: n + 1]
+    if part is not None:
+        d = d - part
     return np.cumsum(d)[:n] * np.asarray(close, np.float64)
 
 
-def _exits_by_row(d: SymbolRun) -> tuple[np.ndarray, np.ndarray]:
-    """Every exit of one symbol as (population row, time UTC ms): the per-symbol kernel's (its
-    rows mapped back to the population's where the account engine took some) and the engine's."""
+def _exits_by_row(d: SymbolRun) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Every exit of one symbol as (population row, time UTC ms, quantity share or None for all
+    whole): the per-symbol kernel's (its rows mapped back to the population's where the account
+    engine took some) and the engine's (a partial liquidation: its share of the row)."""
     x_pos, x_ts = d.out.x_pos.astype(np.int64), d.out.x_ts
     if d.rows is not None:
         x_pos = d.rows[x_pos]
     ap = d.accounts
     if ap is not None and len(ap["row"]):
+        x_share = np.concatenate([np.ones(len(x_pos)), ap["share"]])
         x_pos = np.concatenate([x_pos, ap["row"].astype(np.int64)])
         x_ts = np.concatenate([x_ts, ap["ts"].astype(np.int64)])
-    return x_pos, x_ts
+        return x_pos, x_ts, x_share
+    return x_pos, x_ts, None
 
 
 def bars_frame(s: str, d: SymbolRun, exchange: str = "", path_exchange: str = "", observed_oi: np.ndarray | None = None) -> pl.DataFrame:
@@ -639,10 +658,11 @@ def liquidations_frame(s: str, d: SymbolRun, exchange: str = "", symbols: list[s
         wr = a["weight"][r].astype(np.float64)
         names = list(symbols or [])
         src = [("collateral" if x == R.SOURCE_COLLATERAL else names[x]) if c else None for x, c in zip(ap["source"].tolist(), ap["contagion"].tolist())]
+        qr = a["qty"][r] * ap["share"] * wr  # a partial liquidation's exit: its share of the row
         eng = pl.DataFrame(
             {
                 "symbol": [s] * r.size, "exchange": [exchange] * r.size, "position": r, "side": a["side"][r], "exit": ["liquidated"] * r.size, "ts": ap["ts"],
-                "fill": ap["fill"], "round": np.zeros(r.size, np.int16), "qty": a["qty"][r] * wr, "notional_usd": _engine_usd(d),
+                "fill": ap["fill"], "round": np.zeros(r.size, np.int16), "qty": qr, "notional_usd": _engine_usd(d),
                 "weight": wr, "leverage": a["leverage"][r], "margin_mode": a["margin_mode"][r], "entry": a["entry"][r],
                 "liq_price": a["liq_price"][r], "account": ap["account"].astype(np.int64), "contagion": ap["contagion"].astype(np.int8),
                 "source": pl.Series(src, dtype=pl.String),
@@ -699,11 +719,11 @@ def assemble(prep: Any, per: dict[str, SymbolRun], mode: str, shock: str | None,
     summary = make_summary(prep, per_symbol, exit_totals(per), rounds_total, mode, shock, pop_params, sim, timings,
                            venues=venue_summaries(prep, per, per_symbol))
     if accounts is not None:
-        from backtest.contagion import NOTE, summary_fields
+        from backtest.contagion import notes, summary_fields
 
         for k, v in summary_fields(accounts, {s: _liq_arrays(d, accounts.symbols) for s, d in per.items() if d.accounts is not None}).items():
             setattr(summary, k, v)
-        summary.notes = [n for n in summary.notes if not n.startswith("cross positions are simulated")] + [NOTE]
+        summary.notes = [n for n in summary.notes if not n.startswith("cross positions are simulated")] + notes(accounts)
     if summary_only:
         empty = pl.DataFrame()
         return SimResult(summary, empty, empty, empty, empty, empty)
@@ -726,7 +746,7 @@ def _liq_arrays(d: SymbolRun, symbols: list[str]) -> dict[str, np.ndarray]:
     if len(ap["row"]):
         r = ap["row"]
         acc = np.concatenate([acc, ap["account"].astype(np.int64)])
-        wr = a["weight"][r].astype(np.float64)
+        wr = a["weight"][r].astype(np.float64) * ap["share"]  # a partial exit counts its share of the row
         usd = np.concatenate([usd, _engine_usd(d)])
         w = np.concatenate([w, wr])
         cont = np.concatenate([cont, ap["contagion"]])

@@ -101,6 +101,11 @@ class SimParams:
     #: contagion.CONTAGION_TOL). A numerical choice, not a market parameter: 5 passes settle the
     #: 2025-10-10 cascade (summary.json contagion_residual says how far the last one was from settled).
     account_iterations: int = 8
+    #: issue 12: each venue's cross-liquidation procedure (partial liquidations; backtest.accounts);
+    #: false = whole accounts at the trigger
+    partial_liquidation: bool = AP.DEFAULT_PARTIAL_LIQUIDATION
+    #: the non-settlement collateral asset (price path from the store where it has one, else constant)
+    collateral_asset: str = AP.DEFAULT_COLLATERAL_ASSET
 
     def validate(self) -> None:
         if self.price_path not in ("anchored", "last", "mark"):
@@ -149,6 +154,11 @@ class SimParams:
                              "e.g. positions_per_account='{\"1\": 0.5, \"2\": 0.5}'") from None
         if self.collateral_shock:
             parse_collateral_shock(self.collateral_shock)
+        if not isinstance(self.partial_liquidation, bool):
+            raise ParamError(f"parameter 'partial_liquidation' must be true or false, got {self.partial_liquidation!r}")
+        from backtest.accounts import check_collateral_asset
+
+        check_collateral_asset(self.collateral_asset)
         from backtest.params import check_ranges
 
         check_ranges(self, SIM_PARAM_RANGES)

@@ -468,7 +468,9 @@ def _accounts(prepared: Prepared, pops: dict[str, PopEntry], key: str, pop_param
         progress("accounts", 0, 1)
     t0 = time.perf_counter()
     syms = account_symbols(prepared)
-    aset = account_set(syms, pops, pop_params.seed, sim, prepared.event.start_ms)
+    ev = prepared.event
+    aset = account_set(syms, pops, prepared.markets, pop_params.seed, sim, ev.start_ms,
+                       store=prepared.store, exchange=ev.exchange, end_ms=ev.end_ms)
     prepared._acc_cache.clear()
     prepared._acc_cache["accounts"] = (akey, aset)
     for s in syms:

@@ -15,9 +15,11 @@ from backtest.accounts import (
     assign_accounts,
     build_grid,
     collateral_series,
+    liq_rules,
     parse_collateral_shock,
     path_points,
     run_accounts,
+    tiers_from_rows,
 )
 from backtest.errors import SimError
 from backtest.kernels.accounts import account_state_nb
@@ -61,7 +63,25 @@ def _pop(rng, n, p0, cross_share=0.8):
     }
 
 
-def _event(seed, n_sym, n_rows, nbars, coll_share=0.0, shock=None, ties=False):
+#: a SYNTHETIC tier table (floor, cap, mmr, cum, max leverage): cum continuous as margin.tier_arrays derives it
+_FLOOR = np.array([0.0, 1500.0, 4000.0, 12000.0, 40000.0])
+_MMR = np.array([0.005, 0.01, 0.02, 0.04, 0.08])
+_CUM = np.concatenate([[0.0], np.cumsum(_FLOOR[1:] * np.diff(_MMR))])
+TIERS = (_FLOOR, np.append(_FLOOR[1:], 1e12), _MMR, _CUM, np.array([100.0, 50.0, 25.0, 12.5, 6.0]))
+
+
+def _tiered(pop, venue):
+    """Give a SYNTHETIC book the tier of each row's entry notional (TIERS) and a venue code."""
+    k = np.searchsorted(_FLOOR, pop["entry"] * pop["qty"], side="left") - 1
+    k = np.clip(k, 0, len(_FLOOR) - 1)
+    pop["tier"] = k.astype(np.uint8)
+    pop["mmr"] = _MMR[k]
+    pop["maint_amount"] = _CUM[k]
+    pop["venue"] = np.full(len(k), venue, np.int8)
+    return pop
+
+
+def _event(seed, n_sym, n_rows, nbars, coll_share=0.0, shock=None, ties=False, venue=None):
     rng = np.random.default_rng(seed)
     p0s = [100.0 * (1 + s) for s in range(n_sym)]
     bars = [_bars(rng, nbars, p0, 0.01 * (1 + s), jump=(nbars // 2, -0.1 * s) if s else None) for s, p0 in enumerate(p0s)]
@@ -70,6 +90,8 @@ def _event(seed, n_sym, n_rows, nbars, coll_share=0.0, shock=None, ties=False):
             for k in ("open", "high", "low", "close"):
                 b[k] = np.round(b[k], 0)
     pops = [_pop(rng, n_rows, p0) for p0 in p0s]
+    if venue is not None:
+        pops = [_tiered(p, venue) for p in pops]
     acc = assign_accounts(pops, [1e9 * (n_sym - s) for s in range(n_sym)], positions_per_account={1: 0.3, 2: 0.3, 3: 0.4},
                           seed=seed, collateral_share=coll_share, collateral_haircut=0.1)
     coll = [collateral_series(shock, 0)] if coll_share > 0 else []
@@ -80,13 +102,13 @@ def _event(seed, n_sym, n_rows, nbars, coll_share=0.0, shock=None, ties=False):
 
 def _sorted_records(out):
     o = np.argsort(out.x_row, kind="stable")
-    return [a[o] for a in (out.x_row, out.x_grid, out.x_fill, out.x_contagion, out.x_source)]
+    return [a[o] for a in (out.x_row, out.x_grid, out.x_fill, out.x_contagion, out.x_source, out.x_share)]
 
 
 def _assert_same(fast, ref):
     for a, b in zip(_sorted_records(fast), _sorted_records(ref)):
         np.testing.assert_array_equal(a, b)
-    for a, b in zip(fast[:5], ref[:5]):  # the records come in one canonical order in both modes
+    for a, b in zip(fast[:6], ref[:6]):  # the records come in one canonical order in both modes
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(fast.acc_grid, ref.acc_grid)
     np.testing.assert_array_equal(fast.acc_deficit, ref.acc_deficit)
@@ -102,6 +124,34 @@ def test_fast_equals_reference(seed, n_sym, n_rows, nbars, coll, ties):
     ref = run_accounts(acc, rows, grid, nb, reference=True)
     _assert_same(fast, ref)
     assert fast.checks <= ref.checks
+
+
+def _rules(grid, hl_usd=2000.0, tiers=True):
+    """The venue rules with the SYNTHETIC tier table on every symbol and a small Hyperliquid
+    partial size (the synthetic books' positions are ~$1k, the venue's 100k would never bind)."""
+    n = grid.n_symbols
+    return liq_rules(grid.px.shape[0], [TIERS] * n if tiers else None)._replace(hl_partial_usd=hl_usd)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**31), n_sym=st.integers(1, 4), n_rows=st.integers(1, 60), nbars=st.integers(1, 40),
+       coll=st.sampled_from([0.0, 0.5]), ties=st.booleans(), venue=st.sampled_from(sorted(R.VENUES.values())),
+       hl_usd=st.sampled_from([500.0, 2000.0, 1e5]), from_rows=st.booleans())
+def test_fast_equals_reference_with_venue_procedures(seed, n_sym, n_rows, nbars, coll, ties, venue, hl_usd, from_rows):
+    """Partial liquidations on (Bybit / OKX tier steps, Hyperliquid 20 % + cooldown + backstop):
+    fast == reference bit for bit, and a row's exit shares never sum above 1."""
+    pops, acc, rows, grid, nb = _event(seed, n_sym, n_rows, nbars, coll_share=coll, shock=(-0.35, 20 * BAR_MS) if coll else None,
+                                       ties=ties, venue=venue)
+    rules = liq_rules(grid.px.shape[0], tiers_from_rows(pops)) if from_rows else _rules(grid)
+    rules = rules._replace(hl_partial_usd=hl_usd, hl_cooldown_ms=3 * BAR_MS)
+    fast = run_accounts(acc, rows, grid, nb, rules=rules)
+    ref = run_accounts(acc, rows, grid, nb, reference=True, rules=rules)
+    _assert_same(fast, ref)
+    assert fast.checks <= ref.checks
+    tot = np.bincount(fast.x_row, weights=fast.x_share, minlength=int(acc.row_offset[-1]))
+    assert (tot <= 1.0 + 1e-12).all() and (fast.x_share > 0).all()
+    if venue in (R.VENUE_BINANCE, R.VENUE_GATE):  # whole accounts: one exit per row, share 1
+        assert (fast.x_share == 1.0).all() and len(np.unique(fast.x_row)) == len(fast.x_row)
 
 
 def test_fast_visits_few_accounts():
@@ -227,3 +277,134 @@ def test_collateral_shock_errors():
     with pytest.raises(SimError, match="cannot read"):
         parse_collateral_shock("minus 35")
     assert parse_collateral_shock("-35%@2025-10-10T21:00Z")[0] == -0.35
+
+
+def _one(venue, qty, entry, wallet, tier, mmr=None, cum=None):
+    """One cross position (SYNTHETIC) of ``venue`` in its own account, on the TIERS table."""
+    return {"side": np.array([1], np.int8), "margin_mode": np.array([R.CROSS], np.int8), "entry": np.array([entry]),
+            "qty": np.array([qty]), "margin": np.array([wallet]), "mmr": np.array([_MMR[tier] if mmr is None else mmr]),
+            "maint_amount": np.array([_CUM[tier] if cum is None else cum]), "weight": np.array([3.0], np.float32),
+            "venue": np.array([venue], np.int8), "tier": np.array([tier], np.uint8)}
+
+
+def _steps(prices_per_bar):
+    """SYNTHETIC bars given as (open, first extreme, second extreme, close) path points per bar."""
+    p = np.asarray(prices_per_bar, np.float64)
+    o, x1, x2, c = p.T
+    down = c < o
+    hi = np.where(down, x1, x2)
+    lo = np.where(down, x2, x1)
+    return {"ts": np.arange(len(p), dtype=np.int64) * BAR_MS, "open": o, "high": hi, "low": lo, "close": c}
+
+
+def _run_one(pop, bars, rules=None):
+    acc = assign_accounts([pop], [1.0], positions_per_account={1: 1.0}, seed=0)
+    rows = account_rows([pop], acc)
+    grid = build_grid([path_points(bars, BAR_MS)])
+    rules = rules if rules is not None else liq_rules(grid.px.shape[0], [TIERS])
+    out = run_accounts(acc, rows, grid, len(bars["ts"]), rules=rules)
+    _assert_same(out, run_accounts(acc, rows, grid, len(bars["ts"]), reference=True, rules=rules))
+    return out, grid
+
+
+def test_bybit_cuts_a_large_position_to_a_lower_tier_and_it_survives():
+    """Bybit UTA: 50 x $100 = $5,000 (tier 2). At $95 equity 40 < maintenance 47.5; cutting the
+    position to tier 1's cap ($4,000) leaves maintenance 32.5 <= 40: the account survives with the
+    rest open. Binance (whole account) liquidates the same account whole."""
+    bars = _steps([(100, 100, 100, 100), (95, 95, 95, 95), (95, 95, 95, 95)])
+    out, grid = _run_one(_one(R.VENUE_BYBIT, 50.0, 100.0, 290.0, 2), bars)
+    assert len(out.x_row) == 1 and grid.ts[out.x_grid[0]] == BAR_MS
+    assert out.x_share[0] == pytest.approx((50 - 4000 / 95) / 50)
+    assert out.bar_i[0, 1, R.AB_LONG_LIQ] == round((50 - 4000 / 95) * 3 * 95 * R.USD_SCALE)  # qty x share x weight x fill
+    assert out.acc_grid[0] == 4 and out.acc_deficit[0] == 0.0
+    whole, _ = _run_one(_one(R.VENUE_BINANCE, 50.0, 100.0, 290.0, 2), bars)
+    assert len(whole.x_row) == 1 and whole.x_share[0] == 1.0 and whole.x_grid[0] == 4
+    # a further fall: tier by tier, then the account goes; the shares sum to 1
+    out, _ = _run_one(_one(R.VENUE_BYBIT, 50.0, 100.0, 290.0, 2), _steps([(100, 100, 100, 100), (95, 95, 95, 95), (93, 93, 93, 93)]))
+    assert len(out.x_row) >= 2 and out.x_share.sum() == pytest.approx(1.0)
+
+
+def test_okx_lowers_two_tiers_or_liquidates_below_the_first_tier():
+    """OKX: a tier-4 position (index 3, $13,000) is cut two tiers down, to tier 2's cap ($4,000);
+    below the first tier's requirement the account goes whole at once."""
+    bars = _steps([(100, 100, 100, 100), (98, 98, 98, 98)])
+    pop = _one(R.VENUE_OKX, 130.0, 100.0, 0.0, 3)
+    mm = lambda n, k: n * _MMR[k] - _CUM[k]  # noqa: E731
+    # equity at 98 between the tier-2 cap's requirement and tier 4's at 130 x 98
+    eq = 0.5 * (mm(130 * 98, 3) + mm(4000, 1))
+    pop["margin"][:] = eq + 130 * 2.0
+    assert mm(4000, 1) < eq < mm(130 * 98, 3) and eq > 130 * 98 * _MMR[0]
+    out, _ = _run_one(pop, bars)
+    assert len(out.x_row) == 1 and out.x_share[0] == pytest.approx((130 - 4000 / 98) / 130)
+    pop["margin"][:] = 0.5 * 130 * 98 * _MMR[0] + 130 * 2.0  # below the first tier's requirement: whole
+    out, _ = _run_one(pop, bars)
+    assert len(out.x_row) == 1 and out.x_share[0] == 1.0
+
+
+def test_hyperliquid_twenty_percent_then_the_rest_after_the_cooldown():
+    """Hyperliquid: $200k > $100k, so 20 % goes at the trigger; within the 30 s cooldown a fall
+    below maintenance (not below 2/3 of it) closes nothing; after it the whole rest goes. A fall
+    below 2/3 of maintenance during the cooldown is the backstop: the rest goes at once."""
+    pop = _one(R.VENUE_HYPERLIQUID, 2000.0, 100.0, 3900.0, 0, mmr=0.01, cum=0.0)
+    rules = liq_rules(1, [TIERS])
+    # points at 0, 19,999, 39,998, 59,997 ms of each bar; the trigger at bar 1's open (t = 60,000)
+    bars = _steps([(100, 100, 100, 100), (99, 98.5, 99, 99), (98.5, 98.5, 98.5, 98.5)])
+    out, grid = _run_one(pop, bars, rules)
+    assert grid.ts[out.x_grid].tolist() == [60_000, 120_000]
+    assert out.x_share.tolist() == pytest.approx([0.2, 0.8])
+    assert out.acc_grid[0] == 4
+    bars = _steps([(100, 100, 100, 100), (99, 98.3, 99, 99), (99, 99, 99, 99)])
+    out, grid = _run_one(pop, bars, rules)
+    assert grid.ts[out.x_grid].tolist() == [60_000, 79_999]  # the backstop inside the cooldown
+    assert out.x_share.tolist() == pytest.approx([0.2, 0.8])
+    small = _one(R.VENUE_HYPERLIQUID, 500.0, 100.0, 975.0, 0, mmr=0.01, cum=0.0)  # $50k: whole at once
+    out, _ = _run_one(small, _steps([(100, 100, 100, 100), (99, 99, 99, 99)]), rules)
+    assert out.x_share.tolist() == [1.0]
+
+
+def test_collateral_price_from_a_synthetic_store_liquidates_accounts_on_a_flat_symbol(tmp_path):
+    """A SYNTHETIC store holds BTC/USDT:USDT 1m bars falling 40 % over the window; the accounts'
+    positions sit on a flat symbol. The collateral path comes from the store (the perpetual as a
+    proxy, said in the source), the accounts holding BTC are liquidated by the collateral's fall
+    alone, the others are not; a scenario shock applies on top of the stored path."""
+    import polars as pl
+
+    from backtest.accounts import check_collateral_asset, collateral_path
+    from backtest.store import Store
+
+    n = 60
+    t0 = 1_700_000_040_000 - 1_700_000_040_000 % 60_000
+    ts = t0 + np.arange(n, dtype=np.int64) * 60_000
+    close = 50_000.0 * np.linspace(1.0, 0.6, n)
+    open_ = np.r_[close[0], close[:-1]]
+    st_ = Store(tmp_path / "st")
+    st_.write("ohlcv", pl.DataFrame({"ts": ts, "symbol": "BTC/USDT:USDT", "open": open_, "high": np.maximum(open_, close),
+                                     "low": np.minimum(open_, close), "close": close, "volume": np.full(n, 1e3)}),
+              exchange="binanceusdm", timeframe="1m")
+    (t, p), src = collateral_path("btc", None, int(ts[0]), int(ts[-1]) + 60_000, store=st_, exchange="binanceusdm")
+    assert src.startswith("store: binanceusdm BTC/USDT:USDT") and "proxy" in src
+    assert p[0] == pytest.approx(50_000.0) and p[-1] == pytest.approx(close[-1])
+    (_t, pc), src_c = collateral_path("ETH", None, int(ts[0]), int(ts[-1]) + 60_000, store=st_, exchange="binanceusdm")
+    assert src_c.startswith("constant") and (pc == 1.0).all()
+    (_t, ps), src_s = collateral_path("BTC", (-0.5, int(ts[30])), int(ts[0]), int(ts[-1]) + 60_000, store=st_, exchange="binanceusdm")
+    assert "scenario" in src_s and ps[-1] == pytest.approx(0.5 * close[-1])
+    with pytest.raises(SimError, match="unknown collateral_asset 'FOO'; give one of BTC"):
+        check_collateral_asset("FOO")
+
+    rng = np.random.default_rng(5)
+    flat = {"ts": ts, **{k: np.full(n, 100.0) for k in ("open", "high", "low", "close")}}
+    pop = _pop(rng, 300, 100.0, cross_share=1.0)
+    pop["entry"][:] = 100.0
+    pop["margin"] = pop["entry"] * pop["qty"] / 40.0  # 40x, mmr 2 %: a 40 % fall of the collateral is fatal
+    pop["mmr"][:] = 0.02
+    pop["maint_amount"][:] = 0.0
+    acc = assign_accounts([pop], [1.0], positions_per_account={1: 1.0}, seed=2, collateral_share=0.5, collateral_price0=p[0],
+                          collateral_haircut=0.1)
+    grid = build_grid([path_points(flat, BAR_MS)], [(t, p)], [0.1])
+    rows = account_rows([pop], acc)
+    out = run_accounts(acc, rows, grid, n)
+    _assert_same(out, run_accounts(acc, rows, grid, n, reference=True))
+    held = acc.coll_asset == 1
+    assert held.any() and (~held).any()
+    assert (out.acc_grid[held] >= 0).all() and (out.acc_grid[~held] == -1).all()
+    assert (out.x_contagion == 1).all() and (out.x_source == R.SOURCE_COLLATERAL).all()

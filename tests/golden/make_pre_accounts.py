@@ -18,7 +18,8 @@ import polars as pl
 
 from tests.golden import make_golden as G
 
-NEW_PARAMS = ("accounts", "positions_per_account", "collateral_share", "collateral_haircut", "collateral_shock", "account_iterations")
+NEW_PARAMS = ("accounts", "positions_per_account", "collateral_share", "collateral_haircut", "collateral_shock", "account_iterations",
+              "partial_liquidation", "collateral_asset")
 NEW_COLUMNS = {"bars": ["contagion_usd", "own_market_usd", "account_deficit_usd"], "liquidations": ["account", "contagion", "source"]}
 EXTRA = {"replay": ["--set", "accounts=false"], "cascade": ["--set", "accounts=false"]}
 
