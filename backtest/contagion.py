@@ -262,10 +262,13 @@ def engine_flows(run: EngineRun, pops: dict[str, Any], bar_pt: dict[str, np.ndar
     - fill: as a round-0 row of the point - ``PT_HIT x PT_FAC`` when that impact goes against the
       row (forced sells fill lower, forced buys higher), else ``PT_HIT``;
     - the account's equity at its rows' fills, ``collateral (at t) + sum side x qty x (fill - entry)``
-      (one prototype real account, rows unweighted, as the engine): below 0 it is the deficit the
-      fund pays; else the clearance fee ``min(equity, clearance_rate x sum qty x fill)`` is paid
-      into the fund; either is split over the account's rows by notional at the fills and
-      weighted by each row's weight (as the engine splits deficits), and charged at the row's point.
+      (one prototype real account, rows unweighted, as the engine; ``t`` its last exit's grid
+      point): for an account whose rows all exited in full, below 0 it is the deficit the fund
+      pays, split over the records of its final grid point by notional (the engine books it
+      there), else the clearance fee ``min(equity, clearance_rate x sum qty x fill)`` is paid into
+      the fund; an account a venue procedure cut only in part stays open: no deficit, the fee
+      ``clearance_rate x`` the notional it closed. Fees are split over all its records by notional;
+      both are weighted by each row's weight and charged at the record's path point.
 
     A per-record share ``x_share`` of the outputs (partial liquidation), when the engine gives one,
     scales the closed quantity. Funding of the engine's rows stays out."""
@@ -303,8 +306,15 @@ def engine_flows(run: EngineRun, pops: dict[str, Any], bar_pt: dict[str, np.ndar
     # accounts at their fills (one prototype real account, rows unweighted)
     a_of = sub.row_account[g].astype(np.int64)
     A = len(sub.first)
-    t_acc = np.zeros(A, np.int64)
-    t_acc[a_of] = out.x_grid
+    t_acc = np.zeros(A, np.int64)  # the grid point of each account's last exit record
+    np.maximum.at(t_acc, a_of, out.x_grid)
+    # closed: every row of the account exited in full (its records' shares sum to 1); an account a
+    # venue procedure cut only in part stays open and owes no deficit (its open rows' PnL is not here)
+    sh = np.ones(m) if share is None else np.asarray(share, np.float64)
+    row_sh = np.bincount(g, weights=sh, minlength=len(sub.row_account))
+    open_rows = np.bincount(sub.row_account[sub.members].astype(np.int64), weights=(row_sh[sub.members] < 1.0 - 1e-9).astype(np.float64),
+                            minlength=A)
+    closed = open_rows == 0
     code = sub.coll_asset
     coll = sub.wallet_usd.copy()
     if A and run.grid is not None:
@@ -316,10 +326,15 @@ def engine_flows(run: EngineRun, pops: dict[str, Any], bar_pt: dict[str, np.ndar
     notional = qty * fill
     eq = coll + np.bincount(a_of, weights=upnl, minlength=A)
     tot = np.bincount(a_of, weights=notional, minlength=A)
-    deficit = np.where(eq < 0.0, -eq, 0.0)
-    fee = np.where(eq > 0.0, np.minimum(eq, float(clearance_rate) * tot), 0.0)
+    rate = float(clearance_rate)
+    deficit = np.where(closed & (eq < 0.0), -eq, 0.0)
+    # a closed account pays the fee out of what equity is left; a partly cut one on what it closed
+    fee = np.where(closed, np.where(eq > 0.0, np.minimum(eq, rate * tot), 0.0), rate * tot)
     part = np.where(tot[a_of] > 0.0, notional / np.where(tot[a_of] > 0.0, tot[a_of], 1.0), 0.0) * w
-    row_def = deficit[a_of] * part
+    # the deficit falls at the final close (as the engine books it): over the last grid point's records
+    last_n = notional * (out.x_grid == t_acc[a_of])
+    tot_last = np.bincount(a_of, weights=last_n, minlength=A)
+    row_def = deficit[a_of] * np.where(tot_last[a_of] > 0.0, last_n / np.where(tot_last[a_of] > 0.0, tot_last[a_of], 1.0), 0.0) * w
     row_fee = fee[a_of] * part
     usd = notional * w
     flow = -side * qty * w * hit

@@ -241,3 +241,48 @@ def test_a_cached_engine_run_gives_the_same_replay(synthetic):
         assert s.contagion_account_deficit_usd == rep.summary.contagion_account_deficit_usd
         assert s.liquidated_notional_usd == rep.summary.liquidated_notional_usd
     assert other.contagion_account_deficit_usd != rep.summary.contagion_account_deficit_usd  # no impact: fills at the price reached
+
+
+def _stub_run(x_row, x_grid, x_share, wallet, n_rows):
+    """An engine run of ONE account (sub id 0) over the rows 0..n_rows-1 of one symbol (stub: only
+    what contagion.engine_flows reads)."""
+    from types import SimpleNamespace as NS
+
+    out = NS(x_row=np.asarray(x_row, np.int64), x_grid=np.asarray(x_grid, np.int64), x_share=np.asarray(x_share, np.float64))
+    acc = NS(row_offset=np.array([0, n_rows], np.int64))
+    sub = NS(row_account=np.zeros(n_rows, np.int32), members=np.arange(n_rows, dtype=np.int64), first=np.array([0], np.int64),
+             count=np.array([n_rows], np.int32), coll_asset=np.zeros(1, np.int8), wallet_usd=np.array([float(wallet)]),
+             coll_amount=np.zeros(1))
+    return NS(out=out, acc=acc, sub=sub, grid=None, symbols=["X"], grid_ts=np.arange(8, dtype=np.int64) * 1000)
+
+
+def _stub_inputs(prices):
+    from types import SimpleNamespace as NS
+
+    from backtest import records as R
+
+    pops = {"X": NS(arrays={"side": np.array([1, -1], np.int8), "qty": np.array([10.0, 10.0]), "entry": np.array([100.0, 100.0]),
+                            "weight": np.array([1.0, 1.0], np.float32)})}
+    pt = np.ones((2, R.PATH_POINTS, R.PT_SIZE))
+    flat = pt.reshape(-1, R.PT_SIZE)
+    flat[:, R.PT_PRICE] = flat[:, R.PT_HIT] = prices
+    return pops, {"X": pt}, {"X": np.arange(8, dtype=np.int64) * 1000}
+
+
+def test_an_account_cut_in_part_owes_no_deficit_and_a_closed_one_pays_it_at_its_final_close():
+    """SYNTHETIC. A hedged account (long 10 @100, short 10 @100, wallet $100): a venue procedure cuts
+    half the long at 70 (grid point 1) and the account stays open - no deficit, only the fee on what
+    it closed. Closed in full later (the rest of the long at 50, the short at 120: equity
+    100 - 150 - 250 - 200 = -500), its deficit falls at the final grid point's records only."""
+    from backtest.contagion import engine_flows
+
+    prices = np.array([100.0, 70.0, 60.0, 60.0, 50.0, 50.0, 50.0, 50.0])
+    pops, bar_pt, pts = _stub_inputs(prices)
+    part = engine_flows(_stub_run([0], [1], [0.5], 100.0, 2), pops, bar_pt, pts, 0.01)
+    assert part.deficit_usd.sum() == 0.0
+    assert part.fee_usd.sum() == pytest.approx(0.01 * 5 * 70.0)
+    prices[5] = 120.0  # the short's fill at grid point 5
+    pops, bar_pt, pts = _stub_inputs(prices)
+    full = engine_flows(_stub_run([0, 0, 1], [1, 4, 5], [0.5, 0.5, 1.0], 100.0, 2), pops, bar_pt, pts, 0.01)
+    assert full.deficit_usd.sum() == pytest.approx(500.0)
+    assert full.deficit_usd[0] == 0.0 and full.deficit_usd[1] == 0.0 and full.deficit_usd[2] == pytest.approx(500.0)
