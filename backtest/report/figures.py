@@ -713,7 +713,8 @@ def open_interest_axes(ax, bars: pl.DataFrame) -> None:
     ax.set_ylabel("% of window start")
     ax.set_title("open interest: simulated (positions open after each bar's exits, openings and closes) "
                  + ("beside the observed series (dashed)" if with_obs else "(no observed series in the store)"), fontsize=9)
-    ax.legend(loc="lower left", ncol=min(6, 2 * max(1, len(shown))), fontsize=7)
+    if ax.get_legend_handles_labels()[0]:  # nothing plotted (no positive open interest): no legend
+        ax.legend(loc="lower left", ncol=min(6, 2 * max(1, len(shown))), fontsize=7)
 
 
 # ---------------------------------------------------------------------------------------------
