@@ -265,6 +265,8 @@ def subset_accounts(acc: R.Accounts, keep: np.ndarray, rows: R.AccountRows | Non
 # ------------------------------------------------------------------------------------------
 #: grid points per block of the fast kernel's tables (records.GridPaths; speed only)
 BLOCK = 64
+#: grid points per sub-block of the fast kernel's tables (records.GridPaths.fine; divides BLOCK)
+FINE_BLOCK = 8
 
 
 def path_points(bars: dict[str, np.ndarray], bar_ms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -299,33 +301,20 @@ def build_grid(points: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], coll
         j = np.maximum(j, 0)
         px[s] = np.asarray(p, np.float64)[j]
         bar[s] = np.asarray(b, np.int32)[j]
-    B = BLOCK
+    B, F = BLOCK, FINE_BLOCK
     NB = -(-T // B) if tables else 0
     LB = max(int(NB).bit_length(), 1) if tables else 0
-    suf = np.empty((2, S, NB + 1 if tables else 0))
-    blk = np.empty((2, S, NB, LB))
+    suf = np.empty((NB + 1 if tables else 0, 2, S))
+    pre = np.empty((NB, 2, S))
+    blk = np.empty((NB, LB, 2, S))
+    fine = np.empty((-(-T // F) if tables else 0, 2, S))
     if tables and T:
         from backtest.kernels.accounts import sparse_tables_nb
 
-        sparse_tables_nb(px, B, suf, blk)
+        sparse_tables_nb(px, B, F, suf, pre, blk, fine)
     coll_series = np.array([-1, *range(len(points), S)], np.int64)
     haircut = np.array([0.0, *[float(h) for h in haircuts]], np.float64)
-    return R.GridPaths(ts, px, bar, suf, blk, B, coll_series, haircut, len(points), box_weights(px))
-
-
-def box_weights(px: np.ndarray) -> np.ndarray:
-    """Each series' weight in the fast kernel's boxes: the RMS relative move per grid step (a
-    series that moves more gets more of an account's cushion), floored at 1e-3 of the largest
-    (a flat series still gets a box); speed only - the results do not depend on it."""
-    S, T = px.shape
-    if T < 2:
-        return np.ones(S)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = np.diff(np.log(np.where(px > 0, px, np.nan)), axis=1)
-    w = np.sqrt(np.nanmean(r * r, axis=1)) if r.size else np.zeros(S)
-    w = np.where(np.isfinite(w), w, 0.0)
-    top = float(w.max()) if len(w) else 0.0
-    return np.maximum(w, 1e-3 * top) if top > 0 else np.ones(S)
+    return R.GridPaths(ts, px, bar, suf, blk, B, coll_series, haircut, len(points), fine, F, pre)
 
 
 # ------------------------------------------------------------------------------------------
@@ -475,8 +464,10 @@ def exit_capacity(acc: R.Accounts, rows: R.AccountRows, rules: R.LiqRules) -> in
     if not rules.partial or not len(rows.venue):
         return len(acc.members) + slack
     v = rows.venue
-    per = np.where((v == R.VENUE_BYBIT) | (v == R.VENUE_OKX), rows.tier.astype(np.int64) + 2, np.where(v == R.VENUE_HYPERLIQUID, 2, 1))
-    return int(per.sum()) + slack
+    stepped = (v == R.VENUE_BYBIT) | (v == R.VENUE_OKX)
+    # 1 per row, + (tier + 1) per Bybit / OKX row, + 1 per Hyperliquid row
+    extra = int(rows.tier[stepped].sum(dtype=np.int64)) + int(np.count_nonzero(stepped)) if stepped.any() else 0
+    return len(v) + extra + int(np.count_nonzero(v == R.VENUE_HYPERLIQUID)) + slack
 
 
 # ------------------------------------------------------------------------------------------
@@ -496,15 +487,21 @@ def run_accounts(acc: R.Accounts, rows: R.AccountRows, grid: R.GridPaths, nbars:
     A = len(acc.first)
     cap = exit_capacity(acc, rows, rules)
     xs = (np.empty(cap, np.int64), np.empty(cap, np.int32), np.empty(cap), np.empty(cap, np.int8), np.empty(cap, np.int16), np.empty(cap))
-    st = R.AccountState(np.empty((m, 8)), np.empty((A, 8)))
+    if reference:  # every account at once
+        st = R.AccountState(np.empty((m, 8)), np.empty((A, 8)))
+    else:  # one account at a time
+        st = R.AccountState(np.empty((int(acc.count.max()) if A else 1, 8)), np.empty((1, 8)))
     acc_grid = np.empty(A, np.int32)
     acc_def = np.empty(A)
     bar_i = np.empty((grid.px.shape[0], max(int(nbars), 1), R.AB_SIZE), np.int64)
-    nx, checks = run_accounts_nb(acc, rows, grid, rules, st, int(nbars), bool(reference), xs, acc_grid, acc_def, bar_i)
+    k = (int(acc.count.max()) if A else 0) + 1
+    work = R.AccountWork(np.empty(max(grid.n_symbols, 1)), np.empty(A if reference else 0, np.bool_), np.empty(k, np.int64),
+                         np.empty(k), np.empty(k), np.empty(k, np.int8))
+    nx, checks = run_accounts_nb(acc, rows, grid, rules, st, int(nbars), bool(reference), xs, acc_grid, acc_def, bar_i, work)
     # records in one canonical order (grid point, then row; a row's exits at one point in procedure
     # order: the sort is stable), whatever order the kernel visited the accounts in: sums over them
-    # then do not depend on the mode or the check schedule
-    # (both modes write the records grid point by grid point: one stable sort on grid x rows + row)
+    # then do not depend on the mode (the reference writes them grid point by grid point, the fast
+    # kernel account by account; one stable sort on grid x rows + row)
     x_row, x_grid = xs[0][:nx], xs[1][:nx]
     n_rows = int(acc.row_offset[-1]) + 1 if len(acc.row_offset) else 1
     o = np.argsort(x_grid.astype(np.int64) * n_rows + x_row, kind="stable") if n_rows < 2**31 else np.lexsort((x_row, x_grid))

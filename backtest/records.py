@@ -438,27 +438,44 @@ class LiqRules(NamedTuple):
 
 
 #: columns of the account engine's packed per-row state (AccountState.row, float64)
-RS_ENTRY, RS_QTY, RS_MMR, RS_CUM, RS_SIDE, RS_SYM, RS_TIER = 0, 1, 2, 3, 4, 5, 6
+RS_ENTRY, RS_QTY, RS_MMR, RS_CUM, RS_SIDE, RS_SYM, RS_TIER, RS_SLOT = 0, 1, 2, 3, 4, 5, 6, 7
 #: columns of its packed per-account state (AccountState.acc, float64)
 AS_FIRST, AS_COUNT, AS_CSER, AS_CVAL, AS_HC, AS_REAL, AS_PHASE, AS_COOL = 0, 1, 2, 3, 4, 5, 6, 7
 
 
 class AccountState(NamedTuple):
-    """The account engine's working state, packed so that a check reads one 64-byte record per
-    account and per row (the kernel (re)initialises it from Accounts / AccountRows at the start
-    of a run; integers held as float64 are exact).
+    """The account engine's working state, one 64-byte record per account and per row (the kernel
+    packs it from Accounts / AccountRows; integers held as float64 are exact). The reference holds
+    every account at once (``row`` in member order, ``acc`` by account); the fast kernel, which
+    runs one account after another, holds one account (``acc[0]``, its rows from ``row[0]`` on).
 
-    ``row[i]`` (member order): RS_ENTRY entry price; RS_QTY quantity still open (base units); RS_MMR /
+    ``row[i]``: RS_ENTRY entry price; RS_QTY quantity still open (base units); RS_MMR /
     RS_CUM the current tier's rate and maintenance amount (a procedure may lower the tier); RS_SIDE
-    +1 / -1; RS_SYM the symbol; RS_TIER the current tier index. ``acc[a]``: AS_FIRST / AS_COUNT its
-    members; AS_CSER its collateral's series (-1: the settlement coin); AS_CVAL the wallet (USD) or
+    +1 / -1; RS_SYM the symbol; RS_TIER the current tier index; RS_SLOT the row's entry in
+    Accounts.members / AccountRows (member order). ``acc[a]``: AS_FIRST / AS_COUNT its
+    rows in ``row``; AS_CSER its collateral's series (-1: the settlement coin); AS_CVAL the wallet (USD) or
     the asset amount; AS_HC 1 - haircut; AS_REAL PnL realised by partial closes (USD, joins the
     equity); AS_PHASE 0 untouched, 1 partly liquidated; AS_COOL UTC ms until which a Hyperliquid
     cooldown holds (backstop threshold only).
     """
 
-    row: np.ndarray  # float64[m, 8]
-    acc: np.ndarray  # float64[A, 8]
+    row: np.ndarray  # float64[m, 8] (reference) or [the largest account's rows, 8] (fast)
+    acc: np.ndarray  # float64[A, 8] (reference) or [1, 8] (fast)
+
+
+class AccountWork(NamedTuple):
+    """Scratch of one account-engine run (the kernels are compiled without numba's runtime, so
+    the caller allocates): ``loss`` one slot per symbol; ``alive`` one flag per account (the
+    reference); ``ws`` / ``wc`` / ``wp`` / ``wk`` the exposures of the account the fast kernel
+    runs (the largest account's rows + its collateral): series, loss rate, price at the anchor,
+    1 = loses as the price falls (0: as it rises)."""
+
+    loss: np.ndarray  # float64[max(n_symbols, 1)]
+    alive: np.ndarray  # bool[A] (reference) or bool[0]
+    ws: np.ndarray  # int64[k + 1]
+    wc: np.ndarray  # float64[k + 1]
+    wp: np.ndarray  # float64[k + 1]
+    wk: np.ndarray  # int8[k + 1]
 
 
 class GridPaths(NamedTuple):
@@ -467,25 +484,28 @@ class GridPaths(NamedTuple):
     ``px[s, t]``: series ``s`` (symbols first, then collateral assets) at grid point ``t``, each
     symbol holding its last own path point between its points (quote currency; collateral in
     USD per unit). ``bar[s, t]``: the bar (of symbol ``s``'s own bars) of that point, for the
-    per-bar sums. Fast kernel only (may be empty for the reference): ``suf[0 / 1, s, b]`` the max /
-    min of ``px[s]`` from block ``b`` on; ``blk[0 / 1, s, b, l]`` a sparse table over blocks of
-    ``block`` grid points: the max / min of ``px[s]`` over blocks ``[b, b + 2**l)`` (levels of one
-    block contiguous; a one-sided query reads one kind only). A query scans prices inside at most
-    two blocks and lifts over blocks in the small tables (cache-resident).
+    per-bar sums. Fast kernel only (empty for the reference): ``suf[b, 0 / 1, s]`` the max / min
+    of ``px[s]`` from block ``b`` on; ``blk[b, l, 0 / 1, s]`` a sparse table over blocks of
+    ``block`` grid points: the max / min of ``px[s]`` over blocks ``[b, b + 2**l)``; ``fine[f, 0 /
+    1, s]`` the max / min over sub-blocks of ``fine_block`` points, ``pre[b, 0 / 1, s]`` over blocks
+    0 to ``b`` (series innermost: one query of
+    an account reads one or two cache lines). A search lifts over the blocks, walks the
+    sub-blocks of a block whose bound does not fit, and evaluates the points of a sub-block whose
+    bound does not fit (backtest.kernels.accounts.next_liquidation_nb).
     """
 
     ts: np.ndarray  # int64[T]: UTC ms, ascending, unique
     px: np.ndarray  # float64[S, T]
     bar: np.ndarray  # int32[S, T]
-    suf: np.ndarray  # float64[2, S, NB + 1]: max, min of px[s] from block b on
-    blk: np.ndarray  # float64[2, S, NB, LB]: max, min over blocks [b, b + 2**l)
-    block: int  # grid points per block
+    suf: np.ndarray  # float64[NB + 1, 2, S]: max, min of px[s] from block b on
+    blk: np.ndarray  # float64[NB, LB, 2, S]: max, min over blocks [b, b + 2**l)
+    block: int  # grid points per block (a multiple of fine_block)
     coll_series: np.ndarray  # int64[n_assets]: series of each collateral asset code (-1: the settlement coin)
     haircut: np.ndarray  # float64[n_assets]: haircut of each asset (0 for the settlement coin)
     n_symbols: int  # series 0 .. n_symbols - 1 are symbols
-    #: float64[S]: each series' share of a fast-kernel box, its typical relative move per grid step
-    #: (speed only: any positive weights give the same results)
-    box_w: np.ndarray
+    fine: np.ndarray  # float64[NF, 2, S]: max, min of px[s] over sub-blocks of fine_block points
+    fine_block: int  # grid points per sub-block
+    pre: np.ndarray  # float64[NB, 2, S]: max, min of px[s] over blocks 0 .. b
 
 
 class AccountOutputs(NamedTuple):

@@ -4,13 +4,14 @@
 Targets: the fast kernel <= 3 s, and >= 100x the reference (every account checked at every grid
 point). The reference is timed on a SUBSET of the accounts (the first ``--ref-accounts``) over the
 whole grid and scaled linearly by the account count, and says so; the fast kernel is run on the
-same subset too and must agree with it bit for bit.
+same subset too and must agree with it bit for bit. The fast kernel runs ``--repeat`` times (3):
+the best and the median are printed (this shared VM's timings vary by up to ~30 % run to run).
 
 Everything here is SYNTHETIC: seeded 1-second random-walk paths (BTC-like 3 %/day, alt-coins up to
 8 %/day) with a crash of each symbol at 55 % of the day (-5 % to -30 %), and a made-up population
 (leverage 2-100x, lognormal excess collateral on half the rows, 0.4-2.5 % maintenance rates).
-Bytes per position: the account kernel's per-row and per-account arrays (inputs, outputs and the
-queue) divided by the positions; the grid and its sparse tables are shared and reported apart.
+Bytes per position: the account kernel's per-row and per-account arrays (inputs and outputs; the
+working state is one account's) divided by the positions; the grid and its sparse tables are shared and reported apart.
 
 Run: .venv/bin/python benchmarks/bench_accounts.py [--quick]
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 
@@ -76,9 +78,8 @@ def _bytes_per_position(acc: R.Accounts, rows: R.AccountRows, n: int) -> float:
     A = len(acc.first)
     per_row = sum(a.nbytes for a in rows) + acc.row_account.nbytes + acc.members.nbytes
     per_row += n * (8 + 4 + 8 + 1 + 2 + 8)  # exit records x_row, x_grid, x_fill, x_contagion, x_source, x_share
-    per_row += n * 8 * 8  # the packed working state, one 64-byte record per row (records.AccountState.row)
     per_acc = sum(a.nbytes for a in (acc.first, acc.count, acc.wallet_usd, acc.coll_asset, acc.coll_amount, acc.n_symbols))
-    per_acc += A * (4 + 8 + 4 + 64)  # acc_grid, acc_deficit, the queue's next pointer, the packed account record
+    per_acc += A * (4 + 8)  # acc_grid, acc_deficit (the fast kernel's working state is one account's)
     return (per_row + per_acc) / n
 
 
@@ -86,6 +87,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="500 k positions (a smoke run)")
     ap.add_argument("--ref-accounts", type=int, default=1000)
+    ap.add_argument("--repeat", type=int, default=3, help="fast-kernel runs (the best and the median are printed)")
     a = ap.parse_args()
     n_per = (500_000 if a.quick else 5_000_000) // SYMBOLS
     t0 = time.perf_counter()
@@ -104,9 +106,13 @@ def main() -> None:
     run_accounts(small, small_rows, grid, nbars)
     run_accounts(small, small_rows, grid, nbars, reference=True)
 
-    t0, c0 = time.perf_counter(), time.process_time()
-    fast = run_accounts(acc, rows, grid, nbars)
-    t_fast, c_fast = time.perf_counter() - t0, time.process_time() - c0
+    runs = []  # the fast kernel, a.repeat times: this shared VM's timings vary by up to ~30 %
+    for _ in range(a.repeat):
+        t0, c0 = time.perf_counter(), time.process_time()
+        fast = run_accounts(acc, rows, grid, nbars)
+        runs.append((time.perf_counter() - t0, time.process_time() - c0))
+    t_fast, c_fast = min(r[0] for r in runs), min(r[1] for r in runs)
+    t_med = statistics.median(r[0] for r in runs)
 
     sub, sub_rows = subset_accounts(acc, np.arange(A) < a.ref_accounts, rows)
     t0, c0 = time.perf_counter(), time.process_time()
@@ -117,28 +123,19 @@ def main() -> None:
             and np.array_equal(fast_sub.bar_i, ref.bar_i) and np.array_equal(fast_sub.acc_deficit, ref.acc_deficit))
     t_ref = t_ref_sub * A / len(sub.first)
     grid_mb = sum(x.nbytes for x in (grid.ts, grid.px, grid.bar, grid.suf, grid.blk)) / 1e6
-    # where the fast kernel's time goes: the packed-state set-up alone (the rest: the checks and
-    # the liquidations, and the records' sort)
-    from backtest.kernels.accounts import _init_state
-
-    st = R.AccountState(np.empty((n, 8)), np.empty((A, 8)))
-    _init_state(small, small_rows, grid, R.AccountState(np.empty((len(small_rows.qty), 8)), np.empty((len(small.first), 8))))
-    c0 = time.process_time()
-    _init_state(acc, rows, grid, st)
-    c_init = time.process_time() - c0
     liq = int((fast.acc_grid >= 0).sum())
     cont = int(fast.x_contagion.sum())
     print(f"accounts: {n:,} positions in {A:,} accounts over {SYMBOLS} symbols x {POINTS:,} one-second path points (SYNTHETIC)")
     print(f"  build (paths, grid + sparse tables, population, assignment): {t_build:.2f} s (not timed against the target)")
     print(f"  machine load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores: wall time counts waiting for a core, CPU time does not")
-    print(f"  fast kernel: {t_fast:.3f} s wall, {c_fast:.3f} s CPU  ({fast.checks:,} account checks; {liq:,} accounts liquidated, "
-          f"{len(fast.x_row):,} rows, {cont:,} by contagion)  target <= 3 s: {'met' if t_fast <= 3 else 'MISSED'} (wall), "
-          f"{'met' if c_fast <= 3 else 'MISSED'} (CPU)")
+    print(f"  fast kernel, best of {a.repeat}: {t_fast:.3f} s wall, {c_fast:.3f} s CPU (median {t_med:.3f} s wall; runs "
+          f"{', '.join(f'{r[0]:.2f}' for r in runs)} s)  ({fast.checks:,} account states evaluated; {liq:,} accounts liquidated, "
+          f"{len(fast.x_row):,} rows, {cont:,} by contagion)  target <= 3 s: {'met' if t_fast <= 3 else 'MISSED'} (best, wall), "
+          f"{'met' if t_med <= 3 else 'MISSED'} (median, wall), {'met' if c_fast <= 3 else 'MISSED'} (best, CPU)")
     print(f"  reference: {t_ref_sub:.2f} s wall, {c_ref_sub:.2f} s CPU on {len(sub.first):,} accounts over the whole grid, scaled "
           f"x{A / len(sub.first):,.0f} -> {t_ref:,.0f} s wall; fast == reference on that subset: {same}")
     print(f"  speed-up: {t_ref / t_fast:,.0f}x wall, {c_ref_sub * A / len(sub.first) / c_fast:,.0f}x CPU  target >= 100x: "
           f"{'met' if t_ref / t_fast >= 100 else 'MISSED'}")
-    print(f"  of the fast kernel's CPU: filling the packed state {c_init:.2f} s (measured apart, on fresh memory as in a run)")
     print(f"  bytes per position: {_bytes_per_position(acc, rows, n):.1f} (grid + sparse tables, shared: {grid_mb:.0f} MB)")
     if not same:
         sys.exit("fast and reference kernels disagree")

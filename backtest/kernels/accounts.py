@@ -34,33 +34,36 @@ simulation charges the deficits priced at the kernels' path points to the fund: 
 
 Two implementations that agree bit for bit (they call the same :func:`state_nb` - the sums of
 :func:`account_state_nb` on the packed state, records.AccountState - and the same
-:func:`liquidate_nb` at the grid points they visit, and the fast one visits every point at which
-the reference could find a liquidation):
+:func:`liquidate_nb` at the grid points they visit, and the fast one evaluates every point at
+which the reference could find a liquidation):
 
 - reference (``reference=True``): every live account checked at every grid point;
-- fast: a check at ``t`` gives the cushion ``c = equity - maintenance``. While every price of the
-  account's series (symbols and collateral) stays within a relative move ``d`` of its value at
-  ``t``, equity falls by at most ``d x (sum notional + collateral value)`` and maintenance rises by
-  at most ``d x sum(notional x mmr)``, so with ``d* = c / (sum notional x (1 + mmr) + collateral
-  value)`` no point inside that box can liquidate it (the collateral term only for a
-  non-settlement asset: the settlement coin's value does not move). The kernel uses the one-sided
-  form of the same bound: a long's cushion only falls as its price falls (by at most ``notional x
-  d``: its maintenance margin falls too, or stays at 0), a short's only as its price rises (by at
-  most ``notional x (1 + mmr) x d``), the collateral's as its price falls; so ``d*`` is the cushion
-  over the sum of those rates, and each series' box is open on its harmless side. The cushion is
-  shared out over the series by weight: series ``s`` may move ``d x box_w[s]`` with
-  ``d = c / sum(rate x box_w)`` (``GridPaths.box_w``, each series' typical move per grid point:
-  any positive weights keep the bound, these make a volatile symbol's box wider). With a
-  threshold below 1 (a Hyperliquid cooldown: ``eq < hl_backstop x mm``) the cushion is
-  ``eq - hl_backstop x mm`` and the same rates bound its fall; the cooldown's end (the threshold
-  back to 1) is a check point of its own. The box is shrunk by :data:`SAFETY` (floating
-  rounding); accounts whose cushion is within :data:`TINY` of their scale are checked at the next
-  grid point. The first grid point after ``t`` at which one of its series leaves its box comes from
-  the series' tables of running max/min (:func:`first_out_nb`, one side per query: the block's own
-  bound decides a scan of its rest, a per-block suffix bound answers "never", else binary lifting
-  over a sparse table of blocks and a scan of the block found - O(block + log T)); the account
-  is put into the bucket of that grid index (a bucket queue: one linked list per grid point) and
-  checked again there - liquidated or rescheduled.
+- fast: within one engine run an account's path depends only on its own rows and the grid (no
+  account's liquidation feeds back into another's prices: that coupling is the fixed point of
+  backtest.simulate), so the kernel runs each account to its end before the next, in memory
+  order, its state in a one-account scratch (records.AccountState; the rows' and accounts'
+  arrays are read once, in order). From a grid point ``t`` with cushion ``c = equity - thr x
+  maintenance`` (``thr`` 1, or ``hl_backstop`` during a Hyperliquid cooldown), the cushion at a
+  later point falls by at most the sum over the account's exposures of their loss rate times
+  their adverse move since ``t``: a long row ``qty`` per unit its price falls (its maintenance
+  margin falls too, or stays at 0), a short ``qty x (1 + mmr)`` per unit it rises (the
+  maintenance margin, ``qty x price x mmr - cum`` floored at 0, rises at most at that rate), a
+  non-settlement collateral ``amount x (1 - haircut)`` per unit it falls (the settlement coin's
+  value does not move), the PnL a partial close realised not at all. A range of grid points in
+  which every exposure's furthest adverse move (the range's max / min of its series) keeps that
+  bound within :data:`SAFETY` x ``c`` (floating rounding) cannot hold a liquidation
+  (:func:`next_liquidation_nb`): the tables of records.GridPaths answer "never" from the suffix
+  bound in one look, give the first block whose prefix bound fails from grid point 0 by a binary
+  search, skip the longest run of fitting blocks by an exponential search and binary lifting
+  over a sparse table, and walk the sub-blocks of a block that does not fit; the points of a
+  sub-block that does not fit are evaluated exactly (the reference's :func:`state_nb` and
+  :func:`threshold_nb`: the same sums, the same bits), and its last point becomes the new
+  anchor. Accounts whose cushion is within :data:`TINY` of their scale are evaluated at the next
+  grid point; the cooldown's end (the threshold back to 1) is a point of its own.
+
+The kernels are compiled without numba's runtime (``_nrt=False``: no array is allocated inside,
+the caller passes scratch, records.AccountWork): its atomic reference counts of the arrays
+passed between the helpers took about 60 % of the fast kernel's time (perf, 2026-12-02).
 
 Contagion (each exit, on the account's state before the procedure step that makes it): the account is re-evaluated at the same grid point with every
 series other than the row's own symbol held at its window-start value (grid point 0): if that
@@ -102,6 +105,7 @@ from backtest.records import (
     RS_MMR,
     RS_QTY,
     RS_SIDE,
+    RS_SLOT,
     RS_SYM,
     RS_TIER,
     SOURCE_COLLATERAL,
@@ -111,20 +115,21 @@ from backtest.records import (
     VENUE_OKX,
 )
 
-#: the fast kernel's box is this share of the bound ``d*`` (floating-point rounding margin)
+#: the fast kernel skips a range only while its loss bound stays within this share of the cushion
+#: (floating-point rounding margin)
 SAFETY = 0.99
 #: cushions below this share of the account's scale (collateral + notional) are re-checked at the
-#: next grid point (no box: rounding could matter there)
+#: next grid point (no skipping: rounding could matter there)
 TINY = 1e-9
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _u(x):
     """USD -> fixed-point units (round half up)."""
     return np.int64(np.floor(x * USD_SCALE + 0.5))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def collateral_value_nb(acc, grid, a, t):
     """Collateral value of account ``a`` at grid point ``t``, USD (after haircut)."""
     code = acc.coll_asset[a]
@@ -134,7 +139,7 @@ def collateral_value_nb(acc, grid, a, t):
     return acc.coll_amount[a] * grid.px[s, t] * (1.0 - grid.haircut[code])
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def account_state_nb(acc, rows, grid, a, t):
     """``(equity, maintenance, sum notional x (1 + mmr), collateral value)`` of account ``a`` at
     grid point ``t`` with its rows as given (no partial close yet; USD, one real account: rows
@@ -153,7 +158,7 @@ def account_state_nb(acc, rows, grid, a, t):
     return eq, mm, scale, coll
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def _coll_nb(st, grid, a, t):
     """:func:`collateral_value_nb` from the packed state (the same product, the same bits)."""
     cs = np.int64(st.acc[a, AS_CSER])
@@ -162,7 +167,7 @@ def _coll_nb(st, grid, a, t):
     return st.acc[a, AS_CVAL] * grid.px[cs, t] * st.acc[a, AS_HC]
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def _sums_nb(acc, rows, st, grid, a, t, own):
     """``(equity, maintenance, scale, collateral value)`` of account ``a`` on its open rows:
     ``own < 0`` every series at ``t``; else symbol ``own`` at ``t`` and every other series (the
@@ -185,7 +190,7 @@ def _sums_nb(acc, rows, st, grid, a, t, own):
     return eq, mm, scale, coll
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def state_nb(acc, rows, st, grid, a, t):
     """:func:`account_state_nb` with the engine's state ``st`` (records.AccountState): the rows'
     open quantities and current tiers, plus the PnL the account's partial closes realised. With
@@ -193,7 +198,7 @@ def state_nb(acc, rows, st, grid, a, t):
     return _sums_nb(acc, rows, st, grid, a, t, -1)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def threshold_nb(st, grid, rules, a, t):
     """Share of the maintenance margin below which account ``a`` is liquidated at ``t``: 1, or
     Hyperliquid's backstop share during the cooldown after a partial liquidation."""
@@ -202,7 +207,7 @@ def threshold_nb(st, grid, rules, a, t):
     return 1.0
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _own_market_state(acc, rows, st, grid, a, t, own):
     """Equity and maintenance of account ``a`` at ``t`` with every series but symbol ``own`` at
     its grid point 0 value (the counterfactual of the contagion definition; open quantities and
@@ -211,7 +216,7 @@ def _own_market_state(acc, rows, st, grid, a, t, own):
     return eq, mm
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _source(acc, rows, st, grid, a, t, loss):
     """Series whose loss since grid point 0 contributed most to account ``a``'s equity drop at
     ``t``: a symbol index, or SOURCE_COLLATERAL (``loss``: scratch, one slot per symbol)."""
@@ -236,7 +241,7 @@ def _source(acc, rows, st, grid, a, t, loss):
     return best
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _mark(acc, rows, st, grid, a, t, xs, nx, loss):
     """Contagion flag and source of every open row of account ``a`` at ``t``, on the state before
     the step's exits (written into the next record slots, member order, for :func:`_exit`)."""
@@ -253,7 +258,7 @@ def _mark(acc, rows, st, grid, a, t, xs, nx, loss):
         j += 1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _exit(acc, rows, st, grid, a, t, i, q, deficit_usd, bar_i, xs, nx, loss):
     """Close quantity ``q`` of member ``i`` (account ``a``) at grid point ``t``'s price: one exit
     record (its contagion flag and source already in slot ``nx``: :func:`_mark`), the per-bar sums
@@ -261,14 +266,15 @@ def _exit(acc, rows, st, grid, a, t, i, q, deficit_usd, bar_i, xs, nx, loss):
     of the account's deficit. Returns the record count."""
     x_row, x_grid, x_fill, x_cont, x_src, x_share = xs
     s = np.int64(st.row[i, RS_SYM])
+    g = np.int64(st.row[i, RS_SLOT])  # the row's entry in AccountRows / Accounts.members
     p = grid.px[s, t]
     cont = x_cont[nx] == 1
-    w = np.float64(rows.weight[i])
+    w = np.float64(rows.weight[g])
     q_open = st.row[i, RS_QTY]
     whole = not q < q_open
     if whole:
         q = q_open
-    share = q / rows.qty[i]
+    share = q / rows.qty[g]
     usd = q * w * p
     b = grid.bar[s, t]
     if st.row[i, RS_SIDE] > 0:
@@ -286,7 +292,7 @@ def _exit(acc, rows, st, grid, a, t, i, q, deficit_usd, bar_i, xs, nx, loss):
         bar_i[s, b, AB_CONTAGION_ROWS] += 1
     else:
         bar_i[s, b, AB_OWN] += _u(usd)
-    x_row[nx] = acc.members[i]
+    x_row[nx] = acc.members[g]
     x_grid[nx] = t
     x_fill[nx] = p
     x_share[nx] = share
@@ -295,7 +301,7 @@ def _exit(acc, rows, st, grid, a, t, i, q, deficit_usd, bar_i, xs, nx, loss):
     return nx + 1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _close_all(acc, rows, st, grid, a, t, eq, bar_i, xs, nx, loss):
     """Close every open position of account ``a`` at ``t`` (equity ``eq``); returns
     ``(records, deficit)``: the loss beyond the equity, split over the rows by notional."""
@@ -317,7 +323,7 @@ def _close_all(acc, rows, st, grid, a, t, eq, bar_i, xs, nx, loss):
     return nx, deficit
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _lower_tier(acc, rows, st, grid, rules, a, t, steps, min_tier, bar_i, xs, nx, loss):
     """Bybit / OKX step: among the account's open positions at tier >= ``min_tier`` whose tier
     ``steps`` lower is known, take the one with the largest maintenance margin (ties: the first
@@ -366,7 +372,7 @@ def _lower_tier(acc, rows, st, grid, rules, a, t, steps, min_tier, bar_i, xs, nx
     return nx, True
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _tier0_maintenance(acc, rows, st, grid, rules, a, t):
     """The account's maintenance margin with every open position at its symbol's first tier
     (OKX: below it, the account is liquidated whole); NaN when a first tier is unknown."""
@@ -383,13 +389,13 @@ def _tier0_maintenance(acc, rows, st, grid, rules, a, t):
     return mm
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def liquidate_nb(acc, rows, st, grid, rules, a, t, eq, mm, bar_i, xs, nx, loss):
     """Account ``a`` is below its threshold at ``t`` (equity ``eq``, maintenance ``mm``): run its
     venue's procedure (module docstring), re-checking the account at ``t`` after each partial
     step. The one helper of both modes. Returns ``(records, closed, deficit)``: ``closed`` when
     no position is left open."""
-    venue = rows.venue[np.int64(st.acc[a, AS_FIRST])]
+    venue = rows.venue[np.int64(st.row[np.int64(st.acc[a, AS_FIRST]), RS_SLOT])]
     if rules.partial and venue == VENUE_HYPERLIQUID and st.acc[a, AS_PHASE] == 0:
         st.acc[a, AS_PHASE] = 1
         st.acc[a, AS_COOL] = grid.ts[t] + rules.hl_cooldown_ms
@@ -430,169 +436,220 @@ def liquidate_nb(acc, rows, st, grid, rules, a, t, eq, mm, bar_i, xs, nx, loss):
     return nx, True, deficit
 
 
-@njit(cache=True, inline="always")
-def _beyond(p, k, x):
-    """``p`` is beyond the bound ``x`` on side ``k`` (0: above, 1: below)."""
-    return p > x if k == 0 else p < x
+@njit(cache=True, inline="always", _nrt=False)
+def _range_loss(grid, kind, b, l, n, ws, wc, wp, wk):
+    """Upper bound (USD) of the cushion an account loses anywhere in a range of blocks: over its
+    ``n`` exposures (series ``ws``, loss rate ``wc`` per unit of adverse price move, price ``wp``
+    at the anchor, ``wk`` 1 when it loses as the price falls - the table's min - 0 as it rises -
+    the max), the rate times the furthest adverse move of the series in the range. ``kind`` 0:
+    blocks ``[b, b + 2**l)`` (the sparse table ``blk``); 1: blocks ``b`` to the end (``suf``);
+    2: sub-block ``b`` (``fine``); 3: blocks 0 to ``b`` (``pre``)."""
+    tot = 0.0
+    for j in range(n):
+        k = wk[j]
+        if kind == 0:
+            x = grid.blk[b, l, k, ws[j]]
+        elif kind == 1:
+            x = grid.suf[b, k, ws[j]]
+        elif kind == 2:
+            x = grid.fine[b, k, ws[j]]
+        else:
+            x = grid.pre[b, k, ws[j]]
+        d = (wp[j] - x) if k == 1 else (x - wp[j])
+        tot += wc[j] * (d if d > 0.0 else 0.0)
+    return tot
 
 
-@njit(cache=True, inline="always")
-def first_out_nb(grid, s, t, k, x):
-    """First grid index after ``t`` at which series ``s`` is beyond ``x`` on side ``k`` (0: above
-    ``x``, 1: below it); ``T``: never.
-
-    The block of ``t + 1``: its max / min (level 0 of the block table) says whether the rest of it
-    must be scanned; then the suffix bound from the next block on answers "never" in one look
-    (a table of one value per block: cache-resident); else an exponential search and binary
-    lifting over the block table find the first block beyond ``x``, and a scan of it the point:
-    O(block + log blocks), the prices read only in the two blocks scanned."""
-    T = grid.ts.shape[0]
-    pos = t + 1
-    if pos >= T:
-        return T
-    px = grid.px
-    blk = grid.blk
-    B = grid.block
-    NB = blk.shape[2]
-    b = pos // B
-    if _beyond(blk[k, s, b, 0], k, x):
-        for i in range(pos, min((b + 1) * B, T)):
-            if _beyond(px[s, i], k, x):
-                return i
-    b += 1
-    if b >= NB or not _beyond(grid.suf[k, s, b], k, x):
-        return T
-    l = 0
-    while b + (1 << l) <= NB and not _beyond(blk[k, s, b, l], k, x):
-        l += 1
-    if l > 0:
-        b += 1 << (l - 1)
-        for j in range(l - 2, -1, -1):
-            if b + (1 << j) <= NB and not _beyond(blk[k, s, b, j], k, x):
-                b += 1 << j
-    for i in range(b * B, min((b + 1) * B, T)):
-        if _beyond(px[s, i], k, x):
-            return i
-    return T
-
-
-@njit(cache=True, inline="always")
-def first_exit_nb(grid, s, t, lo, hi):
-    """First grid index after ``t`` at which series ``s`` leaves ``[lo, hi]`` (``T``: never); one
-    side infinite (the kernel's one-sided boxes) is one :func:`first_out_nb` query."""
-    if hi == np.inf:
-        return first_out_nb(grid, s, t, 1, lo)
-    if lo == -np.inf:
-        return first_out_nb(grid, s, t, 0, hi)
-    a = first_out_nb(grid, s, t, 0, hi)
-    b = first_out_nb(grid, s, t, 1, lo)
-    return a if a < b else b
-
-
-@njit(cache=True, inline="always")
-def _next_check(acc, rows, st, grid, a, t, cushion, scale, coll):
-    """Grid index at which account ``a`` (cushion ``cushion`` >= 0 at ``t``) must be checked next."""
-    T = grid.ts.shape[0]
-    cs = np.int64(st.acc[a, AS_CSER])
-    # the settlement coin's value does not move: only another asset's collateral joins the bound
-    if not (cushion > TINY * (scale + abs(coll))) or not (scale + coll if cs >= 0 else scale) > 0.0:
-        return t + 1
-    nxt = T
-    # a cooldown's end raises the threshold back to the maintenance margin: check there at the latest
-    if st.acc[a, AS_PHASE] == 1 and grid.ts[t] < st.acc[a, AS_COOL]:
-        nxt = np.searchsorted(grid.ts, np.int64(st.acc[a, AS_COOL]))
-        if nxt <= t + 1:
-            return t + 1
-    # the cushion is shared out over the series in proportion to rate x typical move (box_w): the
-    # relative move allowed to series s is d x box_w[s] with sum(rate x d x box_w) = SAFETY x cushion
+@njit(cache=True, _nrt=False)
+def _exposures(st, grid, a, t, ws, wc, wp, wk):
+    """Fill the loss rates of account ``a``'s exposures at grid point ``t`` (module docstring):
+    a long row loses ``qty`` per unit its price falls (its maintenance margin falls too, or
+    stays at 0), a short ``qty x (1 + mmr)`` per unit it rises, a non-settlement collateral
+    ``amount x (1 - haircut)`` per unit it falls. Returns their count."""
+    n = 0
     f = np.int64(st.acc[a, AS_FIRST])
-    c = np.int64(st.acc[a, AS_COUNT])
-    bw = grid.box_w
-    den = 0.0
-    for i in range(f, f + c):
+    for i in range(f, f + np.int64(st.acc[a, AS_COUNT])):
         q = st.row[i, RS_QTY]
         if q <= 0.0:
             continue
         s = np.int64(st.row[i, RS_SYM])
-        p = grid.px[s, t]
-        r = q * p * (1.0 + st.row[i, RS_MMR]) if st.row[i, RS_SIDE] < 0 else q * p
-        den += r * bw[s]
-    if cs >= 0:
-        den += coll * bw[cs]
-    if not den > 0.0:
-        return t + 1
-    d = SAFETY * cushion / den
-    for i in range(f, f + c):
-        if st.row[i, RS_QTY] <= 0.0:
-            continue
-        s = np.int64(st.row[i, RS_SYM])
-        p = grid.px[s, t]
-        # one-sided: a long only loses cushion as its price falls, a short as its price rises
+        ws[n] = s
+        wp[n] = grid.px[s, t]
         if st.row[i, RS_SIDE] > 0:
-            e = first_out_nb(grid, s, t, 1, p * (1.0 - d * bw[s]))
+            wk[n] = 1
+            wc[n] = q
         else:
-            e = first_out_nb(grid, s, t, 0, p * (1.0 + d * bw[s]))
-        if e < nxt:
-            nxt = e
-            if nxt == t + 1:
-                return nxt
+            wk[n] = 0
+            wc[n] = q * (1.0 + st.row[i, RS_MMR])
+        n += 1
+    cs = np.int64(st.acc[a, AS_CSER])
     if cs >= 0:
-        p = grid.px[cs, t]
-        e = first_out_nb(grid, cs, t, 1, p * (1.0 - d * bw[cs]))
-        if e < nxt:
-            nxt = e
-    return nxt
+        ws[n] = cs
+        wp[n] = grid.px[cs, t]
+        wk[n] = 1
+        wc[n] = st.acc[a, AS_CVAL] * st.acc[a, AS_HC]
+        n += 1
+    return n
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
+def next_liquidation_nb(acc, rows, st, grid, rules, a, t, cushion, scale, coll, ws, wc, wp, wk):
+    """``(grid index, checks)``: the first grid point after ``t`` at which account ``a``
+    (cushion ``cushion`` >= 0 at ``t``, the account as it stands) is below its threshold, ``T``
+    if none - or the end of a Hyperliquid cooldown (the threshold changes there), or the point
+    after the last one evaluated when the cushion there is too thin for the bound (:data:`TINY`).
+    ``checks``: the grid points whose state it evaluated and found above the threshold.
+
+    Blocks of ``grid.block`` points whose loss bound (:func:`_range_loss`: every exposure at its
+    furthest adverse move in the range, from its price at the anchor) stays within
+    :data:`SAFETY` x the anchor's cushion cannot hold a liquidation and are skipped: the suffix
+    bound answers "never" in one look, an exponential search and binary lifting over the sparse
+    table skip the longest run of blocks whose joint bound fits, and a block whose own bound does
+    not fit is scanned point by point with the exact state (the reference's :func:`state_nb` and
+    :func:`threshold_nb`); the search then goes on from that block's last point, the new anchor."""
+    T = grid.ts.shape[0]
+    lim = T
+    # a cooldown's end raises the threshold back to the maintenance margin: evaluate there at the latest
+    if st.acc[a, AS_PHASE] == 1 and grid.ts[t] < st.acc[a, AS_COOL]:
+        lim = np.searchsorted(grid.ts, np.int64(st.acc[a, AS_COOL]))
+    cs = np.int64(st.acc[a, AS_CSER])
+    B = grid.block
+    NB = grid.blk.shape[0]
+    checks = 0
+    if NB == 0:  # a grid without tables (the reference's): every point evaluated
+        for i in range(t + 1, lim):
+            eq, mm, _sc, _co = state_nb(acc, rows, st, grid, a, i)
+            if eq < threshold_nb(st, grid, rules, a, i) * mm:
+                return i, checks
+            checks += 1
+        return lim, checks
+    F = grid.fine_block
+    while True:  # one anchor per pass
+        pos = t + 1
+        if pos >= lim:
+            return lim, checks
+        # the settlement coin's value does not move: only another asset's collateral joins the scale
+        if not (cushion > TINY * (scale + abs(coll))) or not (scale + coll if cs >= 0 else scale) > 0.0:
+            return pos, checks
+        n = _exposures(st, grid, a, t, ws, wc, wp, wk)
+        budget = SAFETY * cushion
+        b = pos // B
+        if t == 0:
+            # from grid point 0 the prefix bounds are monotone in the block: a binary search over
+            # them (a table of one value per block and series: cache-resident) finds the first
+            # block whose prefix bound does not fit; every block before it fits
+            if not _range_loss(grid, 3, NB - 1, 0, n, ws, wc, wp, wk) > budget:
+                return lim, checks
+            lo, hi = 0, NB - 1
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if _range_loss(grid, 3, mid, 0, n, ws, wc, wp, wk) > budget:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            b = lo
+        anchored = False
+        while not anchored:
+            if b >= NB or b * B >= lim:
+                return lim, checks
+            if _range_loss(grid, 0, b, 0, n, ws, wc, wp, wk) > budget:
+                # walk the block's sub-blocks; evaluate the points of one whose bound does not fit
+                end = min((b + 1) * B, lim)
+                f = (pos if pos > b * B else b * B) // F
+                while f * F < end:
+                    if _range_loss(grid, 2, f, 0, n, ws, wc, wp, wk) > budget:
+                        stop = min((f + 1) * F, end)
+                        for i in range(pos if pos > f * F else f * F, stop):
+                            eq, mm, sc, co = state_nb(acc, rows, st, grid, a, i)
+                            thr = threshold_nb(st, grid, rules, a, i)
+                            if eq < thr * mm:
+                                return i, checks
+                            checks += 1
+                        # no liquidation there: its last point is the new anchor
+                        t, cushion, scale, coll = stop - 1, eq - thr * mm, sc, co
+                        anchored = True
+                        break
+                    f += 1
+                if anchored:
+                    continue
+            b += 1
+            if b >= NB or b * B >= lim:
+                return lim, checks
+            if not _range_loss(grid, 1, b, 0, n, ws, wc, wp, wk) > budget:
+                return lim, checks
+            # the longest run of blocks from b whose joint bound fits: none of them can liquidate
+            l = 0
+            while b + (1 << l) <= NB and not _range_loss(grid, 0, b, l, n, ws, wc, wp, wk) > budget:
+                l += 1
+            if l > 0:
+                b += 1 << (l - 1)
+                for j in range(l - 2, -1, -1):
+                    if b + (1 << j) <= NB and not _range_loss(grid, 0, b, j, n, ws, wc, wp, wk) > budget:
+                        b += 1 << j
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def _pack_row(rows, st, k, i):
+    """Row ``i`` of ``rows`` (member order) into ``st.row[k]``."""
+    st.row[k, RS_ENTRY] = rows.entry[i]
+    st.row[k, RS_QTY] = rows.qty[i]
+    st.row[k, RS_MMR] = rows.mmr[i]
+    st.row[k, RS_CUM] = rows.cum[i]
+    st.row[k, RS_SIDE] = rows.side[i]
+    st.row[k, RS_SYM] = rows.sym[i]
+    st.row[k, RS_TIER] = rows.tier[i]
+    st.row[k, RS_SLOT] = i
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def _pack_account(acc, grid, st, k, a, first):
+    """Account ``a`` of ``acc`` into ``st.acc[k]``, its rows from ``st.row[first]`` on."""
+    code = acc.coll_asset[a]
+    cs = grid.coll_series[code]
+    st.acc[k, AS_FIRST] = first
+    st.acc[k, AS_COUNT] = acc.count[a]
+    st.acc[k, AS_CSER] = cs
+    st.acc[k, AS_CVAL] = acc.wallet_usd[a] if cs < 0 else acc.coll_amount[a]
+    st.acc[k, AS_HC] = 1.0 - grid.haircut[code]
+    st.acc[k, AS_REAL] = 0.0
+    st.acc[k, AS_PHASE] = 0.0
+    st.acc[k, AS_COOL] = 0.0
+
+
+@njit(cache=True, _nrt=False)
 def _init_state(acc, rows, grid, st):
-    """Pack what a check reads into ``st`` (records.AccountState): one 64-byte record per row and
-    per account, so that a check touches a few cache lines (the accounts come in queue order)."""
+    """The reference's state (records.AccountState): every row and every account."""
     for i in range(rows.qty.shape[0]):
-        st.row[i, RS_ENTRY] = rows.entry[i]
-        st.row[i, RS_QTY] = rows.qty[i]
-        st.row[i, RS_MMR] = rows.mmr[i]
-        st.row[i, RS_CUM] = rows.cum[i]
-        st.row[i, RS_SIDE] = rows.side[i]
-        st.row[i, RS_SYM] = rows.sym[i]
-        st.row[i, RS_TIER] = rows.tier[i]
-        st.row[i, 7] = 0.0
+        _pack_row(rows, st, i, i)
     for a in range(acc.first.shape[0]):
-        code = acc.coll_asset[a]
-        cs = grid.coll_series[code]
-        st.acc[a, AS_FIRST] = acc.first[a]
-        st.acc[a, AS_COUNT] = acc.count[a]
-        st.acc[a, AS_CSER] = cs
-        st.acc[a, AS_CVAL] = acc.wallet_usd[a] if cs < 0 else acc.coll_amount[a]
-        st.acc[a, AS_HC] = 1.0 - grid.haircut[code]
-        st.acc[a, AS_REAL] = 0.0
-        st.acc[a, AS_PHASE] = 0.0
-        st.acc[a, AS_COOL] = 0.0
+        _pack_account(acc, grid, st, a, a, acc.first[a])
 
 
-@njit(cache=True)
-def run_accounts_nb(acc, rows, grid, rules, st, nbars, reference, xs, acc_grid, acc_deficit, bar_i):
+@njit(cache=True, _nrt=False)
+def run_accounts_nb(acc, rows, grid, rules, st, nbars, reference, xs, acc_grid, acc_deficit, bar_i, work):
     """Run every account of ``acc`` (records.Accounts) over ``grid`` (records.GridPaths) with the
-    rows ``rows`` (records.AccountRows), the venue rules ``rules`` (records.LiqRules) and the
-    state ``st`` (records.AccountState, initialised here). ``reference``: check every live
-    account at every grid point; else the bucket-queue kernel (module docstring). Writes exit
-    records ``xs = (x_row, x_grid, x_fill, x_cont, x_src, x_share)`` (long enough for every
-    exit), ``acc_grid`` / ``acc_deficit`` per account and ``bar_i[s, bar, AB_*]`` (zeroed here);
-    returns ``(n_records, checks)``."""
+    rows ``rows`` (records.AccountRows) and the venue rules ``rules`` (records.LiqRules).
+    ``reference``: every live account checked at every grid point, ``st`` (records.AccountState)
+    sized for every row and account; else the fast kernel (module docstring), ``st`` sized for
+    the largest account (one account at a time). Writes exit records ``xs = (x_row, x_grid,
+    x_fill, x_cont, x_src, x_share)`` (long enough for every exit), ``acc_grid`` /
+    ``acc_deficit`` per account and ``bar_i[s, bar, AB_*]`` (zeroed here); ``work``: scratch
+    (records.AccountWork); returns ``(n_records, checks)``."""
     A = acc.first.shape[0]
     T = grid.ts.shape[0]
     bar_i[:, :, :] = 0
-    loss = np.empty(max(grid.n_symbols, 1))
+    loss = work.loss
     nx = 0
     checks = 0
-    _init_state(acc, rows, grid, st)
     for a in range(A):
         acc_grid[a] = -1
         acc_deficit[a] = 0.0
     if T == 0:
         return nx, checks
     if reference:
-        alive = np.ones(A, np.bool_)
+        _init_state(acc, rows, grid, st)
+        alive = work.alive
+        alive[:] = True
         for t in range(T):
             for a in range(A):
                 if not alive[a]:
@@ -605,45 +662,55 @@ def run_accounts_nb(acc, rows, grid, rules, st, nbars, reference, xs, acc_grid, 
                     nx, closed, acc_deficit[a] = liquidate_nb(acc, rows, st, grid, rules, a, t, eq, mm, bar_i, xs, nx, loss)
                     alive[a] = not closed
         return nx, checks
-    head = np.full(T, -1, np.int32)
-    nxt = np.empty(A, np.int32)
-    # every account is checked at grid point 0: push in reverse so the list pops 0, 1, 2, ...
-    for a in range(A - 1, -1, -1):
-        nxt[a] = head[0]
-        head[0] = a
-    for t in range(T):
-        a = head[t]
-        while a >= 0:
-            after = nxt[a]
+    # the fast kernel: an account's path depends on its own rows and the grid only, so each
+    # account runs to its end before the next (its state stays in cache; memory order)
+    ws, wc, wp, wk = work.ws, work.wc, work.wp, work.wk
+    for ga in range(A):
+        f = acc.first[ga]
+        for k in range(acc.count[ga]):
+            _pack_row(rows, st, k, f + k)
+        _pack_account(acc, grid, st, 0, ga, 0)
+        t = 0
+        while t < T:
             checks += 1
-            eq, mm, scale, coll = state_nb(acc, rows, st, grid, a, t)
-            thr = threshold_nb(st, grid, rules, a, t)
-            closed = False
+            eq, mm, scale, coll = state_nb(acc, rows, st, grid, 0, t)
+            thr = threshold_nb(st, grid, rules, 0, t)
             if eq < thr * mm:
-                if acc_grid[a] < 0:
-                    acc_grid[a] = t
-                nx, closed, acc_deficit[a] = liquidate_nb(acc, rows, st, grid, rules, a, t, eq, mm, bar_i, xs, nx, loss)
-                if not closed:  # partly liquidated, still open: its state after the procedure
-                    eq, mm, scale, coll = state_nb(acc, rows, st, grid, a, t)
-                    thr = threshold_nb(st, grid, rules, a, t)
-            if not closed:
-                k = _next_check(acc, rows, st, grid, a, t, eq - thr * mm, scale, coll)
-                if k < T:
-                    nxt[a] = head[k]
-                    head[k] = a
-            a = after
+                if acc_grid[ga] < 0:
+                    acc_grid[ga] = t
+                nx, closed, acc_deficit[ga] = liquidate_nb(acc, rows, st, grid, rules, 0, t, eq, mm, bar_i, xs, nx, loss)
+                if closed:
+                    break
+                # partly liquidated, still open: its state after the procedure
+                eq, mm, scale, coll = state_nb(acc, rows, st, grid, 0, t)
+                thr = threshold_nb(st, grid, rules, 0, t)
+            t, c = next_liquidation_nb(acc, rows, st, grid, rules, 0, t, eq - thr * mm, scale, coll, ws, wc, wp, wk)
+            checks += c
     return nx, checks
 
 
-@njit(cache=True)
-def sparse_tables_nb(px, B, suf, blk):
-    """Fill ``blk[0 / 1, s, b, l]`` with the max / min of ``px[s]`` over blocks ``[b, b + 2**l)``
-    of ``B`` grid points (where that range fits - other cells are never read) and ``suf[0 / 1, s, b]``
-    with the max / min of ``px[s]`` from block ``b`` on (``b = NB``: none, -inf / +inf)."""
+@njit(cache=True, _nrt=False)
+def sparse_tables_nb(px, B, F, suf, pre, blk, fine):
+    """Fill ``pre[b, 0 / 1, s]`` with the max / min of ``px[s]`` over blocks ``0`` to ``b``,
+    ``fine[f, 0 / 1, s]`` with the max / min of ``px[s]`` over sub-blocks of ``F`` grid
+    points, ``blk[b, l, 0 / 1, s]`` with the max / min of ``px[s]`` over blocks ``[b, b + 2**l)``
+    of ``B`` grid points (where that range fits - other cells are never read) and
+    ``suf[b, 0 / 1, s]`` with the max / min of ``px[s]`` from block ``b`` on (``b = NB``: none,
+    -inf / +inf). Series innermost: one query of an account reads one or two cache lines."""
     S, T = px.shape
-    NB = blk.shape[2]
-    L = blk.shape[3]
+    NB = blk.shape[0]
+    L = blk.shape[1]
     for s in range(S):
+        for f in range(fine.shape[0]):
+            hi = -np.inf
+            lo = np.inf
+            for t in range(f * F, min((f + 1) * F, T)):
+                if px[s, t] > hi:
+                    hi = px[s, t]
+                if px[s, t] < lo:
+                    lo = px[s, t]
+            fine[f, 0, s] = hi
+            fine[f, 1, s] = lo
         for b in range(NB):
             hi = -np.inf
             lo = np.inf
@@ -652,23 +719,30 @@ def sparse_tables_nb(px, B, suf, blk):
                     hi = px[s, t]
                 if px[s, t] < lo:
                     lo = px[s, t]
-            blk[0, s, b, 0] = hi
-            blk[1, s, b, 0] = lo
-        suf[0, s, NB] = -np.inf
-        suf[1, s, NB] = np.inf
+            blk[b, 0, 0, s] = hi
+            blk[b, 0, 1, s] = lo
+        suf[NB, 0, s] = -np.inf
+        suf[NB, 1, s] = np.inf
+        for b in range(NB):
+            x = blk[b, 0, 0, s]
+            y = pre[b - 1, 0, s] if b > 0 else x
+            pre[b, 0, s] = x if x >= y else y
+            x = blk[b, 0, 1, s]
+            y = pre[b - 1, 1, s] if b > 0 else x
+            pre[b, 1, s] = x if x <= y else y
         for b in range(NB - 1, -1, -1):
-            x = blk[0, s, b, 0]
-            y = suf[0, s, b + 1]
-            suf[0, s, b] = x if x >= y else y
-            x = blk[1, s, b, 0]
-            y = suf[1, s, b + 1]
-            suf[1, s, b] = x if x <= y else y
+            x = blk[b, 0, 0, s]
+            y = suf[b + 1, 0, s]
+            suf[b, 0, s] = x if x >= y else y
+            x = blk[b, 0, 1, s]
+            y = suf[b + 1, 1, s]
+            suf[b, 1, s] = x if x <= y else y
         for l in range(1, L):
             h = 1 << (l - 1)
             for b in range(NB - (1 << l) + 1):
-                x = blk[0, s, b, l - 1]
-                y = blk[0, s, b + h, l - 1]
-                blk[0, s, b, l] = x if x >= y else y
-                x = blk[1, s, b, l - 1]
-                y = blk[1, s, b + h, l - 1]
-                blk[1, s, b, l] = x if x <= y else y
+                x = blk[b, l - 1, 0, s]
+                y = blk[b + h, l - 1, 0, s]
+                blk[b, l, 0, s] = x if x >= y else y
+                x = blk[b, l - 1, 1, s]
+                y = blk[b + h, l - 1, 1, s]
+                blk[b, l, 1, s] = x if x <= y else y
