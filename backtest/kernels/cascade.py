@@ -655,44 +655,106 @@ def _adl(target_side, units, p, F, book, ws, nx, t, quantum):
     """Close open positions of ``target_side``, highest ADL rank first (ties: lower index
     first), until their quantity (qty x weight, units of ``quantum``) covers ``units``; their exit
     records go from slot ``nx`` (time ``t``, fill ``p``, round -1, EXIT_ADL). Returns ``(closed
-    notional at p in USD units, closed quantity units, nx)``.
+    notional at p in USD units, closed quantity units, nx, deepest quintile of the ranking
+    reached)``. One call of :func:`_adl_top` on a fresh :func:`_adl_pool` (the kernel keeps one
+    pool per side over its calls)."""
+    pi, pf, pt, pv = _adl_pool(book, target_side)
+    c, cq, nx, ranks, _k, _m = _adl_top(target_side, units, p, F, book, ws, nx, t, quantum, 512, pi, pf, pt, pv, pi.shape[0])
+    return c, cq, nx, ranks
 
-    Only the top of the ranking is sorted: the K best by partial selection, K growing until
-    they cover ``units`` - the same order as a full sort."""
-    side = book.side
+
+@njit(cache=True)
+def _adl_pool(book, target_side):
+    """The positions of ``target_side`` in index order with what their ADL key needs, copied
+    compact for the ADL calls of one run: ``(index int32, [entry, qty, margin] float64,
+    [open_time, close_time] int64, venue int8)``; :func:`_adl_top` drops from it the positions
+    that are dead or closed for good (its calls come at increasing times)."""
+    n = book.side.shape[0]
+    m = 0
+    for i in range(n):
+        if book.side[i] == target_side:
+            m += 1
+    pi = np.empty(m, np.int32)
+    pf = np.empty((m, 3))
+    pt = np.empty((m, 2), np.int64)
+    pv = np.empty(m, np.int8)
+    m = 0
+    for i in range(n):
+        if book.side[i] == target_side:
+            pi[m] = i
+            pf[m, 0] = book.entry[i]
+            pf[m, 1] = book.qty[i]
+            pf[m, 2] = book.margin[i]
+            pt[m, 0] = book.open_time[i]
+            pt[m, 1] = book.close_time[i]
+            pv[m] = book.venue[i]
+            m += 1
+    return pi, pf, pt, pv
+
+
+@njit(cache=True)
+def _adl_pool_empty():
+    """An empty :func:`_adl_pool` (a side not deleveraged yet)."""
+    return np.empty(0, np.int32), np.empty((0, 3)), np.empty((0, 2), np.int64), np.empty(0, np.int8)
+
+
+@njit(cache=True)
+def _adl_top(target_side, units, p, F, book, ws, nx, t, quantum, k0, pi, pf, pt, pv, m):
+    """:func:`_adl` over the first ``m`` entries of a pool (:func:`_adl_pool` of ``target_side``):
+    the candidates are its positions alive and open at ``t`` (in index order, as a scan of the
+    whole book finds them); the top of their ranking by partial selection, the ``K`` best (``K``
+    from ``k0``, times 8 until they cover ``units``) sorted stably - the same order, and so the
+    same closes, as a full sort whatever ``K`` is. The keys and positions go into the round
+    buffers ``ws.t_level`` / ``ws.t_pos`` (free at a bar's end). Returns :func:`_adl`'s tuple, the
+    number of positions closed (a ``k0`` for the next call: speed only) and the pool's new length
+    (the positions dead or closed by ``t`` dropped, the order kept)."""
     qty = book.qty
     weight = book.weight
     alive = ws.alive
-    n = side.shape[0]
-    keys = np.empty(n)
-    idx = np.empty(n, np.int32)
+    keys = ws.t_level
+    idx = ws.t_pos
+    s = np.int8(target_side)
     c = 0
-    for i in range(n):
-        if alive[i] and side[i] == target_side and book.open_time[i] <= t and t < book.close_time[i]:
-            s = side[i]
-            m_t = book.margin[i] - s * qty[i] * F
-            k = -adl_key_nb(book.venue[i], s, book.entry[i], p, qty[i], m_t)
-            keys[c] = k if k == k else np.inf
-            idx[c] = i
-            c += 1
+    w = 0
+    for r in range(m):
+        i = pi[r]
+        if not alive[i] or t >= pt[r, 1]:
+            continue  # dead, or closed for good: later calls come at later times
+        if w != r:
+            pi[w] = i
+            pf[w, 0] = pf[r, 0]
+            pf[w, 1] = pf[r, 1]
+            pf[w, 2] = pf[r, 2]
+            pt[w, 0] = pt[r, 0]
+            pt[w, 1] = pt[r, 1]
+            pv[w] = pv[r]
+        w += 1
+        if pt[r, 0] > t:
+            continue
+        q = pf[r, 1]
+        m_t = pf[r, 2] - s * q * F
+        k = -adl_key_nb(pv[r], s, pf[r, 0], p, q, m_t)
+        keys[c] = k if k == k else np.inf
+        idx[c] = i
+        c += 1
     if c == 0:
-        return np.int64(0), np.int64(0), nx, 0
-    K = 512
+        return np.int64(0), np.int64(0), nx, 0, 0, w
+    K = max(k0, 512)
     while True:
         if K >= c:
             sel = np.arange(c)
         else:
             thr = np.partition(keys[:c], K - 1)[K - 1]
-            m = 0
+            n_sel = 0
             for j in range(c):
                 if keys[j] <= thr:
-                    m += 1
-            sel = np.empty(m, np.int64)
-            m = 0
+                    n_sel += 1
+            sel = np.empty(n_sel, np.int64)
+            n_sel = 0
             for j in range(c):
                 if keys[j] <= thr:
-                    sel[m] = j
-                    m += 1
+                    sel[n_sel] = j
+                    n_sel += 1
         o = np.argsort(keys[sel], kind="mergesort")
         acc = np.int64(0)
         cut = -1
@@ -720,22 +782,24 @@ def _adl(target_side, units, p, F, book, ws, nx, t, quantum):
             nx += 1
             closed += _u(qty[i] * np.float64(weight[i]) * p)
             closed_q += _q(qty[i] * np.float64(weight[i]), quantum)
-        return closed, closed_q, nx, (5 * last) // c + 1
+        return closed, closed_q, nx, (5 * last) // c + 1, last + 1, w
 
 
 @njit(cache=True)
-def _deleverage(j, target_side, units, p, F, book, ws, nx, t, quantum):
+def _deleverage(j, target_side, units, p, F, book, ws, nx, t, quantum, k0, pi, pf, pt, pv, m):
     """ADL at bar ``j``'s end (time ``t``, price ``p``) against the quantity ``units`` (of
     ``quantum``) taken over from the other side's bankrupt positions. Returns ``(nx,
-    shortfall)``: the notional at ``p`` (USD units) of what no open position was left to cover;
-    ``BI_ADL_RANKS`` keeps the deepest quintile of the ranking the bar's closes reached."""
-    c, cq, nx, ranks = _adl(target_side, units, p, F, book, ws, nx, t, quantum)
+    shortfall, k)``: the notional at ``p`` (USD units) of what no open position was left to
+    cover, and twice the number of positions closed (the first selection of the side's next
+    call, ``k0`` of :func:`_adl_top`: it changes only the speed); ``BI_ADL_RANKS`` keeps the
+    deepest quintile of the ranking the bar's closes reached."""
+    c, cq, nx, ranks, closed_n, m = _adl_top(target_side, units, p, F, book, ws, nx, t, quantum, k0, pi, pf, pt, pv, m)
     ws.bar_i[j, BI_ADL] += c
     if ranks > ws.bar_i[j, BI_ADL_RANKS]:
         ws.bar_i[j, BI_ADL_RANKS] = ranks
     if cq < units:
-        return nx, _u(np.float64(units - cq) * quantum * p)
-    return nx, np.int64(0)
+        return nx, _u(np.float64(units - cq) * quantum * p), 2 * closed_n, m
+    return nx, np.int64(0), 2 * closed_n, m
 
 
 # ---- path points -------------------------------------------------------------------------
@@ -861,6 +925,13 @@ def simulate_nb(book, tl, path, depth, prm, reference, ws):
     q_short = np.int64(0)
     quantum = 0.0  # unit of those quantities (_quantum), found when first needed
     adl_done = False  # no position has been auto-deleveraged yet
+    k_adl_l = 512  # first selection sizes of the next ADL of longs / shorts (_adl_top; speed only)
+    k_adl_s = 512
+    # per side, the positions ADL can still close (_adl_pool), built at the side's first ADL
+    pl_i, pl_f, pl_t, pl_v = _adl_pool_empty()
+    ps_i, ps_f, ps_t, ps_v = _adl_pool_empty()
+    m_pl = -1
+    m_ps = -1
 
     for j in range(nbars):
         for c in range(BI_SIZE):
@@ -998,11 +1069,17 @@ def simulate_nb(book, tl, path, depth, prm, reference, ws):
         if q_long > 0 or q_short > 0:
             adl_done = True
         if q_long > 0:
-            nx, short = _deleverage(j, -1, q_long, p_prev, F, book, ws, nx, t_end, quantum)
+            if m_ps < 0:
+                ps_i, ps_f, ps_t, ps_v = _adl_pool(book, -1)
+                m_ps = ps_i.shape[0]
+            nx, short, k_adl_s, m_ps = _deleverage(j, -1, q_long, p_prev, F, book, ws, nx, t_end, quantum, k_adl_s, ps_i, ps_f, ps_t, ps_v, m_ps)
             shortfall += short
             q_long = 0
         if q_short > 0:
-            nx, short = _deleverage(j, 1, q_short, p_prev, F, book, ws, nx, t_end, quantum)
+            if m_pl < 0:
+                pl_i, pl_f, pl_t, pl_v = _adl_pool(book, 1)
+                m_pl = pl_i.shape[0]
+            nx, short, k_adl_l, m_pl = _deleverage(j, 1, q_short, p_prev, F, book, ws, nx, t_end, quantum, k_adl_l, pl_i, pl_f, pl_t, pl_v, m_pl)
             shortfall += short
             q_short = 0
         bar_i[j, BI_FUND] = fund
