@@ -341,12 +341,9 @@ def engine_flows(run: EngineRun, pops: dict[str, Any], bar_pt: dict[str, np.ndar
     for k, s in enumerate(syms):
         nb = bar_pt[s].shape[0]
         sel = sidx == k
-        f = np.zeros(nb * R.PATH_POINTS)
-        d = np.zeros(nb * R.PATH_POINTS)
-        c = np.zeros(nb * R.PATH_POINTS)
-        np.add.at(f, pt[sel], flow[sel])
-        np.add.at(d, pt[sel], row_def[sel])
-        np.add.at(c, pt[sel], row_fee[sel])
+        ps = pt[sel]
+        # per path point, in record order (np.bincount adds as np.add.at into zeros does)
+        f, d, c = (np.bincount(ps, weights=x[sel], minlength=nb * R.PATH_POINTS) for x in (flow, row_def, row_fee))
         ext[s] = (f.reshape(nb, R.PATH_POINTS), d.reshape(nb, R.PATH_POINTS), c.reshape(nb, R.PATH_POINTS))
     return Pricing(fill, usd, row_def, row_fee, pt // R.PATH_POINTS, side, ext)
 

@@ -515,7 +515,23 @@ def simulated_open_interest(arrays: dict[str, np.ndarray], x_pos: np.ndarray, x_
     end ``ts + bar_ms`` (UTC ms: opened by then, not closed voluntarily by then, no exit record
     before it) times the bar's ``close``. One pass over the positions (a difference array).
     ``x_share`` (per exit record, 1.0 = the whole row): a row with a partial exit (the account
-    engine's partial liquidations) leaves by its exits' shares, each at its exit's time."""
+    engine's partial liquidations) leaves by its exits' shares, each at its exit's time.
+
+    The kernel :func:`backtest.kernels.cascade.simulated_oi_nb` (one pass, bar indices by
+    arithmetic on a regular grid); :func:`simulated_open_interest_reference` is the numpy
+    reference it equals bit for bit (tests)."""
+    from backtest.kernels.cascade import simulated_oi_nb
+
+    if len(ts) == 0:
+        return np.zeros(0)
+    share = np.zeros(0) if x_share is None else np.ascontiguousarray(x_share, np.float64)
+    return simulated_oi_nb(arrays["qty"], arrays["weight"], arrays["open_time"], arrays["close_time"], np.ascontiguousarray(x_pos, np.int64),
+                           np.ascontiguousarray(x_ts, np.int64), share, np.asarray(ts, np.int64) + int(bar_ms), np.ascontiguousarray(close, np.float64))
+
+
+def simulated_open_interest_reference(arrays: dict[str, np.ndarray], x_pos: np.ndarray, x_ts: np.ndarray, ts: np.ndarray, bar_ms: int,
+                                      close: np.ndarray, x_share: np.ndarray | None = None) -> np.ndarray:
+    """:func:`simulated_open_interest` in numpy (searchsorted and bincounts): the reference."""
     n = len(ts)
     if n == 0:
         return np.zeros(0)

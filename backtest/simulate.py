@@ -142,6 +142,9 @@ class Prepared:
     #: memory to fault in per sample: calibrations, which keep no result of an earlier call; a
     #: result of an earlier call that held those arrays would change under it)
     reuse_buffers: bool = False
+    #: per symbol, the arrays the account engine's remaining rows are gathered into when
+    #: ``reuse_buffers`` (simulate._gather)
+    _sub_buffers: dict = field(default_factory=dict, repr=False)
 
     def leg(self, key: str) -> Any:
         """The events.Leg of a results key (a single-venue event's symbols: the primary exchange)."""
@@ -476,9 +479,26 @@ def _accounts(prepared: Prepared, pops: dict[str, PopEntry], key: str, pop_param
     for s in syms:
         pe = pops[s]
         keep = np.flatnonzero(~aset.engine_rows[s])
-        arrays = {k: v[keep] for k, v in pe.arrays.items()} if len(keep) < len(pe.arrays["side"]) else pe.arrays
+        arrays = _gather(prepared, s, pe.arrays, keep) if len(keep) < len(pe.arrays["side"]) else pe.arrays
         prepared._acc_cache[key, s] = _SubPop(arrays, pe.open_notional_usd, keep, pe.lists if arrays is pe.arrays else None)
     return aset, time.perf_counter() - t0
+
+
+def _gather(prepared: Prepared, symbol: str, arrays: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.ndarray]:
+    """``{field: arrays[field][keep]}``: the rows the per-symbol kernel keeps. With
+    ``prepared.reuse_buffers`` (calibrations) they are gathered into arrays kept per symbol
+    from one call to the next (``prepared._sub_buffers``, grown as needed: no fresh memory to
+    fault in per sample), which the previous call's sub-population held."""
+    if not prepared.reuse_buffers:
+        return {k: v[keep] for k, v in arrays.items()}
+    bufs = prepared._sub_buffers.setdefault(symbol, {})
+    out = {}
+    for k, v in arrays.items():
+        b = bufs.get(k)
+        if b is None or len(b) < len(keep) or b.dtype != v.dtype:
+            b = bufs[k] = np.empty(max(len(keep), int(1.25 * len(keep))), v.dtype)
+        out[k] = np.take(v, keep, out=b[: len(keep)], mode="clip")
+    return out
 
 
 def _venue_arg(prepared: Prepared, key: str) -> str | None:

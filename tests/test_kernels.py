@@ -488,6 +488,53 @@ def test_adl_partial_selection_matches_full_ranking():
         assert not ws.alive[order[:k]].any() and ws.alive[order[k:]].all()
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([-np.inf, -2.0, -1.0, 0.0, 0.5, 1.0, 3.0, np.inf]) | st.floats(-5, 5), st.integers(0, 50)), min_size=1, max_size=120),
+       st.integers(-5, 3000))
+def test_weighted_cut_is_the_key_a_sorted_walk_stops_at(items, units):
+    """ADL's weighted selection (kernels.cascade._weighted_cut) finds the key at which a walk of
+    the sorted ranking first covers ``units`` (ties, zero quantities, infinite keys, and more
+    than everyone holds), whatever the pivots."""
+    from backtest.kernels.cascade import _weighted_cut
+
+    keys = np.array([k for k, _ in items], np.float64)
+    qq = np.array([q for _, q in items], np.int64)
+    order = np.argsort(keys, kind="mergesort")
+    cum = np.cumsum(qq[order])
+    hit = np.flatnonzero(cum >= units)
+    v, found = _weighted_cut(keys.copy(), qq.copy(), len(keys), units)
+    if hit.size:
+        assert found and v == keys[order[hit[0]]]
+    else:
+        assert not found and v == np.inf
+
+
+def test_adl_pool_over_calls_matches_a_fresh_scan():
+    """The kernel's ADL keeps each side's candidates in a pool over its calls (dead and closed
+    positions dropped as it goes): call after call, at increasing times, it closes what a call
+    on a fresh pool (a scan of the whole book) closes."""
+    from backtest.kernels.cascade import _adl, _adl_pool, _adl_top, _q, _quantum
+
+    pop = synthetic_population(6000, price=100.0, seed=5)
+    rng = np.random.default_rng(5)
+    n = pop["side"].size
+    pop["open_time"] = np.where(rng.random(n) < 0.3, rng.integers(0, 50, n), np.iinfo(np.int64).min).astype(np.int64)
+    pop["close_time"] = np.where(rng.random(n) < 0.3, rng.integers(10, 80, n), R.NO_CLOSE).astype(np.int64)
+    book = make_book(pop)
+    quantum = _quantum(book)
+    ws_a, ws_b = make_workspace(n, 1, 0), make_workspace(n, 1, 0)
+    pool = _adl_pool(book, -1)
+    m = pool.shape[0]
+    for t in range(0, 100, 7):
+        ws_a.alive[rng.integers(0, n, 40)] = False  # liquidations between the calls
+        ws_b.alive[:] = ws_a.alive
+        need = _q(float(rng.choice([0.5, 50.0, 500.0])), quantum)
+        ca, qa, nxa, ra, m = _adl_top(-1, need, 93.0, 0.01, book, ws_a, 0, t, quantum, pool, m)
+        cb, qb, nxb, rb = _adl(-1, need, 93.0, 0.01, book, ws_b, 0, t, quantum)
+        assert (ca, qa, nxa, ra) == (cb, qb, nxb, rb)
+        assert np.array_equal(ws_a.x_pos[:nxa], ws_b.x_pos[:nxb]) and np.array_equal(ws_a.alive, ws_b.alive)
+
+
 def test_replay_fills_pay_their_own_impact_but_do_not_move_the_path():
     """Replay with an impact model: the same positions exit at the same times as with no impact
     (the path is not moved, no second round), but forced sells fill lower and forced buys

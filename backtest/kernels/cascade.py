@@ -655,87 +655,174 @@ def _adl(target_side, units, p, F, book, ws, nx, t, quantum):
     """Close open positions of ``target_side``, highest ADL rank first (ties: lower index
     first), until their quantity (qty x weight, units of ``quantum``) covers ``units``; their exit
     records go from slot ``nx`` (time ``t``, fill ``p``, round -1, EXIT_ADL). Returns ``(closed
-    notional at p in USD units, closed quantity units, nx)``.
-
-    Only the top of the ranking is sorted: the K best by partial selection, K growing until
-    they cover ``units`` - the same order as a full sort."""
-    side = book.side
-    qty = book.qty
-    weight = book.weight
-    alive = ws.alive
-    n = side.shape[0]
-    keys = np.empty(n)
-    idx = np.empty(n, np.int32)
-    c = 0
-    for i in range(n):
-        if alive[i] and side[i] == target_side and book.open_time[i] <= t and t < book.close_time[i]:
-            s = side[i]
-            m_t = book.margin[i] - s * qty[i] * F
-            k = -adl_key_nb(book.venue[i], s, book.entry[i], p, qty[i], m_t)
-            keys[c] = k if k == k else np.inf
-            idx[c] = i
-            c += 1
-    if c == 0:
-        return np.int64(0), np.int64(0), nx, 0
-    K = 512
-    while True:
-        if K >= c:
-            sel = np.arange(c)
-        else:
-            thr = np.partition(keys[:c], K - 1)[K - 1]
-            m = 0
-            for j in range(c):
-                if keys[j] <= thr:
-                    m += 1
-            sel = np.empty(m, np.int64)
-            m = 0
-            for j in range(c):
-                if keys[j] <= thr:
-                    sel[m] = j
-                    m += 1
-        o = np.argsort(keys[sel], kind="mergesort")
-        acc = np.int64(0)
-        cut = -1
-        for jj in range(o.shape[0]):
-            i = idx[sel[o[jj]]]
-            acc += _q(qty[i] * np.float64(weight[i]), quantum)
-            if acc >= units:
-                cut = jj
-                break
-        if cut < 0 and K < c:
-            K *= 8
-            continue
-        last = cut if cut >= 0 else o.shape[0] - 1
-        closed = np.int64(0)
-        closed_q = np.int64(0)
-        for jj in range(last + 1):
-            i = idx[sel[o[jj]]]
-            alive[i] = False
-            ws.x_pos[nx] = i
-            ws.x_ts[nx] = t
-            ws.x_fill[nx] = p
-            ws.x_round[nx] = -1
-            ws.x_code[nx] = EXIT_ADL
-            ws.x_usd[nx] = qty[i] * np.float64(weight[i]) * p
-            nx += 1
-            closed += _u(qty[i] * np.float64(weight[i]) * p)
-            closed_q += _q(qty[i] * np.float64(weight[i]), quantum)
-        return closed, closed_q, nx, (5 * last) // c + 1
+    notional at p in USD units, closed quantity units, nx, deepest quintile of the ranking
+    reached)``. One call of :func:`_adl_top` on a fresh :func:`_adl_pool` (the kernel keeps one
+    pool per side over its calls)."""
+    pool = _adl_pool(book, target_side)
+    c, cq, nx, ranks, _m = _adl_top(target_side, units, p, F, book, ws, nx, t, quantum, pool, pool.shape[0])
+    return c, cq, nx, ranks
 
 
 @njit(cache=True)
-def _deleverage(j, target_side, units, p, F, book, ws, nx, t, quantum):
+def _adl_pool(book, target_side):
+    """The positions of ``target_side`` in index order (int32), for the ADL calls of one run:
+    :func:`_adl_top` drops from it the positions that are dead or closed for good (its calls
+    come at increasing times)."""
+    n = book.side.shape[0]
+    m = 0
+    for i in range(n):
+        if book.side[i] == target_side:
+            m += 1
+    pool = np.empty(m, np.int32)
+    m = 0
+    for i in range(n):
+        if book.side[i] == target_side:
+            pool[m] = i
+            m += 1
+    return pool
+
+
+@njit(cache=True)
+def _adl_top(target_side, units, p, F, book, ws, nx, t, quantum, pool, m):
+    """:func:`_adl` over the first ``m`` entries of ``pool`` (:func:`_adl_pool` of
+    ``target_side``): the candidates are its positions alive and open at ``t``, in index order
+    (as a scan of the whole book finds them). Their ranking keys go into the round buffers
+    ``ws.t_level`` / ``ws.t_pos`` (free at a bar's end); :func:`_weighted_cut` finds the key at
+    which the ranking's quantity first covers ``units``, and only the candidates up to it are
+    sorted (stably: ties in index order) - the same closes as a full sort of the ranking.
+    Returns :func:`_adl`'s tuple and the pool's new length (the positions dead or closed by
+    ``t`` dropped, the order kept)."""
+    qty = book.qty
+    weight = book.weight
+    alive = ws.alive
+    keys = ws.t_level
+    idx = ws.t_pos
+    s = np.int8(target_side)
+    qq = np.empty(m, np.int64)
+    c = 0
+    w = 0
+    for r in range(m):
+        i = pool[r]
+        if not alive[i] or t >= book.close_time[i]:
+            continue  # dead, or closed for good: later calls come at later times
+        pool[w] = i
+        w += 1
+        if book.open_time[i] > t:
+            continue
+        q = qty[i]
+        m_t = book.margin[i] - s * q * F
+        k = -adl_key_nb(book.venue[i], s, book.entry[i], p, q, m_t)
+        keys[c] = k if k == k else np.inf
+        idx[c] = i
+        qq[c] = _q(q * np.float64(weight[i]), quantum)
+        c += 1
+    if c == 0:
+        return np.int64(0), np.int64(0), nx, 0, w
+    # the key of the position at which the ranking's quantity first covers ``units`` (inf when
+    # every candidate together does not): the closes are a prefix of the keys up to it
+    v, found = _weighted_cut(keys, qq, c, units)
+    n_sel = 0
+    for j in range(c):
+        if not found or keys[j] <= v:
+            n_sel += 1
+    sel = np.empty(n_sel, np.int64)
+    n_sel = 0
+    for j in range(c):
+        if not found or keys[j] <= v:
+            sel[n_sel] = j
+            n_sel += 1
+    # stable: ties in index order, as a full sort of the ranking
+    o = np.argsort(keys[sel], kind="mergesort")
+    acc = np.int64(0)
+    last = o.shape[0] - 1
+    for jj in range(o.shape[0]):
+        acc += qq[sel[o[jj]]]
+        if acc >= units:
+            last = jj
+            break
+    closed = np.int64(0)
+    closed_q = np.int64(0)
+    for jj in range(last + 1):
+        i = idx[sel[o[jj]]]
+        alive[i] = False
+        ws.x_pos[nx] = i
+        ws.x_ts[nx] = t
+        ws.x_fill[nx] = p
+        ws.x_round[nx] = -1
+        ws.x_code[nx] = EXIT_ADL
+        ws.x_usd[nx] = qty[i] * np.float64(weight[i]) * p
+        nx += 1
+        closed += _u(qty[i] * np.float64(weight[i]) * p)
+        closed_q += qq[sel[o[jj]]]
+    return closed, closed_q, nx, (5 * last) // c + 1, w
+
+
+@njit(cache=True)
+def _weighted_cut(keys, qq, c, units):
+    """The smallest key ``v`` among ``keys[:c]`` whose candidates with ``key <= v`` hold at
+    least ``units`` (their ``qq``, integers: exact sums in any order) and True; ``(inf, False)``
+    when all of them hold less. Weighted quickselect (three-way partitions around a median of
+    three, expected linear time); the result does not depend on the pivots."""
+    J = np.arange(c)
+    lo = 0
+    hi = c
+    need = units
+    while hi - lo > 16:
+        a = keys[J[lo]]
+        b = keys[J[(lo + hi) // 2]]
+        d = keys[J[hi - 1]]
+        piv = max(min(a, b), min(max(a, b), d))
+        # three-way partition of J[lo:hi]: < piv, == piv, > piv
+        lt = lo
+        gt = hi
+        k = lo
+        s_lt = np.int64(0)
+        s_eq = np.int64(0)
+        while k < gt:
+            x = keys[J[k]]
+            if x < piv:
+                s_lt += qq[J[k]]
+                J[lt], J[k] = J[k], J[lt]
+                lt += 1
+                k += 1
+            elif x > piv:
+                gt -= 1
+                J[gt], J[k] = J[k], J[gt]
+            else:
+                s_eq += qq[J[k]]
+                k += 1
+        if lt > lo and s_lt >= need:
+            hi = lt
+        elif s_lt + s_eq >= need:
+            return piv, True
+        else:
+            need -= s_lt + s_eq
+            lo = gt
+    # a short range: sort it and walk
+    seg = J[lo:hi]
+    o = np.argsort(keys[seg], kind="mergesort")
+    acc = np.int64(0)
+    for jj in range(o.shape[0]):
+        acc += qq[seg[o[jj]]]
+        if acc >= need:
+            return keys[seg[o[jj]]], True
+    return np.inf, False
+
+
+@njit(cache=True)
+def _deleverage(j, target_side, units, p, F, book, ws, nx, t, quantum, pool, m):
     """ADL at bar ``j``'s end (time ``t``, price ``p``) against the quantity ``units`` (of
-    ``quantum``) taken over from the other side's bankrupt positions. Returns ``(nx,
-    shortfall)``: the notional at ``p`` (USD units) of what no open position was left to cover;
-    ``BI_ADL_RANKS`` keeps the deepest quintile of the ranking the bar's closes reached."""
-    c, cq, nx, ranks = _adl(target_side, units, p, F, book, ws, nx, t, quantum)
+    ``quantum``) taken over from the other side's bankrupt positions, over the first ``m``
+    entries of the side's ``pool`` (:func:`_adl_pool`). Returns ``(nx, shortfall, m)``: the
+    notional at ``p`` (USD units) of what no open position was left to cover and the pool's new
+    length; ``BI_ADL_RANKS`` keeps the deepest quintile of the ranking the bar's closes reached."""
+    c, cq, nx, ranks, m = _adl_top(target_side, units, p, F, book, ws, nx, t, quantum, pool, m)
     ws.bar_i[j, BI_ADL] += c
     if ranks > ws.bar_i[j, BI_ADL_RANKS]:
         ws.bar_i[j, BI_ADL_RANKS] = ranks
     if cq < units:
-        return nx, _u(np.float64(units - cq) * quantum * p)
-    return nx, np.int64(0)
+        return nx, _u(np.float64(units - cq) * quantum * p), m
+    return nx, np.int64(0), m
 
 
 # ---- path points -------------------------------------------------------------------------
@@ -861,6 +948,11 @@ def simulate_nb(book, tl, path, depth, prm, reference, ws):
     q_short = np.int64(0)
     quantum = 0.0  # unit of those quantities (_quantum), found when first needed
     adl_done = False  # no position has been auto-deleveraged yet
+    # per side, the positions ADL can still close (_adl_pool), built at the side's first ADL
+    pool_l = np.empty(0, np.int32)
+    pool_s = np.empty(0, np.int32)
+    m_pl = -1
+    m_ps = -1
 
     for j in range(nbars):
         for c in range(BI_SIZE):
@@ -998,11 +1090,17 @@ def simulate_nb(book, tl, path, depth, prm, reference, ws):
         if q_long > 0 or q_short > 0:
             adl_done = True
         if q_long > 0:
-            nx, short = _deleverage(j, -1, q_long, p_prev, F, book, ws, nx, t_end, quantum)
+            if m_ps < 0:
+                pool_s = _adl_pool(book, -1)
+                m_ps = pool_s.shape[0]
+            nx, short, m_ps = _deleverage(j, -1, q_long, p_prev, F, book, ws, nx, t_end, quantum, pool_s, m_ps)
             shortfall += short
             q_long = 0
         if q_short > 0:
-            nx, short = _deleverage(j, 1, q_short, p_prev, F, book, ws, nx, t_end, quantum)
+            if m_pl < 0:
+                pool_l = _adl_pool(book, 1)
+                m_pl = pool_l.shape[0]
+            nx, short, m_pl = _deleverage(j, 1, q_short, p_prev, F, book, ws, nx, t_end, quantum, pool_l, m_pl)
             shortfall += short
             q_short = 0
         bar_i[j, BI_FUND] = fund
@@ -1086,3 +1184,101 @@ def minute_sums_nb(x_code, x_ts, liq_usd, m0, sums):
         if x_code[r] == EXIT_LIQUIDATED:
             sums[x_ts[r] // 60_000 - m0] += liq_usd[k]
             k += 1
+
+
+@njit(cache=True)
+def _ends_before(ends, regular, step, x, right):
+    """``np.searchsorted(ends, x, side)`` for one ``x`` (``right``: side="right", the ends at or
+    before ``x``; else those before it); ``regular``: ``ends`` step by ``step`` (arithmetic)."""
+    n = ends.shape[0]
+    if regular:
+        e0 = ends[0]
+        if right:
+            if x < e0:
+                return 0
+            if x >= ends[n - 1]:
+                return n
+            return (x - e0) // step + 1
+        if x <= e0:
+            return 0
+        if x > ends[n - 1]:
+            return n
+        return (x - e0 + step - 1) // step
+    lo = 0
+    hi = n
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if ends[mid] < x or (right and ends[mid] == x):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True)
+def simulated_oi_nb(qty, weight, open_time, close_time, x_pos, x_ts, x_share, ends, close):
+    """Simulated open interest per bar (USD), the fast path of
+    :func:`backtest.results.simulated_open_interest` (whose numpy reference it equals bit for bit:
+    the same sums in the same order). Rows: ``qty`` (base units), ``weight`` (float32),
+    ``open_time`` / ``close_time`` (UTC ms); exit records ``x_pos`` (row), ``x_ts`` (UTC ms),
+    ``x_share`` (quantity share, empty: every exit whole); ``ends``: bar end times (UTC ms,
+    ascending), ``close``: the bars' closes."""
+    n = ends.shape[0]
+    N = qty.shape[0]
+    step = ends[1] - ends[0] if n > 1 else np.int64(1)
+    regular = step > 0
+    for k in range(1, n):
+        if ends[k] - ends[k - 1] != step:
+            regular = False
+            break
+    a = np.empty(N, np.int64)
+    b = np.empty(N, np.int64)
+    for i in range(N):
+        a[i] = _ends_before(ends, regular, step, open_time[i], False)
+        b[i] = _ends_before(ends, regular, step, close_time[i], False)
+    part = np.zeros(n + 1)
+    M = x_pos.shape[0]
+    if M:
+        bx = np.empty(M, np.int64)
+        for r in range(M):
+            bx[r] = _ends_before(ends, regular, step, x_ts[r], True)
+        whole = np.ones(M, np.bool_)
+        partial = False
+        for r in range(x_share.shape[0]):
+            if x_share[r] < 1.0:
+                partial = True
+                break
+        if partial:
+            prow = np.zeros(N, np.bool_)
+            for r in range(M):
+                if x_share[r] < 1.0:
+                    prow[x_pos[r]] = True
+            for r in range(M):
+                whole[r] = not prow[x_pos[r]]
+            for r in range(M):
+                if not whole[r]:
+                    i = x_pos[r]
+                    pb = bx[r]
+                    if a[i] < pb and pb < b[i]:  # exits while the row is open
+                        part[pb] += (qty[i] * np.float64(weight[i])) * x_share[r]
+        # as a fancy assignment: every new end from the ends before, the last record's kept
+        rhs = np.empty(M, np.int64)
+        for r in range(M):
+            rhs[r] = min(b[x_pos[r]], bx[r])
+        for r in range(M):
+            if whole[r]:
+                b[x_pos[r]] = rhs[r]
+    up = np.zeros(n + 1)
+    down = np.zeros(n + 1)
+    for i in range(N):
+        if a[i] < b[i]:
+            qw = qty[i] * np.float64(weight[i])
+            up[a[i]] += qw
+            down[b[i]] += qw
+    out = np.empty(n)
+    acc = 0.0
+    for k in range(n):
+        d = (up[k] - down[k]) - part[k]
+        acc = d if k == 0 else acc + d
+        out[k] = acc * close[k]
+    return out
