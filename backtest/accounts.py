@@ -302,6 +302,7 @@ def build_grid(points: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], coll
         px[s] = np.asarray(p, np.float64)[j]
         bar[s] = np.asarray(b, np.int32)[j]
     B, F = BLOCK, FINE_BLOCK
+    assert B % F == 0, (B, F)
     NB = -(-T // B) if tables else 0
     LB = max(int(NB).bit_length(), 1) if tables else 0
     suf = np.empty((NB + 1 if tables else 0, 2, S))

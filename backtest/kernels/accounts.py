@@ -711,14 +711,15 @@ def sparse_tables_nb(px, B, F, suf, pre, blk, fine):
                     lo = px[s, t]
             fine[f, 0, s] = hi
             fine[f, 1, s] = lo
+        k = B // F  # sub-blocks per block (F divides B)
         for b in range(NB):
             hi = -np.inf
             lo = np.inf
-            for t in range(b * B, min((b + 1) * B, T)):
-                if px[s, t] > hi:
-                    hi = px[s, t]
-                if px[s, t] < lo:
-                    lo = px[s, t]
+            for f in range(b * k, min((b + 1) * k, fine.shape[0])):
+                if fine[f, 0, s] > hi:
+                    hi = fine[f, 0, s]
+                if fine[f, 1, s] < lo:
+                    lo = fine[f, 1, s]
             blk[b, 0, 0, s] = hi
             blk[b, 0, 1, s] = lo
         suf[NB, 0, s] = -np.inf
