@@ -283,12 +283,12 @@ def path_points(bars: dict[str, np.ndarray], bar_ms: int) -> tuple[np.ndarray, n
 
 
 def build_grid(points: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], collateral: Sequence[tuple[np.ndarray, np.ndarray]] = (),
-               haircuts: Sequence[float] = (), *, tables: bool = True) -> R.GridPaths:
+               haircuts: Sequence[float] = ()) -> R.GridPaths:
     """The common grid (records.GridPaths) of symbols given as ``(times, prices, bar)`` path
     points (:func:`path_points`; times ascending) and collateral assets 1, 2, ... given as
     ``(times, prices)`` step paths (price from each time on; before the first, the first) with
     their ``haircuts``. The grid is the union of the symbols' point times; each series holds its
-    last own point's price. ``tables=False`` skips the sparse tables (reference kernel)."""
+    last own point's price, and the fast kernel's tables of block maxima and minima."""
     ts = np.unique(np.concatenate([p[0] for p in points])) if points else np.empty(0, np.int64)
     T = len(ts)
     series = [*points, *[(c[0], c[1], np.zeros(len(c[0]), np.int32)) for c in collateral]]
@@ -303,13 +303,13 @@ def build_grid(points: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], coll
         bar[s] = np.asarray(b, np.int32)[j]
     B, F = BLOCK, FINE_BLOCK
     assert B % F == 0, (B, F)
-    NB = -(-T // B) if tables else 0
-    LB = max(int(NB).bit_length(), 1) if tables else 0
-    suf = np.empty((NB + 1 if tables else 0, 2, S))
+    NB = -(-T // B)
+    LB = max(int(NB).bit_length(), 1)
+    suf = np.empty((NB + 1, 2, S))
     pre = np.empty((NB, 2, S))
     blk = np.empty((NB, LB, 2, S))
-    fine = np.empty((-(-T // F) if tables else 0, 2, S))
-    if tables and T:
+    fine = np.empty((-(-T // F), 2, S))
+    if T:
         from backtest.kernels.accounts import sparse_tables_nb
 
         sparse_tables_nb(px, B, F, suf, pre, blk, fine)

@@ -484,7 +484,7 @@ class GridPaths(NamedTuple):
     ``px[s, t]``: series ``s`` (symbols first, then collateral assets) at grid point ``t``, each
     symbol holding its last own path point between its points (quote currency; collateral in
     USD per unit). ``bar[s, t]``: the bar (of symbol ``s``'s own bars) of that point, for the
-    per-bar sums. Fast kernel only (empty for the reference): ``suf[b, 0 / 1, s]`` the max / min
+    per-bar sums. Read by the fast kernel only: ``suf[b, 0 / 1, s]`` the max / min
     of ``px[s]`` from block ``b`` on; ``blk[b, l, 0 / 1, s]`` a sparse table over blocks of
     ``block`` grid points: the max / min of ``px[s]`` over blocks ``[b, b + 2**l)``; ``fine[f, 0 /
     1, s]`` the max / min over sub-blocks of ``fine_block`` points, ``pre[b, 0 / 1, s]`` over blocks

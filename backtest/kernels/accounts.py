@@ -516,13 +516,6 @@ def next_liquidation_nb(acc, rows, st, grid, rules, a, t, cushion, scale, coll, 
     B = grid.block
     NB = grid.blk.shape[0]
     checks = 0
-    if NB == 0:  # a grid without tables (the reference's): every point evaluated
-        for i in range(t + 1, lim):
-            eq, mm, _sc, _co = state_nb(acc, rows, st, grid, a, i)
-            if eq < threshold_nb(st, grid, rules, a, i) * mm:
-                return i, checks
-            checks += 1
-        return lim, checks
     F = grid.fine_block
     while True:  # one anchor per pass
         pos = t + 1
