@@ -499,7 +499,15 @@ def _print_sim_summary(s: Summary, seconds: float, out: Path) -> None:
             rows.append((f"{ex}", f"liquidated {usd(v.liquidated_notional_usd)} of {usd(v.open_notional_usd)} open "
                                   f"(long share {'-' if v.long_share is None else f'{v.long_share:.3f}'}), ADL {usd(v.adl_notional_usd)}, "
                                   f"fund min {usd(v.insurance_fund_min_usd)}" + (f"; PROXY path: {v.path_proxy}'s bars" if v.path_proxy else "")))
+    if s.contagion_iterations is not None:
+        rows.append(("accounts coupling", f"{s.contagion_iterations} passes, residual "
+                                          f"{'-' if s.contagion_residual is None else f'{s.contagion_residual:.1e}'}"
+                                          f"{'' if s.contagion_converged is not False else ' (NOT converged)'}"))
     print_frame(pl.DataFrame({"metric": [r[0] for r in rows], "value": [r[1] for r in rows]}), "summary")
+    if s.contagion_converged is False:
+        from backtest.contagion import unconverged_note
+
+        typer.echo("warning: " + unconverged_note(s.contagion_iterations or 0, s.contagion_residual), err=True)
     typer.echo(f"wrote {out}/summary.json, bars, liquidations, clusters, liq_map, heatmap (.parquet) in {seconds:.1f} s")
 
 

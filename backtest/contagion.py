@@ -353,10 +353,22 @@ def _units(x: np.ndarray) -> np.ndarray:
     return np.floor(np.asarray(x, np.float64) * R.USD_SCALE + 0.5).astype(np.int64)
 
 
+def unconverged_note(iterations: int, residual: float | None) -> str:
+    """The note (summary, report, CLI warning) of a coupling that stopped at ``account_iterations``
+    before its residual fell to :data:`CONTAGION_TOL`."""
+    r = "?" if residual is None else f"{residual:.1e}"
+    return (f"NOT CONVERGED: the coupling of the account engine with the per-symbol kernels stopped after {iterations} passes "
+            f"with a path point still moving by {r} (relative; tolerance {CONTAGION_TOL:.0e}): the accounts' liquidations, "
+            f"contagion and the path are those of the last pass, not a fixed point; raise --set account_iterations=N (at most 100)")
+
+
 def notes(run: EngineRun) -> list[str]:
-    """The summary notes of an engine run: :data:`NOTE`, and where the collateral's price came
-    from when some account holds it (a perpetual standing in for the spot asset is a proxy)."""
+    """The summary notes of an engine run: :data:`NOTE`, a warning when the coupling did not
+    converge (:func:`unconverged_note`), and where the collateral's price came from when some
+    account holds it (a perpetual standing in for the spot asset is a proxy)."""
     out = [NOTE]
+    if run.converged is False:
+        out.append(unconverged_note(run.iterations, run.residual))
     if run.collateral_accounts:
         out.append(f"collateral asset of {run.collateral_accounts:,} accounts: {run.collateral_source}")
     return out

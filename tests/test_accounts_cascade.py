@@ -190,6 +190,9 @@ def test_the_coupling_converges_on_the_synthetic_event(synthetic):
     # one pass is not enough to settle the engine's fills: the cap is reported as not converged
     one = simulate_prepared(synthetic_prepared({"account_iterations": 1}), mode="cascade", summary_only=True).summary
     assert one.contagion_iterations == 1 and one.contagion_converged is False and one.contagion_residual > CONTAGION_TOL
+    # ... and says so in its notes (the report's last page prints them; the CLI warns on stderr)
+    assert any(n.startswith("NOT CONVERGED") and "account_iterations" in n for n in one.notes)
+    assert not any(n.startswith("NOT CONVERGED") for s in (cas.summary, rep.summary) for n in s.notes)
 
 
 # ------------------------------------------------------------------------------------------
@@ -286,3 +289,15 @@ def test_an_account_cut_in_part_owes_no_deficit_and_a_closed_one_pays_it_at_its_
     full = engine_flows(_stub_run([0, 0, 1], [1, 4, 5], [0.5, 0.5, 1.0], 100.0, 2), pops, bar_pt, pts, 0.01)
     assert full.deficit_usd.sum() == pytest.approx(500.0)
     assert full.deficit_usd[0] == 0.0 and full.deficit_usd[1] == 0.0 and full.deficit_usd[2] == pytest.approx(500.0)
+
+
+def test_cli_warns_when_the_coupling_does_not_converge(tmp_path):
+    exe = Path(sys.executable).with_name("backtest")
+    out = tmp_path / "r"
+    r = subprocess.run([str(exe), "replay", "2025-10-10", "--symbol", "BTC/USDT:USDT", "--symbol", "ETH/USDT:USDT", "--set", "n_positions=4000",
+                        "--set", "account_iterations=1", "--out", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["contagion_converged"] is False
+    assert "warning: NOT CONVERGED" in r.stderr and "account_iterations" in r.stderr
+    assert "NOT converged" in r.stdout
