@@ -118,6 +118,13 @@ def test_posterior_band_reading(tmp_path):
     assert texts["liquidated notional"] == "$50.5B [$5.5B–$95.5B]" and texts["long share of liquidations"].startswith("50.5 %")
     note = fit_note(post, "e1")
     assert "leverage_scale 50.5 [5.5–95.5]" in note and "impact_coef" in note  # fitted with its posterior; the rest assumed
+    # a fitted default outside the posterior's band is named (the one-run and predictive columns differ for it)
+    from backtest.fitted_defaults import FITTED
+    from backtest.report.calibration_pages import _disagreement
+
+    assert ("leverage_scale" in FITTED) and ("defaults lie outside" in note) == (not 5.5 <= FITTED["leverage_scale"] <= 95.5)
+    assert _disagreement({"leverage_scale": (1.0, 0.5, 0.9)}, {"leverage_scale": 1.6}).count("leverage_scale 1.6 vs [0.5–0.9]") == 1
+    assert _disagreement({"leverage_scale": (1.0, 0.5, 2.0)}, {"leverage_scale": 1.6}) == ""
     # the committed posterior of 2025-10-10 has the headline figures
     committed = read_posterior(posterior_path("2025-10-10"), "2025-10-10")
     assert committed is not None and "liquidated_notional_usd" in committed["bands"]

@@ -399,5 +399,16 @@ def fit_note(post: dict | None, event_id: str) -> str:
         f"Predictive: {post['particles']} particles of ABC-SMC on {events}{insample}, {meta.get('mode', '?')}, "
         f"{meta.get('n_positions', 0):,} positions/symbol (data/calibration/posterior-{event_id}/). Fitted, median [90 %]: "
         f"{fit_txt}. Assumed with a prior, not fitted: {', '.join(assumed)}. Others: sourced defaults "
-        "(population_params.PARAM_SOURCES; last page)." + dn
+        "(population_params.PARAM_SOURCES; last page)." + dn + _disagreement(fitted, FITTED)
     )
+
+
+def _disagreement(fitted: dict[str, tuple[float, float, float]], defaults: dict[str, float]) -> str:
+    """A sentence naming the fitted defaults that lie outside this posterior's 90 % band (then the
+    one-run column and the predictive column differ for that reason, not by noise), else ""."""
+    out = [f"{k} {defaults[k]:.3g} vs [{lo:.3g}–{hi:.3g}]" for k, (_m, lo, hi) in fitted.items()
+           if k in defaults and not lo <= defaults[k] <= hi]
+    if not out:
+        return ""
+    return (" The defaults lie outside this posterior's 90 % band for " + "; ".join(out)
+            + ": the two columns differ for that reason, the training events and this event's own figures disagree.")
