@@ -176,10 +176,15 @@ def validate(
     from backtest.calibration.validate import validate as run
     from backtest.params import parse_set_options
 
-    def events(text):
-        return [e.strip() for e in text.split(",") if e.strip()] if text else None
+    def events(text, option):
+        if text is None:
+            return None
+        ids = [e.strip() for e in text.split(",") if e.strip()]
+        if not ids:
+            fail(f"{option} {text!r} names no event; give event ids separated by commas (e.g. {option} 2025-04-07,2024-08-05) or leave it out")
+        return ids
 
-    res = _run("validate", run, train=events(train), test=events(test), loo=loo, fit=list(fit or []) or None,
+    res = _run("validate", run, train=events(train, "--train"), test=events(test, "--test"), loo=loo, fit=list(fit or []) or None,
                targets_file=str(targets) if targets else None, samples=samples, generations=generations, draws=draws,
                n_positions=n_positions, executor=executor, workers=workers, scheduler=scheduler, seed=seed, mode=mode,
                base=parse_set_options(set_), out=out, store=store)

@@ -90,7 +90,8 @@ def check_exchange(value: Any) -> str:
     known = known_exchanges()
     if known and value not in known:
         close = sorted(e for e in known if value.lower().replace("-", "").replace("_", "") in e)[:4]
-        raise ValueError(f"exchange {value!r} is not a ccxt exchange id{' (did you mean ' + ', '.join(close) + '?)' if close else ''}")
+        raise ValueError(f"exchange {value!r} is not a ccxt exchange id{' (did you mean ' + ', '.join(close) + '?)' if close else ''}; "
+                         "give one such as binanceusdm, bybit or okx (the list: python -c 'import ccxt; print(ccxt.exchanges)')")
     return value
 
 
@@ -159,6 +160,8 @@ def check_span(value: Any, field: str, *, text: bool = False) -> tuple[int, int]
     if text and isinstance(value, str) and "/" in value:
         value = value.split("/", 1)
     if not isinstance(value, list) or len(value) != 2:
+        if text:
+            raise ValueError(f"{field} must be START/END in UTC, e.g. 2025-10-10T20:00Z/2025-10-11T00:00Z")
         raise ValueError(f"{field} must be [start, end], e.g. [\"2025-10-10T20:00:00Z\", \"2025-10-11T00:00:00Z\"]")
     a, b = time_ms(value[0], f"{field} start"), time_ms(value[1], f"{field} end")
     if a >= b:

@@ -34,6 +34,11 @@ def suggest(name: str, valid: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def unknown_hint(name: str, valid: list[str]) -> str:
+    """What to tell about an unknown parameter name: the closest one, or else every name there is."""
+    return suggest(name, valid) or f"; the parameters are: {', '.join(sorted(valid))}"
+
+
 #: words that mean "derive it from the data" for a parameter whose default is None
 AUTO_WORDS = ("auto", "null", "none")
 
@@ -135,7 +140,7 @@ def apply_overrides(groups: list[Any], overrides: Mapping[str, Any]) -> list[Any
                 changes[i][name] = coerce(value, getattr(g, name), name, _annotation(fields[name]))
                 break
         else:
-            raise ParamError(f"unknown parameter {name!r}{suggest(name, valid)}")
+            raise ParamError(f"unknown parameter {name!r}{unknown_hint(name, valid)}")
     out = []
     for g, ch in zip(groups, changes):
         new = dataclasses.replace(g, **ch) if ch else g
@@ -217,7 +222,7 @@ def load_config(path: str | os.PathLike | None, valid: list[str] | None = None) 
 
     if not path:
         return {}
-    raw = read_toml(path, "config file")
+    raw = read_toml(path, "config file", example="data/calibration/posterior-2025-10-10/params.toml")
     names = valid if valid is not None else _param_names()
     tables = ("params", "base")
     out: dict[str, Any] = {}

@@ -10,8 +10,9 @@ file goes into an existing folder and must not be a folder itself.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from backtest.errors import UserError
 
@@ -42,6 +43,23 @@ def check_out_dir(out: str | os.PathLike, *, option: str = "--out", error: type[
         return out
     _check_parent(out, option, error)
     return out
+
+
+@contextmanager
+def no_empty_leftover(folder: str | os.PathLike) -> Iterator[Path]:
+    """Around work that may create ``folder``: if it did not exist before and the work fails, the
+    folder is removed again when it holds no file (only empty sub-folders), so a refused run
+    leaves nothing behind. A folder with any file in it is kept (a resumable run's history)."""
+    d = Path(folder)
+    existed = d.exists()
+    try:
+        yield d
+    except BaseException:
+        if not existed and d.is_dir() and not any(p.is_file() or p.is_symlink() for p in d.rglob("*")):
+            import shutil
+
+            shutil.rmtree(d, ignore_errors=True)
+        raise
 
 
 def check_out_file(

@@ -81,7 +81,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from backtest.errors import SweepError, UserError
-from backtest.params import ParamError, apply_overrides, field_names, suggest
+from backtest.params import ParamError, apply_overrides, field_names, suggest, unknown_hint
 from backtest.paths import write_atomic_group
 from backtest.progress import Progress
 from backtest.sim_api import SimulationAPI, simulation
@@ -195,7 +195,7 @@ def parse_sweep(raw: dict, *, source: str = "<sweep>", set_overrides: dict | Non
     grid: dict[str, list[Any]] = {}
     for name, values in grid_raw.items():
         if name not in valid:
-            raise SweepError(f"{source}: [grid] unknown parameter {name!r}{suggest(name, valid)}")
+            raise SweepError(f"{source}: [grid] unknown parameter {name!r}{unknown_hint(name, valid)}")
         vals = values if isinstance(values, list) else [values]
         if not vals:
             raise SweepError(f"{source}: [grid] {name} has no values; the grid is empty")

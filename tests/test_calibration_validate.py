@@ -81,6 +81,18 @@ def test_process_executor_matches_serial():
         (["sensitivity", "2025-10-10", "--samples", "10"], "power of two"),
         (["sensitivity", "2025-10-10", "--param", "nope"], "no prior for parameter 'nope'"),
         (["sensitivity", "2025-10-10", "--workers", "0"], "--workers must be at least 1"),
+        (["validate", "--train", ",", "--test", "2025-10-10"], "--train ',' names no event"),
+        (["validate", "--train", "2025-04-07", "--test", " , "], "--test ' , ' names no event"),
+        (["validate", "--train", "2025-04-07", "--test", "2025-10-10", "--fit", "zzz"], "no prior for parameter 'zzz'"),
+        (["validate", "--train", "2025-04-07", "--test", "2025-10-10", "--samples", "0"], "--samples >= 2"),
+        # refused inside the first fold (the parameters are checked when its events are prepared)
+        (["validate", "--train", "2025-04-07", "--test", "2025-10-10", "--set", "account_iterations=0", "--n-positions", "2000"],
+         "'account_iterations' must be in [1, 100]"),
+        (["calibrate", "2025-10-10", "--fit", "leverage_scale", "--set", "nosuchparam=1", "--n-positions", "2000"],
+         "unknown parameter 'nosuchparam'; the parameters are: "),
+        (["calibrate", "2025-10-10", "--fit", "leverage_scale", "--n-positions", "0"], "n_positions must be a positive integer"),
+        (["calibrate", "myev", "--window", "garbage", "--exchange", "binanceusdm", "--symbol", "BTC/USDT:USDT", "--fit", "leverage_scale"],
+         "must be START/END in UTC, e.g. 2025-10-10T20:00Z/2025-10-11T00:00Z"),
     ],
 )
 def test_cli_bad_input_is_one_line_exit_2(tmp_path, args, expect):
@@ -91,3 +103,19 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, args, expect):
     r = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and expect in r.output, r.output
     assert "Traceback" not in r.output
+    assert not (tmp_path / "o").exists()  # a refused run leaves no folder behind
+
+
+def test_no_empty_leftover_removes_only_a_new_empty_folder(tmp_path):
+    from backtest.paths import no_empty_leftover
+
+    for pre, files, kept in ((False, False, False), (False, True, True), (True, False, True)):
+        d = tmp_path / f"d{pre}{files}"
+        if pre:
+            d.mkdir()
+        with pytest.raises(RuntimeError), no_empty_leftover(d):
+            (d / "sub").mkdir(parents=True)
+            if files:
+                (d / "sub" / "abc.db").write_text("x")
+            raise RuntimeError("refused")
+        assert d.exists() == kept, (pre, files)

@@ -143,7 +143,7 @@ def test_events_add_writes_atomically_refuses_existing_and_replaces(tmp_path):
 @pytest.mark.parametrize("extra,needle", [
     (["--window", "2026-02-03T16:00Z/2026-02-03T10:00Z"], "swap them"),
     (["--window", "2026-02-03T10:00/2026-02-03T16:00Z"], "no zone"),
-    (["--window", "yesterday"], "must be [start, end]"),
+    (["--window", "yesterday"], "must be START/END in UTC"),
     (["--window", "2026-02-03T10:00Z/2026-02-03T16:00Z", "--lookback", "0"], "lookback must be 1 to 365"),
     (["--window", "2026-02-03T10:00Z/2026-02-03T16:00Z", "--lookback", "9999"], "lookback must be 1 to 365"),
     (["--window", "2026-02-03T10:00Z/2026-02-03T16:00Z", "--core", "2026-02-04T10:00Z/2026-02-04T11:00Z"], "inside the window"),

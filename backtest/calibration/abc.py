@@ -196,8 +196,6 @@ def calibrate(spec: CalibrationSpec, out: str | os.PathLike, *, executor: str = 
         if diff:
             raise CalibrationError(f"--resume: the stored run differs in {', '.join(diff)} "
                                    f"({diff[0]}={stored.get(diff[0])!r} stored); repeat its options or choose another --out")
-    else:
-        d.mkdir(exist_ok=True)
     import pyabc
 
     _quiet_pyabc()
@@ -210,6 +208,7 @@ def calibrate(spec: CalibrationSpec, out: str | os.PathLike, *, executor: str = 
         if progress:
             progress("preparing events", 0, spec.generations)
         model.prepare_all()  # checks the data before any sampling (workers prepare their own copy)
+        d.mkdir(exist_ok=True)  # only once the run's inputs are checked: a refused run leaves no folder
         np.random.seed(spec.seed)
         sampler, pool = _sampler(executor, workers, client)
 

@@ -186,7 +186,8 @@ def load_figures(path: str | os.PathLike | None = None, *, check_events: bool = 
     raw = read_toml(p, "figures file", CalibrationError, example="data/published_figures.toml")
     recs = raw.get("figures")
     if not isinstance(recs, list):
-        raise CalibrationError(f"figures file {p} has no [[figures]] tables")
+        raise CalibrationError(f"figures file {p} has no [[figures]] tables; give each figure as a [[figures]] table "
+                               "(id, event, kind, metric, value, ...) as in data/published_figures.toml")
     event_ids = None
     if check_events:
         from backtest.events import load_events

@@ -27,7 +27,7 @@ import numpy as np
 from backtest.calibration.abc import CalibrationSpec, calibrate, model_for
 from backtest.calibration.figures import format_value, judge, judge_band, load_figures
 from backtest.calibration.model import check_executor, connect_dask, run_many
-from backtest.calibration.priors import DEFAULT_FIT
+from backtest.calibration.priors import DEFAULT_FIT, priors_for
 from backtest.calibration.targets import event_targets
 from backtest.errors import CalibrationError
 
@@ -109,16 +109,30 @@ def validate(*, train: list[str] | None = None, test: list[str] | None = None, l
              progress: Callable[[str, int, int], None] | None = None) -> ValidationResult:
     """Fit on the training events, predict every comparable figure of the test events; write
     ``validation.parquet``, ``validation.json`` and ``validation.md`` in ``out``."""
-    import polars as pl
-
-    from backtest.paths import check_out_dir, write_atomic
+    from backtest.paths import check_out_dir, no_empty_leftover
 
     check_executor(executor)
     if draws < 2:
         raise CalibrationError("--draws must be at least 2 (posterior draws per test event)")
+    if samples < 2 or generations < 1:
+        raise CalibrationError("give --samples >= 2 (particles per generation) and --generations >= 1")
+    priors_for(list(fit or DEFAULT_FIT))  # an unknown --fit fails before any folder is made
     d = check_out_dir(out, error=CalibrationError)
     figures = load_figures(targets_file)
     folds = folds_for(train, test, loo, figures, store)
+    with no_empty_leftover(d):  # a fold refused on its inputs leaves no empty folders behind
+        return _run_folds(d, folds, figures, fit=fit, targets_file=targets_file, samples=samples, generations=generations, draws=draws,
+                          n_positions=n_positions, executor=executor, workers=workers, scheduler=scheduler, seed=seed, mode=mode,
+                          base=base, store=store, progress=progress)
+
+
+def _run_folds(d, folds, figures, *, fit, targets_file, samples, generations, draws, n_positions, executor, workers, scheduler, seed,
+               mode, base, store, progress) -> ValidationResult:
+    """The folds of :func:`validate` in ``d`` (checked, not yet created) and its outputs."""
+    import polars as pl
+
+    from backtest.paths import write_atomic
+
     d.mkdir(exist_ok=True)
     t0 = time.perf_counter()
     rows: list[dict] = []
