@@ -579,10 +579,28 @@ def main() -> None:
     if bad:
         typer.echo(f"error: {bad}", err=True)
         sys.exit(2)
+    try:  # typer >= 0.25 carries its own click (the pinned one); older ones use click's
+        from typer._click import exceptions as click_errors
+    except ImportError:  # pragma: no cover - an older typer
+        from click import exceptions as click_errors
+
     try:
-        app()
+        rv = app(prog_name="backtest", standalone_mode=False)
     except BrokenPipeError:  # e.g. piped into head
         sys.exit(0)
+    except click_errors.NoArgsIsHelpError as e:  # a group without its command: its help, as in standalone mode
+        text = e.ctx.get_help()  # typer's rich help prints itself and returns ""
+        if text:
+            typer.echo(text)
+        sys.exit(2)
+    except click_errors.UsageError as e:  # a misspelt option, a missing argument, a value of the wrong type: one line
+        where = e.ctx.command_path if e.ctx is not None else "backtest"
+        typer.echo(f"error: {e.format_message().rstrip('.')}; see '{where} --help'", err=True)
+        sys.exit(2)
+    except typer.Abort:  # Ctrl-C
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    sys.exit(rv if isinstance(rv, int) else 0)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,24 @@ def test_empty_values_are_refused_with_one_line(tmp_path, args, needle):
     assert os.listdir(tmp_path) == []  # nothing written in the current folder
 
 
+@pytest.mark.parametrize("args,line", [
+    (["replay", "2025-10-10", "--seed", "3", "--out", "x"], "error: No such option: --seed (Possible options: --set, --store); see 'backtest replay --help'"),
+    (["replay"], "error: Missing argument 'event'; see 'backtest replay --help'"),
+    (["calibrate", "2025-10-10", "--samples", "abc", "--out", "x"], "error: Invalid value for '--samples': "),
+    (["nosuchcommand"], "error: No such command 'nosuchcommand'; see 'backtest --help'"),
+])
+def test_usage_errors_are_one_line_exit_2(tmp_path, args, line):
+    out = cli(*args, cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.startswith(line) and out.stderr.count("\n") == 1, out.stderr
+    assert "Traceback" not in out.stderr and os.listdir(tmp_path) == []
+
+
+def test_help_and_a_bare_group_still_show_the_help():
+    assert cli("--help").returncode == 0 and "Usage: backtest" in cli("--help").stdout
+    bare = cli("data")
+    assert bare.returncode == 2 and "Usage: backtest data" in bare.stdout and "Traceback" not in bare.stderr
+
+
 def test_empty_store_and_scheduler_are_refused_by_the_api_too():
     with pytest.raises(StoreError, match="store path is empty"):
         Store("")
