@@ -589,7 +589,7 @@ def main() -> None:
     except BrokenPipeError:  # e.g. piped into head
         sys.exit(0)
     except click_errors.NoArgsIsHelpError as e:  # a group without its command: its help, as in standalone mode
-        text = e.ctx.get_help()  # typer's rich help prints itself and returns ""
+        text = e.format_message()  # the exception printed typer's rich help when it was made ("" then)
         if text:
             typer.echo(text)
         sys.exit(2)
@@ -597,10 +597,10 @@ def main() -> None:
         where = e.ctx.command_path if e.ctx is not None else "backtest"
         typer.echo(f"error: {e.format_message().rstrip('.')}; see '{where} --help'", err=True)
         sys.exit(2)
-    except typer.Abort:  # Ctrl-C
-        typer.echo("aborted", err=True)
-        sys.exit(130)
-    sys.exit(rv if isinstance(rv, int) else 0)
+    except click_errors.ClickException as e:  # any other click-level refusal (none is raised today): one line, its code
+        typer.echo(f"error: {e.format_message()}", err=True)
+        sys.exit(e.exit_code)
+    sys.exit(rv if isinstance(rv, int) else 0)  # typer.Exit(n) comes back as n; Ctrl-C in parsing as 130
 
 
 if __name__ == "__main__":

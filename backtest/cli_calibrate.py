@@ -84,9 +84,10 @@ def _spec(events, fit, targets, samples, generations, seed, mode, n_positions, s
                            base=parse_set_options(set_), store=store, adhoc=adhoc)
 
 
-def _run(label: str, fn, *args, mode: str, workers: int | None, interrupted: str | None = None, **kwargs):
+def _run(label: str, fn, *args, mode: str, workers: int | None, interrupted=None, **kwargs):
     """Check the shared options, call ``fn(*args, mode=, workers=, progress=, **kwargs)`` with a
-    progress display (closed whatever happens) and return its result."""
+    progress display (closed whatever happens) and return its result. ``interrupted``: the line
+    (or a function giving it, asked after the interruption) that Ctrl-C prints, exit 130."""
     if mode not in ("replay", "cascade"):
         fail(f"--mode must be replay or cascade, got {mode!r}")
     if workers is not None and workers < 1:
@@ -97,7 +98,7 @@ def _run(label: str, fn, *args, mode: str, workers: int | None, interrupted: str
     except KeyboardInterrupt:
         if interrupted is None:
             raise
-        fail(interrupted, 130)
+        fail(interrupted() if callable(interrupted) else interrupted, 130)
     finally:
         if progress is not None:
             progress.close()
@@ -137,7 +138,9 @@ def calibrate(
         return run(spec, out, **kw)
 
     res = _run("calibrate", go, spec, out, mode=mode, workers=workers, executor=executor, scheduler=scheduler, resume=resume,
-               interrupted=f"interrupted; the finished generations are kept in {out}/abc.db: continue with --resume")
+               interrupted=lambda: (f"interrupted; the finished generations are kept in {out}/abc.db: continue with --resume"
+                                    if (Path(out) / "abc.db").exists() else
+                                    "interrupted before the calibration history was started; nothing is kept: run it again"))
     import polars as pl
 
     print_frame(pl.DataFrame({

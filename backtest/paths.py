@@ -47,18 +47,23 @@ def check_out_dir(out: str | os.PathLike, *, option: str = "--out", error: type[
 
 @contextmanager
 def no_empty_leftover(folder: str | os.PathLike) -> Iterator[Path]:
-    """Around work that may create ``folder``: if it did not exist before and the work fails, the
-    folder is removed again when it holds no file (only empty sub-folders), so a refused run
-    leaves nothing behind. A folder with any file in it is kept (a resumable run's history)."""
+    """Around work that may create ``folder``: if it did not exist before and the work fails, its
+    empty sub-folders and the folder itself (when empty) are removed again, so a refused run leaves
+    nothing behind. Files are never removed: a folder with any file in it stays (a resumable
+    run's history)."""
     d = Path(folder)
     existed = d.exists()
     try:
         yield d
     except BaseException:
-        if not existed and d.is_dir() and not any(p.is_file() or p.is_symlink() for p in d.rglob("*")):
-            import shutil
-
-            shutil.rmtree(d, ignore_errors=True)
+        if not existed and d.is_dir() and not d.is_symlink():
+            # bottom-up os.rmdir: it removes only empty folders, so a file written meanwhile (another
+            # run on the same folder) is never deleted; any OSError leaves the rest as it is
+            for root, _dirs, _files in os.walk(d, topdown=False):
+                try:
+                    os.rmdir(root)
+                except OSError:
+                    pass
         raise
 
 

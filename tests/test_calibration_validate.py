@@ -119,3 +119,22 @@ def test_no_empty_leftover_removes_only_a_new_empty_folder(tmp_path):
                 (d / "sub" / "abc.db").write_text("x")
             raise RuntimeError("refused")
         assert d.exists() == kept, (pre, files)
+
+
+def test_ctrl_c_in_calibrate_says_whether_there_is_a_history_to_resume(tmp_path, capsys):
+    import typer
+
+    from backtest.cli_calibrate import _run
+
+    def interrupted_run(*_a, **_k):
+        raise KeyboardInterrupt
+
+    def message():
+        return "kept: resume" if (tmp_path / "abc.db").exists() else "nothing is kept"
+
+    for has_db, want in ((False, "nothing is kept"), (True, "kept: resume")):
+        if has_db:
+            (tmp_path / "abc.db").write_text("")
+        with pytest.raises(typer.Exit) as e:
+            _run("calibrate", interrupted_run, mode="replay", workers=None, interrupted=message)
+        assert e.value.exit_code == 130 and capsys.readouterr().err.strip() == f"error: {want}"
