@@ -11,7 +11,7 @@ cross, so every position is in an account), made-up liquidity (1e10 USD a day pe
 kernels' impact model), a large insurance fund, no in-window openings (no traded volume).
 
 Reported: the wall time of the coupled run (numba compiled and the accounts assigned by an
-untimed first run), its passes, the account engine's time per pass, the per-symbol kernels' time,
+untimed first run), its passes, the peak memory per position, the account engine's time per pass, the per-symbol kernels' time,
 and the reference: the coupled run's own figures with the engine's time replaced by the
 reference engine's (every account at every grid point), timed on the first ``--ref-accounts``
 accounts over the whole grid of the last pass and scaled by the account count (said so).
@@ -102,6 +102,9 @@ def main() -> None:
     n_per = (500_000 if a.quick else 5_000_000) // len(SYMBOLS)
     from backtest.simulate import simulate_prepared
 
+    import resource
+
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # bytes (Linux: KiB)
     t0 = time.perf_counter()
     prep = prepared(n_per)
     t_build = time.perf_counter() - t0
@@ -120,6 +123,7 @@ def main() -> None:
     t0, c0 = time.perf_counter(), time.process_time()
     res = simulate_prepared(prep, mode="cascade", summary_only=True)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # peak so far: the populations, the accounts, two runs
     s, ts = res.summary, res.summary.timings_s
     runs = max(ts.get("account_engine_runs", 1.0), 1.0)
     eng = ts["accounts_s"] - ts.get("account_assign_s", 0.0)
@@ -148,6 +152,8 @@ def main() -> None:
     print(f"  coupled run: {wall:.2f} s wall, {cpu:.2f} s CPU; {s.contagion_iterations} kernel passes with the engine's flow, "
           f"converged {s.contagion_converged} (residual {s.contagion_residual:.1e}); liquidated ${s.liquidated_notional_usd / 1e9:.2f}B, "
           f"contagion ${(s.contagion_liquidated_usd or 0.0) / 1e9:.2f}B  target <= 3 s: {'met' if wall <= 3 else 'MISSED'}")
+    print(f"  memory: peak resident {rss / 2**30:.2f} GiB, {(rss - rss0) / n:,.0f} bytes per position above the interpreter and "
+          f"libraries loaded before the build (populations, accounts, kernels' and engine's outputs of the coupled run)")
     print(f"  account engine {eng:.2f} s over {runs:.0f} runs ({eng / runs:.2f} s per pass, pricing included); "
           f"per-symbol kernels {ts['simulate_s']:.2f} s + sorts {ts['sort_s']:.2f} s")
     print(f"  reference engine: {t_ref_sub:.2f} s on {len(sub.first):,} accounts over the last pass's grid, scaled "
