@@ -281,20 +281,29 @@ def scan_store(
         have = sorted({p.timeframe for p in st.partitions("ohlcv", exchange=exchange)})
         hint = f"; it has {', '.join(have)} (use --timeframe)" if have else "; download bars first (backtest download / fetch)"
         raise ScanError(f"the store {st.root} holds no {exchange} ohlcv bars at {timeframe}{hint}")
-    if not symbols:
+    every = not symbols
+    if every:
         df = st.scan("ohlcv", exchange=exchange, timeframe=timeframe).select("symbol").unique().collect()
         symbols = sorted(df["symbol"].to_list())
     warm = _span_ms(BASELINE)
     crashes: list[SymbolCrash] = []
+    scanned = 0
     for sym in symbols:
         bars = st.read("ohlcv", exchange=exchange, symbol=sym, timeframe=timeframe,
                        start=None if s is None else s - warm, end=e)
         if bars.height == 0:
-            raise ScanError(f"the store holds no {exchange} {sym} ohlcv bars at {timeframe} in the range; check the symbol or --timeframe")
+            if every:  # scanning every stored symbol: one without bars in the range is skipped
+                continue
+            raise ScanError(f"the store holds no {exchange} {sym} ohlcv bars at {timeframe} in the range{_stored_span(st, exchange, timeframe, sym)}; "
+                            "check the symbol, --since/--until or --timeframe, or download the bars (backtest download)")
+        scanned += 1
         ind = indicators(bars, timeframe, _open_interest(st, exchange, sym, s, e, warm))
         if s is not None:
             ind = ind.filter(pl.col("ts").dt.epoch("ms") >= s)
         crashes += symbol_crashes(ind, sym, timeframe, min_drawdown=min_drawdown, min_spike=min_spike, min_oi_drop=min_oi_drop)
+    if every and not scanned:
+        raise ScanError(f"no stored {exchange} symbol has ohlcv bars at {timeframe} in the range{_stored_span(st, exchange, timeframe)}; "
+                        "change --since/--until, or download the bars (backtest download)")
     windows = merge_windows(exchange, crashes)
     for w in windows:
         for ev in events or ():
@@ -302,6 +311,21 @@ def scan_store(
                 w.known = ev.id
                 break
     return windows
+
+
+def _stored_span(st, exchange: str, timeframe: str, symbol: str | None = None) -> str:
+    """' (the stored bars span A to B)' of one symbol's (or every symbol's) bars, for a message."""
+    from backtest.store import ms_to_iso
+
+    lf = st.scan("ohlcv", exchange=exchange, timeframe=timeframe)
+    if symbol is not None:
+        lf = lf.filter(pl.col("symbol") == symbol)
+    span = lf.select(pl.col("ts").min().alias("a"), pl.col("ts").max().alias("b")).collect()
+    a, b = span["a"][0], span["b"][0]
+    if a is None:
+        return ""
+    to_ms_ = (lambda v: int(v.timestamp() * 1000)) if hasattr(a, "timestamp") else int
+    return f" (the stored bars span {ms_to_iso(to_ms_(a))} to {ms_to_iso(to_ms_(b))})"
 
 
 def _open_interest(st, exchange: str, symbol: str, s: int | None, e: int | None, warm: int) -> pl.DataFrame | None:

@@ -169,3 +169,6 @@ def test_scan_bad_options(tmp_path, synthetic_store):
     assert "does not exist" in err("binanceusdm", "--store", str(tmp_path / "nope"))
     assert "before --until" in err("binanceusdm", "--store", str(synthetic_store.root), "--since", "2024-02-01", "--until", "2024-01-01")
     assert "no binanceusdm ZZZ/USDT:USDT" in err("binanceusdm", "--store", str(synthetic_store.root), "--symbol", "ZZZ/USDT:USDT")
+    # every stored symbol, none with bars in the range: one line saying so, with the stored span and the fix
+    late = err("binanceusdm", "--store", str(synthetic_store.root), "--since", "2099-01-01")
+    assert "no stored binanceusdm symbol has ohlcv bars at 1h in the range (the stored bars span " in late and "download the bars" in late
