@@ -191,6 +191,19 @@ def test_appendix_lists_every_parameter():
     assert shown < 120 and f"(+{120 - shown} parameters more in summary.json, under params)" in text
 
 
+def test_inputs_page_lists_every_symbol_of_a_three_venue_event():
+    """The inputs page has room for the 15 legs of 2025-10-10 over three venues and their notes
+    (on one page with the parameters, none of the rows fitted)."""
+    from backtest.report.figures import inputs_page, short_sym
+
+    per = {f"S{i:02d}/USDT:USDT" + ("@bybit" if i % 2 else ""): {"price_source": "last-anchored-to-mark", "timeframe": "5m", "bars": 48, "gaps": 0,
+                                                               "positions": 200_000, "open_interest_kind": "estimate", "open_notional_usd": 1e9,
+                                                               "sigma_daily": 0.03, "volume_daily_usd": 2e9} for i in range(15)}
+    summary = {"per_symbol": per, "venues": {"binanceusdm": {}, "bybit": {}, "okx": {}}, "notes": ["a long note " * 30] * 25}
+    text = "\n".join(t.get_text() for t in inputs_page(summary, "t").texts)
+    assert all(short_sym(k) in text for k in per) and "more in summary.json" not in text and "Notes from the simulation" in text
+
+
 def test_title_page_keeps_every_headline_with_long_annotations():
     """With the longest annotations (estimated open interest, sensitivity range, seed spread)
     every headline row is still on the title page."""

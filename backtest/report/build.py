@@ -327,7 +327,8 @@ def _pages(ev, replay, cascade, params: dict, prov: list[str], sens, observed_fr
             from backtest.report.calibration_pages import sobol_page, sobol_path
 
             pages.append(("07-sensitivity", sobol_page(ev, read_result(sobol_path(ev.id)), f"{ev.id}: global sensitivity of the headline figures (Sobol indices)")))
-        pages.append(("08-parameters-and-inputs", F.appendix_page(cascade.summary, params, f"{ev.id}: scenario parameters and inputs, in full")))
+        pages.append(("08-inputs-and-notes", F.inputs_page(cascade.summary, f"{ev.id}: inputs per symbol and the simulation's notes")))
+        pages.append(("09-parameters", F.appendix_page(cascade.summary, params, f"{ev.id}: scenario parameters, in full")))
         # page footers: page numbers and what the page belongs to
         for k, (_name, fig) in enumerate(pages, 1):
             fig.text(0.995, 0.004, f"{ev.id} · page {k}/{len(pages)}", ha="right", va="bottom", fontsize=7, color="#7f8c8d")

@@ -238,8 +238,7 @@ OI_KIND_TEXT = {
 
 
 def appendix_page(summary: dict, params: dict, title: str):
-    """Every resolved parameter, the per-symbol inputs (price source, bars, gaps, population) and
-    the simulation's notes."""
+    """Every resolved parameter, on a page of its own (the report's last page)."""
     fig = new_figure()
     fig.set_layout_engine("none")
     fig.text(0.04, 0.95, title, fontsize=15, fontweight="bold", va="top")
@@ -249,28 +248,38 @@ def appendix_page(summary: dict, params: dict, title: str):
     cols3 = [items[c * per_col:(c + 1) * per_col] for c in range(3)]
     rows = [tuple(x for c in cols3 for x in (c[i] if i < len(c) else ("", ""))) for i in range(per_col)]
     fig.text(0.04, 0.905, "Resolved parameters", fontsize=11, fontweight="bold", va="top")
-    over, y = draw_table(fig, (0.04, 0.40, 0.92, 0.48), ["parameter", "value"] * 3, rows, [24, 24] * 3, fontsize=7.0)
+    over, y = draw_table(fig, (0.04, 0.06, 0.92, 0.82), ["parameter", "value"] * 3, rows, [24, 24] * 3, fontsize=7.0)
     if over:  # never silently: say where the rest is
         n_more = sum(1 for r in over for k in r[0::2] if k)
         fig.text(0.04, y - 0.008, f"(+{n_more} parameters more in summary.json, under params)", fontsize=7, color=GREY, va="top")
-        y -= 0.02
+    return fig
+
+
+def inputs_page(summary: dict, title: str):
+    """The per-symbol inputs (price source, bars, gaps, population, where the open interest came
+    from, liquidity) and the simulation's notes."""
+    fig = new_figure()
+    fig.set_layout_engine("none")
+    fig.text(0.04, 0.95, title, fontsize=15, fontweight="bold", va="top")
+    y = 0.905
     per = summary.get("per_symbol") or {}
     if per:
-        fig.text(0.04, y - 0.03, "Inputs per symbol", fontsize=11, fontweight="bold", va="top")
+        fig.text(0.04, y, "Inputs per symbol", fontsize=11, fontweight="bold", va="top")
         cols = ["symbol", "price path", "bars", "gaps", "positions", "open interest from", "open notional", "daily σ", "daily volume"]
         prow = []
         for sym, v in per.items():
             gaps = v.get("gaps")
             gtxt = str(len(gaps)) if isinstance(gaps, (list, tuple)) else ("—" if gaps is None else str(gaps))
             prow.append((
-                short_sym(sym), f"{v.get('price_source', '—')} {v.get('timeframe', '')}".strip(), f"{v.get('bars', '—')}", gtxt,
+                short_sym(sym),  # a venue other than the primary one is in the key (BTCUSDT@bybit)
+                f"{v.get('price_source', '—')} {v.get('timeframe', '')}".strip(), f"{v.get('bars', '—')}", gtxt,
                 f"{int(v['positions']):,}" if v.get("positions") is not None else "—", OI_KIND_TEXT.get(v.get("open_interest_kind"), "—"),
                 usd(v.get("open_notional_usd")), _pct(v.get("sigma_daily")), usd(v.get("volume_daily_usd")),
             ))
-        top = y - 0.065
-        # a multi-venue run has more symbols and more notes: the table stops higher, the notes keep their room
-        floor = 0.27 if len(summary.get("venues") or {}) > 1 else 0.1
-        over, y = draw_table(fig, (0.04, floor, 0.92, top - floor), cols, prow, [8, 27, 5, 5, 10, 22, 11, 7, 10], fontsize=7.0)
+        top = y - 0.035
+        # the notes keep the lower part of the page (a multi-venue run has more of them)
+        floor = 0.38 if len(summary.get("venues") or {}) > 1 else 0.3
+        over, y = draw_table(fig, (0.04, floor, 0.92, top - floor), cols, prow, [14, 25, 5, 5, 10, 20, 10, 6, 10], fontsize=6.8)
         if over:
             fig.text(0.04, y - 0.008, f"(+{len(over)} symbols more in summary.json, under per_symbol)", fontsize=7, color=GREY, va="top")
             y -= 0.02
