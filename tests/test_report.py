@@ -191,6 +191,19 @@ def test_appendix_lists_every_parameter():
     assert shown < 120 and f"(+{120 - shown} parameters more in summary.json, under params)" in text
 
 
+def test_parameters_page_tags_fitted_and_prior_parameters():
+    """The last page says which parameters are fitted and which are assumed with a prior."""
+    from backtest.calibration.priors import PRIORS
+    from backtest.fitted_defaults import FITTED
+    from backtest.report.figures import BASIS_LEGEND, appendix_page
+
+    params = {"leverage_scale": 1.6, "impact_coef": 1.0, "max_rounds": 200}
+    text = "\n".join(t.get_text() for t in appendix_page({}, params, "t").texts)
+    assert ("1.6  · fitted" in text) == ("leverage_scale" in FITTED)
+    assert ("1  · prior" in text) == ("impact_coef" in PRIORS and "impact_coef" not in FITTED)
+    assert "200  ·" not in text and BASIS_LEGEND[:26] in text  # the legend ("fitted: a posterior median")
+
+
 def test_inputs_page_lists_every_symbol_of_a_three_venue_event():
     """The inputs page has room for the 15 legs of 2025-10-10 over three venues and their notes
     (on one page with the parameters, none of the rows fitted)."""

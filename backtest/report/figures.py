@@ -237,21 +237,41 @@ OI_KIND_TEXT = {
 }
 
 
+#: the legend of the parameters page's tags (:func:`param_basis`)
+BASIS_LEGEND = (
+    "fitted: a posterior median of the fit over the training events (data/calibration/defaults.toml, with its 90 % band and the "
+    "command that refits it; long_share: the fallback where the store has no long/short ratio, 'auto' = the stored ratio, sourced). "
+    "prior: assumed, with a prior (backtest/calibration/priors.py; the Sobol page varies it). Untagged: sourced or an assumption "
+    "with its basis (population_params.PARAM_SOURCES, sim_params.py, accounts_params.PARAM_SOURCES) or a numerical setting."
+)
+
+
+def param_basis(name: str) -> str:
+    """'fitted', 'prior' or '' for a parameter name: how the report tags its value."""
+    from backtest.calibration.priors import PRIORS
+    from backtest.fitted_defaults import FITTED
+
+    return "fitted" if name in FITTED else "prior" if name in PRIORS else ""
+
+
 def appendix_page(summary: dict, params: dict, title: str):
-    """Every resolved parameter, on a page of its own (the report's last page)."""
+    """Every resolved parameter, tagged fitted / prior (:func:`param_basis`), on a page of its own
+    (the report's last page)."""
     fig = new_figure()
     fig.set_layout_engine("none")
     fig.text(0.04, 0.95, title, fontsize=15, fontweight="bold", va="top")
-    items = [(k, fmt_value(v)) for k, v in sorted(params.items())]
+    items = [(k, fmt_value(v) + (f"  · {param_basis(k)}" if param_basis(k) else "")) for k, v in sorted(params.items())]
     # three (parameter, value) column pairs, filled column by column
     per_col = math.ceil(len(items) / 3)
     cols3 = [items[c * per_col:(c + 1) * per_col] for c in range(3)]
     rows = [tuple(x for c in cols3 for x in (c[i] if i < len(c) else ("", ""))) for i in range(per_col)]
     fig.text(0.04, 0.905, "Resolved parameters", fontsize=11, fontweight="bold", va="top")
-    over, y = draw_table(fig, (0.04, 0.06, 0.92, 0.82), ["parameter", "value"] * 3, rows, [24, 24] * 3, fontsize=7.0)
+    over, y = draw_table(fig, (0.04, 0.16, 0.92, 0.72), ["parameter", "value"] * 3, rows, [24, 24] * 3, fontsize=7.0)
     if over:  # never silently: say where the rest is
         n_more = sum(1 for r in over for k in r[0::2] if k)
         fig.text(0.04, y - 0.008, f"(+{n_more} parameters more in summary.json, under params)", fontsize=7, color=GREY, va="top")
+        y -= 0.02
+    draw_notes(fig, [BASIS_LEGEND], top=y - 0.02, bottom=0.035)
     return fig
 
 
