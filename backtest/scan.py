@@ -317,15 +317,8 @@ def _stored_span(st, exchange: str, timeframe: str, symbol: str | None = None) -
     """' (the stored bars span A to B)' of one symbol's (or every symbol's) bars, for a message."""
     from backtest.store import ms_to_iso
 
-    lf = st.scan("ohlcv", exchange=exchange, timeframe=timeframe)
-    if symbol is not None:
-        lf = lf.filter(pl.col("symbol") == symbol)
-    span = lf.select(pl.col("ts").min().alias("a"), pl.col("ts").max().alias("b")).collect()
-    a, b = span["a"][0], span["b"][0]
-    if a is None:
-        return ""
-    to_ms_ = (lambda v: int(v.timestamp() * 1000)) if hasattr(a, "timestamp") else int
-    return f" (the stored bars span {ms_to_iso(to_ms_(a))} to {ms_to_iso(to_ms_(b))})"
+    a, b, _n = st.coverage("ohlcv", exchange, symbol, timeframe)
+    return "" if a is None else f" (the stored bars span {ms_to_iso(a)} to {ms_to_iso(b)})"
 
 
 def _open_interest(st, exchange: str, symbol: str, s: int | None, e: int | None, warm: int) -> pl.DataFrame | None:

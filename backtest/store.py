@@ -386,11 +386,12 @@ class Store:
             raise StoreError(f"cannot read {what} from {self.root}: {_short(e)}; run 'backtest data verify' and move bad files aside") from None
 
     # ---- coverage and gaps ------------------------------------------------------------
-    def coverage(self, dataset: str, exchange: str, symbol: str, timeframe: str) -> tuple[int | None, int | None, int]:
-        """(first ts, last ts, rows) stored for one series, times in UTC ms; (None, None, 0) if none."""
+    def coverage(self, dataset: str, exchange: str, symbol: str | None, timeframe: str) -> tuple[int | None, int | None, int]:
+        """(first ts, last ts, rows) stored for one series (``symbol`` None: over every symbol of the
+        exchange and timeframe), times in UTC ms; (None, None, 0) if none."""
         df = self._collect(self.scan(dataset, exchange=exchange, symbol=symbol, timeframe=timeframe).select(
             pl.col("ts").min().alias("lo"), pl.col("ts").max().alias("hi"), pl.len().alias("n")
-        ), f"{dataset} {symbol} {timeframe}")
+        ), f"{dataset} {symbol or 'every symbol'} {timeframe}")
         if df["n"][0] == 0:
             return None, None, 0
         return _dt_ms(df["lo"][0]), _dt_ms(df["hi"][0]), int(df["n"][0])

@@ -156,6 +156,12 @@ def _sampler(executor: str, workers: int | None, client: Any):
     return pyabc.sampler.DaskDistributedSampler(dask_client=client, batch_size=1), None
 
 
+def check_budget(samples: int, generations: int) -> None:
+    """CalibrationError unless an ABC-SMC run has at least 2 particles and 1 generation."""
+    if samples < 2 or generations < 1:
+        raise CalibrationError("give --samples >= 2 (particles per generation) and --generations >= 1")
+
+
 def check_run_dir(out: str | os.PathLike, resume: bool) -> Path:
     """The run folder: new (or without a history) unless ``resume``; with ``resume`` it must hold one."""
     from backtest.paths import check_out_dir
@@ -179,8 +185,7 @@ def calibrate(spec: CalibrationSpec, out: str | os.PathLike, *, executor: str = 
     ``__call__(params) -> {target id: value}``).
     """
     check_executor(executor)
-    if spec.samples < 2 or spec.generations < 1:
-        raise CalibrationError("give --samples >= 2 (particles per generation) and --generations >= 1")
+    check_budget(spec.samples, spec.generations)
     d = check_run_dir(out, resume)
     priors = priors_for(spec.fit)
     model = model or model_for(spec)

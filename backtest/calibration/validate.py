@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from backtest.calibration.abc import CalibrationSpec, calibrate, model_for
+from backtest.calibration.abc import CalibrationSpec, calibrate, check_budget, model_for
 from backtest.calibration.figures import format_value, judge, judge_band, load_figures
 from backtest.calibration.model import check_executor, connect_dask, run_many
 from backtest.calibration.priors import DEFAULT_FIT, priors_for
@@ -114,8 +114,7 @@ def validate(*, train: list[str] | None = None, test: list[str] | None = None, l
     check_executor(executor)
     if draws < 2:
         raise CalibrationError("--draws must be at least 2 (posterior draws per test event)")
-    if samples < 2 or generations < 1:
-        raise CalibrationError("give --samples >= 2 (particles per generation) and --generations >= 1")
+    check_budget(samples, generations)
     priors_for(list(fit or DEFAULT_FIT))  # an unknown --fit fails before any folder is made
     d = check_out_dir(out, error=CalibrationError)
     figures = load_figures(targets_file)

@@ -260,7 +260,7 @@ def appendix_page(summary: dict, params: dict, title: str):
     fig = new_figure()
     fig.set_layout_engine("none")
     fig.text(0.04, 0.95, title, fontsize=15, fontweight="bold", va="top")
-    items = [(k, fmt_value(v) + (f"  · {param_basis(k)}" if param_basis(k) else "")) for k, v in sorted(params.items())]
+    items = [(k, fmt_value(v) + (f"  · {tag}" if (tag := param_basis(k)) else "")) for k, v in sorted(params.items())]
     # three (parameter, value) column pairs, filled column by column
     per_col = math.ceil(len(items) / 3)
     cols3 = [items[c * per_col:(c + 1) * per_col] for c in range(3)]
