@@ -334,6 +334,7 @@ def make_workspace(n: int, nbars: int, max_rounds: int) -> R.Workspace:
         t_code=np.empty(n, np.int8),
         f0=np.empty(n),
         bar_pt=np.empty((nbars, R.PATH_POINTS, R.PT_SIZE)),
+        pt_fund=np.empty((nbars, R.PATH_POINTS), np.int64),
     )
 
 
@@ -435,6 +436,43 @@ def run_kernel(
     if per_position:
         run = run._replace(**per_position_arrays(run, n))
     return run
+
+
+def _fund_units(x: np.ndarray) -> np.ndarray:
+    """USD -> the kernel's fixed-point units (records.USD_SCALE, round half up; kernels.cascade._u)."""
+    return np.floor(np.asarray(x, np.float64) * R.USD_SCALE + 0.5).astype(np.int64)
+
+
+def with_external_fund(run: KernelRun, fund_usd: float, old: tuple | None, new: tuple | None) -> KernelRun | None:
+    """``run`` (made with the external inputs ``old``: :func:`make_market_path`'s ``(ext_flow,
+    ext_fund, ext_fee)``, None for none) as the kernel would return it with ``new`` instead, when
+    that is certain without running it; else None (run the kernel).
+
+    Certain when the two differ only in the fund draws and fees (the flow identical, bit for bit),
+    the run never found its fund short (no uncovered deficit: every round closed its bankrupt
+    positions in full, nothing went to ADL) and the new payments keep the fund at or above zero
+    at every path point (``pt_fund`` plus the cumulative change): then every trigger, fill,
+    round and price of the run is the same, and only the fund moves - by the cumulative
+    difference of the payments (fixed-point units, exact). Returns the run with ``bar_i``'s
+    fees in (BI_FUND_IN), fund draws (BI_DEFICIT) and fund at each bar's end (BI_FUND),
+    ``pt_fund`` and ``stats[ST_FUND_MIN]`` changed (new arrays; the rest shared with ``run``)."""
+    if old is None or new is None or not np.array_equal(old[0], new[0]):
+        return None
+    if run.bar_i.shape[0] == 0 or run.bar_i[:, R.BI_UNCOVERED].any():
+        return None
+    d_fee = _fund_units(new[2]) - _fund_units(old[2])
+    d_def = _fund_units(new[1]) - _fund_units(old[1])
+    shift = np.cumsum((d_fee - d_def).ravel()).reshape(d_fee.shape)  # the fund's change after each path point
+    pt_fund = run.pt_fund + shift
+    if pt_fund.min() < 0:
+        return None
+    bar_i = run.bar_i.copy()
+    bar_i[:, R.BI_FUND_IN] += d_fee.sum(axis=1)
+    bar_i[:, R.BI_DEFICIT] += d_def.sum(axis=1)
+    bar_i[:, R.BI_FUND] += shift[:, -1]
+    stats = run.stats.copy()
+    stats[R.ST_FUND_MIN] = min(int(_fund_units(np.float64(fund_usd))), int(pt_fund.min())) / R.USD_SCALE
+    return run._replace(bar_i=bar_i, stats=stats, pt_fund=pt_fund)
 
 
 def per_position_arrays(run: KernelRun, n: int) -> dict[str, np.ndarray]:

@@ -318,6 +318,7 @@ class Workspace(NamedTuple):
     t_code: np.ndarray  # int8[n]: EXIT_LIQUIDATED or EXIT_STOPPED
     f0: np.ndarray  # float64[n]: reference scan only - funding index when the position opened (NaN: not yet)
     bar_pt: np.ndarray  # float64[nbars, PATH_POINTS, PT_SIZE]: per path point outputs
+    pt_fund: np.ndarray  # int64[nbars, PATH_POINTS]: per path point, the lowest fund (RunOutputs.pt_fund)
 
 
 class RunOutputs(NamedTuple):
@@ -339,6 +340,10 @@ class RunOutputs(NamedTuple):
     stats: np.ndarray
     x_usd: np.ndarray
     bar_pt: np.ndarray  # float64[nbars, PATH_POINTS, PT_SIZE]: each path point's price, round-0 price and factor
+    #: int64[nbars, PATH_POINTS]: each path point's lowest insurance fund (1/USD_SCALE USD) after its
+    #: external payments and after each of its rounds (the fund carried into it when it has none):
+    #: what engine.with_external_fund needs to re-price a run's fund without running it again
+    pt_fund: np.ndarray
 
 
 class ListState(NamedTuple):

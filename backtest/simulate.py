@@ -107,7 +107,7 @@ def _build_population(ev: Any, symbol: str, pop_params: Any, store: Any, exchang
                     tiers_source=str(pop.stats.get("tiers_source", "")))
 
 
-from backtest.engine import build_lists, depth_profile, exit_split as _exit_split, kernel_params, run_kernel, summary_workspace as _summary_workspace  # noqa: E402
+from backtest.engine import build_lists, depth_profile, exit_split as _exit_split, kernel_params, run_kernel, with_external_fund, summary_workspace as _summary_workspace  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------
@@ -271,6 +271,7 @@ def simulate_prepared(
         timings["account_assign_s"] = t_acc
         timings["account_checks"] = float(acc_run.out.checks)
         timings["account_engine_runs"] = float(ctx.engine_runs)
+        timings["account_fund_only_runs"] = float(ctx.fund_only)  # symbol passes that only moved the fund
     res = assemble(prepared, per, mode, shock, pop_params, sim, timings=timings, summary_only=summary_only, accounts=acc_run)
     if mode == "replay" and not summary_only:  # observed forced orders in the store, when there are any
         from backtest.observed import add_observed_total
@@ -306,15 +307,20 @@ class _Ctx:
     t_sort: float = 0.0  # the kernel runs' times (s), over every pass
     t_sim: float = 0.0
     engine_runs: int = 0
+    fund_only: int = 0  # symbol passes that only re-priced the fund (engine.with_external_fund)
 
 
-def _run_symbols(ctx: _Ctx, aset: Any, ext: dict | None, prev: dict | None = None, only: set | None = None) -> dict[str, tuple]:
+def _run_symbols(ctx: _Ctx, aset: Any, ext: dict | None, prev: dict | None = None, only: set | None = None,
+                 ext_prev: dict | None = None) -> dict[str, tuple]:
     """One pass of the per-symbol kernels: per results key ``(KernelRun, bars, the population
     entry the kernel ran, the full population entry, fund share)``; with ``aset`` (the account
     engine's accounts) the rows it holds leave the kernel; ``ext``: per symbol the engine's
     external flow, fund draws and fees (contagion.engine_flows), None for none. With ``only``,
     the symbols outside it keep their run of ``prev`` (their inputs did not change: the kernel is
-    deterministic). The kernels' times add to ``ctx.t_sort`` / ``ctx.t_sim``."""
+    deterministic); a symbol in it whose run of ``prev`` (made with ``ext_prev``) only needs its
+    fund re-priced for the new inputs keeps that run with the fund moved, without running the
+    kernel (engine.with_external_fund: the same outputs, bit for bit). The kernels' times add to
+    ``ctx.t_sort`` / ``ctx.t_sim``."""
     prepared, sim = ctx.prepared, ctx.sim
     ev = prepared.event
     res = {}
@@ -322,6 +328,12 @@ def _run_symbols(ctx: _Ctx, aset: Any, ext: dict | None, prev: dict | None = Non
         if only is not None and s not in only:
             res[s] = prev[s]
             continue
+        if prev is not None and ext_prev is not None and ext is not None:
+            patched = with_external_fund(prev[s][0], prev[s][4], ext_prev.get(s), ext.get(s))
+            if patched is not None:
+                res[s] = (patched, *prev[s][1:])
+                ctx.fund_only += 1
+                continue
         if ctx.progress:
             ctx.progress(f"simulating {s}", i, len(prepared.symbols))
         mk = prepared.markets[s]
@@ -428,7 +440,7 @@ def _coupled(ctx: _Ctx, aset: Any) -> tuple[dict[str, tuple], Any, float]:
     while True:
         # a pass re-runs only the symbols whose external inputs changed (the first: every symbol)
         only = None if kr_prev is None else {s for s in syms if ext_prev is None or not _same_ext(pricing.ext[s], ext_prev[s])}
-        kr = _run_symbols(ctx, aset, pricing.ext, kr_prev, only)
+        kr = _run_symbols(ctx, aset, pricing.ext, kr_prev, only, ext_prev)
         it += 1
         new = {s: kr[s][0].bar_pt.copy() for s in syms}
         residual = path_residual(new, pts)

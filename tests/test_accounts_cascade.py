@@ -301,3 +301,44 @@ def test_cli_warns_when_the_coupling_does_not_converge(tmp_path):
     assert s["contagion_converged"] is False
     assert "warning: NOT CONVERGED" in r.stderr and "account_iterations" in r.stderr
     assert "NOT converged" in r.stdout
+
+
+# ------------------------------------------------------------------------------------------
+# re-pricing the fund of a run without running it again (engine.with_external_fund)
+# ------------------------------------------------------------------------------------------
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), fund=st.sampled_from([1e2, 3e3, 1e5, 1e8]), scale=st.floats(0.0, 3.0),
+       mode=st.sampled_from(["cascade", "replay"]), reference=st.booleans())
+def test_fund_repricing_is_a_fresh_run(seed, fund, scale, mode, reference):
+    """Whenever engine.with_external_fund answers, its run is the kernel's own with the new
+    payments, every output bit for bit; it answers None when the flow differs, when the old run
+    found its fund short, or when the new payments would."""
+    from backtest.engine import with_external_fund
+
+    rng = np.random.default_rng(seed)
+    nb = 40
+    pop = synthetic_population(400, price=100.0, seed=seed)
+    bars = _bars(100 * np.exp(np.cumsum(rng.normal(-0.006, 0.012, nb))))
+    prm = make_kernel_params(impact_model="sqrt", impact_coef=1.0, sigma=0.03, volume_usd=5e6, depth_usd=5e4, half_life_s=60.0,
+                             fund_usd=fund, clearance_rate=0.0125, taker_rate=0.0005, max_rounds=50, bar_ms=BAR_MS, mode=mode)
+    hit = rng.random((nb, R.PATH_POINTS)) < 0.2
+    flow = np.where(hit, rng.normal(0.0, 2e4, (nb, R.PATH_POINTS)), 0.0)
+    draw = np.where(hit, rng.exponential(fund * 0.02, (nb, R.PATH_POINTS)), 0.0)
+    fee = np.where(hit, rng.exponential(50.0, (nb, R.PATH_POINTS)), 0.0)
+    old = (flow, draw, fee)
+    new = (flow.copy(), draw * scale, fee * rng.uniform(0.0, 2.0, fee.shape))
+    a = run_kernel(pop, bars, prm, reference=reference, ext=old)
+    fresh = run_kernel(pop, bars, prm, reference=reference, ext=new)
+    got = with_external_fund(a, fund, old, new)
+    short = bool(a.bar_i[:, R.BI_UNCOVERED].any() or fresh.bar_i[:, R.BI_UNCOVERED].any())
+    if got is None:
+        assert short  # it declines only when a fund is (or would be) short
+    else:
+        assert not short
+        for k in R.RunOutputs._fields:
+            assert np.array_equal(getattr(got, k), getattr(fresh, k), equal_nan=True), k
+    moved = (flow + 1.0, draw, fee)
+    assert with_external_fund(a, fund, old, moved) is None

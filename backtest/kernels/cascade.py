@@ -1009,6 +1009,7 @@ def simulate_nb(book, tl, path, depth, prm, reference, ws):
                 fund = _ext_fund(bar_i, j, fund, _u(path.ext_fee[j, k]), _u(path.ext_fund[j, k]))
                 if fund < fund_min:
                     fund_min = fund
+            fund_pt = fund  # the point's lowest fund after its external payments (records.RunOutputs.pt_fund)
             p_hit0 = p
             fac0 = 1.0
             p_from = p_prev
@@ -1059,6 +1060,8 @@ def simulate_nb(book, tl, path, depth, prm, reference, ws):
                 round_units[min(r, max_rounds)] += sell + buy
                 if fund < fund_min:
                     fund_min = fund
+                if fund < fund_pt:
+                    fund_pt = fund
                 if model == IMPACT_NONE or no_feedback or dlog == 0.0 or r >= max_rounds:
                     if model != IMPACT_NONE and not no_feedback and dlog != 0.0:
                         # cut by max_rounds while the price still moved: depth is truncated here
@@ -1081,6 +1084,7 @@ def simulate_nb(book, tl, path, depth, prm, reference, ws):
             ws.bar_pt[j, k, PT_PRICE] = p
             ws.bar_pt[j, k, PT_HIT] = p_hit0
             ws.bar_pt[j, k, PT_FAC] = fac0
+            ws.pt_fund[j, k] = fund_pt
             if j >= dd_bar:
                 peak_exo, peak_sim, dd_exo, dd_sim = _drawdown(prm.dd_dir, p_exo, p, peak_exo, peak_sim, dd_exo, dd_sim)
             p_prev = p
@@ -1113,7 +1117,7 @@ def simulate_nb(book, tl, path, depth, prm, reference, ws):
     stats[ST_FUNDING_INDEX] = F
     stats[ST_BARS_AT_MAX_ROUNDS] = bars_cut
     return RunOutputs(ws.x_pos[:nx], ws.x_ts[:nx], ws.x_fill[:nx], ws.x_round[:nx], ws.x_code[:nx], bar_i, bar_f, round_units, stats, ws.x_usd[:nx],
-                      ws.bar_pt[:nbars])
+                      ws.bar_pt[:nbars], ws.pt_fund[:nbars])
 
 
 @njit(cache=True)
