@@ -507,7 +507,7 @@ def _print_sim_summary(s: Summary, seconds: float, out: Path) -> None:
     if s.contagion_converged is False:
         from backtest.contagion import unconverged_note
 
-        typer.echo("warning: " + unconverged_note(s.contagion_iterations or 0, s.contagion_residual), err=True)
+        typer.echo("warning: " + unconverged_note(s.contagion_iterations or 0, s.contagion_residual, s.contagion_tolerance), err=True)
     typer.echo(f"wrote {out}/summary.json, bars, liquidations, clusters, liq_map, heatmap (.parquet) in {seconds:.1f} s")
 
 

@@ -265,6 +265,9 @@ class Summary(_ByName):
     contagion_iterations: int | None = None
     contagion_residual: float | None = None
     contagion_converged: bool | None = None
+    #: the residual at which the coupling counts as converged (contagion.coupling_tolerance: 1e-9 in a
+    #: cascade, 1e-6 in replay, where the path does not move and the passes only settle the fills)
+    contagion_tolerance: float | None = None
     #: where the non-settlement collateral asset's price path came from (store proxy or constant)
     contagion_collateral_source: str | None = None
 
@@ -287,7 +290,7 @@ class Summary(_ByName):
 _OPTIONAL_FIELDS = ("observed_liquidated_usd", "observed_liquidated_note", "contagion_definition", "contagion_liquidated_usd",
                     "contagion_own_market_usd", "contagion_share", "contagion_rows", "contagion_by_class", "contagion_matrix_usd",
                     "contagion_account_deficit_usd", "contagion_engine_accounts", "contagion_account_fees_usd", "contagion_iterations",
-                    "contagion_residual", "contagion_converged", "contagion_collateral_source")
+                    "contagion_residual", "contagion_converged", "contagion_tolerance", "contagion_collateral_source")
 #: the contagion_* keys of summary.json (issue 12)
 CONTAGION_KEYS = tuple(k for k in _OPTIONAL_FIELDS if k.startswith("contagion_"))
 

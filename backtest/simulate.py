@@ -21,7 +21,7 @@ the window start, are liquidated by the account engine, the rest by the per-symb
 the kernels' simulated path points and its liquidations enter each symbol's kernel as an external
 forced flow (round 0 of their path point: it moves the price through the impact model, and the
 kernel's rows feel it), fund draws (its deficits) and clearance fees, pass after pass until no
-path point moves by more than ``contagion.CONTAGION_TOL`` or ``account_iterations`` passes
+path point moves by more than ``contagion.coupling_tolerance`` or ``account_iterations`` passes
 (``summary.json`` ``contagion_iterations`` / ``contagion_residual`` / ``contagion_converged``); in
 replay the engine runs once on the observed path and its flow sets fills, fees and fund draws
 without moving the path. A pass re-runs only the symbols whose external inputs changed.
@@ -370,7 +370,7 @@ def _coupled(ctx: _Ctx, aset: Any) -> tuple[dict[str, tuple], Any, float]:
     engine's time (s).
 
     Cascade: pass 0 runs the kernels without the engine's rows; then, until no path point moves
-    by more than contagion.CONTAGION_TOL (relative) or ``account_iterations`` passes with the
+    by more than contagion.coupling_tolerance (relative) or ``account_iterations`` passes with the
     engine's flow: the engine runs on the last pass's simulated path points, its liquidations
     become each symbol's external flow, fund draws and fees (contagion.engine_flows, priced at
     the last pass's points), and the kernels run again with them. Replay: the path does not move,
@@ -378,10 +378,11 @@ def _coupled(ctx: _Ctx, aset: Any) -> tuple[dict[str, tuple], Any, float]:
     priced at the observed points without impact)."""
     import time
 
-    from backtest.contagion import CONTAGION_TOL, engine_flows, observed_bar_pt, observed_points, path_residual, run_on, sim_points
+    from backtest.contagion import coupling_tolerance, engine_flows, observed_bar_pt, observed_points, path_residual, run_on, sim_points
 
     prepared, sim = ctx.prepared, ctx.sim
     syms = aset.symbols
+    tol = coupling_tolerance(ctx.mode)
     start = prepared.event.start_ms
     nbars = max((len(prepared.markets[s].bars["ts"]) for s in syms), default=1)
     t_eng = 0.0
@@ -416,7 +417,7 @@ def _coupled(ctx: _Ctx, aset: Any) -> tuple[dict[str, tuple], Any, float]:
         run = engine(observed_points(syms, prepared.markets))
         pts = {s: kr[s][0].bar_pt for s in syms}
         run.priced = price(run, pts, {s: kr[s][1] for s in syms})
-        run.iterations, run.residual, run.converged = 0, 0.0, True
+        run.iterations, run.residual, run.converged, run.tolerance = 0, 0.0, True, tol
         return kr, run, t_eng
     if ctx.mode == "replay":
         hit = prepared._acc_cache.get("replay_run")
@@ -444,7 +445,7 @@ def _coupled(ctx: _Ctx, aset: Any) -> tuple[dict[str, tuple], Any, float]:
         it += 1
         new = {s: kr[s][0].bar_pt.copy() for s in syms}
         residual = path_residual(new, pts)
-        if residual <= CONTAGION_TOL or it >= sim.account_iterations:
+        if residual <= tol or it >= sim.account_iterations:
             break
         pts = new
         kr_prev, ext_prev = kr, pricing.ext
@@ -454,7 +455,8 @@ def _coupled(ctx: _Ctx, aset: Any) -> tuple[dict[str, tuple], Any, float]:
     run.priced = pricing
     run.iterations = it
     run.residual = residual
-    run.converged = bool(residual <= CONTAGION_TOL)
+    run.converged = bool(residual <= tol)
+    run.tolerance = tol
     return kr, run, t_eng
 
 

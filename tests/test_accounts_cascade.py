@@ -18,7 +18,7 @@ import polars as pl
 import pytest
 
 from backtest import records as R
-from backtest.contagion import CONTAGION_TOL
+from backtest.contagion import CONTAGION_TOL, REPLAY_TOL
 from backtest.engine import make_kernel_params, run_kernel
 from backtest.events import Event
 from backtest.market import Market
@@ -183,10 +183,10 @@ def test_a_fund_too_small_leaves_the_rest_uncovered():
 
 def test_the_coupling_converges_on_the_synthetic_event(synthetic):
     _prep, cas, rep = synthetic
-    for s in (cas.summary, rep.summary):
-        assert s.contagion_converged is True and s.contagion_residual <= CONTAGION_TOL
+    for s, tol in ((cas.summary, CONTAGION_TOL), (rep.summary, REPLAY_TOL)):
+        assert s.contagion_converged is True and s.contagion_residual <= tol and s.contagion_tolerance == tol
         assert 1 <= s.contagion_iterations <= 8
-        assert {"contagion_iterations", "contagion_residual", "contagion_converged"} <= set(s.keys())
+        assert {"contagion_iterations", "contagion_residual", "contagion_converged", "contagion_tolerance"} <= set(s.keys())
     # one pass is not enough to settle the engine's fills: the cap is reported as not converged
     one = simulate_prepared(synthetic_prepared({"account_iterations": 1}), mode="cascade", summary_only=True).summary
     assert one.contagion_iterations == 1 and one.contagion_converged is False and one.contagion_residual > CONTAGION_TOL
