@@ -263,8 +263,72 @@ def path_residual(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
     return worst
 
 
+@dataclass
+class _ExitRows:
+    """An engine run's exit records joined to their rows, path points and accounts: the part of
+    :func:`engine_flows` that does not depend on the kernels' prices (per record, ``out`` order)."""
+
+    sel: list  # per symbol: bool mask of its records
+    side: np.ndarray  # int8: +1 long, -1 short
+    qty: np.ndarray  # float64: quantity closed (x_share of the row's where the engine closes part)
+    entry: np.ndarray  # float64: entry price, quote currency
+    w: np.ndarray  # float64: row weight
+    pt: np.ndarray  # int64: the symbol's path point (flat index) at or before the record's grid time
+    a_of: np.ndarray  # int64: account (``sub``) per record
+    t_acc: np.ndarray  # int64: per account, the grid point of its last exit record
+    closed: np.ndarray  # bool: per account, every row exited in full
+    coll: np.ndarray  # float64: per account, its collateral value (USD) at t_acc
+
+
+def _exit_rows(run: EngineRun, pops: dict[str, Any], point_ts: dict[str, np.ndarray]) -> _ExitRows:
+    """:class:`_ExitRows` of ``run`` (see :func:`engine_flows`)."""
+    out, acc, sub = run.out, run.acc, run.sub
+    g = out.x_row
+    m = len(g)
+    sidx = (np.searchsorted(acc.row_offset, g, side="right") - 1).astype(np.int64)
+    share = getattr(out, "x_share", None)
+    side = np.empty(m, np.int8)
+    qty = np.empty(m)
+    entry = np.empty(m)
+    w = np.empty(m)
+    pt = np.empty(m, np.int64)
+    sels = []
+    for k, s in enumerate(run.symbols):
+        sel = sidx == k
+        sels.append(sel)
+        loc = g[sel] - acc.row_offset[k]
+        a = pops[s].arrays
+        side[sel] = a["side"][loc]
+        qty[sel] = a["qty"][loc]
+        entry[sel] = a["entry"][loc]
+        w[sel] = a["weight"][loc].astype(np.float64)
+        pt[sel] = np.maximum(np.searchsorted(point_ts[s], run.grid_ts[out.x_grid[sel]], side="right") - 1, 0)
+    if share is not None:
+        qty = qty * np.asarray(share, np.float64)
+    # accounts at their fills (one prototype real account, rows unweighted)
+    a_of = sub.row_account[g].astype(np.int64)
+    A = len(sub.first)
+    t_acc = np.zeros(A, np.int64)  # the grid point of each account's last exit record
+    np.maximum.at(t_acc, a_of, out.x_grid)
+    # closed: every row of the account exited in full (its records' shares sum to 1); an account a
+    # venue procedure cut only in part stays open and owes no deficit (its open rows' PnL is not here)
+    sh = np.ones(m) if share is None else np.asarray(share, np.float64)
+    row_sh = np.bincount(g, weights=sh, minlength=len(sub.row_account))
+    open_rows = np.bincount(sub.row_account[sub.members].astype(np.int64), weights=(row_sh[sub.members] < 1.0 - 1e-9).astype(np.float64),
+                            minlength=A)
+    closed = open_rows == 0
+    code = sub.coll_asset
+    coll = sub.wallet_usd.copy()
+    if A and run.grid is not None:
+        cs = run.grid.coll_series[code]
+        other = cs >= 0
+        if other.any():
+            coll[other] = (sub.coll_amount[other] * run.grid.px[cs[other], t_acc[other]] * (1.0 - run.grid.haircut[code[other]]))
+    return _ExitRows(sels, side, qty, entry, w, pt, a_of, t_acc, closed, coll)
+
+
 def engine_flows(run: EngineRun, pops: dict[str, Any], bar_pt: dict[str, np.ndarray], point_ts: dict[str, np.ndarray],
-                 clearance_rate: float) -> Pricing:
+                 clearance_rate: float, cache: dict | None = None) -> Pricing:
     """The engine's liquidations as each symbol's external forced flow (the one place that turns
     the engine's exit records into kernel inputs; records.MarketPath ``ext_*``).
 
@@ -285,57 +349,32 @@ def engine_flows(run: EngineRun, pops: dict[str, Any], bar_pt: dict[str, np.ndar
       both are weighted by each row's weight and charged at the record's path point.
 
     A per-record share ``x_share`` of the outputs (partial liquidation), when the engine gives one,
-    scales the closed quantity. Funding of the engine's rows stays out."""
-    out, acc, sub = run.out, run.acc, run.sub
+    scales the closed quantity. Funding of the engine's rows stays out.
+
+    ``cache`` (a dict kept over the passes of one coupling): what does not depend on ``bar_pt``
+    (the records joined to their rows and path points, :func:`_exit_rows`) is kept there for
+    ``run`` and reused while the same run is priced again (replay: one engine run, every pass)."""
+    out, sub = run.out, run.sub
     syms = run.symbols
-    g = out.x_row
-    m = len(g)
-    sidx = (np.searchsorted(acc.row_offset, g, side="right") - 1).astype(np.int64)
-    share = getattr(out, "x_share", None)
-    side = np.empty(m, np.int8)
-    qty = np.empty(m)
-    entry = np.empty(m)
-    w = np.empty(m)
+    ex = cache.get("exits") if cache is not None and cache.get("run") is run else None
+    if ex is None:
+        ex = _exit_rows(run, pops, point_ts)
+        if cache is not None:
+            cache["run"], cache["exits"] = run, ex
+    side, qty, entry, w, pt, a_of, t_acc, closed, coll = ex.side, ex.qty, ex.entry, ex.w, ex.pt, ex.a_of, ex.t_acc, ex.closed, ex.coll
+    m = len(out.x_row)
+    A = len(sub.first)
     hit = np.empty(m)
     fac = np.empty(m)
-    pt = np.empty(m, np.int64)
     ext = {}
     for k, s in enumerate(syms):
-        sel = sidx == k
-        loc = g[sel] - acc.row_offset[k]
-        a = pops[s].arrays
-        side[sel] = a["side"][loc]
-        qty[sel] = a["qty"][loc]
-        entry[sel] = a["entry"][loc]
-        w[sel] = a["weight"][loc].astype(np.float64)
-        i = np.maximum(np.searchsorted(point_ts[s], run.grid_ts[out.x_grid[sel]], side="right") - 1, 0)
         flat = bar_pt[s].reshape(-1, R.PT_SIZE)
+        sel = ex.sel[k]
+        i = pt[sel]
         hit[sel] = flat[i, R.PT_HIT]
         fac[sel] = flat[i, R.PT_FAC]
-        pt[sel] = i
-    if share is not None:
-        qty = qty * np.asarray(share, np.float64)
     against = ((side > 0) & (fac < 1.0)) | ((side < 0) & (fac > 1.0))
     fill = np.where(against, hit * fac, hit)
-    # accounts at their fills (one prototype real account, rows unweighted)
-    a_of = sub.row_account[g].astype(np.int64)
-    A = len(sub.first)
-    t_acc = np.zeros(A, np.int64)  # the grid point of each account's last exit record
-    np.maximum.at(t_acc, a_of, out.x_grid)
-    # closed: every row of the account exited in full (its records' shares sum to 1); an account a
-    # venue procedure cut only in part stays open and owes no deficit (its open rows' PnL is not here)
-    sh = np.ones(m) if share is None else np.asarray(share, np.float64)
-    row_sh = np.bincount(g, weights=sh, minlength=len(sub.row_account))
-    open_rows = np.bincount(sub.row_account[sub.members].astype(np.int64), weights=(row_sh[sub.members] < 1.0 - 1e-9).astype(np.float64),
-                            minlength=A)
-    closed = open_rows == 0
-    code = sub.coll_asset
-    coll = sub.wallet_usd.copy()
-    if A and run.grid is not None:
-        cs = run.grid.coll_series[code]
-        other = cs >= 0
-        if other.any():
-            coll[other] = (sub.coll_amount[other] * run.grid.px[cs[other], t_acc[other]] * (1.0 - run.grid.haircut[code[other]]))
     upnl = side * qty * (fill - entry)
     notional = qty * fill
     eq = coll + np.bincount(a_of, weights=upnl, minlength=A)
@@ -354,7 +393,7 @@ def engine_flows(run: EngineRun, pops: dict[str, Any], bar_pt: dict[str, np.ndar
     flow = -side * qty * w * hit
     for k, s in enumerate(syms):
         nb = bar_pt[s].shape[0]
-        sel = sidx == k
+        sel = ex.sel[k]
         ps = pt[sel]
         # per path point, in record order (np.bincount adds as np.add.at into zeros does)
         f, d, c = (np.bincount(ps, weights=x[sel], minlength=nb * R.PATH_POINTS) for x in (flow, row_def, row_fee))

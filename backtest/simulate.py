@@ -387,6 +387,7 @@ def _coupled(ctx: _Ctx, aset: Any) -> tuple[dict[str, tuple], Any, float]:
     nbars = max((len(prepared.markets[s].bars["ts"]) for s in syms), default=1)
     t_eng = 0.0
     point_ts = {}
+    priced_rows: dict = {}  # engine_flows' price-independent part, kept while the same engine run is priced again
 
     def points_ts(s: str, bars: dict) -> np.ndarray:
         if s not in point_ts:
@@ -408,7 +409,7 @@ def _coupled(ctx: _Ctx, aset: Any) -> tuple[dict[str, tuple], Any, float]:
     def price(run: Any, pts: dict, kr_bars: dict) -> Any:
         nonlocal t_eng
         t0 = time.perf_counter()
-        pr = engine_flows(run, ctx.pops, pts, {s: points_ts(s, kr_bars[s]) for s in syms}, sim.clearance_fee_rate)
+        pr = engine_flows(run, ctx.pops, pts, {s: points_ts(s, kr_bars[s]) for s in syms}, sim.clearance_fee_rate, cache=priced_rows)
         t_eng += time.perf_counter() - t0
         return pr
 
