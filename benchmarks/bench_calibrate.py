@@ -12,6 +12,8 @@ the parts timed by wrapping the functions ``simulate_prepared`` calls (nothing e
   samples that change a population parameter (``leverage_scale``: population rebuilt from the
   inputs read once, into the evicted arrays, as a calibration does) against samples that change
   only a simulation parameter (``impact_coef``: population kept);
+* the floor of any calibration at this size: samples that change a simulation parameter with the
+  accounts off (population kept, one kernel pass per symbol and the summary, no account engine);
 * a real ABC-SMC calibration (``backtest.calibration.abc.calibrate``, processes executor on
   ``--workers`` workers, ``--particles`` x ``--generations``) fitting ``leverage_scale`` and
   ``cross_extra_collateral``: its wall time per simulation, start-up included;
@@ -113,6 +115,9 @@ def main() -> None:
     rng = np.random.default_rng(0)
     pop = [timed({"leverage_scale": float(x)}) for x in rng.uniform(0.5, 2.0, a.samples)]
     sim = [timed({"impact_coef": float(x)}) for x in rng.uniform(0.1, 4.0, a.samples)]
+    # the floor of any calibration of this event at this size: one kernel pass per symbol and the
+    # summary (population kept, accounts off: no engine, no coupling passes)
+    floor = [timed({"impact_coef": float(x), "accounts": False}) for x in rng.uniform(0.1, 4.0, a.samples)]
     med_pop = {k: statistics.median(x[k] for x in pop) for k in pop[0]}
     med_sim = {k: statistics.median(x[k] for x in sim) for k in sim[0]}
     n_sym = len(prep.symbols)
@@ -130,6 +135,11 @@ def main() -> None:
     print(f"projected {N_CALIBRATION:,} samples on {a.workers} workers (ideal split): population parameters "
           f"{proj_pop / 60:.1f} min ({proj_pop / TARGET_S:.2f}x the 10-min target); simulation parameters only "
           f"{proj_sim / 60:.1f} min ({proj_sim / TARGET_S:.2f}x)")
+    med_floor = {k: statistics.median(x[k] for x in floor) for k in floor[0]}
+    proj_floor = N_CALIBRATION * med_floor["total"] / a.workers
+    print(f"floor (population kept, accounts off: one kernel pass per symbol + summary): {med_floor['total'] * 1e3:.1f} ms per sample "
+          f"(kernel {med_floor['simulation kernel'] * 1e3:.1f}, summary {med_floor['summary'] * 1e3:.1f}) -> "
+          f"{proj_floor / 60:.1f} min for {N_CALIBRATION:,} samples ({proj_floor / TARGET_S:.2f}x the target)")
     if a.no_abc:
         return
 
