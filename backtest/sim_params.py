@@ -98,7 +98,7 @@ class SimParams:
     collateral_shock: str = ""
     #: kernel passes with the account engine's external flow, at most (the fixed-point coupling of
     #: backtest.simulate; it stops earlier once no path point moves by more than
-    #: contagion.CONTAGION_TOL). A numerical choice, not a market parameter: 5 passes settle the
+    #: contagion.coupling_tolerance: 1e-9 in a cascade, 1e-6 in replay). A numerical choice, not a market parameter: 5 passes settle the
     #: 2025-10-10 cascade (summary.json contagion_residual says how far the last one was from settled).
     account_iterations: int = 8
     #: issue 12: each venue's cross-liquidation procedure (partial liquidations; backtest.accounts);
