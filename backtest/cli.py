@@ -502,6 +502,7 @@ def _print_sim_summary(s: Summary, seconds: float, out: Path) -> None:
     if s.contagion_iterations is not None:
         rows.append(("accounts coupling", f"{s.contagion_iterations} passes, residual "
                                           f"{'-' if s.contagion_residual is None else f'{s.contagion_residual:.1e}'}"
+                                          f"{'' if s.contagion_tolerance is None else f' (tolerance {s.contagion_tolerance:.0e})'}"
                                           f"{'' if s.contagion_converged is not False else ' (NOT converged)'}"))
     print_frame(pl.DataFrame({"metric": [r[0] for r in rows], "value": [r[1] for r in rows]}), "summary")
     if s.contagion_converged is False:

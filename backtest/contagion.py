@@ -146,7 +146,7 @@ class EngineRun:
     grid: Any = None  # records.GridPaths the engine ran on
     priced: Pricing | None = None
     #: kernel passes with the engine's external flow, the last residual (largest relative move of
-    #: a path point between the last two passes) and whether it fell to CONTAGION_TOL
+    #: a path point between the last two passes) and whether it fell to ``tolerance``
     iterations: int = 0
     residual: float | None = None
     converged: bool | None = None

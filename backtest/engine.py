@@ -455,9 +455,15 @@ def with_external_fund(run: KernelRun, fund_usd: float, old: tuple | None, new: 
     round and price of the run is the same, and only the fund moves - by the cumulative
     difference of the payments (fixed-point units, exact). Returns the run with ``bar_i``'s
     fees in (BI_FUND_IN), fund draws (BI_DEFICIT) and fund at each bar's end (BI_FUND),
-    ``pt_fund`` and ``stats[ST_FUND_MIN]`` changed (new arrays; the rest shared with ``run``)."""
+    ``pt_fund`` and ``stats[ST_FUND_MIN]`` changed (new arrays; the rest shared with ``run``).
+
+    The caller vouches that nothing else of the run's inputs changed (population, lists, bars,
+    book, kernel parameters) and that ``fund_usd`` is the run's initial fund (its ``fund_usd``
+    parameter): only the external payments are compared here."""
     if old is None or new is None or not np.array_equal(old[0], new[0]):
         return None
+    if any(np.shape(x) != run.pt_fund.shape for x in (*old, *new)):
+        raise ValueError(f"external inputs must have the run's shape {run.pt_fund.shape}")
     if run.bar_i.shape[0] == 0 or run.bar_i[:, R.BI_UNCOVERED].any():
         return None
     d_fee = _fund_units(new[2]) - _fund_units(old[2])

@@ -260,7 +260,7 @@ class Summary(_ByName):
     contagion_engine_accounts: int | None = None
     #: the account engine's clearance fees paid into the fund (USD); the coupling of the engine with
     #: the per-symbol kernels: kernel passes with its external flow, the last pass's residual (largest
-    #: relative move of a path point from the pass before) and whether it fell to contagion.CONTAGION_TOL
+    #: relative move of a path point from the pass before) and whether it fell to contagion_tolerance
     contagion_account_fees_usd: float | None = None
     contagion_iterations: int | None = None
     contagion_residual: float | None = None

@@ -22,7 +22,8 @@ the kernels' simulated path points and its liquidations enter each symbol's kern
 forced flow (round 0 of their path point: it moves the price through the impact model, and the
 kernel's rows feel it), fund draws (its deficits) and clearance fees, pass after pass until no
 path point moves by more than ``contagion.coupling_tolerance`` or ``account_iterations`` passes
-(``summary.json`` ``contagion_iterations`` / ``contagion_residual`` / ``contagion_converged``); in
+(``summary.json`` ``contagion_iterations`` / ``contagion_residual`` / ``contagion_converged`` /
+``contagion_tolerance``); in
 replay the engine runs once on the observed path and its flow sets fills, fees and fund draws
 without moving the path. A pass re-runs only the symbols whose external inputs changed.
 

@@ -314,14 +314,16 @@ from hypothesis import given, settings, strategies as st  # noqa: E402
        mode=st.sampled_from(["cascade", "replay"]), reference=st.booleans())
 def test_fund_repricing_is_a_fresh_run(seed, fund, scale, mode, reference):
     """Whenever engine.with_external_fund answers, its run is the kernel's own with the new
-    payments, every output bit for bit; it answers None when the flow differs, when the old run
-    found its fund short, or when the new payments would."""
-    from backtest.engine import with_external_fund
+    payments, every output bit for bit (also re-pricing a re-priced run again, the old run's
+    outputs living in a reused workspace, with funding); it answers None when the flow differs,
+    when the old run found its fund short, or when the new payments would."""
+    from backtest.engine import ReusedWorkspace, with_external_fund
 
     rng = np.random.default_rng(seed)
     nb = 40
     pop = synthetic_population(400, price=100.0, seed=seed)
     bars = _bars(100 * np.exp(np.cumsum(rng.normal(-0.006, 0.012, nb))))
+    bars["funding_rate"] = np.where(np.arange(nb) % 8 == 7, rng.normal(0.0, 3e-4, nb), 0.0)
     prm = make_kernel_params(impact_model="sqrt", impact_coef=1.0, sigma=0.03, volume_usd=5e6, depth_usd=5e4, half_life_s=60.0,
                              fund_usd=fund, clearance_rate=0.0125, taker_rate=0.0005, max_rounds=50, bar_ms=BAR_MS, mode=mode)
     hit = rng.random((nb, R.PATH_POINTS)) < 0.2
@@ -329,16 +331,18 @@ def test_fund_repricing_is_a_fresh_run(seed, fund, scale, mode, reference):
     draw = np.where(hit, rng.exponential(fund * 0.02, (nb, R.PATH_POINTS)), 0.0)
     fee = np.where(hit, rng.exponential(50.0, (nb, R.PATH_POINTS)), 0.0)
     old = (flow, draw, fee)
-    new = (flow.copy(), draw * scale, fee * rng.uniform(0.0, 2.0, fee.shape))
-    a = run_kernel(pop, bars, prm, reference=reference, ext=old)
-    fresh = run_kernel(pop, bars, prm, reference=reference, ext=new)
-    got = with_external_fund(a, fund, old, new)
-    short = bool(a.bar_i[:, R.BI_UNCOVERED].any() or fresh.bar_i[:, R.BI_UNCOVERED].any())
-    if got is None:
-        assert short  # it declines only when a fund is (or would be) short
-    else:
+    a = run_kernel(pop, bars, prm, reference=reference, ext=old, workspace=ReusedWorkspace())
+    for _ in range(2):  # a re-priced run re-priced again
+        new = (flow.copy(), draw * scale * rng.uniform(0.5, 1.5), fee * rng.uniform(0.0, 2.0, fee.shape))
+        fresh = run_kernel(pop, bars, prm, reference=reference, ext=new)
+        got = with_external_fund(a, fund, old, new)
+        short = bool(a.bar_i[:, R.BI_UNCOVERED].any() or fresh.bar_i[:, R.BI_UNCOVERED].any())
+        if got is None:
+            assert short  # it declines only when a fund is (or would be) short
+            break
         assert not short
         for k in R.RunOutputs._fields:
             assert np.array_equal(getattr(got, k), getattr(fresh, k), equal_nan=True), k
+        a, old = got, new
     moved = (flow + 1.0, draw, fee)
     assert with_external_fund(a, fund, old, moved) is None
