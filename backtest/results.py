@@ -167,6 +167,12 @@ class SymbolSummary(_ByName):
     #: relative to the window start (a fraction, <= 0; None without bars): what an observed change
     #: of open interest to the crash's trough (a figure of metric open_interest_change) compares with
     open_interest_change: float | None = None
+    #: for each catalogued open-interest figure of this symbol (backtest.calibration.figures, metric
+    #: open_interest_change, with a window): ``"START_MS-END_MS"`` -> the simulated open interest's
+    #: relative change from the window's start to its end, each at the last bar end at or before it
+    #: (the run's start value when the window starts there) - the figure's own point-to-point change,
+    #: which the calibration compares (backtest.calibration.targets); None when there is none
+    open_interest_windows: dict | None = None
 
 
 @dataclass
@@ -458,7 +464,37 @@ def exit_totals(per: dict[str, SymbolRun]) -> dict:
     return tot
 
 
-def _symbol_summary(d: SymbolRun, mode: str, leg: Any = None) -> SymbolSummary:
+def _oi_windows(prep: Any, leg: Any) -> list[tuple[int, int]]:
+    """The windows (UTC ms) of the catalogued open-interest figures of ``leg``'s venue and symbol
+    in ``prep``'s event (:class:`SymbolSummary` ``open_interest_windows``)."""
+    ev = getattr(prep, "event", None)
+    if ev is None or leg is None:
+        return []
+    from backtest.calibration.figures import figures_of
+
+    return [tuple(f.window_ms) for f in figures_of(getattr(ev, "id", ""))
+            if f.metric == "open_interest_change" and f.window_ms and leg.symbol in f.symbols and (not f.venues or leg.exchange in f.venues)]
+
+
+def _window_changes(oi: np.ndarray, ends: np.ndarray, start_usd: float, windows: list[tuple[int, int]]) -> dict[str, float] | None:
+    """:class:`SymbolSummary` ``open_interest_windows``: per window, the change of the per-bar
+    open interest ``oi`` (USD at the bar ends ``ends``, UTC ms) from its value at the last bar end at
+    or before the window's start (``start_usd`` before the first bar's end) to the value at the last
+    bar end at or before its end."""
+    if not windows or not len(oi):
+        return None
+    out = {}
+    for a, b in windows:
+        ia = int(np.searchsorted(ends, a, side="right")) - 1
+        ib = int(np.searchsorted(ends, b, side="right")) - 1
+        v0 = start_usd if ia < 0 else float(oi[ia])
+        v1 = start_usd if ib < 0 else float(oi[ib])
+        if v0 > 0:
+            out[f"{int(a)}-{int(b)}"] = v1 / v0 - 1.0
+    return out or None
+
+
+def _symbol_summary(d: SymbolRun, mode: str, leg: Any = None, oi_windows: list[tuple[int, int]] = ()) -> SymbolSummary:
     out, bars, mk, pe = d.out, d.bars, d.market, d.pop
     st = out.stats
     amp = (st[R.ST_DD_SIM] - st[R.ST_DD_EXO]) / st[R.ST_DD_EXO] if mode == "cascade" and st[R.ST_DD_EXO] > 0 else 0.0
@@ -472,6 +508,9 @@ def _symbol_summary(d: SymbolRun, mode: str, leg: Any = None) -> SymbolSummary:
         start = float(np.sum(qw0[(a["open_time"] <= t0) & (a["close_time"] > t0)])) * float(bars["open"][0])
         oi = d.open_interest_usd
         oi_change = float(oi.min() / start - 1.0) if start > 0 else None
+        windows = _window_changes(oi, np.asarray(bars["ts"], np.int64) + int(mk.bar_ms), start, list(oi_windows))
+    else:
+        windows = None
     return SymbolSummary(
         price_source=mk.price_source,
         timeframe=mk.timeframe,
@@ -500,6 +539,7 @@ def _symbol_summary(d: SymbolRun, mode: str, leg: Any = None) -> SymbolSummary:
         short_liquidated_usd=tot["short"],
         adl_notional_usd=tot["adl"],
         open_interest_change=oi_change,
+        open_interest_windows=windows,
     )
 
 
@@ -703,7 +743,7 @@ def assemble(prep: Any, per: dict[str, SymbolRun], mode: str, shock: str | None,
         leg = _leg(prep, s)
         ru = d.out.round_units
         rounds_total = ru.copy() if rounds_total is None else _add_padded(rounds_total, ru)
-        per_symbol[s] = _symbol_summary(d, mode, leg)
+        per_symbol[s] = _symbol_summary(d, mode, leg, _oi_windows(prep, leg))
         if summary_only:
             continue
         bars, bf = d.bars, d.out.bar_f

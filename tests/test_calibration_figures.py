@@ -84,6 +84,29 @@ def test_simulated_values_from_a_summary():
         simulated_value(s, fig("lower_bound", target=1.0, symbols=("A",)))
 
 
+def test_an_open_interest_figure_compares_over_its_own_window():
+    """An open-interest figure of one symbol with a window compares with the run's change over that
+    window (per_symbol open_interest_windows, a point-to-point change at the bar ends), not with the
+    trough of the whole run; a window the run does not have falls back to the trough."""
+    import numpy as np
+
+    from backtest.results import _window_changes
+
+    ends = np.array([10, 20, 30, 40, 50], np.int64)  # SYNTHETIC bar ends, UTC ms
+    oi = np.array([100.0, 80.0, 50.0, 20.0, 60.0])  # USD at each bar end; the start value is 110
+    w = _window_changes(oi, ends, 110.0, [(0, 30), (20, 45), (5, 9)])
+    assert w["0-30"] == pytest.approx(50.0 / 110.0 - 1.0)  # from the run's start to the bar end at 30
+    assert w["20-45"] == pytest.approx(20.0 / 80.0 - 1.0)  # from the bar end at 20 to the last one by 45
+    assert w["5-9"] == 0.0  # no bar end inside: the start value at both ends
+    assert _window_changes(oi, ends, 110.0, []) is None
+    s = {"symbols": ["A"], "open_notional_usd": 100.0, "liquidated_notional_usd": 90.0, "stopped_notional_usd": 0.0,
+         "adl_notional_usd": 0.0, "per_symbol": {"A": {"open_interest_change": -0.9, "open_interest_windows": w}}}
+    f = fig("point", metric="open_interest_change", target=-0.3, uncertainty=0.05, symbols=("A",), window_ms=(20, 45))
+    assert simulated_value(s, f) == pytest.approx(-0.75)
+    other = fig("point", metric="open_interest_change", target=-0.3, uncertainty=0.05, symbols=("A",), window_ms=(0, 50))
+    assert simulated_value(s, other) == pytest.approx(-0.9)  # not in the run: the event-wide figure
+
+
 @pytest.mark.parametrize(
     "body, expect",
     [

@@ -174,6 +174,19 @@ def _figure(rec: dict, where: str, event_ids: set[str] | None) -> Figure:
     )
 
 
+_BY_EVENT: dict[str, list] = {}
+
+
+def figures_of(event_id: str) -> list["Figure"]:
+    """The catalogued figures (the package's file, :func:`default_path`) of ``event_id``, read
+    once per process."""
+    if not _BY_EVENT:
+        for f in load_figures(check_events=False):
+            _BY_EVENT.setdefault(f.event, []).append(f)
+        _BY_EVENT.setdefault("", [])
+    return _BY_EVENT.get(event_id, [])
+
+
 def load_figures(path: str | os.PathLike | None = None, *, check_events: bool = True) -> list[Figure]:
     """All figures of the file (default :func:`default_path`), validated; ids must be unique.
 

@@ -58,6 +58,25 @@ def venue_result(summary: dict, fig: Figure) -> tuple[str, dict] | None:
     return None
 
 
+def window_value(summary: dict, fig: Figure) -> float | None:
+    """An open-interest figure of one symbol with a window, compared over that window: the run's
+    point-to-point change there (``per_symbol[KEY]['open_interest_windows']``, results.SymbolSummary;
+    KEY the symbol, or ``SYMBOL@EXCHANGE`` off the primary venue), or None when the run has none
+    (a figure of another file with a window the catalogue does not have: then its trough, below)."""
+    if fig.metric != "open_interest_change" or not fig.window_ms or len(fig.symbols) != 1:
+        return None
+    from backtest.events import leg_key
+
+    per = summary.get("per_symbol") or {}
+    venues = list(summary.get("venues") or {})
+    keys = [fig.symbols[0]]
+    if len(venues) > 1 and len(fig.venues) == 1:
+        keys = [leg_key(fig.venues[0], fig.symbols[0], venues[0])]
+    w = (per.get(keys[0]) or {}).get("open_interest_windows") or {}
+    v = w.get(f"{int(fig.window_ms[0])}-{int(fig.window_ms[1])}")
+    return None if v is None else float(v)
+
+
 def simulated_value(summary: dict, fig: Figure) -> float | None:
     """The value of ``fig.metric`` in a run's summary, over the figure's venue and symbols.
 
@@ -71,6 +90,9 @@ def simulated_value(summary: dict, fig: Figure) -> float | None:
     """
     from backtest.events import leg_key
 
+    w = window_value(summary, fig)
+    if w is not None:
+        return w
     syms = set(fig.symbols)
     venues = summary.get("venues") or {}
     scoped = venue_result(summary, fig)
