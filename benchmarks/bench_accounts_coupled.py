@@ -7,8 +7,8 @@ model, and the engine runs again on the moved path) - one core.
 Everything here is SYNTHETIC: the paths of ``bench_accounts.py`` (seeded one-second random walks
 with a crash of -5 % to -30 % at 55 % of the day) cut into 21,600 bars of 4 s (4 path points per
 bar: 86,400 per symbol), a made-up population (``bench_accounts.synthetic_population``: every row
-cross, so every position is in an account), made-up liquidity (1e10 USD a day per symbol, the
-kernels' impact model), a large insurance fund, no in-window openings (no traded volume).
+cross, so every position is in an account), made-up liquidity (1e10 USD a day per symbol by default,
+``--volume-usd``; the kernels' impact model), a large insurance fund, no in-window openings (no traded volume).
 
 Reported: the wall time of the coupled run (numba compiled and the accounts assigned by an
 untimed first run), its passes, the peak memory per position, the account engine's time per pass, the per-symbol kernels' time,
@@ -69,7 +69,7 @@ def population(s: int, n: int) -> dict[str, np.ndarray]:
     return pop
 
 
-def prepared(n_per: int):
+def prepared(n_per: int, volume_usd: float = 1e10):
     """A SYNTHETIC event's Prepared (no store): 5 symbols, the populations above."""
     from bench_accounts import K_DIST
 
@@ -82,7 +82,7 @@ def prepared(n_per: int):
     t0 = int(bars[0]["ts"][0])
     end = int(bars[0]["ts"][-1]) + BAR_S * 1000
     ev = Event("synthetic-coupled", "synthetic-coupled", "SYNTHETIC five-symbol crash", "binanceusdm", tuple(SYMBOLS), t0, end, t0 - 86_400_000)
-    markets = {sym: Market(sym, f"{BAR_S}s", "mark", b, 0.05, 1e10, 0) for sym, b in zip(SYMBOLS, bars)}
+    markets = {sym: Market(sym, f"{BAR_S}s", "mark", b, 0.05, float(volume_usd), 0) for sym, b in zip(SYMBOLS, bars)}
     pops = {}
     for s, sym in enumerate(SYMBOLS):
         p = population(s, n_per)
@@ -98,6 +98,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="500 k positions (a smoke run)")
     ap.add_argument("--ref-accounts", type=int, default=1000)
+    ap.add_argument("--volume-usd", type=float, default=1e10,
+                    help="made-up traded notional per symbol and day, USD (default 1e10, about 0.9x each symbol's open interest)")
     a = ap.parse_args()
     n_per = (500_000 if a.quick else 5_000_000) // len(SYMBOLS)
     from backtest.simulate import simulate_prepared
@@ -106,7 +108,7 @@ def main() -> None:
 
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # bytes (Linux: KiB)
     t0 = time.perf_counter()
-    prep = prepared(n_per)
+    prep = prepared(n_per, a.volume_usd)
     t_build = time.perf_counter() - t0
     import backtest.contagion as C
 
@@ -148,6 +150,8 @@ def main() -> None:
     n = n_per * len(SYMBOLS)
     print(f"coupled cascade: {n:,} positions in {A:,} accounts over {len(SYMBOLS)} symbols x {len(grid.ts):,} path points (SYNTHETIC); "
           f"build {t_build:.1f} s, first run (compile + assignment) untimed")
+    oi = sum(pe.open_notional_usd for pe in prep.pops.values()) / len(SYMBOLS)
+    print(f"  made-up liquidity ${a.volume_usd:.2g} traded per symbol and day ({a.volume_usd / oi:.2f}x its open interest of ${oi / 1e9:.1f}B)")
     print(f"  machine load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"  coupled run: {wall:.2f} s wall, {cpu:.2f} s CPU; {s.contagion_iterations} kernel passes with the engine's flow, "
           f"converged {s.contagion_converged} (residual {s.contagion_residual:.1e}); liquidated ${s.liquidated_notional_usd / 1e9:.2f}B, "
