@@ -150,7 +150,7 @@ def main() -> None:
     n = n_per * len(SYMBOLS)
     print(f"coupled cascade: {n:,} positions in {A:,} accounts over {len(SYMBOLS)} symbols x {len(grid.ts):,} path points (SYNTHETIC); "
           f"build {t_build:.1f} s, first run (compile + assignment) untimed")
-    oi = sum(pe.open_notional_usd for pe in prep.pops.values()) / len(SYMBOLS)
+    oi = sum(pe.open_notional_usd for pe in prep.populations.values()) / len(SYMBOLS)
     print(f"  made-up liquidity ${a.volume_usd:.2g} traded per symbol and day ({a.volume_usd / oi:.2f}x its open interest of ${oi / 1e9:.1f}B)")
     print(f"  machine load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"  coupled run: {wall:.2f} s wall, {cpu:.2f} s CPU; {s.contagion_iterations} kernel passes with the engine's flow, "
