@@ -281,7 +281,7 @@ class _ExitRows:
 
 
 def _exit_rows(run: EngineRun, pops: dict[str, Any], point_ts: dict[str, np.ndarray]) -> _ExitRows:
-    """:class:`_ExitRows` of ``run`` (see :func:`engine_flows`)."""
+    """:class:`_ExitRows` of ``run`` (see :func:`engine_flows_reference`)."""
     out, acc, sub = run.out, run.acc, run.sub
     g = out.x_row
     m = len(g)
@@ -317,18 +317,68 @@ def _exit_rows(run: EngineRun, pops: dict[str, Any], point_ts: dict[str, np.ndar
     open_rows = np.bincount(sub.row_account[sub.members].astype(np.int64), weights=(row_sh[sub.members] < 1.0 - 1e-9).astype(np.float64),
                             minlength=A)
     closed = open_rows == 0
-    code = sub.coll_asset
-    coll = sub.wallet_usd.copy()
-    if A and run.grid is not None:
-        cs = run.grid.coll_series[code]
-        other = cs >= 0
-        if other.any():
-            coll[other] = (sub.coll_amount[other] * run.grid.px[cs[other], t_acc[other]] * (1.0 - run.grid.haircut[code[other]]))
-    return _ExitRows(sels, side, qty, entry, w, pt, a_of, t_acc, closed, coll)
+    return _ExitRows(sels, side, qty, entry, w, pt, a_of, t_acc, closed, _collateral_at(run, t_acc))
 
 
 def engine_flows(run: EngineRun, pops: dict[str, Any], bar_pt: dict[str, np.ndarray], point_ts: dict[str, np.ndarray],
                  clearance_rate: float, cache: dict | None = None) -> Pricing:
+    """The engine's liquidations as each symbol's external forced flow, fund draws and fees:
+    :func:`engine_flows_reference` (which says what each figure is) in two numba passes over
+    the records (backtest.kernels.pricing), bit for bit the same. ``cache`` as there: the
+    price-independent pass is kept while the same run is priced again."""
+    from backtest.kernels.pricing import exit_rows_nb, price_exits_nb
+
+    out, acc, sub = run.out, run.acc, run.sub
+    syms = run.symbols
+    m = len(out.x_row)
+    A = len(sub.first)
+    ex = cache.get("exit_rows") if cache is not None and cache.get("run") is run else None
+    if ex is None:
+        share = getattr(out, "x_share", None)
+        share = np.zeros(0) if share is None else np.ascontiguousarray(share, np.float64)
+        arr = [pops[s].arrays for s in syms]
+        sym, side, pt = np.empty(m, np.int64), np.empty(m, np.int8), np.empty(m, np.int64)
+        qty, entry, w = np.empty(m), np.empty(m), np.empty(m)
+        t_acc, closed = np.zeros(A, np.int64), np.empty(A, np.bool_)
+        exit_rows_nb(np.ascontiguousarray(out.x_row, np.int64), np.ascontiguousarray(out.x_grid, np.int64), share,
+                     np.ascontiguousarray(acc.row_offset, np.int64), sub.row_account, sub.members,
+                     tuple(a["side"] for a in arr), tuple(a["qty"] for a in arr), tuple(a["entry"] for a in arr),
+                     tuple(a["weight"] for a in arr), tuple(np.ascontiguousarray(point_ts[s], np.int64) for s in syms),
+                     np.ascontiguousarray(run.grid_ts, np.int64), sym, side, qty, entry, w, pt, t_acc, closed)
+        a_of = sub.row_account[out.x_row].astype(np.int64)
+        ex = (sym, side, qty, entry, w, pt, a_of, t_acc, closed, _collateral_at(run, t_acc))
+        if cache is not None:
+            cache["run"], cache["exit_rows"] = run, ex
+    sym, side, qty, entry, w, pt, a_of, t_acc, closed, coll = ex
+    fill, usd, row_def, row_fee = np.empty(m), np.empty(m), np.empty(m), np.empty(m)
+    nbs = [bar_pt[s].shape[0] for s in syms]
+    flows = tuple(np.zeros(nb * R.PATH_POINTS) for nb in nbs)
+    funds = tuple(np.zeros(nb * R.PATH_POINTS) for nb in nbs)
+    fees = tuple(np.zeros(nb * R.PATH_POINTS) for nb in nbs)
+    price_exits_nb(sym, side, qty, entry, w, pt, a_of, np.ascontiguousarray(out.x_grid, np.int64), t_acc, closed, coll,
+                   tuple(np.ascontiguousarray(bar_pt[s], np.float64) for s in syms), float(clearance_rate),
+                   fill, usd, row_def, row_fee, flows, funds, fees)
+    ext = {s: (flows[k].reshape(nb, R.PATH_POINTS), funds[k].reshape(nb, R.PATH_POINTS), fees[k].reshape(nb, R.PATH_POINTS))
+           for k, (s, nb) in enumerate(zip(syms, nbs))}
+    return Pricing(fill, usd, row_def, row_fee, pt // R.PATH_POINTS, side, ext)
+
+
+def _collateral_at(run: EngineRun, t_acc: np.ndarray) -> np.ndarray:
+    """Per account of the engine, its collateral value (USD) at grid point ``t_acc``: the wallet
+    in the settlement coin, else the asset's amount at its price there after the haircut."""
+    sub = run.sub
+    code = sub.coll_asset
+    coll = sub.wallet_usd.copy()
+    if len(sub.first) and run.grid is not None:
+        cs = run.grid.coll_series[code]
+        other = cs >= 0
+        if other.any():
+            coll[other] = (sub.coll_amount[other] * run.grid.px[cs[other], t_acc[other]] * (1.0 - run.grid.haircut[code[other]]))
+    return coll
+
+
+def engine_flows_reference(run: EngineRun, pops: dict[str, Any], bar_pt: dict[str, np.ndarray], point_ts: dict[str, np.ndarray],
+                           clearance_rate: float, cache: dict | None = None) -> Pricing:
     """The engine's liquidations as each symbol's external forced flow (the one place that turns
     the engine's exit records into kernel inputs; records.MarketPath ``ext_*``).
 
