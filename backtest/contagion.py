@@ -343,8 +343,8 @@ def engine_flows(run: EngineRun, pops: dict[str, Any], bar_pt: dict[str, np.ndar
         exit_rows_nb(np.ascontiguousarray(out.x_row, np.int64), np.ascontiguousarray(out.x_grid, np.int64), share,
                      np.ascontiguousarray(acc.row_offset, np.int64), sub.row_account, sub.members,
                      tuple(a["side"] for a in arr), tuple(a["qty"] for a in arr), tuple(a["entry"] for a in arr),
-                     tuple(a["weight"] for a in arr), tuple(np.ascontiguousarray(point_ts[s], np.int64) for s in syms),
-                     np.ascontiguousarray(run.grid_ts, np.int64), sym, side, qty, entry, w, pt, t_acc, closed)
+                     tuple(a["weight"] for a in arr), _grid_points(run.grid_ts, [point_ts[s] for s in syms]),
+                     sym, side, qty, entry, w, pt, t_acc, closed)
         a_of = sub.row_account[out.x_row].astype(np.int64)
         ex = (sym, side, qty, entry, w, pt, a_of, t_acc, closed, _collateral_at(run, t_acc))
         if cache is not None:
@@ -361,6 +361,15 @@ def engine_flows(run: EngineRun, pops: dict[str, Any], bar_pt: dict[str, np.ndar
     ext = {s: (flows[k].reshape(nb, R.PATH_POINTS), funds[k].reshape(nb, R.PATH_POINTS), fees[k].reshape(nb, R.PATH_POINTS))
            for k, (s, nb) in enumerate(zip(syms, nbs))}
     return Pricing(fill, usd, row_def, row_fee, pt // R.PATH_POINTS, side, ext)
+
+
+def _grid_points(grid_ts: np.ndarray, point_ts: list[np.ndarray]) -> np.ndarray:
+    """int64[n_symbols, n_grid]: each symbol's last path point at or before each grid time (0
+    before its first): where an engine record at that grid point goes."""
+    out = np.empty((len(point_ts), len(grid_ts)), np.int64)
+    for k, t in enumerate(point_ts):
+        out[k] = np.maximum(np.searchsorted(np.asarray(t, np.int64), np.asarray(grid_ts, np.int64), side="right") - 1, 0)
+    return out
 
 
 def _collateral_at(run: EngineRun, t_acc: np.ndarray) -> np.ndarray:

@@ -23,14 +23,14 @@ from backtest.records import PATH_POINTS, PT_FAC, PT_HIT
 
 
 @njit(cache=True)
-def exit_rows_nb(x_row, x_grid, share, row_offset, row_account, members, sides, qtys, entries, weights, point_ts, grid_ts,
+def exit_rows_nb(x_row, x_grid, share, row_offset, row_account, members, sides, qtys, entries, weights, grid_pt,
                  sym, side, qty, entry, w, pt, t_acc, closed):
     """Fill the per-record ``sym, side, qty, entry, w, pt`` and per-account ``t_acc, closed``
     (see the module docstring). ``x_row``: each record's row in the accounts' row numbering
     (``row_offset[k]`` starts symbol ``k``'s rows), ``x_grid`` its grid point, ``share`` its share
     of the row's quantity (empty: whole rows); ``row_account``/``members``: the engine's accounts'
-    rows; ``sides, qtys, entries, weights``: per symbol its population's arrays; ``point_ts``: per
-    symbol its path points' times (UTC ms); ``grid_ts``: the grid's times (UTC ms)."""
+    rows; ``sides, qtys, entries, weights``: per symbol its population's arrays; ``grid_pt[k, t]``:
+    symbol ``k``'s last path point at or before grid point ``t`` (0 before its first)."""
     m = x_row.shape[0]
     n_sym = row_offset.shape[0] - 1
     row_sh = np.zeros(row_account.shape[0])
@@ -48,8 +48,7 @@ def exit_rows_nb(x_row, x_grid, share, row_offset, row_account, members, sides, 
         qty[r] = q
         entry[r] = entries[k][loc]
         w[r] = np.float64(weights[k][loc])
-        i = np.searchsorted(point_ts[k], grid_ts[x_grid[r]], side="right") - 1
-        pt[r] = i if i > 0 else 0
+        pt[r] = grid_pt[k, x_grid[r]]
         a = row_account[g]
         if x_grid[r] > t_acc[a]:
             t_acc[a] = x_grid[r]
