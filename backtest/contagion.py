@@ -332,7 +332,14 @@ def engine_flows(run: EngineRun, pops: dict[str, Any], bar_pt: dict[str, np.ndar
     syms = run.symbols
     m = len(out.x_row)
     A = len(sub.first)
-    ex = cache.get("exit_rows") if cache is not None and cache.get("run") is run else None
+    # the kernels do not check bounds: the shapes they index by are checked here
+    if len(acc.row_offset) != len(syms) + 1 or (m and int(np.max(out.x_row)) >= int(acc.row_offset[-1])):
+        raise ValueError("engine run: exit records and row offsets do not match its symbols")
+    for s in syms:
+        if len(point_ts[s]) != bar_pt[s].shape[0] * R.PATH_POINTS:
+            raise ValueError(f"{s}: {len(point_ts[s])} path point times for {bar_pt[s].shape[0]} bars of {R.PATH_POINTS} points")
+    hit = cache.get("exit_rows") if cache is not None else None
+    ex = hit[1] if hit is not None and hit[0] is run else None
     if ex is None:
         share = getattr(out, "x_share", None)
         share = np.zeros(0) if share is None else np.ascontiguousarray(share, np.float64)
@@ -348,7 +355,7 @@ def engine_flows(run: EngineRun, pops: dict[str, Any], bar_pt: dict[str, np.ndar
         a_of = sub.row_account[out.x_row].astype(np.int64)
         ex = (sym, side, qty, entry, w, pt, a_of, t_acc, closed, _collateral_at(run, t_acc))
         if cache is not None:
-            cache["run"], cache["exit_rows"] = run, ex
+            cache["exit_rows"] = (run, ex)
     sym, side, qty, entry, w, pt, a_of, t_acc, closed, coll = ex
     fill, usd, row_def, row_fee = np.empty(m), np.empty(m), np.empty(m), np.empty(m)
     nbs = [bar_pt[s].shape[0] for s in syms]
@@ -415,11 +422,12 @@ def engine_flows_reference(run: EngineRun, pops: dict[str, Any], bar_pt: dict[st
     ``run`` and reused while the same run is priced again (replay: one engine run, every pass)."""
     out, sub = run.out, run.sub
     syms = run.symbols
-    ex = cache.get("exits") if cache is not None and cache.get("run") is run else None
+    hit = cache.get("exits") if cache is not None else None
+    ex = hit[1] if hit is not None and hit[0] is run else None
     if ex is None:
         ex = _exit_rows(run, pops, point_ts)
         if cache is not None:
-            cache["run"], cache["exits"] = run, ex
+            cache["exits"] = (run, ex)
     side, qty, entry, w, pt, a_of, t_acc, closed, coll = ex.side, ex.qty, ex.entry, ex.w, ex.pt, ex.a_of, ex.t_acc, ex.closed, ex.coll
     m = len(out.x_row)
     A = len(sub.first)

@@ -164,8 +164,8 @@ class SymbolSummary(_ByName):
     short_liquidated_usd: float = 0.0
     adl_notional_usd: float = 0.0
     #: simulated open interest (results.simulated_open_interest) at its lowest bar end in the window,
-    #: relative to the window start (a fraction, <= 0; None without bars): what an observed change
-    #: of open interest to the crash's trough (a figure of metric open_interest_change) compares with
+    #: relative to the window start (a fraction, <= 0; None without bars); a catalogued figure of
+    #: metric open_interest_change with a window compares with open_interest_windows instead
     open_interest_change: float | None = None
     #: for each catalogued open-interest figure of this symbol (backtest.calibration.figures, metric
     #: open_interest_change, with a window): ``"START_MS-END_MS"`` -> the simulated open interest's
@@ -476,15 +476,20 @@ def _oi_windows(prep: Any, leg: Any) -> list[tuple[int, int]]:
             if f.metric == "open_interest_change" and f.window_ms and leg.symbol in f.symbols and (not f.venues or leg.exchange in f.venues)]
 
 
-def _window_changes(oi: np.ndarray, ends: np.ndarray, start_usd: float, windows: list[tuple[int, int]]) -> dict[str, float] | None:
+def _window_changes(oi: np.ndarray, ends: np.ndarray, start_usd: float, windows: list[tuple[int, int]],
+                    run_start: int | None = None) -> dict[str, float] | None:
     """:class:`SymbolSummary` ``open_interest_windows``: per window, the change of the per-bar
     open interest ``oi`` (USD at the bar ends ``ends``, UTC ms) from its value at the last bar end at
     or before the window's start (``start_usd`` before the first bar's end) to the value at the last
-    bar end at or before its end."""
+    bar end at or before its end; a window that does not overlap the run (``run_start`` to the
+    last bar end) has none."""
     if not windows or not len(oi):
         return None
     out = {}
+    lo = int(ends[0]) if run_start is None else int(run_start)
     for a, b in windows:
+        if a >= int(ends[-1]) or b <= lo:
+            continue
         ia = int(np.searchsorted(ends, a, side="right")) - 1
         ib = int(np.searchsorted(ends, b, side="right")) - 1
         v0 = start_usd if ia < 0 else float(oi[ia])
@@ -508,7 +513,7 @@ def _symbol_summary(d: SymbolRun, mode: str, leg: Any = None, oi_windows: list[t
         start = float(np.sum(qw0[(a["open_time"] <= t0) & (a["close_time"] > t0)])) * float(bars["open"][0])
         oi = d.open_interest_usd
         oi_change = float(oi.min() / start - 1.0) if start > 0 else None
-        windows = _window_changes(oi, np.asarray(bars["ts"], np.int64) + int(mk.bar_ms), start, list(oi_windows))
+        windows = _window_changes(oi, np.asarray(bars["ts"], np.int64) + int(mk.bar_ms), start, list(oi_windows), t0) if oi_windows else None
     else:
         windows = None
     return SymbolSummary(

@@ -94,10 +94,11 @@ def test_an_open_interest_figure_compares_over_its_own_window():
 
     ends = np.array([10, 20, 30, 40, 50], np.int64)  # SYNTHETIC bar ends, UTC ms
     oi = np.array([100.0, 80.0, 50.0, 20.0, 60.0])  # USD at each bar end; the start value is 110
-    w = _window_changes(oi, ends, 110.0, [(0, 30), (20, 45), (5, 9)])
+    w = _window_changes(oi, ends, 110.0, [(0, 30), (20, 45), (5, 9), (50, 90), (-20, 0)], run_start=0)
     assert w["0-30"] == pytest.approx(50.0 / 110.0 - 1.0)  # from the run's start to the bar end at 30
     assert w["20-45"] == pytest.approx(20.0 / 80.0 - 1.0)  # from the bar end at 20 to the last one by 45
     assert w["5-9"] == 0.0  # no bar end inside: the start value at both ends
+    assert "50-90" not in w and "-20-0" not in w  # windows outside the run have none
     assert _window_changes(oi, ends, 110.0, []) is None
     s = {"symbols": ["A"], "open_notional_usd": 100.0, "liquidated_notional_usd": 90.0, "stopped_notional_usd": 0.0,
          "adl_notional_usd": 0.0, "per_symbol": {"A": {"open_interest_change": -0.9, "open_interest_windows": w}}}

@@ -174,17 +174,24 @@ def _figure(rec: dict, where: str, event_ids: set[str] | None) -> Figure:
     )
 
 
-_BY_EVENT: dict[str, list] = {}
+_BY_FILE: dict[Path, dict[str, list]] = {}
 
 
 def figures_of(event_id: str) -> list["Figure"]:
-    """The catalogued figures (the package's file, :func:`default_path`) of ``event_id``, read
-    once per process."""
-    if not _BY_EVENT:
-        for f in load_figures(check_events=False):
-            _BY_EVENT.setdefault(f.event, []).append(f)
-        _BY_EVENT.setdefault("", [])
-    return _BY_EVENT.get(event_id, [])
+    """The catalogued figures (:func:`default_path`) of ``event_id``, read once per process and
+    file; none when the file is missing or malformed (a simulation does not depend on it: the
+    calibration commands load it themselves and report what is wrong with it)."""
+    path = default_path()
+    by_event = _BY_FILE.get(path)
+    if by_event is None:
+        by_event = {}
+        try:
+            for f in load_figures(path, check_events=False):
+                by_event.setdefault(f.event, []).append(f)
+        except CalibrationError:
+            pass
+        _BY_FILE[path] = by_event
+    return by_event.get(event_id, [])
 
 
 def load_figures(path: str | os.PathLike | None = None, *, check_events: bool = True) -> list[Figure]:

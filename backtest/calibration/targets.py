@@ -62,7 +62,9 @@ def window_value(summary: dict, fig: Figure) -> float | None:
     """An open-interest figure of one symbol with a window, compared over that window: the run's
     point-to-point change there (``per_symbol[KEY]['open_interest_windows']``, results.SymbolSummary;
     KEY the symbol, or ``SYMBOL@EXCHANGE`` off the primary venue), or None when the run has none
-    (a figure of another file with a window the catalogue does not have: then its trough, below)."""
+    (a figure of another file with a window the catalogue does not have, or an old summary: then it
+    compares as :func:`simulated_value` did before windows - the symbol's trough over the run, or the
+    event's closed share of open interest when the symbol is the run's only one)."""
     if fig.metric != "open_interest_change" or not fig.window_ms or len(fig.symbols) != 1:
         return None
     from backtest.events import leg_key
