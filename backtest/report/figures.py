@@ -185,7 +185,7 @@ def title_page(event, summary: dict, params: dict, provenance: list[str], *, ver
     else:
         rows3 = [(a, b, predictive.get(a, "")) for a, b in lines]
         over, y_end = draw_table(fig, (0.05, 0.232, 0.46, 0.423), ["figure", "this run (parameters shown)", "predictive median [90 %]"],
-                                 rows3, [33, 40, 36], fontsize=6.8)
+                                 rows3, [33, 36, 35], fontsize=6.8)  # a wrapped line of 36 characters of 6.8 pt fits its column
     if over:  # never drop a headline silently
         fig.text(0.05, 0.226, f"(+{len(over)} more in summary.json)", fontsize=7, color=GREY, va="top")
     if fit_note:
