@@ -394,7 +394,7 @@ def _collateral_at(run: EngineRun, t_acc: np.ndarray) -> np.ndarray:
 
 
 def engine_flows_reference(run: EngineRun, pops: dict[str, Any], bar_pt: dict[str, np.ndarray], point_ts: dict[str, np.ndarray],
-                           clearance_rate: float, cache: dict | None = None) -> Pricing:
+                           clearance_rate: float) -> Pricing:
     """The engine's liquidations as each symbol's external forced flow (the one place that turns
     the engine's exit records into kernel inputs; records.MarketPath ``ext_*``).
 
@@ -415,19 +415,10 @@ def engine_flows_reference(run: EngineRun, pops: dict[str, Any], bar_pt: dict[st
       both are weighted by each row's weight and charged at the record's path point.
 
     A per-record share ``x_share`` of the outputs (partial liquidation), when the engine gives one,
-    scales the closed quantity. Funding of the engine's rows stays out.
-
-    ``cache`` (a dict kept over the passes of one coupling): what does not depend on ``bar_pt``
-    (the records joined to their rows and path points, :func:`_exit_rows`) is kept there for
-    ``run`` and reused while the same run is priced again (replay: one engine run, every pass)."""
+    scales the closed quantity. Funding of the engine's rows stays out."""
     out, sub = run.out, run.sub
     syms = run.symbols
-    hit = cache.get("exits") if cache is not None else None
-    ex = hit[1] if hit is not None and hit[0] is run else None
-    if ex is None:
-        ex = _exit_rows(run, pops, point_ts)
-        if cache is not None:
-            cache["exits"] = (run, ex)
+    ex = _exit_rows(run, pops, point_ts)
     side, qty, entry, w, pt, a_of, t_acc, closed, coll = ex.side, ex.qty, ex.entry, ex.w, ex.pt, ex.a_of, ex.t_acc, ex.closed, ex.coll
     m = len(out.x_row)
     A = len(sub.first)
@@ -468,11 +459,6 @@ def engine_flows_reference(run: EngineRun, pops: dict[str, Any], bar_pt: dict[st
     return Pricing(fill, usd, row_def, row_fee, pt // R.PATH_POINTS, side, ext)
 
 
-def _units(x: np.ndarray) -> np.ndarray:
-    """USD -> fixed-point units (records.USD_SCALE, round half up), per element."""
-    return np.floor(np.asarray(x, np.float64) * R.USD_SCALE + 0.5).astype(np.int64)
-
-
 def unconverged_note(iterations: int, residual: float | None, tolerance: float | None = None) -> str:
     """The note (summary, report, CLI warning) of a coupling that stopped at ``account_iterations``
     before its residual fell to its tolerance (:func:`coupling_tolerance`; default :data:`CONTAGION_TOL`)."""
@@ -510,7 +496,7 @@ def symbol_part(run: EngineRun, k: int, nbars: int) -> dict[str, Any]:
         fill = pr.fill[sel]
         bar_i = bar_i.copy()
         b = pr.bar[sel]
-        u = _units(pr.usd[sel])
+        u = R.usd_units(pr.usd[sel])
         cont = out.x_contagion[sel] == 1
         is_long = pr.side[sel] > 0
         for col in (R.AB_LONG_LIQ, R.AB_SHORT_LIQ, R.AB_CONTAGION, R.AB_OWN, R.AB_DEFICIT):
@@ -519,7 +505,7 @@ def symbol_part(run: EngineRun, k: int, nbars: int) -> dict[str, Any]:
         np.add.at(bar_i[:, R.AB_SHORT_LIQ], b[~is_long], u[~is_long])
         np.add.at(bar_i[:, R.AB_CONTAGION], b[cont], u[cont])
         np.add.at(bar_i[:, R.AB_OWN], b[~cont], u[~cont])
-        np.add.at(bar_i[:, R.AB_DEFICIT], b, _units(pr.deficit_usd[sel]))
+        np.add.at(bar_i[:, R.AB_DEFICIT], b, R.usd_units(pr.deficit_usd[sel]))
     return {
         "row": (out.x_row[sel] - lo).astype(np.int64),
         "ts": run.grid_ts[out.x_grid[sel]],

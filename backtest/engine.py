@@ -438,11 +438,6 @@ def run_kernel(
     return run
 
 
-def _fund_units(x: np.ndarray) -> np.ndarray:
-    """USD -> the kernel's fixed-point units (records.USD_SCALE, round half up; kernels.cascade._u)."""
-    return np.floor(np.asarray(x, np.float64) * R.USD_SCALE + 0.5).astype(np.int64)
-
-
 def with_external_fund(run: KernelRun, fund_usd: float, old: tuple | None, new: tuple | None) -> KernelRun | None:
     """``run`` (made with the external inputs ``old``: :func:`make_market_path`'s ``(ext_flow,
     ext_fund, ext_fee)``, None for none) as the kernel would return it with ``new`` instead, when
@@ -466,8 +461,8 @@ def with_external_fund(run: KernelRun, fund_usd: float, old: tuple | None, new: 
         raise ValueError(f"external inputs must have the run's shape {run.pt_fund.shape}")
     if run.bar_i.shape[0] == 0 or run.bar_i[:, R.BI_UNCOVERED].any():
         return None
-    d_fee = _fund_units(new[2]) - _fund_units(old[2])
-    d_def = _fund_units(new[1]) - _fund_units(old[1])
+    d_fee = R.usd_units(new[2]) - R.usd_units(old[2])
+    d_def = R.usd_units(new[1]) - R.usd_units(old[1])
     shift = np.cumsum((d_fee - d_def).ravel()).reshape(d_fee.shape)  # the fund's change after each path point
     pt_fund = run.pt_fund + shift
     if pt_fund.min() < 0:
@@ -477,7 +472,7 @@ def with_external_fund(run: KernelRun, fund_usd: float, old: tuple | None, new: 
     bar_i[:, R.BI_DEFICIT] += d_def.sum(axis=1)
     bar_i[:, R.BI_FUND] += shift[:, -1]
     stats = run.stats.copy()
-    stats[R.ST_FUND_MIN] = min(int(_fund_units(np.float64(fund_usd))), int(pt_fund.min())) / R.USD_SCALE
+    stats[R.ST_FUND_MIN] = min(int(R.usd_units(fund_usd)), int(pt_fund.min())) / R.USD_SCALE
     return run._replace(bar_i=bar_i, stats=stats, pt_fund=pt_fund)
 
 

@@ -132,6 +132,12 @@ def check_population(pop: dict[str, np.ndarray]) -> None:
 #: depend on summation order, so the fast and the reference kernel agree bit for bit.
 USD_SCALE: float = 1e4
 
+
+def usd_units(x):
+    """USD -> fixed-point units of USD_SCALE, round half up, per element (int64; what the kernels'
+    ``_u`` gives for one value)."""
+    return np.floor(np.asarray(x, np.float64) * USD_SCALE + 0.5).astype(np.int64)
+
 #: impact model codes
 IMPACT_NONE: int = 0
 IMPACT_SQRT: int = 1

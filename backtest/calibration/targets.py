@@ -71,10 +71,8 @@ def window_value(summary: dict, fig: Figure) -> float | None:
 
     per = summary.get("per_symbol") or {}
     venues = list(summary.get("venues") or {})
-    keys = [fig.symbols[0]]
-    if len(venues) > 1 and len(fig.venues) == 1:
-        keys = [leg_key(fig.venues[0], fig.symbols[0], venues[0])]
-    w = (per.get(keys[0]) or {}).get("open_interest_windows") or {}
+    key = leg_key(fig.venues[0], fig.symbols[0], venues[0]) if len(venues) > 1 and len(fig.venues) == 1 else fig.symbols[0]
+    w = (per.get(key) or {}).get("open_interest_windows") or {}
     v = w.get(f"{int(fig.window_ms[0])}-{int(fig.window_ms[1])}")
     return None if v is None else float(v)
 
