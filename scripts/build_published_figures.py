@@ -144,10 +144,10 @@ COMPARABLE: list[dict] = [
 ADDED: list[dict] = [
     {
         "event": "2025-10-10",
-        "what": "Binance HYPEUSDT open interest, 20:00 -> 21:15 UTC",
+        "what": "Binance HYPEUSDT open interest, 20:05 -> 21:20 UTC (the rows labelled 20:00 and 21:15)",
         "value": {"before": 221e6, "after": 152e6},
         "unit": "USD",
-        "window_utc": "2025-10-10 20:00 to 21:20 UTC (rows labelled T are the state at T + 5 min)",
+        "window_utc": "2025-10-10 20:05 to 21:20 UTC (a row labelled T is the state at T + 5 min: the rows of 20:00 and 21:15)",
         "scope": "Binance USD-M HYPEUSDT",
         "source": "Binance public-archive metrics file HYPEUSDT-metrics-5m (../shared/data/unlicensed_binance_metrics, "
                   "via github.com/Lazzmatazz74/btc-futures-data commit 15c91c585c9988b649d9ef97c0f853d80f9c6bd7)",
@@ -155,7 +155,7 @@ ADDED: list[dict] = [
         "confidence": "high (exchange's own series)",
         "id": "2025-10-10/hype-open-interest-change", "kind": "point", "metric": "open_interest_change",
         "venues": [B], "symbols": ["HYPE/USDT:USDT"],
-        "window": ["2025-10-10T20:00:00Z", "2025-10-10T21:20:00Z"],
+        "window": ["2025-10-10T20:05:00Z", "2025-10-10T21:20:00Z"],
         "target": 152e6 / 221e6 - 1.0, "uncertainty": 0.05,
         "basis": "relative change of one source's series (Binance's own); compared once HYPE is simulated "
                  "(issue 11 adds it to the event), within 5 points.",
