@@ -455,7 +455,8 @@ def test_large_population_sampled_bucket_layout():
 def test_adl_partial_selection_matches_full_ranking():
     """ADL sorts only the top of the ranking; the positions it closes are a full sort's prefix,
     just long enough for their quantity to cover the quantity taken over."""
-    from backtest.kernels.cascade import _adl, _q, _quantum, _u
+    from backtest.kernels.cascade import _adl, _q, _quantum
+    from backtest.kernels.units import usd_units_nb
     from backtest.margin import adl_key_nb
 
     rng = np.random.default_rng(4)
@@ -478,7 +479,7 @@ def test_adl_partial_selection_matches_full_ranking():
         while k < order.size and acc < need:
             i = order[k]
             acc += _q(pop["qty"][i] * np.float64(pop["weight"][i]), quantum)
-            usd += _u(pop["qty"][i] * np.float64(pop["weight"][i]) * p)
+            usd += usd_units_nb(pop["qty"][i] * np.float64(pop["weight"][i]) * p)
             k += 1
         assert list(ws.x_pos[:nx]) == list(order[:k])
         assert (closed, closed_q) == (usd, acc)

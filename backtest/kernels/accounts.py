@@ -79,6 +79,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from backtest.kernels.units import usd_units_nb
 from backtest.margin import position_maint_margin_nb, position_upnl_nb
 from backtest.records import (
     AB_CONTAGION,
@@ -109,7 +110,6 @@ from backtest.records import (
     RS_SYM,
     RS_TIER,
     SOURCE_COLLATERAL,
-    USD_SCALE,
     VENUE_BYBIT,
     VENUE_HYPERLIQUID,
     VENUE_OKX,
@@ -121,12 +121,6 @@ SAFETY = 0.99
 #: cushions below this share of the account's scale (collateral + notional) are re-checked at the
 #: next grid point (no skipping: rounding could matter there)
 TINY = 1e-9
-
-
-@njit(cache=True, _nrt=False)
-def _u(x):
-    """USD -> fixed-point units (round half up)."""
-    return np.int64(np.floor(x * USD_SCALE + 0.5))
 
 
 @njit(cache=True, inline="always", _nrt=False)
@@ -278,20 +272,20 @@ def _exit(acc, rows, st, grid, a, t, i, q, deficit_usd, bar_i, xs, nx, loss):
     usd = q * w * p
     b = grid.bar[s, t]
     if st.row[i, RS_SIDE] > 0:
-        bar_i[s, b, AB_LONG_LIQ] += _u(usd)
+        bar_i[s, b, AB_LONG_LIQ] += usd_units_nb(usd)
         bar_i[s, b, AB_LONG_ROWS] += 1
-        bar_i[s, b, AB_LONG_W] += _u(w * share)
+        bar_i[s, b, AB_LONG_W] += usd_units_nb(w * share)
     else:
-        bar_i[s, b, AB_SHORT_LIQ] += _u(usd)
+        bar_i[s, b, AB_SHORT_LIQ] += usd_units_nb(usd)
         bar_i[s, b, AB_SHORT_ROWS] += 1
-        bar_i[s, b, AB_SHORT_W] += _u(w * share)
+        bar_i[s, b, AB_SHORT_W] += usd_units_nb(w * share)
     if deficit_usd > 0.0:
-        bar_i[s, b, AB_DEFICIT] += _u(deficit_usd * w)
+        bar_i[s, b, AB_DEFICIT] += usd_units_nb(deficit_usd * w)
     if cont:
-        bar_i[s, b, AB_CONTAGION] += _u(usd)
+        bar_i[s, b, AB_CONTAGION] += usd_units_nb(usd)
         bar_i[s, b, AB_CONTAGION_ROWS] += 1
     else:
-        bar_i[s, b, AB_OWN] += _u(usd)
+        bar_i[s, b, AB_OWN] += usd_units_nb(usd)
     x_row[nx] = acc.members[g]
     x_grid[nx] = t
     x_fill[nx] = p

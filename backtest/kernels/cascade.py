@@ -102,6 +102,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from backtest.kernels.units import usd_units_nb
 from backtest.kernels.sorting import bankruptcy_base, sort_bucket
 from backtest.margin import adl_key_nb
 from backtest.records import (
@@ -152,12 +153,6 @@ from backtest.records import (
     ListState,
     RunOutputs,
 )
-
-
-@njit(cache=True)
-def _u(x):
-    """USD -> fixed-point units (round half up)."""
-    return np.int64(np.floor(x * USD_SCALE + 0.5))
 
 
 @njit(cache=True)
@@ -366,9 +361,9 @@ def _trigger_scan(book, p, F, ws, nt, t, t0):
         _push(ws, nt, i, s, lvl, code, qw, w, bankruptcy_base(s, book.entry[i], book.margin[i], book.qty[i]) - f0)
         nt += 1
         if s > 0:
-            sell += _u(qw * p)
+            sell += usd_units_nb(qw * p)
         else:
-            buy += _u(qw * p)
+            buy += usd_units_nb(qw * p)
     return nt, sell, buy
 
 
@@ -442,9 +437,9 @@ def _trigger_lists(book, tl, ls, p, coh, cbl, cbs, n_coh, adl_done, ws, nt, t):
                 _push(ws, nt, i, s, lvl, code, qw, np.float64(tl.weight[e]), tl.bankruptcy[e] - f0)
                 nt += 1
                 if s > 0:
-                    sell += _u(qw * p)
+                    sell += usd_units_nb(qw * p)
                 else:
-                    buy += _u(qw * p)
+                    buy += usd_units_nb(qw * p)
             ls.ptr[li] = kk
             ls.head[li] = _head(li, tl, ls, book)
         bl, bs = _bounds(tl, ls, coh[c], coh[c + 1])
@@ -488,9 +483,9 @@ def _fund_share(ws, nt0, nt, p_from, p_hit, fac, F, fund, clear_rate):
         qw = ws.t_qw[jj]
         remaining = rem * qw
         if remaining < 0.0:
-            deficit += _u(-remaining)
+            deficit += usd_units_nb(-remaining)
         elif ws.t_code[jj] == EXIT_LIQUIDATED:
-            fees += _u(min(remaining, clear_rate * qw * f))
+            fees += usd_units_nb(min(remaining, clear_rate * qw * f))
     avail = fund + fees
     if deficit <= avail:
         return 1.0, np.int64(0)
@@ -506,7 +501,7 @@ def _adl_flow(ws, nt0, nt, p_from, fac, F, phi, p):
     for jj in range(nt0, nt):
         lv, f, rem = _fill(ws, jj, p_from, p, fac, F)
         if rem * ws.t_qw[jj] < 0.0:
-            u = _u((1.0 - phi) * ws.t_qw[jj] * p)
+            u = usd_units_nb((1.0 - phi) * ws.t_qw[jj] * p)
             if ws.t_side[jj] > 0:
                 sell += u
             else:
@@ -598,30 +593,30 @@ def _settle_round(ws, nt0, nt, nx, j, r, p_from, p_hit, fac, fac1, phi, t_pt, F,
         ws.x_code[nx] = code
         ws.x_usd[nx] = qm * f
         nx += 1
-        nu = _u(qm * f)
+        nu = usd_units_nb(qm * f)
         remaining = rem * qm
         if code == EXIT_LIQUIDATED:
             if s > 0:
                 bar_i[j, BI_LONG_LIQ] += nu
-                bar_i[j, BI_LONG_LIQ_W] += _u(w)
+                bar_i[j, BI_LONG_LIQ_W] += usd_units_nb(w)
                 bar_i[j, BI_LONG_ROWS] += 1
             else:
                 bar_i[j, BI_SHORT_LIQ] += nu
-                bar_i[j, BI_SHORT_LIQ_W] += _u(w)
+                bar_i[j, BI_SHORT_LIQ_W] += usd_units_nb(w)
                 bar_i[j, BI_SHORT_ROWS] += 1
             if remaining >= 0.0:
-                fund_in += _u(min(remaining, clear_rate * qm * f))
+                fund_in += usd_units_nb(min(remaining, clear_rate * qm * f))
         else:
             if s > 0:
                 bar_i[j, BI_LONG_STOP] += nu
             else:
                 bar_i[j, BI_SHORT_STOP] += nu
-            bar_i[j, BI_TAKER] += _u(taker_rate * qm * f)
+            bar_i[j, BI_TAKER] += usd_units_nb(taker_rate * qm * f)
         if remaining < 0.0:
-            deficit += _u(-remaining)
+            deficit += usd_units_nb(-remaining)
         if share < 1.0:  # the rest is taken over by ADL, at the bankruptcy price
             qa = (1.0 - share) * qw
-            bar_i[j, BI_ADL_TAKEN] += _u(qa * (ws.t_bankruptcy[jj] + F))
+            bar_i[j, BI_ADL_TAKEN] += usd_units_nb(qa * (ws.t_bankruptcy[jj] + F))
             if s > 0:
                 q_l += _q(qa, quantum)
             else:
@@ -752,7 +747,7 @@ def _adl_top(target_side, units, p, F, book, ws, nx, t, quantum, pool, m):
         ws.x_code[nx] = EXIT_ADL
         ws.x_usd[nx] = qty[i] * np.float64(weight[i]) * p
         nx += 1
-        closed += _u(qty[i] * np.float64(weight[i]) * p)
+        closed += usd_units_nb(qty[i] * np.float64(weight[i]) * p)
         closed_q += qq[sel[o[jj]]]
     return closed, closed_q, nx, (5 * last) // c + 1, w
 
@@ -821,7 +816,7 @@ def _deleverage(j, target_side, units, p, F, book, ws, nx, t, quantum, pool, m):
     if ranks > ws.bar_i[j, BI_ADL_RANKS]:
         ws.bar_i[j, BI_ADL_RANKS] = ranks
     if cq < units:
-        return nx, _u(np.float64(units - cq) * quantum * p), m
+        return nx, usd_units_nb(np.float64(units - cq) * quantum * p), m
     return nx, np.int64(0), m
 
 
@@ -931,7 +926,7 @@ def simulate_nb(book, tl, path, depth, prm, reference, ws):
     # fast mode skips a side whose nearest trigger the price has not reached
     bound_l, bound_s = -np.inf, np.inf
 
-    fund = _u(prm.fund_usd)
+    fund = usd_units_nb(prm.fund_usd)
     fund_min = fund
     F = 0.0
     E = 0.0
@@ -1004,9 +999,9 @@ def simulate_nb(book, tl, path, depth, prm, reference, ws):
             # deficits go into / out of the fund first, its notional joins round 0's flow
             ext_u = np.int64(0)
             if path.ext_flow[j, k] != 0.0:
-                ext_u = _u(path.ext_flow[j, k])
+                ext_u = usd_units_nb(path.ext_flow[j, k])
             if path.ext_fund[j, k] != 0.0 or path.ext_fee[j, k] != 0.0:
-                fund = _ext_fund(bar_i, j, fund, _u(path.ext_fee[j, k]), _u(path.ext_fund[j, k]))
+                fund = _ext_fund(bar_i, j, fund, usd_units_nb(path.ext_fee[j, k]), usd_units_nb(path.ext_fund[j, k]))
                 if fund < fund_min:
                     fund_min = fund
             fund_pt = fund  # the point's lowest fund after its external payments (records.RunOutputs.pt_fund)
