@@ -102,8 +102,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from backtest.kernels.units import usd_units_nb
 from backtest.kernels.sorting import bankruptcy_base, sort_bucket
+from backtest.kernels.units import usd_units_nb
 from backtest.margin import adl_key_nb
 from backtest.records import (
     BF_CLOSE,
