@@ -148,9 +148,9 @@ def comparison_pages(event, replay: dict | None, cascade: dict, path_lows: dict[
             "feedback; 'cascade' = forced orders move the price; observed lows: simulated ÷ observed."
             + (f" Cascade: {tally['held']} of {n} judged figures hold." if n else " No figure of this event can be judged.")
         )
-        fig.text(0.04, 0.912, wrap(note, 190), fontsize=7.8, va="top", color="#333333", linespacing=1.3)
+        fig.text(0.04, 0.912, wrap(note, 176), fontsize=7.8, va="top", color="#333333", linespacing=1.3)
         if rows:
-            rows, _ = draw_table(fig, (0.04, 0.05, 0.92, 0.785), cols, rows, widths, fontsize=6.9)
+            rows, _ = draw_table(fig, (0.04, 0.05, 0.92, 0.765), cols, rows, widths, fontsize=6.9)
         pages.append(fig)
         if not rows:
             break
