@@ -128,3 +128,32 @@ def test_posterior_band_reading(tmp_path):
     # the committed posterior of 2025-10-10 has the headline figures
     committed = read_posterior(posterior_path("2025-10-10"), "2025-10-10")
     assert committed is not None and "liquidated_notional_usd" in committed["bands"]
+
+
+def test_context_page_cells_stay_inside_their_columns():
+    """Every cell of the context-figures page (the real catalogue's 2025-10-10 figures) ends left of
+    the next column's start or the table's right edge, as the PNG (``savefig.dpi``) and the PDF
+    (vector: measured at 300 dpi, where hinting no longer widens the glyphs) draw it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from backtest.report.calibration_pages import comparison_pages
+    from backtest.report.common import RC
+
+    # the two tables: left 0.04 / 0.505, width 0.455, columns 26 : 56 : 30 characters
+    tables = [[x0, x0 + 0.455 * 26 / 112, x0 + 0.455 * 82 / 112, x0 + 0.455] for x0 in (0.04, 0.505)]
+    with matplotlib.rc_context(RC):  # the report's fonts, as build.py draws them
+        pages = comparison_pages(Ev(id="2025-10-10"), summary(2e9, 0.9, 1.05e8), summary(2e9, 0.9, 1.05e8), {})
+        page = next(p for p in pages if p.texts[0].get_text().startswith("Published figures for context"))
+        cells = [t for t in page.texts[2:] if t.get_text() and not t.get_text().startswith("(+")]
+        assert len(cells) > 75  # the headers and every row of both tables
+        for dpi in (RC["savefig.dpi"], 300):
+            page.set_dpi(dpi)
+            page.canvas.draw()
+            r = page.canvas.get_renderer()
+            for t in cells:
+                x0 = t.get_position()[0] - 0.004
+                xs = next(xs for xs in tables if xs[0] - 1e-9 <= x0 < xs[-1])
+                col = min(range(3), key=lambda c: abs(xs[c] - x0))
+                right = t.get_window_extent(r).x1 / page.bbox.width
+                assert right <= xs[col + 1], (dpi, t.get_text(), right, xs[col + 1])

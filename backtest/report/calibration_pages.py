@@ -169,7 +169,7 @@ def comparison_pages(event, replay: dict | None, cascade: dict, path_lows: dict[
         for k, part in enumerate((context[:half], context[half:])):
             if part:
                 left, yk = draw_table(fig, (0.04 + k * 0.465, 0.03, 0.455, 0.83), ["figure", "published value", "source"],
-                                      part, [26, 56, 30], fontsize=6.2)
+                                      part, [26, 56, 30], fontsize=6.2, wrap_widths=[24, 54, 27])
                 over += left
                 yb = min(yb, yk)
         if over:  # never silently

@@ -167,9 +167,11 @@ def iso(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def draw_table(fig, rect, columns, rows, widths, *, fontsize=8.0, header_color="#e8ecf3", zebra="#f7f7f7"):
+def draw_table(fig, rect, columns, rows, widths, *, fontsize=8.0, header_color="#e8ecf3", zebra="#f7f7f7", wrap_widths=None):
     """Draw a table with wrapped cells into the figure area ``rect`` = (left, bottom, width, height)
-    in figure fractions, filled from the top. ``widths`` are column widths in characters. Returns
+    in figure fractions, filled from the top. ``widths`` are column widths in characters; cells wrap
+    at ``wrap_widths`` characters where given (narrower than ``widths`` for text of wide glyphs,
+    which would otherwise run into the next column), else at ``widths``. Returns
     ``(rows that did not fit (to continue on another page), figure fraction of the table's
     bottom edge)``."""
     left, bottom, width, height = rect
@@ -182,7 +184,7 @@ def draw_table(fig, rect, columns, rows, widths, *, fontsize=8.0, header_color="
         xs.append(xs[-1] + width * w / total_chars)
 
     def cells(row):
-        return [wrap(str(v), max(4, int(w))) for v, w in zip(row, widths)]
+        return [wrap(str(v), max(4, int(w))) for v, w in zip(row, wrap_widths or widths)]
 
     y = bottom + height
     head = cells(columns)
