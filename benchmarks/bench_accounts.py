@@ -9,7 +9,8 @@ the best and the median are printed (this shared VM's timings vary by up to ~30 
 
 Everything here is SYNTHETIC: seeded 1-second random-walk paths (BTC-like 3 %/day, alt-coins up to
 8 %/day) with a crash of each symbol at 55 % of the day (-5 % to -30 %), and a made-up population
-(leverage 2-100x, lognormal excess collateral on half the rows, 0.4-2.5 % maintenance rates).
+(leverage 2-100x, lognormal excess collateral on half the rows, 0.4-2.5 % maintenance rates;
+survivors only: no row is past its own liquidation price at the first path point).
 Bytes per position: the account kernel's per-row and per-account arrays (inputs and outputs; the
 working state is one account's) divided by the positions; the grid and its sparse tables are shared and reported apart.
 
@@ -53,25 +54,47 @@ def synthetic_points(s: int, n: int, seed: int = 11) -> tuple[np.ndarray, np.nda
     return t, px, (np.arange(n) // 60).astype(np.int32)
 
 
-def synthetic_population(s: int, n: int, seed: int = 5) -> dict[str, np.ndarray]:
-    """SYNTHETIC cross rows of symbol ``s`` (all cross: every row belongs to an account)."""
-    rng = np.random.default_rng([seed, s])
-    entry = P0[s] * np.exp(rng.normal(0.0, 0.01, n))
-    notional = 4000.0 * (1.0 - rng.random(n)) ** (-1 / 1.5)
+def _draw_rows(rng: np.random.Generator, s: int, m: int) -> dict[str, np.ndarray]:
+    """``m`` SYNTHETIC candidate cross rows of symbol ``s`` (before the survival filter)."""
+    entry = P0[s] * np.exp(rng.normal(0.0, 0.01, m))
+    notional = 4000.0 * (1.0 - rng.random(m)) ** (-1 / 1.5)
     notional = np.minimum(notional, 5e7)
-    lev = rng.choice([2.0, 5.0, 10.0, 20.0, 25.0, 50.0, 100.0], n, p=[0.05, 0.15, 0.25, 0.3, 0.1, 0.1, 0.05])
-    margin = notional / lev * (1.0 + (rng.random(n) < 0.5) * rng.lognormal(0.0, 1.0, n))
+    lev = rng.choice([2.0, 5.0, 10.0, 20.0, 25.0, 50.0, 100.0], m, p=[0.05, 0.15, 0.25, 0.3, 0.1, 0.1, 0.05])
+    margin = notional / lev * (1.0 + (rng.random(m) < 0.5) * rng.lognormal(0.0, 1.0, m))
     mmr = np.select([notional < 5e4, notional < 1e6], [0.004, 0.01], 0.025)
     return {
-        "side": np.where(rng.random(n) < 0.6, 1, -1).astype(np.int8),
-        "margin_mode": np.full(n, R.CROSS, np.int8),
+        "side": np.where(rng.random(m) < 0.6, 1, -1).astype(np.int8),
+        "margin_mode": np.full(m, R.CROSS, np.int8),
         "entry": entry,
         "qty": notional / entry,
         "margin": margin,
         "mmr": mmr,
-        "maint_amount": np.zeros(n),
-        "weight": np.ones(n, np.float32),
+        "maint_amount": np.zeros(m),
+        "weight": np.ones(m, np.float32),
     }
+
+
+def synthetic_population(s: int, n: int, seed: int = 5) -> dict[str, np.ndarray]:
+    """SYNTHETIC cross rows of symbol ``s`` (all cross: every row belongs to an account).
+
+    Survivors only, as the real population is (backtest.population, step 5): a candidate whose
+    own liquidation price (isolated formula on its margin, ``margin.solve_liq_linear_nb``) the
+    symbol's first path price has already crossed is dropped and candidates are drawn until
+    ``n`` survive. Every row then has equity >= its maintenance margin at the first point, so
+    every account is above its maintenance margin when the window opens (until 2026-12-04 about
+    1.2 % of the rows were past their own liquidation price before the first second)."""
+    from backtest.margin import solve_liq_linear_nb
+
+    rng = np.random.default_rng([seed, s])
+    p_first = float(synthetic_points(s, POINTS)[1][0])
+    parts, got = [], 0
+    while got < n:
+        c = _draw_rows(rng, s, int((n - got) * 1.05) + 64)
+        liq = solve_liq_linear_nb(c["side"].astype(np.float64), c["entry"], c["qty"], c["margin"], c["mmr"], c["maint_amount"])
+        ok = np.where(c["side"] == 1, liq < p_first, liq > p_first)
+        parts.append({k: v[ok] for k, v in c.items()})
+        got += int(ok.sum())
+    return {k: np.concatenate([q[k] for q in parts])[:n] for k in parts[0]}
 
 
 def _bytes_per_position(acc: R.Accounts, rows: R.AccountRows, n: int) -> float:

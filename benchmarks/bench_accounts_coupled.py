@@ -7,7 +7,8 @@ model, and the engine runs again on the moved path) - one core.
 Everything here is SYNTHETIC: the paths of ``bench_accounts.py`` (seeded one-second random walks
 with a crash of -5 % to -30 % at 55 % of the day) cut into 21,600 bars of 4 s (4 path points per
 bar: 86,400 per symbol), a made-up population (``bench_accounts.synthetic_population``: every row
-cross, so every position is in an account), made-up liquidity (1e10 USD a day per symbol by default,
+cross, so every position is in an account; survivors only, so every account is above its maintenance
+margin at the first path point), made-up liquidity (1e10 USD a day per symbol by default,
 ``--volume-usd``; the kernels' impact model), a large insurance fund, no in-window openings (no traded volume).
 
 Reported: the wall time of the coupled run (numba compiled and the accounts assigned by an
