@@ -466,7 +466,8 @@ def unconverged_note(iterations: int, residual: float | None, tolerance: float |
     tol = CONTAGION_TOL if tolerance is None else tolerance
     return (f"NOT CONVERGED: the coupling of the account engine with the per-symbol kernels stopped after {iterations} passes "
             f"with a path point still moving by {r} (relative; tolerance {tol:.0e}): the accounts' liquidations, "
-            f"contagion and the path are those of the last pass, not a fixed point; raise --set account_iterations=N (at most 100)")
+            f"contagion and the path are those of the last pass, not a fixed point; raise --set account_iterations=N (at most 100) - "
+            f"if the residual stops falling with more passes, more will not settle it (dense cross populations: README, Speed)")
 
 
 def notes(run: EngineRun) -> list[str]:
