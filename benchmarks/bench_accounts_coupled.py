@@ -17,7 +17,11 @@ and the reference: the coupled run's own figures with the engine's time replaced
 reference engine's (every account at every grid point), timed on the first ``--ref-accounts``
 accounts over the whole grid of the last pass and scaled by the account count (said so).
 
-Run: .venv/bin/python benchmarks/bench_accounts_coupled.py [--quick]
+``--passes N --trace`` reproduces the README's account of why the run does not settle (each pass's
+residual, first moved path point and moved points); ``--damp W`` is an experiment on top of the
+package's coupling (the engine's flows mixed with the previous pass's), not a mode of it.
+
+Run: .venv/bin/python benchmarks/bench_accounts_coupled.py [--quick] [--passes N] [--trace] [--damp W]
 """
 
 from __future__ import annotations
@@ -101,7 +105,16 @@ def main() -> None:
     ap.add_argument("--ref-accounts", type=int, default=1000)
     ap.add_argument("--volume-usd", type=float, default=1e10,
                     help="made-up traded notional per symbol and day, USD (default 1e10, about 0.9x each symbol's open interest)")
+    ap.add_argument("--passes", type=int, default=None,
+                    help="account_iterations of the timed run (default: the package's, SimParams.account_iterations)")
+    ap.add_argument("--trace", action="store_true",
+                    help="print each pass's residual, the first path point that still moved and how many moved")
+    ap.add_argument("--damp", type=float, default=1.0,
+                    help="EXPERIMENT, not the package's coupling (1, the default): each pass's external flows, fund draws "
+                         "and fees mixed as DAMP x the engine's + (1 - DAMP) x the previous pass's")
     a = ap.parse_args()
+    if not 0.0 < a.damp <= 1.0:
+        sys.exit(f"--damp must be in (0, 1], got {a.damp}")
     n_per = (500_000 if a.quick else 5_000_000) // len(SYMBOLS)
     from backtest.simulate import simulate_prepared
 
@@ -122,9 +135,45 @@ def main() -> None:
         return r
 
     C.run_on = recording_run_on
+    trace: list = []  # per pass: (residual, first moved point over the symbols, moved points per symbol, largest move's point)
+    prev_ext: dict = {}
+    path_residual, engine_flows = C.path_residual, C.engine_flows
+
+    tol = C.coupling_tolerance("cascade")
+
+    def tracing_residual(new, old):  # a path point "moved" when its price moved by more than the tolerance
+        r = path_residual(new, old)
+        firsts, n_moved, worst = [], 0, (0.0, -1)
+        for sym in new:
+            x, y = new[sym][:, :, R.PT_PRICE].ravel(), old[sym][:, :, R.PT_PRICE].ravel()
+            rel = np.abs(x - y) / np.maximum(np.abs(y), 1e-300)
+            moved = np.flatnonzero(rel > tol)
+            n_moved += len(moved)
+            if len(moved):
+                firsts.append(int(moved[0]))
+                worst = max(worst, (float(rel.max()), int(np.argmax(rel))))
+        trace.append((r, min(firsts) if firsts else -1, n_moved / len(new), worst[1]))
+        return r
+
+    def damped_flows(run, *args, **kw):
+        pr = engine_flows(run, *args, **kw)
+        if "ext" in prev_ext:
+            from dataclasses import replace
+
+            pr = replace(pr, ext={sym: tuple(a.damp * x + (1.0 - a.damp) * y for x, y in zip(pr.ext[sym], prev_ext["ext"][sym])) for sym in pr.ext})
+        prev_ext["ext"] = pr.ext
+        return pr
+
+    if a.trace:
+        C.path_residual = tracing_residual
+    if a.damp < 1.0:
+        C.engine_flows = damped_flows
+    ov = {} if a.passes is None else {"account_iterations": a.passes}
     first = simulate_prepared(prep, mode="cascade", summary_only=True)  # compiles, assigns the accounts (cached after)
+    trace.clear()
+    prev_ext.clear()
     t0, c0 = time.perf_counter(), time.process_time()
-    res = simulate_prepared(prep, mode="cascade", summary_only=True)
+    res = simulate_prepared(prep, ov, mode="cascade", summary_only=True)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # peak so far: the populations, the accounts, two runs
     s, ts = res.summary, res.summary.timings_s
@@ -164,6 +213,11 @@ def main() -> None:
     print(f"  reference engine: {t_ref_sub:.2f} s on {len(sub.first):,} accounts over the last pass's grid, scaled "
           f"x{A / len(sub.first):,.0f} -> {ref_pass:,.0f} s per pass; the coupled run with it ~{ref_wall:,.0f} s; "
           f"speed-up {ref_wall / wall:,.0f}x (target >= 100x: {'met' if ref_wall / wall >= 100 else 'MISSED'}); fast == reference on that subset: {same}")
+    if a.damp < 1.0:
+        print(f"  EXPERIMENT: the engine's external inputs damped, {a.damp:g} x this pass's + {1 - a.damp:g} x the previous pass's")
+    for k, (r, first_pt, n_moved, worst) in enumerate(trace, 1):
+        print(f"  pass {k}: residual {r:.1e}; prices moved by more than the tolerance ({tol:.0e}): from path point {first_pt:,}, "
+              f"{n_moved:,.0f} of {len(grid.ts):,} points per symbol (mean), the largest price move at point {worst:,}")
     del first
     if not same:
         sys.exit("fast and reference kernels disagree")
