@@ -17,11 +17,11 @@ and the reference: the coupled run's own figures with the engine's time replaced
 reference engine's (every account at every grid point), timed on the first ``--ref-accounts``
 accounts over the whole grid of the last pass and scaled by the account count (said so).
 
-``--passes N --trace`` reproduces the README's account of why the run does not settle (each pass's
-residual, first moved path point and moved points); ``--damp W`` is an experiment on top of the
+``--passes N --trace [--watch POINT]`` reproduces the README's account of why the run does not settle
+(each pass's residual, first moved path point and moved points, and the prices at one point); ``--damp W`` is an experiment on top of the
 package's coupling (the engine's flows mixed with the previous pass's), not a mode of it.
 
-Run: .venv/bin/python benchmarks/bench_accounts_coupled.py [--quick] [--passes N] [--trace] [--damp W]
+Run: .venv/bin/python benchmarks/bench_accounts_coupled.py [--quick] [--passes N] [--trace [--watch POINT]] [--damp W]
 """
 
 from __future__ import annotations
@@ -109,10 +109,14 @@ def main() -> None:
                     help="account_iterations of the timed run (default: the package's, SimParams.account_iterations)")
     ap.add_argument("--trace", action="store_true",
                     help="print each pass's residual, the first path point that still moved and how many moved")
+    ap.add_argument("--watch", type=int, default=None, metavar="POINT",
+                    help="with --trace: also print each pass's price of every symbol at path point POINT")
     ap.add_argument("--damp", type=float, default=1.0,
                     help="EXPERIMENT, not the package's coupling (1, the default): each pass's external flows, fund draws "
                          "and fees mixed as DAMP x the engine's + (1 - DAMP) x the previous pass's")
     a = ap.parse_args()
+    if a.watch is not None and not 0 <= a.watch < len(bars_of(0)["ts"]) * 4:
+        sys.exit(f"--watch must be a path point in [0, {len(bars_of(0)['ts']) * 4:,}), got {a.watch}")
     if not 0.0 < a.damp <= 1.0:
         sys.exit(f"--damp must be in (0, 1], got {a.damp}")
     n_per = (500_000 if a.quick else 5_000_000) // len(SYMBOLS)
@@ -152,7 +156,8 @@ def main() -> None:
             if len(moved):
                 firsts.append(int(moved[0]))
                 worst = max(worst, (float(rel.max()), int(np.argmax(rel))))
-        trace.append((r, min(firsts) if firsts else -1, n_moved / len(new), worst[1]))
+        watched = [(sym, float(new[sym][:, :, R.PT_PRICE].ravel()[a.watch])) for sym in new] if a.watch is not None else []
+        trace.append((r, min(firsts) if firsts else -1, n_moved / len(new), worst[1], watched))
         return r
 
     def damped_flows(run, *args, **kw):
@@ -215,9 +220,10 @@ def main() -> None:
           f"speed-up {ref_wall / wall:,.0f}x (target >= 100x: {'met' if ref_wall / wall >= 100 else 'MISSED'}); fast == reference on that subset: {same}")
     if a.damp < 1.0:
         print(f"  EXPERIMENT: the engine's external inputs damped, {a.damp:g} x this pass's + {1 - a.damp:g} x the previous pass's")
-    for k, (r, first_pt, n_moved, worst) in enumerate(trace, 1):
+    for k, (r, first_pt, n_moved, worst, watched) in enumerate(trace, 1):
         print(f"  pass {k}: residual {r:.1e}; prices moved by more than the tolerance ({tol:.0e}): from path point {first_pt:,}, "
-              f"{n_moved:,.0f} of {len(grid.ts):,} points per symbol (mean), the largest price move at point {worst:,}")
+              f"{n_moved:,.0f} of {len(grid.ts):,} points per symbol (mean), the largest price move at point {worst:,}"
+              + (f"; at point {a.watch:,}: " + ", ".join(f"{sym.split('/')[0]} {x:.9g}" for sym, x in watched) if watched else ""))
     del first
     if not same:
         sys.exit("fast and reference kernels disagree")
