@@ -115,8 +115,11 @@ def main() -> None:
                     help="EXPERIMENT, not the package's coupling (1, the default): each pass's external flows, fund draws "
                          "and fees mixed as DAMP x the engine's + (1 - DAMP) x the previous pass's")
     a = ap.parse_args()
-    if a.watch is not None and not 0 <= a.watch < len(bars_of(0)["ts"]) * 4:
-        sys.exit(f"--watch must be a path point in [0, {len(bars_of(0)['ts']) * 4:,}), got {a.watch}")
+    from bench_accounts import POINTS
+
+    n_points = POINTS // BAR_S * R.PATH_POINTS  # path points per symbol (bars_of: BAR_S seconds a bar)
+    if a.watch is not None and not 0 <= a.watch < n_points:
+        sys.exit(f"--watch must be a path point in [0, {n_points:,}), got {a.watch}")
     if not 0.0 < a.damp <= 1.0:
         sys.exit(f"--damp must be in (0, 1], got {a.damp}")
     n_per = (500_000 if a.quick else 5_000_000) // len(SYMBOLS)
@@ -139,9 +142,11 @@ def main() -> None:
         return r
 
     C.run_on = recording_run_on
-    trace: list = []  # per pass: (residual, first moved point over the symbols, moved points per symbol, largest move's point)
+    # per pass: (residual, first moved point over the symbols, moved points per symbol, largest move's point, --watch prices)
+    trace: list = []
     prev_ext: dict = {}
     path_residual, engine_flows = C.path_residual, C.engine_flows
+    from dataclasses import replace
 
     tol = C.coupling_tolerance("cascade")
 
@@ -163,8 +168,6 @@ def main() -> None:
     def damped_flows(run, *args, **kw):
         pr = engine_flows(run, *args, **kw)
         if "ext" in prev_ext:
-            from dataclasses import replace
-
             pr = replace(pr, ext={sym: tuple(a.damp * x + (1.0 - a.damp) * y for x, y in zip(pr.ext[sym], prev_ext["ext"][sym])) for sym in pr.ext})
         prev_ext["ext"] = pr.ext
         return pr
