@@ -474,12 +474,30 @@ def exit_capacity(acc: R.Accounts, rows: R.AccountRows, rules: R.LiqRules) -> in
 # ------------------------------------------------------------------------------------------
 # running
 # ------------------------------------------------------------------------------------------
+def wake_index(acc: R.Accounts, n_series: int, n_points: int, pool_factor: float = 2.0, width: float = R.WAKE_LOG_WIDTH,
+               buckets: int = R.WAKE_BUCKETS) -> R.WakeIndex:
+    """Empty scratch of the time-major engine (records.WakeIndex; filled by
+    :func:`backtest.kernels.account_steps.step_init_nb`); its entry pool holds ``pool_factor``
+    times an entry per row and per account (full, it is rebuilt from the accounts' anchors);
+    ``buckets`` wake buckets of ``width`` of log price per series and direction (the tests use
+    coarse ones, where a bucket's edges matter)."""
+    m, A = len(acc.members), len(acc.first)
+    cap = max(int(pool_factor * (m + A)), m + A + 1)
+    return R.WakeIndex(np.empty((n_series, 2, int(buckets)), np.int32), np.empty((cap, 3), np.int32), np.empty((A, 4)),
+                       np.empty(n_series), np.empty(n_series, np.int64), np.empty(A, np.int64), np.empty(A, np.int64),
+                       np.empty(A, np.int64), np.empty(A, np.int64), np.zeros(R.WC_SIZE, np.int64),
+                       np.empty((n_points // R.WAKE_EPOCH + 1, n_series)), np.empty(n_series), np.empty(n_series),
+                       np.empty(A, np.int64), np.array([1.0 / float(width)]), np.empty(((int(acc.count.max()) if A else 0) + 1, 3), np.int64))
+
+
 def run_accounts(acc: R.Accounts, rows: R.AccountRows, grid: R.GridPaths, nbars: int, *, reference: bool = False,
-                 rules: R.LiqRules | None = None) -> R.AccountOutputs:
+                 rules: R.LiqRules | None = None, stepped: bool = False) -> R.AccountOutputs:
     """Run the account engine (:func:`backtest.kernels.accounts.run_accounts_nb`); ``nbars``: the
     largest bar count of the symbols (per-bar sums ``bar_i[s, bar, AB_*]``); ``rules``: the venue
     procedures (:func:`liq_rules`; default: on, tier tables from the rows, :func:`tiers_from_rows`
-    is not needed there - without tables a Bybit / OKX account cannot lower a tier and goes whole)."""
+    is not needed there - without tables a Bybit / OKX account cannot lower a tier and goes whole).
+    ``stepped``: the time-major engine (:mod:`backtest.kernels.account_steps`, every account
+    advanced point by point), the same outputs."""
     from backtest.kernels.accounts import run_accounts_nb
 
     if rules is None:
@@ -488,6 +506,15 @@ def run_accounts(acc: R.Accounts, rows: R.AccountRows, grid: R.GridPaths, nbars:
     A = len(acc.first)
     cap = exit_capacity(acc, rows, rules)
     xs = (np.empty(cap, np.int64), np.empty(cap, np.int32), np.empty(cap), np.empty(cap, np.int8), np.empty(cap, np.int16), np.empty(cap))
+    if stepped:
+        from backtest.kernels.account_steps import run_steps_nb
+
+        st = R.AccountState(np.empty((m, 8)), np.empty((A, 8)))
+        acc_grid, acc_def = np.empty(A, np.int32), np.empty(A)
+        bar_i = np.empty((grid.px.shape[0], max(int(nbars), 1), R.AB_SIZE), np.int64)
+        nx, checks = run_steps_nb(acc, rows, grid, rules, st, wake_index(acc, grid.px.shape[0], len(grid.ts)), xs, acc_grid, acc_def, bar_i,
+                                  np.empty(max(grid.n_symbols, 1)))
+        return _canonical(xs, nx, acc, acc_grid, acc_def, bar_i, checks)
     if reference:  # every account at once
         st = R.AccountState(np.empty((m, 8)), np.empty((A, 8)))
     else:  # one account at a time
@@ -499,10 +526,16 @@ def run_accounts(acc: R.Accounts, rows: R.AccountRows, grid: R.GridPaths, nbars:
     work = R.AccountWork(np.empty(max(grid.n_symbols, 1)), np.empty(A if reference else 0, np.bool_), np.empty(k, np.int64),
                          np.empty(k), np.empty(k), np.empty(k, np.int8))
     nx, checks = run_accounts_nb(acc, rows, grid, rules, st, int(nbars), bool(reference), xs, acc_grid, acc_def, bar_i, work)
-    # records in one canonical order (grid point, then row; a row's exits at one point in procedure
-    # order: the sort is stable), whatever order the kernel visited the accounts in: sums over them
-    # then do not depend on the mode (the reference writes them grid point by grid point, the fast
-    # kernel account by account; one stable sort on grid x rows + row)
+    return _canonical(xs, nx, acc, acc_grid, acc_def, bar_i, checks)
+
+
+def _canonical(xs: tuple, nx: int, acc: R.Accounts, acc_grid: np.ndarray, acc_def: np.ndarray, bar_i: np.ndarray,
+               checks: int) -> R.AccountOutputs:
+    """The engine's outputs with the records in one canonical order (grid point, then row; a
+    row's exits at one point in procedure order: the sort is stable), whatever order the kernel
+    visited the accounts in: sums over them then do not depend on the mode (the reference writes
+    them grid point by grid point, the fast kernel account by account, the time-major one in wake
+    order; one stable sort on grid x rows + row)."""
     x_row, x_grid = xs[0][:nx], xs[1][:nx]
     n_rows = int(acc.row_offset[-1]) + 1 if len(acc.row_offset) else 1
     o = np.argsort(x_grid.astype(np.int64) * n_rows + x_row, kind="stable") if n_rows < 2**31 else np.lexsort((x_row, x_grid))

@@ -489,6 +489,63 @@ class AccountWork(NamedTuple):
     wk: np.ndarray  # int8[k + 1]
 
 
+#: wake buckets of the time-major account engine (WakeIndex): the width of one, in log price
+#: (1e-4: a bucket is 0.01 % of the price), and how many per series and direction (centred on
+#: the series' first grid price: 0.1 % to 1,000x of it; prices beyond fall into the end buckets)
+WAKE_LOG_WIDTH = 1e-4
+WAKE_BUCKETS = 138_156
+#: directions of a wake level: the exposure loses as its price falls (a long row, a
+#: non-settlement collateral) or as it rises (a short row)
+WAKE_FALLS, WAKE_RISES = 0, 1
+#: the budget of an account's cushion is split over its exposures by notional times each
+#: series' move scale: a moving average of its absolute log moves per grid point (weight
+#: WAKE_DECAY per point), frozen every WAKE_EPOCH grid points (so an anchor's levels can be
+#: rebuilt from its grid point alone), at least WAKE_VOL_FLOOR
+WAKE_EPOCH = 64
+WAKE_DECAY = 0.99
+WAKE_VOL_FLOOR = 1e-6
+
+
+class WakeIndex(NamedTuple):
+    """The time-major account engine's wake levels (backtest.kernels.account_steps), the
+    analogue of the per-symbol kernel's sorted trigger lists for accounts that share a collateral.
+
+    Each account anchored at a grid point has, per exposure (an open row; a non-settlement
+    collateral), a price level the exposure's series must cross before the account can be below
+    its threshold. The levels sit in buckets of :data:`WAKE_LOG_WIDTH` of log price: singly
+    linked lists of entries in an append-only pool, one list per series, direction and bucket.
+    When a series' price enters a bucket, every live entry there wakes its account. An entry is
+    live while its version is its account's: anchoring an account again, or closing it, bumps
+    the version (the old entries go stale in place); a full pool is rebuilt from the accounts'
+    anchors (grid point and relative budget ``rho``: the same levels, bit for bit)."""
+
+    head: np.ndarray  # int32[S, 2, buckets (WAKE_BUCKETS)]: first pool entry of each bucket, -1 empty
+    pool: np.ndarray  # int32[cap, 3]: next entry in its bucket (-1 last), account, version
+    arec: np.ndarray  # float64[A, 4]: per account WA_* (integers held as float64 are exact)
+    base: np.ndarray  # float64[S]: log price of bucket 0's upper edge minus one width
+    cur: np.ndarray  # int64[S]: bucket of each series' price at the last grid point
+    todo: np.ndarray  # int64[A]: accounts to evaluate at this grid point
+    hot: np.ndarray  # int64[A]: accounts to evaluate at the next grid point (thin cushion)
+    cool_acc: np.ndarray  # int64[A]: accounts in a Hyperliquid cooldown, by its end (FIFO)
+    cool_ms: np.ndarray  # int64[A]: that end, UTC ms
+    counts: np.ndarray  # int64[WC_SIZE]
+    vol: np.ndarray  # float64[T // WAKE_EPOCH + 1, S]: each epoch's move scale per series
+    ewma: np.ndarray  # float64[S]: the moving average of absolute log moves
+    last_log: np.ndarray  # float64[S]: log price at the last grid point
+    perm: np.ndarray  # int64[A]: the account in each slot of the engine's state (its memory order)
+    geom: np.ndarray  # float64[1]: buckets per unit of log price (1 / WAKE_LOG_WIDTH)
+    lv: np.ndarray  # int64[the largest account's rows + 1, 3]: scratch, one account's levels (series, direction, bucket)
+
+
+#: columns of WakeIndex.arec: the last grid point the account was queued at (-1 never), the
+#: version of its live entries (-1: closed), the grid point of its anchor (-1: none, hot or
+#: closed), the anchor's budget factor kappa (backtest.kernels.account_steps)
+WA_STAMP, WA_VER, WA_ANCHOR, WA_KAPPA = 0, 1, 2, 3
+#: WakeIndex.counts: hot accounts queued, cooldown FIFO head and tail, account states evaluated,
+#: pool entries used, pool rebuilds
+WC_HOT, WC_COOL_HEAD, WC_COOL_TAIL, WC_CHECKS, WC_POOL, WC_REBUILDS, WC_SIZE = 0, 1, 2, 3, 4, 5, 6
+
+
 class GridPaths(NamedTuple):
     """Prices of an event's symbols and collateral assets on one common time grid.
 

@@ -124,6 +124,9 @@ def test_fast_equals_reference(seed, n_sym, n_rows, nbars, coll, ties):
     ref = run_accounts(acc, rows, grid, nb, reference=True)
     _assert_same(fast, ref)
     assert fast.checks <= ref.checks
+    stepped = run_accounts(acc, rows, grid, nb, stepped=True)
+    _assert_same(stepped, ref)
+    assert stepped.checks <= ref.checks
 
 
 def _rules(grid, hl_usd=2000.0, tiers=True):
@@ -148,6 +151,7 @@ def test_fast_equals_reference_with_venue_procedures(seed, n_sym, n_rows, nbars,
     ref = run_accounts(acc, rows, grid, nb, reference=True, rules=rules)
     _assert_same(fast, ref)
     assert fast.checks <= ref.checks
+    _assert_same(run_accounts(acc, rows, grid, nb, rules=rules, stepped=True), ref)
     tot = np.bincount(fast.x_row, weights=fast.x_share, minlength=int(acc.row_offset[-1]))
     assert (tot <= 1.0 + 1e-12).all() and (fast.x_share > 0).all()
     if venue in (R.VENUE_BINANCE, R.VENUE_GATE):  # whole accounts: one exit per row, share 1
@@ -161,6 +165,59 @@ def test_fast_visits_few_accounts():
     _assert_same(fast, ref)
     assert fast.checks * 20 < ref.checks, (fast.checks, ref.checks)
     assert (fast.acc_grid >= 0).sum() > 10  # the jumps liquidate some accounts
+    stepped = run_accounts(acc, rows, grid, nb, stepped=True)
+    _assert_same(stepped, ref)
+    assert stepped.checks * 20 < ref.checks, (stepped.checks, ref.checks)
+
+
+def _step_by_step(acc, rows, grid, nb, rules, pool, width=R.WAKE_LOG_WIDTH):
+    """The time-major engine (backtest.kernels.account_steps) driven point by point, as a
+    co-simulation would: every grid column after the current point is NaN when the point is
+    stepped; ``pool``: its entry pool's size factor (0: as small as it may be); ``width``: of a
+    wake bucket in log price (coarse: 40 buckets either side of the first price, the price
+    often in the bucket of a level, and beyond the end buckets)."""
+    from backtest.accounts import _canonical, exit_capacity, wake_index
+    from backtest.kernels.account_steps import step_init_nb, step_point_nb
+
+    m, A, S = len(acc.members), len(acc.first), grid.px.shape[0]
+    cap = exit_capacity(acc, rows, rules)
+    xs = (np.empty(cap, np.int64), np.empty(cap, np.int32), np.empty(cap), np.empty(cap, np.int8), np.empty(cap, np.int16), np.empty(cap))
+    st_ = R.AccountState(np.empty((m, 8)), np.empty((A, 8)))
+    ag, ad = np.full(A, -1, np.int32), np.zeros(A)
+    bar_i = np.zeros((S, nb, R.AB_SIZE), np.int64)
+    wk = wake_index(acc, S, len(grid.ts), pool_factor=pool, width=width, buckets=R.WAKE_BUCKETS if width == R.WAKE_LOG_WIDTH else 80)
+    blind = grid._replace(px=np.full_like(grid.px, np.nan))
+    blind.px[:, 0] = grid.px[:, 0]
+    step_init_nb(acc, rows, blind, st_, wk)
+    nx = 0
+    for t in range(len(grid.ts)):
+        blind.px[:, t] = grid.px[:, t]
+        nx = step_point_nb(acc, rows, blind, rules, st_, wk, t, bar_i, xs, nx, ag, ad, np.empty(max(grid.n_symbols, 1)))
+    return _canonical(xs, nx, acc, ag, ad, bar_i, int(wk.counts[R.WC_CHECKS])), wk
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**31), n_sym=st.integers(1, 3), n_rows=st.integers(1, 40), nbars=st.integers(1, 30),
+       coll=st.sampled_from([0.0, 0.5]), venue=st.sampled_from(sorted(R.VENUES.values())), pool=st.sampled_from([0.0, 1.0, 2.0]),
+       width=st.sampled_from([R.WAKE_LOG_WIDTH, 0.003, 0.02]), ties=st.booleans())
+def test_time_major_engine_reads_no_later_point(seed, n_sym, n_rows, nbars, coll, venue, pool, width, ties):
+    """Stepped point by point with the later grid columns unknown (NaN), any pool size and wake
+    buckets fine or coarse: the reference's outputs bit for bit."""
+    pops, acc, rows, grid, nb = _event(seed, n_sym, n_rows, nbars, coll_share=coll, shock=(-0.35, 20 * BAR_MS) if coll else None,
+                                       venue=venue, ties=ties)
+    rules = _rules(grid)._replace(hl_cooldown_ms=3 * BAR_MS)
+    out, _wk = _step_by_step(acc, rows, grid, nb, rules, pool, width)
+    _assert_same(out, run_accounts(acc, rows, grid, nb, reference=True, rules=rules))
+
+
+def test_time_major_engine_pool_rebuilds_keep_the_results():
+    """A pool as small as it may be fills and is rebuilt from the accounts' anchors (twice
+    here): the results stay the reference's."""
+    pops, acc, rows, grid, nb = _event(8, 3, 40, 30)
+    rules = _rules(grid)
+    out, wk = _step_by_step(acc, rows, grid, nb, rules, 0.0)
+    assert wk.counts[R.WC_REBUILDS] >= 2
+    _assert_same(out, run_accounts(acc, rows, grid, nb, reference=True, rules=rules))
 
 
 @settings(max_examples=40, deadline=None)
