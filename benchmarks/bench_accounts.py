@@ -156,6 +156,7 @@ def main() -> None:
     t_step, c_step = min(r[0] for r in steps), min(r[1] for r in steps)
     same_step = (all(np.array_equal(x, y) for x, y in zip(stepped[:6], fast[:6])) and np.array_equal(stepped.acc_grid, fast.acc_grid)
                  and np.array_equal(stepped.bar_i, fast.bar_i) and np.array_equal(stepped.acc_deficit, fast.acc_deficit))
+    step_checks = stepped.checks
     del stepped
 
     sub, sub_rows = subset_accounts(acc, np.arange(A) < a.ref_accounts, rows)
@@ -182,7 +183,8 @@ def main() -> None:
           f"{'met' if t_ref / t_fast >= 100 else 'MISSED'}")
     print(f"  bytes per position: {_bytes_per_position(acc, rows, n):.1f} (grid + sparse tables, shared: {grid_mb:.0f} MB)")
     print(f"  time-major engine (backtest.kernels.account_steps; the grid's points in order, no sparse tables needed), best of "
-          f"{a.repeat}: {t_step:.3f} s wall, {c_step:.3f} s CPU (runs {', '.join(f'{r[0]:.2f}' for r in steps)} s); "
+          f"{a.repeat}: {t_step:.3f} s wall, {c_step:.3f} s CPU (runs {', '.join(f'{r[0]:.2f}' for r in steps)} s; "
+          f"{step_checks:,} account states evaluated); "
           f"{t_step / t_fast:.2f}x the account-major kernel, {t_ref / t_step:,.0f}x the reference; the same outputs as the "
           f"account-major kernel on all {A:,} accounts: {same_step}; {_bytes_per_position(acc, rows, n, stepped=True):.1f} bytes per position")
     if not same or not same_step:
