@@ -25,7 +25,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import namedtuple
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
 
 import numpy as np
 
@@ -397,6 +397,7 @@ def run_kernel(
     workspace: ReusedWorkspace | None = None,
     depth: Any = None,
     ext: tuple | None = None,
+    cuts: Sequence[int] | None = None,
 ) -> KernelRun:
     """Run the kernel on plain arrays (a population and bars as records' dicts of arrays).
 
@@ -415,8 +416,12 @@ def run_kernel(
 
     ``ext``: external forced flow, fund draws and fees per path point (:func:`make_market_path`;
     the account engine's, backtest.contagion); None: none.
+
+    ``cuts``: path point indices (point ``q`` is point ``q % 4`` of bar ``q // 4``) at which the
+    run stops and goes on from its saved state (:func:`backtest.kernels.cascade.run_points_nb`,
+    as a co-simulation would step it); the outputs are those of the run in one go.
     """
-    from backtest.kernels.cascade import simulate_nb
+    from backtest.kernels.cascade import kernel_state_nb, outputs_nb, run_points_nb, simulate_nb
 
     t0 = time.perf_counter()
     if reference:
@@ -430,7 +435,16 @@ def run_kernel(
     ws = make_workspace(n, nbars, prm.max_rounds) if workspace is None else workspace.get(n, nbars, prm.max_rounds)
     if depth is None:
         depth = estimated_depth(prm.volume_usd)
-    out = simulate_nb(make_book(pop), lists, make_market_path(bars, ext), depth, prm, bool(reference), ws)
+    if cuts is None:
+        out = simulate_nb(make_book(pop), lists, make_market_path(bars, ext), depth, prm, bool(reference), ws)
+    else:
+        bk, path = make_book(pop), make_market_path(bars, ext)
+        ks = kernel_state_nb(bk, lists, path, prm, bool(reference), ws)
+        q = 0
+        for c in [*sorted({int(x) for x in cuts if 0 < int(x) < 4 * nbars}), 4 * nbars]:
+            run_points_nb(bk, lists, path, depth, prm, bool(reference), ws, ks, q, c)
+            q = c
+        out = outputs_nb(path, prm, ws, ks)
     t2 = time.perf_counter()
     run = KernelRun(*out, sort_s=t1 - t0, sim_s=t2 - t1, lists=lists)
     if per_position:

@@ -364,6 +364,34 @@ class ListState(NamedTuple):
     f0: np.ndarray  # float64: funding index when the list was activated (0 for lists open from the start)
 
 
+#: the loop-carried integers of a kernel run between path points (KernelState.i): the book
+#: snapshot in use, exit records written, lists and cohorts active, cohorts, the window's first
+#: time and the last path point's time (UTC ms), the previous point's time, the deepest cascade,
+#: bars cut by max_rounds, ADL shortfall (USD units), quantities ADL took over this bar from
+#: longs and shorts (units of the ADL quantum), some position ADL'd (0/1), the ADL pools' live
+#: lengths (-1 not built) and the shorts' pool offset, the fund and its minimum (USD units)
+(KI_SNAP, KI_NX, KI_N_ACT, KI_N_COH, KI_N_COHORTS, KI_T0, KI_T_LAST, KI_T_PREV, KI_MAX_DEPTH, KI_BARS_CUT, KI_SHORTFALL, KI_Q_LONG,
+ KI_Q_SHORT, KI_ADL_DONE, KI_M_PL, KI_M_PS, KI_POOL_S, KI_FUND, KI_FUND_MIN, KI_SIZE) = range(20)
+#: ... and its floats (KernelState.f): the fast mode's side bounds, the funding index, the
+#: endogenous log offset E, the previous point's price, the running peaks and drawdowns of the
+#: exogenous and simulated paths, the ADL quantum
+(KF_BOUND_L, KF_BOUND_S, KF_F, KF_E, KF_P_PREV, KF_PEAK_EXO, KF_PEAK_SIM, KF_DD_EXO, KF_DD_SIM, KF_QUANTUM, KF_SIZE) = range(11)
+
+
+class KernelState(NamedTuple):
+    """What a kernel run carries from one path point to the next
+    (backtest.kernels.cascade.run_points_nb; with the Workspace's per-position and per-bar
+    arrays): a run can stop after any point and go on from there, bit for bit the run in one go."""
+
+    i: np.ndarray  # int64[KI_SIZE]
+    f: np.ndarray  # float64[KF_SIZE]
+    ls: ListState  # the trigger lists' pointers
+    coh: np.ndarray  # int64: the cohorts' first lists (backtest.kernels.cascade._cohorts)
+    cbl: np.ndarray  # float64 per cohort: its highest long trigger
+    cbs: np.ndarray  # float64 per cohort: its lowest short trigger
+    pool: np.ndarray  # int32[n]: the ADL pools, longs from 0, shorts from i[KI_POOL_S]
+
+
 # --- accounts: cross margin shared across an event's symbols (issue 12) -------------------
 #: account id of a row that belongs to no shared account (isolated rows)
 NO_ACCOUNT: int = -1

@@ -130,11 +130,13 @@ def path_through(rng: np.random.Generator, pop: dict, price: float, nbars: int) 
     dd=st.sampled_from([(0, 0.0, -1), (1, 0.0, 1), (3, 101.0, -1)]),
     stored_book=st.booleans(),
     external=st.booleans(),
+    cuts=st.lists(st.integers(0, 160), max_size=6),
 )
 def test_fast_equals_reference(seed, n, nbars, model, tick, near, fund, funding_every, half_life, bucket, no_feedback, max_rounds, dd,
-                               stored_book, external):
+                               stored_book, external, cuts):
     """``external``: random external forced flow, fund draws and fees at random path points (the
-    account engine's, records.MarketPath ``ext_*``)."""
+    account engine's, records.MarketPath ``ext_*``). ``cuts``: both modes again, stopped at those
+    path points and continued from the saved state (a co-simulation's steps): the same outputs."""
     rng = np.random.default_rng(seed)
     price = 100.0
     pop = tie_population(rng, n, price, tick or 0.0, near)
@@ -155,6 +157,11 @@ def test_fast_equals_reference(seed, n, nbars, model, tick, near, fund, funding_
     # again on the same, now partly sorted, lists, and into a workspace earlier runs left dirty
     assert_same(run_kernel(pop, bars, prm, lists=lists, workspace=DIRTY_WS, depth=depth, ext=ext), ref)
     assert_same(run_kernel(pop, bars, prm, reference=True, workspace=DIRTY_WS, depth=depth, ext=ext), ref)
+    for reference in (False, True):
+        steps = run_kernel(pop, bars, prm, lists=None if reference else build_lists(pop, bucket), reference=reference, depth=depth, ext=ext,
+                           cuts=cuts)
+        assert_same(steps, ref)
+        assert np.array_equal(steps["bar_pt"], ref["bar_pt"]) and np.array_equal(steps["pt_fund"], ref["pt_fund"])
 
 
 def random_external(rng: np.random.Generator, nbars: int, scale: float) -> tuple:

@@ -150,8 +150,42 @@ from backtest.records import (
     ST_MAX_DEPTH,
     ST_SIZE,
     USD_SCALE,
+    KernelState,
     ListState,
     RunOutputs,
+)
+from backtest.records import (  # the loop-carried state of a run between path points (records.KernelState)
+    KF_BOUND_L,
+    KF_BOUND_S,
+    KF_DD_EXO,
+    KF_DD_SIM,
+    KF_E,
+    KF_F,
+    KF_P_PREV,
+    KF_PEAK_EXO,
+    KF_PEAK_SIM,
+    KF_QUANTUM,
+    KF_SIZE,
+    KI_ADL_DONE,
+    KI_BARS_CUT,
+    KI_FUND,
+    KI_FUND_MIN,
+    KI_M_PL,
+    KI_M_PS,
+    KI_MAX_DEPTH,
+    KI_N_ACT,
+    KI_N_COH,
+    KI_N_COHORTS,
+    KI_NX,
+    KI_POOL_S,
+    KI_Q_LONG,
+    KI_Q_SHORT,
+    KI_SHORTFALL,
+    KI_SIZE,
+    KI_SNAP,
+    KI_T0,
+    KI_T_LAST,
+    KI_T_PREV,
 )
 
 
@@ -884,10 +918,72 @@ def simulate_nb(book, tl, path, depth, prm, reference, ws):
     writing into ``ws`` (records.Workspace, at least as large as the run; every element the
     outputs cover is (re)initialised here). See the module docstring.
 
+    The run is :func:`kernel_state_nb`, :func:`run_points_nb` over every path point and
+    :func:`outputs_nb`; a caller that steps the symbol point by point (a co-simulation) makes
+    the same calls with the points split as it needs, and gets the same outputs bit for bit.
+
     Returns a records.RunOutputs of views into ``ws``, valid until it is used again.
     """
+    ks = kernel_state_nb(book, tl, path, prm, reference, ws)
+    run_points_nb(book, tl, path, depth, prm, reference, ws, ks, 0, 4 * path.ts.shape[0])
+    return outputs_nb(path, prm, ws, ks)
+
+
+@njit(cache=True)
+def kernel_state_nb(book, tl, path, prm, reference, ws):
+    """The state of a run before its first path point (records.KernelState), the outputs in
+    ``ws`` initialised."""
     n = book.side.shape[0]
     nbars = path.ts.shape[0]
+    ws.alive[:n] = True
+    ws.round_units[: prm.max_rounds + 1] = 0
+    ws.stats[:ST_SIZE] = 0.0
+    coh, n_cohorts = _cohorts(tl)
+    if reference:
+        ws.f0[:n] = np.nan
+    ki = np.zeros(KI_SIZE, np.int64)
+    kf = np.zeros(KF_SIZE)
+    fund = usd_units_nb(prm.fund_usd)
+    ki[KI_FUND] = fund
+    ki[KI_FUND_MIN] = fund
+    ki[KI_N_COHORTS] = n_cohorts
+    ki[KI_M_PL] = -1
+    ki[KI_M_PS] = -1
+    ki[KI_T0] = path.ts[0] if nbars > 0 else 0
+    ki[KI_T_LAST] = path.ts[0] if nbars > 0 else 0
+    kf[KF_BOUND_L] = -np.inf  # fast mode skips a side whose nearest trigger the price has not reached
+    kf[KF_BOUND_S] = np.inf
+    kf[KF_P_PREV] = path.open[0] if nbars > 0 else 0.0
+    # per cohort: highest long trigger, lowest short trigger
+    return KernelState(ki, kf, _list_state(book, tl), coh, np.full(max(n_cohorts, 1), -np.inf), np.full(max(n_cohorts, 1), np.inf),
+                       np.empty(n, np.int32))
+
+
+@njit(cache=True)
+def outputs_nb(path, prm, ws, ks):
+    """The run's outputs (records.RunOutputs, views into ``ws``) after its last path point."""
+    nbars = path.ts.shape[0]
+    stats = ws.stats[:ST_SIZE]
+    stats[ST_DD_EXO] = ks.f[KF_DD_EXO]
+    stats[ST_DD_SIM] = ks.f[KF_DD_SIM]
+    stats[ST_MAX_DEPTH] = ks.i[KI_MAX_DEPTH]
+    stats[ST_FUND_MIN] = ks.i[KI_FUND_MIN] / USD_SCALE
+    stats[ST_ADL_SHORTFALL] = ks.i[KI_SHORTFALL] / USD_SCALE
+    stats[ST_FUNDING_INDEX] = ks.f[KF_F]
+    stats[ST_BARS_AT_MAX_ROUNDS] = ks.i[KI_BARS_CUT]
+    nx = ks.i[KI_NX]
+    return RunOutputs(ws.x_pos[:nx], ws.x_ts[:nx], ws.x_fill[:nx], ws.x_round[:nx], ws.x_code[:nx], ws.bar_i[:nbars], ws.bar_f[:nbars],
+                      ws.round_units[: prm.max_rounds + 1], stats, ws.x_usd[:nx],
+                      ws.bar_pt[:nbars], ws.pt_fund[:nbars])
+
+
+@njit(cache=True)
+def run_points_nb(book, tl, path, depth, prm, reference, ws, ks, q0, q1):
+    """Advance the run (state ``ks``, records.KernelState: after every path point before ``q0``)
+    over path points ``q0 .. q1 - 1`` (point ``q`` is point ``q % 4`` of bar ``q // 4``; a bar
+    starts at its point 0 and ends - auto-deleveraging - after its point 3). Reads the path's
+    inputs (``path.ext_*`` included) of those points only."""
+    n = book.side.shape[0]
     max_rounds = prm.max_rounds
     bar_ms = prm.bar_ms
     model = prm.impact_model
@@ -896,195 +992,191 @@ def simulate_nb(book, tl, path, depth, prm, reference, ws):
     hl = prm.half_life_s
     decays = hl > 0.0 and np.isfinite(hl)
     n_snap = depth.ts.shape[0]
-    snap = 0
     op = path.open
     cl = path.close
-
-    # exits are appended as records in time order (fresh memory is touched only as it fills)
     alive = ws.alive[:n]
-    alive[:] = True
-    nx = 0
-    bar_i = ws.bar_i[:nbars]  # each row is zeroed when its bar starts
-    bar_f = ws.bar_f[:nbars]  # every element is written by its bar
+    bar_i = ws.bar_i
+    bar_f = ws.bar_f
     round_units = ws.round_units[: max_rounds + 1]
-    round_units[:] = 0
-    stats = ws.stats[:ST_SIZE]
-    stats[:] = 0.0
+    ls = ks.ls
+    coh = ks.coh
+    cbl = ks.cbl
+    cbs = ks.cbs
+    ki = ks.i
+    kf = ks.f
+    # the loop-carried state, from ks (written back at the end)
+    snap = ki[KI_SNAP]
+    nx = ki[KI_NX]
+    n_act = ki[KI_N_ACT]
+    n_coh = ki[KI_N_COH]
+    n_cohorts = ki[KI_N_COHORTS]
+    t0 = ki[KI_T0]
+    t_last = ki[KI_T_LAST]
+    t_prev = ki[KI_T_PREV]
+    max_depth = ki[KI_MAX_DEPTH]
+    bars_cut = ki[KI_BARS_CUT]  # bars with a cascade cut by max_rounds
+    shortfall = ki[KI_SHORTFALL]
+    q_long = ki[KI_Q_LONG]  # quantity ADL took over from bankrupt longs this bar (it closes shorts)
+    q_short = ki[KI_Q_SHORT]
+    adl_done = ki[KI_ADL_DONE] != 0  # some position has been auto-deleveraged
+    # per side, the positions ADL can still close (_adl_pool), built at the side's first ADL:
+    # longs from ks.pool[0], shorts from ks.pool[KI_POOL_S]
+    m_pl = ki[KI_M_PL]
+    m_ps = ki[KI_M_PS]
+    off_s = ki[KI_POOL_S]
+    fund = ki[KI_FUND]
+    fund_min = ki[KI_FUND_MIN]
+    bound_l = kf[KF_BOUND_L]
+    bound_s = kf[KF_BOUND_S]
+    F = kf[KF_F]
+    E = kf[KF_E]
+    p_prev = kf[KF_P_PREV]
+    peak_exo = kf[KF_PEAK_EXO]
+    peak_sim = kf[KF_PEAK_SIM]
+    dd_exo = kf[KF_DD_EXO]
+    dd_sim = kf[KF_DD_SIM]
+    quantum = kf[KF_QUANTUM]  # unit of the ADL quantities (_quantum), found when first needed
 
-    ls = _list_state(book, tl)
-    # lists [0, n_act) are active: a list is activated at the first path point at or after its
-    # ``act`` time (the base lists at the first one), its funding counted from then
-    # (whole cohorts: the lists of one activation time, coh[c] .. coh[c + 1])
-    n_act = 0
-    coh, n_cohorts = _cohorts(tl)
-    n_coh = 0
-    cbl = np.full(max(n_cohorts, 1), -np.inf)  # per cohort: highest long trigger,
-    cbs = np.full(max(n_cohorts, 1), np.inf)  # lowest short trigger
-    t0 = path.ts[0] if nbars > 0 else 0
-    if reference:
-        ws.f0[:n] = np.nan
-    # fast mode skips a side whose nearest trigger the price has not reached
-    bound_l, bound_s = -np.inf, np.inf
-
-    fund = usd_units_nb(prm.fund_usd)
-    fund_min = fund
-    F = 0.0
-    E = 0.0
-    p_prev = op[0] if nbars > 0 else 0.0
-    t_last = path.ts[0] if nbars > 0 else 0  # time of the last path point (impact decay)
-    peak_exo = 0.0
-    peak_sim = 0.0
-    dd_exo = 0.0
-    dd_sim = 0.0
-    max_depth = 0
-    bars_cut = 0  # bars with a cascade cut by max_rounds
-    shortfall = np.int64(0)
-    q_long = np.int64(0)  # quantity ADL took over from bankrupt longs this bar (it closes shorts)
-    q_short = np.int64(0)
-    quantum = 0.0  # unit of those quantities (_quantum), found when first needed
-    adl_done = False  # no position has been auto-deleveraged yet
-    # per side, the positions ADL can still close (_adl_pool), built at the side's first ADL
-    pool_l = np.empty(0, np.int32)
-    pool_s = np.empty(0, np.int32)
-    m_pl = -1
-    m_ps = -1
-
-    for j in range(nbars):
-        for c in range(BI_SIZE):
-            bar_i[j, c] = 0
-        if path.funding[j] != 0.0:
-            F += path.funding[j] * p_prev
-            for li in range(n_act):
-                if tl.kind[li] == LIST_LIQ:
-                    ls.shift[li] = (F - ls.f0[li]) / ls.div[li]
-            for c in range(n_coh):
-                cbl[c], cbs[c] = _bounds(tl, ls, coh[c], coh[c + 1])
-            bound_l, bound_s = _side_bounds(cbl, cbs, n_coh)
-        if j == dd_bar:
-            ref = prm.dd_ref if prm.dd_ref > 0.0 else op[j]
-            peak_exo = ref
-            peak_sim = ref
-        t_prev = path.ts[j]
-        for k in range(4):
-            if k == 0:
-                p_exo = op[j]
-            elif k == 3:
-                p_exo = cl[j]
-            elif (k == 1) == (cl[j] < op[j]):
-                p_exo = path.high[j]
-            else:
-                p_exo = path.low[j]
-            t_pt = path.ts[j] + (k * (bar_ms - 1)) // 3
-            if E != 0.0 and decays and t_pt > t_last:
-                # resilience in wall-clock time: half-life in seconds of elapsed path time
-                E *= 0.5 ** ((t_pt - t_last) / (1000.0 * hl))
-                if abs(E) < 1e-12:  # decayed away (and no denormals)
-                    E = 0.0
-            t_last = t_pt
-            if n_coh < n_cohorts and tl.act[coh[n_coh]] <= t_pt:
-                while n_coh < n_cohorts and tl.act[coh[n_coh]] <= t_pt:
-                    f0 = 0.0 if tl.act[coh[n_coh]] <= t0 else F
-                    for li in range(coh[n_coh], coh[n_coh + 1]):
-                        ls.f0[li] = f0
-                        if tl.kind[li] == LIST_LIQ:
-                            ls.shift[li] = (F - f0) / ls.div[li]
-                    cbl[n_coh], cbs[n_coh] = _bounds(tl, ls, coh[n_coh], coh[n_coh + 1])
-                    n_act = coh[n_coh + 1]
-                    n_coh += 1
+    for q in range(q0, q1):
+        j = q // 4
+        k = q % 4
+        if k == 0:
+            for c in range(BI_SIZE):
+                bar_i[j, c] = 0
+            if path.funding[j] != 0.0:
+                F += path.funding[j] * p_prev
+                for li in range(n_act):
+                    if tl.kind[li] == LIST_LIQ:
+                        ls.shift[li] = (F - ls.f0[li]) / ls.div[li]
+                for c in range(n_coh):
+                    cbl[c], cbs[c] = _bounds(tl, ls, coh[c], coh[c + 1])
                 bound_l, bound_s = _side_bounds(cbl, cbs, n_coh)
-            while snap + 1 < n_snap and depth.ts[snap + 1] <= t_pt:
-                snap += 1
-            p = p_exo * np.exp(E) if (E != 0.0 and not no_feedback) else p_exo
-            # external forced flow at this point (the account engine's liquidations): its fees and
-            # deficits go into / out of the fund first, its notional joins round 0's flow
-            ext_u = np.int64(0)
-            if path.ext_flow[j, k] != 0.0:
-                ext_u = usd_units_nb(path.ext_flow[j, k])
-            if path.ext_fund[j, k] != 0.0 or path.ext_fee[j, k] != 0.0:
-                fund = _ext_fund(bar_i, j, fund, usd_units_nb(path.ext_fee[j, k]), usd_units_nb(path.ext_fund[j, k]))
-                if fund < fund_min:
-                    fund_min = fund
-            fund_pt = fund  # the point's lowest fund after its external payments (records.RunOutputs.pt_fund)
-            p_hit0 = p
-            fac0 = 1.0
-            p_from = p_prev
-            r = 0
-            depth_pt = 0
-            qcum = np.int64(0)
-            imp_prev = 0.0
-            nx0 = nx  # the path point's exit records start here, one per buffer slot
-            nt0 = 0  # the path point's triggered positions so far (buffer slots)
-            while True:
-                # the only step in which the two modes differ: which positions this price triggers
-                if reference:
-                    nt, sell, buy = _trigger_scan(book, p, F, ws, nt0, t_pt, t0)
-                elif p <= bound_l or p >= bound_s:
-                    nt, sell, buy = _trigger_lists(book, tl, ls, p, coh, cbl, cbs, n_coh, adl_done, ws, nt0, t_pt)
-                    bound_l, bound_s = _side_bounds(cbl, cbs, n_coh)
-                else:
-                    nt, sell, buy = nt0, np.int64(0), np.int64(0)
-                if nt == nt0 and (r > 0 or ext_u == 0):
-                    break
-                if r > 0:
-                    depth_pt = r
-                qcum += buy - sell
-                if r == 0:
-                    qcum += ext_u
+            if j == dd_bar:
+                ref = prm.dd_ref if prm.dd_ref > 0.0 else op[j]
+                peak_exo = ref
+                peak_sim = ref
+            t_prev = path.ts[j]
+        if k == 0:
+            p_exo = op[j]
+        elif k == 3:
+            p_exo = cl[j]
+        elif (k == 1) == (cl[j] < op[j]):
+            p_exo = path.high[j]
+        else:
+            p_exo = path.low[j]
+        t_pt = path.ts[j] + (k * (bar_ms - 1)) // 3
+        if E != 0.0 and decays and t_pt > t_last:
+            # resilience in wall-clock time: half-life in seconds of elapsed path time
+            E *= 0.5 ** ((t_pt - t_last) / (1000.0 * hl))
+            if abs(E) < 1e-12:  # decayed away (and no denormals)
+                E = 0.0
+        t_last = t_pt
+        if n_coh < n_cohorts and tl.act[coh[n_coh]] <= t_pt:
+            while n_coh < n_cohorts and tl.act[coh[n_coh]] <= t_pt:
+                f0 = 0.0 if tl.act[coh[n_coh]] <= t0 else F
+                for li in range(coh[n_coh], coh[n_coh + 1]):
+                    ls.f0[li] = f0
+                    if tl.kind[li] == LIST_LIQ:
+                        ls.shift[li] = (F - f0) / ls.div[li]
+                cbl[n_coh], cbs[n_coh] = _bounds(tl, ls, coh[n_coh], coh[n_coh + 1])
+                n_act = coh[n_coh + 1]
+                n_coh += 1
+            bound_l, bound_s = _side_bounds(cbl, cbs, n_coh)
+        while snap + 1 < n_snap and depth.ts[snap + 1] <= t_pt:
+            snap += 1
+        p = p_exo * np.exp(E) if (E != 0.0 and not no_feedback) else p_exo
+        # external forced flow at this point (the account engine's liquidations): its fees and
+        # deficits go into / out of the fund first, its notional joins round 0's flow
+        ext_u = np.int64(0)
+        if path.ext_flow[j, k] != 0.0:
+            ext_u = usd_units_nb(path.ext_flow[j, k])
+        if path.ext_fund[j, k] != 0.0 or path.ext_fee[j, k] != 0.0:
+            fund = _ext_fund(bar_i, j, fund, usd_units_nb(path.ext_fee[j, k]), usd_units_nb(path.ext_fund[j, k]))
+            if fund < fund_min:
+                fund_min = fund
+        fund_pt = fund  # the point's lowest fund after its external payments (records.RunOutputs.pt_fund)
+        p_hit0 = p
+        fac0 = 1.0
+        p_from = p_prev
+        r = 0
+        depth_pt = 0
+        qcum = np.int64(0)
+        imp_prev = 0.0
+        nx0 = nx  # the path point's exit records start here, one per buffer slot
+        nt0 = 0  # the path point's triggered positions so far (buffer slots)
+        while True:
+            # the only step in which the two modes differ: which positions this price triggers
+            if reference:
+                nt, sell, buy = _trigger_scan(book, p, F, ws, nt0, t_pt, t0)
+            elif p <= bound_l or p >= bound_s:
+                nt, sell, buy = _trigger_lists(book, tl, ls, p, coh, cbl, cbs, n_coh, adl_done, ws, nt0, t_pt)
+                bound_l, bound_s = _side_bounds(cbl, cbs, n_coh)
+            else:
+                nt, sell, buy = nt0, np.int64(0), np.int64(0)
+            if nt == nt0 and (r > 0 or ext_u == 0):
+                break
+            if r > 0:
+                depth_pt = r
+            qcum += buy - sell
+            if r == 0:
+                qcum += ext_u
+            imp, dlog, fac, p_after, E_r = _round_impact(prm, depth, snap, qcum, imp_prev, p, E)
+            fac1 = fac
+            phi, unc = _fund_share(ws, nt0, nt, p_from, p, fac1, F, fund, prm.clearance_rate)
+            if phi < 1.0:
+                # the fund cannot pay the deficits at these fills: ADL takes over the rest of
+                # the bankrupt quantity, which does not go into the book
+                if quantum == 0.0:
+                    quantum = _quantum(book)
+                sell_a, buy_a = _adl_flow(ws, nt0, nt, p_from, fac1, F, phi, p)
+                sell -= sell_a
+                buy -= buy_a
+                qcum += sell_a - buy_a
                 imp, dlog, fac, p_after, E_r = _round_impact(prm, depth, snap, qcum, imp_prev, p, E)
-                fac1 = fac
-                phi, unc = _fund_share(ws, nt0, nt, p_from, p, fac1, F, fund, prm.clearance_rate)
-                if phi < 1.0:
-                    # the fund cannot pay the deficits at these fills: ADL takes over the rest of
-                    # the bankrupt quantity, which does not go into the book
-                    if quantum == 0.0:
-                        quantum = _quantum(book)
-                    sell_a, buy_a = _adl_flow(ws, nt0, nt, p_from, fac1, F, phi, p)
-                    sell -= sell_a
-                    buy -= buy_a
-                    qcum += sell_a - buy_a
-                    imp, dlog, fac, p_after, E_r = _round_impact(prm, depth, snap, qcum, imp_prev, p, E)
-                    bar_i[j, BI_UNCOVERED] += unc
-                imp_prev = imp
-                E = E_r
-                if r == 0:
-                    fac0 = fac
-                nx, fund, q_l, q_s = _settle_round(ws, nt0, nt, nx, j, r, p_from, p, fac, fac1, phi, t_pt, F, fund, prm, quantum)
-                nt0 = nt
-                q_long += q_l
-                q_short += q_s
-                round_units[min(r, max_rounds)] += sell + buy
-                if fund < fund_min:
-                    fund_min = fund
-                if fund < fund_pt:
-                    fund_pt = fund
-                if model == IMPACT_NONE or no_feedback or dlog == 0.0 or r >= max_rounds:
-                    if model != IMPACT_NONE and not no_feedback and dlog != 0.0:
-                        # cut by max_rounds while the price still moved: depth is truncated here
-                        if bar_i[j, BI_AT_MAX_ROUNDS] == 0:
-                            bars_cut += 1
-                        bar_i[j, BI_AT_MAX_ROUNDS] += 1
-                    p = p_after
-                    break
-                p_from = p
+                bar_i[j, BI_UNCOVERED] += unc
+            imp_prev = imp
+            E = E_r
+            if r == 0:
+                fac0 = fac
+            nx, fund, q_l, q_s = _settle_round(ws, nt0, nt, nx, j, r, p_from, p, fac, fac1, phi, t_pt, F, fund, prm, quantum)
+            nt0 = nt
+            q_long += q_l
+            q_short += q_s
+            round_units[min(r, max_rounds)] += sell + buy
+            if fund < fund_min:
+                fund_min = fund
+            if fund < fund_pt:
+                fund_pt = fund
+            if model == IMPACT_NONE or no_feedback or dlog == 0.0 or r >= max_rounds:
+                if model != IMPACT_NONE and not no_feedback and dlog != 0.0:
+                    # cut by max_rounds while the price still moved: depth is truncated here
+                    if bar_i[j, BI_AT_MAX_ROUNDS] == 0:
+                        bars_cut += 1
+                    bar_i[j, BI_AT_MAX_ROUNDS] += 1
                 p = p_after
-                r += 1
-            # ---- end of path point ------------------------------------------------------
-            if nt0 > 0:
-                _time_exits(ws, nx0, nt0, p_prev, p, t_prev, t_pt, book.open_time)
-            if depth_pt > max_depth:
-                max_depth = depth_pt
-            if depth_pt > bar_i[j, BI_ROUNDS]:
-                bar_i[j, BI_ROUNDS] = depth_pt
-            _record_point(bar_f, j, k, p, E)
-            ws.bar_pt[j, k, PT_PRICE] = p
-            ws.bar_pt[j, k, PT_HIT] = p_hit0
-            ws.bar_pt[j, k, PT_FAC] = fac0
-            ws.pt_fund[j, k] = fund_pt
-            if j >= dd_bar:
-                peak_exo, peak_sim, dd_exo, dd_sim = _drawdown(prm.dd_dir, p_exo, p, peak_exo, peak_sim, dd_exo, dd_sim)
-            p_prev = p
-            t_prev = t_pt
-        # ---- end of bar: auto-deleveraging of what the fund could not cover -------------
+                break
+            p_from = p
+            p = p_after
+            r += 1
+        # ---- end of path point ----------------------------------------------------------
+        if nt0 > 0:
+            _time_exits(ws, nx0, nt0, p_prev, p, t_prev, t_pt, book.open_time)
+        if depth_pt > max_depth:
+            max_depth = depth_pt
+        if depth_pt > bar_i[j, BI_ROUNDS]:
+            bar_i[j, BI_ROUNDS] = depth_pt
+        _record_point(bar_f, j, k, p, E)
+        ws.bar_pt[j, k, PT_PRICE] = p
+        ws.bar_pt[j, k, PT_HIT] = p_hit0
+        ws.bar_pt[j, k, PT_FAC] = fac0
+        ws.pt_fund[j, k] = fund_pt
+        if j >= dd_bar:
+            peak_exo, peak_sim, dd_exo, dd_sim = _drawdown(prm.dd_dir, p_exo, p, peak_exo, peak_sim, dd_exo, dd_sim)
+        p_prev = p
+        t_prev = t_pt
+        if k < 3:
+            continue
+        # ---- end of bar: auto-deleveraging of what the fund could not cover -----------------
         t_end = path.ts[j] + bar_ms - 1
         if q_long > 0 or q_short > 0:
             adl_done = True
@@ -1092,27 +1184,48 @@ def simulate_nb(book, tl, path, depth, prm, reference, ws):
             if m_ps < 0:
                 pool_s = _adl_pool(book, -1)
                 m_ps = pool_s.shape[0]
-            nx, short, m_ps = _deleverage(j, -1, q_long, p_prev, F, book, ws, nx, t_end, quantum, pool_s, m_ps)
+                off_s = n - m_ps
+                ks.pool[off_s:] = pool_s
+            nx, short, m_ps = _deleverage(j, -1, q_long, p_prev, F, book, ws, nx, t_end, quantum, ks.pool[off_s:], m_ps)
             shortfall += short
             q_long = 0
         if q_short > 0:
             if m_pl < 0:
                 pool_l = _adl_pool(book, 1)
                 m_pl = pool_l.shape[0]
-            nx, short, m_pl = _deleverage(j, 1, q_short, p_prev, F, book, ws, nx, t_end, quantum, pool_l, m_pl)
+                ks.pool[:m_pl] = pool_l
+            nx, short, m_pl = _deleverage(j, 1, q_short, p_prev, F, book, ws, nx, t_end, quantum, ks.pool, m_pl)
             shortfall += short
             q_short = 0
         bar_i[j, BI_FUND] = fund
 
-    stats[ST_DD_EXO] = dd_exo
-    stats[ST_DD_SIM] = dd_sim
-    stats[ST_MAX_DEPTH] = max_depth
-    stats[ST_FUND_MIN] = fund_min / USD_SCALE
-    stats[ST_ADL_SHORTFALL] = shortfall / USD_SCALE
-    stats[ST_FUNDING_INDEX] = F
-    stats[ST_BARS_AT_MAX_ROUNDS] = bars_cut
-    return RunOutputs(ws.x_pos[:nx], ws.x_ts[:nx], ws.x_fill[:nx], ws.x_round[:nx], ws.x_code[:nx], bar_i, bar_f, round_units, stats, ws.x_usd[:nx],
-                      ws.bar_pt[:nbars], ws.pt_fund[:nbars])
+    ki[KI_SNAP] = snap
+    ki[KI_NX] = nx
+    ki[KI_N_ACT] = n_act
+    ki[KI_N_COH] = n_coh
+    ki[KI_T_LAST] = t_last
+    ki[KI_T_PREV] = t_prev
+    ki[KI_MAX_DEPTH] = max_depth
+    ki[KI_BARS_CUT] = bars_cut
+    ki[KI_SHORTFALL] = shortfall
+    ki[KI_Q_LONG] = q_long
+    ki[KI_Q_SHORT] = q_short
+    ki[KI_ADL_DONE] = 1 if adl_done else 0
+    ki[KI_M_PL] = m_pl
+    ki[KI_M_PS] = m_ps
+    ki[KI_POOL_S] = off_s
+    ki[KI_FUND] = fund
+    ki[KI_FUND_MIN] = fund_min
+    kf[KF_BOUND_L] = bound_l
+    kf[KF_BOUND_S] = bound_s
+    kf[KF_F] = F
+    kf[KF_E] = E
+    kf[KF_P_PREV] = p_prev
+    kf[KF_PEAK_EXO] = peak_exo
+    kf[KF_PEAK_SIM] = peak_sim
+    kf[KF_DD_EXO] = dd_exo
+    kf[KF_DD_SIM] = dd_sim
+    kf[KF_QUANTUM] = quantum
 
 
 @njit(cache=True)
