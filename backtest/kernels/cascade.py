@@ -94,6 +94,11 @@ built in :mod:`backtest.engine`. :func:`simulate_nb` walks bars and path points 
   fees, deficits, insurance fund) - shared;
 - :func:`_deleverage` at each bar's end (ADL of what the fund could not cover) - shared.
 
+A run is :func:`kernel_state_nb` (the state before the first path point, records.KernelState),
+:func:`run_points_nb` over a range of path points and :func:`outputs_nb`; :func:`simulate_nb`
+runs every point in one call, and a caller may split the points as it likes (a co-simulation
+stepping several symbols together) with the same outputs bit for bit.
+
 USD sums are kept in integers (1e-4 USD) so both modes give bit-identical outputs.
 """
 
