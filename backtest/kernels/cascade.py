@@ -982,6 +982,39 @@ def outputs_nb(path, prm, ws, ks):
                       ws.bar_pt[:nbars], ws.pt_fund[:nbars])
 
 
+@njit(cache=True, inline="always")
+def _point_open(path, prm, j, k, E, t_last):
+    """Path point ``k`` of bar ``j`` before its rounds: ``(exogenous price, time (UTC ms), E
+    decayed to it, round-0 price)``, ``E`` and ``t_last`` those after the point before."""
+    op = path.open
+    cl = path.close
+    if k == 0:
+        p_exo = op[j]
+    elif k == 3:
+        p_exo = cl[j]
+    elif (k == 1) == (cl[j] < op[j]):
+        p_exo = path.high[j]
+    else:
+        p_exo = path.low[j]
+    t_pt = path.ts[j] + (k * (prm.bar_ms - 1)) // 3
+    hl = prm.half_life_s
+    if E != 0.0 and hl > 0.0 and np.isfinite(hl) and t_pt > t_last:
+        # resilience in wall-clock time: half-life in seconds of elapsed path time
+        E *= 0.5 ** ((t_pt - t_last) / (1000.0 * hl))
+        if abs(E) < 1e-12:  # decayed away (and no denormals)
+            E = 0.0
+    p = p_exo * np.exp(E) if (E != 0.0 and not prm.no_feedback) else p_exo
+    return p_exo, t_pt, E, p
+
+
+@njit(cache=True)
+def round0_price_nb(path, prm, ks, q):
+    """The round-0 price of path point ``q`` (before any forced order there) of a run standing
+    after point ``q - 1`` (state ``ks``): what a co-simulation shows the other symbols' engine
+    before the point's rounds run."""
+    return _point_open(path, prm, q // 4, q % 4, ks.f[KF_E], ks.i[KI_T_LAST])[3]
+
+
 @njit(cache=True)
 def run_points_nb(book, tl, path, depth, prm, reference, ws, ks, q0, q1):
     """Advance the run (state ``ks``, records.KernelState: after every path point before ``q0``)
@@ -994,12 +1027,8 @@ def run_points_nb(book, tl, path, depth, prm, reference, ws, ks, q0, q1):
     model = prm.impact_model
     no_feedback = prm.no_feedback
     dd_bar = prm.dd_bar
-    hl = prm.half_life_s
-    decays = hl > 0.0 and np.isfinite(hl)
     n_snap = depth.ts.shape[0]
     op = path.open
-    cl = path.close
-    alive = ws.alive[:n]
     bar_i = ws.bar_i
     bar_f = ws.bar_f
     round_units = ws.round_units[: max_rounds + 1]
@@ -1061,20 +1090,7 @@ def run_points_nb(book, tl, path, depth, prm, reference, ws, ks, q0, q1):
                 peak_exo = ref
                 peak_sim = ref
             t_prev = path.ts[j]
-        if k == 0:
-            p_exo = op[j]
-        elif k == 3:
-            p_exo = cl[j]
-        elif (k == 1) == (cl[j] < op[j]):
-            p_exo = path.high[j]
-        else:
-            p_exo = path.low[j]
-        t_pt = path.ts[j] + (k * (bar_ms - 1)) // 3
-        if E != 0.0 and decays and t_pt > t_last:
-            # resilience in wall-clock time: half-life in seconds of elapsed path time
-            E *= 0.5 ** ((t_pt - t_last) / (1000.0 * hl))
-            if abs(E) < 1e-12:  # decayed away (and no denormals)
-                E = 0.0
+        p_exo, t_pt, E, p = _point_open(path, prm, j, k, E, t_last)
         t_last = t_pt
         if n_coh < n_cohorts and tl.act[coh[n_coh]] <= t_pt:
             while n_coh < n_cohorts and tl.act[coh[n_coh]] <= t_pt:
@@ -1089,7 +1105,6 @@ def run_points_nb(book, tl, path, depth, prm, reference, ws, ks, q0, q1):
             bound_l, bound_s = _side_bounds(cbl, cbs, n_coh)
         while snap + 1 < n_snap and depth.ts[snap + 1] <= t_pt:
             snap += 1
-        p = p_exo * np.exp(E) if (E != 0.0 and not no_feedback) else p_exo
         # external forced flow at this point (the account engine's liquidations): its fees and
         # deficits go into / out of the fund first, its notional joins round 0's flow
         ext_u = np.int64(0)
