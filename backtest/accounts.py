@@ -483,11 +483,13 @@ def wake_index(acc: R.Accounts, n_series: int, n_points: int, pool_factor: float
     coarse ones, where a bucket's edges matter)."""
     m, A = len(acc.members), len(acc.first)
     cap = max(int(pool_factor * (m + A)), m + A + 1)
+    k = (int(acc.count.max()) if A else 0) + 1
     return R.WakeIndex(np.empty((n_series, 2, int(buckets)), np.int32), np.empty((cap, 3), np.int32), np.empty((A, 4)),
                        np.empty(n_series), np.empty(n_series, np.int64), np.empty(A, np.int64), np.empty(A, np.int64),
                        np.empty(A, np.int64), np.empty(A, np.int64), np.zeros(R.WC_SIZE, np.int64),
                        np.empty((n_points // R.WAKE_EPOCH + 1, n_series)), np.empty(n_series), np.empty(n_series),
-                       np.empty(A, np.int64), np.array([1.0 / float(width)]), np.empty(((int(acc.count.max()) if A else 0) + 1, 3), np.int64))
+                       np.empty(A, np.int64), np.array([1.0 / float(width)]), np.empty((k, 3), np.int64), np.empty(k, np.int64), np.empty(k),
+                       np.empty(k), np.empty(k, np.int8))
 
 
 def run_accounts(acc: R.Accounts, rows: R.AccountRows, grid: R.GridPaths, nbars: int, *, reference: bool = False,

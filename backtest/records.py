@@ -563,6 +563,10 @@ class WakeIndex(NamedTuple):
     perm: np.ndarray  # int64[A]: the account in each slot of the engine's state (its memory order)
     geom: np.ndarray  # float64[1]: buckets per unit of log price (1 / WAKE_LOG_WIDTH)
     lv: np.ndarray  # int64[the largest account's rows + 1, 3]: scratch, one account's levels (series, direction, bucket)
+    ex_ser: np.ndarray  # int64[the largest account's rows + 1]: scratch, one account's exposures (AccountWork ws / wc / wp / wk)
+    ex_rate: np.ndarray  # float64[...]: their loss rates per unit of adverse price move
+    ex_px: np.ndarray  # float64[...]: their prices at the anchor
+    ex_falls: np.ndarray  # int8[...]: 1 = loses as the price falls, 0 as it rises
 
 
 #: columns of WakeIndex.arec: the last grid point the account was queued at (-1 never), the

@@ -104,16 +104,24 @@ def synthetic_population(s: int, n: int, seed: int = 5) -> dict[str, np.ndarray]
 def _bytes_per_position(acc: R.Accounts, rows: R.AccountRows, n: int, stepped: bool = False) -> float:
     """Bytes per position of the account kernel's arrays; ``stepped``: the time-major engine's,
     which holds every account's working state (64 B per row and per account) and its wake index
-    (3 int32 per row and per account, one per row; the buckets' heads are per series, apart)."""
+    (records.WakeIndex: an entry pool of 2 x 12 B per row and per account - accounts.wake_index's
+    default pool factor - and 32 B of record plus 5 int64 per account; the buckets' heads and the
+    move scales are per series, apart)."""
     A = len(acc.first)
     per_row = sum(a.nbytes for a in rows) + acc.row_account.nbytes + acc.members.nbytes
     per_row += n * (8 + 4 + 8 + 1 + 2 + 8)  # exit records x_row, x_grid, x_fill, x_contagion, x_source, x_share
     per_acc = sum(a.nbytes for a in (acc.first, acc.count, acc.wallet_usd, acc.coll_asset, acc.coll_amount, acc.n_symbols))
     per_acc += A * (4 + 8)  # acc_grid, acc_deficit (the fast kernel's working state is one account's)
     if stepped:
-        per_row += n * (64 + 3 * 4 + 4)  # AccountState.row; WakeIndex nxt, prv, bkt, member_acc
-        per_acc += A * (64 + 3 * 4 + 8 * 6 + 1)  # AccountState.acc; WakeIndex entries, stamp, todo, hot, cool FIFO, alive
+        per_row += n * (64 + 2 * 12)  # AccountState.row; WakeIndex.pool
+        per_acc += A * (64 + 2 * 12 + 32 + 5 * 8)  # AccountState.acc; WakeIndex.pool, arec, todo, hot, cool_acc, cool_ms, perm
     return (per_row + per_acc) / n
+
+
+def _same(x: R.AccountOutputs, y: R.AccountOutputs) -> bool:
+    """Two engine runs' outputs equal bit for bit (records, per account, per bar)."""
+    return (all(np.array_equal(a, b) for a, b in zip(x[:6], y[:6])) and np.array_equal(x.acc_grid, y.acc_grid)
+            and np.array_equal(x.bar_i, y.bar_i) and np.array_equal(x.acc_deficit, y.acc_deficit))
 
 
 def main() -> None:
@@ -154,8 +162,7 @@ def main() -> None:
         stepped = run_accounts(acc, rows, grid, nbars, stepped=True)
         steps.append((time.perf_counter() - t0, time.process_time() - c0))
     t_step, c_step = min(r[0] for r in steps), min(r[1] for r in steps)
-    same_step = (all(np.array_equal(x, y) for x, y in zip(stepped[:6], fast[:6])) and np.array_equal(stepped.acc_grid, fast.acc_grid)
-                 and np.array_equal(stepped.bar_i, fast.bar_i) and np.array_equal(stepped.acc_deficit, fast.acc_deficit))
+    same_step = _same(stepped, fast)
     step_checks = stepped.checks
     del stepped
 
@@ -164,8 +171,7 @@ def main() -> None:
     ref = run_accounts(sub, sub_rows, grid, nbars, reference=True)
     t_ref_sub, c_ref_sub = time.perf_counter() - t0, time.process_time() - c0
     fast_sub = run_accounts(sub, sub_rows, grid, nbars)
-    same = (all(np.array_equal(x, y) for x, y in zip(fast_sub[:6], ref[:6])) and np.array_equal(fast_sub.acc_grid, ref.acc_grid)
-            and np.array_equal(fast_sub.bar_i, ref.bar_i) and np.array_equal(fast_sub.acc_deficit, ref.acc_deficit))
+    same = _same(fast_sub, ref)
     t_ref = t_ref_sub * A / len(sub.first)
     grid_mb = sum(x.nbytes for x in (grid.ts, grid.px, grid.bar, grid.suf, grid.blk)) / 1e6
     liq = int((fast.acc_grid >= 0).sum())

@@ -202,7 +202,9 @@ def main() -> None:
     ref_out = run_accounts(sub, sub_rows, grid, nbars, rules=rules, reference=True)
     t_ref_sub = time.perf_counter() - t1
     fast_out = run_accounts(sub, sub_rows, grid, nbars, rules=rules)
-    same = all(np.array_equal(x, y) for x, y in zip(fast_out[:6], ref_out[:6])) and np.array_equal(fast_out.bar_i, ref_out.bar_i)
+    from bench_accounts import _same
+
+    same = _same(fast_out, ref_out)
     ref_pass = t_ref_sub * A / len(sub.first)
     ref_wall = wall - eng + runs * ref_pass
     n = n_per * len(SYMBOLS)

@@ -31,9 +31,8 @@ from backtest import records as R  # noqa: E402
 def inputs(prep, reference: bool = False):
     """Fresh inputs of one co-simulation run of ``prep`` (after a package run filled its caches);
     ``reference``: for the kernels' reference scans."""
-    from backtest.accounts import exit_capacity, liq_rules, wake_index
+    from backtest.accounts import build_grid, exit_capacity, liq_rules, wake_index
     from backtest.contagion import observed_points
-    from backtest.accounts import build_grid
     from backtest.engine import kernel_params, make_book, make_market_path, make_workspace
     from backtest.kernels.cascade import kernel_state_nb
     from backtest.sim_params import resolve_params

@@ -52,19 +52,21 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from backtest.kernels.accounts import SAFETY, TINY, _pack_account, _pack_row, account_state_nb, liquidate_nb, state_nb, threshold_nb
+from backtest.kernels.accounts import (
+    SAFETY,
+    TINY,
+    _exposures,
+    _pack_account,
+    _pack_row,
+    account_state_nb,
+    liquidate_nb,
+    state_nb,
+    threshold_nb,
+)
 from backtest.records import (
     AS_COOL,
-    AS_COUNT,
     AS_CSER,
-    AS_CVAL,
-    AS_FIRST,
-    AS_HC,
     AS_PHASE,
-    RS_MMR,
-    RS_QTY,
-    RS_SIDE,
-    RS_SYM,
     WA_ANCHOR,
     WA_KAPPA,
     WA_STAMP,
@@ -81,6 +83,7 @@ from backtest.records import (
     WC_POOL,
     WC_REBUILDS,
 )
+
 
 @njit(cache=True, inline="always", _nrt=False)
 def bucket_nb(wk, s, x):
@@ -107,21 +110,18 @@ def _push(wk, a, s, d, b):
 
 
 @njit(cache=True, _nrt=False)
-def _levels(wk, st, grid, a, t, kappa, check):
-    """Account ``a``'s wake levels for an anchor at grid point ``t`` with budget factor ``kappa``
-    (module docstring: exposure ``e`` may move adversely by ``kappa x`` its series' move scale):
-    their series, directions and buckets into ``wk.lv``; returns their count, or -1 when
-    ``check`` and one lies in or past its price's bucket (the account is hot)."""
-    f = np.int64(st.acc[a, AS_FIRST])
-    cs = np.int64(st.acc[a, AS_CSER])
+def _levels(wk, t, kappa, n, check):
+    """The wake levels of the ``n`` exposures in ``wk.ex_*`` (:func:`_exposures` of an account
+    anchored at grid point ``t``) for budget factor ``kappa`` (module docstring: exposure ``e``
+    may move adversely by ``kappa x`` its series' move scale): their series, directions and
+    buckets into ``wk.lv``; returns their count, or -1 when ``check`` and one lies in or past its
+    price's bucket (the account is hot)."""
     vol = wk.vol[t // WAKE_EPOCH]
-    n = 0
-    for i in range(f, f + np.int64(st.acc[a, AS_COUNT])):
-        if st.row[i, RS_QTY] <= 0.0:
-            continue
-        s = np.int64(st.row[i, RS_SYM])
-        p = grid.px[s, t]
-        if st.row[i, RS_SIDE] > 0:
+    m = 0
+    for j in range(n):
+        s = wk.ex_ser[j]
+        p = wk.ex_px[j]
+        if wk.ex_falls[j] == 1:
             lvl = p * (1.0 - kappa * vol[s])
             if not lvl > 0.0:
                 continue  # no fall of this price alone uses its share of the budget
@@ -134,21 +134,18 @@ def _levels(wk, st, grid, a, t, kappa, check):
             if check and b <= wk.cur[s]:
                 return -1
             d = WAKE_RISES
-        wk.lv[n, 0] = s
-        wk.lv[n, 1] = d
-        wk.lv[n, 2] = b
-        n += 1
-    if cs >= 0:
-        lvl = grid.px[cs, t] * (1.0 - kappa * vol[cs])
-        if lvl > 0.0:
-            b = bucket_nb(wk, cs, lvl)
-            if check and b >= wk.cur[cs]:
-                return -1
-            wk.lv[n, 0] = cs
-            wk.lv[n, 1] = WAKE_FALLS
-            wk.lv[n, 2] = b
-            n += 1
-    return n
+        wk.lv[m, 0] = s
+        wk.lv[m, 1] = d
+        wk.lv[m, 2] = b
+        m += 1
+    return m
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def _account_exposures(wk, st, grid, a, t):
+    """Account ``a``'s exposures at grid point ``t`` into ``wk.ex_*``
+    (:func:`backtest.kernels.accounts._exposures`: series, loss rate, price, loses as it falls)."""
+    return _exposures(st, grid, a, t, wk.ex_ser, wk.ex_rate, wk.ex_px, wk.ex_falls)
 
 
 @njit(cache=True, inline="always", _nrt=False)
@@ -167,7 +164,8 @@ def _rebuild(wk, st, grid):
     for a in range(wk.arec.shape[0]):
         t0 = np.int64(wk.arec[a, WA_ANCHOR])
         if t0 >= 0:
-            _push_levels(wk, a, _levels(wk, st, grid, a, t0, wk.arec[a, WA_KAPPA], False))
+            n = _account_exposures(wk, st, grid, a, t0)
+            _push_levels(wk, a, _levels(wk, t0, wk.arec[a, WA_KAPPA], n, False))
 
 
 @njit(cache=True, inline="always", _nrt=False)
@@ -202,28 +200,22 @@ def _anchor(wk, st, grid, a, t, cushion, scale, coll):
     if not (cushion > TINY * (scale + abs(coll))) or not (scale + coll if cs >= 0 else scale) > 0.0:
         _hot(wk, a)
         return
-    f = np.int64(st.acc[a, AS_FIRST])
+    n = _account_exposures(wk, st, grid, a, t)
     vol = wk.vol[t // WAKE_EPOCH]
     tot = 0.0  # sum over the exposures of loss rate x anchor price x the series' move scale
-    for i in range(f, f + np.int64(st.acc[a, AS_COUNT])):
-        q = st.row[i, RS_QTY]
-        if q <= 0.0:
-            continue
-        si = np.int64(st.row[i, RS_SYM])
-        tot += (q if st.row[i, RS_SIDE] > 0 else q * (1.0 + st.row[i, RS_MMR])) * grid.px[si, t] * vol[si]
-    if cs >= 0:
-        tot += st.acc[a, AS_CVAL] * st.acc[a, AS_HC] * grid.px[cs, t] * vol[cs]
+    for j in range(n):
+        tot += wk.ex_rate[j] * wk.ex_px[j] * vol[wk.ex_ser[j]]
     kappa = SAFETY * cushion / tot
-    n = _levels(wk, st, grid, a, t, kappa, True) if kappa > 0.0 else -1
-    if n < 0:
+    m = _levels(wk, t, kappa, n, True) if kappa > 0.0 else -1
+    if m < 0:
         _hot(wk, a)
         return
-    if wk.counts[WC_POOL] + n > wk.pool.shape[0]:
-        _rebuild(wk, st, grid)  # (it uses wk.lv: this account's levels again after it)
-        n = _levels(wk, st, grid, a, t, kappa, False)
+    if wk.counts[WC_POOL] + m > wk.pool.shape[0]:
+        _rebuild(wk, st, grid)  # (it uses wk.ex_* and wk.lv: this account's again after it)
+        m = _levels(wk, t, kappa, _account_exposures(wk, st, grid, a, t), False)
     wk.arec[a, WA_ANCHOR] = t
     wk.arec[a, WA_KAPPA] = kappa
-    _push_levels(wk, a, n)
+    _push_levels(wk, a, m)
 
 
 @njit(cache=True, _nrt=False)
